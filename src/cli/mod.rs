@@ -1,0 +1,123 @@
+//! Command-line structures (clap) only; turning them into typed specs happens in `main`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runlet",
+    version,
+    about = "Run Cloud Run services and jobs on one Linux machine, on containerd"
+)]
+pub struct Cli {
+    /// containerd's socket. When nothing answers there, runlet starts a private containerd under --state-dir.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNLET_CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd_address: String,
+    /// Where runlet keeps its state (private containerd, instance files, CNI allocations).
+    #[arg(
+        long,
+        global = true,
+        env = "RUNLET_STATE_DIR",
+        default_value = "/var/lib/runlet"
+    )]
+    pub state_dir: PathBuf,
+    /// Never start a private containerd; fail if nothing answers at --containerd-address.
+    #[arg(long, global = true, env = "RUNLET_NO_EMBEDDED_CONTAINERD")]
+    pub no_embedded_containerd: bool,
+    /// Log filter (e.g. info, debug, runlet=debug).
+    #[arg(long, global = true, env = "RUNLET_LOG", default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve an image as a Cloud Run service.
+    Serve(ServeArgs),
+    /// Manage runlet's image store.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The image to serve (loaded with `runlet image load`).
+    #[arg(long)]
+    pub image: String,
+    /// Service name (default: derived from the image name).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The port the container listens on; passed as PORT.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Where runlet accepts requests for the service.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Environment variables, KEY=VALUE[,KEY=VALUE...]; repeatable.
+    #[arg(long = "set-env-vars")]
+    pub set_env_vars: Vec<String>,
+    /// Replaces the image's entrypoint; comma-separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, num_args = 1)]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's CMD; comma-separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, num_args = 1)]
+    pub args: Option<Vec<String>>,
+    /// Memory limit per instance (e.g. 512Mi, 1Gi).
+    #[arg(long, default_value = "512Mi")]
+    pub memory: String,
+    /// vCPUs per instance (e.g. 1, 0.5, 2).
+    #[arg(long, default_value = "1")]
+    pub cpu: String,
+    /// Requests in flight per instance at most (1-1000).
+    #[arg(long, default_value_t = 80)]
+    pub concurrency: usize,
+    /// Request timeout (1s-3600s), counted from receipt.
+    #[arg(long, default_value = "300")]
+    pub timeout: String,
+    /// Instances kept running even with no traffic.
+    #[arg(long, default_value_t = 0)]
+    pub min_instances: usize,
+    /// Instances at most.
+    #[arg(long, default_value_t = 100)]
+    pub max_instances: usize,
+    /// Idle instances above --min-instances are stopped after this long (at most 15m).
+    #[arg(long, default_value = "15m")]
+    pub idle_timeout: String,
+    /// How long an instance may take to listen (at most 240s).
+    #[arg(long, default_value = "240s")]
+    pub startup_timeout: String,
+    /// Send requests to the container as HTTP/2 cleartext (h2c).
+    #[arg(long)]
+    pub use_http2: bool,
+    /// Prometheus metrics address (`/metrics`); "off" disables it.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub metrics_listen: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an image archive (OCI layout tar or `docker save` tar).
+    Load {
+        file: PathBuf,
+        /// Name the image (needed when the archive names none).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Print no progress.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List images.
+    Ls,
+    /// Remove images.
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}

@@ -1,0 +1,257 @@
+//! One service instance: network, container, start-up probe, and teardown.
+//!
+//! Create: network namespace (CNI) → /etc files → FIFOs → OCI spec → `Runtime::create` →
+//! `Runtime::start` → TCP probe of the ingress port from inside the namespace, until it
+//! accepts (ready), the container exits (failed, with its exit code) or the start-up window
+//! ends (failed). Teardown: [`super::stop_container`], then the network and files.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::logs::{Pipes, Sink};
+use super::{stop_container, Stopped, KILL_GRACE};
+use crate::image::ImageInfo;
+use crate::ingress::{Dial, Endpoint};
+use crate::runtime::network::{self, NetConfig, NetnsDialer};
+use crate::runtime::{labels, ocispec, ContainerSpec, ExitStatus, Runtime, RuntimeError};
+use crate::spec::ServiceSpec;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("the container exited during start-up with {0}")]
+    Exited(ExitStatus),
+    #[error("the container did not listen on port {port} within {secs} s")]
+    Timeout { port: u16, secs: u64 },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Network(#[from] network::NetError),
+    #[error(transparent)]
+    Spec(#[from] ocispec::SpecError),
+    #[error("instance files: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every instance of a service shares.
+pub struct Ctx<R: Runtime> {
+    pub runtime: Arc<R>,
+    pub net: NetConfig,
+    pub spec: Arc<ServiceSpec>,
+    pub image: ImageInfo,
+    /// Numeric user and group resolved from the image's `User`.
+    pub user: (u32, u32),
+    pub state_dir: PathBuf,
+}
+
+/// A started, listening instance.
+pub struct Running {
+    pub id: String,
+    pub endpoint: Arc<Endpoint>,
+    /// Becomes `Some` when the container's main process exits.
+    pub exit: watch::Receiver<Option<ExitStatus>>,
+    pub startup: Duration,
+    pipes: Option<Pipes>,
+}
+
+impl<R: Runtime> Ctx<R> {
+    fn dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("instances").join(id)
+    }
+
+    /// Creates and starts instance `id` and waits until it listens.
+    pub async fn launch(&self, id: &str) -> Result<Running, StartError> {
+        let t0 = Instant::now();
+        let spec = &self.spec;
+        let dir = self.dir(id);
+        std::fs::create_dir_all(&dir)?;
+        let att = self.net.attach(id).await?;
+        let pipes = {
+            let id = id.to_string();
+            let sink: Sink = Arc::new(
+                move |stream, line| info!(target: "runlet::container", instance = %id, stream, "{line}"),
+            );
+            Pipes::open(&dir.join("io"), sink)?
+        };
+        let mut running = Running {
+            id: id.to_string(),
+            endpoint: Arc::new(Endpoint::new(
+                id.to_string(),
+                spec.port,
+                Arc::new(NoDial),
+                spec.use_http2,
+            )),
+            exit: watch::channel(None).1,
+            startup: Duration::ZERO,
+            pipes: Some(pipes),
+        };
+        match self.create_and_start(id, &att, &mut running, t0).await {
+            Ok(()) => Ok(running),
+            Err(e) => {
+                self.teardown(id, running.pipes.take()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_and_start(
+        &self,
+        id: &str,
+        att: &network::Attachment,
+        running: &mut Running,
+        t0: Instant,
+    ) -> Result<(), StartError> {
+        let spec = &self.spec;
+        let cfg = &self.image.config;
+        let args = ocispec::argv(
+            &self.image.name,
+            cfg,
+            spec.command.as_deref(),
+            spec.args.as_deref(),
+        )?;
+        let env = ocispec::env(
+            cfg.env.as_deref().unwrap_or_default(),
+            &spec.env,
+            &spec.contract_env(),
+        );
+        let hostname = id.chars().take(63).collect::<String>();
+        let etc =
+            network::write_etc_files(&self.dir(id).join("etc"), &hostname, att.ip.as_deref())?;
+        let oci = ocispec::build(&ocispec::SpecInput {
+            id: id.to_string(),
+            hostname,
+            args,
+            env,
+            cwd: cfg
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            uid: self.user.0,
+            gid: self.user.1,
+            memory_bytes: spec.memory_bytes,
+            cpu: spec.cpu,
+            netns: Some(att.netns.display().to_string()),
+            etc_files: etc,
+            tmpfs: vec![],
+        })?;
+        let mut lbl = HashMap::new();
+        lbl.insert(labels::MANAGED.to_string(), "true".to_string());
+        lbl.insert(labels::SERVICE.to_string(), spec.name.clone());
+        lbl.insert(labels::REVISION.to_string(), spec.revision.clone());
+        lbl.insert(labels::INSTANCE.to_string(), id.to_string());
+        lbl.insert(labels::CONTAINER.to_string(), "ingress".to_string());
+        lbl.insert(labels::NETNS.to_string(), att.netns.display().to_string());
+        let pipes = running
+            .pipes
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("pipes closed"))?;
+        let cspec = ContainerSpec {
+            id: id.to_string(),
+            image: self.image.clone(),
+            oci_spec: oci,
+            labels: lbl,
+            stdout: pipes.stdout.display().to_string(),
+            stderr: pipes.stderr.display().to_string(),
+        };
+        self.runtime.create(&cspec).await?;
+        // Watch for the exit before starting, so an instant crash is seen.
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let rt = self.runtime.clone();
+        let wid = id.to_string();
+        tokio::spawn(async move {
+            match rt.wait(&wid).await {
+                Ok(status) => {
+                    let _ = exit_tx.send(Some(status));
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => warn!(instance = %wid, "waiting for exit: {e}"),
+            }
+        });
+        running.exit = exit_rx.clone();
+        self.runtime.start(id).await?;
+        let dialer = Arc::new(NetnsDialer::new(&att.netns, spec.port)?);
+        self.probe(dialer.as_ref(), exit_rx, t0).await?;
+        running.endpoint = Arc::new(Endpoint::new(
+            id.to_string(),
+            spec.port,
+            dialer,
+            spec.use_http2,
+        ));
+        running.startup = t0.elapsed();
+        Ok(())
+    }
+
+    /// The default start-up probe: the ingress port accepts a TCP connection (LIFE-2).
+    async fn probe(
+        &self,
+        dialer: &NetnsDialer,
+        mut exit: watch::Receiver<Option<ExitStatus>>,
+        t0: Instant,
+    ) -> Result<(), StartError> {
+        let deadline = t0 + self.spec.startup_timeout;
+        let mut delay = Duration::from_millis(2);
+        loop {
+            if let Some(status) = *exit.borrow_and_update() {
+                return Err(StartError::Exited(status));
+            }
+            if dialer.dial().await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StartError::Timeout {
+                    port: self.spec.port,
+                    secs: self.spec.startup_timeout.as_secs(),
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = exit.changed() => {}
+            }
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the container (SIGTERM, SIGKILL after 10 s) and removes everything of `id`.
+    pub async fn stop(&self, mut running: Running) -> Option<Stopped> {
+        let stopped = match stop_container(self.runtime.as_ref(), &running.id, KILL_GRACE).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(instance = %running.id, "stopping: {e}");
+                None
+            }
+        };
+        self.teardown(&running.id, running.pipes.take()).await;
+        stopped
+    }
+
+    /// Removes container, network and files of `id`; safe on partial state.
+    pub async fn teardown(&self, id: &str, pipes: Option<Pipes>) {
+        if let Err(e) = self.runtime.delete(id).await {
+            warn!(instance = id, "deleting container: {e}");
+        }
+        if let Some(p) = pipes {
+            p.close().await;
+        }
+        self.net.detach(id).await;
+        let _ = std::fs::remove_dir_all(self.dir(id));
+    }
+}
+
+/// A dialer for an instance that is not ready yet.
+struct NoDial;
+impl Dial for NoDial {
+    fn dial(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<tokio::net::TcpStream>> + Send + '_>,
+    > {
+        Box::pin(async { Err(std::io::Error::other("instance not ready")) })
+    }
+}

@@ -1,0 +1,240 @@
+//! The service controller: keeps the set of instances in line with the autoscaler's
+//! decisions, publishes the routable snapshot to the ingress, and runs the stop sequence on
+//! scale-in, crashes and shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{error, info, warn, Instrument};
+
+use super::autoscale::{self, InstanceLoad, Observation, Policy};
+use super::instance::{Ctx, Running, StartError};
+use crate::ingress::{Demand, Snapshot};
+use crate::metrics::Metrics;
+use crate::runtime::{labels, Runtime};
+
+enum Event {
+    Started(Result<Running, (String, StartError)>),
+    Exited(String),
+    Stopped(String),
+}
+
+struct Ready {
+    running: Running,
+    idle_since: Instant,
+}
+
+/// Runs the service until `shutdown` resolves, then stops every instance and returns.
+pub async fn run<R: Runtime>(
+    ctx: Arc<Ctx<R>>,
+    policy: Policy,
+    demand: Arc<Demand>,
+    snapshot_tx: watch::Sender<Snapshot>,
+    metrics: Arc<Metrics>,
+    initial: Vec<Running>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let service = ctx.spec.name.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let mut ready: Vec<Ready> = Vec::new();
+    let mut starting: usize = initial.len();
+    for r in initial {
+        let _ = tx.send(Event::Started(Ok(r)));
+    }
+    let mut stopping: usize = 0;
+    let mut failures: u32 = 0;
+    let mut not_before = Instant::now();
+    let mut failed_reason: Option<String> = None;
+    let mut exit_watchers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = demand.wake.notified() => {}
+            _ = tick.tick() => {}
+            Some(ev) = rx.recv() => match ev {
+                Event::Started(Ok(running)) => {
+                    starting -= 1;
+                    failures = 0;
+                    failed_reason = None;
+                    metrics.starts.with_label_values(&[&service, "ready"]).inc();
+                    metrics.startup.with_label_values(&[&service]).observe(running.startup.as_secs_f64());
+                    info!(instance = %running.id, "instance ready after {} ms", running.startup.as_millis());
+                    let mut exit = running.exit.clone();
+                    let id = running.id.clone();
+                    let tx2 = tx.clone();
+                    exit_watchers.insert(id.clone(), tokio::spawn(async move {
+                        while exit.borrow_and_update().is_none() {
+                            if exit.changed().await.is_err() { return; }
+                        }
+                        let _ = tx2.send(Event::Exited(id));
+                    }));
+                    ready.push(Ready { running, idle_since: Instant::now() });
+                }
+                Event::Started(Err((id, e))) => {
+                    starting -= 1;
+                    failures += 1;
+                    let backoff = Duration::from_millis(500 * 2u64.saturating_pow(failures.min(7))).min(Duration::from_secs(60));
+                    not_before = Instant::now() + backoff;
+                    metrics.starts.with_label_values(&[&service, "failed"]).inc();
+                    error!(instance = %id, "instance failed to start: {e}; next attempt in {} ms", backoff.as_millis());
+                    failed_reason = Some(e.to_string());
+                }
+                Event::Exited(id) => {
+                    if let Some(pos) = ready.iter().position(|r| r.running.id == id) {
+                        let r = ready.remove(pos);
+                        let status = *r.running.exit.borrow();
+                        warn!(instance = %id, "instance exited while serving ({}); removing it", status.map(|s| s.to_string()).unwrap_or_default());
+                        stopping += 1;
+                        spawn_stop(&ctx, r.running, &tx);
+                    }
+                }
+                Event::Stopped(id) => {
+                    stopping -= 1;
+                    exit_watchers.remove(&id).map(|h| h.abort());
+                    info!(instance = %id, "instance stopped");
+                }
+            }
+        }
+        // Idle bookkeeping, then the decision.
+        let now = Instant::now();
+        for r in &mut ready {
+            if r.running.endpoint.in_flight() > 0 {
+                r.idle_since = now;
+            }
+        }
+        let obs = Observation {
+            ready: ready
+                .iter()
+                .map(|r| InstanceLoad {
+                    in_flight: r.running.endpoint.in_flight(),
+                    idle_for: now - r.idle_since,
+                })
+                .collect(),
+            starting,
+            queued: demand.queued.load(Ordering::Acquire),
+        };
+        let d = autoscale::decide(&policy, &obs);
+        let mut stop_idx = d.stop.clone();
+        stop_idx.sort_unstable_by(|a, b| b.cmp(a));
+        for i in stop_idx {
+            let r = ready.remove(i);
+            info!(instance = %r.running.id, "instance idle for {} s: draining", (now - r.idle_since).as_secs());
+            stopping += 1;
+            spawn_stop(&ctx, r.running, &tx);
+        }
+        if d.start > 0 && now >= not_before {
+            for _ in 0..d.start {
+                starting += 1;
+                let id = format!("{}-{}", ctx.spec.revision, crate::util::random_suffix(5));
+                info!(instance = %id, "instance starting");
+                let ctx2 = ctx.clone();
+                let tx2 = tx.clone();
+                let span =
+                    tracing::info_span!("instance", service = %ctx.spec.name, instance = %id);
+                tokio::spawn(
+                    async move {
+                        let r = ctx2.launch(&id).await.map_err(|e| (id, e));
+                        let _ = tx2.send(Event::Started(r));
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        metrics
+            .instances
+            .with_label_values(&[&service, "ready"])
+            .set(ready.len() as i64);
+        metrics
+            .instances
+            .with_label_values(&[&service, "starting"])
+            .set(starting as i64);
+        metrics
+            .instances
+            .with_label_values(&[&service, "stopping"])
+            .set(stopping as i64);
+        let snap = Snapshot {
+            endpoints: ready.iter().map(|r| r.running.endpoint.clone()).collect(),
+            starting,
+            at_max: ready.len() + starting >= policy.max_instances,
+            failed_start: if starting == 0 && ready.is_empty() {
+                failed_reason.clone()
+            } else {
+                None
+            },
+        };
+        snapshot_tx.send_replace(snap);
+    }
+
+    // Shutdown: stop routing, let in-flight requests finish, stop everything.
+    info!(service = %service, "shutting down: draining {} instance(s)", ready.len());
+    snapshot_tx.send_replace(Snapshot {
+        at_max: true,
+        ..Default::default()
+    });
+    for r in ready.drain(..) {
+        stopping += 1;
+        spawn_stop(&ctx, r.running, &tx);
+    }
+    while stopping > 0 || starting > 0 {
+        match rx.recv().await {
+            Some(Event::Stopped(_)) => stopping -= 1,
+            Some(Event::Started(Ok(running))) => {
+                starting -= 1;
+                stopping += 1;
+                spawn_stop(&ctx, running, &tx);
+            }
+            Some(Event::Started(Err(_))) => starting -= 1,
+            Some(Event::Exited(_)) => {}
+            None => break,
+        }
+    }
+    for (_, h) in exit_watchers {
+        h.abort();
+    }
+}
+
+/// Drains an instance (in-flight requests finish, bounded by the request timeout), then
+/// runs the stop sequence in the background.
+fn spawn_stop<R: Runtime>(ctx: &Arc<Ctx<R>>, running: Running, tx: &mpsc::UnboundedSender<Event>) {
+    let ctx = ctx.clone();
+    let tx = tx.clone();
+    let span = tracing::info_span!("instance", service = %ctx.spec.name, instance = %running.id);
+    tokio::spawn(
+        async move {
+            let id = running.id.clone();
+            let drain_until = Instant::now() + ctx.spec.timeout;
+            while running.endpoint.in_flight() > 0 && running.exit.borrow().is_none() && Instant::now() < drain_until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let stopped = ctx.stop(running).await;
+            if let Some(s) = stopped {
+                if s.killed {
+                    info!(instance = %id, "SIGKILL sent {} s after SIGTERM", super::KILL_GRACE.as_secs());
+                }
+            }
+            let _ = tx.send(Event::Stopped(id));
+        }
+        .instrument(span),
+    );
+}
+
+/// Removes what an earlier runlet left of this service (containers found by label).
+pub async fn clean_leftovers<R: Runtime>(ctx: &Ctx<R>) {
+    let Ok(list) = ctx.runtime.list().await else {
+        return;
+    };
+    for c in list {
+        if c.labels.get(labels::SERVICE) == Some(&ctx.spec.name) {
+            warn!(container = %c.id, "removing a container an earlier runlet left behind");
+            let _ =
+                super::stop_container(ctx.runtime.as_ref(), &c.id, Duration::from_secs(1)).await;
+            ctx.teardown(&c.id, None).await;
+        }
+    }
+}

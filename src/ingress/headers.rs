@@ -1,0 +1,269 @@
+//! Header rules (contract HDR-1, HDR-2) and the headers runlet adds or removes when it
+//! forwards a request.
+//!
+//! Added: `X-Forwarded-For` (client address appended), `X-Forwarded-Proto: http`,
+//! `Forwarded` (RFC 7239 element appended), `traceparent` and `X-Cloud-Trace-Context`
+//! (created when absent, each derived from the other when only one is present), `Host`
+//! (from the request target when an HTTP/2 client sent only `:authority`).
+//! Removed: hop-by-hop headers (`Connection` and the headers it names, `Keep-Alive`,
+//! `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`).
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use rand::Rng;
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A name is printable, non-whitespace ASCII without a colon (HDR-1).
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| (0x21..=0x7e).contains(&b) && b != b':')
+}
+
+/// A value is visible ASCII plus space and horizontal tab (HDR-2). hyper lets bytes >= 0x80
+/// through (obs-text); the contract does not.
+pub fn valid_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b))
+}
+
+/// The first header breaking HDR-1/HDR-2, described for the 400 body and the log.
+pub fn check(headers: &HeaderMap) -> Result<(), String> {
+    for (name, value) in headers {
+        if !valid_name(name.as_str().as_bytes()) {
+            return Err(format!(
+                "header name {:?} is not printable ASCII without whitespace and colons",
+                name.as_str()
+            ));
+        }
+        if !valid_value(value.as_bytes()) {
+            return Err(format!(
+                "header {} has a value with bytes outside visible ASCII, space and tab",
+                name.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(*n);
+    }
+}
+
+/// Adds the forwarding and tracing headers for a request from `client`.
+pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, authority: Option<&str>) {
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+        _ => client.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let node = match client {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("\"[{a}]\""),
+    };
+    let mut element = format!("for={node};proto=http");
+    if let Some(host) = authority.filter(|h| h.bytes().all(|b| b.is_ascii_graphic())) {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    let fwd = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {element}"),
+        _ => element,
+    };
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert("forwarded", v);
+    }
+    if headers.get(http::header::HOST).is_none() {
+        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(http::header::HOST, v);
+        }
+    }
+    add_trace(headers);
+}
+
+/// `traceparent` (W3C) and `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=OPTIONS`).
+fn add_trace(headers: &mut HeaderMap) {
+    let tp = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let xc = headers
+        .get("x-cloud-trace-context")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_cloud_trace);
+    let (trace, span, sampled) = match (tp, xc) {
+        (Some(t), _) => t,
+        (None, Some(c)) => c,
+        (None, None) => {
+            let mut rng = rand::thread_rng();
+            let trace: u128 = rng.gen::<u128>() | 1;
+            let span: u64 = rng.gen::<u64>() | 1;
+            (trace, span, false)
+        }
+    };
+    if headers.get("traceparent").is_none() || tp.is_none() {
+        let v = format!(
+            "00-{trace:032x}-{span:016x}-{}",
+            if sampled { "01" } else { "00" }
+        );
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.insert("traceparent", v);
+        }
+    }
+    if headers.get("x-cloud-trace-context").is_none() {
+        let v = format!("{trace:032x}/{span};o={}", u8::from(sampled));
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.insert("x-cloud-trace-context", v);
+        }
+    }
+}
+
+fn parse_traceparent(s: &str) -> Option<(u128, u64, bool)> {
+    let parts: Vec<&str> = s.trim().split('-').collect();
+    if parts.len() < 4 || parts[1].len() != 32 || parts[2].len() != 16 || parts[3].len() != 2 {
+        return None;
+    }
+    let trace = u128::from_str_radix(parts[1], 16)
+        .ok()
+        .filter(|t| *t != 0)?;
+    let span = u64::from_str_radix(parts[2], 16).ok().filter(|s| *s != 0)?;
+    let flags = u8::from_str_radix(parts[3], 16).ok()?;
+    Some((trace, span, flags & 1 == 1))
+}
+
+fn parse_cloud_trace(s: &str) -> Option<(u128, u64, bool)> {
+    let (trace, rest) = s.trim().split_once('/')?;
+    let trace = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
+    let (span, opts) = match rest.split_once(';') {
+        Some((s, o)) => (s, Some(o)),
+        None => (rest, None),
+    };
+    let span: u64 = span.parse().ok().filter(|s| *s != 0)?;
+    Some((trace, span, opts == Some("o=1")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_and_value_rules() {
+        let names: [(&[u8], bool); 6] = [
+            (b"x-ok", true),
+            (b"X_Ok!", true),
+            (b"has space", false),
+            (b"colon:", false),
+            (b"", false),
+            (b"tab\t", false),
+        ];
+        for (n, ok) in names {
+            assert_eq!(valid_name(n), ok, "{n:?}");
+        }
+        let values: [(&[u8], bool); 6] = [
+            (b"plain", true),
+            (b"with space\tand tab", true),
+            (b"", true),
+            (b"ctl\x01", false),
+            (b"del\x7f", false),
+            (b"obs\xe9text", false),
+        ];
+        for (v, ok) in values {
+            assert_eq!(valid_value(v), ok, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn obs_text_value_is_refused() {
+        let mut h = HeaderMap::new();
+        h.insert("x-bad", HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert!(check(&h).is_err());
+        h.clear();
+        h.insert("x-good", HeaderValue::from_static("fine"));
+        assert!(check(&h).is_ok());
+    }
+
+    #[test]
+    fn hop_by_hop_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-user", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-user"], "kept");
+    }
+
+    #[test]
+    fn forwarding_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        add_forwarding(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            Some("example.com:8080"),
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(
+            h["forwarded"],
+            "for=127.0.0.1;proto=http;host=\"example.com:8080\""
+        );
+        assert_eq!(h["host"], "example.com:8080");
+        let tp = h["traceparent"].to_str().unwrap();
+        assert!(parse_traceparent(tp).is_some(), "{tp}");
+        let xc = h["x-cloud-trace-context"].to_str().unwrap();
+        assert_eq!(
+            parse_cloud_trace(xc).unwrap().0,
+            parse_traceparent(tp).unwrap().0
+        );
+    }
+
+    #[test]
+    fn trace_is_propagated_not_replaced() {
+        let mut h = HeaderMap::new();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        h.insert("traceparent", HeaderValue::from_static(tp));
+        add_forwarding(&mut h, "::1".parse().unwrap(), None);
+        assert_eq!(h["traceparent"], tp);
+        assert_eq!(
+            h["x-cloud-trace-context"],
+            format!(
+                "4bf92f3577b34da6a3ce929d0e0e4736/{};o=1",
+                0x00f067aa0ba902b7u64
+            )
+        );
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+    }
+}

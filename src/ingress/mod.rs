@@ -1,0 +1,413 @@
+//! The data path: accept HTTP/1.1 and HTTP/2 (cleartext) requests, check headers, wait for
+//! an instance with free capacity, forward, stream the response back.
+//!
+//! The ingress never talks to containerd. It reads a [`Snapshot`] of routable instances that
+//! the control path publishes through a `watch` channel, and reports demand back through
+//! [`Demand`] (atomics and a `Notify`). Every refusal becomes a status in one place,
+//! [`rescue::Refusal::response`].
+
+pub mod headers;
+pub mod rescue;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::time::{Instant, Sleep};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::metrics::Metrics;
+use rescue::Refusal;
+
+/// Body errors end the response abruptly (the connection is closed, never left hanging).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Opens a connection to an instance's ingress port.
+pub trait Dial: Send + Sync + 'static {
+    fn dial(&self) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send + '_>>;
+}
+
+#[derive(Clone)]
+struct Connector(Arc<dyn Dial>);
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let d = self.0.clone();
+        Box::pin(async move { d.dial().await.map(TokioIo::new) })
+    }
+}
+
+/// One routable instance, as the data path sees it.
+pub struct Endpoint {
+    pub instance: String,
+    port: u16,
+    in_flight: AtomicUsize,
+    http2: bool,
+    client: Client<Connector, Incoming>,
+}
+
+impl Endpoint {
+    pub fn new(instance: String, port: u16, dialer: Arc<dyn Dial>, http2: bool) -> Self {
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .http2_only(http2);
+        Endpoint {
+            instance,
+            port,
+            in_flight: AtomicUsize::new(0),
+            http2,
+            client: b.build(Connector(dialer)),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// The set of instances requests may go to. Published by the control path.
+#[derive(Default, Clone)]
+pub struct Snapshot {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Instances being started (requests may wait for them).
+    pub starting: usize,
+    /// True when no more instances can be started.
+    pub at_max: bool,
+    /// Set when the latest start-up failed: waiting requests get 503 with this reason.
+    pub failed_start: Option<String>,
+}
+
+/// Demand, reported by the data path to the control path without a call.
+#[derive(Default)]
+pub struct Demand {
+    pub queued: AtomicUsize,
+    pub in_flight: AtomicUsize,
+    /// Woken when a request has to wait (so the control path can scale out).
+    pub wake: Notify,
+    /// Woken when a request finishes (capacity freed).
+    released: Notify,
+}
+
+/// The ingress settings.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    pub service: String,
+    pub concurrency: usize,
+    /// How long a request waits for capacity before 429/503 (LIFE-3).
+    pub hold: Duration,
+    /// Request timeout from receipt (RESP-1).
+    pub timeout: Duration,
+    /// Largest number of waiting requests; beyond it requests are refused at once.
+    pub max_queue: usize,
+}
+
+struct Shared {
+    cfg: IngressConfig,
+    snapshot: watch::Receiver<Snapshot>,
+    demand: Arc<Demand>,
+    metrics: Arc<Metrics>,
+}
+
+/// Serves requests on `listener` until `shutdown` resolves; then stops accepting.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: IngressConfig,
+    snapshot: watch::Receiver<Snapshot>,
+    demand: Arc<Demand>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let shared = Arc::new(Shared {
+        cfg,
+        snapshot,
+        demand,
+        metrics,
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { warn!("accept: {e}"); tokio::time::sleep(Duration::from_millis(50)).await; continue }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(shared, peer, req).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+    // In-flight requests get to finish (bounded by the caller's own timeout).
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+}
+
+/// Releases an instance slot when dropped, so every exit path frees it.
+struct Slot {
+    endpoint: Arc<Endpoint>,
+    demand: Arc<Demand>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.demand.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.demand.released.notify_waiters();
+    }
+}
+
+/// Takes a slot on the least-loaded endpoint with free capacity.
+fn try_acquire(snapshot: &Snapshot, concurrency: usize, demand: &Arc<Demand>) -> Option<Slot> {
+    let mut candidates: Vec<&Arc<Endpoint>> = snapshot.endpoints.iter().collect();
+    candidates.sort_by_key(|e| e.in_flight());
+    for e in candidates {
+        let mut cur = e.in_flight.load(Ordering::Acquire);
+        while cur < concurrency {
+            match e
+                .in_flight
+                .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    demand.in_flight.fetch_add(1, Ordering::AcqRel);
+                    return Some(Slot {
+                        endpoint: e.clone(),
+                        demand: demand.clone(),
+                    });
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+    None
+}
+
+/// Waits for a slot: held while instances start, up to the hold time (LIFE-3).
+async fn acquire(shared: &Shared, deadline: Instant) -> Result<Slot, Refusal> {
+    let mut snap_rx = shared.snapshot.clone();
+    if let Some(s) = try_acquire(
+        &snap_rx.borrow_and_update(),
+        shared.cfg.concurrency,
+        &shared.demand,
+    ) {
+        return Ok(s);
+    }
+    let queued = shared.demand.queued.fetch_add(1, Ordering::AcqRel) + 1;
+    struct Unqueue<'a>(&'a Demand);
+    impl Drop for Unqueue<'_> {
+        fn drop(&mut self) {
+            self.0.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _unqueue = Unqueue(&shared.demand);
+    if queued > shared.cfg.max_queue {
+        return Err(Refusal::QueueFull);
+    }
+    shared.demand.wake.notify_one();
+    let started = Instant::now();
+    let hold_until = (started + shared.cfg.hold).min(deadline);
+    loop {
+        let released = shared.demand.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        {
+            let snap = snap_rx.borrow_and_update();
+            if let Some(s) = try_acquire(&snap, shared.cfg.concurrency, &shared.demand) {
+                shared
+                    .metrics
+                    .queue_wait
+                    .with_label_values(&[&shared.cfg.service])
+                    .observe(started.elapsed().as_secs_f64());
+                return Ok(s);
+            }
+            if let Some(reason) = &snap.failed_start {
+                if snap.endpoints.is_empty() && snap.starting == 0 {
+                    return Err(Refusal::StartFailed(reason.clone()));
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut released => {}
+            r = snap_rx.changed() => if r.is_err() { return Err(Refusal::NoInstance) },
+            _ = tokio::time::sleep_until(hold_until) => {
+                if hold_until >= deadline {
+                    return Err(Refusal::Timeout);
+                }
+                let snap = snap_rx.borrow();
+                return Err(if snap.at_max { Refusal::RateExceeded } else { Refusal::NoInstance });
+            }
+        }
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let received = Instant::now();
+    let deadline = received + shared.cfg.timeout;
+    let span = tracing::info_span!("request", service = %shared.cfg.service, method = %req.method(), path = %req.uri().path());
+    let result = forward(&shared, peer, req, deadline)
+        .instrument(span.clone())
+        .await;
+    let resp = match result {
+        Ok(r) => r,
+        Err(refusal) => {
+            span.in_scope(|| info!(reason = refusal.reason(), "refused: {refusal}"));
+            shared
+                .metrics
+                .refusals
+                .with_label_values(&[&shared.cfg.service, refusal.reason()])
+                .inc();
+            refusal.response()
+        }
+    };
+    let class = format!("{}xx", resp.status().as_u16() / 100);
+    shared
+        .metrics
+        .requests
+        .with_label_values(&[&shared.cfg.service, &class])
+        .inc();
+    shared
+        .metrics
+        .latency
+        .with_label_values(&[&shared.cfg.service])
+        .observe(received.elapsed().as_secs_f64());
+    resp
+}
+
+async fn forward(
+    shared: &Shared,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+    deadline: Instant,
+) -> Result<Response<ProxyBody>, Refusal> {
+    headers::check(req.headers()).map_err(Refusal::BadHeader)?;
+    let slot = tokio::time::timeout_at(deadline, acquire(shared, deadline))
+        .await
+        .map_err(|_| Refusal::Timeout)??;
+    let authority = req.uri().authority().map(|a| a.to_string());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let uri: Uri = format!("http://127.0.0.1:{}{}", slot.endpoint.port, path)
+        .parse()
+        .map_err(|_| Refusal::BadRequest("bad request target".into()))?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = if slot.endpoint.http2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    let host_header = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    strip_and_add(
+        req.headers_mut(),
+        peer,
+        authority.as_deref().or(host_header.as_deref()),
+    );
+    let endpoint = slot.endpoint.clone();
+    let call = endpoint.client.request(req);
+    let mut resp = match tokio::time::timeout_at(deadline, call).await {
+        Err(_) => return Err(Refusal::Timeout),
+        Ok(Err(e)) => return Err(Refusal::Upstream(format!("{e:?}"))),
+        Ok(Ok(r)) => r,
+    };
+    headers::strip_hop_by_hop(resp.headers_mut());
+    let (parts, body) = resp.into_parts();
+    // The body keeps the slot until it ends, and is cut at the request deadline.
+    let body = DeadlineBody {
+        inner: body,
+        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+        _slot: slot,
+    };
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+fn strip_and_add(h: &mut http::HeaderMap, peer: SocketAddr, authority: Option<&str>) {
+    headers::strip_hop_by_hop(h);
+    headers::add_forwarding(h, peer.ip(), authority);
+}
+
+/// A response body that ends with an error at the request deadline (the connection is then
+/// closed: a response whose headers were sent cannot become a 504), and holds the
+/// instance slot until it is done.
+struct DeadlineBody {
+    inner: Incoming,
+    sleep: Pin<Box<Sleep>>,
+    _slot: Slot,
+}
+
+/// The request deadline passed while the response was streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request timeout reached while streaming the response")]
+pub struct CutAtDeadline;
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(r.map(|f| f.map_err(|e| Box::new(e) as BoxError)));
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(CutAtDeadline)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,112 @@
+//! The one place where a refused or failed request becomes an HTTP status and body.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::ProxyBody;
+
+/// Why a request did not get the instance's response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("bad request header: {0}")]
+    BadHeader(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error(
+        "held for the hold time with every instance busy and the service at its maximum instances"
+    )]
+    RateExceeded,
+    #[error("no instance became available within the hold time")]
+    NoInstance,
+    #[error("the wait queue is full")]
+    QueueFull,
+    #[error("the instance failed to start: {0}")]
+    StartFailed(String),
+    #[error("the request timeout was reached before the instance answered")]
+    Timeout,
+    #[error("the instance ran out of memory and was terminated")]
+    OutOfMemory,
+    #[error("the instance broke the connection or sent a malformed response: {0}")]
+    Upstream(String),
+}
+
+impl Refusal {
+    /// A short label for logs and the `runlet_refusals_total` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::BadHeader(_) => "bad_header",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::RateExceeded => "rate_exceeded",
+            Refusal::NoInstance => "no_instance",
+            Refusal::QueueFull => "queue_full",
+            Refusal::StartFailed(_) => "start_failed",
+            Refusal::Timeout => "timeout",
+            Refusal::OutOfMemory => "out_of_memory",
+            Refusal::Upstream(_) => "upstream",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::BadHeader(_) | Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::NoInstance | Refusal::QueueFull | Refusal::StartFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::OutOfMemory => StatusCode::INTERNAL_SERVER_ERROR,
+            Refusal::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn body(&self) -> String {
+        match self {
+            Refusal::BadHeader(d) => format!("Bad Request: {d}.\n"),
+            Refusal::BadRequest(d) => format!("Bad Request: {d}.\n"),
+            Refusal::RateExceeded => "Rate exceeded.\n".into(),
+            Refusal::NoInstance => "Service Unavailable: no instance is available to serve the request.\n".into(),
+            Refusal::QueueFull => "Service Unavailable: too many requests are waiting for an instance.\n".into(),
+            Refusal::StartFailed(r) => format!("Service Unavailable: the instance failed to start: {r}\n"),
+            Refusal::Timeout => "Gateway Timeout: the request timeout was reached.\n".into(),
+            Refusal::OutOfMemory => "Internal Server Error: the instance exceeded its memory limit and was terminated.\n".into(),
+            Refusal::Upstream(_) => "Bad Gateway: the instance closed the connection or sent an invalid response.\n".into(),
+        }
+    }
+
+    pub fn response(&self) -> Response<ProxyBody> {
+        let mut r = Response::new(
+            Full::new(Bytes::from(self.body()))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *r.status_mut() = self.status();
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let table = [
+            (Refusal::BadHeader("x".into()), 400),
+            (Refusal::RateExceeded, 429),
+            (Refusal::NoInstance, 503),
+            (Refusal::QueueFull, 503),
+            (Refusal::StartFailed("exit code 5".into()), 503),
+            (Refusal::Timeout, 504),
+            (Refusal::OutOfMemory, 500),
+            (Refusal::Upstream("reset".into()), 502),
+        ];
+        for (r, code) in table {
+            assert_eq!(r.response().status().as_u16(), code, "{r:?}");
+        }
+    }
+}

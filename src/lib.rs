@@ -1,0 +1,15 @@
+//! runlet: a Cloud Run-compatible, single-node container runtime driving containerd.
+//!
+//! Two paths meet in one place. The data path ([`ingress`]) takes requests, holds them
+//! while instances start, and forwards them; it never calls containerd. The control path
+//! ([`control`]) creates, probes, scales and stops instances through the [`runtime::Runtime`]
+//! trait, and publishes the set of routable instances to the data path.
+
+pub mod cli;
+pub mod control;
+pub mod image;
+pub mod ingress;
+pub mod metrics;
+pub mod runtime;
+pub mod spec;
+pub mod util;

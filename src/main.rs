@@ -1,0 +1,369 @@
+//! The `runlet` command: flags → typed spec → run. Bad input exits 64 with the field named.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio::sync::watch;
+use tracing::info;
+
+use runlet::cli::{Cli, Command, ImageCommand, ServeArgs};
+use runlet::control::autoscale::Policy;
+use runlet::control::instance::Ctx;
+use runlet::image::archive::{self, Progress};
+use runlet::image::reference;
+use runlet::ingress::{self, Demand, IngressConfig, Snapshot};
+use runlet::metrics::Metrics;
+use runlet::runtime::containerd::Containerd;
+use runlet::runtime::embedded::{self, Connection};
+use runlet::runtime::network::NetConfig;
+use runlet::runtime::{ocispec, Runtime};
+use runlet::spec::{self, ServiceSpec, SpecError};
+
+/// Exit status for bad input (EX_USAGE).
+const EXIT_USAGE: i32 = 64;
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runlet: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async {
+        match run(cli).await {
+            Ok(()) => 0,
+            Err(e) => {
+                let usage = e.downcast_ref::<SpecError>().is_some();
+                eprintln!("runlet: error: {e:#}");
+                if usage {
+                    EXIT_USAGE
+                } else {
+                    1
+                }
+            }
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(ref args) => {
+            let spec = service_spec(args)?;
+            with_containerd(&cli, |c| {
+                serve(c, spec, cli.state_dir.clone(), args.metrics_listen.clone())
+            })
+            .await
+        }
+        Command::Image(ImageCommand::Load {
+            ref file,
+            ref tag,
+            quiet,
+        }) => {
+            // Everything is read and checked before containerd is touched.
+            let mut progress = Printer::new(quiet);
+            let plan = archive::plan_import(file, tag.as_deref(), &mut progress)?;
+            progress.done();
+            with_containerd(&cli, |c| async move {
+                let mut progress = Printer::new(quiet);
+                let names = c.import(&plan, &mut progress).await?;
+                progress.done();
+                for n in names {
+                    println!("Loaded image: {n}");
+                }
+                Ok(())
+            })
+            .await
+        }
+        Command::Image(ImageCommand::Ls) => {
+            with_containerd(&cli, |c| async move {
+                let images = c.list_images().await?;
+                println!("{:<60} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE");
+                for i in images {
+                    let short = i
+                        .digest
+                        .trim_start_matches("sha256:")
+                        .chars()
+                        .take(12)
+                        .collect::<String>();
+                    println!("{:<60} sha256:{:<13} {:>10}", i.name, short, human(i.size));
+                }
+                Ok(())
+            })
+            .await
+        }
+        Command::Image(ImageCommand::Rm { ref images }) => {
+            let names: Vec<String> = images
+                .iter()
+                .map(|i| reference::normalize(i))
+                .collect::<Result<_, _>>()?;
+            with_containerd(&cli, |c| async move {
+                for n in names {
+                    c.remove_image(&n).await?;
+                    println!("Deleted: {n}");
+                }
+                Ok(())
+            })
+            .await
+        }
+    }
+}
+
+/// Connects to containerd (starting a private one when allowed and needed), runs `f`, and
+/// stops the private containerd afterwards.
+async fn with_containerd<F, Fut>(cli: &Cli, f: F) -> Result<()>
+where
+    F: FnOnce(Containerd) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let Connection { client, embedded } = embedded::connect_or_start(
+        &cli.containerd_address,
+        &cli.state_dir,
+        !cli.no_embedded_containerd,
+    )
+    .await?;
+    let result = f(client.clone()).await;
+    if let Some(e) = embedded {
+        e.stop(&client).await;
+    }
+    result
+}
+
+fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
+    let image = reference::normalize(&a.image).map_err(|e| SpecError {
+        field: "--image",
+        detail: e.to_string(),
+    })?;
+    let name = match &a.service {
+        Some(n) => {
+            spec::check_name("--service", n, 49)?;
+            n.clone()
+        }
+        None => spec::name_from_image(&image),
+    };
+    let listen = a.listen.parse().map_err(|_| SpecError {
+        field: "--listen",
+        detail: format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:8080)", a.listen),
+    })?;
+    if a.port == 0 {
+        return Err(SpecError {
+            field: "--port",
+            detail: "0 is out of range: allowed 1 to 65535".into(),
+        });
+    }
+    let timeout = spec::parse_duration("--timeout", &a.timeout)?;
+    spec::in_range("--timeout", timeout.as_secs_f64(), 1.0, 3600.0)?;
+    let idle = spec::parse_duration("--idle-timeout", &a.idle_timeout)?;
+    spec::in_range("--idle-timeout", idle.as_secs_f64(), 0.0, 900.0)?;
+    let startup = spec::parse_duration("--startup-timeout", &a.startup_timeout)?;
+    spec::in_range("--startup-timeout", startup.as_secs_f64(), 1.0, 240.0)?;
+    spec::in_range("--concurrency", a.concurrency, 1, 1000)?;
+    spec::in_range("--max-instances", a.max_instances, 1, 1000)?;
+    spec::in_range("--min-instances", a.min_instances, 0, a.max_instances)?;
+    Ok(ServiceSpec {
+        revision: spec::revision_name(&name),
+        name,
+        image,
+        port: a.port,
+        listen,
+        env: spec::parse_env_vars(&a.set_env_vars)?,
+        command: a.command.clone(),
+        args: a.args.clone(),
+        memory_bytes: spec::memory("--memory", &a.memory)?,
+        cpu: spec::cpu("--cpu", &a.cpu)?,
+        concurrency: a.concurrency,
+        timeout,
+        min_instances: a.min_instances,
+        max_instances: a.max_instances,
+        idle_timeout: idle,
+        startup_timeout: startup,
+        use_http2: a.use_http2,
+    })
+}
+
+async fn serve(
+    c: Containerd,
+    spec: ServiceSpec,
+    state_dir: std::path::PathBuf,
+    metrics_listen: String,
+) -> Result<()> {
+    let net = NetConfig::new(&state_dir);
+    net.check()?;
+    let image = c.resolve_image(&spec.image).await?;
+    let user = ocispec::resolve_user(
+        &image.name,
+        image.config.user.as_deref().unwrap_or(""),
+        None,
+        None,
+    )?;
+    let listener = tokio::net::TcpListener::bind(spec.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;
+    let metrics = Metrics::new();
+    if metrics_listen != "off" {
+        let addr = metrics_listen.parse().map_err(|_| SpecError {
+            field: "--metrics-listen",
+            detail: format!("{metrics_listen:?} is not HOST:PORT or off"),
+        })?;
+        runlet::metrics::serve(addr, metrics.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
+    }
+    let spec = Arc::new(spec);
+    let ctx = Arc::new(Ctx {
+        runtime: Arc::new(c.clone()),
+        net,
+        spec: spec.clone(),
+        image,
+        user,
+        state_dir,
+    });
+    runlet::control::service::clean_leftovers(&ctx).await;
+
+    let service_span =
+        tracing::info_span!("service", service = %spec.name, revision = %spec.revision);
+    let _enter = service_span.enter();
+    // Like a Cloud Run deployment, check the revision can start before serving.
+    let first_id = format!("{}-{}", spec.revision, runlet::util::random_suffix(5));
+    info!(instance = %first_id, image = %spec.image, "starting the first instance");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let first = tokio::select! {
+        r = ctx.launch(&first_id) => r.with_context(|| format!("revision {} failed to start", spec.revision))?,
+        _ = changed(stop_rx.clone()) => { info!("interrupted before the first instance was ready"); ctx.teardown(&first_id, None).await; return Ok(()) }
+    };
+    println!(
+        "Service [{}] revision [{}] is serving at http://{}",
+        spec.name, spec.revision, spec.listen
+    );
+    let _ = std::io::stdout().flush();
+
+    let demand = Arc::new(Demand::default());
+    let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
+    let cfg = IngressConfig {
+        service: spec.name.clone(),
+        concurrency: spec.concurrency,
+        hold: Duration::from_secs(10),
+        timeout: spec.timeout,
+        max_queue: 10_000,
+    };
+    let policy = Policy {
+        min_instances: spec.min_instances,
+        max_instances: spec.max_instances,
+        concurrency: spec.concurrency,
+        idle_timeout: spec.idle_timeout,
+    };
+    let ingress = tokio::spawn(ingress::serve(
+        listener,
+        cfg,
+        snap_rx,
+        demand.clone(),
+        metrics.clone(),
+        changed(stop_rx.clone()),
+    ));
+    runlet::control::service::run(
+        ctx.clone(),
+        policy,
+        demand,
+        snap_tx,
+        metrics,
+        vec![first],
+        changed(stop_rx),
+    )
+    .await;
+    let _ = ingress.await;
+    signals.abort();
+    info!(
+        "stopped; nothing of service {} is left in containerd",
+        spec.name
+    );
+    Ok(())
+}
+
+async fn changed(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted (Ctrl-C): shutting down"),
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+    }
+}
+
+fn human(n: i64) -> String {
+    let n = n as f64;
+    if n >= (1 << 30) as f64 {
+        format!("{:.1} GiB", n / (1u64 << 30) as f64)
+    } else if n >= (1 << 20) as f64 {
+        format!("{:.1} MiB", n / (1u64 << 20) as f64)
+    } else if n >= 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// Prints progress of long work to stderr: a line at most every 10% for large inputs.
+struct Printer {
+    quiet: bool,
+    last: Option<(String, u64)>,
+}
+
+impl Printer {
+    fn new(quiet: bool) -> Self {
+        Printer { quiet, last: None }
+    }
+    fn done(&mut self) {
+        self.last = None;
+    }
+}
+
+impl Progress for Printer {
+    fn step(&mut self, what: &str, done: u64, total: u64) {
+        if self.quiet || total < (8 << 20) || total == 0 {
+            return;
+        }
+        let pct = done.saturating_mul(100) / total;
+        let bucket = pct / 10 * 10;
+        let new = match &self.last {
+            Some((w, b)) => w != what || *b != bucket,
+            None => true,
+        };
+        if new {
+            eprintln!(
+                "{what}: {bucket:>3}% ({} of {})",
+                human(done as i64),
+                human(total as i64)
+            );
+            self.last = Some((what.to_string(), bucket));
+        }
+    }
+}

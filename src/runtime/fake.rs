@@ -1,0 +1,169 @@
+//! A scripted [`Runtime`] for tests of control-path decisions: it records every call, and
+//! tests decide when a container exits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Mutex};
+
+use super::{ContainerInfo, ContainerSpec, ExitStatus, Runtime, RuntimeError};
+use crate::image::ImageInfo;
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Resolve(String),
+    Create(String),
+    Start(String),
+    Kill { id: String, signal: u32, all: bool },
+    Delete(String),
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    containers: HashMap<String, (HashMap<String, String>, watch::Sender<Option<ExitStatus>>)>,
+    /// Signals that make a container exit at once (e.g. 15 for a workload with a handler).
+    exit_on_signal: Vec<u32>,
+    fail_create: bool,
+}
+
+/// A fake runtime. Clone it to keep a handle for scripting while the code under test owns one.
+#[derive(Clone, Default)]
+pub struct FakeRuntime {
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Containers exit (status 128 + signal) when they receive one of these signals.
+    pub async fn exit_on(&self, signals: &[u32]) {
+        self.state.lock().await.exit_on_signal = signals.to_vec();
+    }
+
+    /// Makes every following `create` fail.
+    pub async fn fail_creates(&self) {
+        self.state.lock().await.fail_create = true;
+    }
+
+    /// Makes container `id` exit with `code`.
+    pub async fn exit(&self, id: &str, code: u32) {
+        if let Some((_, tx)) = self.state.lock().await.containers.get(id) {
+            tx.send_replace(Some(ExitStatus { code }));
+        }
+    }
+
+    pub async fn calls(&self) -> Vec<Call> {
+        self.state.lock().await.calls.clone()
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn resolve_image(&self, name: &str) -> Result<ImageInfo, RuntimeError> {
+        self.state
+            .lock()
+            .await
+            .calls
+            .push(Call::Resolve(name.to_string()));
+        if name.contains("missing") {
+            return Err(RuntimeError::ImageNotFound {
+                name: name.to_string(),
+            });
+        }
+        Ok(ImageInfo {
+            name: name.to_string(),
+            chain_id: "sha256:fake".into(),
+            ..Default::default()
+        })
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<u32, RuntimeError> {
+        let mut s = self.state.lock().await;
+        s.calls.push(Call::Create(spec.id.clone()));
+        if s.fail_create {
+            return Err(RuntimeError::Other {
+                op: "create",
+                id: spec.id.clone(),
+                detail: "scripted failure".into(),
+            });
+        }
+        let (tx, _) = watch::channel(None);
+        s.containers
+            .insert(spec.id.clone(), (spec.labels.clone(), tx));
+        Ok(4242)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.state
+            .lock()
+            .await
+            .calls
+            .push(Call::Start(id.to_string()));
+        Ok(())
+    }
+
+    async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
+        let mut rx = {
+            let s = self.state.lock().await;
+            let (_, tx) = s.containers.get(id).ok_or_else(|| RuntimeError::NotFound {
+                op: "wait",
+                id: id.to_string(),
+            })?;
+            tx.subscribe()
+        };
+        loop {
+            if let Some(status) = *rx.borrow_and_update() {
+                return Ok(status);
+            }
+            if rx.changed().await.is_err() {
+                return Err(RuntimeError::NotFound {
+                    op: "wait",
+                    id: id.to_string(),
+                });
+            }
+        }
+    }
+
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuntimeError> {
+        let mut s = self.state.lock().await;
+        s.calls.push(Call::Kill {
+            id: id.to_string(),
+            signal,
+            all,
+        });
+        let exits = signal == 9 || s.exit_on_signal.contains(&signal);
+        match s.containers.get(id) {
+            Some((_, tx)) => {
+                if exits {
+                    tx.send_replace(Some(ExitStatus { code: 128 + signal }));
+                }
+                Ok(())
+            }
+            None => Err(RuntimeError::NotFound {
+                op: "kill",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut s = self.state.lock().await;
+        s.calls.push(Call::Delete(id.to_string()));
+        s.containers.remove(id);
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let s = self.state.lock().await;
+        Ok(s.containers
+            .iter()
+            .map(|(id, (labels, _))| ContainerInfo {
+                id: id.clone(),
+                labels: labels.clone(),
+            })
+            .collect())
+    }
+}

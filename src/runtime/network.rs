@@ -1,0 +1,352 @@
+//! Per-instance networking: a network namespace per instance, wired with Debian's CNI
+//! plugins (`loopback`, and `bridge` with `host-local` IPAM for outbound connectivity), and a
+//! dialer that reaches the instance's own loopback from inside its namespace.
+//!
+//! runlet never sends traffic to the instance's bridge address: the dialer thread joins the
+//! instance's namespace once (`setns`) and opens connections to `127.0.0.1:PORT` there; a
+//! socket keeps the namespace it was created in, so tokio can use it from any thread. Every
+//! instance can therefore listen on 8080.
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+
+use nix::sched::CloneFlags;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use crate::ingress::Dial;
+
+const NETNS_DIR: &str = "/run/netns";
+
+#[derive(Debug, Error)]
+pub enum NetError {
+    #[error("network namespace {path}: {detail}")]
+    Netns { path: String, detail: String },
+    #[error("CNI plugin {plugin} not found in {dirs}; install Debian's containernetworking-plugins (apt-get install containernetworking-plugins)")]
+    PluginMissing { plugin: String, dirs: String },
+    #[error("CNI {plugin} {command} for {id} failed: {detail}")]
+    Plugin {
+        plugin: String,
+        command: &'static str,
+        id: String,
+        detail: String,
+    },
+}
+
+/// The network settings runlet uses for every instance.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub cni_dirs: Vec<PathBuf>,
+    pub bridge: String,
+    pub subnet: String,
+    pub ipam_dir: PathBuf,
+}
+
+impl NetConfig {
+    pub fn new(state_dir: &Path) -> Self {
+        NetConfig {
+            cni_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+            bridge: "runlet0".into(),
+            subnet: "10.209.0.0/16".into(),
+            ipam_dir: state_dir.join("cni/networks"),
+        }
+    }
+
+    fn plugin(&self, name: &str) -> Result<PathBuf, NetError> {
+        self.cni_dirs
+            .iter()
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+            .ok_or_else(|| NetError::PluginMissing {
+                plugin: name.to_string(),
+                dirs: self
+                    .cni_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    fn bridge_conf(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "runlet",
+            "type": "bridge",
+            "bridge": self.bridge,
+            "isGateway": true,
+            "ipMasq": true,
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": self.subnet}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": self.ipam_dir,
+            }
+        })
+    }
+
+    fn loopback_conf(&self) -> serde_json::Value {
+        serde_json::json!({"cniVersion": "1.0.0", "name": "runlet-lo", "type": "loopback"})
+    }
+
+    /// Checks the plugins are installed (so `serve` can fail early with a clear message).
+    pub fn check(&self) -> Result<(), NetError> {
+        for p in ["bridge", "loopback", "host-local"] {
+            self.plugin(p)?;
+        }
+        Ok(())
+    }
+
+    /// Where the namespace of instance `id` is bound.
+    pub fn netns_path(id: &str) -> PathBuf {
+        Path::new(NETNS_DIR).join(format!("runlet-{id}"))
+    }
+
+    /// Creates the namespace of `id` and wires it; returns the instance's address.
+    pub async fn attach(&self, id: &str) -> Result<Attachment, NetError> {
+        let path = Self::netns_path(id);
+        create_netns(&path).await?;
+        let att = Attachment {
+            id: id.to_string(),
+            netns: path,
+            ip: None,
+        };
+        let result = async {
+            self.cni(&att, "loopback", self.loopback_conf(), "ADD")
+                .await?;
+            self.cni(&att, "bridge", self.bridge_conf(), "ADD").await
+        }
+        .await;
+        match result {
+            Ok(out) => {
+                let ip = out["ips"][0]["address"]
+                    .as_str()
+                    .map(|s| s.split('/').next().unwrap_or(s).to_string());
+                Ok(Attachment { ip, ..att })
+            }
+            Err(e) => {
+                self.detach(id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes [`attach`](Self::attach); safe to call for what is partly or wholly gone.
+    pub async fn detach(&self, id: &str) {
+        let path = Self::netns_path(id);
+        let att = Attachment {
+            id: id.to_string(),
+            netns: path.clone(),
+            ip: None,
+        };
+        if path.exists() {
+            if let Err(e) = self.cni(&att, "bridge", self.bridge_conf(), "DEL").await {
+                warn!(instance = id, "CNI bridge DEL: {e}");
+            }
+            if let Err(e) = self
+                .cni(&att, "loopback", self.loopback_conf(), "DEL")
+                .await
+            {
+                debug!(instance = id, "CNI loopback DEL: {e}");
+            }
+        } else {
+            // The namespace is gone; still release the address host-local may hold for it.
+            let _ = self.cni(&att, "bridge", self.bridge_conf(), "DEL").await;
+        }
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    async fn cni(
+        &self,
+        att: &Attachment,
+        plugin: &str,
+        conf: serde_json::Value,
+        command: &'static str,
+    ) -> Result<serde_json::Value, NetError> {
+        let bin = self.plugin(plugin)?;
+        let fail = |detail: String| NetError::Plugin {
+            plugin: plugin.to_string(),
+            command,
+            id: att.id.clone(),
+            detail,
+        };
+        let cni_path = self
+            .cni_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut child = tokio::process::Command::new(&bin)
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", format!("runlet-{}", att.id))
+            .env("CNI_NETNS", &att.netns)
+            .env(
+                "CNI_IFNAME",
+                if plugin == "loopback" { "lo" } else { "eth0" },
+            )
+            .env("CNI_PATH", cni_path)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(e.to_string()))?;
+        let body = serde_json::to_vec(&conf).map_err(|e| fail(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&body)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stdout);
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(fail(format!("{} {}", msg.trim(), err.trim())));
+        }
+        if out.stdout.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("bad result: {e}")))
+    }
+}
+
+/// An instance's network attachment.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub id: String,
+    pub netns: PathBuf,
+    pub ip: Option<String>,
+}
+
+/// Creates a new network namespace and binds it at `path` (like `ip netns add`).
+async fn create_netns(path: &Path) -> Result<(), NetError> {
+    let path = path.to_path_buf();
+    let fail = |p: &Path, detail: String| NetError::Netns {
+        path: p.display().to_string(),
+        detail,
+    };
+    std::fs::create_dir_all(NETNS_DIR).map_err(|e| fail(&path, e.to_string()))?;
+    File::create(&path).map_err(|e| fail(&path, e.to_string()))?;
+    let p2 = path.clone();
+    // unshare() changes the calling thread's namespace: do it on a thread of our own that
+    // ends right after, never on a tokio worker.
+    let joined = std::thread::spawn(move || -> Result<(), String> {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
+        nix::mount::mount(
+            Some("/proc/thread-self/ns/net"),
+            &p2,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind mount: {e}"))
+    })
+    .join();
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            let _ = std::fs::remove_file(&path);
+            Err(fail(&path, e))
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(&path);
+            Err(fail(&path, "namespace thread panicked".into()))
+        }
+    }
+}
+
+type DialRequest = oneshot::Sender<io::Result<std::net::TcpStream>>;
+
+/// Opens TCP connections to `127.0.0.1:port` inside a network namespace. One thread per
+/// instance lives in the namespace and creates the sockets; it ends when the dialer drops.
+pub struct NetnsDialer {
+    tx: std::sync::mpsc::Sender<DialRequest>,
+}
+
+impl NetnsDialer {
+    pub fn new(netns: &Path, port: u16) -> io::Result<Self> {
+        let ns = File::open(netns)?;
+        let (tx, rx) = std::sync::mpsc::channel::<DialRequest>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        std::thread::Builder::new()
+            .name("netns-dialer".into())
+            .spawn(move || {
+                if let Err(e) = nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET) {
+                    let _ = ready_tx.send(Err(io::Error::other(format!("setns: {e}"))));
+                    return;
+                }
+                let _ = ready_tx.send(Ok(()));
+                while let Ok(reply) = rx.recv() {
+                    let r = std::net::TcpStream::connect(("127.0.0.1", port));
+                    let _ = reply.send(r);
+                }
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("dialer thread died"))??;
+        Ok(NetnsDialer { tx })
+    }
+
+    /// Connects once; an error means nothing listens yet (or the namespace is gone).
+    pub async fn connect(&self) -> io::Result<tokio::net::TcpStream> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(tx)
+            .map_err(|_| io::Error::other("dialer thread ended"))?;
+        let s = rx
+            .await
+            .map_err(|_| io::Error::other("dialer thread ended"))??;
+        s.set_nonblocking(true)?;
+        s.set_nodelay(true)?;
+        tokio::net::TcpStream::from_std(s)
+    }
+}
+
+impl Dial for NetnsDialer {
+    fn dial(&self) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send + '_>> {
+        Box::pin(self.connect())
+    }
+}
+
+/// Writes the per-instance `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`; returns
+/// (destination, source) pairs for bind mounts.
+pub fn write_etc_files(
+    dir: &Path,
+    hostname: &str,
+    ip: Option<&str>,
+) -> io::Result<Vec<(String, String)>> {
+    std::fs::create_dir_all(dir)?;
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    hosts.push_str(&format!("{}\t{hostname}\n", ip.unwrap_or("127.0.1.1")));
+    let resolv = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|s| !s.contains("nameserver 127."))
+        .unwrap_or_else(|| "nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_string());
+    let files = [
+        ("hosts", hosts),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ];
+    let mut out = Vec::new();
+    for (name, content) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, content)?;
+        out.push((format!("/etc/{name}"), p.display().to_string()));
+    }
+    Ok(out)
+}
