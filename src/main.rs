@@ -1,5 +1,7 @@
 //! The `runlet` command: flags → typed spec → run. Bad input exits 64 with the field named.
 
+mod job_cmd;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +48,7 @@ fn main() {
     };
     let code = rt.block_on(async {
         match run(cli).await {
-            Ok(()) => 0,
+            Ok(code) => code,
             Err(e) => {
                 let usage = e.downcast_ref::<SpecError>().is_some();
                 eprintln!("runlet: error: {e:#}");
@@ -62,14 +64,26 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Command::Job(ref cmd) => {
+            let state_dir = cli.state_dir.clone();
+            let mut code = 0;
+            let code_ref = &mut code;
+            with_containerd(&cli, |c| async move {
+                *code_ref = job_cmd::run(c, cmd, &state_dir).await?;
+                Ok(())
+            })
+            .await?;
+            Ok(code)
+        }
         Command::Serve(ref args) => {
             let spec = service_spec(args)?;
             with_containerd(&cli, |c| {
                 serve(c, spec, cli.state_dir.clone(), args.metrics_listen.clone())
             })
             .await
+            .map(|()| 0)
         }
         Command::Image(ImageCommand::Load {
             ref file,
@@ -90,6 +104,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
             .await
+            .map(|()| 0)
         }
         Command::Image(ImageCommand::Ls) => {
             with_containerd(&cli, |c| async move {
@@ -107,6 +122,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
             .await
+            .map(|()| 0)
         }
         Command::Image(ImageCommand::Rm { ref images }) => {
             let names: Vec<String> = images
@@ -121,6 +137,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
             .await
+            .map(|()| 0)
         }
     }
 }
@@ -203,7 +220,7 @@ async fn serve(
     state_dir: std::path::PathBuf,
     metrics_listen: String,
 ) -> Result<()> {
-    let net = NetConfig::new(&state_dir);
+    let net = NetConfig::new();
     net.check()?;
     let image = c.resolve_image(&spec.image).await?;
     let user = ocispec::resolve_user(

@@ -1,5 +1,7 @@
 //! Command-line structures (clap) only; turning them into typed specs happens in `main`.
 
+pub mod job;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -44,6 +46,9 @@ pub enum Command {
     /// Manage runlet's image store.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run Cloud Run jobs.
+    #[command(subcommand)]
+    Job(job::JobCommand),
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod autoscale;
 pub mod instance;
+pub mod job;
 pub mod logs;
 pub mod service;
 

@@ -23,6 +23,8 @@ use tracing::{debug, warn};
 use crate::ingress::Dial;
 
 const NETNS_DIR: &str = "/run/netns";
+/// host-local keeps one file per allocated address here (under the network name `runlet`).
+pub const IPAM_DIR: &str = "/var/lib/cni/networks";
 
 #[derive(Debug, Error)]
 pub enum NetError {
@@ -49,12 +51,14 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
-    pub fn new(state_dir: &Path) -> Self {
+    /// Address allocations live in host-local's default directory, shared by every runlet on
+    /// the machine (they all use the same bridge), not under one runlet's state dir.
+    pub fn new() -> Self {
         NetConfig {
             cni_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             bridge: "runlet0".into(),
             subnet: "10.209.0.0/16".into(),
-            ipam_dir: state_dir.join("cni/networks"),
+            ipam_dir: PathBuf::from(IPAM_DIR),
         }
     }
 

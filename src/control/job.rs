@@ -1,0 +1,1 @@
+//! Jobs: executions, tasks, attempts (to be written).
