@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The second command: run every test (unit, containerd integration, conformance) against a
+# containerd this script starts for the purpose.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/install-deps.sh
+bash deploy/build.sh
+
+run=/run/runlet-test
+root=/var/lib/runlet-test
+sock=$run/containerd.sock
+mkdir -p "$run" "$root"
+cat > "$run/config.toml" <<TOML
+version = 2
+root = "$root/containerd/root"
+state = "$run/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$sock"
+[ttrpc]
+  address = "$sock.ttrpc"
+TOML
+containerd_pid=
+cleanup() {
+  # Anything a failed test left: tasks, containers, network namespaces.
+  if [ -S "$sock" ]; then
+    for c in $(ctr -a "$sock" -n runlet tasks ls -q 2>/dev/null); do ctr -a "$sock" -n runlet tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true; done
+    sleep 0.5
+    for c in $(ctr -a "$sock" -n runlet containers ls -q 2>/dev/null); do
+      ctr -a "$sock" -n runlet tasks rm -f "$c" >/dev/null 2>&1 || true
+      ctr -a "$sock" -n runlet containers rm "$c" >/dev/null 2>&1 || true
+    done
+  fi
+  [ -n "$containerd_pid" ] && kill "$containerd_pid" 2>/dev/null && wait "$containerd_pid" 2>/dev/null || true
+  for ns in /run/netns/runlet-*; do [ -e "$ns" ] && { umount "$ns" 2>/dev/null; rm -f "$ns"; }; done
+  true
+}
+trap cleanup EXIT
+if ! ctr -a "$sock" version >/dev/null 2>&1; then
+  containerd --config "$run/config.toml" >"$run/containerd.log" 2>&1 &
+  containerd_pid=$!
+  for _ in $(seq 1 100); do ctr -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+ctr -a "$sock" version >/dev/null || { echo "the test containerd did not start; see $run/containerd.log" >&2; cat "$run/containerd.log" >&2; exit 1; }
+echo "test containerd: $sock ($(ctr -a "$sock" version | awk '/Version/ {print $2; exit}'))"
+
+export RUNLET_TEST_CONTAINERD=$sock
+export RUNLET_TEST_IMAGES=$PWD/target/images
+export RUNLET_TEST_STATE_DIR=$root/state
+cargo test --release --workspace 2>&1
+if [ -x target/release/runlet-conformance ] && target/release/runlet-conformance --help 2>/dev/null | grep -q -- '--runlet'; then
+  target/release/runlet-conformance --runlet target/release/runlet --containerd-address "$sock" --images target/images --state-dir "$root/state"
+fi
