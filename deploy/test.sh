@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 bash deploy/build.sh
 
-run=/run/runlet-test
-root=/var/lib/runlet-test
+# Overridable so that two test runs on one machine do not share a containerd.
+run=${RUNLET_TEST_RUN:-/run/runlet-test}
+root=${RUNLET_TEST_ROOT:-/var/lib/runlet-test}
 sock=$run/containerd.sock
 mkdir -p "$run" "$root"
 cat > "$run/config.toml" <<TOML
@@ -22,17 +23,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 TOML
 containerd_pid=
 cleanup() {
-  # Anything a failed test left: tasks, containers, network namespaces.
+  # Anything a failed test left in this containerd: tasks, containers, and their network
+  # namespaces (an instance's namespace is /run/netns/runlet-<container id>).
   if [ -S "$sock" ]; then
-    for c in $(ctr -a "$sock" -n runlet tasks ls -q 2>/dev/null); do ctr -a "$sock" -n runlet tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true; done
-    sleep 0.5
-    for c in $(ctr -a "$sock" -n runlet containers ls -q 2>/dev/null); do
+    ids=$(ctr -a "$sock" -n runlet containers ls -q 2>/dev/null || true)
+    for c in $ids; do ctr -a "$sock" -n runlet tasks kill -a -s SIGKILL "$c" >/dev/null 2>&1 || true; done
+    [ -n "$ids" ] && sleep 0.5
+    for c in $ids; do
       ctr -a "$sock" -n runlet tasks rm -f "$c" >/dev/null 2>&1 || true
       ctr -a "$sock" -n runlet containers rm "$c" >/dev/null 2>&1 || true
+      ns=/run/netns/runlet-$c
+      [ -e "$ns" ] && { umount "$ns" 2>/dev/null; rm -f "$ns"; }
     done
   fi
-  [ -n "$containerd_pid" ] && kill "$containerd_pid" 2>/dev/null && wait "$containerd_pid" 2>/dev/null || true
-  for ns in /run/netns/runlet-*; do [ -e "$ns" ] && { umount "$ns" 2>/dev/null; rm -f "$ns"; }; done
+  if [ -n "$containerd_pid" ]; then kill "$containerd_pid" 2>/dev/null; wait "$containerd_pid" 2>/dev/null; fi
   true
 }
 trap cleanup EXIT
