@@ -106,24 +106,22 @@ async fn run(cli: Cli) -> Result<i32> {
             .await
             .map(|()| 0)
         }
-        Command::Image(ImageCommand::Ls) => {
-            with_containerd(&cli, |c| async move {
-                let images = c.list_images().await?;
-                println!("{:<60} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE");
-                for i in images {
-                    let short = i
-                        .digest
-                        .trim_start_matches("sha256:")
-                        .chars()
-                        .take(12)
-                        .collect::<String>();
-                    println!("{:<60} sha256:{:<13} {:>10}", i.name, short, human(i.size));
-                }
-                Ok(())
-            })
-            .await
-            .map(|()| 0)
-        }
+        Command::Image(ImageCommand::Ls) => with_containerd(&cli, |c| async move {
+            let images = c.list_images().await?;
+            println!("{:<60} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE");
+            for i in images {
+                let short = i
+                    .digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect::<String>();
+                println!("{:<60} sha256:{:<13} {:>10}", i.name, short, human(i.size));
+            }
+            Ok(())
+        })
+        .await
+        .map(|()| 0),
         Command::Image(ImageCommand::Rm { ref images }) => {
             let names: Vec<String> = images
                 .iter()
@@ -223,12 +221,29 @@ async fn serve(
     let net = NetConfig::new();
     net.check()?;
     let image = c.resolve_image(&spec.image).await?;
-    let user = ocispec::resolve_user(
-        &image.name,
-        image.config.user.as_deref().unwrap_or(""),
-        None,
-        None,
-    )?;
+    let user_field = image.config.user.clone().unwrap_or_default();
+    let numeric = user_field.split(':').all(|p| p.parse::<u32>().is_ok());
+    let user = if user_field.is_empty() || numeric {
+        ocispec::resolve_user(&image.name, &user_field, None, None)?
+    } else {
+        // A named user: look it up in the image's own /etc/passwd and /etc/group.
+        let files = c
+            .read_image_files(&image, &["/etc/passwd", "/etc/group"])
+            .await?;
+        let text = |i: usize| {
+            files
+                .get(i)
+                .cloned()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        ocispec::resolve_user(
+            &image.name,
+            &user_field,
+            text(0).as_deref(),
+            text(1).as_deref(),
+        )?
+    };
     let listener = tokio::net::TcpListener::bind(spec.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;

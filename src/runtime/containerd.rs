@@ -17,6 +17,7 @@ use containerd_client::services::v1::diff_client::DiffClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::ViewSnapshotRequest;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
@@ -587,10 +588,15 @@ impl Containerd {
         let mut out = Vec::new();
         for img in images {
             let target = img.target.unwrap_or_default();
+            // Manifest plus compressed layers, as `docker images` shows.
+            let size = match self.image_config(&img.name).await {
+                Ok((_, _, _, size)) => size,
+                Err(_) => target.size,
+            };
             out.push(ImageInfo {
                 name: img.name,
                 digest: target.digest,
-                size: target.size,
+                size,
                 labels: img.labels,
                 ..Default::default()
             });
@@ -681,6 +687,55 @@ impl Containerd {
             return Ok((target.digest, cfg, layers, size));
         }
         Err(bad("image indexes nest too deep".into()))
+    }
+
+    /// Reads small files (e.g. /etc/passwd) from an image's unpacked root filesystem, without
+    /// mounting it: a read-only view's mounts name the layer directories, searched top first.
+    pub async fn read_image_files(
+        &self,
+        image: &ImageInfo,
+        paths: &[&str],
+    ) -> Result<Vec<Option<Vec<u8>>>, RuntimeError> {
+        let key = format!("runlet-view-{}", crate::util::random_suffix(10));
+        let mut snaps = SnapshotsClient::new(self.channel.clone());
+        let mounts = snaps
+            .view(self.req(ViewSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.clone(),
+                parent: image.chain_id.clone(),
+                labels: HashMap::new(),
+            }))
+            .await
+            .map_err(grpc("view snapshot", &image.chain_id))?
+            .into_inner()
+            .mounts;
+        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+        for m in &mounts {
+            if m.r#type == "bind" {
+                dirs.push(m.source.clone().into());
+            }
+            for o in &m.options {
+                if let Some(l) = o.strip_prefix("lowerdir=") {
+                    dirs.extend(l.split(':').map(std::path::PathBuf::from));
+                }
+            }
+        }
+        tracing::debug!(?mounts, ?dirs, "image view");
+        let out = paths
+            .iter()
+            .map(|p| {
+                dirs.iter()
+                    .find_map(|d| std::fs::read(d.join(p.trim_start_matches('/'))).ok())
+                    .filter(|b| b.len() < 4 << 20)
+            })
+            .collect();
+        let _ = snaps
+            .remove(self.req(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key,
+            }))
+            .await;
+        Ok(out)
     }
 
     fn spec_any(spec: &serde_json::Value) -> prost_types::Any {
