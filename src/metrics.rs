@@ -30,6 +30,8 @@ pub struct Metrics {
     pub starts: IntCounterVec,
     /// `runlet_instance_startup_seconds{service}`
     pub startup: HistogramVec,
+    /// `runlet_oom_kills_total{service}`
+    pub ooms: IntCounterVec,
 }
 
 impl Metrics {
@@ -96,6 +98,14 @@ impl Metrics {
                 &["service"],
             )
             .expect("valid metric"),
+            ooms: IntCounterVec::new(
+                Opts::new(
+                    "runlet_oom_kills_total",
+                    "Instances ended for exceeding their memory limit",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -106,6 +116,7 @@ impl Metrics {
             Box::new(m.instances.clone()),
             Box::new(m.starts.clone()),
             Box::new(m.startup.clone()),
+            Box::new(m.ooms.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }

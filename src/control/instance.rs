@@ -152,6 +152,7 @@ impl<R: Runtime> Ctx<R> {
             .pipes
             .as_ref()
             .ok_or_else(|| std::io::Error::other("pipes closed"))?;
+        let upper = mount_memory_fs(&self.dir(id).join("rootfs"), spec.memory_bytes)?;
         let cspec = ContainerSpec {
             id: id.to_string(),
             image: self.image.clone(),
@@ -159,6 +160,7 @@ impl<R: Runtime> Ctx<R> {
             labels: lbl,
             stdout: pipes.stdout.display().to_string(),
             stderr: pipes.stderr.display().to_string(),
+            upper_dir: Some(upper.display().to_string()),
         };
         self.runtime.create(&cspec).await?;
         // Watch for the exit before starting, so an instant crash is seen.
@@ -240,8 +242,59 @@ impl<R: Runtime> Ctx<R> {
             p.close().await;
         }
         self.net.detach(id).await;
+        let rootfs = self.dir(id).join("rootfs");
+        let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(self.dir(id));
     }
+}
+
+/// Mounts a tmpfs of `size` bytes at `dir` with `upper/` and `work/` in it: the writable
+/// layer of the instance's root filesystem. tmpfs pages are charged to the memory cgroup of
+/// the process that writes them, so root filesystem writes count against the instance's
+/// memory limit (FS-2) and vanish with the instance (FS-3).
+pub fn mount_memory_fs(dir: &std::path::Path, size: u64) -> std::io::Result<PathBuf> {
+    use nix::mount::{mount, MsFlags};
+    std::fs::create_dir_all(dir)?;
+    let opts = format!("size={size},mode=0755");
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        flags,
+        Some(opts.as_str()),
+    )
+    .map_err(std::io::Error::from)?;
+    std::fs::create_dir_all(dir.join("upper"))?;
+    std::fs::create_dir_all(dir.join("work"))?;
+    Ok(dir.to_path_buf())
+}
+
+/// Whether the memory cgroup of container `id` recorded an OOM kill (cgroup v1
+/// `memory.oom_control`, or v2 `memory.events`); read before the task is deleted.
+pub fn oom_killed(id: &str) -> bool {
+    let candidates = [
+        (
+            format!("/sys/fs/cgroup/memory/runlet/{id}/memory.oom_control"),
+            "oom_kill ",
+        ),
+        (
+            format!("/sys/fs/cgroup/runlet/{id}/memory.events"),
+            "oom_kill ",
+        ),
+    ];
+    candidates.iter().any(|(path, key)| {
+        std::fs::read_to_string(path)
+            .map(|t| {
+                t.lines().any(|l| {
+                    l.strip_prefix(key)
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                        > 0
+                })
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// A dialer for an instance that is not ready yet.

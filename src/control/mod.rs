@@ -77,6 +77,7 @@ mod tests {
             labels: Default::default(),
             stdout: String::new(),
             stderr: String::new(),
+            upper_dir: None,
         };
         rt.create(&spec).await.unwrap();
         rt.start(id).await.unwrap();

@@ -2,7 +2,7 @@
 //! decisions, publishes the routable snapshot to the ingress, and runs the stop sequence on
 //! scale-in, crashes and shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tracing::{error, info, warn, Instrument};
 
 use super::autoscale::{self, InstanceLoad, Observation, Policy};
 use super::instance::{Ctx, Running, StartError};
-use crate::ingress::{Demand, Snapshot};
+use crate::ingress::{Death, Demand, Snapshot};
 use crate::metrics::Metrics;
 use crate::runtime::{labels, Runtime};
 
@@ -51,12 +51,33 @@ pub async fn run<R: Runtime>(
     let mut failed_reason: Option<String> = None;
     let mut exit_watchers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut ooms = match ctx.runtime.oom_events().await {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            warn!("cannot subscribe to OOM events ({e}); OOM kills are told from exit status only");
+            None
+        }
+    };
+    let mut oom_seen: HashSet<String> = HashSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = demand.wake.notified() => {}
             _ = tick.tick() => {}
+            Some(id) = recv_opt(&mut ooms) => {
+                oom_seen.insert(id.clone());
+                if let Some(pos) = ready.iter().position(|r| r.running.id == id) {
+                    // LIFE-9: the instance is terminated, even if only a child was killed
+                    // and the main process lives on; its in-flight requests get 500.
+                    let r = ready.remove(pos);
+                    r.running.endpoint.mark_dead(Death::OutOfMemory);
+                    metrics.ooms.with_label_values(&[&service]).inc();
+                    warn!(instance = %id, "instance OOM-killed: it exceeded its memory limit of {} MiB; terminating it", ctx.spec.memory_bytes >> 20);
+                    stopping += 1;
+                    spawn_stop(&ctx, r.running, &tx, false);
+                }
+            }
             Some(ev) = rx.recv() => match ev {
                 Event::Started(Ok(running)) => {
                     starting -= 1;
@@ -88,10 +109,17 @@ pub async fn run<R: Runtime>(
                 Event::Exited(id) => {
                     if let Some(pos) = ready.iter().position(|r| r.running.id == id) {
                         let r = ready.remove(pos);
-                        let status = *r.running.exit.borrow();
-                        warn!(instance = %id, "instance exited while serving ({}); removing it", status.map(|s| s.to_string()).unwrap_or_default());
+                        let status = (*r.running.exit.borrow()).map(|s| s.to_string()).unwrap_or_default();
+                        if oom_seen.contains(&id) || super::instance::oom_killed(&id) {
+                            r.running.endpoint.mark_dead(Death::OutOfMemory);
+                            metrics.ooms.with_label_values(&[&service]).inc();
+                            warn!(instance = %id, "instance OOM-killed ({status}): it exceeded its memory limit of {} MiB", ctx.spec.memory_bytes >> 20);
+                        } else {
+                            r.running.endpoint.mark_dead(Death::Exited(status.clone()));
+                            warn!(instance = %id, "instance exited while serving ({status}); removing it");
+                        }
                         stopping += 1;
-                        spawn_stop(&ctx, r.running, &tx);
+                        spawn_stop(&ctx, r.running, &tx, false);
                     }
                 }
                 Event::Stopped(id) => {
@@ -126,7 +154,7 @@ pub async fn run<R: Runtime>(
             let r = ready.remove(i);
             info!(instance = %r.running.id, "instance idle for {} s: draining", (now - r.idle_since).as_secs());
             stopping += 1;
-            spawn_stop(&ctx, r.running, &tx);
+            spawn_stop(&ctx, r.running, &tx, true);
         }
         if d.start > 0 && now >= not_before {
             for _ in 0..d.start {
@@ -179,7 +207,7 @@ pub async fn run<R: Runtime>(
     });
     for r in ready.drain(..) {
         stopping += 1;
-        spawn_stop(&ctx, r.running, &tx);
+        spawn_stop(&ctx, r.running, &tx, true);
     }
     while stopping > 0 || starting > 0 {
         match rx.recv().await {
@@ -187,7 +215,7 @@ pub async fn run<R: Runtime>(
             Some(Event::Started(Ok(running))) => {
                 starting -= 1;
                 stopping += 1;
-                spawn_stop(&ctx, running, &tx);
+                spawn_stop(&ctx, running, &tx, true);
             }
             Some(Event::Started(Err(_))) => starting -= 1,
             Some(Event::Exited(_)) => {}
@@ -201,7 +229,12 @@ pub async fn run<R: Runtime>(
 
 /// Drains an instance (in-flight requests finish, bounded by the request timeout), then
 /// runs the stop sequence in the background.
-fn spawn_stop<R: Runtime>(ctx: &Arc<Ctx<R>>, running: Running, tx: &mpsc::UnboundedSender<Event>) {
+fn spawn_stop<R: Runtime>(
+    ctx: &Arc<Ctx<R>>,
+    running: Running,
+    tx: &mpsc::UnboundedSender<Event>,
+    drain: bool,
+) {
     let ctx = ctx.clone();
     let tx = tx.clone();
     let span = tracing::info_span!("instance", service = %ctx.spec.name, instance = %running.id);
@@ -209,7 +242,8 @@ fn spawn_stop<R: Runtime>(ctx: &Arc<Ctx<R>>, running: Running, tx: &mpsc::Unboun
         async move {
             let id = running.id.clone();
             let drain_until = Instant::now() + ctx.spec.timeout;
-            while running.endpoint.in_flight() > 0 && running.exit.borrow().is_none() && Instant::now() < drain_until {
+            while drain
+                && running.endpoint.in_flight() > 0 && running.exit.borrow().is_none() && Instant::now() < drain_until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let stopped = ctx.stop(running).await;
@@ -222,6 +256,13 @@ fn spawn_stop<R: Runtime>(ctx: &Arc<Ctx<R>>, running: Running, tx: &mpsc::Unboun
         }
         .instrument(span),
     );
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Removes what an earlier runlet left of this service (containers found by label).

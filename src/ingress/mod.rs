@@ -61,6 +61,14 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+/// Why an instance stopped serving; set by the control path, read when a forwarded request
+/// fails, to tell an out-of-memory kill (500, LIFE-9) from a crash (502).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Death {
+    OutOfMemory,
+    Exited(String),
+}
+
 /// One routable instance, as the data path sees it.
 pub struct Endpoint {
     pub instance: String,
@@ -68,6 +76,7 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     http2: bool,
     client: Client<Connector, Incoming>,
+    death: watch::Sender<Option<Death>>,
 }
 
 impl Endpoint {
@@ -82,6 +91,31 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             http2,
             client: b.build(Connector(dialer)),
+            death: watch::channel(None).0,
+        }
+    }
+
+    /// Records why the instance died (the first cause wins).
+    pub fn mark_dead(&self, cause: Death) {
+        self.death.send_if_modified(|cur| {
+            if cur.is_none() {
+                *cur = Some(cause);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The cause of death, waiting up to `until` for the control path to learn it.
+    async fn death_by(&self, until: Instant) -> Option<Death> {
+        let mut rx = self.death.subscribe();
+        let found = tokio::time::timeout_at(until, rx.wait_for(|d| d.is_some()))
+            .await
+            .map(|r| r.map(|d| d.clone()));
+        match found {
+            Ok(Ok(d)) => d,
+            _ => None,
         }
     }
 
@@ -353,7 +387,18 @@ async fn forward(
     let call = endpoint.client.request(req);
     let mut resp = match tokio::time::timeout_at(deadline, call).await {
         Err(_) => return Err(Refusal::Timeout),
-        Ok(Err(e)) => return Err(Refusal::Upstream(format!("{e:?}"))),
+        Ok(Err(e)) => {
+            // A broken connection may be the instance dying: give the control path a
+            // moment to say why (an OOM kill turns into 500, per LIFE-9).
+            let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
+            return Err(match endpoint.death_by(until).await {
+                Some(Death::OutOfMemory) => Refusal::OutOfMemory,
+                Some(Death::Exited(how)) => {
+                    Refusal::Upstream(format!("the instance exited ({how})"))
+                }
+                None => Refusal::Upstream(format!("{e:?}")),
+            });
+        }
         Ok(Ok(r)) => r,
     };
     headers::strip_hop_by_hop(resp.headers_mut());

@@ -746,6 +746,19 @@ impl Containerd {
     }
 }
 
+/// Points an overlay rootfs's upperdir and workdir at `dir/upper` and `dir/work`.
+fn redirect_upper(mounts: &mut [Mount], dir: &str) {
+    for m in mounts.iter_mut().filter(|m| m.r#type == "overlay") {
+        for o in m.options.iter_mut() {
+            if o.starts_with("upperdir=") {
+                *o = format!("upperdir={dir}/upper");
+            } else if o.starts_with("workdir=") {
+                *o = format!("workdir={dir}/work");
+            }
+        }
+    }
+}
+
 impl Runtime for Containerd {
     async fn resolve_image(&self, name: &str) -> Result<ImageInfo, RuntimeError> {
         let (digest, cfg, layers, size) = self.image_config(name).await?;
@@ -825,13 +838,16 @@ impl Runtime for Containerd {
         }
         .await;
         self.release(lease, false).await?;
-        let mounts = match result {
+        let mut mounts = match result {
             Ok(m) => m,
             Err(e) => {
                 let _ = self.delete(id).await;
                 return Err(e);
             }
         };
+        if let Some(dir) = &spec.upper_dir {
+            redirect_upper(&mut mounts, dir);
+        }
         let created = TasksClient::new(self.channel.clone())
             .create(self.req(CreateTaskRequest {
                 container_id: id.clone(),
@@ -937,6 +953,41 @@ impl Runtime for Containerd {
                 .await
                 .map_err(grpc("remove snapshot", id)),
         )
+    }
+
+    async fn oom_events(&self) -> Result<mpsc::UnboundedReceiver<String>, RuntimeError> {
+        use containerd_client::services::v1::events_client::EventsClient;
+        use containerd_client::services::v1::SubscribeRequest;
+        use prost::Message;
+        let filter = format!("namespace=={NAMESPACE},topic==\"/tasks/oom\"");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let channel = self.channel.clone();
+        // containerd sends the stream's headers only with its first event, so the call
+        // itself does not return until then: subscribe in the background.
+        tokio::spawn(async move {
+            let stream = EventsClient::new(channel)
+                .subscribe(SubscribeRequest {
+                    filters: vec![filter],
+                })
+                .await;
+            let mut stream = match stream {
+                Ok(s) => s.into_inner(),
+                Err(e) => {
+                    tracing::warn!("subscribing to containerd's OOM events: {}", e.message());
+                    return;
+                }
+            };
+            while let Ok(Some(env)) = stream.message().await {
+                // The envelope's type_url has no leading '/' in 1.6: decode by topic.
+                let Some(any) = env.event else { continue };
+                if let Ok(ev) = containerd_client::events::TaskOom::decode(any.value.as_slice()) {
+                    if tx.send(ev.container_id).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(rx)
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {

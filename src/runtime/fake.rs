@@ -26,6 +26,7 @@ struct State {
     /// Signals that make a container exit at once (e.g. 15 for a workload with a handler).
     exit_on_signal: Vec<u32>,
     fail_create: bool,
+    oom_subscribers: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// A fake runtime. Clone it to keep a handle for scripting while the code under test owns one.
@@ -53,6 +54,13 @@ impl FakeRuntime {
     pub async fn exit(&self, id: &str, code: u32) {
         if let Some((_, tx)) = self.state.lock().await.containers.get(id) {
             tx.send_replace(Some(ExitStatus { code }));
+        }
+    }
+
+    /// Reports an OOM kill in container `id` (without ending it: like a child process's).
+    pub async fn oom(&self, id: &str) {
+        for tx in &self.state.lock().await.oom_subscribers {
+            let _ = tx.send(id.to_string());
         }
     }
 
@@ -154,6 +162,14 @@ impl Runtime for FakeRuntime {
         s.calls.push(Call::Delete(id.to_string()));
         s.containers.remove(id);
         Ok(())
+    }
+
+    async fn oom_events(
+        &self,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, RuntimeError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.state.lock().await.oom_subscribers.push(tx);
+        Ok(rx)
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {

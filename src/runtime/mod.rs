@@ -77,6 +77,10 @@ pub struct ContainerSpec {
     /// FIFO paths for the container's stdout and stderr (already created and opened).
     pub stdout: String,
     pub stderr: String,
+    /// When set, the root filesystem's writable layer (overlay upper and work dirs) goes
+    /// here instead of the snapshotter's directory: on a tmpfs, writes then count against
+    /// the container's memory (contract FS-2).
+    pub upper_dir: Option<String>,
 }
 
 /// How a container's main process ended.
@@ -138,4 +142,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn delete(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Lists runlet's containers.
     fn list(&self) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+    /// A stream of container ids whose memory cgroup hit its limit and had a process
+    /// OOM-killed (the main process, or a child while the main one keeps running).
+    fn oom_events(
+        &self,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::UnboundedReceiver<String>, RuntimeError>> + Send;
 }
