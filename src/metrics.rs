@@ -32,6 +32,10 @@ pub struct Metrics {
     pub startup: HistogramVec,
     /// `runlet_oom_kills_total{service}`
     pub ooms: IntCounterVec,
+    /// `runlet_queue_depth{service}`: requests waiting for an instance.
+    pub queue_depth: IntGaugeVec,
+    /// `runlet_instance_in_flight{service,instance}`
+    pub in_flight: IntGaugeVec,
 }
 
 impl Metrics {
@@ -106,6 +110,19 @@ impl Metrics {
                 &["service"],
             )
             .expect("valid metric"),
+            queue_depth: IntGaugeVec::new(
+                Opts::new("runlet_queue_depth", "Requests waiting for an instance"),
+                &["service"],
+            )
+            .expect("valid metric"),
+            in_flight: IntGaugeVec::new(
+                Opts::new(
+                    "runlet_instance_in_flight",
+                    "Requests in flight per instance",
+                ),
+                &["service", "instance"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -117,6 +134,8 @@ impl Metrics {
             Box::new(m.starts.clone()),
             Box::new(m.startup.clone()),
             Box::new(m.ooms.clone()),
+            Box::new(m.queue_depth.clone()),
+            Box::new(m.in_flight.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }

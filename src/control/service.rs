@@ -59,6 +59,8 @@ pub async fn run<R: Runtime>(
         }
     };
     let mut oom_seen: HashSet<String> = HashSet::new();
+    // The last start-up times: their average sets how long requests wait for a start.
+    let mut startups: Vec<Duration> = Vec::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -85,6 +87,10 @@ pub async fn run<R: Runtime>(
                     failed_reason = None;
                     metrics.starts.with_label_values(&[&service, "ready"]).inc();
                     metrics.startup.with_label_values(&[&service]).observe(running.startup.as_secs_f64());
+                    startups.push(running.startup);
+                    if startups.len() > 20 {
+                        startups.remove(0);
+                    }
                     info!(instance = %running.id, "instance ready after {} ms", running.startup.as_millis());
                     let mut exit = running.exit.clone();
                     let id = running.id.clone();
@@ -124,6 +130,7 @@ pub async fn run<R: Runtime>(
                 }
                 Event::Stopped(id) => {
                     stopping -= 1;
+                    let _ = metrics.in_flight.remove_label_values(&[&service, &id]);
                     exit_watchers.remove(&id).map(|h| h.abort());
                     info!(instance = %id, "instance stopped");
                 }
@@ -195,7 +202,19 @@ pub async fn run<R: Runtime>(
             } else {
                 None
             },
+            avg_startup: (!startups.is_empty())
+                .then(|| startups.iter().sum::<Duration>() / startups.len() as u32),
         };
+        metrics
+            .queue_depth
+            .with_label_values(&[&service])
+            .set(obs.queued as i64);
+        for r in &ready {
+            metrics
+                .in_flight
+                .with_label_values(&[&service, &r.running.id])
+                .set(r.running.endpoint.in_flight() as i64);
+        }
         snapshot_tx.send_replace(snap);
     }
 

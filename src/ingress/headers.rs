@@ -58,6 +58,47 @@ pub fn check(headers: &HeaderMap) -> Result<(), String> {
     Ok(())
 }
 
+/// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade: X`).
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    asks.then(|| headers.get(http::header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Drops response headers that break HDR-1/HDR-2 (runlet's choice: the response still
+/// reaches the client, without the offending header); returns the names dropped.
+pub fn drop_invalid(headers: &mut HeaderMap) -> Vec<String> {
+    let bad: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(n, v)| !valid_name(n.as_str().as_bytes()) || !valid_value(v.as_bytes()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut names = Vec::new();
+    for n in bad {
+        let kept: Vec<HeaderValue> = headers
+            .get_all(&n)
+            .iter()
+            .filter(|v| valid_value(v.as_bytes()))
+            .cloned()
+            .collect();
+        headers.remove(&n);
+        for v in kept {
+            headers.append(n.clone(), v);
+        }
+        if !names.contains(&n.to_string()) {
+            names.push(n.to_string());
+        }
+    }
+    names
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -207,6 +248,33 @@ mod tests {
         h.clear();
         h.insert("x-good", HeaderValue::from_static("fine"));
         assert!(check(&h).is_ok());
+    }
+
+    #[test]
+    fn invalid_response_headers_are_dropped_valid_ones_kept() {
+        let mut h = HeaderMap::new();
+        h.append("x-mixed", HeaderValue::from_static("good"));
+        h.append("x-mixed", HeaderValue::from_bytes(b"bad\xff").unwrap());
+        h.insert("x-ok", HeaderValue::from_static("fine"));
+        let dropped = drop_invalid(&mut h);
+        assert_eq!(dropped, vec!["x-mixed".to_string()]);
+        assert_eq!(
+            h.get_all("x-mixed").iter().collect::<Vec<_>>(),
+            vec!["good"]
+        );
+        assert_eq!(h["x-ok"], "fine");
+    }
+
+    #[test]
+    fn upgrade_requests_are_recognised() {
+        let mut h = HeaderMap::new();
+        assert!(upgrade_protocol(&h).is_none());
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
     }
 
     #[test]

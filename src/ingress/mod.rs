@@ -134,6 +134,17 @@ pub struct Snapshot {
     pub at_max: bool,
     /// Set when the latest start-up failed: waiting requests get 503 with this reason.
     pub failed_start: Option<String>,
+    /// The service's average observed instance start-up time.
+    pub avg_startup: Option<Duration>,
+}
+
+/// How long a request may wait for a slot (LIFE-3): the base hold (10 s); while an instance
+/// is starting, at least the service's average start-up time.
+pub fn hold_for(base: Duration, starting: bool, avg_startup: Option<Duration>) -> Duration {
+    match (starting, avg_startup) {
+        (true, Some(avg)) => base.max(avg),
+        _ => base,
+    }
 }
 
 /// Demand, reported by the data path to the control path without a call.
@@ -276,8 +287,11 @@ async fn acquire(shared: &Shared, deadline: Instant) -> Result<Slot, Refusal> {
     }
     shared.demand.wake.notify_one();
     let started = Instant::now();
-    let hold_until = (started + shared.cfg.hold).min(deadline);
     loop {
+        let hold_until = {
+            let snap = snap_rx.borrow();
+            (started + hold_for(shared.cfg.hold, snap.starting > 0, snap.avg_startup)).min(deadline)
+        };
         let released = shared.demand.released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
@@ -355,6 +369,10 @@ async fn forward(
     deadline: Instant,
 ) -> Result<Response<ProxyBody>, Refusal> {
     headers::check(req.headers()).map_err(Refusal::BadHeader)?;
+    // A WebSocket (HTTP/1.1 Upgrade) passes through as a tunnel once the instance agrees.
+    let upgrade = (req.version() == http::Version::HTTP_11)
+        .then(|| headers::upgrade_protocol(req.headers()))
+        .flatten();
     let slot = tokio::time::timeout_at(deadline, acquire(shared, deadline))
         .await
         .map_err(|_| Refusal::Timeout)??;
@@ -383,6 +401,17 @@ async fn forward(
         peer,
         authority.as_deref().or(host_header.as_deref()),
     );
+    let client_upgrade = match upgrade {
+        Some(proto) if !slot.endpoint.http2 => {
+            req.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
+            req.headers_mut().insert(http::header::UPGRADE, proto);
+            Some(hyper::upgrade::on(&mut req))
+        }
+        _ => None,
+    };
     let endpoint = slot.endpoint.clone();
     let call = endpoint.client.request(req);
     let mut resp = match tokio::time::timeout_at(deadline, call).await {
@@ -401,7 +430,16 @@ async fn forward(
         }
         Ok(Ok(r)) => r,
     };
+    if let Some(upgrade) = client_upgrade {
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(tunnel(upgrade, &mut resp, slot, deadline));
+        }
+    }
     headers::strip_hop_by_hop(resp.headers_mut());
+    let dropped = headers::drop_invalid(resp.headers_mut());
+    if !dropped.is_empty() {
+        warn!(instance = %endpoint.instance, "dropped response headers breaking HDR-1/HDR-2: {}", dropped.join(", "));
+    }
     let (parts, body) = resp.into_parts();
     // The body keeps the slot until it ends, and is cut at the request deadline.
     let body = DeadlineBody {
@@ -410,6 +448,35 @@ async fn forward(
         _slot: slot,
     };
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// Answers 101 to the client and splices the two upgraded connections until either side
+/// closes or the request deadline passes (Cloud Run applies the request timeout to
+/// WebSockets). The slot is held for the tunnel's life.
+fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    resp: &mut Response<Incoming>,
+    slot: Slot,
+    deadline: Instant,
+) -> Response<ProxyBody> {
+    let upstream = hyper::upgrade::on(&mut *resp);
+    tokio::spawn(async move {
+        let _slot = slot;
+        if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
+            if tokio::time::timeout_at(deadline, copy).await.is_err() {
+                debug!("WebSocket closed at the request timeout");
+            }
+        }
+    });
+    let body = http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed();
+    let mut out = Response::new(body);
+    *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    *out.headers_mut() = std::mem::take(resp.headers_mut());
+    out
 }
 
 fn strip_and_add(h: &mut http::HeaderMap, peer: SocketAddr, authority: Option<&str>) {
@@ -454,5 +521,29 @@ impl Body for DeadlineBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_times() {
+        let ten = Duration::from_secs(10);
+        let table = [
+            (false, None, ten),
+            (true, None, ten),
+            (true, Some(Duration::from_secs(2)), ten),
+            (true, Some(Duration::from_secs(30)), Duration::from_secs(30)),
+            (false, Some(Duration::from_secs(30)), ten),
+        ];
+        for (starting, avg, want) in table {
+            assert_eq!(
+                hold_for(ten, starting, avg),
+                want,
+                "starting={starting} avg={avg:?}"
+            );
+        }
     }
 }

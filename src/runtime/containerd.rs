@@ -262,10 +262,15 @@ impl Containerd {
             tx.blocking_send(commit)
                 .map_err(|_| "containerd closed the write stream".to_string())
         });
-        let mut stream = call
-            .await
-            .map_err(grpc("content write", digest))?
-            .into_inner();
+        let mut stream = match call.await {
+            Ok(r) => r.into_inner(),
+            // Another import wrote the same blob first: it is there, which is all we need.
+            Err(s) if s.code() == Code::AlreadyExists => {
+                feeder.abort();
+                return Ok(());
+            }
+            Err(s) => return Err(grpc("content write", digest)(s)),
+        };
         let mut last_digest = String::new();
         loop {
             tokio::select! {

@@ -134,8 +134,10 @@ impl Served {
         cmd.arg("serve")
             .arg("--listen")
             .arg(listen.to_string())
-            .args(["--metrics-listen", "off"])
             .args(args);
+        if !args.contains(&"--metrics-listen") {
+            cmd.args(["--metrics-listen", "off"]);
+        }
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("RUNLET_LOG", "info")

@@ -31,8 +31,12 @@ pub type ChunkSender = mpsc::Sender<io::Result<Bytes>>;
 
 enum Kind {
     Full(Option<Bytes>),
-    Repeat { remaining: u64 },
+    Repeat {
+        remaining: u64,
+    },
     Channel(mpsc::Receiver<io::Result<Bytes>>),
+    /// One data frame, then trailers (a unary gRPC response).
+    WithTrailers(Option<Bytes>, Option<hyper::HeaderMap>),
 }
 
 pub struct ProbeBody {
@@ -72,6 +76,14 @@ impl ProbeBody {
         )
     }
 
+    /// `data` followed by `trailers`.
+    pub fn with_trailers(data: impl Into<Bytes>, trailers: hyper::HeaderMap) -> ProbeBody {
+        ProbeBody {
+            kind: Kind::WithTrailers(Some(data.into()), Some(trailers)),
+            guard: None,
+        }
+    }
+
     /// Ties the request's in-flight marker to this body's lifetime.
     pub fn attach(&mut self, guard: InFlight) {
         self.guard = Some(guard);
@@ -103,6 +115,10 @@ impl Body for ProbeBody {
                 }
             }
             Kind::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            Kind::WithTrailers(data, trailers) => Poll::Ready(match data.take() {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
         };
         if let Poll::Ready(None) = res {
             this.guard = None;
@@ -115,6 +131,7 @@ impl Body for ProbeBody {
             Kind::Full(d) => d.as_ref().is_none_or(|d| d.is_empty()),
             Kind::Repeat { remaining } => *remaining == 0,
             Kind::Channel(_) => false,
+            Kind::WithTrailers(d, t) => d.is_none() && t.is_none(),
         }
     }
 
@@ -122,7 +139,7 @@ impl Body for ProbeBody {
         match &self.kind {
             Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Repeat { remaining } => SizeHint::with_exact(*remaining),
-            Kind::Channel(_) => SizeHint::default(),
+            Kind::Channel(_) | Kind::WithTrailers(..) => SizeHint::default(),
         }
     }
 }

@@ -179,6 +179,7 @@ async fn route(
             json_response(StatusCode::OK, &Value::Object(report::readfile(path)))
         }
         "/upload" => upload(req.into_body()).await?,
+        "/grpc.health.v1.Health/Check" => grpc_health_serving(),
         _ => {
             if let Some(ms) = params.flush_then_sleep_ms {
                 flush_then_sleep(ms)
@@ -205,8 +206,9 @@ async fn route(
             .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     }
     if params.badheader {
-        // `from_bytes` rejects control characters; report which way it went.
-        match HeaderValue::from_bytes(b"bad\x01value") {
+        // A value with obs-text bytes (>= 0x80): hyper sends it, the contract (HDR-2)
+        // does not allow it. `from_bytes` accepts these (it rejects control bytes only).
+        match HeaderValue::from_bytes(b"caf\xc3\xa9") {
             Ok(v) => {
                 resp.headers_mut().insert("x-probe-bad", v);
             }
@@ -217,6 +219,19 @@ async fn route(
         }
     }
     Ok(resp)
+}
+
+/// A unary gRPC answer to `grpc.health.v1.Health/Check`: status SERVING.
+/// Message `HealthCheckResponse { status: SERVING (1) }` is the protobuf bytes `08 01`,
+/// framed as uncompressed (flag 0) with a 4-byte big-endian length.
+fn grpc_health_serving() -> Response<ProbeBody> {
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let body = ProbeBody::with_trailers(&[0u8, 0, 0, 0, 2, 0x08, 0x01][..], trailers);
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    resp
 }
 
 /// Allocates `mib` MiB and writes every byte (so every page is resident).
