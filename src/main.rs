@@ -14,6 +14,7 @@ use tracing::info;
 use runlet::cli::{Cli, Command, ImageCommand, ServeArgs};
 use runlet::control::autoscale::Policy;
 use runlet::control::instance::Ctx;
+use runlet::control::probe;
 use runlet::image::archive::{self, Progress};
 use runlet::image::reference;
 use runlet::ingress::{self, Demand, IngressConfig, Snapshot};
@@ -209,6 +210,16 @@ fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
         idle_timeout: idle,
         startup_timeout: startup,
         use_http2: a.use_http2,
+        startup_probe: a
+            .startup_probe
+            .as_deref()
+            .map(|s| probe::parse("--startup-probe", s, a.port))
+            .transpose()?,
+        liveness_probe: a
+            .liveness_probe
+            .as_deref()
+            .map(|s| probe::parse("--liveness-probe", s, a.port))
+            .transpose()?,
     })
 }
 

@@ -45,6 +45,9 @@ pub struct ServiceSpec {
     pub idle_timeout: Duration,
     pub startup_timeout: Duration,
     pub use_http2: bool,
+    /// A configured startup probe; without one, the ingress port accepting TCP means ready.
+    pub startup_probe: Option<crate::control::probe::Probe>,
+    pub liveness_probe: Option<crate::control::probe::Probe>,
 }
 
 impl ServiceSpec {

@@ -98,6 +98,13 @@ pub struct ServeArgs {
     /// How long an instance may take to listen (at most 240s).
     #[arg(long, default_value = "240s")]
     pub startup_timeout: String,
+    /// Startup probe, gcloud syntax: httpGet.path=/ready,periodSeconds=1,failureThreshold=5
+    /// (or tcpSocket.port=N, grpc.port=N[,grpc.service=S]; initialDelaySeconds, timeoutSeconds).
+    #[arg(long)]
+    pub startup_probe: Option<String>,
+    /// Liveness probe, same syntax; an instance failing it is replaced.
+    #[arg(long)]
+    pub liveness_probe: Option<String>,
     /// Send requests to the container as HTTP/2 cleartext (h2c).
     #[arg(long)]
     pub use_http2: bool,

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::logs::{Pipes, Sink};
+use super::probe;
 use super::{stop_container, Stopped, KILL_GRACE};
 use crate::image::ImageInfo;
 use crate::ingress::{Dial, Endpoint};
@@ -29,6 +30,8 @@ pub enum StartError {
     Exited(ExitStatus),
     #[error("the container did not listen on port {port} within {secs} s")]
     Timeout { port: u16, secs: u64 },
+    #[error("{0}")]
+    Probe(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -54,6 +57,8 @@ pub struct Ctx<R: Runtime> {
 pub struct Running {
     pub id: String,
     pub endpoint: Arc<Endpoint>,
+    /// Reaches the instance's ports (liveness probes).
+    pub dialer: Option<Arc<NetnsDialer>>,
     /// Becomes `Some` when the container's main process exits.
     pub exit: watch::Receiver<Option<ExitStatus>>,
     pub startup: Duration,
@@ -87,6 +92,7 @@ impl<R: Runtime> Ctx<R> {
                 Arc::new(NoDial),
                 spec.use_http2,
             )),
+            dialer: None,
             exit: watch::channel(None).1,
             startup: Duration::ZERO,
             pipes: Some(pipes),
@@ -94,6 +100,11 @@ impl<R: Runtime> Ctx<R> {
         match self.create_and_start(id, &att, &mut running, t0).await {
             Ok(()) => Ok(running),
             Err(e) => {
+                // A container that is still running (never listened, failed its probe)
+                // gets the same stop sequence as any other.
+                if let Err(stop_err) = stop_container(self.runtime.as_ref(), id, KILL_GRACE).await {
+                    warn!(instance = id, "stopping a failed instance: {stop_err}");
+                }
                 self.teardown(id, running.pipes.take()).await;
                 Err(e)
             }
@@ -183,9 +194,10 @@ impl<R: Runtime> Ctx<R> {
         running.endpoint = Arc::new(Endpoint::new(
             id.to_string(),
             spec.port,
-            dialer,
+            dialer.clone(),
             spec.use_http2,
         ));
+        running.dialer = Some(dialer);
         running.startup = t0.elapsed();
         Ok(())
     }
@@ -198,6 +210,9 @@ impl<R: Runtime> Ctx<R> {
         t0: Instant,
     ) -> Result<(), StartError> {
         let deadline = t0 + self.spec.startup_timeout;
+        if let Some(p) = &self.spec.startup_probe {
+            return self.configured_probe(p, dialer, exit, deadline).await;
+        }
         let mut delay = Duration::from_millis(2);
         loop {
             if let Some(status) = *exit.borrow_and_update() {
@@ -217,6 +232,50 @@ impl<R: Runtime> Ctx<R> {
                 _ = exit.changed() => {}
             }
             delay = (delay * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// A configured startup probe: after the initial delay, every period, until it passes,
+    /// fails `failureThreshold` times in a row, the container exits, or the window ends.
+    async fn configured_probe(
+        &self,
+        p: &probe::Probe,
+        dialer: &NetnsDialer,
+        mut exit: watch::Receiver<Option<ExitStatus>>,
+        deadline: Instant,
+    ) -> Result<(), StartError> {
+        let mut next = Instant::now() + p.initial_delay;
+        let mut failures = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.min(deadline)) => {}
+                _ = exit.changed() => {}
+            }
+            if let Some(status) = *exit.borrow_and_update() {
+                return Err(StartError::Exited(status));
+            }
+            if Instant::now() >= deadline {
+                return Err(StartError::Timeout {
+                    port: self.spec.port,
+                    secs: self.spec.startup_timeout.as_secs(),
+                });
+            }
+            next = Instant::now() + p.period;
+            match probe::check(p, dialer).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    failures += 1;
+                    info!(
+                        "startup probe failed ({failures}/{}): {e}",
+                        p.failure_threshold
+                    );
+                    if failures >= p.failure_threshold {
+                        return Err(StartError::Probe(format!(
+                            "the startup probe failed {failures} times; last: {e}"
+                        )));
+                    }
+                }
+            }
         }
     }
 

@@ -5,6 +5,7 @@ pub mod autoscale;
 pub mod instance;
 pub mod job;
 pub mod logs;
+pub mod probe;
 pub mod service;
 
 use std::time::Duration;

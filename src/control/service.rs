@@ -20,6 +20,7 @@ use crate::runtime::{labels, Runtime};
 enum Event {
     Started(Result<Running, (String, StartError)>),
     Exited(String),
+    Unhealthy(String, String),
     Stopped(String),
 }
 
@@ -50,6 +51,7 @@ pub async fn run<R: Runtime>(
     let mut not_before = Instant::now();
     let mut failed_reason: Option<String> = None;
     let mut exit_watchers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut live_checks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ooms = match ctx.runtime.oom_events().await {
         Ok(rx) => Some(rx),
@@ -101,6 +103,14 @@ pub async fn run<R: Runtime>(
                         }
                         let _ = tx2.send(Event::Exited(id));
                     }));
+                    if let (Some(p), Some(d)) = (ctx.spec.liveness_probe.clone(), running.dialer.clone()) {
+                        let (id, tx2) = (running.id.clone(), tx.clone());
+                        let h = tokio::spawn(async move {
+                            let reason = liveness(&p, &d).await;
+                            let _ = tx2.send(Event::Unhealthy(id, reason));
+                        });
+                        live_checks.insert(running.id.clone(), h);
+                    }
                     ready.push(Ready { running, idle_since: Instant::now() });
                 }
                 Event::Started(Err((id, e))) => {
@@ -128,7 +138,19 @@ pub async fn run<R: Runtime>(
                         spawn_stop(&ctx, r.running, &tx, false);
                     }
                 }
+                Event::Unhealthy(id, reason) => {
+                    if let Some(pos) = ready.iter().position(|r| r.running.id == id) {
+                        let r = ready.remove(pos);
+                        r.running.endpoint.mark_dead(Death::Exited(format!("liveness probe failed: {reason}")));
+                        warn!(instance = %id, "liveness probe failed: {reason}; replacing the instance");
+                        stopping += 1;
+                        spawn_stop(&ctx, r.running, &tx, true);
+                    }
+                }
                 Event::Stopped(id) => {
+                    if let Some(h) = live_checks.remove(&id) {
+                        h.abort();
+                    }
                     stopping -= 1;
                     let _ = metrics.in_flight.remove_label_values(&[&service, &id]);
                     exit_watchers.remove(&id).map(|h| h.abort());
@@ -237,11 +259,11 @@ pub async fn run<R: Runtime>(
                 spawn_stop(&ctx, running, &tx, true);
             }
             Some(Event::Started(Err(_))) => starting -= 1,
-            Some(Event::Exited(_)) => {}
+            Some(Event::Exited(_)) | Some(Event::Unhealthy(..)) => {}
             None => break,
         }
     }
-    for (_, h) in exit_watchers {
+    for (_, h) in exit_watchers.into_iter().chain(live_checks) {
         h.abort();
     }
 }
@@ -275,6 +297,27 @@ fn spawn_stop<R: Runtime>(
         }
         .instrument(span),
     );
+}
+
+/// Runs a liveness probe until it fails `failureThreshold` times in a row; returns why.
+async fn liveness(
+    p: &super::probe::Probe,
+    dialer: &crate::runtime::network::NetnsDialer,
+) -> String {
+    tokio::time::sleep(p.initial_delay).await;
+    let mut failures = 0;
+    loop {
+        match super::probe::check(p, dialer).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures >= p.failure_threshold {
+                    return format!("{failures} failures in a row; last: {e}");
+                }
+            }
+        }
+        tokio::time::sleep(p.period).await;
+    }
 }
 
 async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {

@@ -921,8 +921,9 @@ impl Runtime for Containerd {
         {
             Ok(_) => {}
             Err(s) if s.code() == Code::NotFound => {}
-            Err(s) if s.code() == Code::FailedPrecondition => {
-                // Still running: kill everything, wait, delete.
+            // Still running (1.6 answers FailedPrecondition or Unknown "cannot delete a
+            // running process"): kill everything, wait, delete.
+            Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::Unknown) => {
                 let _ = tasks
                     .kill(self.req(KillRequest {
                         container_id: id.to_string(),

@@ -272,12 +272,13 @@ async fn create_netns(path: &Path) -> Result<(), NetError> {
     }
 }
 
-type DialRequest = oneshot::Sender<io::Result<std::net::TcpStream>>;
+type DialRequest = (u16, oneshot::Sender<io::Result<std::net::TcpStream>>);
 
 /// Opens TCP connections to `127.0.0.1:port` inside a network namespace. One thread per
 /// instance lives in the namespace and creates the sockets; it ends when the dialer drops.
 pub struct NetnsDialer {
     tx: std::sync::mpsc::Sender<DialRequest>,
+    port: u16,
 }
 
 impl NetnsDialer {
@@ -293,7 +294,7 @@ impl NetnsDialer {
                     return;
                 }
                 let _ = ready_tx.send(Ok(()));
-                while let Ok(reply) = rx.recv() {
+                while let Ok((port, reply)) = rx.recv() {
                     let r = std::net::TcpStream::connect(("127.0.0.1", port));
                     let _ = reply.send(r);
                 }
@@ -301,14 +302,20 @@ impl NetnsDialer {
         ready_rx
             .recv()
             .map_err(|_| io::Error::other("dialer thread died"))??;
-        Ok(NetnsDialer { tx })
+        Ok(NetnsDialer { tx, port })
     }
 
-    /// Connects once; an error means nothing listens yet (or the namespace is gone).
+    /// Connects to the ingress port once; an error means nothing listens yet (or the
+    /// namespace is gone).
     pub async fn connect(&self) -> io::Result<tokio::net::TcpStream> {
+        self.connect_port(self.port).await
+    }
+
+    /// Connects to another port of the instance (probes may name one).
+    pub async fn connect_port(&self, port: u16) -> io::Result<tokio::net::TcpStream> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(tx)
+            .send((port, tx))
             .map_err(|_| io::Error::other("dialer thread ended"))?;
         let s = rx
             .await

@@ -180,6 +180,23 @@ async fn route(
         }
         "/upload" => upload(req.into_body()).await?,
         "/grpc.health.v1.Health/Check" => grpc_health_serving(),
+        "/unhealthy" => {
+            crate::state::STATE
+                .unhealthy
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            json_response(StatusCode::OK, &serde_json::json!({"healthy": false}))
+        }
+        "/healthz" => {
+            let bad = crate::state::STATE
+                .unhealthy
+                .load(std::sync::atomic::Ordering::SeqCst);
+            let code = if bad {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            json_response(code, &serde_json::json!({"healthy": !bad}))
+        }
         _ => {
             if let Some(ms) = params.flush_then_sleep_ms {
                 flush_then_sleep(ms)

@@ -34,6 +34,8 @@ pub struct State {
     max_in_flight: AtomicU64,
     requests_total: AtomicU64,
     seq: AtomicU64,
+    /// Set by `/unhealthy`: `/healthz` then answers 500 (for liveness probe tests).
+    pub unhealthy: std::sync::atomic::AtomicBool,
     pub stdin: OnceLock<StdinStatus>,
 }
 
@@ -45,6 +47,7 @@ pub static STATE: State = State {
     max_in_flight: AtomicU64::new(0),
     requests_total: AtomicU64::new(0),
     seq: AtomicU64::new(0),
+    unhealthy: std::sync::atomic::AtomicBool::new(false),
     stdin: OnceLock::new(),
 };
 
