@@ -192,6 +192,7 @@ fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
     spec::in_range("--concurrency", a.concurrency, 1, 1000)?;
     spec::in_range("--max-instances", a.max_instances, 1, 1000)?;
     spec::in_range("--min-instances", a.min_instances, 0, a.max_instances)?;
+    let memory = spec::memory("--memory", &a.memory)?;
     Ok(ServiceSpec {
         revision: spec::revision_name(&name),
         name,
@@ -201,7 +202,7 @@ fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
         env: spec::parse_env_vars(&a.set_env_vars)?,
         command: a.command.clone(),
         args: a.args.clone(),
-        memory_bytes: spec::memory("--memory", &a.memory)?,
+        memory_bytes: memory,
         cpu: spec::cpu("--cpu", &a.cpu)?,
         concurrency: a.concurrency,
         timeout,
@@ -210,6 +211,7 @@ fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
         idle_timeout: idle,
         startup_timeout: startup,
         use_http2: a.use_http2,
+        volumes: spec::volumes(&a.add_volume, &a.add_volume_mount, memory)?,
         startup_probe: a
             .startup_probe
             .as_deref()

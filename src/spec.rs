@@ -48,6 +48,8 @@ pub struct ServiceSpec {
     /// A configured startup probe; without one, the ingress port accepting TCP means ready.
     pub startup_probe: Option<crate::control::probe::Probe>,
     pub liveness_probe: Option<crate::control::probe::Probe>,
+    /// In-memory volumes mounted into the container: (mount path, size limit in bytes).
+    pub volumes: Vec<(String, u64)>,
 }
 
 impl ServiceSpec {
@@ -187,6 +189,110 @@ pub fn in_range<T: PartialOrd + std::fmt::Display>(
     Ok(value)
 }
 
+/// Parses gcloud's `--add-volume name=N,type=in-memory[,size-limit=64Mi]` and
+/// `--add-volume-mount volume=N,mount-path=/x` into (mount path, size) pairs; a volume
+/// without a size limit is bounded by the instance's memory (its pages are charged there).
+pub fn volumes(
+    add_volume: &[String],
+    add_mount: &[String],
+    memory: u64,
+) -> Result<Vec<(String, u64)>, SpecError> {
+    let kv = |field: &'static str, s: &str| -> Result<Vec<(String, String)>, SpecError> {
+        s.split(',')
+            .filter(|i| !i.is_empty())
+            .map(|i| {
+                i.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| bad(field, format!("{i:?} is not KEY=VALUE")))
+            })
+            .collect()
+    };
+    let mut vols: Vec<(String, u64)> = Vec::new();
+    for v in add_volume {
+        let (mut name, mut kind, mut size) = (None, None, memory);
+        for (k, val) in kv("--add-volume", v)? {
+            match k.as_str() {
+                "name" => name = Some(val),
+                "type" => kind = Some(val),
+                "size-limit" => size = memory_quantity("--add-volume", &val)?,
+                other => {
+                    return Err(bad(
+                        "--add-volume",
+                        format!("unknown key {other:?}; allowed: name, type, size-limit"),
+                    ))
+                }
+            }
+        }
+        let name = name.ok_or_else(|| bad("--add-volume", format!("{v:?} has no name=")))?;
+        match kind.as_deref() {
+            Some("in-memory") => {}
+            Some(other) => {
+                return Err(bad(
+                    "--add-volume",
+                    format!("type={other} is not supported on one node; allowed: in-memory"),
+                ))
+            }
+            None => {
+                return Err(bad(
+                    "--add-volume",
+                    format!("{v:?} has no type= (allowed: in-memory)"),
+                ))
+            }
+        }
+        if vols.iter().any(|(n, _)| *n == name) {
+            return Err(bad(
+                "--add-volume",
+                format!("volume {name} is defined twice"),
+            ));
+        }
+        vols.push((name, size.min(memory)));
+    }
+    let mut out = Vec::new();
+    for m in add_mount {
+        let (mut volume, mut path) = (None, None);
+        for (k, val) in kv("--add-volume-mount", m)? {
+            match k.as_str() {
+                "volume" => volume = Some(val),
+                "mount-path" => path = Some(val),
+                other => {
+                    return Err(bad(
+                        "--add-volume-mount",
+                        format!("unknown key {other:?}; allowed: volume, mount-path"),
+                    ))
+                }
+            }
+        }
+        let volume =
+            volume.ok_or_else(|| bad("--add-volume-mount", format!("{m:?} has no volume=")))?;
+        let path =
+            path.ok_or_else(|| bad("--add-volume-mount", format!("{m:?} has no mount-path=")))?;
+        if !path.starts_with('/') || path == "/" {
+            return Err(bad(
+                "--add-volume-mount",
+                format!("mount-path={path} must be an absolute path other than /"),
+            ));
+        }
+        let size = vols
+            .iter()
+            .find(|(n, _)| *n == volume)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| {
+                bad(
+                    "--add-volume-mount",
+                    format!("volume {volume} is not defined with --add-volume"),
+                )
+            })?;
+        out.push((path, size));
+    }
+    Ok(out)
+}
+
+fn memory_quantity(field: &'static str, s: &str) -> Result<u64, SpecError> {
+    crate::util::parse_memory(s)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| bad(field, format!("{s:?} is not a size (e.g. 64Mi)")))
+}
+
 /// The revision name: `<service>-00001-<3 random>` like Cloud Run's generated names.
 pub fn revision_name(service: &str) -> String {
     format!("{service}-00001-{}", crate::util::random_suffix(3))
@@ -275,6 +381,55 @@ mod tests {
         }
         for bad in ["", "x", "10d", "-1"] {
             assert!(parse_duration("--timeout", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn in_memory_volumes() {
+        let mem = 512 << 20;
+        let v = volumes(
+            &[
+                "name=cache,type=in-memory,size-limit=64Mi".into(),
+                "name=big,type=in-memory".into(),
+            ],
+            &[
+                "volume=cache,mount-path=/cache".into(),
+                "volume=big,mount-path=/big".into(),
+            ],
+            mem,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            vec![("/cache".to_string(), 64 << 20), ("/big".to_string(), mem)]
+        );
+        for (vols, mounts, needle) in [
+            (vec!["name=x,type=cloud-storage"], vec![], "not supported"),
+            (vec!["type=in-memory"], vec![], "no name"),
+            (
+                vec!["name=x,type=in-memory,color=red"],
+                vec![],
+                "unknown key",
+            ),
+            (
+                vec!["name=x,type=in-memory"],
+                vec!["volume=y,mount-path=/y"],
+                "not defined",
+            ),
+            (
+                vec!["name=x,type=in-memory"],
+                vec!["volume=x,mount-path=rel"],
+                "absolute",
+            ),
+        ] {
+            let vols: Vec<String> = vols.into_iter().map(String::from).collect();
+            let mounts: Vec<String> = mounts.into_iter().map(String::from).collect();
+            let e = volumes(&vols, &mounts, mem).unwrap_err();
+            assert!(
+                e.detail.contains(needle),
+                "{vols:?} {mounts:?}: {}",
+                e.detail
+            );
         }
     }
 

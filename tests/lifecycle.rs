@@ -390,3 +390,41 @@ fn bad_probe_flags_name_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn in_memory_volumes_are_mounted_with_their_size_limit() {
+    let Some(env) = env() else { return };
+    env.load("probe.oci.tar");
+    let s = env.serve(&[
+        "--image",
+        "probe",
+        "--service",
+        "lc-volume",
+        "--add-volume",
+        "name=cache,type=in-memory,size-limit=16Mi",
+        "--add-volume-mount",
+        "volume=cache,mount-path=/cache",
+    ]);
+    assert_eq!(s.get("/?write=4&path=/cache/small").status, 200);
+    let full = s.get("/?write=32&path=/cache/big");
+    assert_ne!(
+        full.status,
+        200,
+        "16 MiB volume took 32 MiB: {}",
+        full.text()
+    );
+    assert!(
+        full.text().to_lowercase().contains("space"),
+        "{}",
+        full.text()
+    );
+    let j = s.get("/").json();
+    let mounts = j["mounts"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.as_str().unwrap().contains(" /cache ")
+                && m.as_str().unwrap().contains("tmpfs")),
+        "{mounts:?}"
+    );
+}

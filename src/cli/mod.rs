@@ -105,6 +105,12 @@ pub struct ServeArgs {
     /// Liveness probe, same syntax; an instance failing it is replaced.
     #[arg(long)]
     pub liveness_probe: Option<String>,
+    /// An in-memory volume: name=N,type=in-memory[,size-limit=64Mi]; repeatable.
+    #[arg(long)]
+    pub add_volume: Vec<String>,
+    /// Mounts a volume: volume=N,mount-path=/path; repeatable.
+    #[arg(long)]
+    pub add_volume_mount: Vec<String>,
     /// Send requests to the container as HTTP/2 cleartext (h2c).
     #[arg(long)]
     pub use_http2: bool,

@@ -150,7 +150,7 @@ impl<R: Runtime> Ctx<R> {
             cpu: spec.cpu,
             netns: Some(att.netns.display().to_string()),
             etc_files: etc,
-            tmpfs: vec![],
+            tmpfs: spec.volumes.clone(),
         })?;
         let mut lbl = HashMap::new();
         lbl.insert(labels::MANAGED.to_string(), "true".to_string());
