@@ -53,6 +53,29 @@ pub struct Ctx<R: Runtime> {
     pub state_dir: PathBuf,
 }
 
+/// Start-up time by phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    pub network: Duration,
+    pub create: Duration,
+    pub start: Duration,
+    pub probe: Duration,
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "network {:.1} ms, create {:.1} ms, start {:.1} ms, first successful probe {:.1} ms",
+            ms(self.network),
+            ms(self.create),
+            ms(self.start),
+            ms(self.probe)
+        )
+    }
+}
+
 /// A started, listening instance.
 pub struct Running {
     pub id: String,
@@ -62,6 +85,9 @@ pub struct Running {
     /// Becomes `Some` when the container's main process exits.
     pub exit: watch::Receiver<Option<ExitStatus>>,
     pub startup: Duration,
+    /// Where the start-up time went: network, create (snapshot, container, task), start,
+    /// and the wait for the first successful probe.
+    pub phases: Phases,
     pipes: Option<Pipes>,
 }
 
@@ -77,6 +103,7 @@ impl<R: Runtime> Ctx<R> {
         let dir = self.dir(id);
         std::fs::create_dir_all(&dir)?;
         let att = self.net.attach(id).await?;
+        let t_net = t0.elapsed();
         let pipes = {
             let id = id.to_string();
             let sink: Sink = Arc::new(
@@ -95,8 +122,10 @@ impl<R: Runtime> Ctx<R> {
             dialer: None,
             exit: watch::channel(None).1,
             startup: Duration::ZERO,
+            phases: Phases::default(),
             pipes: Some(pipes),
         };
+        running.phases.network = t_net;
         match self.create_and_start(id, &att, &mut running, t0).await {
             Ok(()) => Ok(running),
             Err(e) => {
@@ -173,7 +202,9 @@ impl<R: Runtime> Ctx<R> {
             stderr: pipes.stderr.display().to_string(),
             upper_dir: Some(upper.display().to_string()),
         };
+        let t_before_create = Instant::now();
         self.runtime.create(&cspec).await?;
+        running.phases.create = t_before_create.elapsed();
         // Watch for the exit before starting, so an instant crash is seen.
         let (exit_tx, exit_rx) = watch::channel(None);
         let rt = self.runtime.clone();
@@ -188,7 +219,10 @@ impl<R: Runtime> Ctx<R> {
             }
         });
         running.exit = exit_rx.clone();
+        let t_before_start = Instant::now();
         self.runtime.start(id).await?;
+        running.phases.start = t_before_start.elapsed();
+        let t_before_probe = Instant::now();
         let dialer = Arc::new(NetnsDialer::new(&att.netns, spec.port)?);
         self.probe(dialer.as_ref(), exit_rx, t0).await?;
         running.endpoint = Arc::new(Endpoint::new(
@@ -199,6 +233,7 @@ impl<R: Runtime> Ctx<R> {
         ));
         running.dialer = Some(dialer);
         running.startup = t0.elapsed();
+        running.phases.probe = t_before_probe.elapsed();
         Ok(())
     }
 

@@ -93,7 +93,7 @@ pub async fn run<R: Runtime>(
                     if startups.len() > 20 {
                         startups.remove(0);
                     }
-                    info!(instance = %running.id, "instance ready after {} ms", running.startup.as_millis());
+                    info!(instance = %running.id, "instance ready after {} ms ({})", running.startup.as_millis(), running.phases);
                     let mut exit = running.exit.clone();
                     let id = running.id.clone();
                     let tx2 = tx.clone();
