@@ -138,4 +138,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn delete(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Lists runlet's containers.
     fn list(&self) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+    /// True when the kernel's OOM killer killed a process of container `id` (it went over
+    /// its memory limit). Ask after the exit and before `delete`, while the container's
+    /// cgroup still exists. A runtime that cannot tell answers false.
+    fn oom_killed(&self, id: &str) -> impl Future<Output = bool> + Send {
+        let _ = id;
+        async { false }
+    }
 }
