@@ -103,11 +103,19 @@ async fn run_loop<R: Runtime>(
     let mut cancelled = false;
     tokio::pin!(cancel);
     loop {
-        for (index, attempt) in sched.start_ready() {
+        let starts = sched.start_ready();
+        for &(index, attempt) in &starts {
             if let Some(slot) = first_start.get_mut(index as usize) {
                 slot.get_or_insert_with(Instant::now);
             }
             rec.attempt_started(index, attempt, SystemTime::now());
+        }
+        // One durable write per turn, before anything new starts: it holds every result
+        // reported so far, so a crash from here on loses none of them.
+        if let Err(e) = store.save(&rec).await {
+            warn!("cannot save the execution record: {e}");
+        }
+        for (index, attempt) in starts {
             let span = info_span!("task", index, attempt);
             let (ctx, execution, cancel_rx, tx) = (
                 ctx.clone(),
@@ -126,10 +134,6 @@ async fn run_loop<R: Runtime>(
                 }
                 .instrument(span),
             );
-        }
-        // Durable before anything else starts: a crash from here on loses no result so far.
-        if let Err(e) = store.save(&rec).await {
-            warn!("cannot save the execution record: {e}");
         }
         if sched.is_done() {
             break;

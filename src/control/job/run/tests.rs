@@ -515,3 +515,43 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
         Default::default()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_result_is_on_disk_before_the_next_task_starts() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::new();
+    let store = RecordStore::new(dir.path());
+    // When a container starts, note how many results the record on disk holds.
+    let seen = Arc::new(AtomicU32::new(u32::MAX));
+    let (seen2, store2) = (seen.clone(), store.clone());
+    rt.on_start(move |spec| {
+        if env_of(spec)["CLOUD_RUN_TASK_INDEX"] == "2" {
+            let rec = store2.load("hello-durable").unwrap();
+            seen2.store(
+                rec.status.succeeded_count + rec.status.failed_count,
+                Ordering::SeqCst,
+            );
+        }
+        Some(Behaviour {
+            after: Duration::from_millis(200),
+            code: 0,
+            oom: false,
+        })
+    })
+    .await;
+    execute(
+        ctx(&rt, spec(3, 0, "10m"), dir.path()),
+        &store,
+        "hello-durable",
+        1,
+        never(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        2,
+        "tasks 0 and 1 were recorded before task 2 started"
+    );
+}
