@@ -381,8 +381,8 @@ pub struct Recovered {
 }
 
 /// Cleans up after runlets that died mid-execution (run at the start of every `runlet job`
-/// command). An execution is abandoned when its record says running and nobody holds its
-/// lock. Its leftover containers (found by the `runlet.io/execution` label) are stopped
+/// command). An execution is abandoned when its record (in this state dir) says running
+/// and nobody holds its lock; containers of executions that ended are leftovers too. Its leftover containers (found by the `runlet.io/execution` label) are stopped
 /// with a short grace and removed with their network namespaces and files, and its record
 /// is marked failed: finished tasks keep their results, running ones become failed,
 /// pending ones cancelled. Executions owned by a live runlet are not touched.
@@ -415,8 +415,18 @@ pub async fn recover<R: Runtime>(
     }
     let claimed_names: HashSet<String> =
         claimed.iter().map(|(r, _)| r.name().to_string()).collect();
-    let abandoned =
-        |execution: &str| claimed_names.contains(execution) || !store.is_live(execution);
+    let ended: HashSet<&str> = records
+        .iter()
+        .filter(|r| r.status.state != ExecutionState::Running)
+        .map(|r| r.name())
+        .collect();
+    // Only executions recorded in this state dir: containerd's namespace may be shared by
+    // runlets with other state dirs, whose executions are none of this runlet's business.
+    // (A record is written before any container or file of its execution exists.)
+    let abandoned = |execution: &str| {
+        claimed_names.contains(execution)
+            || (ended.contains(execution) && !store.is_live(execution))
+    };
 
     let mut leftovers: Vec<String> = Vec::new();
     for c in runtime.list().await? {

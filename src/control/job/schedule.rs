@@ -119,11 +119,15 @@ impl TaskPhase {
 
 /// An event that does not fit the task's phase (a bug or a duplicate report).
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("task {index}: cannot {op} while {phase:?}")]
+#[error("task {index}: cannot {op} while {}", match phase {
+    Some(p) => format!("{p:?}"),
+    None => "there is no such task".into(),
+})]
 pub struct IncorrectPhase {
     pub index: u32,
     pub op: &'static str,
-    pub phase: TaskPhase,
+    /// `None`: the index is out of range.
+    pub phase: Option<TaskPhase>,
 }
 
 /// The task queue of one execution.
@@ -179,13 +183,13 @@ impl Scheduler {
         let phase = self.tasks.get_mut(index as usize).ok_or(IncorrectPhase {
             index,
             op: "finish",
-            phase: TaskPhase::Cancelled,
+            phase: None,
         })?;
         let TaskPhase::Running { attempt } = *phase else {
             return Err(IncorrectPhase {
                 index,
                 op: "finish",
-                phase: *phase,
+                phase: Some(*phase),
             });
         };
         self.running -= 1;
@@ -348,10 +352,14 @@ mod tests {
             Err(IncorrectPhase {
                 index: 1,
                 op: "finish",
-                phase: TaskPhase::Pending { attempt: 0 }
+                phase: Some(TaskPhase::Pending { attempt: 0 })
             })
         );
-        assert!(s.finished(7, &exit(0)).is_err());
+        let e = s.finished(7, &exit(0)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "task 7: cannot finish while there is no such task"
+        );
         s.start_ready();
         s.finished(0, &exit(0)).unwrap();
         assert!(s.finished(0, &exit(0)).is_err(), "duplicate");

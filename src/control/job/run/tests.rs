@@ -459,9 +459,11 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
     let live = ExecutionRecord::new(&s, "hello-live1", 1, std::time::SystemTime::now());
     store.save_blocking(&live).unwrap();
     let _held = store.lock("hello-live1").unwrap();
+    // And a container of an execution recorded in another state dir: not ours.
     for (id, exec) in [
         ("hello-dead1-1-0", "hello-dead1"),
         ("hello-live1-0-0", "hello-live1"),
+        ("hello-other-0-0", "hello-other"),
     ] {
         let mut lbl = HashMap::new();
         lbl.insert(labels::MANAGED.to_string(), "true".to_string());
@@ -503,8 +505,12 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
         store.load("hello-live1").unwrap().status.state,
         ExecutionState::Running
     );
-    let left: Vec<String> = rt.list().await.unwrap().into_iter().map(|c| c.id).collect();
-    assert_eq!(left, vec!["hello-live1-0-0".to_string()]);
+    let mut left: Vec<String> = rt.list().await.unwrap().into_iter().map(|c| c.id).collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["hello-live1-0-0".to_string(), "hello-other-0-0".to_string()]
+    );
     assert!(!super::super::tasks_dir(dir.path())
         .join("hello-dead1-2-0")
         .exists());
