@@ -108,24 +108,22 @@ async fn run(cli: Cli) -> Result<i32> {
             .await
             .map(|()| 0)
         }
-        Command::Image(ImageCommand::Ls) => {
-            with_containerd(&cli, |c| async move {
-                let images = c.list_images().await?;
-                println!("{:<60} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE");
-                for i in images {
-                    let short = i
-                        .digest
-                        .trim_start_matches("sha256:")
-                        .chars()
-                        .take(12)
-                        .collect::<String>();
-                    println!("{:<60} sha256:{:<13} {:>10}", i.name, short, human(i.size));
-                }
-                Ok(())
-            })
-            .await
-            .map(|()| 0)
-        }
+        Command::Image(ImageCommand::Ls) => with_containerd(&cli, |c| async move {
+            let images = c.list_images().await?;
+            println!("{:<60} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE");
+            for i in images {
+                let short = i
+                    .digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect::<String>();
+                println!("{:<60} sha256:{:<13} {:>10}", i.name, short, human(i.size));
+            }
+            Ok(())
+        })
+        .await
+        .map(|()| 0),
         Command::Image(ImageCommand::Rm { ref images }) => {
             let names: Vec<String> = images
                 .iter()

@@ -8,18 +8,37 @@ use common::{env, free_port, http, Env};
 /// network namespaces, CNI allocations.
 fn assert_nothing_left(env: &Env, service: &str) {
     let containers = env.ctr(&["containers", "ls", "-q"]);
-    assert!(!containers.contains(service), "containers left: {containers}");
+    assert!(
+        !containers.contains(service),
+        "containers left: {containers}"
+    );
     let tasks = env.ctr(&["tasks", "ls"]);
     assert!(!tasks.contains(service), "tasks left: {tasks}");
     let snaps = env.ctr(&["snapshots", "ls"]);
-    assert!(!snaps.lines().any(|l| l.contains(service)), "snapshots left: {snaps}");
-    let netns = std::fs::read_dir("/run/netns").map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()).unwrap_or_default();
-    assert!(!netns.iter().any(|n| n.contains(service)), "netns left: {netns:?}");
+    assert!(
+        !snaps.lines().any(|l| l.contains(service)),
+        "snapshots left: {snaps}"
+    );
+    let netns = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert!(
+        !netns.iter().any(|n| n.contains(service)),
+        "netns left: {netns:?}"
+    );
     let ipam = std::path::Path::new("/var/lib/cni/networks/runlet");
     if let Ok(dir) = std::fs::read_dir(ipam) {
         for e in dir.filter_map(|e| e.ok()) {
             let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
-            assert!(!owner.contains(service), "CNI allocation left: {} -> {owner}", e.path().display());
+            assert!(
+                !owner.contains(service),
+                "CNI allocation left: {} -> {owner}",
+                e.path().display()
+            );
         }
     }
 }
@@ -28,7 +47,14 @@ fn assert_nothing_left(env: &Env, service: &str) {
 fn serve_answers_with_the_contract_env_from_a_real_container_and_cleans_up() {
     let Some(env) = env() else { return };
     env.load("probe.oci.tar");
-    let served = env.serve(&["--image", "probe", "--service", "walk-env", "--set-env-vars", "USER_VAR=hello"]);
+    let served = env.serve(&[
+        "--image",
+        "probe",
+        "--service",
+        "walk-env",
+        "--set-env-vars",
+        "USER_VAR=hello",
+    ]);
     let r = served.get("/");
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
@@ -39,20 +65,42 @@ fn serve_answers_with_the_contract_env_from_a_real_container_and_cleans_up() {
     let rev = e["K_REVISION"].as_str().unwrap();
     assert!(rev.starts_with("walk-env-00001-"), "{rev}");
     assert_eq!(e["USER_VAR"], "hello");
-    assert_eq!(e["PROBE_IMAGE_ENV"], "from-image", "the image's Env is kept");
+    assert_eq!(
+        e["PROBE_IMAGE_ENV"], "from-image",
+        "the image's Env is kept"
+    );
     // Served from inside a containerd container: containerd lists it, labelled.
     let containers = env.ctr(&["containers", "ls"]);
     assert!(containers.contains("walk-env-00001-"), "{containers}");
     let info = env.ctr(&["containers", "info", j["hostname"].as_str().unwrap()]);
-    assert!(info.contains("runlet.io/service") && info.contains("walk-env"), "{info}");
+    assert!(
+        info.contains("runlet.io/service") && info.contains("walk-env"),
+        "{info}"
+    );
     // Memory and CPU limits as configured (defaults 512 MiB, 1 vCPU).
-    assert_eq!(j["cgroup"]["memory_limit"].as_str().map(|s| s.trim().to_string()), Some((512u64 << 20).to_string()));
+    assert_eq!(
+        j["cgroup"]["memory_limit"]
+            .as_str()
+            .map(|s| s.trim().to_string()),
+        Some((512u64 << 20).to_string())
+    );
     // stdout and stderr arrive separately in runlet's log, tagged with the instance.
     let (status, out) = served.interrupt();
     assert!(status.success(), "runlet exit: {status}\n{out}");
-    assert!(out.lines().any(|l| l.contains("probe: listening") && l.contains("stream=\"stdout\"")), "{out}");
-    assert!(out.lines().any(|l| l.contains("probe: stderr check") && l.contains("stream=\"stderr\"")), "{out}");
-    assert!(out.contains("SIGTERM received"), "the container got SIGTERM on shutdown:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("probe: listening") && l.contains("stream=\"stdout\"")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("probe: stderr check") && l.contains("stream=\"stderr\"")),
+        "{out}"
+    );
+    assert!(
+        out.contains("SIGTERM received"),
+        "the container got SIGTERM on shutdown:\n{out}"
+    );
     assert_nothing_left(&env, "walk-env");
 }
 
@@ -78,7 +126,18 @@ fn two_services_both_listen_on_8080_in_their_own_namespaces() {
 fn command_args_and_a_non_default_port_and_user() {
     let Some(env) = env() else { return };
     env.load("probe-user.oci.tar");
-    let served = env.serve(&["--image", "probe-user", "--service", "walk-args", "--port", "8801", "--command", "/probe", "--args", "one,two"]);
+    let served = env.serve(&[
+        "--image",
+        "probe-user",
+        "--service",
+        "walk-args",
+        "--port",
+        "8801",
+        "--command",
+        "/probe",
+        "--args",
+        "one,two",
+    ]);
     let j = served.get("/").json();
     assert_eq!(j["env"]["PORT"], "8801");
     assert_eq!(j["argv"], serde_json::json!(["/probe", "one", "two"]));
@@ -91,14 +150,24 @@ fn command_args_and_a_non_default_port_and_user() {
 fn docker_and_multi_platform_archives_load_and_serve() {
     let Some(env) = env() else { return };
     let out = env.load("probe.docker.tar");
-    assert!(out.contains("docker.io/library/probe-docker:latest"), "{out}");
+    assert!(
+        out.contains("docker.io/library/probe-docker:latest"),
+        "{out}"
+    );
     let out = env.load("probe-multi.oci.tar");
-    assert!(out.contains("docker.io/library/probe-multi:latest"), "{out}");
+    assert!(
+        out.contains("docker.io/library/probe-multi:latest"),
+        "{out}"
+    );
     // Idempotent.
     env.load("probe.docker.tar");
     let ls = env.runlet().args(["image", "ls"]).output().unwrap();
     let ls = String::from_utf8_lossy(&ls.stdout).into_owned();
-    assert!(ls.contains("docker.io/library/probe-docker:latest") && ls.contains("docker.io/library/probe-multi:latest"), "{ls}");
+    assert!(
+        ls.contains("docker.io/library/probe-docker:latest")
+            && ls.contains("docker.io/library/probe-multi:latest"),
+        "{ls}"
+    );
     let served = env.serve(&["--image", "probe-docker:latest", "--service", "walk-docker"]);
     assert_eq!(served.get("/").status, 200);
     drop(served);
@@ -113,25 +182,46 @@ fn bad_archives_are_refused_and_leave_nothing_behind() {
         ("arm64-only.oci.tar", "linux/amd64"),
         ("non-utf8.oci.tar", "not UTF-8"),
     ] {
-        let out = env.runlet().args(["image", "load"]).arg(env.archive(archive)).output().unwrap();
+        let out = env
+            .runlet()
+            .args(["image", "load"])
+            .arg(env.archive(archive))
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{archive} was accepted");
-        assert!(err.contains(needle), "{archive}: error should mention {needle:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{archive}: error should mention {needle:?}: {err}"
+        );
         // Refused before containerd is even contacted: with no containerd at all, the error
         // is still about the archive, so nothing can have been created.
         let offline = std::process::Command::new(common::runlet_bin())
-            .args(["--containerd-address", "/nonexistent.sock", "--no-embedded-containerd", "image", "load"])
+            .args([
+                "--containerd-address",
+                "/nonexistent.sock",
+                "--no-embedded-containerd",
+                "image",
+                "load",
+            ])
             .arg(env.archive(archive))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&offline.stderr);
-        assert!(err.contains(needle) && !err.contains("cannot reach containerd"), "{archive}: {err}");
+        assert!(
+            err.contains(needle) && !err.contains("cannot reach containerd"),
+            "{archive}: {err}"
+        );
     }
     let images = env.ctr(&["images", "ls", "-q"]);
     for name in ["bad-digest", "arm64-only", "non-utf8"] {
         assert!(!images.contains(name), "image {name} was created: {images}");
     }
-    let missing = env.runlet().args(["image", "load", "/nonexistent/archive.tar"]).output().unwrap();
+    let missing = env
+        .runlet()
+        .args(["image", "load", "/nonexistent/archive.tar"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/archive.tar"));
 }
 
@@ -139,10 +229,24 @@ fn bad_archives_are_refused_and_leave_nothing_behind() {
 fn image_rm_removes_the_image() {
     let Some(env) = env() else { return };
     env.load("busybox.oci.tar");
-    let out = env.runlet().args(["image", "rm", "busybox"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!env.ctr(&["images", "ls", "-q"]).contains("docker.io/library/busybox:latest"));
-    let again = env.runlet().args(["image", "rm", "busybox"]).output().unwrap();
+    let out = env
+        .runlet()
+        .args(["image", "rm", "busybox"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!env
+        .ctr(&["images", "ls", "-q"])
+        .contains("docker.io/library/busybox:latest"));
+    let again = env
+        .runlet()
+        .args(["image", "rm", "busybox"])
+        .output()
+        .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("docker.io/library/busybox:latest"));
 }
@@ -150,10 +254,18 @@ fn image_rm_removes_the_image() {
 #[test]
 fn serving_an_unknown_image_names_it_and_how_to_load_it() {
     let Some(env) = env() else { return };
-    let out = env.runlet().args(["serve", "--image", "never-loaded:v9", "--listen"]).arg(format!("127.0.0.1:{}", free_port())).output().unwrap();
+    let out = env
+        .runlet()
+        .args(["serve", "--image", "never-loaded:v9", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("docker.io/library/never-loaded:v9") && err.contains("runlet image load"), "{err}");
+    assert!(
+        err.contains("docker.io/library/never-loaded:v9") && err.contains("runlet image load"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -162,7 +274,18 @@ fn a_container_exiting_at_startup_is_reported_with_its_exit_code() {
     env.load("probe.oci.tar");
     let out = env
         .runlet()
-        .args(["serve", "--image", "probe", "--service", "walk-exit5", "--set-env-vars", "PROBE_EXIT_CODE=5", "--metrics-listen", "off", "--listen"])
+        .args([
+            "serve",
+            "--image",
+            "probe",
+            "--service",
+            "walk-exit5",
+            "--set-env-vars",
+            "PROBE_EXIT_CODE=5",
+            "--metrics-listen",
+            "off",
+            "--listen",
+        ])
         .arg(format!("127.0.0.1:{}", free_port()))
         .output()
         .unwrap();
@@ -183,7 +306,12 @@ fn bad_flags_are_refused_with_the_field_name() {
         (vec!["--service", "Bad_Name"], "--service"),
         (vec!["--set-env-vars", "PORT=1"], "--set-env-vars"),
     ] {
-        let out = env.runlet().args(["serve", "--image", "probe"]).args(&args).output().unwrap();
+        let out = env
+            .runlet()
+            .args(["serve", "--image", "probe"])
+            .args(&args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(field), "{args:?}: {err}");
@@ -195,16 +323,28 @@ fn proxied_requests_stream_and_forward_headers() {
     let Some(env) = env() else { return };
     env.load("probe.oci.tar");
     let served = env.serve(&["--image", "probe", "--service", "walk-headers"]);
-    let r = http(served.listen, "GET", "/", &[("X-User-Header", b"kept as is")], b"");
+    let r = http(
+        served.listen,
+        "GET",
+        "/",
+        &[("X-User-Header", b"kept as is")],
+        b"",
+    );
     let j = r.json();
-    let headers: Vec<(String, String)> = serde_json::from_value(j["request"]["headers"].clone()).unwrap();
+    let headers: Vec<(String, String)> =
+        serde_json::from_value(j["request"]["headers"].clone()).unwrap();
     let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     assert_eq!(get("x-user-header").as_deref(), Some("kept as is"));
     assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(get("x-forwarded-for").as_deref(), Some("127.0.0.1"));
-    assert!(get("forwarded").unwrap().starts_with("for=127.0.0.1;proto=http"));
+    assert!(get("forwarded")
+        .unwrap()
+        .starts_with("for=127.0.0.1;proto=http"));
     assert!(get("traceparent").is_some());
-    assert_eq!(get("host").as_deref(), Some(served.listen.to_string().as_str()));
+    assert_eq!(
+        get("host").as_deref(),
+        Some(served.listen.to_string().as_str())
+    );
     // A header value with a byte >= 0x80 is refused with 400 and never forwarded.
     let bad = http(served.listen, "GET", "/", &[("X-Bad", b"caf\xc3\xa9")], b"");
     assert_eq!(bad.status, 400, "{}", bad.text());

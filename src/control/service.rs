@@ -96,7 +96,7 @@ pub async fn run<R: Runtime>(
                 }
                 Event::Stopped(id) => {
                     stopping -= 1;
-                    exit_watchers.remove(&id).map(|h| h.abort());
+                    if let Some(h) = exit_watchers.remove(&id) { h.abort(); }
                     info!(instance = %id, "instance stopped");
                 }
             }

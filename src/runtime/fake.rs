@@ -20,10 +20,13 @@ pub enum Call {
     Delete(String),
 }
 
+/// A container's labels and the sender of its exit status.
+type Entry = (HashMap<String, String>, watch::Sender<Option<ExitStatus>>);
+
 #[derive(Default)]
 struct State {
     calls: Vec<Call>,
-    containers: HashMap<String, (HashMap<String, String>, watch::Sender<Option<ExitStatus>>)>,
+    containers: HashMap<String, Entry>,
     /// Signals that make a container exit at once (e.g. 15 for a workload with a handler).
     exit_on_signal: Vec<u32>,
     fail_create: bool,

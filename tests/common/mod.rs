@@ -25,9 +25,18 @@ pub fn env() -> Option<Env> {
     let images = std::env::var("RUNLET_TEST_IMAGES").ok();
     match (containerd, images) {
         (Some(c), Some(i)) => {
-            assert!(std::path::Path::new(&c).exists(), "RUNLET_TEST_CONTAINERD={c} does not exist: is the test containerd running?");
-            let state_dir = std::env::var("RUNLET_TEST_STATE_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/lib/runlet-test"));
-            Some(Env { containerd: c, images: PathBuf::from(i), state_dir })
+            assert!(
+                std::path::Path::new(&c).exists(),
+                "RUNLET_TEST_CONTAINERD={c} does not exist: is the test containerd running?"
+            );
+            let state_dir = std::env::var("RUNLET_TEST_STATE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| PathBuf::from("/var/lib/runlet-test"));
+            Some(Env {
+                containerd: c,
+                images: PathBuf::from(i),
+                state_dir,
+            })
         }
         _ if std::env::var_os("CI").is_some() => {
             panic!("CI is set but RUNLET_TEST_CONTAINERD / RUNLET_TEST_IMAGES are not: the containerd tests must run in CI (use deploy/test.sh)")
@@ -47,7 +56,11 @@ impl Env {
     /// A `runlet` command wired to the test containerd (never a private one).
     pub fn runlet(&self) -> Command {
         let mut c = Command::new(runlet_bin());
-        c.arg("--containerd-address").arg(&self.containerd).arg("--state-dir").arg(&self.state_dir).arg("--no-embedded-containerd");
+        c.arg("--containerd-address")
+            .arg(&self.containerd)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--no-embedded-containerd");
         c.env_remove("RUST_BACKTRACE");
         c
     }
@@ -58,28 +71,51 @@ impl Env {
 
     /// Loads an archive; panics with runlet's output if that fails.
     pub fn load(&self, archive: &str) -> String {
-        let out = self.runlet().args(["image", "load", "--quiet"]).arg(self.archive(archive)).output().expect("run runlet");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .runlet()
+            .args(["image", "load", "--quiet"])
+            .arg(self.archive(archive))
+            .output()
+            .expect("run runlet");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "image load {archive} failed: {text}");
         text
     }
 
     /// Runs `ctr -n runlet ARGS` against the test containerd.
     pub fn ctr(&self, args: &[&str]) -> String {
-        let out = Command::new("ctr").arg("-a").arg(&self.containerd).args(["-n", "runlet"]).args(args).output().expect("ctr is installed with containerd");
-        assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(&self.containerd)
+            .args(["-n", "runlet"])
+            .args(args)
+            .output()
+            .expect("ctr is installed with containerd");
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Starts `runlet serve` with `args` and waits until it says it is serving.
     pub fn serve(&self, args: &[&str]) -> Served {
-        Served::start(self, args).unwrap_or_else(|out| panic!("runlet serve {args:?} did not start:\n{out}"))
+        Served::start(self, args)
+            .unwrap_or_else(|out| panic!("runlet serve {args:?} did not start:\n{out}"))
     }
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
 }
 
 /// A running `runlet serve`, with its combined output collected.
@@ -95,11 +131,21 @@ impl Served {
         let port = free_port();
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut cmd = env.runlet();
-        cmd.arg("serve").arg("--listen").arg(listen.to_string()).args(["--metrics-listen", "off"]).args(args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).env("RUNLET_LOG", "info").env("NO_COLOR", "1");
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(listen.to_string())
+            .args(["--metrics-listen", "off"])
+            .args(args);
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUNLET_LOG", "info")
+            .env("NO_COLOR", "1");
         let mut child = cmd.spawn().expect("spawn runlet");
         let output = Arc::new(Mutex::new(String::new()));
-        for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
             let out = output.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -109,7 +155,11 @@ impl Served {
                 }
             });
         }
-        let mut s = Served { child, listen, output };
+        let mut s = Served {
+            child,
+            listen,
+            output,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if s.output().contains("is serving at") {
@@ -171,7 +221,10 @@ impl Drop for Served {
 }
 
 fn nix_kill(pid: u32, sig: i32) -> std::io::Result<()> {
-    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()?;
     if st.success() {
         Ok(())
     } else {
@@ -209,16 +262,27 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
 /// One HTTP/1.1 request over a fresh connection (`Connection: close`); raw header bytes
 /// are sent as given, so tests can send what a strict client would refuse to.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Response {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> Response {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len()).into_bytes();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
     for (k, v) in headers {
         req.extend_from_slice(k.as_bytes());
         req.extend_from_slice(b": ");
@@ -234,23 +298,47 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &[u8])
 }
 
 fn parse_response(raw: &[u8]) -> Response {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status line");
-    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     let mut body = raw[end + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
-    Response { status, headers, body }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(pos) = b.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..pos]).split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+    while let Some(pos) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&b[..pos])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
         if size == 0 || b.len() < pos + 2 + size {
             if size > 0 {
                 out.extend_from_slice(&b[pos + 2..]);
