@@ -68,6 +68,8 @@ fn main() {
 async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Job(ref cmd) => {
+            // Bad input is refused before containerd is reached (or started).
+            job_cmd::check(cmd)?;
             let state_dir = cli.state_dir.clone();
             let mut code = 0;
             let code_ref = &mut code;

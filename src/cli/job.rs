@@ -1,14 +1,81 @@
-//! `runlet job ...` command-line structures.
+//! `runlet job ...` command-line structures (gcloud's flag names).
 
-use clap::Subcommand;
+use std::path::PathBuf;
 
+use clap::{Args, Subcommand, ValueEnum};
+
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
-    /// Run one execution of a job in the foreground.
-    Execute {
-        /// Job name.
-        name: Option<String>,
-        #[arg(long)]
-        image: Option<String>,
+    /// Run one execution of a job in the foreground; exit 0 only if every task succeeded.
+    Execute(ExecuteArgs),
+    /// Inspect executions (records under --state-dir).
+    #[command(subcommand)]
+    Executions(ExecutionsCommand),
+}
+
+/// Numbers and durations are taken as text so that a bad value is refused by runlet with
+/// the field name and the allowed range (exit 64), like every other bad input.
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    /// Job name (default: metadata.name of the -f file).
+    pub name: Option<String>,
+    /// Cloud Run job YAML (apiVersion run.googleapis.com/v1, kind Job); flags given override it.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// The image to run (loaded with `runlet image load`).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Number of tasks, 1-10000 [default: 1].
+    #[arg(long, allow_hyphen_values = true)]
+    pub tasks: Option<String>,
+    /// Tasks running at once at most; 0 or unset: as many as this machine's CPUs and memory allow for --cpu and --memory.
+    #[arg(long, allow_hyphen_values = true)]
+    pub parallelism: Option<String>,
+    /// Retries per failed task, 0-10 [default: 3].
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_retries: Option<String>,
+    /// Time limit per attempt (90s, 10m, 1h; a bare number is seconds), 1s-168h [default: 10m].
+    #[arg(long, allow_hyphen_values = true)]
+    pub task_timeout: Option<String>,
+    /// Environment variables, KEY=VALUE[,KEY=VALUE...]; repeatable.
+    #[arg(long = "set-env-vars")]
+    pub set_env_vars: Vec<String>,
+    /// Replaces the image's entrypoint; comma-separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, num_args = 1)]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's CMD; comma-separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, num_args = 1)]
+    pub args: Option<Vec<String>>,
+    /// Memory limit per task (e.g. 512Mi, 1Gi) [default: 512Mi].
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// vCPUs per task (e.g. 1, 0.5, 2) [default: 1].
+    #[arg(long)]
+    pub cpu: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionsCommand {
+    /// List executions, newest first.
+    List {
+        /// Only this job's executions.
+        job: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
+    /// Show one execution: counts, times, and each task's result.
+    Describe {
+        execution: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
 }

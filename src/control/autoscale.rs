@@ -58,7 +58,7 @@ pub fn decide(p: &Policy, o: &Observation) -> Decision {
             .filter(|(_, i)| i.in_flight == 0 && i.idle_for >= p.idle_timeout)
             .map(|(n, i)| (n, i.idle_for))
             .collect();
-        idle.sort_by(|a, b| b.1.cmp(&a.1));
+        idle.sort_by_key(|&(_, idle_for)| std::cmp::Reverse(idle_for));
         let keep = p.min_instances.max(wanted_for_load);
         let removable = o.ready.len().saturating_sub(keep);
         stop = idle.into_iter().take(removable).map(|(n, _)| n).collect();

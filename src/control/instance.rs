@@ -364,33 +364,6 @@ pub fn mount_memory_fs(dir: &std::path::Path, size: u64) -> std::io::Result<Path
     Ok(dir.to_path_buf())
 }
 
-/// Whether the memory cgroup of container `id` recorded an OOM kill (cgroup v1
-/// `memory.oom_control`, or v2 `memory.events`); read before the task is deleted.
-pub fn oom_killed(id: &str) -> bool {
-    let candidates = [
-        (
-            format!("/sys/fs/cgroup/memory/runlet/{id}/memory.oom_control"),
-            "oom_kill ",
-        ),
-        (
-            format!("/sys/fs/cgroup/runlet/{id}/memory.events"),
-            "oom_kill ",
-        ),
-    ];
-    candidates.iter().any(|(path, key)| {
-        std::fs::read_to_string(path)
-            .map(|t| {
-                t.lines().any(|l| {
-                    l.strip_prefix(key)
-                        .and_then(|n| n.trim().parse::<u64>().ok())
-                        .unwrap_or(0)
-                        > 0
-                })
-            })
-            .unwrap_or(false)
-    })
-}
-
 /// A dialer for an instance that is not ready yet.
 struct NoDial;
 impl Dial for NoDial {

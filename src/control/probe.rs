@@ -147,7 +147,7 @@ async fn run(action: &Action, dialer: &NetnsDialer) -> Outcome {
             s.write_all(req.as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut head = vec![0u8; 64];
+            let mut head = [0u8; 64];
             let mut n = 0;
             while n < 12 {
                 let m = s.read(&mut head[n..]).await.map_err(|e| e.to_string())?;

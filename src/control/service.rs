@@ -126,7 +126,7 @@ pub async fn run<R: Runtime>(
                     if let Some(pos) = ready.iter().position(|r| r.running.id == id) {
                         let r = ready.remove(pos);
                         let status = (*r.running.exit.borrow()).map(|s| s.to_string()).unwrap_or_default();
-                        if oom_seen.contains(&id) || super::instance::oom_killed(&id) {
+                        if oom_seen.contains(&id) || ctx.runtime.oom_killed(&id).await {
                             r.running.endpoint.mark_dead(Death::OutOfMemory);
                             metrics.ooms.with_label_values(&[&service]).inc();
                             warn!(instance = %id, "instance OOM-killed ({status}): it exceeded its memory limit of {} MiB", ctx.spec.memory_bytes >> 20);
@@ -153,7 +153,9 @@ pub async fn run<R: Runtime>(
                     }
                     stopping -= 1;
                     let _ = metrics.in_flight.remove_label_values(&[&service, &id]);
-                    exit_watchers.remove(&id).map(|h| h.abort());
+                    if let Some(h) = exit_watchers.remove(&id) {
+                        h.abort();
+                    }
                     info!(instance = %id, "instance stopped");
                 }
             }

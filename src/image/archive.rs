@@ -355,7 +355,7 @@ fn check_tar_end(path: &Path, total: u64) -> Result<(), ArchiveError> {
         path: path.to_path_buf(),
         detail,
     };
-    if total < 1024 || total % 512 != 0 {
+    if total < 1024 || !total.is_multiple_of(512) {
         return Err(corrupt(format!(
             "size {total} is not a whole number of 512-byte tar blocks"
         )));

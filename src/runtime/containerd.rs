@@ -996,6 +996,10 @@ impl Runtime for Containerd {
         Ok(rx)
     }
 
+    async fn oom_killed(&self, id: &str) -> bool {
+        oom_kills(id) > 0
+    }
+
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let list = ContainersClient::new(self.channel.clone())
             .list(self.req(ListContainersRequest {
@@ -1012,5 +1016,41 @@ impl Runtime for Containerd {
                 labels: c.labels,
             })
             .collect())
+    }
+}
+
+/// The OOM-kill count of container `id`'s memory cgroup (`/runlet/<id>`, the spec's
+/// `cgroupsPath`): cgroup v1 `memory.oom_control`, or v2 `memory.events`. The counter
+/// survives the process and goes with the cgroup, which runc removes on task delete.
+fn oom_kills(id: &str) -> u64 {
+    [
+        format!("/sys/fs/cgroup/memory/runlet/{id}/memory.oom_control"),
+        format!("/sys/fs/cgroup/runlet/{id}/memory.events"),
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .filter_map(|text| parse_oom_kill(&text))
+    .max()
+    .unwrap_or(0)
+}
+
+/// The `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).
+fn parse_oom_kill(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kill_counters() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        let v2 = "low 0\nhigh 0\nmax 14\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(parse_oom_kill(v1), Some(2));
+        assert_eq!(parse_oom_kill(v2), Some(1));
+        assert_eq!(parse_oom_kill("oom_kill_disable 0\nunder_oom 0\n"), None);
+        assert_eq!(oom_kills("no-such-container"), 0);
     }
 }

@@ -1,8 +1,9 @@
 //! A scripted [`Runtime`] for tests of control-path decisions: it records every call, and
 //! tests decide when a container exits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{watch, Mutex};
 
@@ -19,14 +20,34 @@ pub enum Call {
     Delete(String),
 }
 
+/// A container's labels and the sender of its exit status.
+type Entry = (HashMap<String, String>, watch::Sender<Option<ExitStatus>>);
+
 #[derive(Default)]
 struct State {
     calls: Vec<Call>,
-    containers: HashMap<String, (HashMap<String, String>, watch::Sender<Option<ExitStatus>>)>,
+    containers: HashMap<String, Entry>,
     /// Signals that make a container exit at once (e.g. 15 for a workload with a handler).
     exit_on_signal: Vec<u32>,
     fail_create: bool,
     oom_subscribers: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// What a started container does by itself (see [`FakeRuntime::on_start`]).
+    on_start: Option<Script>,
+    /// Containers the scripted OOM killer killed.
+    oom: HashSet<String>,
+    /// Every spec `create` received, kept after delete so tests can inspect them.
+    specs: HashMap<String, ContainerSpec>,
+}
+
+type Script = Arc<dyn Fn(&ContainerSpec) -> Option<Behaviour> + Send + Sync>;
+
+/// What a scripted container does once started: exit with `code` after `after`; with
+/// `oom`, as if the kernel's OOM killer had killed it (see `Runtime::oom_killed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behaviour {
+    pub after: Duration,
+    pub code: u32,
+    pub oom: bool,
 }
 
 /// A fake runtime. Clone it to keep a handle for scripting while the code under test owns one.
@@ -67,6 +88,20 @@ impl FakeRuntime {
     pub async fn calls(&self) -> Vec<Call> {
         self.state.lock().await.calls.clone()
     }
+
+    /// Scripts what each container does once started, decided from its spec (e.g. its
+    /// env); `None` leaves it running until killed or [`exit`](Self::exit) is called.
+    pub async fn on_start(
+        &self,
+        script: impl Fn(&ContainerSpec) -> Option<Behaviour> + Send + Sync + 'static,
+    ) {
+        self.state.lock().await.on_start = Some(Arc::new(script));
+    }
+
+    /// The spec container `id` was created with (also after it was deleted).
+    pub async fn spec(&self, id: &str) -> Option<ContainerSpec> {
+        self.state.lock().await.specs.get(id).cloned()
+    }
 }
 
 impl Runtime for FakeRuntime {
@@ -101,15 +136,30 @@ impl Runtime for FakeRuntime {
         let (tx, _) = watch::channel(None);
         s.containers
             .insert(spec.id.clone(), (spec.labels.clone(), tx));
+        s.specs.insert(spec.id.clone(), spec.clone());
         Ok(4242)
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.state
-            .lock()
-            .await
-            .calls
-            .push(Call::Start(id.to_string()));
+        let behaviour = {
+            let mut s = self.state.lock().await;
+            s.calls.push(Call::Start(id.to_string()));
+            match (&s.on_start, s.specs.get(id)) {
+                (Some(script), Some(spec)) => script(spec),
+                _ => None,
+            }
+        };
+        if let Some(b) = behaviour {
+            let me = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(b.after).await;
+                if b.oom {
+                    me.state.lock().await.oom.insert(id.clone());
+                }
+                me.exit(&id, b.code).await;
+            });
+        }
         Ok(())
     }
 
@@ -170,6 +220,10 @@ impl Runtime for FakeRuntime {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.state.lock().await.oom_subscribers.push(tx);
         Ok(rx)
+    }
+
+    async fn oom_killed(&self, id: &str) -> bool {
+        self.state.lock().await.oom.contains(id)
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {

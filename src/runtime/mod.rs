@@ -147,4 +147,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn oom_events(
         &self,
     ) -> impl Future<Output = Result<tokio::sync::mpsc::UnboundedReceiver<String>, RuntimeError>> + Send;
+    /// True when the kernel's OOM killer killed a process of container `id` (it went over
+    /// its memory limit). Ask after the exit and before `delete`, while the container's
+    /// cgroup still exists. A runtime that cannot tell answers false.
+    fn oom_killed(&self, id: &str) -> impl Future<Output = bool> + Send {
+        let _ = id;
+        async { false }
+    }
 }

@@ -227,6 +227,12 @@ impl NetConfig {
     }
 }
 
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// An instance's network attachment.
 #[derive(Debug, Clone)]
 pub struct Attachment {

@@ -269,7 +269,8 @@ mod tests {
     #[test]
     fn argv_follows_kubernetes_rules() {
         let c = cfg(&["/ep"], &["cmd1"]);
-        let table: Vec<(Option<Vec<String>>, Option<Vec<String>>, Vec<&str>)> = vec![
+        type Case<'a> = (Option<Vec<String>>, Option<Vec<String>>, Vec<&'a str>);
+        let table: Vec<Case> = vec![
             (None, None, vec!["/ep", "cmd1"]),
             (Some(v(&["/x"])), None, vec!["/x"]),
             (None, Some(v(&["a", "b"])), vec!["/ep", "a", "b"]),

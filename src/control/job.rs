@@ -1,1 +1,0 @@
-//! Jobs: executions, tasks, attempts (to be written).

@@ -1,0 +1,491 @@
+//! Running an execution: the loop that starts attempts as the [`Scheduler`] allows and
+//! records their ends, the life of one attempt's container, and recovery of what a runlet
+//! that died left behind.
+//!
+//! An attempt: files dir → network namespace (CNI) → FIFOs → OCI spec (ENV-J1 variables, no
+//! `PORT`; nobody waits for a port, JOB-2) → create → exit watcher → start → race the exit
+//! against the task timeout and the cancellation. Timeout and cancellation both run
+//! [`stop_container`] (SIGTERM, SIGKILL after the grace). Then, always: delete, FIFOs,
+//! network, files.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::record::{ExecutionLock, ExecutionRecord, ExecutionState, RecordStore};
+use super::schedule::{Action, Outcome, Scheduler};
+use super::{container_id, execution_of, tasks_dir, Ctx, JobError, Line};
+use crate::control::logs::{Pipes, Sink};
+use crate::control::stop_container;
+use crate::runtime::network::{self, NetConfig};
+use crate::runtime::{labels, ocispec, ContainerSpec, Runtime, RuntimeError};
+
+/// Why an attempt could not run; recorded as [`Outcome::RuntimeError`] with this text.
+#[derive(Debug, Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Network(#[from] network::NetError),
+    #[error(transparent)]
+    Spec(#[from] ocispec::SpecError),
+    #[error("task files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("lost track of the container's exit")]
+    WatcherGone,
+}
+
+struct AttemptDone {
+    index: u32,
+    attempt: u32,
+    outcome: Outcome,
+}
+
+/// Runs execution `name` of `ctx.spec` to its end: every task succeeded or failed, or, once
+/// `cancel` resolves, every running attempt stopped and every pending task cancelled. The
+/// record is saved when the execution starts and after every change; the execution's lock
+/// is held until the final record is saved.
+pub async fn execute<R: Runtime>(
+    ctx: Arc<Ctx<R>>,
+    store: &RecordStore,
+    name: &str,
+    parallelism: u32,
+    cancel: impl Future<Output = ()>,
+) -> Result<ExecutionRecord, JobError> {
+    let span = info_span!("execution", job = %ctx.spec.name, execution = %name);
+    let lock = store.lock(name)?;
+    let result = run_loop(ctx, store, name, parallelism, cancel)
+        .instrument(span)
+        .await;
+    finish_lock(lock, &result);
+    result
+}
+
+fn finish_lock(lock: ExecutionLock, result: &Result<ExecutionRecord, JobError>) {
+    match result {
+        // The final record is saved: the lock file has no further use.
+        Ok(_) => lock.release(),
+        // Leave the record as it is; dropping the lock lets the next runlet job command
+        // find the execution abandoned and clean up.
+        Err(_) => drop(lock),
+    }
+}
+
+async fn run_loop<R: Runtime>(
+    ctx: Arc<Ctx<R>>,
+    store: &RecordStore,
+    name: &str,
+    parallelism: u32,
+    cancel: impl Future<Output = ()>,
+) -> Result<ExecutionRecord, JobError> {
+    let spec = ctx.spec.clone();
+    let t0 = Instant::now();
+    let mut rec = ExecutionRecord::new(&spec, name, parallelism, SystemTime::now());
+    store.save(&rec).await?;
+    info!(
+        tasks = spec.task_count,
+        parallelism,
+        max_retries = spec.max_retries,
+        "execution started"
+    );
+    let execution: Arc<str> = Arc::from(name);
+    let mut sched = Scheduler::new(spec.task_count, parallelism, spec.max_retries);
+    let (tx, mut rx) = mpsc::unbounded_channel::<AttemptDone>();
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let mut first_start: Vec<Option<Instant>> = vec![None; spec.task_count as usize];
+    let mut cancelled = false;
+    tokio::pin!(cancel);
+    loop {
+        let starts = sched.start_ready();
+        for &(index, attempt) in &starts {
+            if let Some(slot) = first_start.get_mut(index as usize) {
+                slot.get_or_insert_with(Instant::now);
+            }
+            rec.attempt_started(index, attempt, SystemTime::now());
+        }
+        // One durable write per turn, before anything new starts: it holds every result
+        // reported so far, so a crash from here on loses none of them.
+        if let Err(e) = store.save(&rec).await {
+            warn!("cannot save the execution record: {e}");
+        }
+        for (index, attempt) in starts {
+            let span = info_span!("task", index, attempt);
+            let (ctx, execution, cancel_rx, tx) = (
+                ctx.clone(),
+                execution.clone(),
+                cancel_rx.clone(),
+                tx.clone(),
+            );
+            tokio::spawn(
+                async move {
+                    let outcome = run_attempt(&ctx, &execution, index, attempt, cancel_rx).await;
+                    let _ = tx.send(AttemptDone {
+                        index,
+                        attempt,
+                        outcome,
+                    });
+                }
+                .instrument(span),
+            );
+        }
+        if sched.is_done() {
+            break;
+        }
+        tokio::select! {
+            _ = &mut cancel, if !cancelled => {
+                cancelled = true;
+                info!(running = sched.running(), "cancelling: stopping running tasks (SIGTERM, SIGKILL after {} s)", ctx.kill_grace.as_secs());
+                let _ = cancel_tx.send(true);
+                let now = SystemTime::now();
+                for index in sched.cancel() {
+                    rec.task_cancelled(index, now);
+                }
+            }
+            Some(done) = rx.recv() => {
+                on_done(&mut sched, &mut rec, &first_start, done);
+                // Take every other report already there, so one save covers them all.
+                while let Ok(done) = rx.try_recv() {
+                    on_done(&mut sched, &mut rec, &first_start, done);
+                }
+            }
+        }
+    }
+    rec.finish(cancelled, SystemTime::now(), t0.elapsed());
+    store.save(&rec).await?;
+    info!(state = ?rec.status.state, "execution ended");
+    Ok(rec)
+}
+
+fn on_done(
+    sched: &mut Scheduler,
+    rec: &mut ExecutionRecord,
+    first_start: &[Option<Instant>],
+    done: AttemptDone,
+) {
+    let AttemptDone {
+        index,
+        attempt,
+        outcome,
+    } = done;
+    let action = match sched.finished(index, &outcome) {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("ignoring an attempt report: {e}");
+            return;
+        }
+    };
+    let elapsed = first_start
+        .get(index as usize)
+        .copied()
+        .flatten()
+        .map(|t| t.elapsed())
+        .unwrap_or_default();
+    rec.attempt_finished(index, &outcome, action, SystemTime::now(), elapsed);
+    match action {
+        Action::Succeed => info!(index, attempt, "task succeeded"),
+        Action::Retry { attempt: next } => {
+            warn!(
+                index,
+                attempt, "attempt failed ({outcome}); retrying as attempt {next}"
+            )
+        }
+        Action::Fail => warn!(index, attempt, "task failed ({outcome}); no retries left"),
+        Action::Cancel => info!(index, attempt, "task cancelled ({outcome})"),
+    }
+}
+
+/// One attempt, from nothing to nothing: whatever happens, the container, its network and
+/// its files are gone when this returns.
+async fn run_attempt<R: Runtime>(
+    ctx: &Ctx<R>,
+    execution: &str,
+    index: u32,
+    attempt: u32,
+    cancel: watch::Receiver<bool>,
+) -> Outcome {
+    let id = container_id(execution, index, attempt);
+    let mut pipes = None;
+    let mut watcher = None;
+    let outcome = match attempt_body(
+        ctx,
+        execution,
+        &id,
+        index,
+        attempt,
+        cancel,
+        &mut pipes,
+        &mut watcher,
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            warn!(container = %id, "attempt could not run: {e}");
+            Outcome::RuntimeError(e.to_string())
+        }
+    };
+    if let Err(e) = ctx.runtime.delete(&id).await {
+        warn!(container = %id, "deleting the container: {e}");
+    }
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    if let Some(p) = pipes {
+        p.close().await;
+    }
+    if let Some(net) = &ctx.net {
+        net.detach(&id).await;
+    }
+    let _ = nix::mount::umount2(
+        &ctx.task_dir(&id).join("rootfs"),
+        nix::mount::MntFlags::MNT_DETACH,
+    );
+    let _ = std::fs::remove_dir_all(ctx.task_dir(&id));
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt_body<R: Runtime>(
+    ctx: &Ctx<R>,
+    execution: &str,
+    id: &str,
+    index: u32,
+    attempt: u32,
+    mut cancel: watch::Receiver<bool>,
+    pipes: &mut Option<Pipes>,
+    watcher: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Result<Outcome, AttemptError> {
+    let spec = &ctx.spec;
+    let dir = ctx.task_dir(id);
+    std::fs::create_dir_all(&dir)?;
+    let att = match &ctx.net {
+        Some(net) => Some(net.attach(id).await?),
+        None => None,
+    };
+    let sink: Sink = {
+        let out = ctx.sink.clone();
+        Arc::new(move |stream: &str, text: &str| {
+            out(&Line {
+                index,
+                attempt,
+                stream,
+                text,
+            })
+        })
+    };
+    let opened = pipes.insert(Pipes::open(&dir.join("io"), sink)?);
+    let (stdout, stderr) = (
+        opened.stdout.display().to_string(),
+        opened.stderr.display().to_string(),
+    );
+    let hostname: String = id.chars().take(63).collect();
+    let etc = match &att {
+        Some(a) => network::write_etc_files(&dir.join("etc"), &hostname, a.ip.as_deref())?,
+        None => Vec::new(),
+    };
+    let cfg = &ctx.image.config;
+    let env = ocispec::env(
+        cfg.env.as_deref().unwrap_or_default(),
+        &spec.env,
+        &spec.contract_env(execution, index, attempt),
+    );
+    let oci = ocispec::build(&ocispec::SpecInput {
+        id: id.to_string(),
+        hostname,
+        args: ctx.argv.clone(),
+        env,
+        cwd: cfg
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        uid: ctx.user.0,
+        gid: ctx.user.1,
+        memory_bytes: spec.memory_bytes,
+        cpu: spec.cpu_value,
+        netns: att.as_ref().map(|a| a.netns.display().to_string()),
+        etc_files: etc,
+        tmpfs: vec![],
+    })?;
+    let mut lbl = HashMap::new();
+    lbl.insert(labels::MANAGED.to_string(), "true".to_string());
+    lbl.insert(labels::JOB.to_string(), spec.name.clone());
+    lbl.insert(labels::EXECUTION.to_string(), execution.to_string());
+    lbl.insert(labels::TASK_INDEX.to_string(), index.to_string());
+    lbl.insert(labels::TASK_ATTEMPT.to_string(), attempt.to_string());
+    if let Some(a) = &att {
+        lbl.insert(labels::NETNS.to_string(), a.netns.display().to_string());
+    }
+    // With real networking (a real host), the root filesystem's writable layer lives in
+    // memory, as for services (FS-2): writes count against the task's memory limit.
+    let upper_dir = match &ctx.net {
+        Some(_) => Some(
+            crate::control::instance::mount_memory_fs(&dir.join("rootfs"), spec.memory_bytes)?
+                .display()
+                .to_string(),
+        ),
+        None => None,
+    };
+    ctx.runtime
+        .create(&ContainerSpec {
+            id: id.to_string(),
+            image: ctx.image.clone(),
+            oci_spec: oci,
+            labels: lbl,
+            stdout,
+            stderr,
+            upper_dir,
+        })
+        .await?;
+    // Watch for the exit before starting, so an instant exit is seen.
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let rt = ctx.runtime.clone();
+    let wid = id.to_string();
+    *watcher = Some(tokio::spawn(async move {
+        let _ = exit_tx.send(rt.wait(&wid).await);
+    }));
+    if *cancel.borrow_and_update() {
+        return Ok(Outcome::Cancelled(None));
+    }
+    ctx.runtime.start(id).await?;
+    info!(container = %id, "attempt started");
+    tokio::select! {
+        r = exit_rx => {
+            let status = r.map_err(|_| AttemptError::WatcherGone)??;
+            // Ask before the delete: the counter lives in the container's cgroup.
+            if status.code != 0 && ctx.runtime.oom_killed(id).await {
+                Ok(Outcome::OutOfMemory(status))
+            } else {
+                Ok(Outcome::Exited(status))
+            }
+        }
+        _ = tokio::time::sleep(spec.task_timeout) => {
+            warn!(container = %id, "task timeout ({} s) reached: SIGTERM, SIGKILL in {} s", spec.task_timeout.as_secs(), ctx.kill_grace.as_secs());
+            let stopped = stop_container(ctx.runtime.as_ref(), id, ctx.kill_grace).await?;
+            Ok(Outcome::TimedOut(stopped.exit))
+        }
+        _ = cancelled(&mut cancel) => {
+            let stopped = stop_container(ctx.runtime.as_ref(), id, ctx.kill_grace).await?;
+            Ok(Outcome::Cancelled(stopped.exit))
+        }
+    }
+}
+
+async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// What [`recover`] cleaned up.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Executions found running with no runlet behind them, now marked failed.
+    pub executions: Vec<String>,
+    /// Containers of such executions, now removed.
+    pub containers: Vec<String>,
+}
+
+/// Cleans up after runlets that died mid-execution (run at the start of every `runlet job`
+/// command). An execution is abandoned when its record (in this state dir) says running
+/// and nobody holds its lock; containers of executions that ended are leftovers too. Its leftover containers (found by the `runlet.io/execution` label) are stopped
+/// with a short grace and removed with their network namespaces and files, and its record
+/// is marked failed: finished tasks keep their results, running ones become failed,
+/// pending ones cancelled. Executions owned by a live runlet are not touched.
+pub async fn recover<R: Runtime>(
+    runtime: &R,
+    net: Option<&NetConfig>,
+    store: &RecordStore,
+    state_dir: &Path,
+) -> Result<Recovered, JobError> {
+    let mut out = Recovered::default();
+    let (records, errors) = store.list();
+    for e in errors {
+        warn!("{e}");
+    }
+    let mut claimed = Vec::new();
+    for r in records
+        .iter()
+        .filter(|r| r.status.state == ExecutionState::Running)
+    {
+        let Some(lock) = store.try_claim(r.name())? else {
+            continue;
+        };
+        // Read again under the lock: the owner may have finished since the listing.
+        match store.load(r.name()) {
+            Ok(fresh) if fresh.status.state == ExecutionState::Running => {
+                claimed.push((fresh, lock))
+            }
+            _ => lock.release(),
+        }
+    }
+    let claimed_names: HashSet<String> =
+        claimed.iter().map(|(r, _)| r.name().to_string()).collect();
+    let ended: HashSet<&str> = records
+        .iter()
+        .filter(|r| r.status.state != ExecutionState::Running)
+        .map(|r| r.name())
+        .collect();
+    // Only executions recorded in this state dir: containerd's namespace may be shared by
+    // runlets with other state dirs, whose executions are none of this runlet's business.
+    // (A record is written before any container or file of its execution exists.)
+    let abandoned = |execution: &str| {
+        claimed_names.contains(execution)
+            || (ended.contains(execution) && !store.is_live(execution))
+    };
+
+    let mut leftovers: Vec<String> = Vec::new();
+    for c in runtime.list().await? {
+        if let Some(execution) = c.labels.get(labels::EXECUTION) {
+            if abandoned(execution) {
+                leftovers.push(c.id);
+            }
+        }
+    }
+    // Attempt directories without a container: a runlet died between network and create.
+    if let Ok(dirs) = std::fs::read_dir(tasks_dir(state_dir)) {
+        for d in dirs.filter_map(Result::ok) {
+            let id = d.file_name().to_string_lossy().into_owned();
+            if let Some(execution) = execution_of(&id) {
+                if abandoned(execution) && !leftovers.contains(&id) {
+                    leftovers.push(id);
+                }
+            }
+        }
+    }
+    let removals = leftovers.iter().map(|id| async move {
+        warn!(container = %id, "removing a task container an earlier runlet left behind");
+        if let Err(e) = stop_container(runtime, id, Duration::from_secs(1)).await {
+            warn!(container = %id, "stopping: {e}");
+        }
+        if let Some(net) = net {
+            net.detach(id).await;
+        }
+        let dir = tasks_dir(state_dir).join(id);
+        let _ = nix::mount::umount2(&dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(dir);
+    });
+    futures::future::join_all(removals).await;
+    out.containers = leftovers;
+
+    for (mut rec, lock) in claimed {
+        warn!(execution = %rec.name(), "execution was running when its runlet exited: marking it failed");
+        rec.mark_abandoned(SystemTime::now());
+        store.save(&rec).await?;
+        lock.release();
+        out.executions.push(rec.name().to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
