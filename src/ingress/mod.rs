@@ -72,7 +72,8 @@ pub enum Death {
 /// One routable instance, as the data path sees it.
 pub struct Endpoint {
     pub instance: String,
-    port: u16,
+    /// `127.0.0.1:PORT`: the instance's own loopback, reached inside its namespace.
+    authority: http::uri::Authority,
     in_flight: AtomicUsize,
     http2: bool,
     client: Client<Connector, Incoming>,
@@ -85,9 +86,11 @@ impl Endpoint {
         b.pool_idle_timeout(Duration::from_secs(60))
             .pool_timer(TokioTimer::new())
             .http2_only(http2);
+        let authority = http::uri::Authority::try_from(format!("127.0.0.1:{port}"))
+            .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
         Endpoint {
             instance,
-            port,
+            authority,
             in_flight: AtomicUsize::new(0),
             http2,
             client: b.build(Connector(dialer)),
@@ -176,6 +179,11 @@ struct Shared {
     snapshot: watch::Receiver<Snapshot>,
     demand: Arc<Demand>,
     metrics: Arc<Metrics>,
+    /// This service's metric handles, resolved once: a label lookup per request costs a
+    /// hash and a lock.
+    requests_by_class: [prometheus::IntCounter; 6],
+    latency: prometheus::Histogram,
+    queue_wait: prometheus::Histogram,
 }
 
 /// Serves requests on `listener` until `shutdown` resolves; then stops accepting.
@@ -187,11 +195,26 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let svc = cfg.service.clone();
+    let class = |c: &str| metrics.requests.with_label_values(&[&svc, c]);
+    let requests_by_class = [
+        class("1xx"),
+        class("1xx"),
+        class("2xx"),
+        class("3xx"),
+        class("4xx"),
+        class("5xx"),
+    ];
+    let latency = metrics.latency.with_label_values(&[&svc]);
+    let queue_wait = metrics.queue_wait.with_label_values(&[&svc]);
     let shared = Arc::new(Shared {
         cfg,
         snapshot,
         demand,
         metrics,
+        requests_by_class,
+        latency,
+        queue_wait,
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -233,35 +256,41 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.endpoint.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst with the `queued` load below and the waiter's `queued` increment and
+        // `in_flight` load: either the waiter sees the freed slot or this sees the waiter.
+        self.endpoint.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.demand.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.demand.released.notify_waiters();
+        // Only waiters need the wake-up (and notify_waiters takes a lock). A waiter counts
+        // itself in `queued` before it looks for a slot, so it cannot miss this.
+        if self.demand.queued.load(Ordering::SeqCst) > 0 {
+            self.demand.released.notify_waiters();
+        }
     }
 }
 
-/// Takes a slot on the least-loaded endpoint with free capacity.
+/// Takes a slot on the least-loaded endpoint with free capacity (no allocation: this runs
+/// for every request).
 fn try_acquire(snapshot: &Snapshot, concurrency: usize, demand: &Arc<Demand>) -> Option<Slot> {
-    let mut candidates: Vec<&Arc<Endpoint>> = snapshot.endpoints.iter().collect();
-    candidates.sort_by_key(|e| e.in_flight());
-    for e in candidates {
-        let mut cur = e.in_flight.load(Ordering::Acquire);
-        while cur < concurrency {
-            match e
-                .in_flight
-                .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    demand.in_flight.fetch_add(1, Ordering::AcqRel);
-                    return Some(Slot {
-                        endpoint: e.clone(),
-                        demand: demand.clone(),
-                    });
-                }
-                Err(now) => cur = now,
-            }
+    loop {
+        let best = snapshot
+            .endpoints
+            .iter()
+            .map(|e| (e, e.in_flight.load(Ordering::SeqCst)))
+            .filter(|(_, n)| *n < concurrency)
+            .min_by_key(|(_, n)| *n)?;
+        let (e, cur) = best;
+        if e.in_flight
+            .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            demand.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Some(Slot {
+                endpoint: e.clone(),
+                demand: demand.clone(),
+            });
         }
+        // Raced with another request: look again.
     }
-    None
 }
 
 /// Waits for a slot: held while instances start, up to the hold time (LIFE-3).
@@ -274,7 +303,7 @@ async fn acquire(shared: &Shared, deadline: Instant) -> Result<Slot, Refusal> {
     ) {
         return Ok(s);
     }
-    let queued = shared.demand.queued.fetch_add(1, Ordering::AcqRel) + 1;
+    let queued = shared.demand.queued.fetch_add(1, Ordering::SeqCst) + 1;
     struct Unqueue<'a>(&'a Demand);
     impl Drop for Unqueue<'_> {
         fn drop(&mut self) {
@@ -298,11 +327,7 @@ async fn acquire(shared: &Shared, deadline: Instant) -> Result<Slot, Refusal> {
         {
             let snap = snap_rx.borrow_and_update();
             if let Some(s) = try_acquire(&snap, shared.cfg.concurrency, &shared.demand) {
-                shared
-                    .metrics
-                    .queue_wait
-                    .with_label_values(&[&shared.cfg.service])
-                    .observe(started.elapsed().as_secs_f64());
+                shared.queue_wait.observe(started.elapsed().as_secs_f64());
                 return Ok(s);
             }
             if let Some(reason) = &snap.failed_start {
@@ -332,14 +357,15 @@ async fn handle(
 ) -> Response<ProxyBody> {
     let received = Instant::now();
     let deadline = received + shared.cfg.timeout;
-    let span = tracing::info_span!("request", service = %shared.cfg.service, method = %req.method(), path = %req.uri().path());
-    let result = forward(&shared, peer, req, deadline)
-        .instrument(span.clone())
-        .await;
+    // A debug-level span: at the default level it costs nothing per request; refusals are
+    // logged at info with the request's method and path.
+    let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let result = forward(&shared, peer, req, deadline).instrument(span).await;
     let resp = match result {
         Ok(r) => r,
         Err(refusal) => {
-            span.in_scope(|| info!(reason = refusal.reason(), "refused: {refusal}"));
+            info!(service = %shared.cfg.service, %method, path = uri.path(), reason = refusal.reason(), "refused: {refusal}");
             shared
                 .metrics
                 .refusals
@@ -348,17 +374,9 @@ async fn handle(
             refusal.response()
         }
     };
-    let class = format!("{}xx", resp.status().as_u16() / 100);
-    shared
-        .metrics
-        .requests
-        .with_label_values(&[&shared.cfg.service, &class])
-        .inc();
-    shared
-        .metrics
-        .latency
-        .with_label_values(&[&shared.cfg.service])
-        .observe(received.elapsed().as_secs_f64());
+    let class = (resp.status().as_u16() / 100).min(5) as usize;
+    shared.requests_by_class[class].inc();
+    shared.latency.observe(received.elapsed().as_secs_f64());
     resp
 }
 
@@ -373,19 +391,26 @@ async fn forward(
     let upgrade = (req.version() == http::Version::HTTP_11)
         .then(|| headers::upgrade_protocol(req.headers()))
         .flatten();
-    let slot = tokio::time::timeout_at(deadline, acquire(shared, deadline))
-        .await
-        .map_err(|_| Refusal::Timeout)??;
+    // One timer for the whole request: the wait for a slot, the wait for the response
+    // headers, and the body (registering a timer per phase costs on every request).
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+    let slot = tokio::select! {
+        biased;
+        r = acquire(shared, deadline) => r?,
+        _ = &mut timer => return Err(Refusal::Timeout),
+    };
     let authority = req.uri().authority().map(|a| a.to_string());
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let uri: Uri = format!("http://127.0.0.1:{}{}", slot.endpoint.port, path)
-        .parse()
-        .map_err(|_| Refusal::BadRequest("bad request target".into()))?;
-    *req.uri_mut() = uri;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(slot.endpoint.authority.clone());
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|_| Refusal::BadRequest("bad request target".into()))?;
     *req.version_mut() = if slot.endpoint.http2 {
         http::Version::HTTP_2
     } else {
@@ -414,7 +439,12 @@ async fn forward(
     };
     let endpoint = slot.endpoint.clone();
     let call = endpoint.client.request(req);
-    let mut resp = match tokio::time::timeout_at(deadline, call).await {
+    let answered = tokio::select! {
+        biased;
+        r = call => Ok(r),
+        _ = &mut timer => Err(()),
+    };
+    let mut resp = match answered {
         Err(_) => return Err(Refusal::Timeout),
         Ok(Err(e)) => {
             // A broken connection may be the instance dying: give the control path a
@@ -444,7 +474,7 @@ async fn forward(
     // The body keeps the slot until it ends, and is cut at the request deadline.
     let body = DeadlineBody {
         inner: body,
-        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+        sleep: timer,
         _slot: slot,
     };
     Ok(Response::from_parts(parts, body.boxed()))

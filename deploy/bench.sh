@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Benchmarks, not tests: every comparison runs side by side in one run, because these
+# machines are noisy. Writes docs/benchmarks.md.   Usage: bash deploy/bench.sh
+#
+# 1. Data path: requests/s and latency for the probe reached directly, through nginx, and
+#    through runlet, with the same load generator and connection counts.
+# 2. Cold start: a request arriving at zero instances, to its first response byte, through
+#    runlet; against a bare `ctr run` of the same image, to the same first byte.
+# 3. Scale-out: time for a step load to be served by max instances.
+# 4. Jobs: 100 tasks that exit 0 at once, parallelism 1 and 10, against bare `ctr run --rm`.
+# All traffic stays on loopback (the instance's own loopback, reached inside its namespace).
+# BENCH_SECTIONS="datapath cold" runs only those sections and prints, without writing docs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/install-deps.sh
+for p in wrk nginx-light; do dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null; }; done
+bash deploy/build.sh
+
+run=/run/runlet-bench
+root=/var/lib/runlet-bench
+sock=$run/containerd.sock
+mkdir -p "$run" "$root"
+cat > "$run/config.toml" <<TOML
+version = 2
+root = "$root/containerd/root"
+state = "$run/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$sock"
+[ttrpc]
+  address = "$sock.ttrpc"
+TOML
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -f "$run/nginx.pid" ] && kill "$(cat "$run/nginx.pid")" 2>/dev/null || true
+  for c in $(ctr -a "$sock" -n runlet containers ls -q 2>/dev/null); do
+    ctr -a "$sock" -n runlet tasks kill -a -s SIGKILL "$c" >/dev/null 2>&1 || true
+    sleep 0.2
+    ctr -a "$sock" -n runlet tasks rm -f "$c" >/dev/null 2>&1 || true
+    ctr -a "$sock" -n runlet containers rm "$c" >/dev/null 2>&1 || true
+  done
+  [ -n "${containerd_pid:-}" ] && { kill "$containerd_pid"; wait "$containerd_pid" 2>/dev/null || true; }
+  true
+}
+trap cleanup EXIT
+containerd --config "$run/config.toml" >"$run/containerd.log" 2>&1 &
+containerd_pid=$!
+for _ in $(seq 1 100); do ctr -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+
+R="target/release/runlet --containerd-address $sock --state-dir $root/state --no-embedded-containerd"
+B=target/release/runlet-bench
+CTR="ctr -a $sock -n runlet"
+$R image load --quiet target/images/probe.oci.tar >/dev/null
+$R image load --quiet target/images/busybox.oci.tar >/dev/null
+out=$run/results.md
+: > "$out"
+
+serve() { # name port args... ; waits until serving
+  local name=$1 port=$2; shift 2
+  RUNLET_LOG=info $R serve --image probe --service "$name" --listen "127.0.0.1:$port" --metrics-listen off "$@" >"$run/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do grep -q "is serving at" "$run/$name.log" && return 0; sleep 0.1; done
+  cat "$run/$name.log"; exit 1
+}
+containers_of() { $CTR containers ls -q | grep -c "^$1-00001-" || true; }
+
+sections=${BENCH_SECTIONS:-datapath cold scale jobs}
+want() { [[ " $sections " == *" $1 "* ]]; }
+
+# ---- 1. data path ------------------------------------------------------------------------
+if want datapath; then
+serve dp 18080 --concurrency 1000
+id=$($CTR containers ls -q | grep '^dp-00001-' | head -1)
+ns=runlet-$id
+cat > "$run/nginx.conf" <<NGINX
+worker_processes auto;
+pid $run/nginx.pid;
+error_log $run/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream probe { server 127.0.0.1:8080; keepalive 256; }
+  server {
+    listen 127.0.0.1:18081;
+    location / { proxy_pass http://probe; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+ip netns exec "$ns" nginx -c "$run/nginx.conf"
+path='/?bytes=128'
+declare -A url=([direct]="http://127.0.0.1:8080$path" [nginx]="http://127.0.0.1:18081$path" [runlet]="http://127.0.0.1:18080$path")
+declare -A pre=([direct]="ip netns exec $ns" [nginx]="ip netns exec $ns" [runlet]="")
+declare -A rps p50 p99 r50 r99
+for t in direct nginx runlet; do
+  ${pre[$t]} wrk -t2 -c64 -d3s "${url[$t]}" >/dev/null   # warm-up
+done
+for t in direct nginx runlet; do
+  w=$(${pre[$t]} wrk -t2 -c64 -d10s --latency "${url[$t]}")
+  rps[$t]=$(echo "$w" | awk '/Requests\/sec/ {print $2}')
+  p50[$t]=$(echo "$w" | awk '$1=="50%" {print $2}')
+  p99[$t]=$(echo "$w" | awk '$1=="99%" {print $2}')
+  j=$(${pre[$t]} $B rate "${url[$t]}" --rate 1000 --duration 10 --connections 32)
+  r50[$t]=$(echo "$j" | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["p50_ms"])')
+  r99[$t]=$(echo "$j" | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["p99_ms"])')
+done
+ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
+{
+  echo "## 1. Data path (one probe instance, \`GET $path\`)"
+  echo
+  echo "| path | wrk -t2 -c64 10 s: req/s | wrk p50 | wrk p99 | 1,000 req/s open loop: p50 ms | p99 ms |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for t in direct nginx runlet; do echo "| $t | ${rps[$t]} | ${p50[$t]} | ${p99[$t]} | ${r50[$t]} | ${r99[$t]} |"; done
+  echo
+  echo "- throughput runlet/direct: $(ratio "${rps[runlet]}" "${rps[direct]}"), runlet/nginx: $(ratio "${rps[runlet]}" "${rps[nginx]}")"
+  echo "- p99 added over direct at 1,000 req/s: runlet $(python3 -c "print('%.3f' % (${r99[runlet]} - ${r99[direct]}))") ms, nginx $(python3 -c "print('%.3f' % (${r99[nginx]} - ${r99[direct]}))") ms"
+  echo
+} >>"$out"
+kill "$(cat "$run/nginx.pid")"; rm -f "$run/nginx.pid"
+fi
+
+# ---- 2. cold start -----------------------------------------------------------------------
+if want cold; then
+serve cold 18090 --idle-timeout 1s
+runlet_ms=(); ctr_ms=()
+for i in $(seq 1 10); do
+  for _ in $(seq 1 200); do [ "$(containers_of cold)" = 0 ] && break; sleep 0.1; done
+  runlet_ms+=("$($B first-byte 'http://127.0.0.1:18090/?bytes=1')")
+  c=ctr-cold-$i
+  ctr_ms+=("$($B first-byte 'http://127.0.0.1:18999/?bytes=1' --exec "$CTR run -d --net-host --env PORT=18999 docker.io/library/probe:latest $c >/dev/null")")
+  $CTR tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true; sleep 0.2
+  $CTR tasks rm -f "$c" >/dev/null 2>&1 || true; $CTR containers rm "$c" >/dev/null 2>&1 || true
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+rm_=$(median "${runlet_ms[@]}"); cm=$(median "${ctr_ms[@]}")
+phases=$(grep "instance ready after" "$run/cold.log" | tail -n +2 | sed -E 's/.*\((network [^)]*)\).*/\1/' | head -10)
+phase_median() { echo "$phases" | sed -E "s/.*$1 ([0-9.]+) ms.*/\1/" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+{
+  echo "## 2. Cold start (request at zero instances → first response byte; 10 runs, median)"
+  echo
+  echo "| path | median ms | all runs (ms) |"
+  echo "|---|---:|---|"
+  echo "| runlet (held request, scale from zero, own netns + CNI) | $rm_ | ${runlet_ms[*]} |"
+  echo "| bare \`ctr run -d --net-host\` + first byte (incl. the ctr process) | $cm | ${ctr_ms[*]} |"
+  echo
+  echo "- runlet / bare ctr: $(ratio "$rm_" "$cm")"
+  echo "- runlet's share, median of the same runs: network $(phase_median network) ms, create $(phase_median create) ms, start $(phase_median start) ms, first successful probe $(phase_median probe) ms"
+  echo
+} >>"$out"
+fi
+
+# ---- 3. scale-out ------------------------------------------------------------------------
+if want scale; then
+serve scale 18095 --concurrency 1 --max-instances 5
+s=$($B step 'http://127.0.0.1:18095/?sleep=2000' --clients 5)
+{
+  echo "## 3. Scale from 1 to max (5) under a step load of 5 requests taking 2 s each, concurrency 1"
+  echo
+  echo "- time to first byte of each request (ms): $(echo "$s" | python3 -c 'import json,sys; print(", ".join("%.0f" % r["first_byte_ms"] for r in json.load(sys.stdin)))')"
+  echo "- time to serve the whole step beyond the 2 s of work: $(echo "$s" | python3 -c 'import json,sys; print("%.0f ms" % (max(r["first_byte_ms"] for r in json.load(sys.stdin)) - 2000))')"
+  echo
+} >>"$out"
+fi
+
+# ---- 4. jobs -----------------------------------------------------------------------------
+jobs_row() { # parallelism
+  local t0 t1
+  t0=$(date +%s.%N)
+  $R job execute bench-p$1 --image busybox --command /bin/true --tasks 100 --parallelism "$1" >"$run/job-$1.log" 2>&1
+  t1=$(date +%s.%N)
+  python3 -c "print('%.1f' % (($t1 - $t0) * 1000 / 100))"
+}
+ctr_row() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  seq 1 100 | xargs -P "$1" -I{} $CTR run --rm docker.io/library/busybox:latest "ctr-job-$1-{}" /bin/true
+  t1=$(date +%s.%N)
+  python3 -c "print('%.1f' % (($t1 - $t0) * 1000 / 100))"
+}
+if want jobs; then
+jr1=$(jobs_row 1); cr1=$(ctr_row 1); jr10=$(jobs_row 10); cr10=$(ctr_row 10)
+{
+  echo "## 4. Jobs: 100 tasks of \`/bin/true\` (busybox image)"
+  echo
+  echo "| parallelism | runlet ms/task | bare \`ctr run --rm\` ms/task | runlet / ctr |"
+  echo "|---:|---:|---:|---:|"
+  echo "| 1 | $jr1 | $cr1 | $(ratio "$jr1" "$cr1") |"
+  echo "| 10 | $jr10 | $cr10 | $(ratio "$jr10" "$cr10") |"
+  echo
+  echo "runlet's tasks each get a network namespace with CNI (loopback + bridge), an in-memory root"
+  echo "filesystem, FIFO log capture and a durable record update; \`ctr run --rm\` does none of that."
+  echo
+} >>"$out"
+fi
+if [ -n "${BENCH_SECTIONS:-}" ]; then cat "$out"; exit 0; fi
+
+{
+  echo "# Benchmarks"
+  echo
+  echo "Measured with \`bash deploy/bench.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r), containerd $(ctr -a "$sock" version | awk '/Version/ {print $2; exit}')."
+  echo "Each section compares its rows side by side in one run; absolute numbers vary between"
+  echo "runs on these shared machines, ratios much less. The load generator (wrk, and"
+  echo "\`runlet-bench rate\`, an open-loop fixed-rate client in \`src/bin/runlet-bench.rs\`) shares"
+  echo "the 2 cores with the server under test."
+  echo
+  cat "$out"
+} > docs/benchmarks.md
+cat docs/benchmarks.md
