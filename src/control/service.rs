@@ -16,6 +16,7 @@ use super::instance::{Ctx, Running, StartError};
 use crate::ingress::{Death, Demand, Snapshot};
 use crate::metrics::Metrics;
 use crate::runtime::{labels, Runtime};
+use crate::spec::ServiceSpec;
 
 enum Event {
     Started(Result<Running, (String, StartError)>),
@@ -30,8 +31,8 @@ struct Ready {
 }
 
 /// Runs the service until `shutdown` resolves, then stops every instance and returns.
-pub async fn run<R: Runtime>(
-    ctx: Arc<Ctx<R>>,
+pub async fn run<I: Instances>(
+    ctx: Arc<I>,
     policy: Policy,
     demand: Arc<Demand>,
     snapshot_tx: watch::Sender<Snapshot>,
@@ -39,7 +40,7 @@ pub async fn run<R: Runtime>(
     initial: Vec<Running>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let service = ctx.spec.name.clone();
+    let service = ctx.spec().name.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut ready: Vec<Ready> = Vec::new();
     let mut starting: usize = initial.len();
@@ -53,7 +54,7 @@ pub async fn run<R: Runtime>(
     let mut exit_watchers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut live_checks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut ooms = match ctx.runtime.oom_events().await {
+    let mut ooms = match ctx.oom_events().await {
         Ok(rx) => Some(rx),
         Err(e) => {
             warn!("cannot subscribe to OOM events ({e}); OOM kills are told from exit status only");
@@ -77,7 +78,7 @@ pub async fn run<R: Runtime>(
                     let r = ready.remove(pos);
                     r.running.endpoint.mark_dead(Death::OutOfMemory);
                     metrics.ooms.with_label_values(&[&service]).inc();
-                    warn!(instance = %id, "instance OOM-killed: it exceeded its memory limit of {} MiB; terminating it", ctx.spec.memory_bytes >> 20);
+                    warn!(instance = %id, "instance OOM-killed: it exceeded its memory limit of {} MiB; terminating it", ctx.spec().memory_bytes >> 20);
                     stopping += 1;
                     spawn_stop(&ctx, r.running, &tx, false);
                 }
@@ -103,7 +104,7 @@ pub async fn run<R: Runtime>(
                         }
                         let _ = tx2.send(Event::Exited(id));
                     }));
-                    if let (Some(p), Some(d)) = (ctx.spec.liveness_probe.clone(), running.dialer.clone()) {
+                    if let (Some(p), Some(d)) = (ctx.spec().liveness_probe.clone(), running.dialer.clone()) {
                         let (id, tx2) = (running.id.clone(), tx.clone());
                         let h = tokio::spawn(async move {
                             let reason = liveness(&p, &d).await;
@@ -126,10 +127,10 @@ pub async fn run<R: Runtime>(
                     if let Some(pos) = ready.iter().position(|r| r.running.id == id) {
                         let r = ready.remove(pos);
                         let status = (*r.running.exit.borrow()).map(|s| s.to_string()).unwrap_or_default();
-                        if oom_seen.contains(&id) || ctx.runtime.oom_killed(&id).await {
+                        if oom_seen.contains(&id) || ctx.oom_killed(&id).await {
                             r.running.endpoint.mark_dead(Death::OutOfMemory);
                             metrics.ooms.with_label_values(&[&service]).inc();
-                            warn!(instance = %id, "instance OOM-killed ({status}): it exceeded its memory limit of {} MiB", ctx.spec.memory_bytes >> 20);
+                            warn!(instance = %id, "instance OOM-killed ({status}): it exceeded its memory limit of {} MiB", ctx.spec().memory_bytes >> 20);
                         } else {
                             r.running.endpoint.mark_dead(Death::Exited(status.clone()));
                             warn!(instance = %id, "instance exited while serving ({status}); removing it");
@@ -190,12 +191,12 @@ pub async fn run<R: Runtime>(
         if d.start > 0 && now >= not_before {
             for _ in 0..d.start {
                 starting += 1;
-                let id = format!("{}-{}", ctx.spec.revision, crate::util::random_suffix(5));
+                let id = format!("{}-{}", ctx.spec().revision, crate::util::random_suffix(5));
                 info!(instance = %id, "instance starting");
                 let ctx2 = ctx.clone();
                 let tx2 = tx.clone();
                 let span =
-                    tracing::info_span!("instance", service = %ctx.spec.name, instance = %id);
+                    tracing::info_span!("instance", service = %ctx.spec().name, instance = %id);
                 tokio::spawn(
                     async move {
                         let r = ctx2.launch(&id).await.map_err(|e| (id, e));
@@ -272,19 +273,19 @@ pub async fn run<R: Runtime>(
 
 /// Drains an instance (in-flight requests finish, bounded by the request timeout), then
 /// runs the stop sequence in the background.
-fn spawn_stop<R: Runtime>(
-    ctx: &Arc<Ctx<R>>,
+fn spawn_stop<I: Instances>(
+    ctx: &Arc<I>,
     running: Running,
     tx: &mpsc::UnboundedSender<Event>,
     drain: bool,
 ) {
     let ctx = ctx.clone();
     let tx = tx.clone();
-    let span = tracing::info_span!("instance", service = %ctx.spec.name, instance = %running.id);
+    let span = tracing::info_span!("instance", service = %ctx.spec().name, instance = %running.id);
     tokio::spawn(
         async move {
             let id = running.id.clone();
-            let drain_until = Instant::now() + ctx.spec.timeout;
+            let drain_until = Instant::now() + ctx.spec().timeout;
             while drain
                 && running.endpoint.in_flight() > 0 && running.exit.borrow().is_none() && Instant::now() < drain_until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -326,6 +327,48 @@ async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<St
     match rx {
         Some(r) => r.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// What the controller needs to run instances: [`Ctx`] over a real runtime, or a scripted
+/// fake in tests of the controller's timing.
+pub trait Instances: Send + Sync + 'static {
+    fn spec(&self) -> &ServiceSpec;
+    /// Creates and starts an instance and waits until it is ready.
+    fn launch(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Running, StartError>> + Send;
+    /// Stops an instance (the stop sequence) and removes everything of it.
+    fn stop(
+        &self,
+        running: Running,
+    ) -> impl std::future::Future<Output = Option<super::Stopped>> + Send;
+    fn oom_events(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<mpsc::UnboundedReceiver<String>, crate::runtime::RuntimeError>,
+    > + Send;
+    fn oom_killed(&self, id: &str) -> impl std::future::Future<Output = bool> + Send;
+}
+
+impl<R: Runtime> Instances for Ctx<R> {
+    fn spec(&self) -> &ServiceSpec {
+        &self.spec
+    }
+    async fn launch(&self, id: &str) -> Result<Running, StartError> {
+        Ctx::launch(self, id).await
+    }
+    async fn stop(&self, running: Running) -> Option<super::Stopped> {
+        Ctx::stop(self, running).await
+    }
+    async fn oom_events(
+        &self,
+    ) -> Result<mpsc::UnboundedReceiver<String>, crate::runtime::RuntimeError> {
+        self.runtime.oom_events().await
+    }
+    async fn oom_killed(&self, id: &str) -> bool {
+        self.runtime.oom_killed(id).await
     }
 }
 
