@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::http::{self, Request, Response};
+use crate::selftest::{Mangle, BREAK_VAR};
 
 /// How long a stopped runlet may take before it is killed (the stop sequence allows 10 s
 /// per container after SIGTERM, and a request timeout for draining).
@@ -54,6 +55,7 @@ impl Env {
             c.arg("--state-dir").arg(d);
         }
         c.env("RUNLET_LOG", "info")
+            .env_remove(BREAK_VAR)
             .env("NO_COLOR", "1")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
@@ -135,12 +137,15 @@ fn label(args: &[&str]) -> String {
     format!("runlet {}", args.join(" "))
 }
 
-/// The runlet outputs of one check, for its log file.
+/// A process's collected output, shared with the tasks reading it.
+type Output = Arc<Mutex<String>>;
+
+/// The runlet outputs of one check (label, output), for its log file.
 #[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<(String, Arc<Mutex<String>>)>>>);
+pub struct Logs(Arc<Mutex<Vec<(String, Output)>>>);
 
 impl Logs {
-    fn add(&self, label: String, out: Arc<Mutex<String>>) {
+    fn add(&self, label: String, out: Output) {
         if let Ok(mut v) = self.0.lock() {
             v.push((label, out));
         }
@@ -417,6 +422,8 @@ pub struct Ctx {
     name: String,
     reaper: Reaper,
     logs: Logs,
+    /// For the self-test's broken runlet: the one mangling to apply.
+    breaks: Option<Mangle>,
 }
 
 impl Ctx {
@@ -426,7 +433,15 @@ impl Ctx {
             name,
             reaper: Reaper::default(),
             logs: Logs::default(),
+            breaks: None,
         }
+    }
+
+    /// Asks the self-test's broken runlet for this one mangling (see [`crate::selftest`]);
+    /// the real runlet ignores it.
+    pub fn breaking(mut self, m: Option<Mangle>) -> Ctx {
+        self.breaks = m;
+        self
     }
 
     /// The service / job name of this check.
@@ -446,6 +461,9 @@ impl Ctx {
     pub fn spawn(&self, args: &[&str]) -> Result<Proc> {
         let mut c = self.env.command();
         c.args(args);
+        if let Some(m) = self.breaks {
+            c.env(BREAK_VAR, m.key());
+        }
         Proc::spawn(c, label(args), &self.reaper, &self.logs)
     }
 

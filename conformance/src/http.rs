@@ -83,6 +83,16 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The body, trimmed and cut to 200 characters, for messages.
+    pub fn brief(&self) -> String {
+        let t = self.text();
+        let t = t.trim();
+        match t.char_indices().nth(200) {
+            Some((i, _)) => format!("{}...", &t[..i]),
+            None => t.to_string(),
+        }
+    }
+
     /// The body as JSON; the error quotes the start of the body.
     pub fn json(&self) -> Result<Value> {
         serde_json::from_slice(&self.body).map_err(|e| {

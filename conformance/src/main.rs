@@ -220,6 +220,7 @@ async fn run_suite(
         parallel: a.parallel,
         logs: Some(a.logs.clone()),
         label: "suite",
+        break_each: false,
     };
     let before = runner::prepare(&env).await?;
     let rows = runner::run(env.clone(), &planned, &opts, cancel.clone()).await;
@@ -339,6 +340,7 @@ async fn self_test(
     });
     let broken_opts = runner::Options {
         label: "broken",
+        break_each: true,
         logs: opts.logs.as_ref().map(|d| d.join("self-test")),
         ..opts.clone()
     };

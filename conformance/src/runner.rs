@@ -212,6 +212,8 @@ pub struct Options {
     pub logs: Option<PathBuf>,
     /// Prefix of the progress lines on stderr (e.g. "suite", "broken").
     pub label: &'static str,
+    /// Tell a broken runlet each check's own mangling (the self-test's second pass).
+    pub break_each: bool,
 }
 
 /// Runs the selection; returns one row per planned row, in plan order. Slow checks start
@@ -269,7 +271,8 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(opts.parallel.max(1)));
     let mut set = JoinSet::new();
     for (i, check) in order {
-        let ctx = Ctx::new(env.clone(), service_name(index_of(&check), &check));
+        let ctx = Ctx::new(env.clone(), service_name(index_of(&check), &check))
+            .breaking(check.breaks_with.filter(|_| opts.break_each));
         let permits = permits.clone();
         let mut cancel = cancel.clone();
         let logs = opts.logs.clone();

@@ -19,7 +19,12 @@ use std::path::Path;
 pub enum Mangle {
     DropPort,
     ReverseArgs,
+    SwapImage,
+    RenameService,
+    DropEnvVars,
     Concurrency80,
+    RaiseMaxInstances,
+    DropIdleTimeout,
     DropTimeout,
     RaiseMemory,
     ChangeCpu,
@@ -29,12 +34,55 @@ pub enum Mangle {
 }
 
 impl Mangle {
+    /// Every mangling, in the order the script applies them.
+    pub const ALL: &'static [Mangle] = &[
+        Mangle::DropPort,
+        Mangle::ReverseArgs,
+        Mangle::SwapImage,
+        Mangle::RenameService,
+        Mangle::DropEnvVars,
+        Mangle::Concurrency80,
+        Mangle::RaiseMaxInstances,
+        Mangle::DropIdleTimeout,
+        Mangle::DropTimeout,
+        Mangle::RaiseMemory,
+        Mangle::ChangeCpu,
+        Mangle::DropHttp2,
+        Mangle::ExtraTask,
+        Mangle::JobAlwaysSucceeds,
+    ];
+
+    /// Its name in `RUNLET_CONFORMANCE_BREAK`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Mangle::DropPort => "drop-port",
+            Mangle::ReverseArgs => "reverse-args",
+            Mangle::SwapImage => "swap-image",
+            Mangle::RenameService => "rename-service",
+            Mangle::DropEnvVars => "drop-env-vars",
+            Mangle::Concurrency80 => "concurrency-80",
+            Mangle::RaiseMaxInstances => "raise-max-instances",
+            Mangle::DropIdleTimeout => "drop-idle-timeout",
+            Mangle::DropTimeout => "drop-timeout",
+            Mangle::RaiseMemory => "raise-memory",
+            Mangle::ChangeCpu => "change-cpu",
+            Mangle::DropHttp2 => "drop-http2",
+            Mangle::ExtraTask => "extra-task",
+            Mangle::JobAlwaysSucceeds => "job-always-succeeds",
+        }
+    }
+
     /// What the broken runlet does, for the table.
     pub fn describe(self) -> &'static str {
         match self {
             Mangle::DropPort => "drops `--port N` (the container gets the default 8080)",
             Mangle::ReverseArgs => "reverses the items of `--args`",
+            Mangle::SwapImage => "serves `probe-user` for `--image probe` and the other way round",
+            Mangle::RenameService => "appends `-x` to the `--service` name",
+            Mangle::DropEnvVars => "drops `--set-env-vars`",
             Mangle::Concurrency80 => "turns `--concurrency 1` into `--concurrency 80`",
+            Mangle::RaiseMaxInstances => "turns `--max-instances N` into `--max-instances 100`",
+            Mangle::DropIdleTimeout => "drops `--idle-timeout` (the default 15 min applies)",
             Mangle::DropTimeout => "drops `--timeout` (the default 300 s applies)",
             Mangle::RaiseMemory => "turns any `--memory` into `--memory 2Gi`",
             Mangle::ChangeCpu => "turns `--cpu N` into `--cpu 1` (`--cpu 2` when N is 1)",
@@ -45,39 +93,69 @@ impl Mangle {
     }
 }
 
-/// The broken runlet: a bash script running `real` with every [`Mangle`] applied.
+/// The variable that picks one mangling (all of them when unset or `all`).
+pub const BREAK_VAR: &str = "RUNLET_CONFORMANCE_BREAK";
+
+/// The broken runlet: a bash script running `real` with its flags mangled. Which
+/// mangling applies is read from [`BREAK_VAR`], so each check meets exactly the breakage
+/// it claims to catch.
 pub fn wrapper_script(real: &Path) -> String {
     let quoted = format!("'{}'", real.to_string_lossy().replace('\'', "'\\''"));
     format!(
         r#"#!/usr/bin/env bash
 # A deliberately broken runlet, written by `runlet-conformance --self-test`: it runs the
 # real runlet with mangled flags, so that the checks which must notice FAIL.
+# {BREAK_VAR} picks one mangling (default: all of them).
 real={quoted}
+mode=${{{BREAK_VAR}:-all}}
+want() {{ [ "$mode" = all ] || [ "$mode" = "$1" ]; }}
 out=()
 job=0
 while [ $# -gt 0 ]; do
-  case "$1" in
-    --port) shift 2 ;;
-    --port=*) shift ;;
+  a=$1
+  v=${{2-}}
+  case "$a" in
+    --port)
+      if want drop-port; then shift 2; continue; fi ;;
     --args)
-      IFS=, read -r -a items <<< "$2"
-      rev=()
-      for ((i = ${{#items[@]}} - 1; i >= 0; i--)); do rev+=("${{items[i]}}"); done
-      out+=(--args "$(IFS=,; printf '%s' "${{rev[*]}}")")
-      shift 2 ;;
+      if want reverse-args; then
+        IFS=, read -r -a items <<< "$v"
+        rev=()
+        for ((i = ${{#items[@]}} - 1; i >= 0; i--)); do rev+=("${{items[i]}}"); done
+        out+=(--args "$(IFS=,; printf '%s' "${{rev[*]}}")")
+        shift 2; continue
+      fi ;;
+    --image)
+      if want swap-image && [ "$v" = probe ]; then out+=(--image probe-user); shift 2; continue; fi
+      if want swap-image && [ "$v" = probe-user ]; then out+=(--image probe); shift 2; continue; fi ;;
+    --service)
+      if want rename-service; then out+=(--service "$v-x"); shift 2; continue; fi ;;
+    --set-env-vars)
+      if want drop-env-vars; then shift 2; continue; fi ;;
     --concurrency)
-      if [ "$2" = 1 ]; then out+=(--concurrency 80); else out+=("$1" "$2"); fi
-      shift 2 ;;
-    --timeout) shift 2 ;;
-    --memory) out+=(--memory 2Gi); shift 2 ;;
+      if want concurrency-80 && [ "$v" = 1 ]; then out+=(--concurrency 80); shift 2; continue; fi ;;
+    --max-instances)
+      if want raise-max-instances; then out+=(--max-instances 100); shift 2; continue; fi ;;
+    --idle-timeout)
+      if want drop-idle-timeout; then shift 2; continue; fi ;;
+    --timeout)
+      if want drop-timeout; then shift 2; continue; fi ;;
+    --memory)
+      if want raise-memory; then out+=(--memory 2Gi); shift 2; continue; fi ;;
     --cpu)
-      if [ "$2" = 1 ]; then out+=(--cpu 2); else out+=(--cpu 1); fi
-      shift 2 ;;
-    --use-http2) shift ;;
-    --tasks) out+=(--tasks "$(( $2 + 1 ))"); shift 2 ;;
-    execute) job=1; out+=("$1"); shift ;;
-    *) out+=("$1"); shift ;;
+      if want change-cpu; then
+        if [ "$v" = 1 ]; then out+=(--cpu 2); else out+=(--cpu 1); fi
+        shift 2; continue
+      fi ;;
+    --use-http2)
+      if want drop-http2; then shift; continue; fi ;;
+    --tasks)
+      if want extra-task; then out+=(--tasks "$(( v + 1 ))"); shift 2; continue; fi ;;
+    execute)
+      if want job-always-succeeds; then job=1; fi ;;
   esac
+  out+=("$a")
+  shift
 done
 if [ "$job" = 1 ]; then
   "$real" "${{out[@]}}"
@@ -124,8 +202,9 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// Runs the wrapper with `echo` standing in for runlet; returns what it printed.
-    fn mangled(args: &[&str]) -> (String, i32) {
+    /// Runs the wrapper with a script standing in for runlet (it prints its argv and exits
+    /// 7); returns what it printed and the wrapper's exit code.
+    fn mangled(mode: Option<&str>, args: &[&str]) -> (String, i32) {
         let dir = std::env::temp_dir().join(format!("conf-selftest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fake = dir.join("fake runlet's");
@@ -139,53 +218,89 @@ mod tests {
         for p in [&fake, &script] {
             Command::new("chmod").arg("755").arg(p).status().unwrap();
         }
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(args)
-            .output()
-            .unwrap();
+        let mut c = Command::new("bash");
+        c.arg(&script).args(args).env_remove(BREAK_VAR);
+        if let Some(m) = mode {
+            c.env(BREAK_VAR, m);
+        }
+        let out = c.output().unwrap();
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             out.status.code().unwrap_or(-1),
         )
     }
 
+    const SERVE: &[&str] = &[
+        "--containerd-address",
+        "/s",
+        "serve",
+        "--service",
+        "svc",
+        "--port",
+        "8801",
+        "--args",
+        "-c,a b,--x=1",
+        "--concurrency",
+        "1",
+        "--timeout",
+        "10",
+        "--memory",
+        "128Mi",
+        "--cpu",
+        "2",
+        "--use-http2",
+        "--startup-timeout",
+        "5s",
+        "--image",
+        "probe",
+        "--set-env-vars",
+        "A=1",
+        "--max-instances",
+        "3",
+        "--idle-timeout",
+        "2s",
+    ];
+
     #[test]
-    fn the_wrapper_mangles_serve_flags() {
-        let (out, code) = mangled(&[
-            "--containerd-address",
-            "/s",
-            "serve",
-            "--port",
-            "8801",
-            "--args",
-            "-c,a b,--x=1",
-            "--concurrency",
-            "1",
-            "--timeout",
-            "10",
-            "--memory",
-            "128Mi",
-            "--cpu",
-            "2",
-            "--use-http2",
-            "--startup-timeout",
-            "5s",
-            "--image",
-            "probe",
-        ]);
+    fn all_manglings_at_once() {
+        let (out, code) = mangled(None, SERVE);
         assert_eq!(
             out,
-            "[--containerd-address][/s][serve][--args][--x=1,a b,-c][--concurrency][80][--memory][2Gi][--cpu][1][--startup-timeout][5s][--image][probe]"
+            "[--containerd-address][/s][serve][--service][svc-x][--args][--x=1,a b,-c][--concurrency][80][--memory][2Gi][--cpu][1][--startup-timeout][5s][--image][probe-user][--max-instances][100]"
         );
         assert_eq!(code, 7, "serve keeps runlet's exit code");
-        let (out, _) = mangled(&["serve", "--concurrency", "5", "--cpu", "1"]);
-        assert_eq!(out, "[serve][--concurrency][5][--cpu][2]");
+        let (out, _) = mangled(
+            None,
+            &[
+                "serve",
+                "--concurrency",
+                "5",
+                "--cpu",
+                "1",
+                "--image",
+                "busybox",
+            ],
+        );
+        assert_eq!(out, "[serve][--concurrency][5][--cpu][2][--image][busybox]");
+    }
+
+    #[test]
+    fn one_mangling_at_a_time() {
+        let untouched: String = SERVE.iter().map(|a| format!("[{a}]")).collect();
+        for m in Mangle::ALL {
+            let (out, _) = mangled(Some(m.key()), SERVE);
+            let jobs = matches!(m, Mangle::ExtraTask | Mangle::JobAlwaysSucceeds);
+            assert_eq!(out == untouched, jobs, "{m:?}: {out}");
+        }
+        let (out, _) = mangled(Some("drop-port"), SERVE);
+        assert_eq!(out, untouched.replace("[--port][8801]", ""));
+        let (out, _) = mangled(Some("nothing-known"), SERVE);
+        assert_eq!(out, untouched);
     }
 
     #[test]
     fn the_wrapper_mangles_jobs() {
-        let (out, code) = mangled(&[
+        let job = [
             "job",
             "execute",
             "j",
@@ -195,12 +310,15 @@ mod tests {
             "2s",
             "--args",
             "job",
-        ]);
+        ];
+        let (out, code) = mangled(None, &job);
         assert_eq!(
             out,
             "[job][execute][j][--tasks][4][--task-timeout][2s][--args][job]"
         );
         assert_eq!(code, 0, "job execute always 'succeeds'");
+        let (_, code) = mangled(Some("extra-task"), &job);
+        assert_eq!(code, 7);
     }
 
     #[test]

@@ -67,7 +67,7 @@ async fn root_writable(ctx: Ctx) -> Result<()> {
         r.status == 200,
         "writing 1 MiB to /fs1-written: status {}: {}",
         r.status,
-        r.text().trim()
+        r.brief()
     );
     let f = readfile(&s, "/fs1-written").await?;
     ensure!(
@@ -82,8 +82,8 @@ async fn writes_count(ctx: Ctx, path: &str) -> Result<()> {
     let r = write(&s, path, 256).await?;
     ensure!(
         r.status != 200,
-        "writing 256 MiB to {path} under a 128 MiB memory limit succeeded ({}): the writes did not count against the memory",
-        r.text().trim()
+        "writing 256 MiB to {path} under a 128 MiB memory limit succeeded (write: {}): the writes did not count against the memory",
+        r.json().map(|j| j["write"].to_string()).unwrap_or_default()
     );
     Ok(())
 }
@@ -144,7 +144,7 @@ async fn memory_volume_size_limit(ctx: Ctx) -> Result<()> {
         ok.status == 200,
         "writing 16 MiB to a 32 MiB volume: status {}: {}",
         ok.status,
-        ok.text().trim()
+        ok.brief()
     );
     let over = write(&s, "/scratch/b", 64).await?;
     ensure!(over.status != 200, "64 MiB more fit in a 32 MiB volume");

@@ -16,9 +16,12 @@ pub fn checks() -> Vec<Check> {
         check!("IMG-1", "command-and-args", "argv is exactly --command followed by --args, in order", command_and_args)
             .breaks_with(Mangle::ReverseArgs),
         check!("IMG-1", "args-keep-entrypoint", "--args alone replaces the image's Cmd and keeps its Entrypoint", args_keep_entrypoint),
-        check!("IMG-1", "workdir-from-image", "the image's WorkingDir (/tmp) is the process's working directory", workdir_from_image),
-        check!("IMG-1", "user-from-image", "the image's USER (65534:65534) is the process's uid and gid", user_from_image),
-        check!("IMG-1", "no-user-runs-as-root", "an image with no USER runs as uid 0, gid 0 (as Docker and Cloud Run do)", no_user_runs_as_root),
+        check!("IMG-1", "workdir-from-image", "the image's WorkingDir (/tmp) is the process's working directory", workdir_from_image)
+            .breaks_with(Mangle::SwapImage),
+        check!("IMG-1", "user-from-image", "the image's USER (65534:65534) is the process's uid and gid", user_from_image)
+            .breaks_with(Mangle::SwapImage),
+        check!("IMG-1", "no-user-runs-as-root", "an image with no USER runs as uid 0, gid 0 (as Docker and Cloud Run do)", no_user_runs_as_root)
+            .breaks_with(Mangle::SwapImage),
         check!("IMG-2", "oci-archive", "an OCI image-layout archive loads and serves", oci_archive),
         check!("IMG-2", "docker-archive", "a docker-save archive (manifest schema 2) loads and serves", docker_archive),
         check!("IMG-3", "index-selects-amd64", "an index with linux/arm64 and linux/amd64 loads and serves the amd64 image", index_selects_amd64),
@@ -45,7 +48,7 @@ async fn busybox_base_image(ctx: Ctx) -> Result<()> {
         r.status == 200 && r.text().contains("root:x:0:0"),
         "GET /passwd from busybox httpd: status {}, body {:?}",
         r.status,
-        r.text()
+        r.brief()
     );
     Ok(())
 }

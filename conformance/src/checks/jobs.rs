@@ -22,10 +22,13 @@ pub fn checks() -> Vec<Check> {
         check!("JOB-2", "completes-without-listening", "a task that never listens on any port runs and completes", completes_without_listening),
         check!("ENV-J1", "task-variables", "with --tasks 3 --parallelism 2: CLOUD_RUN_JOB, one CLOUD_RUN_EXECUTION, indexes 0..2, attempt 0, count 3", task_variables)
             .breaks_with(Mangle::ExtraTask),
-        check!("ENV-J1", "attempt-counts-retries", "a task failing twice then succeeding sees CLOUD_RUN_TASK_ATTEMPT 0, 1, 2", attempt_counts_retries),
-        check!("LIFE-J1", "runs-until-exit", "a task runs until its container exits (3 s here), and the execution waits for it", runs_until_exit),
+        check!("ENV-J1", "attempt-counts-retries", "a task failing twice then succeeding sees CLOUD_RUN_TASK_ATTEMPT 0, 1, 2", attempt_counts_retries)
+            .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-J1", "runs-until-exit", "a task runs until its container exits (3 s here), and the execution waits for it", runs_until_exit)
+            .breaks_with(Mangle::DropEnvVars),
         check!("LIFE-J2", "task-timeout-sigterm-then-sigkill", "past --task-timeout a task ignoring SIGTERM gets SIGTERM, then SIGKILL 10 s later, and fails", task_timeout_sigterm_then_sigkill)
-            .slow(),
+            .slow()
+            .breaks_with(Mangle::DropEnvVars),
         check!("LIFE-J2", "over-memory-limit-fails", "a task allocating 256 MiB under --memory 64Mi is terminated and fails", over_memory_limit_fails),
         check!("SBX-2", "job-pid-1", "a job's code runs as PID 1 of its container", job_pid_1),
     ]

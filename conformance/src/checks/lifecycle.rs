@@ -11,30 +11,42 @@ use super::jobs::sigterm_at;
 use super::{check, cpu_limit, num, secs, Check, PROBE};
 use crate::harness::{free_port, Ctx, Exited, Served};
 use crate::http::{self, Request, Response};
+use crate::selftest::Mangle;
 
 pub fn checks() -> Vec<Check> {
     vec![
-        check!("LIFE-1", "scales-out-under-load", "--concurrency 1 --max-instances 3: 3 simultaneous requests are served by more than one instance", scales_out_under_load),
+        check!("LIFE-1", "scales-out-under-load", "--concurrency 1 --max-instances 3: 3 simultaneous requests are served by more than one instance", scales_out_under_load)
+            .breaks_with(Mangle::Concurrency80),
         check!("LIFE-1", "scales-in-to-min-instances", "after a burst, idle instances go down to --min-instances 1, and that one stays", scales_in_to_min_instances)
-            .slow(),
+            .slow()
+            .breaks_with(Mangle::DropIdleTimeout),
         check!("LIFE-1", "scales-to-zero-and-back", "with no traffic the service goes to zero instances; the next request starts one and gets 200", scales_to_zero_and_back)
-            .slow(),
-        check!("LIFE-2", "waits-for-listen", "an instance that listens after 3 s is served once it listens", waits_for_listen),
-        check!("LIFE-2", "never-listening-fails", "an instance that never listens fails serve after --startup-timeout with an error naming the port", never_listening_fails),
-        check!("LIFE-2", "exit-at-startup-clear-error", "a container exiting with code 5 at start-up fails serve with an error giving the exit code", exit_at_startup_clear_error),
+            .slow()
+            .breaks_with(Mangle::DropIdleTimeout),
+        check!("LIFE-2", "waits-for-listen", "an instance that listens after 3 s is served once it listens", waits_for_listen)
+            .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-2", "never-listening-fails", "an instance that never listens fails serve after --startup-timeout with an error naming the port", never_listening_fails)
+            .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-2", "exit-at-startup-clear-error", "a container exiting with code 5 at start-up fails serve with an error giving the exit code", exit_at_startup_clear_error)
+            .breaks_with(Mangle::DropEnvVars),
         check!("LIFE-2", "missing-image-clear-error", "serving an image that was never loaded fails with an error naming it", missing_image_clear_error),
         check!("LIFE-2", "startup-timeout-at-most-4m", "--startup-timeout above 4 minutes is refused, naming the flag", startup_timeout_at_most_4m),
-        check!("LIFE-3", "held-while-busy", "--concurrency 1 --max-instances 1: a request arriving while the instance is busy is held, then served", held_while_busy),
+        check!("LIFE-3", "held-while-busy", "--concurrency 1 --max-instances 1: a request arriving while the instance is busy is held, then served", held_while_busy)
+            .breaks_with(Mangle::RaiseMaxInstances),
         check!("LIFE-3", "hold-expires-after-10s", "--concurrency 1 --max-instances 1: a request held behind a 15 s one is refused after 10 s", hold_expires_after_10s)
-            .slow(),
+            .slow()
+            .breaks_with(Mangle::RaiseMaxInstances),
         check!("LIFE-5", "cpu-during-request", "while a request is in flight the container is not frozen, has its CPU quota, and answers", cpu_during_request),
         check!("LIFE-6", "idle-instance-stopped", "--idle-timeout 3s: an idle instance is stopped after about 3 s, not before", idle_instance_stopped)
-            .slow(),
+            .slow()
+            .breaks_with(Mangle::DropIdleTimeout),
         check!("LIFE-6", "idle-timeout-at-most-15m", "--idle-timeout above 15 minutes is refused, naming the flag", idle_timeout_at_most_15m),
         check!("LIFE-7", "in-flight-finish-on-shutdown", "on shutdown a request in flight completes with 200, and new requests are not served", in_flight_finish_on_shutdown),
         check!("LIFE-8", "sigterm-then-sigkill-after-10s", "on shutdown a container ignoring SIGTERM gets it at once, then SIGKILL 10 s later", sigterm_then_sigkill_after_10s)
-            .slow(),
-        check!("LIFE-8", "sigterm-grace-used", "on shutdown a container taking 3 s to exit after SIGTERM gets those 3 s", sigterm_grace_used),
+            .slow()
+            .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-8", "sigterm-grace-used", "on shutdown a container taking 3 s to exit after SIGTERM gets those 3 s", sigterm_grace_used)
+            .breaks_with(Mangle::DropEnvVars),
     ]
 }
 
@@ -56,7 +68,7 @@ async fn burst(s: &Served, n: usize, path: &str) -> Result<Vec<Response>> {
 fn hostnames(responses: &[Response]) -> Result<BTreeSet<String>> {
     let mut set = BTreeSet::new();
     for r in responses {
-        ensure!(r.status == 200, "status {}: {}", r.status, r.text().trim());
+        ensure!(r.status == 200, "status {}: {}", r.status, r.brief());
         let j = r.json()?;
         set.insert(j["hostname"].as_str().unwrap_or("?").to_string());
     }
@@ -102,7 +114,7 @@ async fn scales_in_to_min_instances(ctx: Ctx) -> Result<()> {
         hosts.len() >= 2,
         "the burst did not scale out (served by {hosts:?})"
     );
-    ctx.wait_containers(|n| n == 1, Duration::from_secs(30))
+    ctx.wait_containers(|n| n == 1, Duration::from_secs(20))
         .await
         .map_err(|e| anyhow!("scaling in to --min-instances 1: {e}"))?;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -119,7 +131,7 @@ async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
         .serve(&["--image", PROBE, "--idle-timeout", "2s"])
         .await?;
     let first = s.report().await?;
-    ctx.wait_containers(|n| n == 0, Duration::from_secs(30))
+    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
         .await
         .map_err(|e| anyhow!("scaling in to zero with no traffic: {e}"))?;
     let again = s
@@ -129,7 +141,7 @@ async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
         again.status == 200,
         "the request after scaling to zero got {}: {}",
         again.status,
-        again.text().trim()
+        again.brief()
     );
     let j = again.json()?;
     ensure!(
@@ -209,7 +221,7 @@ async fn never_listening_fails(ctx: Ctx) -> Result<()> {
             "--set-env-vars",
             "PROBE_NEVER_LISTEN=1",
         ],
-        Duration::from_secs(60),
+        Duration::from_secs(30),
     )
     .await?;
     ensure!(
@@ -224,7 +236,7 @@ async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
         &["--image", PROBE, "--set-env-vars", "PROBE_EXIT_CODE=5"],
-        Duration::from_secs(60),
+        Duration::from_secs(30),
     )
     .await?;
     let lower = e.output.to_lowercase();
@@ -240,7 +252,7 @@ async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
 
 async fn missing_image_clear_error(ctx: Ctx) -> Result<()> {
     let image = format!("never-loaded-{}:v9", ctx.name());
-    let e = serve_fails(&ctx, &["--image", &image], Duration::from_secs(60)).await?;
+    let e = serve_fails(&ctx, &["--image", &image], Duration::from_secs(30)).await?;
     ensure!(
         e.output.contains(&format!("never-loaded-{}", ctx.name())),
         "the error does not name the image: {}",
@@ -253,7 +265,7 @@ async fn startup_timeout_at_most_4m(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
         &["--image", PROBE, "--startup-timeout", "241s"],
-        Duration::from_secs(60),
+        Duration::from_secs(30),
     )
     .await?;
     ensure!(
@@ -268,7 +280,7 @@ async fn idle_timeout_at_most_15m(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
         &["--image", PROBE, "--idle-timeout", "16m"],
-        Duration::from_secs(60),
+        Duration::from_secs(30),
     )
     .await?;
     ensure!(
@@ -314,7 +326,7 @@ async fn held_while_busy(ctx: Ctx) -> Result<()> {
         "the held request got {} after {}: {}",
         held.status,
         secs(held.head_after),
-        held.text().trim()
+        held.brief()
     );
     ensure!(
         held.head_after >= Duration::from_millis(2500),
@@ -400,7 +412,7 @@ async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
         .await?;
     s.report().await?;
     let (_, after) = ctx
-        .wait_containers(|n| n == 0, Duration::from_secs(30))
+        .wait_containers(|n| n == 0, Duration::from_secs(20))
         .await
         .map_err(|e| anyhow!("waiting for the idle instance to stop: {e}"))?;
     ensure!(

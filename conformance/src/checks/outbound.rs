@@ -55,8 +55,9 @@ async fn outbound_http(ctx: Ctx) -> Result<()> {
             Ok::<_, std::io::Error>((peer, req))
         })
     };
+    // busybox 1.35's `wget -T` crashes (SIGSEGV) here, hence `timeout`.
     let script = format!(
-        "wget -q -T 10 -O /tmp/out http://{ip}:{port}/{token}; echo $? > /tmp/rc; exec httpd -f -p 8080 -h /tmp"
+        "busybox timeout 10 wget -q -O /tmp/out http://{ip}:{port}/{token}; echo $? > /tmp/rc; exec httpd -f -p 8080 -h /tmp"
     );
     ensure!(
         !script.contains(','),
@@ -80,7 +81,7 @@ async fn outbound_http(ctx: Ctx) -> Result<()> {
             "the container could not fetch http://{ip}:{port}/{token} (wget exit {}): GET /out gave {} {:?}",
             rc.trim(),
             got.status,
-            got.text()
+            got.brief()
         ));
     }
     let (peer, req) = tokio::time::timeout(Duration::from_secs(5), server)

@@ -14,7 +14,8 @@ pub fn checks() -> Vec<Check> {
             .breaks_with(Mangle::DropPort),
         check!("ENV-S1", "port-equals-configured", "PORT equals --port (8801, not the default)", port_equals_configured)
             .breaks_with(Mangle::DropPort),
-        check!("ENV-S1", "k-vars-match-names", "K_SERVICE and K_CONFIGURATION equal the service name, K_REVISION the revision runlet reports", k_vars_match_names),
+        check!("ENV-S1", "k-vars-match-names", "K_SERVICE and K_CONFIGURATION equal the service name, K_REVISION the revision runlet reports", k_vars_match_names)
+            .breaks_with(Mangle::RenameService),
     ]
 }
 
