@@ -36,6 +36,9 @@ pub fn checks() -> Vec<Check> {
         check!("LIFE-3", "hold-expires-after-10s", "--concurrency 1 --max-instances 1: a request held behind a 15 s one is refused after 10 s", hold_expires_after_10s)
             .slow()
             .breaks_with(Mangle::RaiseMaxInstances),
+        check!("LIFE-3", "held-through-slow-startup", "instances take 12 s to start: a request arriving at zero instances is held until one is up (past 10 s), then served", held_through_slow_startup)
+            .slow()
+            .breaks_with(Mangle::DropEnvVars),
         check!("LIFE-5", "cpu-during-request", "while a request is in flight the container is not frozen, has its CPU quota, and answers", cpu_during_request),
         check!("LIFE-6", "idle-instance-stopped", "--idle-timeout 3s: an idle instance is stopped after about 3 s, not before", idle_instance_stopped)
             .slow()
@@ -354,6 +357,38 @@ async fn hold_expires_after_10s(ctx: Ctx) -> Result<()> {
         held.status == 429 || held.status == 503,
         "the held request got {}, want 429 (or 503)",
         held.status
+    );
+    Ok(())
+}
+
+async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&[
+            "--image",
+            PROBE,
+            "--idle-timeout",
+            "1s",
+            "--set-env-vars",
+            "PROBE_LISTEN_DELAY_MS=12000",
+        ])
+        .await?;
+    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
+        .await
+        .map_err(|e| anyhow!("waiting for the idle instance to go (--idle-timeout 1s): {e}"))?;
+    let r = s
+        .send(&Request::get("/").timeout(Duration::from_secs(60)))
+        .await?;
+    ensure!(
+        r.status == 200,
+        "status {} after {}: a request waiting for a start-up that takes 12 s (like every start-up of this service) was not held through it: {}",
+        r.status,
+        secs(r.head_after),
+        r.brief()
+    );
+    ensure!(
+        r.head_after >= Duration::from_secs(11),
+        "served after {}, before the 12 s start-up could have finished",
+        secs(r.head_after)
     );
     Ok(())
 }

@@ -23,7 +23,9 @@ pub fn checks() -> Vec<Check> {
         check!("RES-2", "default-512mi", "without --memory the container reads a memory limit of 512 MiB", default_512mi),
         check!("RES-2", "limits-read-only", "the container cannot open its memory limit for writing, and its cgroup mounts are read-only", limits_read_only),
         check!("RES-2", "alloc-below-limit-200", "allocating and touching 100 MiB under --memory 256Mi succeeds (200)", alloc_below_limit_200),
-        check!("LIFE-9", "over-memory-limit-500", "a request allocating 512 MiB under --memory 128Mi ends with 500", over_memory_limit_500)
+        check!("RES-2", "alloc-above-limit-refused", "a request allocating 512 MiB under --memory 128Mi does not succeed (the limit holds)", alloc_above_limit_refused)
+            .breaks_with(Mangle::RaiseMemory),
+        check!("LIFE-9", "over-memory-limit-500", "a request allocating 512 MiB under --memory 128Mi, and one in flight beside it, end with 500", over_memory_limit_500)
             .breaks_with(Mangle::RaiseMemory),
         check!("RES-3", "concurrency-1-no-overlap", "--concurrency 1: 5 clients for 20 s never overlap inside any instance", concurrency_1_no_overlap)
             .slow()
@@ -114,14 +116,41 @@ async fn alloc_below_limit_200(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
+async fn alloc_above_limit_refused(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--memory", "128Mi"]).await?;
     let r = s
         .send(&Request::get("/?alloc=512").timeout(Duration::from_secs(60)))
         .await?;
     ensure!(
-        r.status == 500,
-        "allocating 512 MiB under 128 MiB: status {}, want 500: {}",
+        r.status != 200,
+        "allocating and touching 512 MiB under a 128 MiB limit succeeded"
+    );
+    Ok(())
+}
+
+async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE, "--memory", "128Mi"]).await?;
+    // A bystander in flight on the same instance must end with 500 too.
+    let addr = s.addr;
+    let bystander = tokio::spawn(async move {
+        http::send(
+            addr,
+            &Request::get("/?sleep=5000").timeout(Duration::from_secs(60)),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = s
+        .send(&Request::get("/?alloc=512").timeout(Duration::from_secs(60)))
+        .await?;
+    let b = bystander.await.map_err(|e| anyhow!("request task: {e}"))?;
+    let b = match b {
+        Ok(b) => format!("status {}", b.status),
+        Err(e) => format!("no response ({e:#})"),
+    };
+    ensure!(
+        r.status == 500 && b == "status 500",
+        "allocating 512 MiB under 128 MiB: status {} ({}); the request in flight beside it: {b}; want 500 for both",
         r.status,
         r.brief()
     );
