@@ -319,17 +319,21 @@ impl Proc {
     }
 
     /// Waits for the process to end on its own; past `timeout` it is stopped.
+    ///
+    /// The child stays in `self` while waiting, so that if this future is dropped (a
+    /// check timed out or the suite was interrupted), `Drop` still hands it to the reaper.
     pub async fn finish(mut self, timeout: Duration) -> Exited {
-        let Some(mut child) = self.child.take() else {
-            return self.collect(None, false).await;
+        let waited = match self.child.as_mut() {
+            None => return self.collect(None, false).await,
+            Some(child) => tokio::time::timeout(timeout, child.wait()).await,
         };
-        match tokio::time::timeout(timeout, child.wait()).await {
+        match waited {
             Ok(status) => {
+                self.child = None;
                 let code = status.ok().and_then(|s| s.code());
                 self.collect(code, false).await
             }
             Err(_) => {
-                self.child = Some(child);
                 let mut e = self.stop().await;
                 e.timed_out = true;
                 e
@@ -339,17 +343,19 @@ impl Proc {
 
     /// `SIGINT`, then waits (`SIGKILL` after [`STOP_TIMEOUT`]).
     pub async fn stop(mut self) -> Exited {
-        let Some(mut child) = self.child.take() else {
-            return self.collect(None, false).await;
-        };
         self.interrupt();
-        let status = match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
-            Ok(s) => s.ok(),
-            Err(_) => {
-                let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
-                child.wait().await.ok()
-            }
+        let pgid = self.pgid;
+        let status = match self.child.as_mut() {
+            None => None,
+            Some(child) => match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+                Ok(s) => s.ok(),
+                Err(_) => {
+                    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                    child.wait().await.ok()
+                }
+            },
         };
+        self.child = None;
         self.collect(status.and_then(|s| s.code()), false).await
     }
 }
