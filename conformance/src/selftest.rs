@@ -205,7 +205,11 @@ mod tests {
     /// Runs the wrapper with a script standing in for runlet (it prints its argv and exits
     /// 7); returns what it printed and the wrapper's exit code.
     fn mangled(mode: Option<&str>, args: &[&str]) -> (String, i32) {
-        let dir = std::env::temp_dir().join(format!("conf-selftest-{}", std::process::id()));
+        // One directory per call: the tests run in parallel, and rewriting a script
+        // another test is executing makes that exec fail.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("conf-selftest-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fake = dir.join("fake runlet's");
         std::fs::write(
@@ -224,6 +228,7 @@ mod tests {
             c.env(BREAK_VAR, m);
         }
         let out = c.output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             out.status.code().unwrap_or(-1),
