@@ -52,6 +52,7 @@ export RUNLET_TEST_CONTAINERD=$sock
 export RUNLET_TEST_IMAGES=$PWD/target/images
 export RUNLET_TEST_STATE_DIR=$root/state
 cargo test --release --workspace 2>&1
-if [ -x target/release/runlet-conformance ] && target/release/runlet-conformance --help 2>/dev/null | grep -q -- '--runlet'; then
-  target/release/runlet-conformance --runlet target/release/runlet --containerd-address "$sock" --images target/images --state-dir "$root/state"
-fi
+# The conformance suite: any FAIL, a check the self-test's broken runlet cannot fail, or a
+# docs/conformance.md that no longer matches the results fails the run.
+target/release/runlet-conformance --runlet target/release/runlet --containerd-address "$sock" \
+  --images target/images --state-dir "$root/state" --self-test --check-doc docs/conformance.md

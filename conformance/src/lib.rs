@@ -1,6 +1,19 @@
-//! Conformance tooling for runlet.
+//! runlet's conformance suite and its tooling.
 //!
-//! * [`imagebuild`] – deterministic builder for the OCI / docker-save image
-//!   archives the conformance tests import into runlet.
+//! * [`contract`]: the contract clauses as data (`contract/clauses.toml`, embedded).
+//! * [`checks`]: the checks, each named after the clause it exercises.
+//! * [`harness`]: driving a runlet binary from outside (serve, jobs, shutdown, containerd).
+//! * [`http`]: the HTTP/1.1 and h2c clients the checks talk with.
+//! * [`runner`]: selection, parallel runs, cleanup; [`report`]: table, JSON, docs.
+//! * [`selftest`]: the deliberately broken runlet the checks must catch.
+//! * [`imagebuild`]: deterministic builder for the OCI / docker-save image archives the
+//!   checks load into runlet.
 
+pub mod checks;
+pub mod contract;
+pub mod harness;
+pub mod http;
 pub mod imagebuild;
+pub mod report;
+pub mod runner;
+pub mod selftest;

@@ -1,21 +1,43 @@
-//! `runlet-conformance`: command-line entry point of the conformance tooling.
+//! `runlet-conformance`: the conformance suite's command line.
 //!
-//! Subcommands:
-//! * `build-images --out DIR [--probe PATH] [--busybox PATH]` – writes the
+//! * `runlet-conformance --runlet PATH [--containerd-address SOCK] [--images DIR]
+//!   [--state-dir DIR] [--only PREFIX[,PREFIX...]] [--format table|json]
+//!   [--write-doc PATH | --check-doc PATH] [--self-test] [--parallel N]` runs the checks
+//!   against a runlet binary and prints a table (clause, check, PASS/FAIL/SKIP, duration).
+//!   Exit status: 0 when nothing FAILs (and the doc matches, and the self-test found no
+//!   defect), 1 otherwise, 2 when the suite could not run.
+//! * `runlet-conformance --list` prints the checks without running them.
+//! * `runlet-conformance build-images --out DIR [--probe PATH] [--busybox PATH]` writes the
 //!   test image archives (see [`runlet_conformance::imagebuild`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+
+use runlet_conformance::checks;
+use runlet_conformance::contract::Contract;
+use runlet_conformance::harness::Env;
 use runlet_conformance::imagebuild::{build_test_images, TestImageSources};
+use runlet_conformance::report::{self, SelfTestRow};
+use runlet_conformance::runner::{self, Outcome, Planned, Row};
+use runlet_conformance::selftest::{self, Verdict};
 
-/// Conformance tooling for runlet.
+/// runlet's conformance suite: black-box checks named after the contract's clauses.
 #[derive(Debug, Parser)]
-#[command(name = "runlet-conformance", version, about)]
+#[command(
+    name = "runlet-conformance",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    suite: SuiteArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,24 +59,313 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::BuildImages {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct SuiteArgs {
+    /// The runlet binary to test.
+    #[arg(long, value_name = "PATH")]
+    runlet: Option<PathBuf>,
+    /// containerd's socket, passed to every runlet (with --no-embedded-containerd).
+    #[arg(
+        long,
+        value_name = "SOCK",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    containerd_address: String,
+    /// The test image archives (deploy/build.sh writes them to target/images).
+    #[arg(long, value_name = "DIR", default_value = "target/images")]
+    images: PathBuf,
+    /// runlet's --state-dir (runlet's default when absent).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Run only the rows whose ID (CLAUSE/check) starts with one of these prefixes.
+    #[arg(long, value_name = "PREFIX[,PREFIX...]")]
+    only: Option<String>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Rewrite the generated sections of this file (docs/conformance.md) with the results.
+    #[arg(long, value_name = "PATH", conflicts_with = "check_doc")]
+    write_doc: Option<PathBuf>,
+    /// Fail unless this file's generated sections match the results.
+    #[arg(long, value_name = "PATH")]
+    check_doc: Option<PathBuf>,
+    /// Also run the checks that must catch a deliberately broken runlet against one, and
+    /// report whether they do.
+    #[arg(long)]
+    self_test: bool,
+    /// Checks running at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    parallel: usize,
+    /// Where each check's runlet output is written.
+    #[arg(long, value_name = "DIR", default_value = "target/conformance-logs")]
+    logs: PathBuf,
+    /// List the checks (and skipped parts) and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Some(Command::BuildImages {
             out,
             probe,
             busybox,
-        } => {
-            let written = build_test_images(&out, &TestImageSources { probe, busybox })?;
-            for archive in written {
-                println!(
-                    "{}\t{} bytes\t{}\t({})",
-                    archive.path.display(),
-                    archive.size,
-                    archive.image,
-                    archive.description
-                );
+        }) => match build_test_images(&out, &TestImageSources { probe, busybox }) {
+            Ok(written) => {
+                for archive in written {
+                    println!(
+                        "{}\t{} bytes\t{}\t({})",
+                        archive.path.display(),
+                        archive.size,
+                        archive.image,
+                        archive.description
+                    );
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("runlet-conformance: {e:#}");
+                1
+            }
+        },
+        None => match suite(cli.suite) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("runlet-conformance: {e:#}");
+                2
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+fn suite(a: SuiteArgs) -> Result<i32> {
+    let contract = Contract::embedded()?;
+    let registry = checks::all();
+    let planned = runner::plan(&contract, &registry, a.only.as_deref());
+    if a.list {
+        for p in &planned {
+            match p {
+                Planned::Run(c) => println!("{:<45} {}", c.id(), c.verifies),
+                Planned::Skip { reason, .. } => println!("{:<45} SKIP: {reason}", p.id()),
+                Planned::NotApplicable { reason, .. } => {
+                    println!("{:<45} SKIP: not applicable: {reason}", p.id())
+                }
             }
         }
+        return Ok(0);
     }
-    Ok(())
+    let Some(runlet) = a.runlet.clone() else {
+        bail!("--runlet PATH is required (or --list, or the build-images command)");
+    };
+    let runlet = runlet
+        .canonicalize()
+        .with_context(|| format!("--runlet {}", runlet.display()))?;
+    if a.only.is_some() && (a.write_doc.is_some() || a.check_doc.is_some()) {
+        bail!("--write-doc / --check-doc need the whole suite: drop --only");
+    }
+    if planned.is_empty() {
+        bail!("nothing matches --only {}", a.only.as_deref().unwrap_or(""));
+    }
+    let env = Arc::new(Env {
+        runlet: runlet.clone(),
+        containerd: a.containerd_address.clone(),
+        state_dir: a.state_dir.clone(),
+        images: a.images.clone(),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_suite(a, contract, env, planned))
+}
+
+/// Turns true on Ctrl-C or SIGTERM: running checks are abandoned, their runlets stopped.
+fn cancellation() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        eprintln!("interrupted: stopping the runlets the suite started");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn run_suite(
+    a: SuiteArgs,
+    contract: Contract,
+    env: Arc<Env>,
+    planned: Vec<Planned>,
+) -> Result<i32> {
+    let cancel = cancellation();
+    let opts = runner::Options {
+        parallel: a.parallel,
+        logs: Some(a.logs.clone()),
+        label: "suite",
+        break_each: false,
+    };
+    let before = runner::prepare(&env).await?;
+    let rows = runner::run(env.clone(), &planned, &opts, cancel.clone()).await;
+
+    let selftest_rows = if a.self_test && !*cancel.borrow() {
+        Some(self_test(&env, &planned, &rows, &opts, cancel.clone()).await?)
+    } else {
+        None
+    };
+    if let Err(e) = runner::cleanup(&env, &before).await {
+        eprintln!("warning: removing the images the suite loaded: {e:#}");
+    }
+
+    match a.format {
+        Format::Table => {
+            print!("{}", report::table(&rows));
+            if let Some(st) = &selftest_rows {
+                println!();
+                print!("{}", report::selftest_table(st));
+            }
+        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report::json(
+                &contract,
+                &rows,
+                selftest_rows.as_deref()
+            ))?
+        ),
+    }
+
+    let mut ok = runner::all_passed(&rows);
+    if let Some(st) = &selftest_rows {
+        if st.iter().any(|r| r.verdict == Verdict::Defect) {
+            eprintln!("self-test: some checks PASS against a broken runlet (DEFECT above)");
+            ok = false;
+        }
+    }
+    if let Some(path) = &a.write_doc {
+        let doc = render_doc(path, &contract, &rows, selftest_rows.as_deref())?;
+        std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.check_doc {
+        let want = render_doc(path, &contract, &rows, selftest_rows.as_deref())?;
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some((line, h, w)) = report::first_difference(&have, &want) {
+            eprintln!(
+                "{} does not match these results (line {line}):\n  committed: {h}\n  now:       {w}\nRegenerate it with --write-doc {} (and --self-test if CI runs it).",
+                path.display(),
+                path.display()
+            );
+            ok = false;
+        } else {
+            eprintln!("{} matches these results", path.display());
+        }
+    }
+    if *cancel.borrow() {
+        return Ok(130);
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+/// The doc at `path` (or the template) with this run's generated sections.
+fn render_doc(
+    path: &Path,
+    contract: &Contract,
+    rows: &[Row],
+    selftest_rows: Option<&[SelfTestRow]>,
+) -> Result<String> {
+    let current = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => report::DOC_TEMPLATE.to_string(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut doc = report::replace_section(&current, "suite", &report::doc_suite(contract, rows));
+    if let Some(st) = selftest_rows {
+        doc = report::replace_section(&doc, "self-test", &report::doc_selftest(st));
+    }
+    Ok(doc)
+}
+
+/// Runs the checks that declare a mangling against the broken runlet and compares.
+async fn self_test(
+    env: &Arc<Env>,
+    planned: &[Planned],
+    honest: &[Row],
+    opts: &runner::Options,
+    cancel: watch::Receiver<bool>,
+) -> Result<Vec<SelfTestRow>> {
+    let targets: Vec<Planned> = planned
+        .iter()
+        .filter(|p| matches!(p, Planned::Run(c) if c.breaks_with.is_some()))
+        .cloned()
+        .collect();
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let script = std::env::temp_dir().join(format!(
+        "runlet-conformance-broken-runlet-{}.sh",
+        std::process::id()
+    ));
+    std::fs::write(&script, selftest::wrapper_script(&env.runlet))
+        .with_context(|| format!("writing {}", script.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    }
+    eprintln!(
+        "self-test: {} checks against a broken runlet ({})",
+        targets.len(),
+        script.display()
+    );
+    let broken_env = Arc::new(Env {
+        runlet: script.clone(),
+        ..(**env).clone()
+    });
+    let broken_opts = runner::Options {
+        label: "broken",
+        break_each: true,
+        logs: opts.logs.as_ref().map(|d| d.join("self-test")),
+        ..opts.clone()
+    };
+    let broken = runner::run(broken_env, &targets, &broken_opts, cancel).await;
+    let _ = std::fs::remove_file(&script);
+    Ok(targets
+        .iter()
+        .zip(broken)
+        .filter_map(|(p, b)| {
+            let Planned::Run(c) = p else { return None };
+            let mangle = c.breaks_with?;
+            let id = c.id();
+            let h = honest
+                .iter()
+                .find(|r| r.id() == id)
+                .map(|r| r.outcome.clone())
+                .unwrap_or(Outcome::Fail("did not run".into()));
+            let verdict = Verdict::of(h == Outcome::Pass, b.outcome == Outcome::Pass);
+            Some(SelfTestRow {
+                id,
+                mangle,
+                honest: h,
+                broken: b.outcome,
+                verdict,
+            })
+        })
+        .collect())
 }

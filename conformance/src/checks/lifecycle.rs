@@ -1,0 +1,571 @@
+//! Service instance lifecycle (LIFE-1..3, LIFE-5..8): scaling, start-up, queueing, CPU
+//! while serving, idling, shutdown and signals. Instance counts are read from containerd.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, ensure, Result};
+use tokio::time::Instant;
+
+use super::jobs::sigterm_at;
+use super::{check, cpu_limit, num, secs, Check, PROBE};
+use crate::harness::{free_port, Ctx, Exited, Served};
+use crate::http::{self, Request, Response};
+use crate::selftest::Mangle;
+
+pub fn checks() -> Vec<Check> {
+    vec![
+        check!("LIFE-1", "scales-out-under-load", "--concurrency 1 --max-instances 3: 3 simultaneous requests are served by more than one instance", scales_out_under_load)
+            .breaks_with(Mangle::Concurrency80),
+        check!("LIFE-1", "scales-in-to-min-instances", "after a burst, idle instances go down to --min-instances 1, and that one stays", scales_in_to_min_instances)
+            .slow()
+            .breaks_with(Mangle::DropIdleTimeout),
+        check!("LIFE-1", "scales-to-zero-and-back", "with no traffic the service goes to zero instances; the next request starts one and gets 200", scales_to_zero_and_back)
+            .slow()
+            .breaks_with(Mangle::DropIdleTimeout),
+        check!("LIFE-2", "waits-for-listen", "an instance that listens after 3 s is served once it listens", waits_for_listen)
+            .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-2", "never-listening-fails", "an instance that never listens fails serve after --startup-timeout with an error naming the port", never_listening_fails)
+            .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-2", "exit-at-startup-clear-error", "a container exiting with code 5 at start-up fails serve with an error giving the exit code", exit_at_startup_clear_error)
+            .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-2", "missing-image-clear-error", "serving an image that was never loaded fails with an error naming it", missing_image_clear_error),
+        check!("LIFE-2", "startup-timeout-at-most-4m", "--startup-timeout above 4 minutes is refused, naming the flag", startup_timeout_at_most_4m),
+        check!("LIFE-3", "held-while-busy", "--concurrency 1 --max-instances 1: a request arriving while the instance is busy is held, then served", held_while_busy)
+            .breaks_with(Mangle::RaiseMaxInstances),
+        check!("LIFE-3", "hold-expires-after-10s", "--concurrency 1 --max-instances 1: a request held behind a 15 s one is refused after 10 s", hold_expires_after_10s)
+            .slow()
+            .breaks_with(Mangle::RaiseMaxInstances),
+        check!("LIFE-3", "held-through-slow-startup", "instances take 12 s to start: a request arriving at zero instances is held until one is up (past 10 s), then served", held_through_slow_startup)
+            .slow()
+            .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-5", "cpu-during-request", "while a request is in flight the container is not frozen, has its CPU quota, and answers", cpu_during_request),
+        check!("LIFE-6", "idle-instance-stopped", "--idle-timeout 3s: an idle instance is stopped after about 3 s, not before", idle_instance_stopped)
+            .slow()
+            .breaks_with(Mangle::DropIdleTimeout),
+        check!("LIFE-6", "idle-timeout-at-most-15m", "--idle-timeout above 15 minutes is refused, naming the flag", idle_timeout_at_most_15m),
+        check!("LIFE-7", "in-flight-finish-on-shutdown", "on shutdown a request in flight completes with 200, and new requests are not served", in_flight_finish_on_shutdown),
+        check!("LIFE-8", "sigterm-then-sigkill-after-10s", "on shutdown a container ignoring SIGTERM gets it at once, then SIGKILL 10 s later", sigterm_then_sigkill_after_10s)
+            .slow()
+            .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-8", "sigterm-grace-used", "on shutdown a container taking 3 s to exit after SIGTERM gets those 3 s", sigterm_grace_used)
+            .breaks_with(Mangle::DropEnvVars),
+    ]
+}
+
+/// Sends `n` requests at once; returns the responses (in order).
+async fn burst(s: &Served, n: usize, path: &str) -> Result<Vec<Response>> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let addr = s.addr;
+        let req = Request::get(path).timeout(Duration::from_secs(60));
+        tasks.push(tokio::spawn(async move { http::send(addr, &req).await }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.map_err(|e| anyhow!("request task: {e}"))??);
+    }
+    Ok(out)
+}
+
+fn hostnames(responses: &[Response]) -> Result<BTreeSet<String>> {
+    let mut set = BTreeSet::new();
+    for r in responses {
+        ensure!(r.status == 200, "status {}: {}", r.status, r.brief());
+        let j = r.json()?;
+        set.insert(j["hostname"].as_str().unwrap_or("?").to_string());
+    }
+    Ok(set)
+}
+
+async fn scales_out_under_load(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&[
+            "--image",
+            PROBE,
+            "--concurrency",
+            "1",
+            "--max-instances",
+            "3",
+        ])
+        .await?;
+    let hosts = hostnames(&burst(&s, 3, "/?sleep=3000").await?)?;
+    ensure!(
+        hosts.len() >= 2,
+        "3 simultaneous requests with --concurrency 1 were all served by {hosts:?}"
+    );
+    Ok(())
+}
+
+async fn scales_in_to_min_instances(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&[
+            "--image",
+            PROBE,
+            "--concurrency",
+            "1",
+            "--max-instances",
+            "3",
+            "--min-instances",
+            "1",
+            "--idle-timeout",
+            "2s",
+        ])
+        .await?;
+    let hosts = hostnames(&burst(&s, 3, "/?sleep=2000").await?)?;
+    ensure!(
+        hosts.len() >= 2,
+        "the burst did not scale out (served by {hosts:?})"
+    );
+    ctx.wait_containers(|n| n == 1, Duration::from_secs(20))
+        .await
+        .map_err(|e| anyhow!("scaling in to --min-instances 1: {e}"))?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let n = ctx.containers().await?.len();
+    ensure!(
+        n == 1,
+        "{n} instance(s) 4 s after reaching min-instances, want 1 kept"
+    );
+    Ok(())
+}
+
+async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&["--image", PROBE, "--idle-timeout", "2s"])
+        .await?;
+    let first = s.report().await?;
+    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
+        .await
+        .map_err(|e| anyhow!("scaling in to zero with no traffic: {e}"))?;
+    let again = s
+        .send(&Request::get("/").timeout(Duration::from_secs(30)))
+        .await?;
+    ensure!(
+        again.status == 200,
+        "the request after scaling to zero got {}: {}",
+        again.status,
+        again.brief()
+    );
+    let j = again.json()?;
+    ensure!(
+        j["hostname"] != first["hostname"],
+        "the same instance ({}) answered after scaling to zero",
+        j["hostname"]
+    );
+    Ok(())
+}
+
+async fn waits_for_listen(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&[
+            "--image",
+            PROBE,
+            "--set-env-vars",
+            "PROBE_LISTEN_DELAY_MS=3000",
+        ])
+        .await?;
+    let r = s.report().await?;
+    let (started, listening) = (num(&r["started_at"]), num(&r["listening_at"]));
+    let (Some(started), Some(listening)) = (started, listening) else {
+        bail!("the probe did not report its start and listen times");
+    };
+    ensure!(
+        listening - started >= 3000.0,
+        "the probe listened {} ms after starting, want >= 3000",
+        listening - started
+    );
+    Ok(())
+}
+
+/// Runs `runlet serve ARGS` that must fail on its own; returns how it ended.
+async fn serve_fails(ctx: &Ctx, args: &[&str], timeout: Duration) -> Result<Exited> {
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let mut full = vec![
+        "serve",
+        "--service",
+        ctx.name(),
+        "--listen",
+        &listen,
+        "--metrics-listen",
+        "off",
+    ];
+    full.extend_from_slice(args);
+    let e = ctx.run(&full, timeout).await?;
+    ensure!(
+        !e.timed_out,
+        "runlet serve {} was still running after {}: {}",
+        args.join(" "),
+        secs(timeout),
+        e.tail(4)
+    );
+    ensure!(
+        !e.success(),
+        "runlet serve {} exited 0: {}",
+        args.join(" "),
+        e.tail(4)
+    );
+    ensure!(
+        !e.output.contains("is serving at"),
+        "runlet serve {} said it was serving: {}",
+        args.join(" "),
+        e.tail(4)
+    );
+    Ok(e)
+}
+
+async fn never_listening_fails(ctx: Ctx) -> Result<()> {
+    let e = serve_fails(
+        &ctx,
+        &[
+            "--image",
+            PROBE,
+            "--startup-timeout",
+            "4s",
+            "--set-env-vars",
+            "PROBE_NEVER_LISTEN=1",
+        ],
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        e.output.contains("8080") && e.output.to_lowercase().contains("listen"),
+        "the error does not say the container did not listen on 8080: {}",
+        e.tail(3)
+    );
+    Ok(())
+}
+
+async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
+    let e = serve_fails(
+        &ctx,
+        &["--image", PROBE, "--set-env-vars", "PROBE_EXIT_CODE=5"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    let lower = e.output.to_lowercase();
+    ensure!(
+        lower.contains("exit code 5")
+            || lower.contains("exit status 5")
+            || lower.contains("exited with code 5"),
+        "the error does not give the exit code 5: {}",
+        e.tail(3)
+    );
+    Ok(())
+}
+
+async fn missing_image_clear_error(ctx: Ctx) -> Result<()> {
+    let image = format!("never-loaded-{}:v9", ctx.name());
+    let e = serve_fails(&ctx, &["--image", &image], Duration::from_secs(30)).await?;
+    ensure!(
+        e.output.contains(&format!("never-loaded-{}", ctx.name())),
+        "the error does not name the image: {}",
+        e.tail(3)
+    );
+    Ok(())
+}
+
+async fn startup_timeout_at_most_4m(ctx: Ctx) -> Result<()> {
+    let e = serve_fails(
+        &ctx,
+        &["--image", PROBE, "--startup-timeout", "241s"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        e.output.contains("--startup-timeout"),
+        "the refusal does not name --startup-timeout: {}",
+        e.tail(3)
+    );
+    Ok(())
+}
+
+async fn idle_timeout_at_most_15m(ctx: Ctx) -> Result<()> {
+    let e = serve_fails(
+        &ctx,
+        &["--image", PROBE, "--idle-timeout", "16m"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        e.output.contains("--idle-timeout"),
+        "the refusal does not name --idle-timeout: {}",
+        e.tail(3)
+    );
+    Ok(())
+}
+
+async fn one_busy_then(ctx: &Ctx, busy_ms: u64) -> Result<(Response, Response)> {
+    let s = ctx
+        .serve(&[
+            "--image",
+            PROBE,
+            "--concurrency",
+            "1",
+            "--max-instances",
+            "1",
+        ])
+        .await?;
+    let addr = s.addr;
+    let busy = tokio::spawn(async move {
+        http::send(
+            addr,
+            &Request::get(&format!("/?sleep={busy_ms}")).timeout(Duration::from_secs(60)),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = s
+        .send(&Request::get("/").timeout(Duration::from_secs(60)))
+        .await?;
+    let busy = busy.await.map_err(|e| anyhow!("request task: {e}"))??;
+    Ok((busy, held))
+}
+
+async fn held_while_busy(ctx: Ctx) -> Result<()> {
+    let (busy, held) = one_busy_then(&ctx, 4000).await?;
+    ensure!(busy.status == 200, "the busy request got {}", busy.status);
+    ensure!(
+        held.status == 200,
+        "the held request got {} after {}: {}",
+        held.status,
+        secs(held.head_after),
+        held.brief()
+    );
+    ensure!(
+        held.head_after >= Duration::from_millis(2500),
+        "the held request was answered after {}, before the busy one ended: did it overlap?",
+        secs(held.head_after)
+    );
+    Ok(())
+}
+
+async fn hold_expires_after_10s(ctx: Ctx) -> Result<()> {
+    let (_, held) = one_busy_then(&ctx, 15000).await?;
+    ensure!(
+        held.status != 200,
+        "the held request got 200 after {}; want a refusal after 10 s",
+        secs(held.head_after)
+    );
+    ensure!(
+        held.head_after >= Duration::from_millis(9000)
+            && held.head_after <= Duration::from_millis(12500),
+        "the held request was refused ({}) after {}, want 10 s",
+        held.status,
+        secs(held.head_after)
+    );
+    ensure!(
+        held.status == 429 || held.status == 503,
+        "the held request got {}, want 429 (or 503)",
+        held.status
+    );
+    Ok(())
+}
+
+async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&[
+            "--image",
+            PROBE,
+            "--idle-timeout",
+            "1s",
+            "--set-env-vars",
+            "PROBE_LISTEN_DELAY_MS=12000",
+        ])
+        .await?;
+    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
+        .await
+        .map_err(|e| anyhow!("waiting for the idle instance to go (--idle-timeout 1s): {e}"))?;
+    let r = s
+        .send(&Request::get("/").timeout(Duration::from_secs(60)))
+        .await?;
+    ensure!(
+        r.status == 200,
+        "status {} after {}: a request waiting for a start-up that takes 12 s (like every start-up of this service) was not held through it: {}",
+        r.status,
+        secs(r.head_after),
+        r.brief()
+    );
+    ensure!(
+        r.head_after >= Duration::from_secs(11),
+        "served after {}, before the 12 s start-up could have finished",
+        secs(r.head_after)
+    );
+    Ok(())
+}
+
+async fn cpu_during_request(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE]).await?;
+    let addr = s.addr;
+    let busy = tokio::spawn(async move {
+        http::send(
+            addr,
+            &Request::get("/?sleep=2000").timeout(Duration::from_secs(30)),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let r = s.report().await?;
+    let answered = t0.elapsed();
+    let in_flight = r["concurrency"]["in_flight"].as_u64().unwrap_or(0);
+    ensure!(
+        in_flight >= 2,
+        "the slow request was not in flight during the check (in_flight {in_flight})"
+    );
+    ensure!(
+        answered < Duration::from_secs(2),
+        "the container took {} to answer while serving",
+        secs(answered)
+    );
+    let v1 = s
+        .report_at("/readfile?path=/sys/fs/cgroup/freezer/freezer.state")
+        .await?;
+    let v2 = s
+        .report_at("/readfile?path=/sys/fs/cgroup/cgroup.freeze")
+        .await?;
+    match (v1["contents"].as_str(), v2["contents"].as_str()) {
+        (Some(st), _) => ensure!(
+            st.trim() == "THAWED",
+            "freezer.state is {st:?} while serving"
+        ),
+        (None, Some(f)) => ensure!(f.trim() == "0", "cgroup.freeze is {f:?} while serving"),
+        (None, None) => {}
+    }
+    let cpu = cpu_limit(&r)?;
+    ensure!(
+        cpu >= 0.99,
+        "the CPU limit while serving is {cpu} vCPU, want the configured 1"
+    );
+    let b = busy.await.map_err(|e| anyhow!("request task: {e}"))??;
+    ensure!(b.status == 200, "the slow request got {}", b.status);
+    Ok(())
+}
+
+async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&["--image", PROBE, "--idle-timeout", "3s"])
+        .await?;
+    s.report().await?;
+    let (_, after) = ctx
+        .wait_containers(|n| n == 0, Duration::from_secs(20))
+        .await
+        .map_err(|e| anyhow!("waiting for the idle instance to stop: {e}"))?;
+    ensure!(
+        after >= Duration::from_millis(2500),
+        "the instance was stopped {} after its last request, before --idle-timeout 3s",
+        secs(after)
+    );
+    ensure!(
+        after <= Duration::from_secs(15),
+        "the idle instance took {} to go",
+        secs(after)
+    );
+    Ok(())
+}
+
+async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE]).await?;
+    let addr = s.addr;
+    let busy = tokio::spawn(async move {
+        http::send(
+            addr,
+            &Request::get("/?sleep=3000").timeout(Duration::from_secs(30)),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.interrupt();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = http::send(addr, &Request::get("/").timeout(Duration::from_secs(15))).await;
+    let busy = busy.await.map_err(|e| anyhow!("request task: {e}"))?;
+    let exited = s.wait(Duration::from_secs(40)).await;
+    let busy = busy.map_err(|e| anyhow!("the in-flight request failed: {e:#}"))?;
+    ensure!(
+        busy.status == 200 && busy.complete,
+        "the in-flight request got {} (complete body: {}, {:?}) when runlet was stopped during it",
+        busy.status,
+        busy.complete,
+        busy.end_error
+    );
+    busy.json()?;
+    if let Ok(r) = late {
+        ensure!(
+            r.status != 200,
+            "a request sent after shutdown began was served (200)"
+        );
+    }
+    ensure!(
+        exited.success(),
+        "runlet did not stop cleanly: {} {}",
+        exited.describe_code(),
+        exited.tail(3)
+    );
+    Ok(())
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn sigterm_then_sigkill_after_10s(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&["--image", PROBE, "--set-env-vars", "PROBE_IGNORE_SIGTERM=1"])
+        .await?;
+    s.report().await?;
+    let asked = now_millis();
+    s.interrupt();
+    let e = s.wait(Duration::from_secs(60)).await;
+    let ended = now_millis();
+    let Some(term) = sigterm_at(&e.output) else {
+        bail!("the container never logged a SIGTERM: {}", e.tail(4));
+    };
+    let to_term = Duration::from_millis(term.saturating_sub(asked));
+    ensure!(
+        to_term < Duration::from_secs(3),
+        "SIGTERM came {} after the shutdown began",
+        secs(to_term)
+    );
+    let to_end = Duration::from_millis(ended.saturating_sub(term));
+    ensure!(
+        to_end >= Duration::from_millis(9500) && to_end <= Duration::from_secs(25),
+        "runlet ended {} after the SIGTERM; want SIGKILL after the 10 s grace",
+        secs(to_end)
+    );
+    ensure!(
+        e.success(),
+        "runlet did not stop cleanly: {} {}",
+        e.describe_code(),
+        e.tail(3)
+    );
+    Ok(())
+}
+
+async fn sigterm_grace_used(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&[
+            "--image",
+            PROBE,
+            "--set-env-vars",
+            "PROBE_SIGTERM_EXIT_DELAY_MS=3000",
+        ])
+        .await?;
+    s.report().await?;
+    let t0 = Instant::now();
+    s.interrupt();
+    let e = s.wait(Duration::from_secs(60)).await;
+    let took = t0.elapsed();
+    ensure!(
+        e.output.contains("exiting with code 0 after SIGTERM"),
+        "the container was not allowed to exit on its own after SIGTERM: {}",
+        e.tail(4)
+    );
+    ensure!(
+        took >= Duration::from_millis(2800) && took < Duration::from_millis(9500),
+        "runlet took {} to stop a container that exits 3 s after SIGTERM",
+        secs(took)
+    );
+    Ok(())
+}

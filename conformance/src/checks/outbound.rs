@@ -1,0 +1,97 @@
+//! Outbound connections (OUT-1). The probe has no client, so the busybox image does it:
+//! at start-up it fetches a token from a server the suite runs on this host (at the host's
+//! own address, reached through the instance's network), then serves what it got.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::{check, Check, BUSYBOX};
+use crate::harness::Ctx;
+
+pub fn checks() -> Vec<Check> {
+    vec![check!(
+        "OUT-1",
+        "outbound-http",
+        "a container can open an HTTP connection to a server outside it (on this host's address)",
+        outbound_http
+    )]
+}
+
+/// This host's address on its default route (no packet is sent).
+fn host_address() -> Result<IpAddr> {
+    let s = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
+    s.connect("198.51.100.1:9")
+        .context("this host has no default route to find its own address with")?;
+    Ok(s.local_addr()?.ip())
+}
+
+async fn outbound_http(ctx: Ctx) -> Result<()> {
+    let ip = host_address()?;
+    let listener = TcpListener::bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0))
+        .await
+        .context("binding the outside server")?;
+    let port = listener.local_addr()?.port();
+    let token = format!("token-{}", ctx.name());
+    let reply = format!("reply-{token}");
+    let server = {
+        let reply = reply.clone();
+        tokio::spawn(async move {
+            let (mut s, peer) = listener.accept().await?;
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await?;
+            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            s.write_all(
+                format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{reply}",
+                    reply.len()
+                )
+                .as_bytes(),
+            )
+            .await?;
+            Ok::<_, std::io::Error>((peer, req))
+        })
+    };
+    // busybox 1.35's `wget -T` crashes (SIGSEGV) here, hence `timeout`.
+    let script = format!(
+        "busybox timeout 10 wget -q -O /tmp/out http://{ip}:{port}/{token}; echo $? > /tmp/rc; exec httpd -f -p 8080 -h /tmp"
+    );
+    ensure!(
+        !script.contains(','),
+        "the script must not contain commas (--args)"
+    );
+    let s = ctx
+        .serve(&[
+            "--image",
+            BUSYBOX,
+            "--command",
+            "/bin/sh",
+            "--args",
+            &format!("-c,{script}"),
+        ])
+        .await?;
+    let got = s.get("/out").await?;
+    if got.status != 200 || got.text() != reply {
+        let rc = s.get("/rc").await.map(|r| r.text()).unwrap_or_default();
+        server.abort();
+        return Err(anyhow!(
+            "the container could not fetch http://{ip}:{port}/{token} (wget exit {}): GET /out gave {} {:?}",
+            rc.trim(),
+            got.status,
+            got.brief()
+        ));
+    }
+    let (peer, req) = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .map_err(|_| anyhow!("the outside server saw no request"))?
+        .map_err(|e| anyhow!("server task: {e}"))??;
+    ensure!(
+        req.starts_with(&format!("GET /{token} ")),
+        "the outside server got {:?} from {peer}",
+        req.lines().next().unwrap_or("")
+    );
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The ingress port and the service environment (PORT-1..2, ENV-S1).
+
+use anyhow::{ensure, Result};
+
+use super::{check, env_var, Check, PROBE};
+use crate::harness::Ctx;
+use crate::selftest::Mangle;
+
+pub fn checks() -> Vec<Check> {
+    vec![
+        check!("PORT-1", "one-container-per-instance", "a serving instance is exactly one container in containerd", one_container_per_instance),
+        check!("PORT-2", "default-port-8080", "without --port the container gets PORT=8080, listens there, and is served", default_port_8080),
+        check!("PORT-2", "configured-port", "with --port 8801 the container listens on 0.0.0.0:8801 and runlet routes requests there", configured_port)
+            .breaks_with(Mangle::DropPort),
+        check!("ENV-S1", "port-equals-configured", "PORT equals --port (8801, not the default)", port_equals_configured)
+            .breaks_with(Mangle::DropPort),
+        check!("ENV-S1", "k-vars-match-names", "K_SERVICE and K_CONFIGURATION equal the service name, K_REVISION the revision runlet reports", k_vars_match_names)
+            .breaks_with(Mangle::RenameService),
+    ]
+}
+
+async fn one_container_per_instance(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE]).await?;
+    s.report().await?;
+    let ids = ctx.containers().await?;
+    ensure!(
+        ids.len() == 1,
+        "{} containers for one instance: {ids:?}",
+        ids.len()
+    );
+    Ok(())
+}
+
+async fn default_port_8080(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE]).await?;
+    let r = s.report().await?;
+    ensure!(
+        env_var(&r, "PORT") == Some("8080"),
+        "PORT is {}, want \"8080\"",
+        r["env"]["PORT"]
+    );
+    ensure!(
+        s.output().contains("probe: listening on 0.0.0.0:8080"),
+        "the probe did not log listening on 0.0.0.0:8080"
+    );
+    Ok(())
+}
+
+async fn configured_port(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE, "--port", "8801"]).await?;
+    s.report().await?;
+    ensure!(
+        s.output().contains("probe: listening on 0.0.0.0:8801"),
+        "the probe did not listen on 0.0.0.0:8801: {}",
+        s.output()
+            .lines()
+            .find(|l| l.contains("probe: listening on"))
+            .unwrap_or("(no listening line in runlet's log)")
+    );
+    Ok(())
+}
+
+async fn port_equals_configured(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE, "--port", "8801"]).await?;
+    let r = s.report().await?;
+    ensure!(
+        env_var(&r, "PORT") == Some("8801"),
+        "PORT is {}, want \"8801\"",
+        r["env"]["PORT"]
+    );
+    Ok(())
+}
+
+async fn k_vars_match_names(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE]).await?;
+    let r = s.report().await?;
+    ensure!(
+        s.service == ctx.name(),
+        "runlet reports service {:?}, want {:?}",
+        s.service,
+        ctx.name()
+    );
+    for (k, want) in [
+        ("K_SERVICE", s.service.as_str()),
+        ("K_CONFIGURATION", s.service.as_str()),
+        ("K_REVISION", s.revision.as_str()),
+    ] {
+        ensure!(
+            env_var(&r, k) == Some(want),
+            "{k} is {}, want {want:?}",
+            r["env"][k]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! Resources (RES-1..3) and the memory limit's consequences (LIFE-9): the limits the
+//! container reads from its cgroup (v1 or v2), that it cannot change them, what happens
+//! below and above the memory limit, and per-instance concurrency.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure, Result};
+use tokio::time::Instant;
+
+use super::{check, cpu_limit, memory_limit, Check, PROBE};
+use crate::harness::Ctx;
+use crate::http::{self, Request};
+use crate::selftest::Mangle;
+
+pub fn checks() -> Vec<Check> {
+    vec![
+        check!("RES-1", "cpu-limit-visible", "with --cpu 2 the container reads a CPU limit of 2 vCPUs (cpu.max or cfs quota/period)", cpu_limit_visible)
+            .breaks_with(Mangle::ChangeCpu),
+        check!("RES-1", "default-one-vcpu", "without --cpu the container reads a CPU limit of 1 vCPU", default_one_vcpu),
+        check!("RES-2", "memory-limit-visible", "with --memory 256Mi the container reads a memory limit of 268435456 bytes", memory_limit_visible)
+            .breaks_with(Mangle::RaiseMemory),
+        check!("RES-2", "default-512mi", "without --memory the container reads a memory limit of 512 MiB", default_512mi),
+        check!("RES-2", "limits-read-only", "the container cannot open its memory limit for writing, and its cgroup mounts are read-only", limits_read_only),
+        check!("RES-2", "alloc-below-limit-200", "allocating and touching 100 MiB under --memory 256Mi succeeds (200)", alloc_below_limit_200),
+        check!("RES-2", "alloc-above-limit-refused", "a request allocating 512 MiB under --memory 128Mi does not succeed (the limit holds)", alloc_above_limit_refused)
+            .breaks_with(Mangle::RaiseMemory),
+        check!("LIFE-9", "over-memory-limit-500", "a request allocating 512 MiB under --memory 128Mi, and one in flight beside it, end with 500", over_memory_limit_500)
+            .breaks_with(Mangle::RaiseMemory),
+        check!("RES-3", "concurrency-1-no-overlap", "--concurrency 1: 5 clients for 20 s never overlap inside any instance", concurrency_1_no_overlap)
+            .slow()
+            .breaks_with(Mangle::Concurrency80),
+        check!("RES-3", "default-concurrent", "by default one instance receives several requests at once", default_concurrent),
+    ]
+}
+
+async fn cpu_limit_visible(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE, "--cpu", "2"]).await?;
+    let cpu = cpu_limit(&s.report().await?)?;
+    ensure!((cpu - 2.0).abs() < 0.01, "CPU limit {cpu}, want 2");
+    Ok(())
+}
+
+async fn default_one_vcpu(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE]).await?;
+    let cpu = cpu_limit(&s.report().await?)?;
+    ensure!((cpu - 1.0).abs() < 0.01, "CPU limit {cpu}, want 1");
+    Ok(())
+}
+
+async fn memory_limit_visible(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE, "--memory", "256Mi"]).await?;
+    let m = memory_limit(&s.report().await?)?;
+    ensure!(m == 256 << 20, "memory limit {m}, want {}", 256u64 << 20);
+    Ok(())
+}
+
+async fn default_512mi(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE]).await?;
+    let m = memory_limit(&s.report().await?)?;
+    ensure!(m == 512 << 20, "memory limit {m}, want {}", 512u64 << 20);
+    Ok(())
+}
+
+async fn limits_read_only(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE]).await?;
+    let r = s.report().await?;
+    ensure!(
+        r["cgroup"]["memory_limit_files"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "no memory limit file to test"
+    );
+    ensure!(
+        r["cgroup"]["memory_limit_writable"] == false,
+        "the container can open its memory limit for writing ({})",
+        r["cgroup"]["memory_limit_files"]
+    );
+    // mountinfo: "id parent maj:min root mount-point options - fstype source super-options".
+    let mut cgroup_mounts = 0;
+    for line in r["mounts"].as_array().into_iter().flatten() {
+        let l = line.as_str().unwrap_or("");
+        let f: Vec<&str> = l.split(' ').collect();
+        let fstype = l.split(" - ").nth(1).and_then(|s| s.split(' ').next());
+        if f.len() > 5 && matches!(fstype, Some("cgroup") | Some("cgroup2")) {
+            cgroup_mounts += 1;
+            ensure!(
+                f[5].split(',').any(|o| o == "ro"),
+                "cgroup mount {} is writable: {l}",
+                f[4]
+            );
+        }
+    }
+    ensure!(
+        cgroup_mounts > 0,
+        "no cgroup filesystem is mounted in the container"
+    );
+    Ok(())
+}
+
+async fn alloc_below_limit_200(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE, "--memory", "256Mi"]).await?;
+    let r = s
+        .send(&Request::get("/?alloc=100").timeout(Duration::from_secs(60)))
+        .await?;
+    ensure!(
+        r.status == 200,
+        "allocating 100 MiB under 256 MiB: status {}: {}",
+        r.status,
+        r.brief()
+    );
+    ensure!(
+        r.json()?["alloc"]["mib"] == 100,
+        "the probe did not report the allocation"
+    );
+    Ok(())
+}
+
+async fn alloc_above_limit_refused(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE, "--memory", "128Mi"]).await?;
+    let r = s
+        .send(&Request::get("/?alloc=512").timeout(Duration::from_secs(60)))
+        .await?;
+    ensure!(
+        r.status != 200,
+        "allocating and touching 512 MiB under a 128 MiB limit succeeded"
+    );
+    Ok(())
+}
+
+async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE, "--memory", "128Mi"]).await?;
+    // A bystander in flight on the same instance must end with 500 too.
+    let addr = s.addr;
+    let bystander = tokio::spawn(async move {
+        http::send(
+            addr,
+            &Request::get("/?sleep=5000").timeout(Duration::from_secs(60)),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = s
+        .send(&Request::get("/?alloc=512").timeout(Duration::from_secs(60)))
+        .await?;
+    let b = bystander.await.map_err(|e| anyhow!("request task: {e}"))?;
+    let b = match b {
+        Ok(b) => format!("status {}", b.status),
+        Err(e) => format!("no response ({e:#})"),
+    };
+    ensure!(
+        r.status == 500 && b == "status 500",
+        "allocating 512 MiB under 128 MiB: status {} ({}); the request in flight beside it: {b}; want 500 for both",
+        r.status,
+        r.brief()
+    );
+    Ok(())
+}
+
+async fn concurrency_1_no_overlap(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&["--image", PROBE, "--concurrency", "1"]).await?;
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let addr = s.addr;
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while Instant::now() < until {
+                let r = http::send(
+                    addr,
+                    &Request::get("/?sleep=200").timeout(Duration::from_secs(30)),
+                )
+                .await;
+                seen.push(r);
+            }
+            seen
+        }));
+    }
+    // Per instance: the most requests it saw at once.
+    let mut most: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut ok, mut errors) = (0, Vec::new());
+    for c in clients {
+        for r in c.await.map_err(|e| anyhow!("client task: {e}"))? {
+            match r {
+                Ok(r) if r.status == 200 => {
+                    ok += 1;
+                    let j = r.json()?;
+                    let c = &j["concurrency"];
+                    let seen = c["in_flight"]
+                        .as_u64()
+                        .unwrap_or(0)
+                        .max(c["max_in_flight"].as_u64().unwrap_or(0));
+                    let host = j["hostname"].as_str().unwrap_or("?").to_string();
+                    let e = most.entry(host).or_default();
+                    *e = (*e).max(seen);
+                }
+                Ok(r) => errors.push(format!("status {}", r.status)),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+    }
+    let overlaps: Vec<String> = most
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(h, n)| format!("{h} had {n} at once"))
+        .collect();
+    ensure!(
+        overlaps.is_empty(),
+        "requests overlapped inside {} of {} instance(s): {}",
+        overlaps.len(),
+        most.len(),
+        overlaps.join("; ")
+    );
+    errors.sort();
+    errors.dedup();
+    ensure!(
+        errors.is_empty(),
+        "{} of {} requests failed: {}",
+        errors.len(),
+        errors.len() + ok,
+        errors.join("; ")
+    );
+    ensure!(ok >= 20, "only {ok} requests were served in 20 s");
+    Ok(())
+}
+
+async fn default_concurrent(ctx: Ctx) -> Result<()> {
+    let s = ctx
+        .serve(&["--image", PROBE, "--max-instances", "1"])
+        .await?;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let addr = s.addr;
+        tasks.push(tokio::spawn(async move {
+            http::send(
+                addr,
+                &Request::get("/?sleep=2000").timeout(Duration::from_secs(30)),
+            )
+            .await
+        }));
+    }
+    let mut max = 0;
+    for t in tasks {
+        let r = t.await.map_err(|e| anyhow!("request task: {e}"))??;
+        ensure!(r.status == 200, "status {}: {}", r.status, r.brief());
+        max = max.max(
+            r.json()?["concurrency"]["max_in_flight"]
+                .as_u64()
+                .unwrap_or(0),
+        );
+    }
+    ensure!(
+        max >= 2,
+        "4 simultaneous requests never overlapped in the instance (max in flight {max})"
+    );
+    Ok(())
+}

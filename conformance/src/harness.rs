@@ -1,0 +1,739 @@
+//! Driving a runlet binary from outside: `runlet serve` and `runlet job execute` as child
+//! processes, their output, their shutdown, and what containerd holds for them.
+//!
+//! Every runlet the suite starts gets its own process group and `SIGINT` as its parent-death
+//! signal, and is always stopped with `SIGINT` (runlet's Ctrl-C: it stops its instances and
+//! cleans up), even when a check fails or times out: a [`Proc`] dropped while its runlet
+//! still runs sends `SIGINT` and hands the child to the check's [`Reaper`], which the runner
+//! drains before it looks for leftovers. `SIGKILL` is the last resort after 45 s.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::http::{self, Request, Response};
+use crate::selftest::{Mangle, BREAK_VAR};
+
+/// How long a stopped runlet may take before it is killed (the stop sequence allows 10 s
+/// per container after SIGTERM, and a request timeout for draining).
+const STOP_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long `runlet serve` may take to print that it is serving.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Where and how to run the runlet under test.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The runlet binary (or the self-test's broken wrapper).
+    pub runlet: PathBuf,
+    /// containerd's socket, shared by every runlet the suite starts.
+    pub containerd: String,
+    /// runlet's `--state-dir` (runlet's default when `None`).
+    pub state_dir: Option<PathBuf>,
+    /// The test image archives (`runlet-conformance build-images`).
+    pub images: PathBuf,
+}
+
+impl Env {
+    /// A runlet command with the global flags: the suite's containerd, never a private one.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.runlet);
+        c.arg("--containerd-address")
+            .arg(&self.containerd)
+            .arg("--no-embedded-containerd");
+        if let Some(d) = &self.state_dir {
+            c.arg("--state-dir").arg(d);
+        }
+        c.env("RUNLET_LOG", "info")
+            .env_remove(BREAK_VAR)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
+        // parent; it makes the kernel interrupt the runlet if the suite dies first.
+        unsafe {
+            c.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
+            });
+        }
+        c
+    }
+
+    pub fn archive(&self, name: &str) -> PathBuf {
+        self.images.join(name)
+    }
+
+    /// Runs a short runlet command (`image load`, `image ls`, ...) to completion.
+    pub async fn run(&self, args: &[&str], timeout: Duration) -> Result<Exited> {
+        let mut c = self.command();
+        c.args(args);
+        let p = Proc::spawn(c, label(args), &Reaper::default(), &Logs::default())?;
+        Ok(p.finish(timeout).await)
+    }
+
+    /// The names `runlet image ls` prints.
+    pub async fn image_names(&self) -> Result<Vec<String>> {
+        let out = self.run(&["image", "ls"], Duration::from_secs(60)).await?;
+        if !out.success() {
+            bail!("runlet image ls failed: {}", out.tail(10));
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// `ctr` against the suite's containerd, in runlet's namespace.
+    pub async fn ctr(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(&self.containerd)
+            .args(["-n", "runlet"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running ctr (installed with containerd)")?;
+        if !out.status.success() {
+            bail!(
+                "ctr {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Container ids in containerd that start with `prefix`.
+    pub async fn containers_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .ctr(&["containers", "ls", "-q"])
+            .await?
+            .lines()
+            .map(str::trim)
+            .filter(|id| id.starts_with(prefix))
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+fn label(args: &[&str]) -> String {
+    format!("runlet {}", args.join(" "))
+}
+
+/// A process's collected output, shared with the tasks reading it.
+type Output = Arc<Mutex<String>>;
+
+/// The runlet outputs of one check (label, output), for its log file.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<(String, Output)>>>);
+
+impl Logs {
+    fn add(&self, label: String, out: Output) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((label, out));
+        }
+    }
+
+    /// Everything, each process under a heading.
+    pub fn render(&self) -> String {
+        let Ok(v) = self.0.lock() else {
+            return String::new();
+        };
+        v.iter()
+            .map(|(l, o)| {
+                let text = o.lock().map(|s| s.clone()).unwrap_or_default();
+                format!("===== {l}\n{text}\n")
+            })
+            .collect()
+    }
+}
+
+/// Runlets whose handle was dropped while they still ran: `SIGINT` was sent, and the
+/// runner waits for them here.
+#[derive(Clone, Default)]
+pub struct Reaper(Arc<Mutex<Vec<(Child, i32)>>>);
+
+impl Reaper {
+    fn push(&self, child: Child, pgid: i32) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((child, pgid));
+        }
+    }
+
+    /// Waits for every handed-over runlet; `SIGKILL` after [`STOP_TIMEOUT`]. Returns how
+    /// many had to be killed.
+    pub async fn reap(&self) -> usize {
+        let children: Vec<(Child, i32)> = match self.0.lock() {
+            Ok(mut v) => v.drain(..).collect(),
+            Err(_) => return 0,
+        };
+        let mut killed = 0;
+        for (mut child, pgid) in children {
+            if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+                .await
+                .is_err()
+            {
+                killed += 1;
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+        }
+        killed
+    }
+
+    /// Sends `SIGINT` again to everything handed over (used when the suite is interrupted).
+    pub fn interrupt_all(&self) {
+        if let Ok(v) = self.0.lock() {
+            for (_, pgid) in v.iter() {
+                let _ = killpg(Pid::from_raw(*pgid), Signal::SIGINT);
+            }
+        }
+    }
+}
+
+/// How a runlet process ended.
+#[derive(Debug, Clone)]
+pub struct Exited {
+    /// Exit code, `None` if killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    /// stdout and stderr interleaved as they arrived, ANSI colours removed.
+    pub output: String,
+    pub elapsed: Duration,
+    /// The suite had to stop it (it did not end on its own in time).
+    pub timed_out: bool,
+}
+
+impl Exited {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The last `n` lines of output, for error messages.
+    pub fn tail(&self, n: usize) -> String {
+        tail(&self.output, n)
+    }
+
+    pub fn describe_code(&self) -> String {
+        match self.code {
+            Some(c) => format!("exit code {c}"),
+            None => "killed by a signal".into(),
+        }
+    }
+}
+
+/// The last `n` lines of `text`, joined with " | ".
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// A running runlet process with its output collected.
+pub struct Proc {
+    child: Option<Child>,
+    pgid: i32,
+    out: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+    reaper: Reaper,
+    started: Instant,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, label: String, reaper: &Reaper, logs: &Logs) -> Result<Proc> {
+        let mut child = cmd.spawn().with_context(|| format!("starting {label}"))?;
+        let pgid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| anyhow!("{label} exited at once"))?;
+        let out = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        logs.add(label, out.clone());
+        let mut readers = Vec::new();
+        if let Some(s) = child.stdout.take() {
+            readers.push(read_lines(s, out.clone(), Some(stdout.clone())));
+        }
+        if let Some(s) = child.stderr.take() {
+            readers.push(read_lines(s, out.clone(), None));
+        }
+        Ok(Proc {
+            child: Some(child),
+            pgid,
+            out,
+            stdout,
+            readers,
+            reaper: reaper.clone(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn output(&self) -> String {
+        self.out.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pgid
+    }
+
+    /// Sends `SIGINT` to the runlet's process group (runlet's Ctrl-C).
+    pub fn interrupt(&self) {
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGINT);
+    }
+
+    fn try_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    async fn collect(mut self, code: Option<i32>, timed_out: bool) -> Exited {
+        // Let the readers take in the last lines.
+        for r in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+        }
+        Exited {
+            code,
+            stdout: self.stdout.lock().map(|s| s.clone()).unwrap_or_default(),
+            output: self.output(),
+            elapsed: self.started.elapsed(),
+            timed_out,
+        }
+    }
+
+    /// Waits for the process to end on its own; past `timeout` it is stopped.
+    ///
+    /// The child stays in `self` while waiting, so that if this future is dropped (a
+    /// check timed out or the suite was interrupted), `Drop` still hands it to the reaper.
+    pub async fn finish(mut self, timeout: Duration) -> Exited {
+        let waited = match self.child.as_mut() {
+            None => return self.collect(None, false).await,
+            Some(child) => tokio::time::timeout(timeout, child.wait()).await,
+        };
+        match waited {
+            Ok(status) => {
+                self.child = None;
+                let code = status.ok().and_then(|s| s.code());
+                self.collect(code, false).await
+            }
+            Err(_) => {
+                let mut e = self.stop().await;
+                e.timed_out = true;
+                e
+            }
+        }
+    }
+
+    /// `SIGINT`, then waits (`SIGKILL` after [`STOP_TIMEOUT`]).
+    pub async fn stop(mut self) -> Exited {
+        self.interrupt();
+        let pgid = self.pgid;
+        let status = match self.child.as_mut() {
+            None => None,
+            Some(child) => match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+                Ok(s) => s.ok(),
+                Err(_) => {
+                    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                    child.wait().await.ok()
+                }
+            },
+        };
+        self.child = None;
+        self.collect(status.and_then(|s| s.code()), false).await
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(None) = child.try_wait() {
+                self.interrupt();
+                self.reaper.push(child, self.pgid);
+            }
+        }
+    }
+}
+
+fn read_lines(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    out: Arc<Mutex<String>>,
+    copy: Option<Arc<Mutex<String>>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let line = strip_ansi(&line);
+            if let Ok(mut o) = out.lock() {
+                o.push_str(&line);
+                o.push('\n');
+            }
+            if let Some(c) = &copy {
+                if let Ok(mut o) = c.lock() {
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            }
+        }
+    })
+}
+
+/// Removes ANSI escape sequences (runlet colours its log on a terminal).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for n in chars.by_ref() {
+                if n.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A port nobody listens on right now, on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("binding an ephemeral port")?
+        .port())
+}
+
+/// What one check gets: the environment, its own name for services and jobs (unique in
+/// the run, never a prefix of another check's), and where its runlets and logs go.
+#[derive(Clone)]
+pub struct Ctx {
+    pub env: Arc<Env>,
+    name: String,
+    reaper: Reaper,
+    logs: Logs,
+    /// For the self-test's broken runlet: the one mangling to apply.
+    breaks: Option<Mangle>,
+}
+
+impl Ctx {
+    pub fn new(env: Arc<Env>, name: String) -> Ctx {
+        Ctx {
+            env,
+            name,
+            reaper: Reaper::default(),
+            logs: Logs::default(),
+            breaks: None,
+        }
+    }
+
+    /// Asks the self-test's broken runlet for this one mangling (see [`crate::selftest`]);
+    /// the real runlet ignores it.
+    pub fn breaking(mut self, m: Option<Mangle>) -> Ctx {
+        self.breaks = m;
+        self
+    }
+
+    /// The service / job name of this check.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn reaper(&self) -> &Reaper {
+        &self.reaper
+    }
+
+    pub fn logs(&self) -> &Logs {
+        &self.logs
+    }
+
+    /// Starts a runlet with `args` (after the global flags) without waiting for anything.
+    pub fn spawn(&self, args: &[&str]) -> Result<Proc> {
+        let mut c = self.env.command();
+        c.args(args);
+        if let Some(m) = self.breaks {
+            c.env(BREAK_VAR, m.key());
+        }
+        Proc::spawn(c, label(args), &self.reaper, &self.logs)
+    }
+
+    /// Runs a runlet command to completion (stopped after `timeout`).
+    pub async fn run(&self, args: &[&str], timeout: Duration) -> Result<Exited> {
+        Ok(self.spawn(args)?.finish(timeout).await)
+    }
+
+    /// `runlet serve --service NAME --listen 127.0.0.1:FREE --metrics-listen off ARGS`,
+    /// waiting until it says it is serving.
+    pub async fn serve(&self, args: &[&str]) -> Result<Served> {
+        self.serve_as(&self.name.clone(), args).await
+    }
+
+    /// Like [`Ctx::serve`] with another service name (which must start with [`Ctx::name`]).
+    pub async fn serve_as(&self, service: &str, args: &[&str]) -> Result<Served> {
+        let mut last_err = None;
+        // A free port can be taken between the probe and runlet's bind; try again then.
+        for _ in 0..3 {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+            let listen = addr.to_string();
+            let mut full = vec![
+                "serve",
+                "--service",
+                service,
+                "--listen",
+                &listen,
+                "--metrics-listen",
+                "off",
+            ];
+            full.extend_from_slice(args);
+            let mut p = self.spawn(&full)?;
+            let deadline = Instant::now() + SERVE_TIMEOUT;
+            loop {
+                let out = p.output();
+                if let Some((svc, rev)) = parse_serving(&out) {
+                    return Ok(Served {
+                        service: svc,
+                        revision: rev,
+                        addr,
+                        proc: p,
+                    });
+                }
+                if p.try_exited() {
+                    let e = p.finish(Duration::from_secs(5)).await;
+                    if e.output.contains("cannot listen on") {
+                        last_err = Some(anyhow!("{listen} was taken: {}", e.tail(3)));
+                        break;
+                    }
+                    bail!(
+                        "runlet serve {} ended before serving ({}): {}",
+                        args.join(" "),
+                        e.describe_code(),
+                        e.tail(6)
+                    );
+                }
+                if Instant::now() > deadline {
+                    let e = p.stop().await;
+                    bail!(
+                        "runlet serve {} did not say it was serving within {} s: {}",
+                        args.join(" "),
+                        SERVE_TIMEOUT.as_secs(),
+                        e.tail(6)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("no free port for --listen")))
+    }
+
+    /// `runlet job execute NAME ARGS`, to completion (stopped after `timeout`), with the
+    /// probe's job-mode report lines picked out of its output.
+    pub async fn job(&self, args: &[&str], timeout: Duration) -> Result<JobRun> {
+        let mut full = vec!["job", "execute", self.name.as_str()];
+        full.extend_from_slice(args);
+        let exited = self.run(&full, timeout).await?;
+        let lines = probe_job_lines(&exited.output);
+        Ok(JobRun { exited, lines })
+    }
+
+    /// This check's containers in containerd (ids start with its name).
+    pub async fn containers(&self) -> Result<Vec<String>> {
+        self.env
+            .containers_with_prefix(&format!("{}-", self.name))
+            .await
+    }
+
+    /// Polls [`Ctx::containers`] until `want(count)` holds; returns the count and how long
+    /// it took, or an error after `timeout`.
+    pub async fn wait_containers(
+        &self,
+        want: impl Fn(usize) -> bool,
+        timeout: Duration,
+    ) -> Result<(usize, Duration)> {
+        let t0 = Instant::now();
+        loop {
+            let n = self.containers().await?.len();
+            if want(n) {
+                return Ok((n, t0.elapsed()));
+            }
+            if t0.elapsed() > timeout {
+                bail!(
+                    "{n} container(s) of {} in containerd after {} s",
+                    self.name,
+                    timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// `Service [NAME] revision [REV] is serving at ...` → (NAME, REV).
+pub fn parse_serving(out: &str) -> Option<(String, String)> {
+    let line = out.lines().find(|l| l.contains("is serving at"))?;
+    let mut parts = line
+        .split('[')
+        .skip(1)
+        .map(|p| p.split(']').next().unwrap_or(""));
+    let svc = parts.next()?.to_string();
+    let rev = parts.next()?.to_string();
+    Some((svc, rev))
+}
+
+/// The probe's job-mode lines (`{"probe":"job",...}`) wherever they appear in `out`
+/// (runlet may prefix them with a timestamp and follow them with fields).
+pub fn probe_job_lines(out: &str) -> Vec<Value> {
+    let mut found = Vec::new();
+    for line in out.lines() {
+        let Some(pos) = line.find("{\"probe\":\"job\"") else {
+            continue;
+        };
+        let mut stream = serde_json::Deserializer::from_str(&line[pos..]).into_iter::<Value>();
+        if let Some(Ok(v)) = stream.next() {
+            found.push(v);
+        }
+    }
+    found
+}
+
+/// A `runlet serve` that said it is serving.
+pub struct Served {
+    pub service: String,
+    pub revision: String,
+    /// Where it listens (`--listen`).
+    pub addr: SocketAddr,
+    proc: Proc,
+}
+
+impl Served {
+    pub async fn send(&self, req: &Request) -> Result<Response> {
+        http::send(self.addr, req).await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Response> {
+        self.send(&Request::get(path)).await
+    }
+
+    /// The probe's JSON report for `path` (which must answer 200).
+    pub async fn report_at(&self, path: &str) -> Result<Value> {
+        let r = self.get(path).await?;
+        if r.status != 200 {
+            bail!(
+                "GET {path}: status {}, want 200: {}",
+                r.status,
+                r.text().trim()
+            );
+        }
+        r.json()
+    }
+
+    /// The probe's JSON report (`GET /`).
+    pub async fn report(&self) -> Result<Value> {
+        self.report_at("/").await
+    }
+
+    pub fn output(&self) -> String {
+        self.proc.output()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+
+    /// Sends `SIGINT` without waiting.
+    pub fn interrupt(&self) {
+        self.proc.interrupt()
+    }
+
+    /// Waits for the runlet to end (after [`Served::interrupt`]).
+    pub async fn wait(self, timeout: Duration) -> Exited {
+        self.proc.finish(timeout).await
+    }
+
+    /// `SIGINT` and wait: runlet stops its instances.
+    pub async fn stop(self) -> Exited {
+        self.proc.stop().await
+    }
+}
+
+/// A finished `runlet job execute`.
+#[derive(Debug)]
+pub struct JobRun {
+    pub exited: Exited,
+    /// The probe's job-mode report lines, in the order they appeared.
+    pub lines: Vec<Value>,
+}
+
+impl JobRun {
+    /// A one-line description for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} after {:.1} s{}, {} probe line(s): {}",
+            self.exited.describe_code(),
+            self.exited.elapsed.as_secs_f64(),
+            if self.exited.timed_out {
+                " (stopped by the suite)"
+            } else {
+                ""
+            },
+            self.lines.len(),
+            self.exited.tail(4)
+        )
+    }
+}
+
+/// `path` inside the images directory must exist.
+pub fn require_file(p: &Path) -> Result<()> {
+    if !p.is_file() {
+        bail!(
+            "{} not found: build the test images first (deploy/build.sh, or runlet-conformance build-images --out DIR)",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serving_line() {
+        let out = "INFO starting\nService [svc-a] revision [svc-a-00001-x7q] is serving at http://127.0.0.1:1\n";
+        assert_eq!(
+            parse_serving(out),
+            Some(("svc-a".into(), "svc-a-00001-x7q".into()))
+        );
+        assert_eq!(parse_serving("nothing"), None);
+    }
+
+    #[test]
+    fn job_lines_inside_log_lines() {
+        let out = "2026 INFO {\"probe\":\"job\",\"env\":{\"A\":\"1\"},\"pid\":1} task=0 stream=\"stdout\"\nother\n{\"probe\":\"job\",\"pid\":2}\n{\"probe\":\"job\",broken\n";
+        let v = probe_job_lines(out);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0]["env"]["A"], "1");
+        assert_eq!(v[1]["pid"], 2);
+    }
+
+    #[test]
+    fn ansi_and_tail() {
+        assert_eq!(strip_ansi("\u{1b}[32m INFO\u{1b}[0m x"), " INFO x");
+        assert_eq!(tail("a\n\nb\nc\n", 2), "b | c");
+    }
+}
