@@ -600,12 +600,19 @@ pub fn parse_serving(out: &str) -> Option<(String, String)> {
 pub fn probe_job_lines(out: &str) -> Vec<Value> {
     let mut found = Vec::new();
     for line in out.lines() {
-        let Some(pos) = line.find("{\"probe\":\"job\"") else {
+        if !line.contains("\"probe\":\"job\"") {
             continue;
-        };
-        let mut stream = serde_json::Deserializer::from_str(&line[pos..]).into_iter::<Value>();
-        if let Some(Ok(v)) = stream.next() {
-            found.push(v);
+        }
+        // The object's keys may come in any order: try each '{' until one parses as a
+        // probe line.
+        for (pos, _) in line.match_indices('{') {
+            let mut stream = serde_json::Deserializer::from_str(&line[pos..]).into_iter::<Value>();
+            if let Some(Ok(v)) = stream.next() {
+                if v["probe"] == "job" {
+                    found.push(v);
+                    break;
+                }
+            }
         }
     }
     found
@@ -729,6 +736,10 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v[0]["env"]["A"], "1");
         assert_eq!(v[1]["pid"], 2);
+        // Keys in another order (serde_json sorts them), after a task prefix.
+        let sorted =
+            "[task 0 attempt 0] {\"argv\":[\"/probe\"],\"env\":{},\"pid\":1,\"probe\":\"job\"}";
+        assert_eq!(probe_job_lines(sorted).len(), 1);
     }
 
     #[test]

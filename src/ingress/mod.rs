@@ -142,10 +142,12 @@ pub struct Snapshot {
 }
 
 /// How long a request may wait for a slot (LIFE-3): the base hold (10 s); while an instance
-/// is starting, at least the service's average start-up time.
+/// is starting, at least the service's average start-up time, with a margin for a start a
+/// bit slower than average (1.5 × the average + 1 s). Always also bounded by the request's
+/// own deadline.
 pub fn hold_for(base: Duration, starting: bool, avg_startup: Option<Duration>) -> Duration {
     match (starting, avg_startup) {
-        (true, Some(avg)) => base.max(avg),
+        (true, Some(avg)) => base.max(avg * 3 / 2 + Duration::from_secs(1)),
         _ => base,
     }
 }
@@ -565,7 +567,9 @@ mod tests {
             (false, None, ten),
             (true, None, ten),
             (true, Some(Duration::from_secs(2)), ten),
-            (true, Some(Duration::from_secs(30)), Duration::from_secs(30)),
+            (true, Some(Duration::from_secs(6)), ten),
+            (true, Some(Duration::from_secs(12)), Duration::from_secs(19)),
+            (true, Some(Duration::from_secs(30)), Duration::from_secs(46)),
             (false, Some(Duration::from_secs(30)), ten),
         ];
         for (starting, avg, want) in table {

@@ -226,8 +226,13 @@ async fn forwarding_headers(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Sends each raw header; each must get 400 with a body. Then the probe must have seen
-/// only the one request made afterwards. Every problem is reported, not just the first.
+/// Sends each raw header; each must get 400. Then the probe must have seen only the one
+/// request made afterwards. Every problem is reported, not just the first.
+///
+/// The body is not checked: header lines that HTTP/1.1's grammar itself forbids (a space or
+/// DEL in a name, a control byte in a value) are refused by runlet's HTTP parser (hyper)
+/// before runlet sees the request, with an empty-bodied `400 Bad Request`; runlet's own
+/// check (e.g. bytes >= 0x80, which the grammar tolerates) answers 400 with a reason.
 async fn refused_and_not_forwarded(s: &Served, bad: &[(&str, &[u8])]) -> Result<()> {
     let mut problems = Vec::new();
     for (name, value) in bad {
@@ -237,8 +242,6 @@ async fn refused_and_not_forwarded(s: &Served, bad: &[(&str, &[u8])]) -> Result<
             .await?;
         if r.status != 400 {
             problems.push(format!("{shown} got status {}, want 400", r.status));
-        } else if r.text().trim().is_empty() {
-            problems.push(format!("{shown} got a 400 with an empty body"));
         }
     }
     let r = s.report().await?;
