@@ -91,6 +91,24 @@ pub struct Running {
     pipes: Option<Pipes>,
 }
 
+impl Running {
+    /// An instance with no container behind it (a fake's): its endpoint accepts no
+    /// connection; the returned sender ends it.
+    pub fn without_container(id: &str) -> (Running, watch::Sender<Option<ExitStatus>>) {
+        let (tx, rx) = watch::channel(None);
+        let running = Running {
+            id: id.to_string(),
+            endpoint: Arc::new(Endpoint::new(id.to_string(), 8080, Arc::new(NoDial), false)),
+            dialer: None,
+            exit: rx,
+            startup: Duration::ZERO,
+            phases: Phases::default(),
+            pipes: None,
+        };
+        (running, tx)
+    }
+}
+
 impl<R: Runtime> Ctx<R> {
     fn dir(&self, id: &str) -> PathBuf {
         self.state_dir.join("instances").join(id)

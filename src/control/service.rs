@@ -386,3 +386,220 @@ pub async fn clean_leftovers<R: Runtime>(ctx: &Ctx<R>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The controller's timing against a scripted fake, under paused tokio time.
+    use super::*;
+    use crate::control::autoscale::Policy;
+    use crate::runtime::ExitStatus;
+    use std::sync::Mutex as StdMutex;
+
+    struct Fake {
+        spec: ServiceSpec,
+        launch_takes: Duration,
+        launched: StdMutex<Vec<(String, Instant)>>,
+        stopped: StdMutex<Vec<(String, Instant)>>,
+        exits: StdMutex<Vec<watch::Sender<Option<ExitStatus>>>>,
+        _oom_tx: StdMutex<Option<mpsc::UnboundedSender<String>>>,
+    }
+
+    impl Instances for Fake {
+        fn spec(&self) -> &ServiceSpec {
+            &self.spec
+        }
+        async fn launch(&self, id: &str) -> Result<Running, StartError> {
+            self.launched
+                .lock()
+                .unwrap()
+                .push((id.to_string(), Instant::now()));
+            tokio::time::sleep(self.launch_takes).await;
+            let (r, tx) = Running::without_container(id);
+            self.exits.lock().unwrap().push(tx);
+            Ok(r)
+        }
+        async fn stop(&self, running: Running) -> Option<crate::control::Stopped> {
+            self.stopped
+                .lock()
+                .unwrap()
+                .push((running.id, Instant::now()));
+            None
+        }
+        async fn oom_events(
+            &self,
+        ) -> Result<mpsc::UnboundedReceiver<String>, crate::runtime::RuntimeError> {
+            let (tx, rx) = mpsc::unbounded_channel();
+            *self._oom_tx.lock().unwrap() = Some(tx);
+            Ok(rx)
+        }
+        async fn oom_killed(&self, _: &str) -> bool {
+            false
+        }
+    }
+
+    fn spec(min: usize, max: usize) -> ServiceSpec {
+        ServiceSpec {
+            name: "svc".into(),
+            revision: "svc-00001-abc".into(),
+            image: "docker.io/library/probe:latest".into(),
+            port: 8080,
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            env: vec![],
+            command: None,
+            args: None,
+            memory_bytes: 512 << 20,
+            cpu: 1.0,
+            concurrency: 1,
+            timeout: Duration::from_secs(300),
+            min_instances: min,
+            max_instances: max,
+            idle_timeout: Duration::from_secs(60),
+            startup_timeout: Duration::from_secs(240),
+            use_http2: false,
+            startup_probe: None,
+            liveness_probe: None,
+            volumes: vec![],
+        }
+    }
+
+    struct Harness {
+        fake: Arc<Fake>,
+        demand: Arc<Demand>,
+        snap: watch::Receiver<Snapshot>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start(min: usize, max: usize, launch_takes: Duration) -> Harness {
+        let s = spec(min, max);
+        let policy = Policy {
+            min_instances: min,
+            max_instances: max,
+            concurrency: s.concurrency,
+            idle_timeout: s.idle_timeout,
+        };
+        let fake = Arc::new(Fake {
+            spec: s,
+            launch_takes,
+            launched: StdMutex::new(vec![]),
+            stopped: StdMutex::new(vec![]),
+            exits: StdMutex::new(vec![]),
+            _oom_tx: StdMutex::new(None),
+        });
+        let demand = Arc::new(Demand::default());
+        let (tx, snap) = watch::channel(Snapshot::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            fake.clone(),
+            policy,
+            demand.clone(),
+            tx,
+            Metrics::new(),
+            vec![],
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Harness {
+            fake,
+            demand,
+            snap,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    impl Harness {
+        fn launched(&self) -> usize {
+            self.fake.launched.lock().unwrap().len()
+        }
+        fn stopped(&self) -> Vec<(String, Instant)> {
+            self.fake.stopped.lock().unwrap().clone()
+        }
+        fn ready(&self) -> usize {
+            self.snap.borrow().endpoints.len()
+        }
+        fn want(&self, queued: usize) {
+            self.demand.queued.store(queued, Ordering::SeqCst);
+            self.demand.wake.notify_one();
+        }
+        async fn shutdown(mut self) {
+            let _ = self.stop.take().map(|s| s.send(()));
+            let _ = self.task.await;
+        }
+    }
+
+    async fn at(t0: Instant, secs: f64) {
+        tokio::time::sleep_until(t0 + Duration::from_secs_f64(secs)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scale_from_zero_counts_starting_instances_and_stops_at_max() {
+        let t0 = Instant::now();
+        let h = start(0, 2, Duration::from_secs(3));
+        at(t0, 1.0).await;
+        assert_eq!(h.launched(), 0, "nothing starts without demand at min 0");
+        h.want(1);
+        at(t0, 2.0).await;
+        assert_eq!(h.launched(), 1);
+        assert_eq!(h.snap.borrow().starting, 1);
+        at(t0, 3.9).await;
+        assert_eq!(
+            h.launched(),
+            1,
+            "a starting instance counts: no second start for the same demand"
+        );
+        assert_eq!(h.ready(), 0);
+        at(t0, 4.2).await;
+        assert_eq!(h.ready(), 1, "ready 3 s after the wake-up");
+        h.want(5);
+        at(t0, 10.0).await;
+        assert_eq!(h.launched(), 2, "never more than max instances");
+        assert!(h.snap.borrow().at_max);
+        h.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_instances_stop_after_the_idle_timeout_but_min_stays() {
+        let t0 = Instant::now();
+        let h = start(1, 3, Duration::from_secs(1));
+        at(t0, 0.5).await;
+        assert_eq!(h.launched(), 1, "min instances start at once");
+        h.want(2);
+        at(t0, 3.0).await;
+        assert_eq!(h.ready(), 2);
+        h.want(0);
+        // Both have had no request in flight since they became ready (the first at ~1 s):
+        // idle time counts from then.
+        at(t0, 60.5).await;
+        assert!(
+            h.stopped().is_empty(),
+            "idle for less than --idle-timeout: kept"
+        );
+        at(t0, 65.0).await;
+        let stopped = h.stopped();
+        assert_eq!(stopped.len(), 1, "one stopped, min 1 kept");
+        let at_s = (stopped[0].1 - t0).as_secs_f64();
+        assert!(
+            (61.0..61.6).contains(&at_s),
+            "stopped at {at_s} s, want ~61 s (ready at 1 s + 60 s idle)"
+        );
+        assert_eq!(h.ready(), 1);
+        h.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_that_exits_is_removed_and_replaced_on_demand() {
+        let t0 = Instant::now();
+        let h = start(1, 2, Duration::from_secs(1));
+        at(t0, 2.0).await;
+        assert_eq!(h.ready(), 1);
+        let _ = h.fake.exits.lock().unwrap()[0].send(Some(ExitStatus { code: 1 }));
+        at(t0, 3.0).await;
+        assert_eq!(h.stopped().len(), 1, "the exited instance is cleaned up");
+        at(t0, 5.0).await;
+        assert_eq!(h.launched(), 2, "min instances brings a new one");
+        assert_eq!(h.ready(), 1);
+        h.shutdown().await;
+    }
+}
