@@ -19,17 +19,7 @@ bash deploy/build.sh
 run=/run/runlet-bench
 root=/var/lib/runlet-bench
 sock=$run/containerd.sock
-mkdir -p "$run" "$root"
-cat > "$run/config.toml" <<TOML
-version = 2
-root = "$root/containerd/root"
-state = "$run/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-TOML
+. deploy/lib.sh
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
@@ -45,9 +35,7 @@ cleanup() {
   true
 }
 trap cleanup EXIT
-containerd --config "$run/config.toml" >"$run/containerd.log" 2>&1 &
-containerd_pid=$!
-for _ in $(seq 1 100); do ctr -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+start_containerd "$run" "$root"
 
 R="target/release/runlet --containerd-address $sock --state-dir $root/state --no-embedded-containerd"
 B=target/release/runlet-bench

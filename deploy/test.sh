@@ -10,18 +10,8 @@ bash deploy/build.sh
 run=${RUNLET_TEST_RUN:-/run/runlet-test}
 root=${RUNLET_TEST_ROOT:-/var/lib/runlet-test}
 sock=$run/containerd.sock
-mkdir -p "$run" "$root"
-cat > "$run/config.toml" <<TOML
-version = 2
-root = "$root/containerd/root"
-state = "$run/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-TOML
 containerd_pid=
+. deploy/lib.sh
 cleanup() {
   # Anything a failed test left in this containerd: tasks, containers, and their network
   # namespaces (an instance's namespace is /run/netns/runlet-<container id>).
@@ -40,12 +30,7 @@ cleanup() {
   true
 }
 trap cleanup EXIT
-if ! ctr -a "$sock" version >/dev/null 2>&1; then
-  containerd --config "$run/config.toml" >"$run/containerd.log" 2>&1 &
-  containerd_pid=$!
-  for _ in $(seq 1 100); do ctr -a "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-fi
-ctr -a "$sock" version >/dev/null || { echo "the test containerd did not start; see $run/containerd.log" >&2; cat "$run/containerd.log" >&2; exit 1; }
+start_containerd "$run" "$root"
 echo "test containerd: $sock ($(ctr -a "$sock" version | awk '/Version/ {print $2; exit}'))"
 
 export RUNLET_TEST_CONTAINERD=$sock

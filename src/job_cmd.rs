@@ -123,12 +123,7 @@ async fn execute(
 ) -> Result<i32> {
     net.check()?;
     let image = client.resolve_image(&spec.image).await?;
-    let user = ocispec::resolve_user(
-        &image.name,
-        image.config.user.as_deref().unwrap_or(""),
-        None,
-        None,
-    )?;
+    let user = crate::image_user(&client, &image).await?;
     let argv = ocispec::argv(
         &image.name,
         &image.config,

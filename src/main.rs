@@ -240,29 +240,7 @@ async fn serve(
     let net = NetConfig::new();
     net.check()?;
     let image = c.resolve_image(&spec.image).await?;
-    let user_field = image.config.user.clone().unwrap_or_default();
-    let numeric = user_field.split(':').all(|p| p.parse::<u32>().is_ok());
-    let user = if user_field.is_empty() || numeric {
-        ocispec::resolve_user(&image.name, &user_field, None, None)?
-    } else {
-        // A named user: look it up in the image's own /etc/passwd and /etc/group.
-        let files = c
-            .read_image_files(&image, &["/etc/passwd", "/etc/group"])
-            .await?;
-        let text = |i: usize| {
-            files
-                .get(i)
-                .cloned()
-                .flatten()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        };
-        ocispec::resolve_user(
-            &image.name,
-            &user_field,
-            text(0).as_deref(),
-            text(1).as_deref(),
-        )?
-    };
+    let user = image_user(&c, &image).await?;
     let listener = tokio::net::TcpListener::bind(spec.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;
@@ -348,6 +326,34 @@ async fn serve(
         spec.name
     );
     Ok(())
+}
+
+/// The numeric user and group to run an image as: its `User`, numeric, or a name looked up
+/// in the image's own /etc/passwd and /etc/group. Shared by services and jobs.
+pub(crate) async fn image_user(
+    c: &Containerd,
+    image: &runlet::image::ImageInfo,
+) -> Result<(u32, u32)> {
+    let field = image.config.user.clone().unwrap_or_default();
+    if field.is_empty() || field.split(':').all(|p| p.parse::<u32>().is_ok()) {
+        return Ok(ocispec::resolve_user(&image.name, &field, None, None)?);
+    }
+    let files = c
+        .read_image_files(image, &["/etc/passwd", "/etc/group"])
+        .await?;
+    let text = |i: usize| {
+        files
+            .get(i)
+            .cloned()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    Ok(ocispec::resolve_user(
+        &image.name,
+        &field,
+        text(0).as_deref(),
+        text(1).as_deref(),
+    )?)
 }
 
 async fn changed(mut rx: watch::Receiver<bool>) {
