@@ -398,6 +398,8 @@ mod tests {
     struct Fake {
         spec: ServiceSpec,
         launch_takes: Duration,
+        /// Every launch fails (the container "exits with code 5" during start-up).
+        fail: bool,
         launched: StdMutex<Vec<(String, Instant)>>,
         stopped: StdMutex<Vec<(String, Instant)>>,
         exits: StdMutex<Vec<watch::Sender<Option<ExitStatus>>>>,
@@ -414,6 +416,9 @@ mod tests {
                 .unwrap()
                 .push((id.to_string(), Instant::now()));
             tokio::time::sleep(self.launch_takes).await;
+            if self.fail {
+                return Err(StartError::Exited(ExitStatus { code: 5 }));
+            }
             let (r, tx) = Running::without_container(id);
             self.exits.lock().unwrap().push(tx);
             Ok(r)
@@ -471,6 +476,10 @@ mod tests {
     }
 
     fn start(min: usize, max: usize, launch_takes: Duration) -> Harness {
+        start_with(min, max, launch_takes, false)
+    }
+
+    fn start_with(min: usize, max: usize, launch_takes: Duration, fail: bool) -> Harness {
         let s = spec(min, max);
         let policy = Policy {
             min_instances: min,
@@ -481,6 +490,7 @@ mod tests {
         let fake = Arc::new(Fake {
             spec: s,
             launch_takes,
+            fail,
             launched: StdMutex::new(vec![]),
             stopped: StdMutex::new(vec![]),
             exits: StdMutex::new(vec![]),
@@ -600,6 +610,39 @@ mod tests {
         at(t0, 5.0).await;
         assert_eq!(h.launched(), 2, "min instances brings a new one");
         assert_eq!(h.ready(), 1);
+        h.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_starts_back_off_exponentially_and_waiting_requests_learn_why() {
+        let t0 = Instant::now();
+        let h = start_with(1, 3, Duration::from_millis(100), true);
+        at(t0, 40.0).await;
+        let times: Vec<f64> = h
+            .fake
+            .launched
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| (*t - t0).as_secs_f64())
+            .collect();
+        assert!(times.len() >= 4, "it keeps trying: {times:?}");
+        let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        for g in gaps.windows(2) {
+            assert!(
+                g[1] > g[0] * 1.5,
+                "gaps grow exponentially, not a hot loop: {gaps:?}"
+            );
+        }
+        let snap = h.snap.borrow().clone();
+        assert!(
+            snap.failed_start
+                .as_deref()
+                .unwrap_or_default()
+                .contains("exit code 5"),
+            "{:?}",
+            snap.failed_start
+        );
         h.shutdown().await;
     }
 }
