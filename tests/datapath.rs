@@ -1,6 +1,8 @@
 //! The service data path against real containers: concurrency, the hold queue, request
 //! timeouts, header rules, protocols (h2c, gRPC, WebSocket, SSE), streaming in bounded
 //! memory, metrics.
+// These tests time a separate process (runlet) by the wall clock: std's Instant is right here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

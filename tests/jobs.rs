@@ -1,6 +1,8 @@
 //! `runlet job` against a real containerd (see tests/common): the workload is the probe in
 //! job mode, which prints one JSON line with what it sees (env, argv) and can be told to
 //! fail until an attempt, sleep, ignore SIGTERM, allocate memory, or exit with a code.
+// These tests time a separate process (runlet) by the wall clock: std's Instant is right here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Instance lifecycle against real containers: scale from zero, scale out to max, scale in,
 //! min instances, SIGTERM → SIGKILL timing, OOM → 500, the in-memory writable filesystem,
 //! start-up failures, startup and liveness probes.
+// These tests time a separate process (runlet) by the wall clock: std's Instant is right here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! `runlet serve` and `runlet image` against a real containerd (see tests/common).
+// These tests time a separate process (runlet) by the wall clock: std's Instant is right here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

@@ -4,6 +4,8 @@
 //! `RUNLET_TEST_CONTAINERD` (its socket) and `RUNLET_TEST_IMAGES` (the archive directory).
 //! Without them these tests skip with a message, except under CI (`CI` set), where a missing
 //! containerd is a failure.
+// These tests time a separate process (runlet) by the wall clock: std's Instant is right here.
+#![allow(clippy::disallowed_types)]
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
