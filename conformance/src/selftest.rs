@@ -222,12 +222,24 @@ mod tests {
         for p in [&fake, &script] {
             Command::new("chmod").arg("755").arg(p).status().unwrap();
         }
-        let mut c = Command::new("bash");
-        c.arg(&script).args(args).env_remove(BREAK_VAR);
-        if let Some(m) = mode {
-            c.env(BREAK_VAR, m);
+        // Exit 126 is ETXTBSY: another test thread forked while our write's fd was open,
+        // and the child still holds it until its own exec. It clears by itself: retry.
+        let mut out = None;
+        for _ in 0..20 {
+            let mut c = Command::new("bash");
+            c.arg(&script).args(args).env_remove(BREAK_VAR);
+            if let Some(m) = mode {
+                c.env(BREAK_VAR, m);
+            }
+            let o = c.output().unwrap();
+            let busy = o.status.code() == Some(126);
+            out = Some(o);
+            if !busy {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let out = c.output().unwrap();
+        let out = out.unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
