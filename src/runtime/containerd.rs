@@ -800,23 +800,10 @@ impl Runtime for Containerd {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<u32, RuntimeError> {
         let id = &spec.id;
-        // The active snapshot has no reference until the container exists: hold a lease.
-        let lease = self.lease("create", Duration::from_secs(300)).await?;
+        // The container comes first and names its snapshot key: from the moment the
+        // snapshot is prepared, the container references it, so garbage collection cannot
+        // take it, and no lease (two more metadata writes per container) is needed.
         let result = async {
-            let mounts: Vec<Mount> = SnapshotsClient::new(self.channel.clone())
-                .prepare(self.req_lease(
-                    PrepareSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        key: id.clone(),
-                        parent: spec.image.chain_id.clone(),
-                        labels: HashMap::new(),
-                    },
-                    &lease,
-                ))
-                .await
-                .map_err(grpc("prepare snapshot", id))?
-                .into_inner()
-                .mounts;
             let container = Container {
                 id: id.clone(),
                 labels: spec.labels.clone(),
@@ -831,18 +818,25 @@ impl Runtime for Containerd {
                 ..Default::default()
             };
             ContainersClient::new(self.channel.clone())
-                .create(self.req_lease(
-                    CreateContainerRequest {
-                        container: Some(container),
-                    },
-                    &lease,
-                ))
+                .create(self.req(CreateContainerRequest {
+                    container: Some(container),
+                }))
                 .await
                 .map_err(grpc("create container", id))?;
+            let mounts: Vec<Mount> = SnapshotsClient::new(self.channel.clone())
+                .prepare(self.req(PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: id.clone(),
+                    parent: spec.image.chain_id.clone(),
+                    labels: HashMap::new(),
+                }))
+                .await
+                .map_err(grpc("prepare snapshot", id))?
+                .into_inner()
+                .mounts;
             Ok::<_, RuntimeError>(mounts)
         }
         .await;
-        self.release(lease, false).await?;
         let mut mounts = match result {
             Ok(m) => m,
             Err(e) => {

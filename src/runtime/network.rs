@@ -1,11 +1,21 @@
 //! Per-instance networking: a network namespace per instance, wired with Debian's CNI
-//! plugins (`loopback`, and `bridge` with `host-local` IPAM for outbound connectivity), and a
-//! dialer that reaches the instance's own loopback from inside its namespace.
+//! `bridge` plugin (`host-local` IPAM) for outbound connectivity, and a dialer that reaches
+//! the instance's own loopback from inside its namespace.
 //!
 //! runlet never sends traffic to the instance's bridge address: the dialer thread joins the
 //! instance's namespace once (`setns`) and opens connections to `127.0.0.1:PORT` there; a
 //! socket keeps the namespace it was created in, so tokio can use it from any thread. Every
 //! instance can therefore listen on 8080.
+//!
+//! Cheaper than the textbook CNI sequence, because jobs pay it once per task:
+//! - `lo` is brought up by runlet itself, in the thread that creates the namespace, instead
+//!   of by the `loopback` plugin (which does only that; ~8 ms a process).
+//! - Outbound NAT is one `MASQUERADE` rule for the whole subnet, checked by runlet, instead
+//!   of the bridge plugin's `ipMasq` (a chain and rules per instance, created on ADD and
+//!   removed on DEL: ~17 ms of `iptables` runs on ADD, ~38 ms on DEL).
+//! - Detach drops the namespace (the kernel then removes the veth pair with it) and releases
+//!   the address with `host-local DEL`, instead of `bridge DEL`, which also deletes the veth
+//!   synchronously (~30 ms).
 
 use std::fs::File;
 use std::future::Future;
@@ -17,8 +27,9 @@ use std::process::Stdio;
 use nix::sched::CloneFlags;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tokio::sync::{oneshot, Mutex};
+use tokio::time::{Duration, Instant};
+use tracing::{info, warn};
 
 use crate::ingress::Dial;
 
@@ -39,7 +50,13 @@ pub enum NetError {
         id: String,
         detail: String,
     },
+    #[error("outbound NAT rule for {subnet}: {detail}")]
+    Nat { subnet: String, detail: String },
 }
+
+/// How long a successful check of the NAT rule is trusted before [`NetConfig::attach`] checks
+/// again (someone may flush the firewall under a long-running `serve`).
+const NAT_RECHECK: Duration = Duration::from_secs(30);
 
 /// The network settings runlet uses for every instance.
 #[derive(Debug, Clone)]
@@ -48,6 +65,8 @@ pub struct NetConfig {
     pub bridge: String,
     pub subnet: String,
     pub ipam_dir: PathBuf,
+    /// When the outbound NAT rule was last seen in place (shared by clones).
+    nat_checked: std::sync::Arc<Mutex<Option<Instant>>>,
 }
 
 impl NetConfig {
@@ -59,6 +78,7 @@ impl NetConfig {
             bridge: "runlet0".into(),
             subnet: "10.209.0.0/16".into(),
             ipam_dir: PathBuf::from(IPAM_DIR),
+            nat_checked: Default::default(),
         }
     }
 
@@ -85,7 +105,8 @@ impl NetConfig {
             "type": "bridge",
             "bridge": self.bridge,
             "isGateway": true,
-            "ipMasq": true,
+            // NAT is one rule for the subnet (ensure_nat), not a chain per instance.
+            "ipMasq": false,
             "hairpinMode": true,
             "ipam": {
                 "type": "host-local",
@@ -96,13 +117,9 @@ impl NetConfig {
         })
     }
 
-    fn loopback_conf(&self) -> serde_json::Value {
-        serde_json::json!({"cniVersion": "1.0.0", "name": "runlet-lo", "type": "loopback"})
-    }
-
     /// Checks the plugins are installed (so `serve` can fail early with a clear message).
     pub fn check(&self) -> Result<(), NetError> {
-        for p in ["bridge", "loopback", "host-local"] {
+        for p in ["bridge", "host-local"] {
             self.plugin(p)?;
         }
         Ok(())
@@ -113,8 +130,10 @@ impl NetConfig {
         Path::new(NETNS_DIR).join(format!("runlet-{id}"))
     }
 
-    /// Creates the namespace of `id` and wires it; returns the instance's address.
+    /// Creates the namespace of `id` (its `lo` up) and wires it; returns the instance's
+    /// address.
     pub async fn attach(&self, id: &str) -> Result<Attachment, NetError> {
+        self.ensure_nat().await?;
         let path = Self::netns_path(id);
         create_netns(&path).await?;
         let att = Attachment {
@@ -122,13 +141,7 @@ impl NetConfig {
             netns: path,
             ip: None,
         };
-        let result = async {
-            self.cni(&att, "loopback", self.loopback_conf(), "ADD")
-                .await?;
-            self.cni(&att, "bridge", self.bridge_conf(), "ADD").await
-        }
-        .await;
-        match result {
+        match self.cni(&att, "bridge", "ADD").await {
             Ok(out) => {
                 let ip = out["ips"][0]["address"]
                     .as_str()
@@ -143,38 +156,80 @@ impl NetConfig {
     }
 
     /// Undoes [`attach`](Self::attach); safe to call for what is partly or wholly gone.
+    ///
+    /// The namespace goes first: once nothing holds it, the kernel deletes it with the veth
+    /// pair in it, so no `bridge DEL` is needed to remove the link. Then `host-local DEL`
+    /// releases the address (it also works when the namespace never existed).
     pub async fn detach(&self, id: &str) {
         let path = Self::netns_path(id);
-        let att = Attachment {
-            id: id.to_string(),
-            netns: path.clone(),
-            ip: None,
-        };
-        if path.exists() {
-            if let Err(e) = self.cni(&att, "bridge", self.bridge_conf(), "DEL").await {
-                warn!(instance = id, "CNI bridge DEL: {e}");
-            }
-            if let Err(e) = self
-                .cni(&att, "loopback", self.loopback_conf(), "DEL")
-                .await
-            {
-                debug!(instance = id, "CNI loopback DEL: {e}");
-            }
-        } else {
-            // The namespace is gone; still release the address host-local may hold for it.
-            let _ = self.cni(&att, "bridge", self.bridge_conf(), "DEL").await;
-        }
         let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&path);
+        let att = Attachment {
+            id: id.to_string(),
+            netns: path,
+            ip: None,
+        };
+        if let Err(e) = self.cni(&att, "host-local", "DEL").await {
+            warn!(instance = id, "CNI host-local DEL: {e}");
+        }
     }
 
+    /// Makes sure the subnet's outbound connections are masqueraded: one `nat POSTROUTING`
+    /// rule for the whole subnet, added if missing. Checked at most every [`NAT_RECHECK`];
+    /// several runlets may race to add it, and a duplicate is harmless.
+    async fn ensure_nat(&self) -> Result<(), NetError> {
+        let mut checked = self.nat_checked.lock().await;
+        if checked.is_some_and(|t| t.elapsed() < NAT_RECHECK) {
+            return Ok(());
+        }
+        let rule = self.nat_rule();
+        let fail = |detail: String| NetError::Nat {
+            subnet: self.subnet.clone(),
+            detail,
+        };
+        let present = iptables("-C", &rule).await.map_err(fail)?;
+        if !present {
+            let added = iptables("-A", &rule).await.map_err(fail)?;
+            if !added {
+                return Err(fail("iptables -A failed".into()));
+            }
+            info!(subnet = %self.subnet, "added the outbound NAT rule");
+        }
+        *checked = Some(Instant::now());
+        Ok(())
+    }
+
+    fn nat_rule(&self) -> Vec<String> {
+        [
+            "-t",
+            "nat",
+            "POSTROUTING",
+            "-s",
+            &self.subnet,
+            "!",
+            "-d",
+            &self.subnet,
+            "-m",
+            "comment",
+            "--comment",
+            "runlet: outbound connections of instances and tasks",
+            "-j",
+            "MASQUERADE",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Runs `plugin` with the bridge network's configuration (`host-local` reads its `ipam`
+    /// section, as the bridge plugin does when it delegates).
     async fn cni(
         &self,
         att: &Attachment,
         plugin: &str,
-        conf: serde_json::Value,
         command: &'static str,
     ) -> Result<serde_json::Value, NetError> {
+        let conf = self.bridge_conf();
         let bin = self.plugin(plugin)?;
         let fail = |detail: String| NetError::Plugin {
             plugin: plugin.to_string(),
@@ -193,10 +248,7 @@ impl NetConfig {
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", format!("runlet-{}", att.id))
             .env("CNI_NETNS", &att.netns)
-            .env(
-                "CNI_IFNAME",
-                if plugin == "loopback" { "lo" } else { "eth0" },
-            )
+            .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", cni_path)
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::piped())
@@ -241,7 +293,56 @@ pub struct Attachment {
     pub ip: Option<String>,
 }
 
-/// Creates a new network namespace and binds it at `path` (like `ip netns add`).
+/// Runs `iptables -w <op> <rule>`; true if it exited 0 (for `-C`: the rule is there).
+async fn iptables(op: &str, rule: &[String]) -> Result<bool, String> {
+    // The rule's table option goes first: `iptables -w -t nat -C POSTROUTING ...`.
+    let (table, rest) = rule.split_at(2);
+    let out = tokio::process::Command::new("iptables")
+        .arg("-w")
+        .args(table)
+        .arg(op)
+        .args(rest)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("running iptables: {e}"))?;
+    if !out.status.success() && op != "-C" {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(out.status.success())
+}
+
+/// Sets `lo` up in the calling thread's network namespace (what the CNI `loopback` plugin
+/// does; the kernel gives it 127.0.0.1/8 and ::1 as it comes up).
+fn loopback_up() -> Result<(), String> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    // Any AF_INET socket will do for interface ioctls.
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| format!("socket: {e}"))?;
+    // SAFETY: ifreq is plain old data, for which all zeroes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write only the ifreq passed, which
+    // lives across both calls; the descriptor is open.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(format!("SIOCGIFFLAGS lo: {}", io::Error::last_os_error()));
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(format!("SIOCSIFFLAGS lo: {}", io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Creates a new network namespace with `lo` up and binds it at `path` (like
+/// `ip netns add` + `ip link set lo up`).
 async fn create_netns(path: &Path) -> Result<(), NetError> {
     let path = path.to_path_buf();
     let fail = |p: &Path, detail: String| NetError::Netns {
@@ -255,6 +356,7 @@ async fn create_netns(path: &Path) -> Result<(), NetError> {
     // ends right after, never on a tokio worker.
     let joined = std::thread::spawn(move || -> Result<(), String> {
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
+        loopback_up()?;
         nix::mount::mount(
             Some("/proc/thread-self/ns/net"),
             &p2,

@@ -5,8 +5,9 @@
 //! An attempt: files dir → network namespace (CNI) → FIFOs → OCI spec (ENV-J1 variables, no
 //! `PORT`; nobody waits for a port, JOB-2) → create → exit watcher → start → race the exit
 //! against the task timeout and the cancellation. Timeout and cancellation both run
-//! [`stop_container`] (SIGTERM, SIGKILL after the grace). Then, always: delete, FIFOs,
-//! network, files.
+//! [`stop_container`] (SIGTERM, SIGKILL after the grace). Then, always: delete and FIFOs,
+//! after which the outcome is reported (the next attempt may start), then network and files,
+//! which the execution waits for before it ends.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -101,6 +103,8 @@ async fn run_loop<R: Runtime>(
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut first_start: Vec<Option<Instant>> = vec![None; spec.task_count as usize];
     let mut cancelled = false;
+    // Every attempt's task, which ends once its network and files are released.
+    let mut attempts = JoinSet::new();
     tokio::pin!(cancel);
     loop {
         let starts = sched.start_ready();
@@ -123,14 +127,19 @@ async fn run_loop<R: Runtime>(
                 cancel_rx.clone(),
                 tx.clone(),
             );
-            tokio::spawn(
+            attempts.spawn(
                 async move {
-                    let outcome = run_attempt(&ctx, &execution, index, attempt, cancel_rx).await;
+                    let id = container_id(&execution, index, attempt);
+                    let outcome =
+                        run_attempt(&ctx, &execution, &id, index, attempt, cancel_rx).await;
+                    // The container is gone: report now, so the next attempt need not wait
+                    // for the network and files to be released.
                     let _ = tx.send(AttemptDone {
                         index,
                         attempt,
                         outcome,
                     });
+                    release_attempt(&ctx, &id).await;
                 }
                 .instrument(span),
             );
@@ -157,6 +166,8 @@ async fn run_loop<R: Runtime>(
             }
         }
     }
+    // Nothing of the execution is left when it ends.
+    while attempts.join_next().await.is_some() {}
     rec.finish(cancelled, SystemTime::now(), t0.elapsed());
     store.save(&rec).await?;
     info!(state = ?rec.status.state, "execution ended");
@@ -201,22 +212,22 @@ fn on_done(
     }
 }
 
-/// One attempt, from nothing to nothing: whatever happens, the container, its network and
-/// its files are gone when this returns.
+/// One attempt, from nothing to its outcome: whatever happens, the container is gone and its
+/// output passed on when this returns; [`release_attempt`] removes the rest.
 async fn run_attempt<R: Runtime>(
     ctx: &Ctx<R>,
     execution: &str,
+    id: &str,
     index: u32,
     attempt: u32,
     cancel: watch::Receiver<bool>,
 ) -> Outcome {
-    let id = container_id(execution, index, attempt);
     let mut pipes = None;
     let mut watcher = None;
     let outcome = match attempt_body(
         ctx,
         execution,
-        &id,
+        id,
         index,
         attempt,
         cancel,
@@ -231,7 +242,7 @@ async fn run_attempt<R: Runtime>(
             Outcome::RuntimeError(e.to_string())
         }
     };
-    if let Err(e) = ctx.runtime.delete(&id).await {
+    if let Err(e) = ctx.runtime.delete(id).await {
         warn!(container = %id, "deleting the container: {e}");
     }
     if let Some(w) = watcher {
@@ -240,15 +251,18 @@ async fn run_attempt<R: Runtime>(
     if let Some(p) = pipes {
         p.close().await;
     }
-    if let Some(net) = &ctx.net {
-        net.detach(&id).await;
-    }
-    let _ = nix::mount::umount2(
-        &ctx.task_dir(&id).join("rootfs"),
-        nix::mount::MntFlags::MNT_DETACH,
-    );
-    let _ = std::fs::remove_dir_all(ctx.task_dir(&id));
     outcome
+}
+
+/// Removes what [`run_attempt`] leaves of attempt `id` (its container deleted): the network
+/// namespace and address, the root filesystem's memory mount, the files.
+async fn release_attempt<R: Runtime>(ctx: &Ctx<R>, id: &str) {
+    if let Some(net) = &ctx.net {
+        net.detach(id).await;
+    }
+    let dir = ctx.task_dir(id);
+    let _ = nix::mount::umount2(&dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[allow(clippy::too_many_arguments)]
