@@ -152,7 +152,7 @@ fn response_headers_breaking_the_rules_are_dropped() {
         r.headers
     );
     assert!(
-        s.output().contains("dropped response headers"),
+        s.wait_for_output("dropped response headers", Duration::from_secs(5)),
         "{}",
         s.output()
     );

@@ -573,6 +573,9 @@ fn ctrl_c_cancels_the_execution_and_leaves_nothing_in_containerd() {
 #[test]
 fn a_runlet_killed_mid_execution_is_cleaned_up_by_the_next_job_command() {
     let Some(env) = env() else { return };
+    // A state dir of its own: any job command of a test running alongside would otherwise
+    // recover (clean up) this execution before the test looks at what runlet left behind.
+    let env = env.isolated("crash");
     env.load("probe.oci.tar");
     let run = Running::start(
         &env,

@@ -49,7 +49,11 @@ fn idle_instances_scale_to_zero_and_the_next_request_starts_one() {
     wait_until("scale to zero", Duration::from_secs(20), || {
         containers_of(&env, "lc-zero") == 0
     });
-    assert!(s.output().contains("draining"), "{}", s.output());
+    assert!(
+        s.wait_for_output("draining", Duration::from_secs(5)),
+        "{}",
+        s.output()
+    );
     let t0 = Instant::now();
     let r = s.get("/");
     assert_eq!(
@@ -191,7 +195,11 @@ fn out_of_memory_ends_the_instance_and_every_in_flight_request_gets_500() {
         "the other request in flight on the instance: {}",
         b.text()
     );
-    assert!(s.output().contains("OOM-killed"), "{}", s.output());
+    assert!(
+        s.wait_for_output("OOM-killed", Duration::from_secs(5)),
+        "{}",
+        s.output()
+    );
     let next = s.get("/");
     assert_eq!(next.status, 200);
     assert_ne!(

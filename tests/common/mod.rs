@@ -67,6 +67,18 @@ impl Env {
         c
     }
 
+    /// The same containerd with a state dir of its own: for a test whose state (job
+    /// records) must not be touched by the recovery that other tests' commands run.
+    pub fn isolated(&self, name: &str) -> Env {
+        let mut dir = self.state_dir.clone().into_os_string();
+        dir.push(format!("-{name}"));
+        Env {
+            containerd: self.containerd.clone(),
+            images: self.images.clone(),
+            state_dir: PathBuf::from(dir),
+        }
+    }
+
     pub fn archive(&self, name: &str) -> PathBuf {
         self.images.join(name)
     }
@@ -183,6 +195,22 @@ impl Served {
 
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// Whether runlet's output contains `needle` within `timeout`. Log lines are written
+    /// by runlet's own tasks and read by a thread here: they may trail the response that
+    /// caused them by a few milliseconds, so assertions on them wait.
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.output().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn get(&self, path: &str) -> Response {
