@@ -241,8 +241,7 @@ async fn serve(
     net.check()?;
     let image = c.resolve_image(&spec.image).await?;
     let user = image_user(&c, &image).await?;
-    let listener = tokio::net::TcpListener::bind(spec.listen)
-        .await
+    let listeners = ingress::bind(spec.listen, ingress::default_workers())
         .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;
     let metrics = Metrics::new();
     if metrics_listen != "off" {
@@ -301,14 +300,16 @@ async fn serve(
         concurrency: spec.concurrency,
         idle_timeout: spec.idle_timeout,
     };
-    let ingress = tokio::spawn(ingress::serve(
-        listener,
+    let ingress = ingress::start(
+        listeners,
         cfg,
         snap_rx,
         demand.clone(),
         metrics.clone(),
-        changed(stop_rx.clone()),
-    ));
+        stop_rx.clone(),
+        service_span.clone(),
+    )
+    .context("cannot start the ingress threads")?;
     runlet::control::service::run(
         ctx.clone(),
         policy,
@@ -319,7 +320,7 @@ async fn serve(
         changed(stop_rx),
     )
     .await;
-    let _ = ingress.await;
+    ingress.join().await;
     signals.abort();
     info!(
         "stopped; nothing of service {} is left in containerd",

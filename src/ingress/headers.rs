@@ -8,20 +8,36 @@
 //! Removed: hop-by-hop headers (`Connection` and the headers it names, `Keep-Alive`,
 //! `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`).
 
+use std::fmt::Write;
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+// Names parsed once (a `&str` name is parsed and hashed on every use).
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static X_CLOUD_TRACE: HeaderName = HeaderName::from_static("x-cloud-trace-context");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+        || n == header::TE
+        || n == header::TRAILER
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+}
+
+/// A header value made from a string built here, without copying it again.
+fn value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
+}
 
 /// A name is printable, non-whitespace ASCII without a colon (HDR-1).
 pub fn valid_name(name: &[u8]) -> bool {
@@ -101,6 +117,10 @@ pub fn drop_invalid(headers: &mut HeaderMap) -> Vec<String> {
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of a lookup per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -111,35 +131,47 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
-        headers.remove(*n);
+    for n in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(n);
     }
 }
 
 /// Adds the forwarding and tracing headers for a request from `client`.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, authority: Option<&str>) {
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    let mut xff = String::with_capacity(64);
+    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        if !prev.trim().is_empty() {
+            let _ = write!(xff, "{prev}, ");
+        }
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let node = match client {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("\"[{a}]\""),
+    let _ = write!(xff, "{client}");
+    if let Some(v) = value(xff) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let mut fwd = String::with_capacity(96);
+    if let Some(prev) = headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
+        if !prev.trim().is_empty() {
+            let _ = write!(fwd, "{prev}, ");
+        }
+    }
+    let _ = match client {
+        IpAddr::V4(a) => write!(fwd, "for={a};proto=http"),
+        IpAddr::V6(a) => write!(fwd, "for=\"[{a}]\";proto=http"),
     };
-    let mut element = format!("for={node};proto=http");
     if let Some(host) = authority.filter(|h| h.bytes().all(|b| b.is_ascii_graphic())) {
-        element.push_str(&format!(";host=\"{host}\""));
+        let _ = write!(fwd, ";host=\"{host}\"");
     }
-    let fwd = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {element}"),
-        _ => element,
-    };
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
-        headers.insert("forwarded", v);
+    if let Some(v) = value(fwd) {
+        headers.insert(&FORWARDED, v);
     }
     if headers.get(http::header::HOST).is_none() {
         if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
@@ -152,11 +184,11 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, authority: Option
 /// `traceparent` (W3C) and `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=OPTIONS`).
 fn add_trace(headers: &mut HeaderMap) {
     let tp = headers
-        .get("traceparent")
+        .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
     let xc = headers
-        .get("x-cloud-trace-context")
+        .get(&X_CLOUD_TRACE)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_cloud_trace);
     let (trace, span, sampled) = match (tp, xc) {
@@ -169,19 +201,19 @@ fn add_trace(headers: &mut HeaderMap) {
             (trace, span, false)
         }
     };
-    if headers.get("traceparent").is_none() || tp.is_none() {
+    if tp.is_none() {
         let v = format!(
             "00-{trace:032x}-{span:016x}-{}",
             if sampled { "01" } else { "00" }
         );
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            headers.insert("traceparent", v);
+        if let Some(v) = value(v) {
+            headers.insert(&TRACEPARENT, v);
         }
     }
-    if headers.get("x-cloud-trace-context").is_none() {
+    if xc.is_none() && !headers.contains_key(&X_CLOUD_TRACE) {
         let v = format!("{trace:032x}/{span};o={}", u8::from(sampled));
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            headers.insert("x-cloud-trace-context", v);
+        if let Some(v) = value(v) {
+            headers.insert(&X_CLOUD_TRACE, v);
         }
     }
 }

@@ -8,14 +8,16 @@
 
 pub mod headers;
 pub mod rescue;
+pub mod upstream;
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,8 +26,7 @@ use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::time::{Instant, Sleep};
@@ -33,6 +34,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::metrics::Metrics;
 use rescue::Refusal;
+use upstream::{Upstream, UpstreamBody};
 
 /// Body errors end the response abruptly (the connection is closed, never left hanging).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -43,30 +45,20 @@ pub trait Dial: Send + Sync + 'static {
     fn dial(&self) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send + '_>>;
 }
 
-#[derive(Clone)]
-struct Connector(Arc<dyn Dial>);
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<tokio::net::TcpStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let d = self.0.clone();
-        Box::pin(async move { d.dial().await.map(TokioIo::new) })
-    }
-}
-
 /// Why an instance stopped serving; set by the control path, read when a forwarded request
 /// fails, to tell an out-of-memory kill (500, LIFE-9) from a crash (502).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Death {
     OutOfMemory,
     Exited(String),
+}
+
+/// Most ingress worker threads (more are folded onto these slots).
+const MAX_WORKERS: usize = 16;
+
+thread_local! {
+    /// The ingress worker this thread is (1..=MAX_WORKERS), or 0 for any other thread.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
 }
 
 /// One routable instance, as the data path sees it.
@@ -76,16 +68,16 @@ pub struct Endpoint {
     authority: http::uri::Authority,
     in_flight: AtomicUsize,
     http2: bool,
-    client: Client<Connector, Incoming>,
+    dialer: Arc<dyn Dial>,
+    /// One connection pool per ingress worker thread, made on first use: a request and the
+    /// upstream connection it uses are driven by the same thread, with no cross-thread
+    /// wake-up (measured: a third of the proxy's CPU per request).
+    upstreams: [OnceLock<Upstream>; MAX_WORKERS + 1],
     death: watch::Sender<Option<Death>>,
 }
 
 impl Endpoint {
     pub fn new(instance: String, port: u16, dialer: Arc<dyn Dial>, http2: bool) -> Self {
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .http2_only(http2);
         let authority = http::uri::Authority::try_from(format!("127.0.0.1:{port}"))
             .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
         Endpoint {
@@ -93,9 +85,16 @@ impl Endpoint {
             authority,
             in_flight: AtomicUsize::new(0),
             http2,
-            client: b.build(Connector(dialer)),
+            dialer,
+            upstreams: Default::default(),
             death: watch::channel(None).0,
         }
+    }
+
+    /// This thread's connections to the instance.
+    fn upstream(&self) -> &Upstream {
+        let worker = WORKER.with(Cell::get);
+        self.upstreams[worker].get_or_init(|| Upstream::new(self.dialer.clone(), self.http2))
     }
 
     /// Records why the instance died (the first cause wins).
@@ -186,6 +185,103 @@ struct Shared {
     requests_by_class: [prometheus::IntCounter; 6],
     latency: prometheus::Histogram,
     queue_wait: prometheus::Histogram,
+}
+
+/// The data path running on its own threads; see [`start`].
+pub struct Ingress {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Ingress {
+    /// Waits until every worker has stopped (after the shutdown signal and the in-flight
+    /// requests' grace).
+    pub async fn join(self) {
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in self.threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Binds `addr` for `workers` ingress threads: one `SO_REUSEPORT` socket each, so the
+/// kernel spreads connections over them. An address already in use by anyone (with
+/// `SO_REUSEPORT` or not) is refused first, so two runlets never share a port silently.
+/// Must be called within a tokio runtime; the listeners come back as std sockets.
+pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
+    (0..workers.clamp(1, MAX_WORKERS))
+        .map(|_| {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            socket.listen(1024)?.into_std()
+        })
+        .collect()
+}
+
+/// How many ingress threads to run: `RUNLET_INGRESS_THREADS`, else one per CPU.
+pub fn default_workers() -> usize {
+    std::env::var("RUNLET_INGRESS_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, MAX_WORKERS)
+}
+
+/// Starts the data path on one thread per listener, each with a single-threaded tokio
+/// runtime (thread per core, like nginx's workers): a connection, its requests and their
+/// upstream connections stay on one thread. Workers stop accepting when `shutdown` turns
+/// true. The control path keeps the main runtime; the two meet only through the snapshot
+/// (`watch`) and [`Demand`] (atomics, `Notify`), which work across runtimes.
+pub fn start(
+    listeners: Vec<std::net::TcpListener>,
+    cfg: IngressConfig,
+    snapshot: watch::Receiver<Snapshot>,
+    demand: Arc<Demand>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+    span: tracing::Span,
+) -> io::Result<Ingress> {
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (cfg, snapshot, demand, metrics, mut shutdown, span) = (
+            cfg.clone(),
+            snapshot.clone(),
+            demand.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            span.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("ingress-{i}"))
+            .spawn(move || {
+                WORKER.with(|w| w.set(i % MAX_WORKERS + 1));
+                rt.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return warn!("ingress worker {i}: {e}"),
+                    };
+                    let stop = async move {
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                    };
+                    serve(listener, cfg, snapshot, demand, metrics, stop)
+                        .instrument(span)
+                        .await
+                })
+            })?;
+        threads.push(thread);
+    }
+    Ok(Ingress { threads })
 }
 
 /// Serves requests on `listener` until `shutdown` resolves; then stops accepting.
@@ -403,8 +499,12 @@ async fn forward(
     };
     let authority = req.uri().authority().map(|a| a.to_string());
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(slot.endpoint.authority.clone());
+    // HTTP/1.1 to the instance takes the origin form (`/path?query`); HTTP/2 needs the
+    // scheme and authority as pseudo-headers.
+    if slot.endpoint.http2 {
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(slot.endpoint.authority.clone());
+    }
     parts.path_and_query = Some(
         req.uri()
             .path_and_query()
@@ -428,6 +528,11 @@ async fn forward(
         peer,
         authority.as_deref().or(host_header.as_deref()),
     );
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Ok(v) = http::HeaderValue::from_str(slot.endpoint.authority.as_str()) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
     let client_upgrade = match upgrade {
         Some(proto) if !slot.endpoint.http2 => {
             req.headers_mut().insert(
@@ -440,7 +545,7 @@ async fn forward(
         _ => None,
     };
     let endpoint = slot.endpoint.clone();
-    let call = endpoint.client.request(req);
+    let call = endpoint.upstream().send(req);
     let answered = tokio::select! {
         biased;
         r = call => Ok(r),
@@ -457,7 +562,7 @@ async fn forward(
                 Some(Death::Exited(how)) => {
                     Refusal::Upstream(format!("the instance exited ({how})"))
                 }
-                None => Refusal::Upstream(format!("{e:?}")),
+                None => Refusal::Upstream(e.to_string()),
             });
         }
         Ok(Ok(r)) => r,
@@ -487,7 +592,7 @@ async fn forward(
 /// WebSockets). The slot is held for the tunnel's life.
 fn tunnel(
     client: hyper::upgrade::OnUpgrade,
-    resp: &mut Response<Incoming>,
+    resp: &mut Response<UpstreamBody>,
     slot: Slot,
     deadline: Instant,
 ) -> Response<ProxyBody> {
@@ -520,7 +625,7 @@ fn strip_and_add(h: &mut http::HeaderMap, peer: SocketAddr, authority: Option<&s
 /// closed: a response whose headers were sent cannot become a 504), and holds the
 /// instance slot until it is done.
 struct DeadlineBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     sleep: Pin<Box<Sleep>>,
     _slot: Slot,
 }
