@@ -497,36 +497,40 @@ async fn forward(
         r = acquire(shared, deadline) => r?,
         _ = &mut timer => return Err(Refusal::Timeout),
     };
-    let authority = req.uri().authority().map(|a| a.to_string());
-    let mut parts = http::uri::Parts::default();
-    // HTTP/1.1 to the instance takes the origin form (`/path?query`); HTTP/2 needs the
-    // scheme and authority as pseudo-headers.
-    if slot.endpoint.http2 {
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(slot.endpoint.authority.clone());
+    let authority = req.uri().authority().cloned();
+    // HTTP/1.1 to the instance takes the origin form (`/path?query`), which is what an
+    // HTTP/1.1 client sends (left as is); HTTP/2 needs the scheme and authority as
+    // pseudo-headers.
+    let origin_form = req.uri().scheme().is_none() && authority.is_none();
+    if slot.endpoint.http2 || !origin_form {
+        let mut parts = http::uri::Parts::default();
+        if slot.endpoint.http2 {
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(slot.endpoint.authority.clone());
+        }
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|_| Refusal::BadRequest("bad request target".into()))?;
     }
-    parts.path_and_query = Some(
-        req.uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    *req.uri_mut() =
-        Uri::from_parts(parts).map_err(|_| Refusal::BadRequest("bad request target".into()))?;
     *req.version_mut() = if slot.endpoint.http2 {
         http::Version::HTTP_2
     } else {
         http::Version::HTTP_11
     };
-    let host_header = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string);
+    // (Cheap clones: both share the request's bytes.)
+    let host_header = req.headers().get(http::header::HOST).cloned();
     strip_and_add(
         req.headers_mut(),
         peer,
-        authority.as_deref().or(host_header.as_deref()),
+        authority
+            .as_ref()
+            .map(|a| a.as_str())
+            .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok())),
     );
     if !req.headers().contains_key(http::header::HOST) {
         if let Ok(v) = http::HeaderValue::from_str(slot.endpoint.authority.as_str()) {
