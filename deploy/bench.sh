@@ -62,6 +62,9 @@ if want datapath; then
 serve dp 18080 --concurrency 1000
 id=$($CTR containers ls -q | grep '^dp-00001-' | head -1)
 ns=runlet-$id
+# nginx twice: a plain reverse proxy, and one adding the forwarding and trace headers runlet
+# adds (X-Forwarded-For/-Proto, Forwarded, traceparent, X-Cloud-Trace-Context), i.e. doing
+# the same job.
 cat > "$run/nginx.conf" <<NGINX
 worker_processes auto;
 pid $run/nginx.pid;
@@ -74,34 +77,70 @@ http {
     listen 127.0.0.1:18081;
     location / { proxy_pass http://probe; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
+  server {
+    listen 127.0.0.1:18082;
+    location / {
+      proxy_pass http://probe; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header Forwarded "for=\$remote_addr;proto=\$scheme;host=\"\$http_host\"";
+      proxy_set_header traceparent "00-\$request_id-0000000000000001-00";
+      proxy_set_header X-Cloud-Trace-Context "\$request_id/1;o=0";
+    }
+  }
 }
 NGINX
 ip netns exec "$ns" nginx -c "$run/nginx.conf"
+sleep 0.5
 path='/?bytes=128'
-declare -A url=([direct]="http://127.0.0.1:8080$path" [nginx]="http://127.0.0.1:18081$path" [runlet]="http://127.0.0.1:18080$path")
-declare -A pre=([direct]="ip netns exec $ns" [nginx]="ip netns exec $ns" [runlet]="")
-declare -A rps p50 p99 r50 r99
-for t in direct nginx runlet; do
+paths="direct nginx nginx-headers runlet"
+declare -A url=([direct]="http://127.0.0.1:8080$path" [nginx]="http://127.0.0.1:18081$path" [nginx-headers]="http://127.0.0.1:18082$path" [runlet]="http://127.0.0.1:18080$path")
+declare -A pre=([direct]="ip netns exec $ns" [nginx]="ip netns exec $ns" [nginx-headers]="ip netns exec $ns" [runlet]="")
+# The processes doing each path's work, for CPU time per request (utime + stime).
+probe_pid=$(pgrep -x probe | head -1)
+nginx_pids=$(pgrep -P "$(cat "$run/nginx.pid")" | tr '\n' ' ')
+declare -A who=([direct]="$probe_pid" [nginx]="$nginx_pids" [nginx-headers]="$nginx_pids" [runlet]="${pids[-1]}")
+cpu_ticks() { local t=0 f; for p in "$@"; do for f in /proc/"$p"/task/*/stat; do t=$((t + $(sed 's/.*) //' "$f" | awk '{print $12 + $13}'))); done; done; echo "$t"; }
+tck=$(getconf CLK_TCK)
+rounds=${BENCH_ROUNDS:-3}
+rm -f "$run"/wrk-*
+declare -A rps p50 p99 r50 r99 cpu
+for t in $paths; do
   ${pre[$t]} wrk -t2 -c64 -d3s "${url[$t]}" >/dev/null   # warm-up
 done
-for t in direct nginx runlet; do
-  w=$(${pre[$t]} wrk -t2 -c64 -d10s --latency "${url[$t]}")
-  rps[$t]=$(echo "$w" | awk '/Requests\/sec/ {print $2}')
-  p50[$t]=$(echo "$w" | awk '$1=="50%" {print $2}')
-  p99[$t]=$(echo "$w" | awk '$1=="99%" {print $2}')
+# Rounds alternate the paths, so a noisy moment on the machine hits them all alike; the
+# median round of each path is reported.
+for r in $(seq 1 "$rounds"); do
+  for t in $paths; do
+    c0=$(cpu_ticks ${who[$t]})
+    w=$(${pre[$t]} wrk -t2 -c64 -d8s --latency "${url[$t]}")
+    c1=$(cpu_ticks ${who[$t]})
+    n=$(echo "$w" | awk '/requests in/ {print $1}')
+    echo "$(echo "$w" | awk '/Requests\/sec/ {print $2}') $(echo "$w" | awk '$1=="50%" {print $2}') $(echo "$w" | awk '$1=="99%" {print $2}') $(python3 -c "print('%.1f' % (($c1 - $c0) * 1e6 / $tck / $n))")" >>"$run/wrk-$t"
+  done
+done
+for t in $paths; do
+  read -r rps[$t] p50[$t] p99[$t] cpu[$t] < <(sort -n "$run/wrk-$t" | sed -n "$(( (rounds + 1) / 2 ))p")
   j=$(${pre[$t]} $B rate "${url[$t]}" --rate 1000 --duration 10 --connections 32)
   r50[$t]=$(echo "$j" | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["p50_ms"])')
   r99[$t]=$(echo "$j" | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["p99_ms"])')
 done
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
+per_round() { paste -d' ' "$run/wrk-$1" "$run/wrk-$2" | awk '{printf "%s%.2f", (NR>1?", ":""), $1/$5}'; }
 {
   echo "## 1. Data path (one probe instance, \`GET $path\`)"
   echo
-  echo "| path | wrk -t2 -c64 10 s: req/s | wrk p50 | wrk p99 | 1,000 req/s open loop: p50 ms | p99 ms |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  for t in direct nginx runlet; do echo "| $t | ${rps[$t]} | ${p50[$t]} | ${p99[$t]} | ${r50[$t]} | ${r99[$t]} |"; done
+  echo "wrk -t2 -c64, $rounds rounds of 8 s alternating the paths, median round shown; CPU is"
+  echo "the time the serving processes (the probe for direct, nginx's workers, runlet) spent"
+  echo "per request, user + system."
   echo
-  echo "- throughput runlet/direct: $(ratio "${rps[runlet]}" "${rps[direct]}"), runlet/nginx: $(ratio "${rps[runlet]}" "${rps[nginx]}")"
+  echo "| path | req/s | wrk p50 | wrk p99 | CPU µs/request | 1,000 req/s open loop: p50 ms | p99 ms |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for t in $paths; do echo "| $t | ${rps[$t]} | ${p50[$t]} | ${p99[$t]} | ${cpu[$t]} | ${r50[$t]} | ${r99[$t]} |"; done
+  echo
+  echo "- throughput runlet/direct: $(ratio "${rps[runlet]}" "${rps[direct]}"), runlet/nginx: $(ratio "${rps[runlet]}" "${rps[nginx]}") (rounds: $(per_round runlet nginx)), runlet/nginx-headers: $(ratio "${rps[runlet]}" "${rps[nginx-headers]}") (rounds: $(per_round runlet nginx-headers))"
+  echo "- proxy CPU per request, runlet/nginx: $(ratio "${cpu[runlet]}" "${cpu[nginx]}")"
   echo "- p99 added over direct at 1,000 req/s: runlet $(python3 -c "print('%.3f' % (${r99[runlet]} - ${r99[direct]}))") ms, nginx $(python3 -c "print('%.3f' % (${r99[nginx]} - ${r99[direct]}))") ms"
   echo
 } >>"$out"
