@@ -137,6 +137,13 @@ fn bad_request_headers_get_400_and_never_reach_the_container() {
         before + 1,
         "only the counting request reached the container"
     );
+    // Those hyper refuses while parsing are logged like runlet's own refusals.
+    assert!(
+        s.wait_for_output("refused: malformed request", Duration::from_secs(5)),
+        "{}",
+        s.output()
+    );
+    assert!(s.output().contains("bad_header"), "{}", s.output());
 }
 
 #[test]

@@ -326,6 +326,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let for_conn = shared.clone();
         let shared = shared.clone();
         let svc = hyper::service::service_fn(move |req| {
             let shared = shared.clone();
@@ -333,9 +334,23 @@ pub async fn serve(
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn.into_owned());
+        let shared = for_conn;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                debug!("connection from {peer}: {e}");
+                match e.downcast_ref::<hyper::Error>() {
+                    // hyper answered 400 (or 431/414) itself, before any request reached
+                    // runlet's handler: log and count it like every other refusal.
+                    Some(h) if h.is_parse() || h.is_parse_too_large() => {
+                        info!(service = %shared.cfg.service, %peer, reason = "malformed", "refused: malformed request: {e}");
+                        shared
+                            .metrics
+                            .refusals
+                            .with_label_values(&[&shared.cfg.service, "malformed"])
+                            .inc();
+                        shared.requests_by_class[4].inc();
+                    }
+                    _ => debug!("connection from {peer}: {e}"),
+                }
             }
         });
     }
