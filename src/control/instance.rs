@@ -178,7 +178,7 @@ impl<R: Runtime> Ctx<R> {
             &spec.env,
             &spec.contract_env(),
         );
-        let hostname = id.chars().take(63).collect::<String>();
+        let hostname = ocispec::hostname(id);
         let etc =
             network::write_etc_files(&self.dir(id).join("etc"), &hostname, att.ip.as_deref())?;
         let oci = ocispec::build(&ocispec::SpecInput {
@@ -186,11 +186,7 @@ impl<R: Runtime> Ctx<R> {
             hostname,
             args,
             env,
-            cwd: cfg
-                .working_dir
-                .clone()
-                .filter(|w| !w.is_empty())
-                .unwrap_or_else(|| "/".into()),
+            cwd: ocispec::working_dir(cfg),
             uid: self.user.0,
             gid: self.user.1,
             memory_bytes: spec.memory_bytes,

@@ -86,6 +86,19 @@ pub fn argv(
     Ok(out)
 }
 
+/// The hostname of a container: its id, cut to the 63 bytes a hostname may have.
+pub fn hostname(id: &str) -> String {
+    id.chars().take(63).collect()
+}
+
+/// The working directory: the image's `WorkingDir`, or `/`.
+pub fn working_dir(cfg: &RunConfig) -> String {
+    cfg.working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into())
+}
+
 /// The environment: the image's, then the user's (overriding by name), then runlet's
 /// contract variables (which nobody may override). `PATH` gets a default if absent.
 pub fn env(

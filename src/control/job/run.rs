@@ -299,7 +299,7 @@ async fn attempt_body<R: Runtime>(
         opened.stdout.display().to_string(),
         opened.stderr.display().to_string(),
     );
-    let hostname: String = id.chars().take(63).collect();
+    let hostname = ocispec::hostname(id);
     let etc = match &att {
         Some(a) => network::write_etc_files(&dir.join("etc"), &hostname, a.ip.as_deref())?,
         None => Vec::new(),
@@ -315,11 +315,7 @@ async fn attempt_body<R: Runtime>(
         hostname,
         args: ctx.argv.clone(),
         env,
-        cwd: cfg
-            .working_dir
-            .clone()
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into()),
+        cwd: ocispec::working_dir(cfg),
         uid: ctx.user.0,
         gid: ctx.user.1,
         memory_bytes: spec.memory_bytes,
