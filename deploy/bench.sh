@@ -145,6 +145,33 @@ per_round() { paste -d' ' "$run/wrk-$1" "$run/wrk-$2" | awk '{printf "%s%.2f", (
   echo
 } >>"$out"
 kill "$(cat "$run/nginx.pid")"; rm -f "$run/nginx.pid"
+# --cpu-throttling: with one request at a time, every request takes the instance from idle
+# to busy and back (two writes to its cgroup's CPU quota).
+serve dpt 18083 --concurrency 1000 --cpu-throttling
+declare -A turl=([full]="http://127.0.0.1:18080$path" [throttled]="http://127.0.0.1:18083$path")
+rm -f "$run"/seq-*
+for r in $(seq 1 "$rounds"); do
+  for t in full throttled; do
+    w=$(wrk -t1 -c1 -d5s --latency "${turl[$t]}")
+    echo "$(echo "$w" | awk '/Requests\/sec/ {print $2}') $(echo "$w" | awk '$1=="50%" {print $2}')" >>"$run/seq-$t"
+  done
+done
+declare -A srps sp50
+for t in full throttled; do read -r srps[$t] sp50[$t] < <(sort -n "$run/seq-$t" | sed -n "$(( (rounds + 1) / 2 ))p"); done
+{
+  echo "### \`--cpu-throttling\`: cost per request"
+  echo
+  echo "One connection, one request at a time (wrk -t1 -c1, $rounds rounds of 5 s, median), so that"
+  echo "every request finds the instance idle (throttled to 1% of a CPU) and leaves it idle:"
+  echo
+  echo "| instance | req/s | p50 |"
+  echo "|---|---:|---:|"
+  echo "| full CPU all the time (default) | ${srps[full]} | ${sp50[full]} |"
+  echo "| \`--cpu-throttling\` | ${srps[throttled]} | ${sp50[throttled]} |"
+  echo
+  echo "- added per request: $(python3 -c "print('%.1f' % ((1 / ${srps[throttled]} - 1 / ${srps[full]}) * 1e6))") µs (two cgroup writes; none while requests overlap)"
+  echo
+} >>"$out"
 fi
 
 # ---- 2. cold start -----------------------------------------------------------------------

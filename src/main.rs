@@ -217,6 +217,7 @@ fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
         idle_timeout: idle,
         startup_timeout: startup,
         use_http2: a.use_http2,
+        cpu_throttling: a.cpu_throttling,
         volumes: spec::volumes(&a.add_volume, &a.add_volume_mount, memory)?,
         startup_probe: a
             .startup_probe

@@ -45,6 +45,8 @@ pub struct ServiceSpec {
     pub idle_timeout: Duration,
     pub startup_timeout: Duration,
     pub use_http2: bool,
+    /// `--cpu-throttling`: an instance with no request in flight keeps 1% of a CPU.
+    pub cpu_throttling: bool,
     /// A configured startup probe; without one, the ingress port accepting TCP means ready.
     pub startup_probe: Option<crate::control::probe::Probe>,
     pub liveness_probe: Option<crate::control::probe::Probe>,

@@ -438,3 +438,47 @@ fn in_memory_volumes_are_mounted_with_their_size_limit() {
         "{mounts:?}"
     );
 }
+
+/// The CPU quota runlet gave instance `id`, read from the host (cgroup v1 or v2).
+fn host_cpu_quota(id: &str) -> String {
+    let v1 = format!("/sys/fs/cgroup/cpu/runlet/{id}/cpu.cfs_quota_us");
+    let v2 = format!("/sys/fs/cgroup/runlet/{id}/cpu.max");
+    std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .unwrap_or_else(|e| panic!("no CPU quota file for {id}: {e}"))
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn cpu_throttling_cuts_an_idle_instance_to_one_percent_and_a_request_restores_it() {
+    let Some(env) = env() else { return };
+    env.load("probe.oci.tar");
+    let s = env.serve(&[
+        "--image",
+        "probe",
+        "--service",
+        "lc-throttle",
+        "--cpu",
+        "2",
+        "--cpu-throttling",
+    ]);
+    // Inside a request the container sees its full quota (LIFE-5)...
+    let r = s.get("/").json();
+    assert_eq!(r["cgroup"]["cpu_quota_us"], "200000", "{r}");
+    let id = r["hostname"].as_str().unwrap().to_string();
+    // ...and once it is idle the host shows 1% of a CPU.
+    wait_until("the idle quota", Duration::from_secs(5), || {
+        host_cpu_quota(&id) == "1000"
+    });
+    // Without the flag an idle instance keeps its quota.
+    let plain = env.serve(&["--image", "probe", "--service", "lc-no-throttle"]);
+    let id = plain.get("/").json()["hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(host_cpu_quota(&id), "100000");
+}

@@ -114,6 +114,13 @@ pub struct ServeArgs {
     /// Send requests to the container as HTTP/2 cleartext (h2c).
     #[arg(long)]
     pub use_http2: bool,
+    /// Throttle an instance's CPU (to 1% of a CPU) while no request is in flight, as Cloud
+    /// Run does with request-based billing. Off by default on one machine: see docs/usage.md.
+    #[arg(long, overrides_with = "no_cpu_throttling")]
+    pub cpu_throttling: bool,
+    /// Give instances their full CPU all the time (the default).
+    #[arg(long, overrides_with = "cpu_throttling")]
+    pub no_cpu_throttling: bool,
     /// Prometheus metrics address (`/metrics`); "off" disables it.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub metrics_listen: String,

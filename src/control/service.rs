@@ -463,6 +463,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             startup_timeout: Duration::from_secs(240),
             use_http2: false,
+            cpu_throttling: false,
             startup_probe: None,
             liveness_probe: None,
             volumes: vec![],

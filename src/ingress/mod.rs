@@ -33,6 +33,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::metrics::Metrics;
+use crate::runtime::cgroup::CpuQuota;
 use rescue::Refusal;
 use upstream::{Upstream, UpstreamBody};
 
@@ -74,7 +75,26 @@ pub struct Endpoint {
     /// wake-up (measured: a third of the proxy's CPU per request).
     upstreams: [OnceLock<Upstream>; MAX_WORKERS + 1],
     death: watch::Sender<Option<Death>>,
+    /// `--cpu-throttling`: the instance's CPU quota, cut while no request is in flight.
+    throttle: Option<Throttle>,
 }
+
+struct Throttle {
+    quota: CpuQuota,
+    state: ThrottleLock,
+}
+
+#[derive(Default)]
+struct ThrottleState {
+    /// What was last written: `Some(true)` throttled, `Some(false)` full.
+    applied: Option<bool>,
+    /// Stopping: full CPU for the shutdown, and no more throttling.
+    released: bool,
+}
+
+/// Held for a quota write at an instance's idle/busy transitions, never across an await.
+#[allow(clippy::disallowed_types)]
+type ThrottleLock = std::sync::Mutex<ThrottleState>;
 
 impl Endpoint {
     pub fn new(instance: String, port: u16, dialer: Arc<dyn Dial>, http2: bool) -> Self {
@@ -88,7 +108,50 @@ impl Endpoint {
             dialer,
             upstreams: Default::default(),
             death: watch::channel(None).0,
+            throttle: None,
         }
+    }
+
+    /// Throttles the instance's CPU while it has no request in flight (`--cpu-throttling`).
+    pub fn with_cpu_throttling(mut self, quota: CpuQuota) -> Self {
+        self.throttle = Some(Throttle {
+            quota,
+            state: Default::default(),
+        });
+        self
+    }
+
+    /// Brings the CPU quota in line with the in-flight count: throttled at 0, full above.
+    /// Called at the 0→1 and 1→0 transitions (and by the control path once the instance is
+    /// ready); the count is read again under the lock, so whichever of two racing
+    /// transitions writes last writes what is true now.
+    pub fn sync_cpu(&self) {
+        let Some(t) = &self.throttle else { return };
+        let mut state = t.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.released {
+            return;
+        }
+        let idle = self.in_flight.load(Ordering::SeqCst) == 0;
+        if state.applied != Some(idle) {
+            match t.quota.set(idle) {
+                Ok(()) => state.applied = Some(idle),
+                Err(e) => {
+                    // Without the file there is nothing to throttle: stop trying.
+                    warn!(instance = %self.instance, "CPU throttling off: {}: {e}", t.quota.file().display());
+                    state.released = true;
+                }
+            }
+        }
+    }
+
+    /// Gives the instance its full CPU for good (it is being stopped).
+    pub fn release_cpu(&self) {
+        let Some(t) = &self.throttle else { return };
+        let mut state = t.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.released && state.applied == Some(true) {
+            let _ = t.quota.set(false);
+        }
+        state.released = true;
     }
 
     /// This thread's connections to the instance.
@@ -371,7 +434,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         // SeqCst with the `queued` load below and the waiter's `queued` increment and
         // `in_flight` load: either the waiter sees the freed slot or this sees the waiter.
-        self.endpoint.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.endpoint.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.endpoint.sync_cpu();
+        }
         self.demand.in_flight.fetch_sub(1, Ordering::AcqRel);
         // Only waiters need the wake-up (and notify_waiters takes a lock). A waiter counts
         // itself in `queued` before it looks for a slot, so it cannot miss this.
@@ -396,6 +461,9 @@ fn try_acquire(snapshot: &Snapshot, concurrency: usize, demand: &Arc<Demand>) ->
             .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            if cur == 0 {
+                e.sync_cpu();
+            }
             demand.in_flight.fetch_add(1, Ordering::AcqRel);
             return Some(Slot {
                 endpoint: e.clone(),
@@ -703,5 +771,53 @@ mod tests {
                 "starting={starting} avg={avg:?}"
             );
         }
+    }
+
+    struct Nowhere;
+    impl Dial for Nowhere {
+        fn dial(
+            &self,
+        ) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send + '_>> {
+            Box::pin(async { Err(io::Error::other("nowhere")) })
+        }
+    }
+
+    #[test]
+    fn cpu_is_throttled_exactly_while_no_request_is_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cpu.cfs_quota_us");
+        let quota = || std::fs::read_to_string(&file).unwrap();
+        let e = Arc::new(
+            Endpoint::new("i".into(), 8080, Arc::new(Nowhere), false)
+                .with_cpu_throttling(CpuQuota::at(file.clone(), "100000", "1000")),
+        );
+        let snap = Snapshot {
+            endpoints: vec![e.clone()],
+            ..Default::default()
+        };
+        let demand = Arc::new(Demand::default());
+        e.sync_cpu();
+        assert_eq!(quota(), "1000", "idle once ready");
+        let a = try_acquire(&snap, 80, &demand).unwrap();
+        assert_eq!(quota(), "100000", "first request");
+        let b = try_acquire(&snap, 80, &demand).unwrap();
+        drop(a);
+        assert_eq!(quota(), "100000", "one still in flight");
+        drop(b);
+        assert_eq!(quota(), "1000", "idle again");
+        e.release_cpu();
+        assert_eq!(quota(), "100000", "stopping: full CPU");
+        drop(try_acquire(&snap, 80, &demand).unwrap());
+        assert_eq!(quota(), "100000", "never throttled again once released");
+    }
+
+    #[test]
+    fn without_the_quota_file_throttling_turns_itself_off() {
+        let e = Endpoint::new("i".into(), 8080, Arc::new(Nowhere), false).with_cpu_throttling(
+            CpuQuota::at("/nonexistent/cpu.max".into(), "100000", "1000"),
+        );
+        e.sync_cpu();
+        e.sync_cpu();
+        e.release_cpu();
     }
 }

@@ -5,6 +5,7 @@
 //! The ingress never imports this module: it only sees the dialers the control path
 //! publishes.
 
+pub mod cgroup;
 pub mod containerd;
 pub mod embedded;
 pub mod fake;

@@ -8,7 +8,7 @@ use thiserror::Error;
 use crate::image::archive::RunConfig;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const CPU_PERIOD: u64 = 100_000;
+pub const CPU_PERIOD: u64 = 100_000;
 
 /// Docker's default capability set.
 const DEFAULT_CAPS: &[&str] = &[

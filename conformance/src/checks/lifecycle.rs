@@ -40,6 +40,7 @@ pub fn checks() -> Vec<Check> {
             .slow()
             .breaks_with(Mangle::DropEnvVars),
         check!("LIFE-5", "cpu-during-request", "while a request is in flight the container is not frozen, has its CPU quota, and answers", cpu_during_request),
+        check!("LIFE-5", "cpu-during-request-throttled", "with --cpu-throttling, a request in flight gets the full CPU quota back", cpu_during_request_throttled),
         check!("LIFE-6", "idle-instance-stopped", "--idle-timeout 3s: an idle instance is stopped after about 3 s, not before", idle_instance_stopped)
             .slow()
             .breaks_with(Mangle::DropIdleTimeout),
@@ -394,7 +395,19 @@ async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
 }
 
 async fn cpu_during_request(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
+    cpu_while_serving(ctx, &[]).await
+}
+
+/// With `--cpu-throttling` an idle instance keeps 1% of a CPU; a request must bring the
+/// full quota back before the container sees it.
+async fn cpu_during_request_throttled(ctx: Ctx) -> Result<()> {
+    cpu_while_serving(ctx, &["--cpu-throttling"]).await
+}
+
+async fn cpu_while_serving(ctx: Ctx, extra: &[&str]) -> Result<()> {
+    let mut args = vec!["--image", PROBE];
+    args.extend_from_slice(extra);
+    let s = ctx.serve(&args).await?;
     let addr = s.addr;
     let busy = tokio::spawn(async move {
         http::send(
