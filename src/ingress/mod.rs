@@ -417,10 +417,13 @@ pub async fn serve(
             }
         });
     }
-    // In-flight requests get to finish (bounded by the caller's own timeout).
+    // In-flight requests get to finish, bounded by the request timeout; idle connections
+    // close at once. This must wait here: when an ingress thread's `serve` returns, its
+    // runtime, and every connection task on it, is dropped.
+    let grace = shared.cfg.timeout + Duration::from_secs(1);
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        _ = tokio::time::sleep(grace) => {}
     }
 }
 
