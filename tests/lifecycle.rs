@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{env, free_port, http, Env, Served};
+use common::{env, free_port, http, within, Env, Served};
 
 fn containers_of(env: &Env, service: &str) -> usize {
     env.ctr(&["containers", "ls", "-q"])
@@ -18,15 +18,11 @@ fn containers_of(env: &Env, service: &str) -> usize {
         .count()
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        within(limit, f),
+        "timed out after {limit:?} waiting for {what}"
+    );
 }
 
 fn hostname(s: &Served) -> String {

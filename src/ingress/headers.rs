@@ -210,7 +210,8 @@ fn add_trace(headers: &mut HeaderMap) {
             headers.insert(&TRACEPARENT, v);
         }
     }
-    if xc.is_none() && !headers.contains_key(&X_CLOUD_TRACE) {
+    // Only when absent: one that is present but unparsable is the client's to keep.
+    if !headers.contains_key(&X_CLOUD_TRACE) {
         let v = format!("{trace:032x}/{span};o={}", u8::from(sampled));
         if let Some(v) = value(v) {
             headers.insert(&X_CLOUD_TRACE, v);

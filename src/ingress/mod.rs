@@ -250,6 +250,16 @@ struct Shared {
     queue_wait: prometheus::Histogram,
 }
 
+impl Shared {
+    /// Counts a refusal in `runlet_refusals_total{service,reason}`.
+    fn count_refusal(&self, reason: &'static str) {
+        self.metrics
+            .refusals
+            .with_label_values(&[&self.cfg.service, reason])
+            .inc();
+    }
+}
+
 /// The data path running on its own threads; see [`start`].
 pub struct Ingress {
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -389,15 +399,14 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let for_conn = shared.clone();
-        let shared = shared.clone();
+        let for_requests = shared.clone();
         let svc = hyper::service::service_fn(move |req| {
-            let shared = shared.clone();
+            let shared = for_requests.clone();
             async move { Ok::<_, Infallible>(handle(shared, peer, req).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn.into_owned());
-        let shared = for_conn;
+        let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 match e.downcast_ref::<hyper::Error>() {
@@ -405,11 +414,7 @@ pub async fn serve(
                     // runlet's handler: log and count it like every other refusal.
                     Some(h) if h.is_parse() || h.is_parse_too_large() => {
                         info!(service = %shared.cfg.service, %peer, reason = "malformed", "refused: malformed request: {e}");
-                        shared
-                            .metrics
-                            .refusals
-                            .with_label_values(&[&shared.cfg.service, "malformed"])
-                            .inc();
+                        shared.count_refusal("malformed");
                         shared.requests_by_class[4].inc();
                     }
                     _ => debug!("connection from {peer}: {e}"),
@@ -550,11 +555,7 @@ async fn handle(
         Ok(r) => r,
         Err(refusal) => {
             info!(service = %shared.cfg.service, %method, path = uri.path(), reason = refusal.reason(), "refused: {refusal}");
-            shared
-                .metrics
-                .refusals
-                .with_label_values(&[&shared.cfg.service, refusal.reason()])
-                .inc();
+            shared.count_refusal(refusal.reason());
             refusal.response()
         }
     };

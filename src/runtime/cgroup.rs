@@ -5,7 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::ocispec::CPU_PERIOD;
+use super::ocispec::{cgroups_path, cpu_quota_us, CPU_PERIOD};
 
 /// The CPU an idle, throttled instance keeps: 1% of one CPU (1 ms per 100 ms period, the
 /// smallest quota cgroup v1 accepts).
@@ -20,19 +20,20 @@ pub struct CpuQuota {
 }
 
 impl CpuQuota {
-    /// The quota of container `id` (created with `cgroupsPath: /runlet/<id>`, see
-    /// `ocispec::build`) whose full allowance is `cpu` CPUs.
+    /// The quota of container `id` (created with [`cgroups_path`]) whose full allowance is
+    /// `cpu` CPUs.
     pub fn for_container(id: &str, cpu: f64) -> Self {
-        let quota = (cpu * CPU_PERIOD as f64).round() as u64;
+        let quota = cpu_quota_us(cpu);
+        let cgroup = cgroups_path(id);
         if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
             CpuQuota {
-                file: PathBuf::from(format!("/sys/fs/cgroup/runlet/{id}/cpu.max")),
+                file: PathBuf::from(format!("/sys/fs/cgroup{cgroup}/cpu.max")),
                 full: format!("{quota} {CPU_PERIOD}"),
                 throttled: format!("{THROTTLED_QUOTA_US} {CPU_PERIOD}"),
             }
         } else {
             CpuQuota {
-                file: PathBuf::from(format!("/sys/fs/cgroup/cpu/runlet/{id}/cpu.cfs_quota_us")),
+                file: PathBuf::from(format!("/sys/fs/cgroup/cpu{cgroup}/cpu.cfs_quota_us")),
                 full: quota.to_string(),
                 throttled: THROTTLED_QUOTA_US.to_string(),
             }

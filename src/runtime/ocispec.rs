@@ -86,6 +86,17 @@ pub fn argv(
     Ok(out)
 }
 
+/// Where a container's cgroups live (relative to each hierarchy's root). Set explicitly, or
+/// runc nests the container under the caller's cgroup.
+pub fn cgroups_path(id: &str) -> String {
+    format!("/runlet/{id}")
+}
+
+/// The CFS quota, in microseconds per [`CPU_PERIOD`], of `cpu` CPUs.
+pub fn cpu_quota_us(cpu: f64) -> i64 {
+    (cpu * CPU_PERIOD as f64).round() as i64
+}
+
 /// The hostname of a container: its id, cut to the 63 bytes a hostname may have.
 pub fn hostname(id: &str) -> String {
     id.chars().take(63).collect()
@@ -230,7 +241,7 @@ pub fn build(input: &SpecInput) -> Result<serde_json::Value, SpecError> {
         Some(p) => json!({"type": "network", "path": p}),
         None => json!({"type": "network"}),
     });
-    let quota = (input.cpu * CPU_PERIOD as f64).round() as i64;
+    let quota = cpu_quota_us(input.cpu);
     let spec = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -246,7 +257,7 @@ pub fn build(input: &SpecInput) -> Result<serde_json::Value, SpecError> {
         "hostname": input.hostname,
         "mounts": mounts,
         "linux": {
-            "cgroupsPath": format!("/runlet/{}", input.id),
+            "cgroupsPath": cgroups_path(&input.id),
             "resources": {
                 "devices": [{"allow": false, "access": "rwm"}],
                 "memory": {"limit": input.memory_bytes as i64, "swap": input.memory_bytes as i64},

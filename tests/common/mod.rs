@@ -125,6 +125,20 @@ impl Env {
 }
 
 /// A port nobody listens on right now.
+/// Whether `f` comes true within `limit` (checked every 20 ms).
+pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -201,16 +215,7 @@ impl Served {
     /// by runlet's own tasks and read by a thread here: they may trail the response that
     /// caused them by a few milliseconds, so assertions on them wait.
     pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.output().contains(needle) {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        within(timeout, || self.output().contains(needle))
     }
 
     pub fn get(&self, path: &str) -> Response {
