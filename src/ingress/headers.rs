@@ -8,7 +8,6 @@
 //! Removed: hop-by-hop headers (`Connection` and the headers it names, `Keep-Alive`,
 //! `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`).
 
-use std::fmt::Write;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -144,33 +143,67 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds the forwarding and tracing headers for a request from `client`.
-pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, authority: Option<&str>) {
-    let mut xff = String::with_capacity(64);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        if !prev.trim().is_empty() {
-            let _ = write!(xff, "{prev}, ");
+/// What the forwarding headers say about one client connection, worked out once per
+/// connection rather than per request.
+pub struct Client {
+    /// The address alone (`X-Forwarded-For`'s element).
+    addr: HeaderValue,
+    /// `for=ADDR;proto=http` (a `Forwarded` element without the host).
+    forwarded_for: String,
+}
+
+impl Client {
+    pub fn new(ip: IpAddr) -> Self {
+        let forwarded_for = match ip {
+            IpAddr::V4(a) => format!("for={a};proto=http"),
+            IpAddr::V6(a) => format!("for=\"[{a}]\";proto=http"),
+        };
+        let addr = value(ip.to_string()).unwrap_or_else(|| HeaderValue::from_static("unknown"));
+        Client {
+            addr,
+            forwarded_for,
         }
     }
-    let _ = write!(xff, "{client}");
-    if let Some(v) = value(xff) {
+}
+
+/// `prev, next` when the request already had a value, else `next`.
+fn appended(prev: Option<&HeaderValue>, next: &[&str]) -> Option<HeaderValue> {
+    let prev = prev
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let mut out = String::with_capacity(
+        prev.map_or(0, |p| p.len() + 2) + next.iter().map(|s| s.len()).sum::<usize>(),
+    );
+    if let Some(p) = prev {
+        out.push_str(p);
+        out.push_str(", ");
+    }
+    for s in next {
+        out.push_str(s);
+    }
+    value(out)
+}
+
+/// Adds the forwarding and tracing headers for a request from `client`.
+pub fn add_forwarding(headers: &mut HeaderMap, client: &Client, authority: Option<&str>) {
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        None => Some(client.addr.clone()),
+        prev => client.addr.to_str().ok().and_then(|a| appended(prev, &[a])),
+    };
+    if let Some(v) = xff {
         headers.insert(&X_FORWARDED_FOR, v);
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    let mut fwd = String::with_capacity(96);
-    if let Some(prev) = headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
-        if !prev.trim().is_empty() {
-            let _ = write!(fwd, "{prev}, ");
-        }
-    }
-    let _ = match client {
-        IpAddr::V4(a) => write!(fwd, "for={a};proto=http"),
-        IpAddr::V6(a) => write!(fwd, "for=\"[{a}]\";proto=http"),
+    let host = authority.filter(|h| h.bytes().all(|b| b.is_ascii_graphic()));
+    let fwd = match host {
+        Some(h) => appended(
+            headers.get(&FORWARDED),
+            &[&client.forwarded_for, ";host=\"", h, "\""],
+        ),
+        None => appended(headers.get(&FORWARDED), &[&client.forwarded_for]),
     };
-    if let Some(host) = authority.filter(|h| h.bytes().all(|b| b.is_ascii_graphic())) {
-        let _ = write!(fwd, ";host=\"{host}\"");
-    }
-    if let Some(v) = value(fwd) {
+    if let Some(v) = fwd {
         headers.insert(&FORWARDED, v);
     }
     if headers.get(http::header::HOST).is_none() {
@@ -179,6 +212,29 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, authority: Option
         }
     }
     add_trace(headers);
+}
+
+/// Appends `v` as `digits` lowercase hex digits.
+fn push_hex(out: &mut String, v: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (i * 4)) & 0xf) as usize] as char);
+    }
+}
+
+/// Appends `v` in decimal.
+fn push_dec(out: &mut String, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| d as char));
 }
 
 /// `traceparent` (W3C) and `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=OPTIONS`).
@@ -202,17 +258,23 @@ fn add_trace(headers: &mut HeaderMap) {
         }
     };
     if tp.is_none() {
-        let v = format!(
-            "00-{trace:032x}-{span:016x}-{}",
-            if sampled { "01" } else { "00" }
-        );
+        let mut v = String::with_capacity(55);
+        v.push_str("00-");
+        push_hex(&mut v, trace, 32);
+        v.push('-');
+        push_hex(&mut v, span.into(), 16);
+        v.push_str(if sampled { "-01" } else { "-00" });
         if let Some(v) = value(v) {
             headers.insert(&TRACEPARENT, v);
         }
     }
     // Only when absent: one that is present but unparsable is the client's to keep.
     if !headers.contains_key(&X_CLOUD_TRACE) {
-        let v = format!("{trace:032x}/{span};o={}", u8::from(sampled));
+        let mut v = String::with_capacity(58);
+        push_hex(&mut v, trace, 32);
+        v.push('/');
+        push_dec(&mut v, span);
+        v.push_str(if sampled { ";o=1" } else { ";o=0" });
         if let Some(v) = value(v) {
             headers.insert(&X_CLOUD_TRACE, v);
         }
@@ -332,7 +394,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
         add_forwarding(
             &mut h,
-            "127.0.0.1".parse().unwrap(),
+            &Client::new("127.0.0.1".parse().unwrap()),
             Some("example.com:8080"),
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
@@ -356,7 +418,7 @@ mod tests {
         let mut h = HeaderMap::new();
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert("traceparent", HeaderValue::from_static(tp));
-        add_forwarding(&mut h, "::1".parse().unwrap(), None);
+        add_forwarding(&mut h, &Client::new("::1".parse().unwrap()), None);
         assert_eq!(h["traceparent"], tp);
         assert_eq!(
             h["x-cloud-trace-context"],
@@ -366,5 +428,78 @@ mod tests {
             )
         );
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn forwarding_headers_with_and_without_earlier_hops() {
+        // (client, incoming x-forwarded-for, incoming forwarded, host) → (xff, forwarded)
+        let cases = [
+            (
+                "10.0.0.1",
+                None,
+                None,
+                None,
+                "10.0.0.1",
+                "for=10.0.0.1;proto=http",
+            ),
+            (
+                "::1",
+                Some(" "),
+                Some("for=1.1.1.1"),
+                Some("h"),
+                "::1",
+                "for=1.1.1.1, for=\"[::1]\";proto=http;host=\"h\"",
+            ),
+            (
+                "10.0.0.1",
+                Some("1.1.1.1, 2.2.2.2"),
+                None,
+                Some("bad host"),
+                "1.1.1.1, 2.2.2.2, 10.0.0.1",
+                "for=10.0.0.1;proto=http",
+            ),
+        ];
+        for (ip, xff, fwd, host, want_xff, want_fwd) in cases {
+            let mut h = HeaderMap::new();
+            if let Some(v) = xff {
+                h.insert("x-forwarded-for", HeaderValue::from_static(v));
+            }
+            if let Some(v) = fwd {
+                h.insert("forwarded", HeaderValue::from_static(v));
+            }
+            add_forwarding(&mut h, &Client::new(ip.parse().unwrap()), host);
+            assert_eq!(h["x-forwarded-for"], want_xff, "{ip} {xff:?}");
+            assert_eq!(h["forwarded"], want_fwd, "{ip} {fwd:?}");
+        }
+    }
+
+    #[test]
+    fn trace_headers_are_derived_from_each_other_exactly() {
+        let cases = [
+            (
+                "x-cloud-trace-context",
+                "105445aa7843bc8bf206b12000100000/123;o=1",
+                "traceparent",
+                "00-105445aa7843bc8bf206b12000100000-000000000000007b-01",
+            ),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+                "x-cloud-trace-context",
+                "0af7651916cd43dd8448eb211c80319c/13235353014750950193;o=0",
+            ),
+        ];
+        for (given, value, derived, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(given, HeaderValue::from_static(value));
+            add_forwarding(&mut h, &Client::new("::1".parse().unwrap()), None);
+            assert_eq!(h[given], value);
+            assert_eq!(h[derived], want);
+        }
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, &Client::new("::1".parse().unwrap()), None);
+        let tp = h["traceparent"].to_str().unwrap();
+        assert_eq!(tp.len(), 55, "{tp}");
+        assert!(tp.ends_with("-00"), "{tp}");
     }
 }

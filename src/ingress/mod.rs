@@ -6,6 +6,7 @@
 //! [`Demand`] (atomics and a `Notify`). Every refusal becomes a status in one place,
 //! [`rescue::Refusal::response`].
 
+pub mod h1;
 pub mod headers;
 pub mod rescue;
 pub mod upstream;
@@ -157,7 +158,8 @@ impl Endpoint {
     /// This thread's connections to the instance.
     fn upstream(&self) -> &Upstream {
         let worker = WORKER.with(Cell::get);
-        self.upstreams[worker].get_or_init(|| Upstream::new(self.dialer.clone(), self.http2))
+        self.upstreams[worker]
+            .get_or_init(|| Upstream::new(self.dialer.clone(), self.authority.clone(), self.http2))
     }
 
     /// Records why the instance died (the first cause wins).
@@ -400,9 +402,10 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let for_requests = shared.clone();
+        let client = Arc::new(headers::Client::new(peer.ip()));
         let svc = hyper::service::service_fn(move |req| {
-            let shared = for_requests.clone();
-            async move { Ok::<_, Infallible>(handle(shared, peer, req).await) }
+            let (shared, client) = (for_requests.clone(), client.clone());
+            async move { Ok::<_, Infallible>(handle(shared, client, req).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn.into_owned());
@@ -541,7 +544,7 @@ async fn acquire(shared: &Shared, deadline: Instant) -> Result<Slot, Refusal> {
 
 async fn handle(
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    client: Arc<headers::Client>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let received = Instant::now();
@@ -550,7 +553,9 @@ async fn handle(
     // logged at info with the request's method and path.
     let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let result = forward(&shared, peer, req, deadline).instrument(span).await;
+    let result = forward(&shared, &client, req, deadline)
+        .instrument(span)
+        .await;
     let resp = match result {
         Ok(r) => r,
         Err(refusal) => {
@@ -567,7 +572,7 @@ async fn handle(
 
 async fn forward(
     shared: &Shared,
-    peer: SocketAddr,
+    client: &headers::Client,
     mut req: Request<Incoming>,
     deadline: Instant,
 ) -> Result<Response<ProxyBody>, Refusal> {
@@ -613,7 +618,7 @@ async fn forward(
     let host_header = req.headers().get(http::header::HOST).cloned();
     strip_and_add(
         req.headers_mut(),
-        peer,
+        client,
         authority
             .as_ref()
             .map(|a| a.as_str())
@@ -707,9 +712,9 @@ fn tunnel(
     out
 }
 
-fn strip_and_add(h: &mut http::HeaderMap, peer: SocketAddr, authority: Option<&str>) {
+fn strip_and_add(h: &mut http::HeaderMap, client: &headers::Client, authority: Option<&str>) {
     headers::strip_hop_by_hop(h);
-    headers::add_forwarding(h, peer.ip(), authority);
+    headers::add_forwarding(h, client, authority);
 }
 
 /// A response body that ends with an error at the request deadline (the connection is then

@@ -1,12 +1,10 @@
-//! Connections from the ingress to one instance.
+//! Connections from the ingress to one instance, kept per ingress thread.
 //!
-//! HTTP/1.1 (the default) goes through a small pool of hyper `http1` connections kept per
-//! ingress thread: a request takes an idle ready connection (or dials one), and its
-//! response body gives the connection back when it ends. Compared with hyper-util's
-//! general-purpose client this skips a keyed, shared pool and a task spawned per request
-//! to watch for the connection becoming idle: measured, about a sixth of the proxy's user
-//! CPU per request. HTTP/2 (`--use-http2`) multiplexes on one connection and keeps
-//! hyper-util's client.
+//! An HTTP/1.1 request without a body (nearly every GET) goes through [`super::h1`]: the
+//! request's own task writes it and reads the response from a pooled connection. Requests
+//! with a body, upgrades (WebSockets) and HTTP/2 (`--use-http2`) go through hyper-util's
+//! client, which writes a request body while the response may already be arriving and hands
+//! over upgraded connections.
 
 use std::io;
 use std::pin::Pin;
@@ -16,41 +14,33 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming};
-use hyper::client::conn::http1;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tracing::debug;
 
+use super::h1::{self, H1Body, H1Error};
 use super::Dial;
 
-/// Most idle connections kept per thread and instance; more are closed when they free up.
-const MAX_IDLE: usize = 256;
-
-/// A failure to get a response from the instance.
+/// A failure to get a response (or the rest of one) from the instance.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot connect to the instance: {0}")]
-    Connect(io::Error),
+    #[error(transparent)]
+    H1(#[from] H1Error),
     #[error("{0}")]
     Http(#[from] hyper::Error),
     #[error("{0}")]
     Client(#[from] hyper_util::client::legacy::Error),
 }
 
-/// Held for a push or a pop, never across an await, and only ever taken by one ingress
-/// thread (each has its own pool): a plain mutex is right here.
-#[allow(clippy::disallowed_types)]
-type IdleList<B> = std::sync::Mutex<Vec<http1::SendRequest<B>>>;
-
 /// One ingress thread's connections to one instance. `B` is the request body type (the
 /// client's body, streamed through).
-pub enum Upstream<B = Incoming> {
-    Http1 {
-        dialer: Arc<dyn Dial>,
-        idle: Arc<IdleList<B>>,
-    },
-    Http2(Box<Client<Connector, B>>),
+pub struct Upstream<B = Incoming> {
+    dialer: Arc<dyn Dial>,
+    /// `127.0.0.1:PORT`, for the absolute URI hyper-util's client wants.
+    authority: http::uri::Authority,
+    /// HTTP/1.1 only: idle connections for requests without a body.
+    lean: Option<Arc<h1::Pool>>,
+    client: Client<Connector, B>,
 }
 
 impl<B> Upstream<B>
@@ -59,149 +49,75 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    pub fn new(dialer: Arc<dyn Dial>, http2: bool) -> Self {
-        if http2 {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(Duration::from_secs(60))
-                .pool_timer(TokioTimer::new())
-                .http2_only(true);
-            Upstream::Http2(Box::new(b.build(Connector(dialer))))
-        } else {
-            Upstream::Http1 {
-                dialer,
-                idle: Default::default(),
-            }
+    pub fn new(dialer: Arc<dyn Dial>, authority: http::uri::Authority, http2: bool) -> Self {
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .http2_only(http2);
+        Upstream {
+            client: b.build(Connector(dialer.clone())),
+            dialer,
+            authority,
+            lean: (!http2).then(Default::default),
         }
     }
 
-    /// Sends `req` (whose URI is already in the form the instance expects) and returns the
-    /// response; its body hands the connection back when it ends.
-    pub async fn send(
-        &self,
-        mut req: Request<B>,
-    ) -> Result<Response<UpstreamBody<B>>, UpstreamError> {
-        let (dialer, idle) = match self {
-            Upstream::Http2(client) => {
-                let resp = client.request(req).await?;
-                return Ok(resp.map(|b| UpstreamBody {
-                    inner: b,
-                    back: None,
-                    ended: false,
-                }));
-            }
-            Upstream::Http1 { dialer, idle } => (dialer, idle),
-        };
-        // An idle connection may have been closed by the instance since it was last used:
-        // a request not yet written to it comes back and goes on another connection.
-        loop {
-            let (mut sender, fresh) = match take_ready(idle) {
-                Some(s) => (s, false),
-                None => (connect(dialer.as_ref()).await?, true),
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let keep = resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-                    return Ok(resp.map(|b| UpstreamBody {
-                        inner: b,
-                        back: keep.then(|| (sender, idle.clone())),
-                        ended: false,
-                    }));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(again) if !fresh => req = again,
-                    _ => return Err(e.into_error().into()),
-                },
+    /// Sends `req`, whose URI is in origin form (`/path?query`) for HTTP/1.1 and absolute
+    /// for HTTP/2, and returns the response.
+    pub async fn send(&self, req: Request<B>) -> Result<Response<UpstreamBody>, UpstreamError> {
+        if let Some(pool) = &self.lean {
+            if req.body().is_end_stream() && !req.headers().contains_key(http::header::UPGRADE) {
+                let (parts, _) = req.into_parts();
+                let resp = h1::send(pool, self.dialer.as_ref(), &parts).await?;
+                return Ok(resp.map(UpstreamBody::H1));
             }
         }
+        let mut req = req;
+        if req.uri().scheme().is_none() {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(self.authority.clone());
+            parts.path_and_query = req.uri().path_and_query().cloned();
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+        let resp = self.client.request(req).await?;
+        Ok(resp.map(UpstreamBody::Hyper))
     }
 }
 
-/// The most recently used idle connection that is ready for a request. Closed ones are
-/// dropped; ones not ready yet (still finishing the previous exchange) stay.
-fn take_ready<B>(idle: &IdleList<B>) -> Option<http1::SendRequest<B>> {
-    let mut list = idle.lock().unwrap_or_else(|p| p.into_inner());
-    let mut i = list.len();
-    while i > 0 {
-        i -= 1;
-        if list[i].is_closed() {
-            list.swap_remove(i);
-        } else if list[i].is_ready() {
-            return Some(list.swap_remove(i));
-        }
-    }
-    None
+/// A response body from the instance.
+pub enum UpstreamBody {
+    H1(H1Body),
+    Hyper(Incoming),
 }
 
-async fn connect<B>(dialer: &dyn Dial) -> Result<http1::SendRequest<B>, UpstreamError>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = dialer.dial().await.map_err(UpstreamError::Connect)?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            debug!("connection to the instance: {e}");
-        }
-    });
-    Ok(sender)
-}
-
-/// A response body from the instance; at its end the connection goes back to the pool.
-pub struct UpstreamBody<B = Incoming> {
-    inner: Incoming,
-    back: Option<(http1::SendRequest<B>, Arc<IdleList<B>>)>,
-    ended: bool,
-}
-
-impl<B> UpstreamBody<B> {
-    fn give_back(&mut self) {
-        if let Some((sender, idle)) = self.back.take() {
-            let mut list = idle.lock().unwrap_or_else(|p| p.into_inner());
-            if list.len() < MAX_IDLE {
-                list.push(sender);
-            }
-        }
-    }
-}
-
-impl<B> Body for UpstreamBody<B> {
+impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(None) => {
-                self.ended = true;
-                self.give_back();
-            }
-            // A broken body leaves the connection unusable.
-            Poll::Ready(Some(Err(_))) => self.back = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+        }
     }
 
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<B> Drop for UpstreamBody<B> {
-    fn drop(&mut self) {
-        // A body the server never polled because it was known to be empty still ended; a
-        // body dropped half-read did not, and its connection closes with it.
-        if self.ended || self.inner.is_end_stream() {
-            self.give_back();
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::Hyper(b) => b.size_hint(),
         }
     }
 }
@@ -228,7 +144,7 @@ impl tower_service::Service<http::Uri> for Connector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Empty};
+    use http_body_util::{BodyExt, Full};
     use std::future::Future;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -284,17 +200,22 @@ mod tests {
         (addr, conns)
     }
 
-    fn get(path: &str) -> Request<Empty<Bytes>> {
+    fn get(path: &str) -> Request<Full<Bytes>> {
         Request::get(path)
             .header(http::header::HOST, "test")
-            .body(Empty::new())
+            .body(Full::default())
             .unwrap()
+    }
+
+    fn upstream(addr: std::net::SocketAddr) -> Upstream<Full<Bytes>> {
+        let authority = http::uri::Authority::try_from(addr.to_string()).unwrap();
+        Upstream::new(Arc::new(Loopback(addr)), authority, false)
     }
 
     #[tokio::test]
     async fn a_connection_is_reused_once_its_response_ends() {
         let (addr, conns) = server(false).await;
-        let up: Upstream<Empty<Bytes>> = Upstream::new(Arc::new(Loopback(addr)), false);
+        let up = upstream(addr);
         for path in ["/", "/empty", "/", "/empty"] {
             let resp = up.send(get(path)).await.unwrap();
             assert_eq!(resp.status(), 200);
@@ -307,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn a_response_dropped_half_read_does_not_return_its_connection() {
         let (addr, conns) = server(false).await;
-        let up: Upstream<Empty<Bytes>> = Upstream::new(Arc::new(Loopback(addr)), false);
+        let up = upstream(addr);
         drop(up.send(get("/")).await.unwrap());
         let resp = up.send(get("/")).await.unwrap();
         resp.into_body().collect().await.unwrap();
@@ -317,12 +238,29 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_instance_closed_while_idle_is_not_used() {
         let (addr, conns) = server(true).await;
-        let up: Upstream<Empty<Bytes>> = Upstream::new(Arc::new(Loopback(addr)), false);
+        let up = upstream(addr);
         for _ in 0..3 {
             let resp = up.send(get("/")).await.unwrap();
             resp.into_body().collect().await.unwrap();
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_with_a_body_goes_through_hyper_and_its_connection_is_reused() {
+        let (addr, conns) = server(false).await;
+        let up = upstream(addr);
+        for _ in 0..3 {
+            let req = Request::post("/")
+                .header(http::header::HOST, "test")
+                .body(Full::new(Bytes::from_static(b"payload")))
+                .unwrap();
+            let resp = up.send(req).await.unwrap();
+            assert!(matches!(resp.body(), UpstreamBody::Hyper(_)));
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"hello");
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 }
