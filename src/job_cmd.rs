@@ -48,8 +48,8 @@ fn job_spec(a: &ExecuteArgs) -> Result<JobSpec, SpecError> {
         max_retries: a.max_retries.clone(),
         task_timeout: a.task_timeout.clone(),
         set_env_vars: a.set_env_vars.clone(),
-        command: a.command.clone(),
-        args: a.args.clone(),
+        command: a.command.as_deref().map(runlet::spec::split_list),
+        args: a.args.as_deref().map(runlet::spec::split_list),
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
     };

@@ -112,10 +112,24 @@ pub fn name_from_image(image: &str) -> String {
     s
 }
 
+/// A list flag's items, split on commas; a value starting `^DELIM^` is split on DELIM
+/// instead, so items can contain commas (gcloud's list syntax, `gcloud topic escaping`).
+pub fn split_list(s: &str) -> Vec<String> {
+    let custom = s
+        .strip_prefix('^')
+        .and_then(|rest| rest.split_once('^'))
+        .filter(|(delim, _)| !delim.is_empty());
+    match custom {
+        Some((delim, rest)) => rest.split(delim).map(str::to_string).collect(),
+        None => s.split(',').map(str::to_string).collect(),
+    }
+}
+
 /// Parses `K=V,K2=V2` (gcloud's `--set-env-vars`); reserved names are refused.
 pub fn parse_env_vars(items: &[String]) -> Result<Vec<(String, String)>, SpecError> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for item in items.iter().flat_map(|s| s.split(',')) {
+    for item in items.iter().flat_map(|s| split_list(s)) {
+        let item = item.as_str();
         if item.is_empty() {
             continue;
         }
@@ -345,6 +359,27 @@ mod tests {
         assert_eq!(name_from_image("docker.io/library/probe:latest"), "probe");
         assert_eq!(name_from_image("docker.io/library/my_app:1"), "my-app");
         assert_eq!(name_from_image("docker.io/library/9lives:1"), "svc-9lives");
+    }
+
+    #[test]
+    fn list_flags_split_like_gcloud() {
+        let cases: &[(&str, &[&str])] = &[
+            ("a,b,c", &["a", "b", "c"]),
+            ("-c,echo hi", &["-c", "echo hi"]),
+            ("^;^a,b;c", &["a,b", "c"]),
+            ("^::^x:y::z", &["x:y", "z"]),
+            ("^^a,b", &["^^a", "b"]),
+            ("^a,b", &["^a", "b"]),
+            ("", &[""]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(split_list(input), *want, "{input:?}");
+        }
+        let v = parse_env_vars(&["^@^A=1,2@B=x".into()]).unwrap();
+        assert_eq!(
+            v,
+            vec![("A".into(), "1,2".into()), ("B".into(), "x".into())]
+        );
     }
 
     #[test]

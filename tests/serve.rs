@@ -138,11 +138,12 @@ fn command_args_and_a_non_default_port_and_user() {
         "--command",
         "/probe",
         "--args",
-        "one,two",
+        // gcloud's list syntax: `^;^` makes `;` the delimiter, so an item can hold a comma.
+        "^;^one,two;three",
     ]);
     let j = served.get("/").json();
     assert_eq!(j["env"]["PORT"], "8801");
-    assert_eq!(j["argv"], serde_json::json!(["/probe", "one", "two"]));
+    assert_eq!(j["argv"], serde_json::json!(["/probe", "one,two", "three"]));
     assert_eq!(j["uid"], 65534, "the image's USER is honoured");
     assert_eq!(j["cwd"], "/tmp", "the image's WorkingDir is honoured");
     drop(served);

@@ -65,15 +65,18 @@ pub struct ServeArgs {
     /// Where runlet accepts requests for the service.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Environment variables, KEY=VALUE[,KEY=VALUE...]; repeatable.
+    /// Environment variables, KEY=VALUE[,KEY=VALUE...] (`^DELIM^` first for another
+    /// delimiter, as gcloud); repeatable.
     #[arg(long = "set-env-vars")]
     pub set_env_vars: Vec<String>,
-    /// Replaces the image's entrypoint; comma-separated.
-    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, num_args = 1)]
-    pub command: Option<Vec<String>>,
-    /// Replaces the image's CMD; comma-separated.
-    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, num_args = 1)]
-    pub args: Option<Vec<String>>,
+    /// Replaces the image's entrypoint; comma-separated (`^DELIM^a,b DELIM c` for another
+    /// delimiter, as gcloud).
+    #[arg(long, allow_hyphen_values = true)]
+    pub command: Option<String>,
+    /// Replaces the image's CMD; comma-separated (`^DELIM^a,b DELIM c` for another
+    /// delimiter, as gcloud).
+    #[arg(long, allow_hyphen_values = true)]
+    pub args: Option<String>,
     /// Memory limit per instance (e.g. 512Mi, 1Gi).
     #[arg(long, default_value = "512Mi")]
     pub memory: String,
