@@ -285,6 +285,7 @@ fn spawn_stop<I: Instances>(
     tokio::spawn(
         async move {
             let id = running.id.clone();
+            running.endpoint.close();
             let drain_until = Instant::now() + ctx.spec().timeout;
             while drain
                 && running.endpoint.in_flight() > 0 && running.exit.borrow().is_none() && Instant::now() < drain_until {

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -69,6 +69,9 @@ pub struct Endpoint {
     /// `127.0.0.1:PORT`: the instance's own loopback, reached inside its namespace.
     authority: http::uri::Authority,
     in_flight: AtomicUsize,
+    /// Set when the instance is being stopped: no new request takes it, whatever snapshot
+    /// the request read.
+    closed: AtomicBool,
     http2: bool,
     dialer: Arc<dyn Dial>,
     /// One connection pool per ingress worker thread, made on first use: a request and the
@@ -105,6 +108,7 @@ impl Endpoint {
             instance,
             authority,
             in_flight: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             http2,
             dialer,
             upstreams: Default::default(),
@@ -186,8 +190,15 @@ impl Endpoint {
         }
     }
 
+    /// Takes no new requests from now on; requests already in flight finish. (After this,
+    /// `in_flight` only goes down.)
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        // SeqCst: read after `close`, it sees every request that did not see the mark.
+        self.in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -220,7 +231,6 @@ pub fn hold_for(base: Duration, starting: bool, avg_startup: Option<Duration>) -
 #[derive(Default)]
 pub struct Demand {
     pub queued: AtomicUsize,
-    pub in_flight: AtomicUsize,
     /// Woken when a request has to wait (so the control path can scale out).
     pub wake: Notify,
     /// Woken when a request finishes (capacity freed).
@@ -448,7 +458,6 @@ impl Drop for Slot {
         if self.endpoint.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.endpoint.sync_cpu();
         }
-        self.demand.in_flight.fetch_sub(1, Ordering::AcqRel);
         // Only waiters need the wake-up (and notify_waiters takes a lock). A waiter counts
         // itself in `queued` before it looks for a slot, so it cannot miss this.
         if self.demand.queued.load(Ordering::SeqCst) > 0 {
@@ -464,22 +473,29 @@ fn try_acquire(snapshot: &Snapshot, concurrency: usize, demand: &Arc<Demand>) ->
         let best = snapshot
             .endpoints
             .iter()
+            .filter(|e| !e.closed.load(Ordering::SeqCst))
             .map(|e| (e, e.in_flight.load(Ordering::SeqCst)))
             .filter(|(_, n)| *n < concurrency)
             .min_by_key(|(_, n)| *n)?;
         let (e, cur) = best;
         if e.in_flight
-            .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
+            let slot = Slot {
+                endpoint: e.clone(),
+                demand: demand.clone(),
+            };
+            // SeqCst with `close`: either the control path sees this request in flight
+            // and waits for it, or this sees the endpoint closed and lets it go.
+            if e.closed.load(Ordering::SeqCst) {
+                drop(slot);
+                continue;
+            }
             if cur == 0 {
                 e.sync_cpu();
             }
-            demand.in_flight.fetch_add(1, Ordering::AcqRel);
-            return Some(Slot {
-                endpoint: e.clone(),
-                demand: demand.clone(),
-            });
+            return Some(slot);
         }
         // Raced with another request: look again.
     }
@@ -789,6 +805,35 @@ mod tests {
         ) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send + '_>> {
             Box::pin(async { Err(io::Error::other("nowhere")) })
         }
+    }
+
+    #[test]
+    fn requests_go_to_the_least_loaded_open_endpoint_with_room() {
+        let e = |name: &str| Arc::new(Endpoint::new(name.into(), 8080, Arc::new(Nowhere), false));
+        let (a, b) = (e("a"), e("b"));
+        let snap = Snapshot {
+            endpoints: vec![a.clone(), b.clone()],
+            ..Default::default()
+        };
+        let demand = Arc::new(Demand::default());
+        let take = || try_acquire(&snap, 2, &demand);
+        let s1 = take().unwrap();
+        let s2 = take().unwrap();
+        assert_ne!(
+            s1.endpoint.instance, s2.endpoint.instance,
+            "least loaded first"
+        );
+        let s3 = take().unwrap();
+        let s4 = take().unwrap();
+        assert!(take().is_none(), "concurrency 2 on both");
+        drop((s1, s2, s3, s4));
+        // A closed endpoint (being stopped) takes nothing, even from a snapshot that still
+        // lists it.
+        a.close();
+        let held = [take().unwrap(), take().unwrap()];
+        assert!(take().is_none(), "b is full and a is closed");
+        assert_eq!((a.in_flight(), b.in_flight()), (0, 2));
+        drop(held);
     }
 
     #[test]
