@@ -372,10 +372,12 @@ fn check_env_name(field: &'static str, k: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// Parses `--set-env-vars K=V,K2=V2` (repeatable; a later value wins).
+/// Parses `--set-env-vars K=V,K2=V2` (repeatable; a later value wins; `^DELIM^` first for
+/// another delimiter, as gcloud).
 pub fn parse_env_flags(items: &[String]) -> Result<Vec<(String, String)>, SpecError> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for item in items.iter().flat_map(|s| s.split(',')) {
+    for item in items.iter().flat_map(|s| svc::split_list(s)) {
+        let item = item.as_str();
         if item.is_empty() {
             continue;
         }
@@ -887,6 +889,16 @@ spec:
             let e = err.expect_err(needle).to_string();
             assert!(e.contains(needle), "want {needle:?} in: {e}");
         }
+    }
+
+    #[test]
+    fn env_flags_take_gcloud_list_syntax() {
+        let env = parse_env_flags(&["A=1,B=2".into(), "^@^C=x,y@A=3".into()]).unwrap();
+        let want = [("A", "3"), ("B", "2"), ("C", "x,y")];
+        assert_eq!(
+            env,
+            want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
     }
 
     #[test]
