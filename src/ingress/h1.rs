@@ -608,8 +608,8 @@ impl Drop for H1Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingress::Loopback;
     use http_body_util::BodyExt;
-    use std::future::Future;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncReadExt;
 
@@ -867,16 +867,6 @@ mod tests {
             }
         });
         (Loopback(addr), conns)
-    }
-
-    struct Loopback(std::net::SocketAddr);
-
-    impl Dial for Loopback {
-        fn dial(
-            &self,
-        ) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send + '_>> {
-            Box::pin(tokio::net::TcpStream::connect(self.0))
-        }
     }
 
     fn parts(method: Method) -> http::request::Parts {

@@ -47,6 +47,17 @@ pub trait Dial: Send + Sync + 'static {
     fn dial(&self) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send + '_>>;
 }
 
+/// Dials a plain loopback address (unit tests of the upstream clients).
+#[cfg(test)]
+pub(crate) struct Loopback(pub SocketAddr);
+
+#[cfg(test)]
+impl Dial for Loopback {
+    fn dial(&self) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send + '_>> {
+        Box::pin(tokio::net::TcpStream::connect(self.0))
+    }
+}
+
 /// Why an instance stopped serving; set by the control path, read when a forwarded request
 /// fails, to tell an out-of-memory kill (500, LIFE-9) from a crash (502).
 #[derive(Debug, Clone, PartialEq, Eq)]

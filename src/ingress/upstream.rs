@@ -144,19 +144,9 @@ impl tower_service::Service<http::Uri> for Connector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingress::Loopback;
     use http_body_util::{BodyExt, Full};
-    use std::future::Future;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    struct Loopback(std::net::SocketAddr);
-
-    impl Dial for Loopback {
-        fn dial(
-            &self,
-        ) -> Pin<Box<dyn Future<Output = io::Result<tokio::net::TcpStream>> + Send + '_>> {
-            Box::pin(tokio::net::TcpStream::connect(self.0))
-        }
-    }
 
     /// An HTTP/1.1 server on loopback that counts connections; with `close_after_one` it
     /// drops each connection after its first response, without saying so.
