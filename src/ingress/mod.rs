@@ -367,6 +367,7 @@ pub fn start(
                         Ok(l) => l,
                         Err(e) => return warn!("ingress worker {i}: {e}"),
                     };
+                    tokio::spawn(keep_timer_armed());
                     let stop = async move {
                         let _ = shutdown.wait_for(|stop| *stop).await;
                     };
@@ -378,6 +379,22 @@ pub fn start(
         threads.push(thread);
     }
     Ok(Ingress { threads })
+}
+
+/// Keeps a timer due within half a second on this thread's runtime, for the thread's life.
+///
+/// Every request arms a deadline timer. tokio's timer driver, when a timer is armed that is
+/// due before the driver's next planned wake-up (or when none is planned: no timer was
+/// pending when it last went to sleep), wakes the driver through its eventfd: one extra
+/// system call, and one extra turn of the event loop. Measured: a third of requests paid it
+/// under load. With this timer pending, the planned wake-up is always within 500 ms, and a
+/// request deadline (at least 1 s away) never comes before it.
+async fn keep_timer_armed() {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
 }
 
 /// Serves requests on `listener` until `shutdown` resolves; then stops accepting.
