@@ -25,6 +25,12 @@ use runlet::runtime::network::NetConfig;
 use runlet::runtime::{ocispec, Runtime};
 use runlet::spec::{self, ServiceSpec, SpecError};
 
+/// mimalloc rather than glibc's malloc: the data path allocates a few small buffers per
+/// request (header maps, the request's task), and glibc's malloc and free were 9% of the
+/// daemon's CPU under load (perf, see docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for bad input (EX_USAGE).
 const EXIT_USAGE: i32 = 64;
 
