@@ -33,9 +33,9 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
         || n == header::UPGRADE
 }
 
-/// A header value made from a string built here, without copying it again.
-fn value(s: String) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
+/// A header value made from bytes built here (visible ASCII by construction).
+fn value(b: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(b).ok()
 }
 
 /// A name is printable, non-whitespace ASCII without a colon (HDR-1).
@@ -49,20 +49,20 @@ pub fn valid_name(name: &[u8]) -> bool {
 /// A value is visible ASCII plus space and horizontal tab (HDR-2). hyper lets bytes >= 0x80
 /// through (obs-text); the contract does not.
 pub fn valid_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b))
+    // No early exit: the loop vectorises, and nearly every value is valid.
+    value.iter().fold(true, |ok, &b| {
+        ok & (b == b'\t' || (0x20..=0x7e).contains(&b))
+    })
 }
 
 /// The first header breaking HDR-1/HDR-2, described for the 400 body and the log.
+///
+/// Only values need looking at: a `HeaderName` holds token characters only (the parser
+/// refuses any other name with 400), and those are printable ASCII without whitespace or
+/// colons, which is HDR-1.
 pub fn check(headers: &HeaderMap) -> Result<(), String> {
     for (name, value) in headers {
-        if !valid_name(name.as_str().as_bytes()) {
-            return Err(format!(
-                "header name {:?} is not printable ASCII without whitespace and colons",
-                name.as_str()
-            ));
-        }
+        debug_assert!(valid_name(name.as_str().as_bytes()));
         if !valid_value(value.as_bytes()) {
             return Err(format!(
                 "header {} has a value with bytes outside visible ASCII, space and tab",
@@ -90,9 +90,10 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Drops response headers that break HDR-1/HDR-2 (runlet's choice: the response still
 /// reaches the client, without the offending header); returns the names dropped.
 pub fn drop_invalid(headers: &mut HeaderMap) -> Vec<String> {
+    // (Names are valid by construction: see `check`.)
     let bad: Vec<HeaderName> = headers
         .iter()
-        .filter(|(n, v)| !valid_name(n.as_str().as_bytes()) || !valid_value(v.as_bytes()))
+        .filter(|(_, v)| !valid_value(v.as_bytes()))
         .map(|(n, _)| n.clone())
         .collect();
     let mut names = Vec::new();
@@ -116,8 +117,16 @@ pub fn drop_invalid(headers: &mut HeaderMap) -> Vec<String> {
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one pass over the names instead of a lookup per name.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names; then a removal only for those present (most messages have
+    // none, or only `Connection`).
+    let mut present: [Option<HeaderName>; 7] = Default::default();
+    for (slot, n) in present
+        .iter_mut()
+        .zip(headers.keys().filter(|n| is_hop_by_hop(n)))
+    {
+        *slot = Some(n.clone());
+    }
+    if present[0].is_none() {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -125,20 +134,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        // The usual tokens name no header (`close`) or one removed anyway.
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named {
         headers.remove(n);
     }
-    for n in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for n in present.iter().flatten() {
         headers.remove(n);
     }
 }
@@ -152,13 +156,18 @@ pub struct Client {
     forwarded_for: String,
 }
 
+/// Forwarding headers a request may get: the request's own headers, those added, and a few
+/// to spare, reserved at once rather than grown one insertion at a time.
+const ADDED: usize = 8;
+
 impl Client {
     pub fn new(ip: IpAddr) -> Self {
         let forwarded_for = match ip {
             IpAddr::V4(a) => format!("for={a};proto=http"),
             IpAddr::V6(a) => format!("for=\"[{a}]\";proto=http"),
         };
-        let addr = value(ip.to_string()).unwrap_or_else(|| HeaderValue::from_static("unknown"));
+        let addr =
+            value(ip.to_string().as_bytes()).unwrap_or_else(|| HeaderValue::from_static("unknown"));
         Client {
             addr,
             forwarded_for,
@@ -172,21 +181,23 @@ fn appended(prev: Option<&HeaderValue>, next: &[&str]) -> Option<HeaderValue> {
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|p| !p.is_empty());
-    let mut out = String::with_capacity(
+    let mut out = Vec::with_capacity(
         prev.map_or(0, |p| p.len() + 2) + next.iter().map(|s| s.len()).sum::<usize>(),
     );
     if let Some(p) = prev {
-        out.push_str(p);
-        out.push_str(", ");
+        out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b", ");
     }
     for s in next {
-        out.push_str(s);
+        out.extend_from_slice(s.as_bytes());
     }
-    value(out)
+    // Exactly as long as allocated: the bytes become the value without another copy.
+    HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
 }
 
 /// Adds the forwarding and tracing headers for a request from `client`.
 pub fn add_forwarding(headers: &mut HeaderMap, client: &Client, authority: Option<&str>) {
+    headers.reserve(ADDED);
     let xff = match headers.get(&X_FORWARDED_FOR) {
         None => Some(client.addr.clone()),
         prev => client.addr.to_str().ok().and_then(|a| appended(prev, &[a])),
@@ -214,16 +225,17 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: &Client, authority: Optio
     add_trace(headers);
 }
 
-/// Appends `v` as `digits` lowercase hex digits.
-fn push_hex(out: &mut String, v: u128, digits: u32) {
+/// Writes `v` as `out.len()` lowercase hex digits.
+fn put_hex(out: &mut [u8], v: u128) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out.push(HEX[((v >> (i * 4)) & 0xf) as usize] as char);
+    let n = out.len();
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = HEX[((v >> ((n - 1 - i) * 4)) & 0xf) as usize];
     }
 }
 
-/// Appends `v` in decimal.
-fn push_dec(out: &mut String, mut v: u64) {
+/// Writes `v` in decimal at the start of `out`; returns the number of digits.
+fn put_dec(out: &mut [u8; 20], mut v: u64) -> usize {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -234,7 +246,9 @@ fn push_dec(out: &mut String, mut v: u64) {
             break;
         }
     }
-    out.extend(digits[i..].iter().map(|&d| d as char));
+    let n = digits.len() - i;
+    out[..n].copy_from_slice(&digits[i..]);
+    n
 }
 
 /// `traceparent` (W3C) and `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=OPTIONS`).
@@ -258,24 +272,27 @@ fn add_trace(headers: &mut HeaderMap) {
         }
     };
     if tp.is_none() {
-        let mut v = String::with_capacity(55);
-        v.push_str("00-");
-        push_hex(&mut v, trace, 32);
-        v.push('-');
-        push_hex(&mut v, span.into(), 16);
-        v.push_str(if sampled { "-01" } else { "-00" });
-        if let Some(v) = value(v) {
+        // 00-TRACE(32)-SPAN(16)-FLAGS(2)
+        let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        put_hex(&mut v[3..35], trace);
+        put_hex(&mut v[36..52], span.into());
+        if sampled {
+            v[54] = b'1';
+        }
+        if let Some(v) = value(&v) {
             headers.insert(&TRACEPARENT, v);
         }
     }
     // Only when absent: one that is present but unparsable is the client's to keep.
     if !headers.contains_key(&X_CLOUD_TRACE) {
-        let mut v = String::with_capacity(58);
-        push_hex(&mut v, trace, 32);
-        v.push('/');
-        push_dec(&mut v, span);
-        v.push_str(if sampled { ";o=1" } else { ";o=0" });
-        if let Some(v) = value(v) {
+        let mut v = [0u8; 32 + 1 + 20 + 4];
+        put_hex(&mut v[..32], trace);
+        v[32] = b'/';
+        let mut dec = [0u8; 20];
+        let n = put_dec(&mut dec, span);
+        v[33..33 + n].copy_from_slice(&dec[..n]);
+        v[33 + n..37 + n].copy_from_slice(if sampled { b";o=1" } else { b";o=0" });
+        if let Some(v) = value(&v[..37 + n]) {
             headers.insert(&X_CLOUD_TRACE, v);
         }
     }
