@@ -6,6 +6,7 @@
 //! [`Demand`] (atomics and a `Notify`). Every refusal becomes a status in one place,
 //! [`rescue::Refusal::response`].
 
+mod front;
 pub mod h1;
 pub mod headers;
 pub mod rescue;
@@ -41,6 +42,41 @@ use upstream::{Upstream, UpstreamBody};
 /// Body errors end the response abruptly (the connection is closed, never left hanging).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A client's request body: none (a request served by [`front`]), or hyper's.
+pub enum ClientBody {
+    Empty,
+    Hyper(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ClientBody::Empty => hyper::body::SizeHint::with_exact(0),
+            ClientBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Opens a connection to an instance's ingress port.
 pub trait Dial: Send + Sync + 'static {
@@ -88,7 +124,7 @@ pub struct Endpoint {
     /// One connection pool per ingress worker thread, made on first use: a request and the
     /// upstream connection it uses are driven by the same thread, with no cross-thread
     /// wake-up (measured: a third of the proxy's CPU per request).
-    upstreams: [OnceLock<Upstream>; MAX_WORKERS + 1],
+    upstreams: [OnceLock<Upstream<ClientBody>>; MAX_WORKERS + 1],
     death: watch::Sender<Option<Death>>,
     /// `--cpu-throttling`: the instance's CPU quota, cut while no request is in flight.
     throttle: Option<Throttle>,
@@ -171,7 +207,7 @@ impl Endpoint {
     }
 
     /// This thread's connections to the instance.
-    fn upstream(&self) -> &Upstream {
+    fn upstream(&self) -> &Upstream<ClientBody> {
         let worker = WORKER.with(Cell::get);
         self.upstreams[worker]
             .get_or_init(|| Upstream::new(self.dialer.clone(), self.authority.clone(), self.http2))
@@ -271,6 +307,8 @@ struct Shared {
     requests_by_class: [prometheus::IntCounter; 6],
     latency: prometheus::Histogram,
     queue_wait: prometheus::Histogram,
+    /// Serves the connections [`front`] hands over (HTTP/2, bodies, upgrades).
+    hyper: hyper_util::server::conn::auto::Builder<TokioExecutor>,
 }
 
 impl Shared {
@@ -350,7 +388,7 @@ pub fn start(
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (cfg, snapshot, demand, metrics, mut shutdown, span) = (
+        let (cfg, snapshot, demand, metrics, shutdown, span) = (
             cfg.clone(),
             snapshot.clone(),
             demand.clone(),
@@ -368,10 +406,7 @@ pub fn start(
                         Err(e) => return warn!("ingress worker {i}: {e}"),
                     };
                     tokio::spawn(keep_timer_armed());
-                    let stop = async move {
-                        let _ = shutdown.wait_for(|stop| *stop).await;
-                    };
-                    serve(listener, cfg, snapshot, demand, metrics, stop)
+                    serve(listener, cfg, snapshot, demand, metrics, shutdown)
                         .instrument(span)
                         .await
                 })
@@ -397,14 +432,15 @@ async fn keep_timer_armed() {
     }
 }
 
-/// Serves requests on `listener` until `shutdown` resolves; then stops accepting.
+/// Serves requests on `listener` until `shutdown` turns true; then stops accepting, closes
+/// idle connections and lets requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
     cfg: IngressConfig,
     snapshot: watch::Receiver<Snapshot>,
     demand: Arc<Demand>,
     metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let svc = cfg.service.clone();
     let class = |c: &str| metrics.requests.with_label_values(&[&svc, c]);
@@ -426,42 +462,34 @@ pub async fn serve(
         requests_by_class,
         latency,
         queue_wait,
+        hyper: hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()),
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Every connection holds a watcher until it ends: `shutdown()` below waits for them.
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => { warn!("accept: {e}"); tokio::time::sleep(Duration::from_millis(50)).await; continue }
-            },
-            _ = &mut shutdown => break,
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stopped(&mut shutdown) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let for_requests = shared.clone();
         let client = Arc::new(headers::Client::new(peer.ip()));
-        let svc = hyper::service::service_fn(move |req| {
-            let (shared, client) = (for_requests.clone(), client.clone());
-            async move { Ok::<_, Infallible>(handle(shared, client, req).await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn.into_owned());
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                match e.downcast_ref::<hyper::Error>() {
-                    // hyper answered 400 (or 431/414) itself, before any request reached
-                    // runlet's handler: log and count it like every other refusal.
-                    Some(h) if h.is_parse() || h.is_parse_too_large() => {
-                        info!(service = %shared.cfg.service, %peer, reason = "malformed", "refused: malformed request: {e}");
-                        shared.count_refusal("malformed");
-                        shared.requests_by_class[4].inc();
-                    }
-                    _ => debug!("connection from {peer}: {e}"),
-                }
-            }
-        });
+        let conn = front::serve_conn(
+            stream,
+            peer,
+            shared.clone(),
+            client,
+            shutdown.clone(),
+            graceful.watcher(),
+        );
+        tokio::spawn(conn);
     }
     // In-flight requests get to finish, bounded by the request timeout; idle connections
     // close at once. This must wait here: when an ingress thread's `serve` returns, its
@@ -470,6 +498,41 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {}
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Serves the rest of a connection with hyper (HTTP/2, requests with a body, upgrades).
+async fn serve_with_hyper(
+    io: front::Rewind,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    client: Arc<headers::Client>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let for_requests = shared.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (shared, client) = (for_requests.clone(), client.clone());
+        async move { Ok::<_, Infallible>(handle(shared, client, req.map(ClientBody::Hyper)).await) }
+    });
+    let conn = shared
+        .hyper
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        match e.downcast_ref::<hyper::Error>() {
+            // hyper answered 400 (or 431/414) itself, before any request reached runlet's
+            // handler: log and count it like every other refusal.
+            Some(h) if h.is_parse() || h.is_parse_too_large() => {
+                info!(service = %shared.cfg.service, %peer, reason = "malformed", "refused: malformed request: {e}");
+                shared.count_refusal("malformed");
+                shared.requests_by_class[4].inc();
+            }
+            _ => debug!("connection from {peer}: {e}"),
+        }
     }
 }
 
@@ -589,7 +652,7 @@ async fn acquire(shared: &Shared, deadline: Instant) -> Result<Slot, Refusal> {
 async fn handle(
     shared: Arc<Shared>,
     client: Arc<headers::Client>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<ProxyBody> {
     let received = Instant::now();
     let deadline = received + shared.cfg.timeout;
@@ -617,7 +680,7 @@ async fn handle(
 async fn forward(
     shared: &Shared,
     client: &headers::Client,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     deadline: Instant,
 ) -> Result<Response<ProxyBody>, Refusal> {
     headers::check(req.headers()).map_err(Refusal::BadHeader)?;

@@ -13,6 +13,10 @@ pub enum Refusal {
     BadHeader(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("request head too large (more than 64 KiB or 100 header fields)")]
+    HeadTooLarge,
     #[error(
         "held for the hold time with every instance busy and the service at its maximum instances"
     )]
@@ -37,6 +41,8 @@ impl Refusal {
         match self {
             Refusal::BadHeader(_) => "bad_header",
             Refusal::BadRequest(_) => "bad_request",
+            Refusal::Malformed(_) => "malformed",
+            Refusal::HeadTooLarge => "head_too_large",
             Refusal::RateExceeded => "rate_exceeded",
             Refusal::NoInstance => "no_instance",
             Refusal::QueueFull => "queue_full",
@@ -49,7 +55,10 @@ impl Refusal {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::BadHeader(_) | Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::BadHeader(_) | Refusal::BadRequest(_) | Refusal::Malformed(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
             Refusal::NoInstance | Refusal::QueueFull | Refusal::StartFailed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -64,6 +73,8 @@ impl Refusal {
         match self {
             Refusal::BadHeader(d) => format!("Bad Request: {d}.\n"),
             Refusal::BadRequest(d) => format!("Bad Request: {d}.\n"),
+            Refusal::Malformed(d) => format!("Bad Request: malformed request: {d}.\n"),
+            Refusal::HeadTooLarge => "Request Header Fields Too Large: at most 64 KiB and 100 fields.\n".into(),
             Refusal::RateExceeded => "Rate exceeded.\n".into(),
             Refusal::NoInstance => "Service Unavailable: no instance is available to serve the request.\n".into(),
             Refusal::QueueFull => "Service Unavailable: too many requests are waiting for an instance.\n".into(),
@@ -97,6 +108,8 @@ mod tests {
     fn statuses() {
         let table = [
             (Refusal::BadHeader("x".into()), 400),
+            (Refusal::Malformed("invalid token".into()), 400),
+            (Refusal::HeadTooLarge, 431),
             (Refusal::RateExceeded, 429),
             (Refusal::NoInstance, 503),
             (Refusal::QueueFull, 503),
