@@ -6,9 +6,14 @@
 //! the bytes read, and the response is written back in as few writes as the body allows
 //! (head and a small body in one). Anything else hands the connection, with the bytes already
 //! read, to hyper for the rest of its life: HTTP/2 (the prior-knowledge preface), requests
-//! with a body (`Content-Length`, `Transfer-Encoding`), `Expect`, upgrades (WebSockets),
-//! HTTP/1.0 and `CONNECT`. Measured: hyper's server was a third of runlet's instructions per
-//! request (callgrind), this path a small part of that.
+//! with a body (`Content-Length`, `Transfer-Encoding`), `Expect`, upgrades (WebSockets)
+//! and `CONNECT`. Measured: hyper's server was a third of runlet's instructions per request
+//! (callgrind), this path a small part of that.
+//!
+//! The client's socket is read while its request is in flight and while the response
+//! streams: a client that goes away (end of stream with nothing pipelined) abandons its
+//! request, which frees its slot, as hyper does. One that half-closes after pipelining gets
+//! the requests it sent answered, then the connection closes.
 //!
 //! Response framing: no body for HEAD, 1xx, 204 and 304; `Content-Length` when the body's
 //! size is known, else `Transfer-Encoding: chunked`. A body that fails (the instance broke
@@ -174,22 +179,30 @@ pub(super) async fn serve_conn(
     mut stop: watch::Receiver<bool>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut out = Vec::with_capacity(4 * 1024);
+    let mut inbox = Inbox {
+        buf: BytesMut::with_capacity(IN_BUF),
+        eof: false,
+    };
+    let mut out = Vec::with_capacity(OUT_BUF);
     loop {
-        // One head, reading as needed; an idle connection closes at shutdown.
+        // One head, reading as needed; an idle connection closes at shutdown (a request
+        // already sent is read first).
         let head = loop {
-            if !buf.is_empty() {
-                if let Some(h) = parse(&mut buf) {
+            if !inbox.buf.is_empty() {
+                if let Some(h) = parse(&mut inbox.buf) {
                     break h;
                 }
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(8 * 1024);
+            if inbox.eof {
+                return;
             }
-            let idle = buf.is_empty();
+            if inbox.buf.capacity() - inbox.buf.len() < 4096 {
+                inbox.buf.reserve(IN_BUF);
+            }
+            let idle = inbox.buf.is_empty();
             tokio::select! {
-                r = tokio_util::io::read_buf(&mut io, &mut buf) => match r {
+                biased;
+                r = tokio_util::io::read_buf(&mut io, &mut inbox.buf) => match r {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
@@ -200,7 +213,7 @@ pub(super) async fn serve_conn(
             Head::Request(req, close, v10) => (req, close, v10),
             Head::Hyper => {
                 let io = Rewind {
-                    prefix: buf.freeze(),
+                    prefix: inbox.buf.freeze(),
                     io,
                 };
                 return super::serve_with_hyper(io, peer, shared, client, watcher).await;
@@ -210,30 +223,64 @@ pub(super) async fn serve_conn(
                 shared.count_refusal(refusal.reason());
                 shared.requests_by_class[4].inc();
                 let resp = refusal.response();
-                let _ = write_response(&mut io, &mut out, resp, false, false, false).await;
+                let _ =
+                    write_response(&mut io, &mut inbox, &mut out, resp, false, false, false).await;
                 return;
             }
         };
         let head_request = req.method() == Method::HEAD;
-        // The client leaving (end of stream) abandons the request, as hyper does; bytes it
-        // sends meanwhile (a pipelined request) wait in the buffer.
         let call = super::handle(shared.clone(), client.clone(), req);
         tokio::pin!(call);
         let resp = loop {
             tokio::select! {
                 biased;
                 resp = &mut call => break resp,
-                r = tokio_util::io::read_buf(&mut io, &mut buf), if buf.len() < MAX_HEAD => match r {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                },
+                gone = inbox.watch(&mut io), if inbox.watching() => if gone { return },
             }
         };
         // At shutdown the connection ends after the response in flight.
         let keep = !close && !*stop.borrow();
-        match write_response(&mut io, &mut out, resp, head_request, keep, v10).await {
+        match write_response(&mut io, &mut inbox, &mut out, resp, head_request, keep, v10).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
+        }
+        // A large head or body leaves large buffers: an idle connection does not keep them.
+        if out.capacity() > 4 * OUT_BUF {
+            out = Vec::with_capacity(OUT_BUF);
+        }
+        if inbox.buf.is_empty() && inbox.buf.capacity() > 4 * IN_BUF {
+            inbox.buf = BytesMut::with_capacity(IN_BUF);
+        }
+    }
+}
+
+/// Buffer sizes an idle connection keeps.
+const IN_BUF: usize = 8 * 1024;
+const OUT_BUF: usize = 4 * 1024;
+
+/// What the client sent that was not used yet, and whether it has stopped sending.
+struct Inbox {
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl Inbox {
+    /// Whether to read the client's socket while a request is in flight.
+    fn watching(&self) -> bool {
+        !self.eof && self.buf.len() < MAX_HEAD
+    }
+
+    /// Reads what the client sends while its request is in flight (a pipelined request
+    /// waits in the buffer). True when the client is gone: an error, or the end of the
+    /// stream with nothing pipelined (as hyper, a request whose client left is abandoned).
+    async fn watch(&mut self, io: &mut TcpStream) -> bool {
+        match tokio_util::io::read_buf(io, &mut self.buf).await {
+            Ok(0) if !self.buf.is_empty() => {
+                self.eof = true;
+                false
+            }
+            Ok(0) | Err(_) => true,
+            Ok(_) => false,
         }
     }
 }
@@ -243,6 +290,7 @@ pub(super) async fn serve_conn(
 /// the connection.
 async fn write_response(
     io: &mut TcpStream,
+    inbox: &mut Inbox,
     out: &mut Vec<u8>,
     resp: Response<ProxyBody>,
     head_request: bool,
@@ -261,6 +309,8 @@ async fn write_response(
     out.clear();
     let framing = Framing {
         bodiless,
+        // The length a HEAD or 304 response would have had; 1xx and 204 have none.
+        keep_length: head_request || status == StatusCode::NOT_MODIFIED,
         length,
         chunked,
         keep,
@@ -287,7 +337,13 @@ async fn write_response(
                     io.write_all(out).await?;
                     out.clear();
                 }
-                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                loop {
+                    tokio::select! {
+                        biased;
+                        f = poll_fn(|cx| body.as_mut().poll_frame(cx)) => break f,
+                        gone = inbox.watch(io), if inbox.watching() => if gone { return Ok(false) },
+                    }
+                }
             }
         };
         match frame {
@@ -342,6 +398,7 @@ async fn write_response(
 /// How a response is framed to the client.
 struct Framing {
     bodiless: bool,
+    keep_length: bool,
     length: Option<u64>,
     chunked: bool,
     keep: bool,
@@ -352,6 +409,7 @@ struct Framing {
 fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, f: &Framing) {
     let Framing {
         bodiless,
+        keep_length,
         length,
         chunked,
         keep,
@@ -364,10 +422,10 @@ fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, f: &F
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
     for (name, value) in headers {
-        // Framing is ours to set; a HEAD response keeps the length the instance gave.
+        // Framing is ours to set; a HEAD or 304 response keeps the length the instance gave.
         if name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
-            || (name == header::CONTENT_LENGTH && !bodiless)
+            || (name == header::CONTENT_LENGTH && !keep_length)
         {
             continue;
         }
@@ -648,6 +706,13 @@ mod tests {
                                 body.len(),
                                 String::from_utf8(body).unwrap()
                             )
+                        } else if path == "/slow" {
+                            // A stream that starts and never ends.
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n").await;
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            return;
+                        } else if path == "/204" {
+                            "HTTP/1.1 204 No Content\r\ncontent-length: 7\r\n\r\n".to_string()
                         } else if path == "/chunked" {
                             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n".to_string()
                         } else {
@@ -663,8 +728,9 @@ mod tests {
         addr
     }
 
-    /// runlet's ingress in front of the scripted instance; returns its address.
-    async fn ingress() -> std::net::SocketAddr {
+    /// runlet's ingress in front of the scripted instance; returns its address and the
+    /// instance's endpoint.
+    async fn ingress() -> (std::net::SocketAddr, Arc<Endpoint>) {
         let inst = instance().await;
         let endpoint = Arc::new(Endpoint::new(
             "i".into(),
@@ -673,7 +739,7 @@ mod tests {
             false,
         ));
         let (snap_tx, snapshot) = watch::channel(Snapshot {
-            endpoints: vec![endpoint],
+            endpoints: vec![endpoint.clone()],
             ..Default::default()
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -698,7 +764,7 @@ mod tests {
             )
             .await;
         });
-        addr
+        (addr, endpoint)
     }
 
     /// Sends `raw`, reads until `responses` complete responses arrived (or the connection
@@ -732,7 +798,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_are_served_pipelined_framed_and_closed_as_asked() {
-        let addr = ingress().await;
+        let (addr, _) = ingress().await;
         // Two pipelined GETs: two responses in order, the connection kept.
         let (got, closed) = exchange(
             addr,
@@ -768,6 +834,13 @@ mod tests {
             assert!(got.contains("connection: close\r\n"), "{got}");
             assert!(closed, "{got}");
         }
+        // 204: no body, and no length either (the instance's is dropped).
+        let (got, _) = exchange(addr, b"GET /204 HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 204 No Content\r\n"), "{got}");
+        assert!(
+            !got.contains("content-length") && !got.contains("transfer-encoding"),
+            "{got}"
+        );
         // HTTP/1.0 with keep-alive: told so, and kept.
         let (got, closed) = exchange(
             addr,
@@ -783,7 +856,7 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_go_to_hyper_and_malformed_heads_get_400() {
-        let addr = ingress().await;
+        let (addr, _) = ingress().await;
         // A body: hyper takes the connection from that request on, the next one included.
         let (got, closed) = exchange(
             addr,
@@ -800,5 +873,45 @@ mod tests {
         assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
         assert!(got.contains("malformed request"), "{got}");
         assert!(closed);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_frees_its_slot_and_one_that_half_closes_gets_its_answers() {
+        let (addr, endpoint) = ingress().await;
+        // Leaves in the middle of a response that never ends.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("abc") {
+            let mut chunk = [0u8; 1024];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(endpoint.in_flight(), 1);
+        drop(s);
+        let freed = async {
+            while endpoint.in_flight() != 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), freed)
+            .await
+            .expect("the slot of a client that left was not freed");
+        // Pipelines two requests and closes its sending side: both answered, then closed.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /chunked HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut got))
+            .await
+            .expect("not closed")
+            .unwrap();
+        assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
+        assert!(got.ends_with("0\r\n\r\n"), "{got}");
     }
 }
