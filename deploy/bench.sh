@@ -8,6 +8,7 @@
 #    runlet; against a bare `ctr run` of the same image, to the same first byte.
 # 3. Scale-out: time for a step load to be served by max instances.
 # 4. Jobs: 100 tasks that exit 0 at once, parallelism 1 and 10, against bare `ctr run --rm`.
+# 5. User-space instructions per request, runlet against nginx, under callgrind.
 # All traffic stays on loopback (the instance's own loopback, reached inside its namespace).
 # BENCH_SECTIONS="datapath cold" runs only those sections and prints, without writing docs/.
 set -euo pipefail
@@ -54,7 +55,7 @@ serve() { # name port args... ; waits until serving
 }
 containers_of() { $CTR containers ls -q | grep -c "^$1-00001-" || true; }
 
-sections=${BENCH_SECTIONS:-datapath cold scale jobs}
+sections=${BENCH_SECTIONS:-datapath cold scale jobs instructions}
 want() { [[ " $sections " == *" $1 "* ]]; }
 
 # ---- 1. data path ------------------------------------------------------------------------
@@ -244,6 +245,63 @@ jr1=$(jobs_row 1); cr1=$(ctr_row 1); jr10=$(jobs_row 10); cr10=$(ctr_row 10)
   echo
   echo "runlet's tasks each get a network namespace (lo, CNI bridge + host-local), an in-memory root"
   echo "filesystem, FIFO log capture and a durable record update; \`ctr run --rm\` does none of that."
+  echo
+} >>"$out"
+fi
+# ---- 5. instructions per request ---------------------------------------------------------
+# Time on these machines is noisy; instruction counts are not. runlet (one ingress thread)
+# and nginx (one worker, in the instance's namespace) each run under callgrind and serve
+# 2,000 then 12,000 keep-alive requests from ab; the difference over 10,000 is the user-space
+# instructions per request, start-up excluded. (System time is not counted.)
+if want instructions; then
+for p in valgrind apache2-utils; do dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null; }; done
+total_ir() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}'; }
+wait_ok() { for _ in $(seq 1 600); do $1 curl -sf -o /dev/null "$2" && return 0; sleep 0.2; done; return 1; }
+runlet_ir() { # requests
+  local f=$run/cg-runlet-$1.out vp
+  RUNLET_LOG=warn RUNLET_INGRESS_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$f" \
+    $R serve --image probe --service ins --listen 127.0.0.1:18097 --metrics-listen off --concurrency 1000 >"$run/ins-$1.log" 2>&1 &
+  vp=$!
+  wait_ok "" 'http://127.0.0.1:18097/?bytes=128'
+  ab -q -k -n "$1" -c 8 'http://127.0.0.1:18097/?bytes=128' >/dev/null
+  kill -INT "$vp"; wait "$vp" || true
+  total_ir "$f"
+}
+serve insn 18098
+ns=runlet-$($CTR containers ls -q | grep '^insn-00001-' | head -1)
+cat > "$run/nginx-cg.conf" <<NGINX
+worker_processes 1;
+pid $run/nginx-cg.pid;
+error_log $run/nginx-cg-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream probe { server 127.0.0.1:8080; keepalive 64; }
+  server { listen 127.0.0.1:18099; location / { proxy_pass http://probe; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGINX
+nginx_ir() { # requests
+  local f=$run/cg-nginx-$1.out vp
+  ip netns exec "$ns" valgrind --tool=callgrind --callgrind-out-file="$f" nginx -c "$run/nginx-cg.conf" -g 'daemon off; master_process off;' >"$run/nginx-cg-$1.log" 2>&1 &
+  vp=$!
+  wait_ok "ip netns exec $ns" 'http://127.0.0.1:18099/?bytes=128'
+  ip netns exec "$ns" ab -q -k -n "$1" -c 8 'http://127.0.0.1:18099/?bytes=128' >/dev/null
+  kill -QUIT "$vp"; wait "$vp" || true
+  total_ir "$f"
+}
+r1=$(runlet_ir 2000); r2=$(runlet_ir 12000); n1=$(nginx_ir 2000); n2=$(nginx_ir 12000)
+per() { python3 -c "print('%.1f' % (($2 - $1) / 10000 / 1000))"; }
+{
+  echo "## 5. User-space instructions per request (callgrind, \`GET /?bytes=128\`, ab -k -c 8)"
+  echo
+  echo "Each proxy runs under callgrind and serves 2,000, then (in a second run) 12,000 requests;"
+  echo "the difference over 10,000 requests, so start-up is excluded. Instruction counts do not"
+  echo "depend on what else the machine is doing. System time is not included."
+  echo
+  echo "| proxy | thousand instructions per request |"
+  echo "|---|---:|"
+  echo "| runlet (one ingress thread) | $(per "$r1" "$r2") |"
+  echo "| nginx (one worker, \`master_process off\`) | $(per "$n1" "$n2") |"
   echo
 } >>"$out"
 fi
