@@ -443,7 +443,7 @@ fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, f: &F
     if !bodiless {
         if let Some(n) = length {
             out.extend_from_slice(b"content-length: ");
-            push_dec(out, n);
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         } else if chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -455,21 +455,6 @@ fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, f: &F
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-fn push_dec(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 fn push_chunk_size(out: &mut Vec<u8>, n: usize) {

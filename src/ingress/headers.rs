@@ -234,23 +234,6 @@ fn put_hex(out: &mut [u8], v: u128) {
     }
 }
 
-/// Writes `v` in decimal at the start of `out`; returns the number of digits.
-fn put_dec(out: &mut [u8; 20], mut v: u64) -> usize {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let n = digits.len() - i;
-    out[..n].copy_from_slice(&digits[i..]);
-    n
-}
-
 /// `traceparent` (W3C) and `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=OPTIONS`).
 fn add_trace(headers: &mut HeaderMap) {
     let tp = headers
@@ -288,9 +271,10 @@ fn add_trace(headers: &mut HeaderMap) {
         let mut v = [0u8; 32 + 1 + 20 + 4];
         put_hex(&mut v[..32], trace);
         v[32] = b'/';
-        let mut dec = [0u8; 20];
-        let n = put_dec(&mut dec, span);
-        v[33..33 + n].copy_from_slice(&dec[..n]);
+        let mut dec = itoa::Buffer::new();
+        let dec = dec.format(span).as_bytes();
+        let n = dec.len();
+        v[33..33 + n].copy_from_slice(dec);
         v[33 + n..37 + n].copy_from_slice(if sampled { b";o=1" } else { b";o=0" });
         if let Some(v) = value(&v[..37 + n]) {
             headers.insert(&X_CLOUD_TRACE, v);
