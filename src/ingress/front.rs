@@ -36,13 +36,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::info;
 
+use super::h1::{MAX_HEAD, MAX_HEADERS};
 use super::rescue::Refusal;
 use super::{headers, ClientBody, ProxyBody, Shared};
 
-/// Most bytes of a request head; a longer one gets 431.
-const MAX_HEAD: usize = 64 * 1024;
-/// Most header fields in a request; more gets 431.
-const MAX_HEADERS: usize = 100;
 /// Response bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Data frames at least this large are written from their own buffer, not copied.
@@ -220,8 +217,7 @@ pub(super) async fn serve_conn(
             }
             Head::Refused(refusal) => {
                 info!(service = %shared.cfg.service, %peer, reason = refusal.reason(), "refused: {refusal}");
-                shared.count_refusal(refusal.reason());
-                shared.requests_by_class[4].inc();
+                shared.count_refused_head(refusal.reason());
                 let resp = refusal.response();
                 let _ =
                     write_response(&mut io, &mut inbox, &mut out, resp, false, false, false).await;
@@ -651,6 +647,17 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     loop {
+                        // More from the connection; false when it ended.
+                        async fn more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => false,
+                                Ok(k) => {
+                                    buf.extend_from_slice(&chunk[..k]);
+                                    true
+                                }
+                            }
+                        }
                         let (n, method, path, len) = loop {
                             let mut h = [httparse::EMPTY_HEADER; 32];
                             let mut r = httparse::Request::new(&mut h);
@@ -669,17 +676,13 @@ mod tests {
                                     len,
                                 );
                             }
-                            let mut chunk = [0u8; 4096];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            if !more(&mut s, &mut buf).await {
+                                return;
                             }
                         };
                         while buf.len() < n + len {
-                            let mut chunk = [0u8; 4096];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            if !more(&mut s, &mut buf).await {
+                                return;
                             }
                         }
                         let body: Vec<u8> = buf.drain(..n + len).skip(n).collect();

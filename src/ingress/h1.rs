@@ -29,11 +29,11 @@ use tokio::net::TcpStream;
 
 use super::Dial;
 
-/// Most bytes of a response head (status line and headers), and of a chunked body's
-/// trailers.
-const MAX_HEAD: usize = 64 * 1024;
-/// Most header fields in a response head.
-const MAX_HEADERS: usize = 100;
+/// Most bytes of a head, the client's request or the instance's response (start line and
+/// headers), and of a chunked body's trailers.
+pub(super) const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a head.
+pub(super) const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line (with extensions) in a chunked body.
 const MAX_CHUNK_LINE: usize = 4096;
 /// First read size; doubles while reads fill it, up to `MAX_READ`.

@@ -319,6 +319,13 @@ impl Shared {
             .with_label_values(&[&self.cfg.service, reason])
             .inc();
     }
+
+    /// Counts a request head refused before it reached [`handle`] (it did not parse): as a
+    /// refusal, and as a 4xx request.
+    fn count_refused_head(&self, reason: &'static str) {
+        self.count_refusal(reason);
+        self.requests_by_class[4].inc();
+    }
 }
 
 /// The data path running on its own threads; see [`start`].
@@ -528,8 +535,7 @@ async fn serve_with_hyper(
             // handler: log and count it like every other refusal.
             Some(h) if h.is_parse() || h.is_parse_too_large() => {
                 info!(service = %shared.cfg.service, %peer, reason = "malformed", "refused: malformed request: {e}");
-                shared.count_refusal("malformed");
-                shared.requests_by_class[4].inc();
+                shared.count_refused_head("malformed");
             }
             _ => debug!("connection from {peer}: {e}"),
         }
