@@ -2,12 +2,12 @@
 //!
 //! Every connection starts here. Request heads are read and parsed with `httparse`; an
 //! HTTP/1.1 request without a body (nearly every GET: what a service mostly gets) is served
-//! right here, by the connection's own task: its head becomes an `http::Request` sliced from
-//! the bytes read, and the response is written back in as few writes as the body allows
-//! (head and a small body in one). Anything else hands the connection, with the bytes already
-//! read, to hyper for the rest of its life: HTTP/2 (the prior-knowledge preface), requests
-//! with a body (`Content-Length`, `Transfer-Encoding`), `Expect`, upgrades (WebSockets)
-//! and `CONNECT`. Measured: hyper's server was a third of runlet's instructions per request
+//! right here, by the connection's own task: its head stays the bytes read, with the place of
+//! each field ([`super::raw`]), and the response is written back in as few writes as the
+//! body allows (head and a small body in one). Anything else hands the connection, with the
+//! bytes already read, to hyper for the rest of its life: HTTP/2 (the prior-knowledge
+//! preface), requests with a body (`Content-Length`, `Transfer-Encoding`), `Expect`,
+//! upgrades (WebSockets), `CONNECT` and targets not in origin form. Measured: hyper's server was a third of runlet's instructions per request
 //! (callgrind), this path a small part of that.
 //!
 //! The client's socket is read while its request is in flight and while the response
@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode};
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -37,8 +37,9 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::h1::{MAX_HEAD, MAX_HEADERS};
+use super::raw::{self, push_field, RawHead, RawRequest};
 use super::rescue::Refusal;
-use super::{headers, ClientBody, ProxyBody, Shared};
+use super::{headers, Answer, ClientRequest, Shared};
 
 /// Response bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -60,7 +61,8 @@ pub(super) enum Route {
 /// Which requests this module serves itself (see the module comment).
 pub(super) fn route(req: &httparse::Request<'_, '_>) -> Route {
     let v10 = req.version == Some(0);
-    if req.method == Some("CONNECT") {
+    // CONNECT, and targets not in origin form (absolute form, `*`), are left to hyper.
+    if req.method == Some("CONNECT") || !req.path.is_some_and(|p| p.starts_with('/')) {
         return Route::Hyper;
     }
     let (mut close, mut keep_alive) = (false, false);
@@ -93,8 +95,8 @@ pub(super) fn route(req: &httparse::Request<'_, '_>) -> Route {
 // Made and taken apart once per request: boxing the request would cost an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Head {
-    /// A request to serve here, with [`Route::Here`]'s `close` and `v10`.
-    Request(Request<ClientBody>, bool, bool),
+    /// A request to serve here, with [`Route::Here`]'s `close`.
+    Request(RawRequest, bool),
     Hyper,
     Refused(Refusal),
 }
@@ -125,45 +127,29 @@ fn parse(buf: &mut BytesMut) -> Option<Head> {
         Route::Hyper => return Some(Head::Hyper),
         Route::Here { close, v10 } => (close, v10),
     };
-    // Offsets into the head, so that the parts can be sliced out of it once it is frozen.
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    let method = Method::from_bytes(req.method.unwrap_or("GET").as_bytes());
-    let path = at(req.path.unwrap_or("/").as_bytes());
-    let fields: Vec<_> = req
-        .headers
-        .iter()
-        .map(|h| (at(h.name.as_bytes()), at(h.value)))
-        .collect();
+    let Ok(method) = Method::from_bytes(req.method.unwrap_or("GET").as_bytes()) else {
+        return Some(Head::Refused(Refusal::Malformed("invalid method".into())));
+    };
+    let base = buf.as_ptr();
+    let path = req.path.unwrap_or("/");
+    let path_at =
+        path.as_ptr() as usize - base as usize..path.as_ptr() as usize - base as usize + path.len();
+    // The fields stay where they are in the head (see `raw`).
+    let fields = raw::fields_of(base, req.headers);
     let head = buf.split_to(n).freeze();
-    let slice = |(off, len): (usize, usize)| head.slice(off..off + len);
-    let bad = |what: &str| Some(Head::Refused(Refusal::Malformed(what.into())));
-    let Ok(method) = method else {
-        return bad("invalid method");
+    let fields = RawHead::new(head.clone(), fields);
+    let Ok(target) = PathAndQuery::from_maybe_shared(head.slice(path_at)) else {
+        return Some(Head::Refused(Refusal::Malformed(
+            "invalid request target".into(),
+        )));
     };
-    let Ok(uri) = Uri::from_maybe_shared(slice(path)) else {
-        return bad("invalid request target");
+    let req = RawRequest {
+        method,
+        target,
+        v10,
+        head: fields,
     };
-    let mut map = HeaderMap::with_capacity(fields.len() + 8);
-    for &(name, value) in &fields {
-        let Ok(name) = HeaderName::from_bytes(&head[name.0..name.0 + name.1]) else {
-            return bad("invalid header name");
-        };
-        let Ok(value) = HeaderValue::from_maybe_shared(slice(value)) else {
-            return bad("invalid header value");
-        };
-        map.append(name, value);
-    }
-    let mut req = Request::new(ClientBody::Empty);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = if v10 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    *req.headers_mut() = map;
-    Some(Head::Request(req, close, v10))
+    Some(Head::Request(req, close))
 }
 
 /// Serves one client connection (see the module comment) until the client closes it, an
@@ -206,8 +192,8 @@ pub(super) async fn serve_conn(
                 _ = super::stopped(&mut stop), if idle => return,
             }
         };
-        let (req, close, v10) = match head {
-            Head::Request(req, close, v10) => (req, close, v10),
+        let (req, close) = match head {
+            Head::Request(req, close) => (req, close),
             Head::Hyper => {
                 let io = Rewind {
                     prefix: inbox.buf.freeze(),
@@ -218,14 +204,15 @@ pub(super) async fn serve_conn(
             Head::Refused(refusal) => {
                 info!(service = %shared.cfg.service, %peer, reason = refusal.reason(), "refused: {refusal}");
                 shared.count_refused_head(refusal.reason());
-                let resp = refusal.response();
+                let resp = Answer::Typed(refusal.response());
                 let _ =
                     write_response(&mut io, &mut inbox, &mut out, resp, false, false, false).await;
                 return;
             }
         };
-        let head_request = req.method() == Method::HEAD;
-        let call = super::handle(shared.clone(), client.clone(), req);
+        let head_request = req.method == Method::HEAD;
+        let v10 = req.v10;
+        let call = super::handle(shared.clone(), client.clone(), ClientRequest::Raw(req));
         tokio::pin!(call);
         let resp = loop {
             tokio::select! {
@@ -288,13 +275,43 @@ async fn write_response(
     io: &mut TcpStream,
     inbox: &mut Inbox,
     out: &mut Vec<u8>,
-    resp: Response<ProxyBody>,
+    resp: Answer,
     head_request: bool,
     keep: bool,
     v10: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = resp.into_parts();
-    let status = parts.status;
+    match resp {
+        Answer::Typed(resp) => {
+            let (parts, body) = resp.into_parts();
+            let fields = parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+            let head = (parts.status, fields);
+            write_message(io, inbox, out, head, body, head_request, keep, v10).await
+        }
+        Answer::Raw(resp, body) => {
+            let head = (resp.status, resp.head.fields());
+            write_message(io, inbox, out, head, body, head_request, keep, v10).await
+        }
+    }
+}
+
+/// [`write_response`] for a status, its header fields, and a body.
+#[allow(clippy::too_many_arguments)]
+async fn write_message<'a, B>(
+    io: &mut TcpStream,
+    inbox: &mut Inbox,
+    out: &mut Vec<u8>,
+    (status, fields): (StatusCode, impl Iterator<Item = (&'a [u8], &'a [u8])>),
+    mut body: B,
+    head_request: bool,
+    keep: bool,
+    v10: bool,
+) -> io::Result<bool>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     let bodiless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -312,7 +329,7 @@ async fn write_response(
         keep,
         v10,
     };
-    encode_head(out, status, &parts.headers, &framing);
+    encode_head(out, status, fields, &framing);
     if bodiless {
         io.write_all(out).await?;
         return Ok(keep);
@@ -402,7 +419,12 @@ struct Framing {
 }
 
 /// The status line and headers, with runlet's own framing headers.
-fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, f: &Framing) {
+fn encode_head<'a>(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    f: &Framing,
+) {
     let Framing {
         bodiless,
         keep_length,
@@ -417,19 +439,19 @@ fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, f: &F
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
-    for (name, value) in headers {
+    for (name, value) in fields {
         // Framing is ours to set; a HEAD or 304 response keeps the length the instance gave.
-        if name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
-            || (name == header::CONTENT_LENGTH && !keep_length)
-        {
+        let framing = match name.len() {
+            10 => name.eq_ignore_ascii_case(b"connection"),
+            14 => !keep_length && name.eq_ignore_ascii_case(b"content-length"),
+            17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+            _ => false,
+        };
+        if framing {
             continue;
         }
-        dated |= name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        dated |= name.eq_ignore_ascii_case(b"date");
+        push_field(out, name, value);
     }
     if !dated {
         out.extend_from_slice(b"date: ");
@@ -586,6 +608,8 @@ mod tests {
                 "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
                 Route::Hyper,
             ),
+            ("GET http://a/x HTTP/1.1\r\n\r\n", Route::Hyper),
+            ("OPTIONS * HTTP/1.1\r\n\r\n", Route::Hyper),
         ];
         for (raw, want) in table {
             assert_eq!(routed(raw), want, "{raw:?}");
@@ -628,12 +652,12 @@ mod tests {
         // Pipelined: one head at a time, the rest stays buffered.
         let (head, rest) =
             parsed(b"GET /one?q=1 HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\nGET /two HTTP/1.1\r\n\r\n");
-        let Some(Head::Request(req, false, false)) = head else {
+        let Some(Head::Request(req, false)) = head else {
             panic!("not served here")
         };
-        assert_eq!(req.uri(), "/one?q=1");
-        assert_eq!(req.headers()["x-a"], "1");
-        assert_eq!(req.headers()["host"], "a");
+        assert_eq!((req.target.as_str(), req.v10), ("/one?q=1", false));
+        assert_eq!(req.head.get(b"x-a"), Some(&b"1"[..]));
+        assert_eq!(req.head.get(b"HOST"), Some(&b"a"[..]));
         assert_eq!(&rest[..], b"GET /two HTTP/1.1\r\n\r\n");
     }
 

@@ -21,12 +21,13 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode, Version};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::raw::{self, RawHead, RawResponse};
 use super::Dial;
 
 /// Most bytes of a head, the client's request or the instance's response (start line and
@@ -138,11 +139,33 @@ pub async fn send(
     parts: &http::request::Parts,
 ) -> Result<Response<H1Body>, H1Error> {
     let head = encode_head(parts);
+    let (raw, body) = send_head(
+        pool,
+        dialer,
+        &head,
+        parts.method.is_idempotent(),
+        parts.method == Method::HEAD,
+    )
+    .await?;
+    let mut resp = Response::new(body);
+    *resp.status_mut() = raw.status;
+    *resp.headers_mut() = raw.head.to_header_map().map_err(H1Error::Malformed)?;
+    Ok(resp)
+}
+
+/// Sends a request head (`head`, ready to write) with no body and returns the response
+/// head as read, and its body, read from the connection as it is polled. `idempotent`: the
+/// request may be sent twice; `head_request`: its method is HEAD.
+pub async fn send_head(
+    pool: &Arc<Pool>,
+    dialer: &dyn Dial,
+    head: &[u8],
+    idempotent: bool,
+    head_request: bool,
+) -> Result<(RawResponse, H1Body), H1Error> {
     // A reused connection may have been closed by the instance a moment ago, with the
     // close not seen yet: a request that got no byte back is sent again on a fresh
     // connection, if sending it twice is harmless (RFC 9110 §9.2.2).
-    let retry = parts.method.is_idempotent();
-    let head_request = parts.method == Method::HEAD;
     loop {
         let (conn, reused) = match pool.take() {
             Some(c) => (c, true),
@@ -151,16 +174,17 @@ pub async fn send(
                 false,
             ),
         };
-        match exchange(conn, &head, head_request).await {
+        match exchange(conn, head, head_request).await {
             Ok((resp, framing, keep, conn)) => {
-                return Ok(resp.map(|()| H1Body {
+                let body = H1Body {
                     conn: Some(conn),
                     framing,
                     keep,
                     pool: pool.clone(),
-                }))
+                };
+                return Ok((resp, body));
             }
-            Err(Failed::Stale) if reused && retry => continue,
+            Err(Failed::Stale) if reused && idempotent => continue,
             Err(Failed::Stale) => return Err(H1Error::ClosedBeforeResponse),
             Err(Failed::Error(e)) => return Err(e),
         }
@@ -193,24 +217,23 @@ async fn exchange(
     mut conn: Conn,
     head: &[u8],
     head_request: bool,
-) -> Result<(Response<()>, Framing, bool, Conn), Failed> {
+) -> Result<(RawResponse, Framing, bool, Conn), Failed> {
     conn.io.write_all(head).await.map_err(stale_or)?;
     let mut got_any = false;
     loop {
         if !conn.buf.is_empty() {
             got_any = true;
-            if let Some((resp, keep)) = parse_head(&mut conn.buf)? {
-                if resp.status().is_informational() {
+            if let Some((mut resp, keep)) = parse_head(&mut conn.buf)? {
+                if resp.status.is_informational() {
                     // 100 Continue, 103 Early Hints: the final response follows. (A 101
                     // would need an upgrade request, which never takes this path.)
-                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if resp.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(H1Error::Malformed("101 without an upgrade request").into());
                     }
                     continue;
                 }
-                let (mut resp, framing) = framing(resp, head_request)?;
+                let framing = framing(&mut resp, head_request)?;
                 let keep = keep && !matches!(framing, Framing::Close);
-                *resp.version_mut() = Version::HTTP_11;
                 return Ok((resp, framing, keep, conn));
             }
             if conn.buf.len() > MAX_HEAD {
@@ -229,7 +252,7 @@ async fn exchange(
 }
 
 /// The request line and headers, as one buffer.
-fn encode_head(parts: &http::request::Parts) -> Vec<u8> {
+pub(super) fn encode_head(parts: &http::request::Parts) -> Vec<u8> {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let size = 32
         + target.len()
@@ -255,8 +278,8 @@ fn encode_head(parts: &http::request::Parts) -> Vec<u8> {
 }
 
 /// Parses a complete response head off the front of `buf`; `None` if more is needed.
-/// Returns the response and whether the connection may stay open after it.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<(Response<()>, bool)>, H1Error> {
+/// Returns the response head and whether the connection may stay open after it.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<(RawResponse, bool)>, H1Error> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
     let len = match parsed.parse(buf) {
@@ -272,41 +295,24 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Response<()>, bool)>, H1Erro
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(H1Error::Malformed("bad status code"))?;
     let http10 = parsed.version == Some(0);
-    // Names now; values once the head is copied out, as slices of that copy. (The copy is
-    // small, and leaves the read buffer to be reused instead of reallocated per response.)
-    let base = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| H1Error::Malformed("bad header name"))?;
-        let start = h.value.as_ptr() as usize - base;
-        fields.push((name, start, start + h.value.len()));
-    }
-    let head = Bytes::copy_from_slice(&buf[..len]);
+    // The head is copied out (it is small), which leaves the read buffer to be reused
+    // instead of reallocated per response; the fields are slices of the copy.
+    let fields = raw::fields_of(buf.as_ptr(), parsed.headers);
+    let head = RawHead::new(Bytes::copy_from_slice(&buf[..len]), fields);
     buf.advance(len);
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, start, end) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| H1Error::Malformed("bad header value"))?;
-        headers.append(name, value);
-    }
     let keep = if http10 {
-        has_token(&headers, header::CONNECTION, "keep-alive")
+        has_token(&head, b"keep-alive")
     } else {
-        !has_token(&headers, header::CONNECTION, "close")
+        !has_token(&head, b"close")
     };
-    let mut resp = Response::new(());
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    Ok(Some((resp, keep)))
+    Ok(Some((RawResponse { status, head }, keep)))
 }
 
-/// Whether a comma-separated header (all its fields) lists `token`, in any case.
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+/// Whether the `Connection` fields list `token`, in any case.
+fn has_token(head: &RawHead, token: &[u8]) -> bool {
+    head.get_all(b"connection").any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
     })
 }
 
@@ -320,31 +326,28 @@ enum Framing {
     Done,
 }
 
-fn framing(mut resp: Response<()>, head_request: bool) -> Result<(Response<()>, Framing), H1Error> {
-    let status = resp.status();
+fn framing(resp: &mut RawResponse, head_request: bool) -> Result<Framing, H1Error> {
+    let status = resp.status;
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((resp, Framing::Done));
+        return Ok(Framing::Done);
     }
-    let headers = resp.headers_mut();
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+    let head = &mut resp.head;
+    if let Some(te) = head.get_all(b"transfer-encoding").last() {
+        let chunked = te
+            .rsplit(|&b| b == b',')
+            .next()
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         // Transfer-Encoding wins over Content-Length, which then must not be passed on.
-        headers.remove(header::CONTENT_LENGTH);
-        let framing = if chunked {
+        head.remove(b"content-length");
+        return Ok(if chunked {
             Framing::Chunked(Chunked::Size)
         } else {
             Framing::Close
-        };
-        return Ok((resp, framing));
+        });
     }
     let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
+    for v in head.get_all(b"content-length") {
+        for part in v.split(|&b| b == b',') {
             let n = std::str::from_utf8(part.trim_ascii())
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -356,7 +359,7 @@ fn framing(mut resp: Response<()>, head_request: bool) -> Result<(Response<()>, 
             length = Some(n);
         }
     }
-    Ok((resp, length.map_or(Framing::Close, Framing::Length)))
+    Ok(length.map_or(Framing::Close, Framing::Length))
 }
 
 /// Where a chunked body decoder is.
@@ -710,7 +713,7 @@ mod tests {
             .is_err());
     }
 
-    fn head(raw: &str) -> Result<Option<(Response<()>, bool)>, H1Error> {
+    fn head(raw: &str) -> Result<Option<(RawResponse, bool)>, H1Error> {
         parse_head(&mut BytesMut::from(raw))
     }
 
@@ -734,7 +737,7 @@ mod tests {
         ];
         for (raw, status, keep) in cases {
             let (resp, k) = head(raw).unwrap().unwrap();
-            assert_eq!((resp.status().as_u16(), k), (status, keep), "{raw:?}");
+            assert_eq!((resp.status.as_u16(), k), (status, keep), "{raw:?}");
         }
         assert!(head("HTTP/1.1 200 OK\r\ncontent-le").unwrap().is_none());
         for bad in [
@@ -748,25 +751,22 @@ mod tests {
         // Values keep bytes >= 0x80 (obs-text): the ingress drops such headers (HDR-2).
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx-odd: caf\xc3\xa9\r\n\r\n"[..]);
         let (resp, _) = parse_head(&mut buf).unwrap().unwrap();
-        assert_eq!(resp.headers()["x-odd"].as_bytes(), b"caf\xc3\xa9");
+        assert_eq!(resp.head.get(b"X-ODD").unwrap(), b"caf\xc3\xa9");
         assert!(buf.is_empty());
     }
 
     #[test]
     fn how_bodies_are_framed() {
         let resp = |status: u16, headers: &[(&str, &str)]| {
-            let mut r = Response::new(());
-            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            let mut raw = format!("HTTP/1.1 {status} X\r\n");
             for (n, v) in headers {
-                r.headers_mut().append(
-                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                );
+                raw.push_str(&format!("{n}: {v}\r\n"));
             }
-            r
+            raw.push_str("\r\n");
+            head(&raw).unwrap().unwrap().0
         };
         let cl = [("content-length", "5")];
-        let cases: Vec<(Response<()>, bool, Option<Framing>)> = vec![
+        let cases: Vec<(RawResponse, bool, Option<Framing>)> = vec![
             (resp(200, &cl), false, Some(Framing::Length(5))),
             (resp(200, &cl), true, Some(Framing::Done)),
             (resp(204, &[]), false, Some(Framing::Done)),
@@ -807,17 +807,17 @@ mod tests {
             (resp(200, &[("content-length", "+5")]), false, None),
             (resp(200, &[("content-length", "")]), false, None),
         ];
-        for (r, head_request, want) in cases {
-            let label = format!("{:?} head={head_request}", r.headers());
-            match (framing(r, head_request), want) {
-                (Ok((r, f)), Some(w)) => {
+        for (mut r, head_request, want) in cases {
+            let label = format!("{:?} head={head_request}", r.head);
+            match (framing(&mut r, head_request), want) {
+                (Ok(f), Some(w)) => {
                     assert_eq!(f, w, "{label}");
                     if matches!(f, Framing::Chunked(_)) {
-                        assert!(!r.headers().contains_key(header::CONTENT_LENGTH), "{label}");
+                        assert!(r.head.get(b"content-length").is_none(), "{label}");
                     }
                 }
                 (Err(_), None) => {}
-                (got, want) => panic!("{label}: got {:?}, want {want:?}", got.map(|x| x.1)),
+                (got, want) => panic!("{label}: got {got:?}, want {want:?}"),
             }
         }
     }
@@ -874,7 +874,7 @@ mod tests {
         p.method = method;
         p.uri = "/x?y=1".parse().unwrap();
         p.headers
-            .insert(header::HOST, HeaderValue::from_static("test"));
+            .insert(http::header::HOST, HeaderValue::from_static("test"));
         p
     }
 
@@ -915,7 +915,7 @@ mod tests {
         assert_eq!(trailers.unwrap()["x-t"], "1");
         // HEAD: the content-length describes the GET; no body follows.
         let r = send(&pool, &dial, &parts(Method::HEAD)).await.unwrap();
-        assert_eq!(r.headers()[header::CONTENT_LENGTH], "5");
+        assert_eq!(r.headers()[http::header::CONTENT_LENGTH], "5");
         assert!(r.body().is_end_stream());
         drop(r);
         let r = send(&pool, &dial, &parts(Method::GET)).await.unwrap();

@@ -10,7 +10,6 @@
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
@@ -31,6 +30,27 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
         || n == header::TRAILER
         || n == header::TRANSFER_ENCODING
         || n == header::UPGRADE
+}
+
+/// [`is_hop_by_hop`] for a name as sent (any case).
+pub fn is_hop_by_hop_name(n: &[u8]) -> bool {
+    // Checked on every field of every request: the length rules out most names at once.
+    match n.len() {
+        2 => n.eq_ignore_ascii_case(b"te"),
+        7 => n.eq_ignore_ascii_case(b"trailer") || n.eq_ignore_ascii_case(b"upgrade"),
+        10 => n.eq_ignore_ascii_case(b"connection") || n.eq_ignore_ascii_case(b"keep-alive"),
+        16 => n.eq_ignore_ascii_case(b"proxy-connection"),
+        17 => n.eq_ignore_ascii_case(b"transfer-encoding"),
+        _ => false,
+    }
+}
+
+/// The header names a `Connection` value lists (to be removed with it). The usual tokens
+/// name no header (`close`) or one removed anyway (`keep-alive`), and are left out.
+pub fn connection_tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| {
+        !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+    })
 }
 
 /// A header value made from bytes built here (visible ASCII by construction).
@@ -57,16 +77,25 @@ pub fn valid_value(value: &[u8]) -> bool {
 
 /// The first header breaking HDR-1/HDR-2, described for the 400 body and the log.
 ///
-/// Only values need looking at: a `HeaderName` holds token characters only (the parser
-/// refuses any other name with 400), and those are printable ASCII without whitespace or
-/// colons, which is HDR-1.
+/// Only values need looking at: a `HeaderName`, and a name httparse accepted, holds token
+/// characters only (the parsers refuse any other name with 400), and those are printable
+/// ASCII without whitespace or colons, which is HDR-1.
 pub fn check(headers: &HeaderMap) -> Result<(), String> {
-    for (name, value) in headers {
-        debug_assert!(valid_name(name.as_str().as_bytes()));
-        if !valid_value(value.as_bytes()) {
+    check_fields(
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+    )
+}
+
+/// [`check`] over fields as sent.
+pub fn check_fields<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Result<(), String> {
+    for (name, value) in fields {
+        debug_assert!(valid_name(name));
+        if !valid_value(value) {
             return Err(format!(
                 "header {} has a value with bytes outside visible ASCII, space and tab",
-                name.as_str()
+                String::from_utf8_lossy(name).to_ascii_lowercase()
             ));
         }
     }
@@ -132,12 +161,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // The usual tokens name no header (`close`) or one removed anyway.
-        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .flat_map(|v| connection_tokens(v.as_bytes()))
+        .filter_map(|n| HeaderName::from_bytes(n).ok())
         .collect();
     for n in named {
         headers.remove(n);
@@ -151,14 +176,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// connection rather than per request.
 pub struct Client {
     /// The address alone (`X-Forwarded-For`'s element).
-    addr: HeaderValue,
+    addr: String,
     /// `for=ADDR;proto=http` (a `Forwarded` element without the host).
     forwarded_for: String,
 }
-
-/// Forwarding headers a request may get: the request's own headers, those added, and a few
-/// to spare, reserved at once rather than grown one insertion at a time.
-const ADDED: usize = 8;
 
 impl Client {
     pub fn new(ip: IpAddr) -> Self {
@@ -166,84 +187,78 @@ impl Client {
             IpAddr::V4(a) => format!("for={a};proto=http"),
             IpAddr::V6(a) => format!("for=\"[{a}]\";proto=http"),
         };
-        let addr =
-            value(ip.to_string().as_bytes()).unwrap_or_else(|| HeaderValue::from_static("unknown"));
         Client {
-            addr,
+            addr: ip.to_string(),
             forwarded_for,
         }
     }
 }
 
-/// `prev, next` when the request already had a value, else `next`.
-fn appended(prev: Option<&HeaderValue>, next: &[&str]) -> Option<HeaderValue> {
-    let prev = prev
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|p| !p.is_empty());
-    let mut out = Vec::with_capacity(
-        prev.map_or(0, |p| p.len() + 2) + next.iter().map(|s| s.len()).sum::<usize>(),
-    );
-    if let Some(p) = prev {
-        out.extend_from_slice(p.as_bytes());
-        out.extend_from_slice(b", ");
-    }
-    for s in next {
-        out.extend_from_slice(s.as_bytes());
-    }
-    // Exactly as long as allocated: the bytes become the value without another copy.
-    HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
+/// The request's own values of the headers the forwarding headers build on (the first
+/// field of each name, as `HeaderMap::get` gives).
+#[derive(Default)]
+pub struct Seen<'a> {
+    pub xff: Option<&'a [u8]>,
+    pub forwarded: Option<&'a [u8]>,
+    pub traceparent: Option<&'a [u8]>,
+    pub cloud_trace: Option<&'a [u8]>,
+    pub host: Option<&'a [u8]>,
 }
 
-/// Adds the forwarding and tracing headers for a request from `client`.
-pub fn add_forwarding(headers: &mut HeaderMap, client: &Client, authority: Option<&str>) {
-    headers.reserve(ADDED);
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        None => Some(client.addr.clone()),
-        prev => client.addr.to_str().ok().and_then(|a| appended(prev, &[a])),
-    };
-    if let Some(v) = xff {
-        headers.insert(&X_FORWARDED_FOR, v);
+/// Whether a forwarded request keeps the client's field `name` (any case) as it came:
+/// `false` for the headers [`forwarding`] sets in its place (a `traceparent` is replaced
+/// only when it does not parse).
+pub fn keeps(name: &[u8], seen: &Seen<'_>) -> bool {
+    // Only names of these lengths can be one of them.
+    match name.len() {
+        9 => !name.eq_ignore_ascii_case(b"forwarded"),
+        11 => !name.eq_ignore_ascii_case(b"traceparent") || valid_traceparent(seen),
+        15 => !name.eq_ignore_ascii_case(b"x-forwarded-for"),
+        17 => !name.eq_ignore_ascii_case(b"x-forwarded-proto"),
+        _ => true,
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    let host = authority.filter(|h| h.bytes().all(|b| b.is_ascii_graphic()));
-    let fwd = match host {
-        Some(h) => appended(
-            headers.get(&FORWARDED),
-            &[&client.forwarded_for, ";host=\"", h, "\""],
-        ),
-        None => appended(headers.get(&FORWARDED), &[&client.forwarded_for]),
-    };
-    if let Some(v) = fwd {
-        headers.insert(&FORWARDED, v);
+}
+
+fn valid_traceparent(seen: &Seen<'_>) -> bool {
+    seen.traceparent.and_then(parse_traceparent).is_some()
+}
+
+/// The value of a field, in pieces written one after another.
+pub type Pieces<'a> = [&'a [u8]];
+
+/// The forwarding and trace headers for a request from `client` whose own values are
+/// `seen` and whose authority (the target's, else `Host`) is `authority`; each is passed to
+/// `put`, to replace any field of that name (see the module comment for what is set).
+/// Typed requests and raw ones ([`super::raw`]) both get theirs from here.
+pub fn forwarding(
+    seen: &Seen<'_>,
+    client: &Client,
+    authority: Option<&[u8]>,
+    put: &mut dyn FnMut(&HeaderName, &Pieces<'_>),
+) {
+    let addr = client.addr.as_bytes();
+    match nonempty(seen.xff) {
+        Some(prev) => put(&X_FORWARDED_FOR, &[prev, b", ", addr]),
+        None => put(&X_FORWARDED_FOR, &[addr]),
     }
-    if headers.get(http::header::HOST).is_none() {
-        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
-            headers.insert(http::header::HOST, v);
+    put(&X_FORWARDED_PROTO, &[b"http"]);
+    let (prev, sep): (&[u8], &[u8]) = match nonempty(seen.forwarded) {
+        Some(p) => (p, b", "),
+        None => (b"", b""),
+    };
+    let fwd = client.forwarded_for.as_bytes();
+    match authority.filter(|h| h.iter().all(u8::is_ascii_graphic)) {
+        Some(h) => put(&FORWARDED, &[prev, sep, fwd, b";host=\"", h, b"\""]),
+        None => put(&FORWARDED, &[prev, sep, fwd]),
+    }
+    if seen.host.is_none() {
+        if let Some(a) = authority {
+            put(&header::HOST, &[a]);
         }
     }
-    add_trace(headers);
-}
-
-/// Writes `v` as `out.len()` lowercase hex digits.
-fn put_hex(out: &mut [u8], v: u128) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = out.len();
-    for (i, d) in out.iter_mut().enumerate() {
-        *d = HEX[((v >> ((n - 1 - i) * 4)) & 0xf) as usize];
-    }
-}
-
-/// `traceparent` (W3C) and `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=OPTIONS`).
-fn add_trace(headers: &mut HeaderMap) {
-    let tp = headers
-        .get(&TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    let xc = headers
-        .get(&X_CLOUD_TRACE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_cloud_trace);
+    // `traceparent` (W3C) and `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=OPTIONS`).
+    let tp = seen.traceparent.and_then(parse_traceparent);
+    let xc = seen.cloud_trace.and_then(parse_cloud_trace);
     let (trace, span, sampled) = match (tp, xc) {
         (Some(t), _) => t,
         (None, Some(c)) => c,
@@ -262,27 +277,62 @@ fn add_trace(headers: &mut HeaderMap) {
         if sampled {
             v[54] = b'1';
         }
-        if let Some(v) = value(&v) {
-            headers.insert(&TRACEPARENT, v);
-        }
+        put(&TRACEPARENT, &[&v]);
     }
     // Only when absent: one that is present but unparsable is the client's to keep.
-    if !headers.contains_key(&X_CLOUD_TRACE) {
-        let mut v = [0u8; 32 + 1 + 20 + 4];
+    if seen.cloud_trace.is_none() {
+        let mut v = [0u8; 32 + 1];
         put_hex(&mut v[..32], trace);
         v[32] = b'/';
         let mut dec = itoa::Buffer::new();
-        let dec = dec.format(span).as_bytes();
-        let n = dec.len();
-        v[33..33 + n].copy_from_slice(dec);
-        v[33 + n..37 + n].copy_from_slice(if sampled { b";o=1" } else { b";o=0" });
-        if let Some(v) = value(&v[..37 + n]) {
-            headers.insert(&X_CLOUD_TRACE, v);
-        }
+        let opts: &[u8] = if sampled { b";o=1" } else { b";o=0" };
+        put(&X_CLOUD_TRACE, &[&v, dec.format(span).as_bytes(), opts]);
     }
 }
 
-fn parse_traceparent(s: &str) -> Option<(u128, u64, bool)> {
+/// A value with its surrounding whitespace trimmed, if anything is left.
+fn nonempty(v: Option<&[u8]>) -> Option<&[u8]> {
+    v.map(<[u8]>::trim_ascii).filter(|p| !p.is_empty())
+}
+
+/// Adds the forwarding and tracing headers for a request from `client` (see
+/// [`forwarding`]).
+pub fn add_forwarding(headers: &mut HeaderMap, client: &Client, authority: Option<&str>) {
+    let get = |n: &HeaderName| headers.get(n).map(HeaderValue::as_bytes);
+    let seen = Seen {
+        xff: get(&X_FORWARDED_FOR),
+        forwarded: get(&FORWARDED),
+        traceparent: get(&TRACEPARENT),
+        cloud_trace: get(&X_CLOUD_TRACE),
+        host: get(&header::HOST),
+    };
+    let mut added: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(8);
+    forwarding(
+        &seen,
+        client,
+        authority.map(str::as_bytes),
+        &mut |n, pieces| {
+            if let Some(v) = value(&pieces.concat()) {
+                added.push((n.clone(), v));
+            }
+        },
+    );
+    for (n, v) in added {
+        headers.insert(n, v);
+    }
+}
+
+/// Writes `v` as `out.len()` lowercase hex digits.
+fn put_hex(out: &mut [u8], v: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = out.len();
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = HEX[((v >> ((n - 1 - i) * 4)) & 0xf) as usize];
+    }
+}
+
+fn parse_traceparent(s: &[u8]) -> Option<(u128, u64, bool)> {
+    let s = std::str::from_utf8(s).ok()?;
     let parts: Vec<&str> = s.trim().split('-').collect();
     if parts.len() < 4 || parts[1].len() != 32 || parts[2].len() != 16 || parts[3].len() != 2 {
         return None;
@@ -295,7 +345,8 @@ fn parse_traceparent(s: &str) -> Option<(u128, u64, bool)> {
     Some((trace, span, flags & 1 == 1))
 }
 
-fn parse_cloud_trace(s: &str) -> Option<(u128, u64, bool)> {
+fn parse_cloud_trace(s: &[u8]) -> Option<(u128, u64, bool)> {
+    let s = std::str::from_utf8(s).ok()?;
     let (trace, rest) = s.trim().split_once('/')?;
     let trace = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
     let (span, opts) = match rest.split_once(';') {
@@ -406,11 +457,11 @@ mod tests {
         );
         assert_eq!(h["host"], "example.com:8080");
         let tp = h["traceparent"].to_str().unwrap();
-        assert!(parse_traceparent(tp).is_some(), "{tp}");
+        assert!(parse_traceparent(tp.as_bytes()).is_some(), "{tp}");
         let xc = h["x-cloud-trace-context"].to_str().unwrap();
         assert_eq!(
-            parse_cloud_trace(xc).unwrap().0,
-            parse_traceparent(tp).unwrap().0
+            parse_cloud_trace(xc.as_bytes()).unwrap().0,
+            parse_traceparent(tp.as_bytes()).unwrap().0
         );
     }
 

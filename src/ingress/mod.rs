@@ -9,6 +9,7 @@
 mod front;
 pub mod h1;
 pub mod headers;
+pub mod raw;
 pub mod rescue;
 pub mod upstream;
 
@@ -74,6 +75,61 @@ impl Body for ClientBody {
         match self {
             ClientBody::Empty => hyper::body::SizeHint::with_exact(0),
             ClientBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A request as the data path gets it: typed (hyper's: HTTP/2, bodies, upgrades), or as
+/// read by [`front`] (a bodiless HTTP/1.x request, forwarded as lines when the instance
+/// speaks HTTP/1.1: see [`raw`]).
+pub enum ClientRequest {
+    Typed(Request<ClientBody>),
+    Raw(raw::RawRequest),
+}
+
+impl ClientRequest {
+    fn method(&self) -> &http::Method {
+        match self {
+            ClientRequest::Typed(r) => r.method(),
+            ClientRequest::Raw(r) => &r.method,
+        }
+    }
+
+    /// The request target's path and query (for logs).
+    fn target(&self) -> Option<http::uri::PathAndQuery> {
+        match self {
+            ClientRequest::Typed(r) => r.uri().path_and_query().cloned(),
+            ClientRequest::Raw(r) => Some(r.target.clone()),
+        }
+    }
+}
+
+/// The response for a client: typed, or (for a raw request) the instance's head as read.
+pub enum Answer {
+    Typed(Response<ProxyBody>),
+    Raw(raw::RawResponse, DeadlineBody),
+}
+
+impl Answer {
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Answer::Typed(r) => r.status(),
+            Answer::Raw(r, _) => r.status,
+        }
+    }
+
+    /// The same response, typed (for hyper).
+    fn into_typed(self) -> Response<ProxyBody> {
+        match self {
+            Answer::Typed(r) => r,
+            Answer::Raw(r, body) => {
+                let mut resp = Response::new(body.boxed());
+                *resp.status_mut() = r.status;
+                // The fields were parsed by httparse, so they convert; should one not, the
+                // response goes without it rather than fail.
+                *resp.headers_mut() = r.head.to_header_map().unwrap_or_default();
+                resp
+            }
         }
     }
 }
@@ -524,7 +580,10 @@ async fn serve_with_hyper(
     let for_requests = shared.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (shared, client) = (for_requests.clone(), client.clone());
-        async move { Ok::<_, Infallible>(handle(shared, client, req.map(ClientBody::Hyper)).await) }
+        async move {
+            let req = ClientRequest::Typed(req.map(ClientBody::Hyper));
+            Ok::<_, Infallible>(handle(shared, client, req).await.into_typed())
+        }
     });
     let conn = shared
         .hyper
@@ -655,26 +714,24 @@ async fn acquire(shared: &Shared, deadline: Instant) -> Result<Slot, Refusal> {
     }
 }
 
-async fn handle(
-    shared: Arc<Shared>,
-    client: Arc<headers::Client>,
-    req: Request<ClientBody>,
-) -> Response<ProxyBody> {
+async fn handle(shared: Arc<Shared>, client: Arc<headers::Client>, req: ClientRequest) -> Answer {
     let received = Instant::now();
     let deadline = received + shared.cfg.timeout;
+    let target = req.target();
+    let path = target.as_ref().map_or("/", |t| t.path());
     // A debug-level span: at the default level it costs nothing per request; refusals are
     // logged at info with the request's method and path.
-    let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
-    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let span = tracing::debug_span!("request", method = %req.method(), path = %path);
+    let method = req.method().clone();
     let result = forward(&shared, &client, req, deadline)
         .instrument(span)
         .await;
     let resp = match result {
         Ok(r) => r,
         Err(refusal) => {
-            info!(service = %shared.cfg.service, %method, path = uri.path(), reason = refusal.reason(), "refused: {refusal}");
+            info!(service = %shared.cfg.service, %method, path, reason = refusal.reason(), "refused: {refusal}");
             shared.count_refusal(refusal.reason());
-            refusal.response()
+            Answer::Typed(refusal.response())
         }
     };
     let class = (resp.status().as_u16() / 100).min(5) as usize;
@@ -686,14 +743,22 @@ async fn handle(
 async fn forward(
     shared: &Shared,
     client: &headers::Client,
-    mut req: Request<ClientBody>,
+    req: ClientRequest,
     deadline: Instant,
-) -> Result<Response<ProxyBody>, Refusal> {
-    headers::check(req.headers()).map_err(Refusal::BadHeader)?;
+) -> Result<Answer, Refusal> {
+    match &req {
+        ClientRequest::Typed(r) => headers::check(r.headers()),
+        ClientRequest::Raw(r) => r.head.check(),
+    }
+    .map_err(Refusal::BadHeader)?;
     // A WebSocket (HTTP/1.1 Upgrade) passes through as a tunnel once the instance agrees.
-    let upgrade = (req.version() == http::Version::HTTP_11)
-        .then(|| headers::upgrade_protocol(req.headers()))
-        .flatten();
+    // (A raw request has none: `front` hands upgrades to hyper.)
+    let upgrade = match &req {
+        ClientRequest::Typed(r) if r.version() == http::Version::HTTP_11 => {
+            headers::upgrade_protocol(r.headers())
+        }
+        _ => None,
+    };
     // One timer for the whole request: the wait for a slot, the wait for the response
     // headers, and the body (registering a timer per phase costs on every request).
     let mut timer = Box::pin(tokio::time::sleep_until(deadline));
@@ -701,6 +766,13 @@ async fn forward(
         biased;
         r = acquire(shared, deadline) => r?,
         _ = &mut timer => return Err(Refusal::Timeout),
+    };
+    let mut req = match req {
+        ClientRequest::Raw(raw) if !slot.endpoint.http2 => {
+            return forward_raw(client, raw, slot, timer, deadline).await;
+        }
+        ClientRequest::Raw(raw) => raw.into_typed().map_err(|e| Refusal::Malformed(e.into()))?,
+        ClientRequest::Typed(r) => r,
     };
     let authority = req.uri().authority().cloned();
     // HTTP/1.1 to the instance takes the origin form (`/path?query`), which is what an
@@ -762,30 +834,17 @@ async fn forward(
     };
     let mut resp = match answered {
         Err(_) => return Err(Refusal::Timeout),
-        Ok(Err(e)) => {
-            // A broken connection may be the instance dying: give the control path a
-            // moment to say why (an OOM kill turns into 500, per LIFE-9).
-            let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
-            return Err(match endpoint.death_by(until).await {
-                Some(Death::OutOfMemory) => Refusal::OutOfMemory,
-                Some(Death::Exited(how)) => {
-                    Refusal::Upstream(format!("the instance exited ({how})"))
-                }
-                None => Refusal::Upstream(e.to_string()),
-            });
-        }
+        Ok(Err(e)) => return Err(upstream_failed(&endpoint, &e, deadline).await),
         Ok(Ok(r)) => r,
     };
     if let Some(upgrade) = client_upgrade {
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(tunnel(upgrade, &mut resp, slot, deadline));
+            return Ok(Answer::Typed(tunnel(upgrade, &mut resp, slot, deadline)));
         }
     }
     headers::strip_hop_by_hop(resp.headers_mut());
     let dropped = headers::drop_invalid(resp.headers_mut());
-    if !dropped.is_empty() {
-        warn!(instance = %endpoint.instance, "dropped response headers breaking HDR-1/HDR-2: {}", dropped.join(", "));
-    }
+    warn_dropped(&endpoint, &dropped);
     let (parts, body) = resp.into_parts();
     // The body keeps the slot until it ends, and is cut at the request deadline.
     let body = DeadlineBody {
@@ -793,7 +852,66 @@ async fn forward(
         sleep: timer,
         _slot: slot,
     };
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Answer::Typed(Response::from_parts(parts, body.boxed())))
+}
+
+/// [`forward`] for a raw request to an HTTP/1.1 instance: its lines go out and the
+/// response's come back with no `HeaderMap` in between (see [`raw`]).
+async fn forward_raw(
+    client: &headers::Client,
+    mut req: raw::RawRequest,
+    slot: Slot,
+    mut timer: Pin<Box<Sleep>>,
+    deadline: Instant,
+) -> Result<Answer, Refusal> {
+    let endpoint = slot.endpoint.clone();
+    let head = req.encode(client, endpoint.authority.as_str());
+    let call = endpoint.upstream().send_head(
+        &head,
+        req.method.is_idempotent(),
+        req.method == http::Method::HEAD,
+    );
+    let answered = tokio::select! {
+        biased;
+        r = call => Ok(r),
+        _ = &mut timer => Err(()),
+    };
+    let (mut resp, body) = match answered {
+        Err(_) => return Err(Refusal::Timeout),
+        Ok(Err(e)) => return Err(upstream_failed(&endpoint, &e, deadline).await),
+        Ok(Ok(r)) => r,
+    };
+    resp.head.strip_hop_by_hop();
+    let dropped = resp.head.drop_invalid();
+    warn_dropped(&endpoint, &dropped);
+    let body = DeadlineBody {
+        inner: UpstreamBody::H1(body),
+        sleep: timer,
+        _slot: slot,
+    };
+    Ok(Answer::Raw(resp, body))
+}
+
+/// The refusal for a request the instance did not answer. A broken connection may be the
+/// instance dying: the control path gets a moment to say why (an OOM kill turns into 500,
+/// per LIFE-9).
+async fn upstream_failed(
+    endpoint: &Endpoint,
+    e: &(dyn std::fmt::Display + Send + Sync),
+    deadline: Instant,
+) -> Refusal {
+    let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
+    match endpoint.death_by(until).await {
+        Some(Death::OutOfMemory) => Refusal::OutOfMemory,
+        Some(Death::Exited(how)) => Refusal::Upstream(format!("the instance exited ({how})")),
+        None => Refusal::Upstream(e.to_string()),
+    }
+}
+
+fn warn_dropped(endpoint: &Endpoint, dropped: &[String]) {
+    if !dropped.is_empty() {
+        warn!(instance = %endpoint.instance, "dropped response headers breaking HDR-1/HDR-2: {}", dropped.join(", "));
+    }
 }
 
 /// Answers 101 to the client and splices the two upgraded connections until either side
@@ -833,7 +951,7 @@ fn strip_and_add(h: &mut http::HeaderMap, client: &headers::Client, authority: O
 /// A response body that ends with an error at the request deadline (the connection is then
 /// closed: a response whose headers were sent cannot become a 504), and holds the
 /// instance slot until it is done.
-struct DeadlineBody {
+pub struct DeadlineBody {
     inner: UpstreamBody,
     sleep: Pin<Box<Sleep>>,
     _slot: Slot,

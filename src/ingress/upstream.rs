@@ -19,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::h1::{self, H1Body, H1Error};
+use super::raw::RawResponse;
 use super::Dial;
 
 /// A failure to get a response (or the rest of one) from the instance.
@@ -84,6 +85,21 @@ where
         }
         let resp = self.client.request(req).await?;
         Ok(resp.map(UpstreamBody::Hyper))
+    }
+}
+
+impl<B> Upstream<B> {
+    /// Sends a bodiless HTTP/1.1 request head, ready to write (see [`h1::send_head`]).
+    pub async fn send_head(
+        &self,
+        head: &[u8],
+        idempotent: bool,
+        head_request: bool,
+    ) -> Result<(RawResponse, H1Body), H1Error> {
+        let Some(pool) = &self.lean else {
+            return Err(H1Error::Malformed("HTTP/1.1 request to an HTTP/2 instance"));
+        };
+        h1::send_head(pool, self.dialer.as_ref(), head, idempotent, head_request).await
     }
 }
 
