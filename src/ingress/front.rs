@@ -169,11 +169,17 @@ pub(super) async fn serve_conn(
     let mut out = Vec::with_capacity(OUT_BUF);
     loop {
         // One head, reading as needed; an idle connection closes at shutdown (a request
-        // already sent is read first).
+        // already sent is read first). A head that comes in pieces must be complete within
+        // HEAD_TIMEOUT of the first: its timer is armed only then, so a head read whole
+        // (nearly all) costs none.
+        let mut late: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let head = loop {
             if !inbox.buf.is_empty() {
                 if let Some(h) = parse(&mut inbox.buf) {
                     break h;
+                }
+                if late.is_none() {
+                    late = Some(Box::pin(tokio::time::sleep(HEAD_TIMEOUT)));
                 }
             }
             if inbox.eof {
@@ -190,6 +196,9 @@ pub(super) async fn serve_conn(
                     Ok(_) => {}
                 },
                 _ = super::stopped(&mut stop), if idle => return,
+                _ = async { if let Some(t) = late.as_mut() { t.await } }, if late.is_some() => {
+                    break Head::Refused(Refusal::HeadTimeout);
+                }
             }
         };
         let (req, close) = match head {
@@ -236,6 +245,10 @@ pub(super) async fn serve_conn(
         }
     }
 }
+
+/// How long a request head may take to arrive once its first bytes have (then 408). hyper's
+/// connections have the same limit (`header_read_timeout`).
+pub(super) const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Buffer sizes an idle connection keeps.
 const IN_BUF: usize = 8 * 1024;
@@ -885,6 +898,55 @@ mod tests {
         assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
         assert!(got.contains("malformed request"), "{got}");
         assert!(closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_must_arrive_within_30_s_of_its_first_bytes() {
+        let (addr, _) = ingress().await;
+        // In pieces, within the time: served.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        s.write_all(b"Host: a\r\n\r\n").await.unwrap();
+        let mut got = [0u8; 256];
+        let n = s.read(&mut got).await.unwrap();
+        let got = String::from_utf8_lossy(&got[..n]);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        // Not complete 30 s after its first bytes: 408, and the connection closes.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut got))
+            .await
+            .expect("the connection was not closed")
+            .unwrap();
+        let waited = started.elapsed();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{got}");
+        assert!(
+            waited >= HEAD_TIMEOUT && waited < HEAD_TIMEOUT + Duration::from_secs(1),
+            "{waited:?}"
+        );
+        // A connection hyper took over (a request with a body came first): the same limit.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\npingGET / HTTP/1.1\r\n",
+        )
+        .await
+        .unwrap();
+        let started = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut got))
+            .await
+            .expect("the connection was not closed")
+            .unwrap();
+        let waited = started.elapsed();
+        assert!(String::from_utf8_lossy(&got).contains("ping"));
+        assert!(
+            waited >= HEAD_TIMEOUT && waited < HEAD_TIMEOUT + Duration::from_secs(1),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test]

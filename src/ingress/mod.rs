@@ -525,7 +525,7 @@ pub async fn serve(
         requests_by_class,
         latency,
         queue_wait,
-        hyper: hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()),
+        hyper: hyper_builder(),
     });
     // Every connection holds a watcher until it ends: `shutdown()` below waits for them.
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -562,6 +562,15 @@ pub async fn serve(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {}
     }
+}
+
+/// hyper's server, for the connections [`front`] hands over: the same head timeout.
+fn hyper_builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(front::HEAD_TIMEOUT);
+    b
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).

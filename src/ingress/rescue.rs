@@ -17,6 +17,8 @@ pub enum Refusal {
     Malformed(String),
     #[error("request head too large (more than 64 KiB or 100 header fields)")]
     HeadTooLarge,
+    #[error("the request head did not arrive within 30 s")]
+    HeadTimeout,
     #[error(
         "held for the hold time with every instance busy and the service at its maximum instances"
     )]
@@ -43,6 +45,7 @@ impl Refusal {
             Refusal::BadRequest(_) => "bad_request",
             Refusal::Malformed(_) => "malformed",
             Refusal::HeadTooLarge => "head_too_large",
+            Refusal::HeadTimeout => "head_timeout",
             Refusal::RateExceeded => "rate_exceeded",
             Refusal::NoInstance => "no_instance",
             Refusal::QueueFull => "queue_full",
@@ -59,6 +62,7 @@ impl Refusal {
                 StatusCode::BAD_REQUEST
             }
             Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
             Refusal::NoInstance | Refusal::QueueFull | Refusal::StartFailed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -75,6 +79,7 @@ impl Refusal {
             Refusal::BadRequest(d) => format!("Bad Request: {d}.\n"),
             Refusal::Malformed(d) => format!("Bad Request: malformed request: {d}.\n"),
             Refusal::HeadTooLarge => "Request Header Fields Too Large: at most 64 KiB and 100 fields.\n".into(),
+            Refusal::HeadTimeout => "Request Timeout: the request head did not arrive within 30 s.\n".into(),
             Refusal::RateExceeded => "Rate exceeded.\n".into(),
             Refusal::NoInstance => "Service Unavailable: no instance is available to serve the request.\n".into(),
             Refusal::QueueFull => "Service Unavailable: too many requests are waiting for an instance.\n".into(),
@@ -110,6 +115,7 @@ mod tests {
             (Refusal::BadHeader("x".into()), 400),
             (Refusal::Malformed("invalid token".into()), 400),
             (Refusal::HeadTooLarge, 431),
+            (Refusal::HeadTimeout, 408),
             (Refusal::RateExceeded, 429),
             (Refusal::NoInstance, 503),
             (Refusal::QueueFull, 503),
