@@ -66,8 +66,9 @@ ns=runlet-$id
 # nginx twice: a plain reverse proxy, and one adding the forwarding and trace headers runlet
 # adds (X-Forwarded-For/-Proto, Forwarded, traceparent, X-Cloud-Trace-Context), i.e. doing
 # the same job.
+workers=$(nproc)
 cat > "$run/nginx.conf" <<NGINX
-worker_processes auto;
+worker_processes $workers;
 pid $run/nginx.pid;
 error_log $run/nginx-error.log;
 events { worker_connections 4096; }
@@ -75,11 +76,11 @@ http {
   access_log off;
   upstream probe { server 127.0.0.1:8080; keepalive 256; }
   server {
-    listen 127.0.0.1:18081;
+    listen 127.0.0.1:18081 reuseport;
     location / { proxy_pass http://probe; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
   server {
-    listen 127.0.0.1:18082;
+    listen 127.0.0.1:18082 reuseport;
     location / {
       proxy_pass http://probe; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$http_host;
@@ -92,21 +93,46 @@ http {
   }
 }
 NGINX
-ip netns exec "$ns" nginx -c "$run/nginx.conf"
+# nginx runs in the instance's namespace, so that it reaches the instance over that
+# namespace's loopback as runlet does, and takes its clients in the host's namespace as
+# runlet does: its listening sockets are made here and inherited (nginx adopts the sockets
+# its NGINX variable names, the mechanism of its binary upgrade). Both then pay the same
+# kernel path, connection tracking included (the CNI's NAT rule switches it on in the host's
+# namespace: about 4% of runlet's CPU under this load). As runlet's threads, each worker has
+# its own SO_REUSEPORT socket, so the kernel spreads connections evenly over them.
+rm -f "$run/nginx.pid"
+python3 - "$ns" "$run/nginx.conf" "$workers" >/dev/null 2>&1 <<'PY' &
+import os, socket, sys
+ns, conf, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fds = []
+for port in [18081] * workers + [18082] * workers:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(4096)
+    s.set_inheritable(True)
+    fds.append(s.detach())
+os.environ["NGINX"] = "".join(f"{fd};" for fd in fds)
+os.execvp("ip", ["ip", "netns", "exec", ns, "nginx", "-c", conf])
+PY
+# (With inherited sockets nginx stays in the foreground.)
+for _ in $(seq 1 50); do [ -s "$run/nginx.pid" ] && break; sleep 0.1; done
 sleep 0.5
 path='/?bytes=128'
 paths="direct nginx nginx-headers runlet"
 declare -A url=([direct]="http://127.0.0.1:8080$path" [nginx]="http://127.0.0.1:18081$path" [nginx-headers]="http://127.0.0.1:18082$path" [runlet]="http://127.0.0.1:18080$path")
-declare -A pre=([direct]="ip netns exec $ns" [nginx]="ip netns exec $ns" [nginx-headers]="ip netns exec $ns" [runlet]="")
+declare -A pre=([direct]="ip netns exec $ns" [nginx]="" [nginx-headers]="" [runlet]="")
 # The processes doing each path's work, for CPU time per request (utime + stime).
 probe_pid=$(pgrep -x probe | head -1)
 nginx_pids=$(pgrep -P "$(cat "$run/nginx.pid")" | tr '\n' ' ')
 declare -A who=([direct]="$probe_pid" [nginx]="$nginx_pids" [nginx-headers]="$nginx_pids" [runlet]="${pids[-1]}")
-cpu_ticks() { local t=0 f; for p in "$@"; do for f in /proc/"$p"/task/*/stat; do t=$((t + $(sed 's/.*) //' "$f" | awk '{print $12 + $13}'))); done; done; echo "$t"; }
+# cpu_ticks PID... prints "USER SYSTEM" clock ticks, summed over the processes' threads.
+cpu_ticks() { local u=0 s=0 f a b; for p in "$@"; do for f in /proc/"$p"/task/*/stat; do read -r a b < <(sed 's/.*) //' "$f" | awk '{print $12, $13}'); u=$((u + a)); s=$((s + b)); done; done; echo "$u $s"; }
 tck=$(getconf CLK_TCK)
-rounds=${BENCH_ROUNDS:-3}
+rounds=${BENCH_ROUNDS:-5}
 rm -f "$run"/wrk-*
-declare -A rps p50 p99 r50 r99 cpu
+declare -A rps p50 p99 r50 r99 cpu ucpu scpu
 for t in $paths; do
   ${pre[$t]} wrk -t2 -c64 -d3s "${url[$t]}" >/dev/null   # warm-up
 done
@@ -114,31 +140,36 @@ done
 # median round of each path is reported.
 for r in $(seq 1 "$rounds"); do
   for t in $paths; do
-    c0=$(cpu_ticks ${who[$t]})
+    read -r u0 s0 < <(cpu_ticks ${who[$t]})
     w=$(${pre[$t]} wrk -t2 -c64 -d8s --latency "${url[$t]}")
-    c1=$(cpu_ticks ${who[$t]})
+    read -r u1 s1 < <(cpu_ticks ${who[$t]})
     n=$(echo "$w" | awk '/requests in/ {print $1}')
-    echo "$(echo "$w" | awk '/Requests\/sec/ {print $2}') $(echo "$w" | awk '$1=="50%" {print $2}') $(echo "$w" | awk '$1=="99%" {print $2}') $(python3 -c "print('%.1f' % (($c1 - $c0) * 1e6 / $tck / $n))")" >>"$run/wrk-$t"
+    us() { python3 -c "print('%.1f' % (($1) * 1e6 / $tck / $n))"; }
+    echo "$(echo "$w" | awk '/Requests\/sec/ {print $2}') $(echo "$w" | awk '$1=="50%" {print $2}') $(echo "$w" | awk '$1=="99%" {print $2}') $(us "$u1 - $u0 + $s1 - $s0") $(us "$u1 - $u0") $(us "$s1 - $s0")" >>"$run/wrk-$t"
   done
 done
 for t in $paths; do
-  read -r rps[$t] p50[$t] p99[$t] cpu[$t] < <(sort -n "$run/wrk-$t" | sed -n "$(( (rounds + 1) / 2 ))p")
+  read -r rps[$t] p50[$t] p99[$t] cpu[$t] ucpu[$t] scpu[$t] < <(sort -n "$run/wrk-$t" | sed -n "$(( (rounds + 1) / 2 ))p")
   j=$(${pre[$t]} $B rate "${url[$t]}" --rate 1000 --duration 10 --connections 32)
   r50[$t]=$(echo "$j" | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["p50_ms"])')
   r99[$t]=$(echo "$j" | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["p99_ms"])')
 done
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
-per_round() { paste -d' ' "$run/wrk-$1" "$run/wrk-$2" | awk '{printf "%s%.2f", (NR>1?", ":""), $1/$5}'; }
+per_round() { paste -d' ' "$run/wrk-$1" "$run/wrk-$2" | awk '{printf "%s%.2f", (NR>1?", ":""), $1/$(NF/2+1)}'; }
 {
   echo "## 1. Data path (one probe instance, \`GET $path\`)"
   echo
   echo "wrk -t2 -c64, $rounds rounds of 8 s alternating the paths, median round shown; CPU is"
   echo "the time the serving processes (the probe for direct, nginx's workers, runlet) spent"
-  echo "per request, user + system."
+  echo "per request, user + system (in brackets: user, system). nginx (Debian's, $workers workers) runs in"
+  echo "the instance's namespace and reaches it over that namespace's loopback, as runlet does;"
+  echo "its listening sockets (one SO_REUSEPORT socket per worker, as runlet's threads) are made"
+  echo "in the host's namespace and inherited, so its clients come the same kernel way as"
+  echo "runlet's. \`nginx-headers\` also sets the forwarding and trace headers runlet sets."
   echo
   echo "| path | req/s | wrk p50 | wrk p99 | CPU µs/request | 1,000 req/s open loop: p50 ms | p99 ms |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
-  for t in $paths; do echo "| $t | ${rps[$t]} | ${p50[$t]} | ${p99[$t]} | ${cpu[$t]} | ${r50[$t]} | ${r99[$t]} |"; done
+  for t in $paths; do echo "| $t | ${rps[$t]} | ${p50[$t]} | ${p99[$t]} | ${cpu[$t]} (${ucpu[$t]}, ${scpu[$t]}) | ${r50[$t]} | ${r99[$t]} |"; done
   echo
   echo "- throughput runlet/direct: $(ratio "${rps[runlet]}" "${rps[direct]}"), runlet/nginx: $(ratio "${rps[runlet]}" "${rps[nginx]}") (rounds: $(per_round runlet nginx)), runlet/nginx-headers: $(ratio "${rps[runlet]}" "${rps[nginx-headers]}") (rounds: $(per_round runlet nginx-headers))"
   echo "- proxy CPU per request, runlet/nginx: $(ratio "${cpu[runlet]}" "${cpu[nginx]}")"
