@@ -24,8 +24,9 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http::uri::PathAndQuery;
@@ -33,7 +34,6 @@ use http::{Method, StatusCode};
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tracing::info;
 
 use super::h1::{MAX_HEAD, MAX_HEADERS};
@@ -153,15 +153,16 @@ fn parse(buf: &mut BytesMut) -> Option<Head> {
 }
 
 /// Serves one client connection (see the module comment) until the client closes it, an
-/// error ends it, or `stop` turns true while it is idle.
+/// error ends it, or `stopper` stops it while it is idle.
 pub(super) async fn serve_conn(
     mut io: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     client: Arc<headers::Client>,
-    mut stop: watch::Receiver<bool>,
+    stopper: Arc<Stopper>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let mut stop = stopper.watch();
     let mut inbox = Inbox {
         buf: BytesMut::with_capacity(IN_BUF),
         eof: false,
@@ -195,7 +196,7 @@ pub(super) async fn serve_conn(
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
-                _ = super::stopped(&mut stop), if idle => return,
+                _ = stop.stopped(), if idle => return,
                 _ = async { if let Some(t) = late.as_mut() { t.await } }, if late.is_some() => {
                     break Head::Refused(Refusal::HeadTimeout);
                 }
@@ -231,7 +232,7 @@ pub(super) async fn serve_conn(
             }
         };
         // At shutdown the connection ends after the response in flight.
-        let keep = !close && !*stop.borrow();
+        let keep = !close && !stopper.is_stopping();
         match write_response(&mut io, &mut inbox, &mut out, resp, head_request, keep, v10).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
@@ -243,6 +244,95 @@ pub(super) async fn serve_conn(
         if inbox.buf.is_empty() && inbox.buf.capacity() > 4 * IN_BUF {
             inbox.buf = BytesMut::with_capacity(IN_BUF);
         }
+    }
+}
+
+/// Tells one ingress thread's connections that the ingress is stopping (idle ones then
+/// close). A connection registers its waker once, not per request, and checks a flag:
+/// waiting on the shutdown `watch` instead cost every request a read lock on its value and
+/// a registration in its waiter list, both shared by every thread's connections.
+#[derive(Default)]
+pub(super) struct Stopper {
+    stopping: AtomicBool,
+    wakers: WakerList,
+}
+
+/// Held to register or wake, never across an await.
+#[allow(clippy::disallowed_types)]
+type WakerList = std::sync::Mutex<Wakers>;
+
+#[derive(Default)]
+struct Wakers {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl Stopper {
+    fn wakers(&self) -> std::sync::MutexGuard<'_, Wakers> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// From now on, connections close once idle; wakes those waiting.
+    pub(super) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for w in self.wakers().slots.iter().flatten() {
+            w.wake_by_ref();
+        }
+    }
+
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// A connection's registration, for its life.
+    fn watch(self: &Arc<Self>) -> StopWatch {
+        let mut w = self.wakers();
+        let slot = w.free.pop().unwrap_or_else(|| {
+            w.slots.push(None);
+            w.slots.len() - 1
+        });
+        StopWatch {
+            stopper: self.clone(),
+            slot,
+            waker: None,
+        }
+    }
+}
+
+struct StopWatch {
+    stopper: Arc<Stopper>,
+    slot: usize,
+    /// The waker registered (a task's waker stays the same from poll to poll).
+    waker: Option<Waker>,
+}
+
+impl StopWatch {
+    /// Resolves once the ingress is stopping.
+    fn stopped(&mut self) -> impl std::future::Future<Output = ()> + '_ {
+        poll_fn(move |cx| {
+            if self.stopper.is_stopping() {
+                return Poll::Ready(());
+            }
+            if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                let w = cx.waker().clone();
+                self.stopper.wakers().slots[self.slot] = Some(w.clone());
+                self.waker = Some(w);
+            }
+            // `stop` sets the flag before it wakes: looked at again once registered.
+            if self.stopper.is_stopping() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+impl Drop for StopWatch {
+    fn drop(&mut self) {
+        let mut w = self.stopper.wakers();
+        w.slots[self.slot] = None;
+        w.free.push(self.slot);
     }
 }
 
@@ -578,6 +668,7 @@ mod tests {
     use crate::metrics::Metrics;
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
+    use tokio::sync::watch;
 
     fn routed(raw: &str) -> Route {
         let mut slots = [httparse::EMPTY_HEADER; 16];
@@ -756,6 +847,16 @@ mod tests {
     /// runlet's ingress in front of the scripted instance; returns its address and the
     /// instance's endpoint.
     async fn ingress() -> (std::net::SocketAddr, Arc<Endpoint>) {
+        let (addr, endpoint, stop) = stoppable_ingress().await;
+        tokio::spawn(async move {
+            let _keep = stop;
+            std::future::pending::<()>().await
+        });
+        (addr, endpoint)
+    }
+
+    /// [`ingress`], with the sender that stops it.
+    async fn stoppable_ingress() -> (std::net::SocketAddr, Arc<Endpoint>, watch::Sender<bool>) {
         let inst = instance().await;
         let endpoint = Arc::new(Endpoint::new(
             "i".into(),
@@ -778,7 +879,7 @@ mod tests {
             max_queue: 10,
         };
         tokio::spawn(async move {
-            let _keep = (snap_tx, stop_tx);
+            let _keep = snap_tx;
             serve(
                 listener,
                 cfg,
@@ -789,7 +890,7 @@ mod tests {
             )
             .await;
         });
-        (addr, endpoint)
+        (addr, endpoint, stop_tx)
     }
 
     /// Sends `raw`, reads until `responses` complete responses arrived (or the connection
@@ -898,6 +999,40 @@ mod tests {
         assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
         assert!(got.contains("malformed request"), "{got}");
         assert!(closed);
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_idle_connections_close_and_requests_in_flight_are_answered() {
+        let (addr, _, stop) = stoppable_ingress().await;
+        // Idle, after one request.
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = [0u8; 256];
+        assert!(idle.read(&mut got).await.unwrap() > 0);
+        // In flight: a response that has started and goes on.
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let n = busy.read(&mut got).await.unwrap();
+        assert!(String::from_utf8_lossy(&got[..n]).contains("200 OK"));
+        // Idle and never used.
+        let mut fresh = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).unwrap();
+        for s in [&mut idle, &mut fresh] {
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest))
+                .await
+                .expect("an idle connection stayed open at shutdown")
+                .unwrap();
+            assert!(rest.is_empty());
+        }
+        // The streaming one is not cut by the shutdown (its deadline ends it later).
+        let r = tokio::time::timeout(Duration::from_millis(300), busy.read(&mut got)).await;
+        assert!(r.is_err(), "a response in flight was cut at shutdown");
     }
 
     #[tokio::test(start_paused = true)]

@@ -529,6 +529,7 @@ pub async fn serve(
     });
     // Every connection holds a watcher until it ends: `shutdown()` below waits for them.
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stopper = Arc::new(front::Stopper::default());
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -549,11 +550,12 @@ pub async fn serve(
             peer,
             shared.clone(),
             client,
-            shutdown.clone(),
+            stopper.clone(),
             graceful.watcher(),
         );
         tokio::spawn(conn);
     }
+    stopper.stop();
     // In-flight requests get to finish, bounded by the request timeout; idle connections
     // close at once. This must wait here: when an ingress thread's `serve` returns, its
     // runtime, and every connection task on it, is dropped.
