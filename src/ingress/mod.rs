@@ -356,6 +356,10 @@ pub struct IngressConfig {
 struct Shared {
     cfg: IngressConfig,
     snapshot: watch::Receiver<Snapshot>,
+    /// This thread's copy of the snapshot, brought up to date when the snapshot's version
+    /// changes: reading the `watch` itself takes a read lock shared with every thread (and
+    /// cloning a receiver, a reference count), contended atomics on every request.
+    cached: CachedSnapshot,
     demand: Arc<Demand>,
     metrics: Arc<Metrics>,
     /// This service's metric handles, resolved once: a label lookup per request costs a
@@ -367,7 +371,23 @@ struct Shared {
     hyper: hyper_util::server::conn::auto::Builder<TokioExecutor>,
 }
 
+/// Only ever locked by one ingress thread, never across an await.
+#[allow(clippy::disallowed_types)]
+type CachedSnapshot = std::sync::Mutex<(watch::Receiver<Snapshot>, Snapshot)>;
+
 impl Shared {
+    /// [`try_acquire`] on this thread's copy of the snapshot. A copy a moment old is safe: an
+    /// instance being stopped is marked closed, and one just added is seen by the next
+    /// request (or by a request that waits, which reads the `watch` itself).
+    fn try_acquire_cached(&self) -> Option<Slot> {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let (rx, snap) = &mut *cached;
+        if rx.has_changed().unwrap_or(false) {
+            *snap = rx.borrow_and_update().clone();
+        }
+        try_acquire(snap, self.cfg.concurrency, &self.demand)
+    }
+
     /// Counts a refusal in `runlet_refusals_total{service,reason}`.
     fn count_refusal(&self, reason: &'static str) {
         self.metrics
@@ -517,8 +537,11 @@ pub async fn serve(
     ];
     let latency = metrics.latency.with_label_values(&[&svc]);
     let queue_wait = metrics.queue_wait.with_label_values(&[&svc]);
+    let mut cached_rx = snapshot.clone();
+    let first = cached_rx.borrow_and_update().clone();
     let shared = Arc::new(Shared {
         cfg,
+        cached: CachedSnapshot::new((cached_rx, first)),
         snapshot,
         demand,
         metrics,
@@ -670,14 +693,10 @@ fn try_acquire(snapshot: &Snapshot, concurrency: usize, demand: &Arc<Demand>) ->
 
 /// Waits for a slot: held while instances start, up to the hold time (LIFE-3).
 async fn acquire(shared: &Shared, deadline: Instant) -> Result<Slot, Refusal> {
-    let mut snap_rx = shared.snapshot.clone();
-    if let Some(s) = try_acquire(
-        &snap_rx.borrow_and_update(),
-        shared.cfg.concurrency,
-        &shared.demand,
-    ) {
+    if let Some(s) = shared.try_acquire_cached() {
         return Ok(s);
     }
+    let mut snap_rx = shared.snapshot.clone();
     let queued = shared.demand.queued.fetch_add(1, Ordering::SeqCst) + 1;
     struct Unqueue<'a>(&'a Demand);
     impl Drop for Unqueue<'_> {
