@@ -34,6 +34,20 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Exit status for bad input (EX_USAGE).
 const EXIT_USAGE: i32 = 64;
 
+/// An error and its causes, `: `-separated, leaving out a cause whose text the message
+/// before it already ends with (many errors print their source themselves).
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn main() {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
@@ -62,7 +76,7 @@ fn main() {
             Ok(code) => code,
             Err(e) => {
                 let usage = e.downcast_ref::<SpecError>().is_some();
-                eprintln!("runlet: error: {e:#}");
+                eprintln!("runlet: error: {}", report(&e));
                 if usage {
                     EXIT_USAGE
                 } else {
@@ -430,5 +444,24 @@ impl Progress for Printer {
             );
             self.last = Some((what.to_string(), bucket));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn a_cause_the_message_already_shows_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read x: {source}")]
+        struct Shown {
+            source: std::io::Error,
+        }
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Shown { source: io() });
+        assert_eq!(report(&e), "cannot read x: no such file");
+        let e = anyhow::Error::new(io()).context("loading image");
+        assert_eq!(report(&e), "loading image: no such file");
     }
 }

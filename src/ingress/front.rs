@@ -1047,41 +1047,33 @@ mod tests {
         let n = s.read(&mut got).await.unwrap();
         let got = String::from_utf8_lossy(&got[..n]);
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        // Sends `raw`; returns what came back until the connection closed, checking that
+        // it closed HEAD_TIMEOUT after the send.
+        let closed_after_timeout = |raw: &'static [u8]| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(raw).await.unwrap();
+            let started = tokio::time::Instant::now();
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut got))
+                .await
+                .expect("the connection was not closed")
+                .unwrap();
+            let waited = started.elapsed();
+            assert!(
+                waited >= HEAD_TIMEOUT && waited < HEAD_TIMEOUT + Duration::from_secs(1),
+                "{waited:?}"
+            );
+            String::from_utf8_lossy(&got).into_owned()
+        };
         // Not complete 30 s after its first bytes: 408, and the connection closes.
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
-        let started = tokio::time::Instant::now();
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut got))
-            .await
-            .expect("the connection was not closed")
-            .unwrap();
-        let waited = started.elapsed();
-        let got = String::from_utf8_lossy(&got);
+        let got = closed_after_timeout(b"GET / HTTP/1.1\r\nHost: a\r\n").await;
         assert!(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{got}");
-        assert!(
-            waited >= HEAD_TIMEOUT && waited < HEAD_TIMEOUT + Duration::from_secs(1),
-            "{waited:?}"
-        );
         // A connection hyper took over (a request with a body came first): the same limit.
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(
+        let got = closed_after_timeout(
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\npingGET / HTTP/1.1\r\n",
         )
-        .await
-        .unwrap();
-        let started = tokio::time::Instant::now();
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut got))
-            .await
-            .expect("the connection was not closed")
-            .unwrap();
-        let waited = started.elapsed();
-        assert!(String::from_utf8_lossy(&got).contains("ping"));
-        assert!(
-            waited >= HEAD_TIMEOUT && waited < HEAD_TIMEOUT + Duration::from_secs(1),
-            "{waited:?}"
-        );
+        .await;
+        assert!(got.contains("ping"), "{got}");
     }
 
     #[tokio::test]
