@@ -40,7 +40,7 @@ fn report(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
         let text = cause.to_string();
-        if !out.ends_with(&text) {
+        if out != text && !out.ends_with(&format!(": {text}")) {
             out.push_str(": ");
             out.push_str(&text);
         }
@@ -463,5 +463,8 @@ mod tests {
         assert_eq!(report(&e), "cannot read x: no such file");
         let e = anyhow::Error::new(io()).context("loading image");
         assert_eq!(report(&e), "loading image: no such file");
+        // Only a whole `: cause` at the end counts as shown.
+        let e = anyhow::Error::new(std::io::Error::other("file")).context("no such file");
+        assert_eq!(report(&e), "no such file: file");
     }
 }

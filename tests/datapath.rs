@@ -330,24 +330,24 @@ fn metrics_are_served_in_prometheus_text() {
     assert_eq!(bad.status, 400);
     // Each ingress thread adds up its requests and flushes them at least every 100 ms.
     let scrape = || http(maddr.parse().unwrap(), "GET", "/metrics", &[], b"").text();
-    let counted = "runlet_requests_total{code_class=\"2xx\",service=\"dp-metrics\"} 1\n";
-    let mut m = scrape();
-    for _ in 0..20 {
-        if m.contains(counted) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        m = scrape();
-    }
-    for needle in [
-        counted,
+    let needles = [
+        "runlet_requests_total{code_class=\"2xx\",service=\"dp-metrics\"} 1\n",
         "runlet_requests_total{code_class=\"4xx\",service=\"dp-metrics\"} 1\n",
         "runlet_request_duration_seconds_count{service=\"dp-metrics\"} 2\n",
         "runlet_refusals_total{reason=\"bad_header\",service=\"dp-metrics\"} 1",
         "runlet_request_duration_seconds_bucket",
         "runlet_instances{service=\"dp-metrics\",state=\"ready\"} 1",
         "runlet_instance_startup_seconds_count{service=\"dp-metrics\"} 1",
-    ] {
+    ];
+    let mut m = scrape();
+    for _ in 0..40 {
+        if needles.iter().all(|n| m.contains(n)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        m = scrape();
+    }
+    for needle in needles {
         assert!(m.contains(needle), "missing {needle} in:\n{m}");
     }
 }

@@ -419,12 +419,22 @@ impl Shared {
     /// instance being stopped is marked closed, and one just added is seen by the next
     /// request (or by a request that waits, which reads the `watch` itself).
     fn try_acquire_cached(&self) -> Option<Slot> {
+        let cached = self.cached_snapshot();
+        try_acquire(&cached.1, self.cfg.concurrency, &self.demand)
+    }
+
+    /// This thread's copy of the snapshot, brought up to date.
+    fn cached_snapshot(&self) -> std::sync::MutexGuard<'_, (watch::Receiver<Snapshot>, Snapshot)> {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         let (rx, snap) = &mut *cached;
         if rx.has_changed().unwrap_or(false) {
             *snap = rx.borrow_and_update().clone();
         }
-        try_acquire(snap, self.cfg.concurrency, &self.demand)
+        cached
+    }
+
+    fn refresh_cached(&self) {
+        drop(self.cached_snapshot());
     }
 
     /// Counts a refusal in `runlet_refusals_total{service,reason}`.
@@ -555,10 +565,15 @@ async fn tick(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let mut m = shared.local_metrics();
-        if m.pending > 0 {
-            m.flush();
+        {
+            let mut m = shared.local_metrics();
+            if m.pending > 0 {
+                m.flush();
+            }
         }
+        // A quiet thread's copy would otherwise keep removed instances (and its pooled
+        // connections to them) until its next request.
+        shared.refresh_cached();
     }
 }
 
@@ -599,7 +614,7 @@ pub async fn serve(
         requests_by_class,
         queue_wait,
         local: LocalMetricsLock::new(local),
-        hyper: hyper_builder(),
+        hyper: hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()),
     });
     tokio::spawn(tick(Arc::downgrade(&shared)));
     // Every connection holds a watcher until it ends: `shutdown()` below waits for them.
@@ -630,6 +645,8 @@ pub async fn serve(
         );
         tokio::spawn(conn);
     }
+    // Connections arriving from now on are refused, not left unaccepted in the backlog.
+    drop(listener);
     stopper.stop();
     // In-flight requests get to finish, bounded by the request timeout; idle connections
     // close at once. This must wait here: when an ingress thread's `serve` returns, its
@@ -640,15 +657,6 @@ pub async fn serve(
         _ = tokio::time::sleep(grace) => {}
     }
     shared.local_metrics().flush();
-}
-
-/// hyper's server, for the connections [`front`] hands over: the same head timeout.
-fn hyper_builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(front::HEAD_TIMEOUT);
-    b
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).

@@ -1,7 +1,7 @@
 //! Heads kept as the bytes that were read: the common request and its response never become
 //! `http::HeaderMap`s.
 //!
-//! A bodiless HTTP/1.1 request read by [`super::front`] and forwarded over HTTP/1.1 by
+//! A bodiless HTTP/1.x request read by [`super::front`] and forwarded over HTTP/1.1 by
 //! [`super::h1`] (nearly every request a service gets) has its header lines copied to the
 //! instance, minus the hop-by-hop ones, plus the forwarding and trace headers; the
 //! instance's response lines are copied back the same way. Building, searching and
@@ -200,15 +200,17 @@ impl RawRequest {
     /// ones, with the forwarding and trace headers (see [`headers::forwarding`]), and `Host`
     /// set to `default_host` when the client sent none.
     pub fn encode(&mut self, client: &headers::Client, default_host: &str) -> Vec<u8> {
+        // The authority is the client's Host, read before hop-by-hop fields go (as the typed
+        // path does): a `Connection: host` then gets Host put back by `forwarding`.
+        let authority = self.head.get(b"host").map(|h| self.head.bytes.slice_ref(h));
         self.head.strip_hop_by_hop();
         let head = &self.head;
-        let host = head.get(b"host");
         let seen = headers::Seen {
             xff: head.get(b"x-forwarded-for"),
             forwarded: head.get(b"forwarded"),
             traceparent: head.get(b"traceparent"),
             cloud_trace: head.get(b"x-cloud-trace-context"),
-            host,
+            host: head.get(b"host"),
         };
         let target = self.target.as_str().as_bytes();
         let mut out = Vec::with_capacity(head.bytes.len() + target.len() + 320);
@@ -221,7 +223,7 @@ impl RawRequest {
                 push_field(&mut out, n, v);
             }
         }
-        headers::forwarding(&seen, client, host, &mut |n, pieces| {
+        headers::forwarding(&seen, client, authority.as_deref(), &mut |n, pieces| {
             out.extend_from_slice(n.as_str().as_bytes());
             out.extend_from_slice(b": ");
             for p in pieces {
@@ -229,7 +231,7 @@ impl RawRequest {
             }
             out.extend_from_slice(b"\r\n");
         });
-        if host.is_none() {
+        if authority.is_none() {
             push_field(&mut out, b"host", default_host.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
@@ -326,6 +328,7 @@ mod tests {
                 false,
             ),
             ("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For:  \r\nForwarded: \r\n\r\n".into(), true),
+            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: host\r\n\r\n".into(), true),
         ];
         for ip in ["10.1.2.3", "::1"] {
             let client = headers::Client::new(ip.parse().unwrap());
