@@ -7,8 +7,9 @@
 //! body allows (head and a small body in one). Anything else hands the connection, with the
 //! bytes already read, to hyper for the rest of its life: HTTP/2 (the prior-knowledge
 //! preface), requests with a body (`Content-Length`, `Transfer-Encoding`), `Expect`,
-//! upgrades (WebSockets), `CONNECT` and targets not in origin form. Measured: hyper's server was a third of runlet's instructions per request
-//! (callgrind), this path a small part of that.
+//! upgrades (WebSockets), `CONNECT` and targets not in origin form. Measured: hyper's server
+//! was a third of runlet's instructions per request (callgrind), this path a small part of
+//! that.
 //!
 //! The client's socket is read while its request is in flight and while the response
 //! streams: a client that goes away (end of stream with nothing pipelined) abandons its
@@ -94,7 +95,7 @@ pub(super) fn route(req: &httparse::Request<'_, '_>) -> Route {
 /// A head read from the client, or why none was.
 // Made and taken apart once per request: boxing the request would cost an allocation.
 #[allow(clippy::large_enum_variant)]
-enum Head {
+pub(super) enum Head {
     /// A request to serve here, with [`Route::Here`]'s `close`.
     Request(RawRequest, bool),
     Hyper,
@@ -103,7 +104,7 @@ enum Head {
 
 /// Parses one request head at the start of `buf`, taking it off the buffer when it is
 /// served here. `None`: more bytes are needed.
-fn parse(buf: &mut BytesMut) -> Option<Head> {
+pub(super) fn parse(buf: &mut BytesMut) -> Option<Head> {
     if buf.len() < PREFACE.len() && PREFACE.starts_with(buf) {
         return None;
     }

@@ -19,20 +19,9 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static X_CLOUD_TRACE: HeaderName = HeaderName::from_static("x-cloud-trace-context");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    n == header::CONNECTION
-        || n == KEEP_ALIVE
-        || n == PROXY_CONNECTION
-        || n == header::TE
-        || n == header::TRAILER
-        || n == header::TRANSFER_ENCODING
-        || n == header::UPGRADE
-}
-
-/// [`is_hop_by_hop`] for a name as sent (any case).
+/// Whether a field named `n` (any case) is hop-by-hop: `Connection`, `Keep-Alive`,
+/// `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
 pub fn is_hop_by_hop_name(n: &[u8]) -> bool {
     // Checked on every field of every request: the length rules out most names at once.
     match n.len() {
@@ -149,10 +138,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names; then a removal only for those present (most messages have
     // none, or only `Connection`).
     let mut present: [Option<HeaderName>; 7] = Default::default();
-    for (slot, n) in present
-        .iter_mut()
-        .zip(headers.keys().filter(|n| is_hop_by_hop(n)))
-    {
+    for (slot, n) in present.iter_mut().zip(
+        headers
+            .keys()
+            .filter(|n| is_hop_by_hop_name(n.as_str().as_bytes())),
+    ) {
         *slot = Some(n.clone());
     }
     if present[0].is_none() {

@@ -362,9 +362,8 @@ struct Shared {
     cached: CachedSnapshot,
     demand: Arc<Demand>,
     metrics: Arc<Metrics>,
-    /// This service's metric handles, resolved once: a label lookup per request costs a
+    /// This service's metric handle, resolved once: a label lookup per request costs a
     /// hash and a lock.
-    requests_by_class: [prometheus::IntCounter; 6],
     queue_wait: prometheus::Histogram,
     /// Per-request metrics, added up by this thread (see [`LocalMetrics`]).
     local: LocalMetricsLock,
@@ -449,7 +448,9 @@ impl Shared {
     /// refusal, and as a 4xx request.
     fn count_refused_head(&self, reason: &'static str) {
         self.count_refusal(reason);
-        self.requests_by_class[4].inc();
+        let mut m = self.local_metrics();
+        m.requests[4].inc();
+        m.pending += 1;
     }
 }
 
@@ -598,7 +599,7 @@ pub async fn serve(
         class("5xx"),
     ];
     let local = LocalMetrics {
-        requests: requests_by_class.clone().map(|c| c.local()),
+        requests: requests_by_class.map(|c| c.local()),
         latency: metrics.latency.with_label_values(&[&svc]).local(),
         pending: 0,
     };
@@ -611,7 +612,6 @@ pub async fn serve(
         snapshot,
         demand,
         metrics,
-        requests_by_class,
         queue_wait,
         local: LocalMetricsLock::new(local),
         hyper: hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()),
@@ -917,16 +917,7 @@ async fn forward(
     };
     let endpoint = slot.endpoint.clone();
     let call = endpoint.upstream().send(req);
-    let answered = tokio::select! {
-        biased;
-        r = call => Ok(r),
-        _ = &mut timer => Err(()),
-    };
-    let mut resp = match answered {
-        Err(_) => return Err(Refusal::Timeout),
-        Ok(Err(e)) => return Err(upstream_failed(&endpoint, &e, deadline).await),
-        Ok(Ok(r)) => r,
-    };
+    let mut resp = answer(call, &mut timer, &endpoint, deadline).await?;
     if let Some(upgrade) = client_upgrade {
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Answer::Typed(tunnel(upgrade, &mut resp, slot, deadline)));
@@ -961,16 +952,7 @@ async fn forward_raw(
         req.method.is_idempotent(),
         req.method == http::Method::HEAD,
     );
-    let answered = tokio::select! {
-        biased;
-        r = call => Ok(r),
-        _ = &mut timer => Err(()),
-    };
-    let (mut resp, body) = match answered {
-        Err(_) => return Err(Refusal::Timeout),
-        Ok(Err(e)) => return Err(upstream_failed(&endpoint, &e, deadline).await),
-        Ok(Ok(r)) => r,
-    };
+    let (mut resp, body) = answer(call, &mut timer, &endpoint, deadline).await?;
     resp.head.strip_hop_by_hop();
     let dropped = resp.head.drop_invalid();
     warn_dropped(&endpoint, &dropped);
@@ -982,20 +964,30 @@ async fn forward_raw(
     Ok(Answer::Raw(resp, body))
 }
 
-/// The refusal for a request the instance did not answer. A broken connection may be the
-/// instance dying: the control path gets a moment to say why (an OOM kill turns into 500,
-/// per LIFE-9).
-async fn upstream_failed(
+/// The instance's answer to `call`, or the refusal when the request deadline (`timer`)
+/// comes first or the instance does not answer. A broken connection may be the instance
+/// dying: the control path gets a moment to say why (an OOM kill turns into 500, per
+/// LIFE-9).
+async fn answer<T, E: std::fmt::Display>(
+    call: impl Future<Output = Result<T, E>>,
+    timer: &mut Pin<Box<Sleep>>,
     endpoint: &Endpoint,
-    e: &(dyn std::fmt::Display + Send + Sync),
     deadline: Instant,
-) -> Refusal {
+) -> Result<T, Refusal> {
+    let e = tokio::select! {
+        biased;
+        r = call => match r {
+            Ok(r) => return Ok(r),
+            Err(e) => e.to_string(),
+        },
+        _ = timer => return Err(Refusal::Timeout),
+    };
     let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
-    match endpoint.death_by(until).await {
+    Err(match endpoint.death_by(until).await {
         Some(Death::OutOfMemory) => Refusal::OutOfMemory,
         Some(Death::Exited(how)) => Refusal::Upstream(format!("the instance exited ({how})")),
-        None => Refusal::Upstream(e.to_string()),
-    }
+        None => Refusal::Upstream(e),
+    })
 }
 
 fn warn_dropped(endpoint: &Endpoint, dropped: &[String]) {

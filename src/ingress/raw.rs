@@ -256,19 +256,12 @@ pub struct RawResponse {
 mod tests {
     use super::*;
 
+    /// `raw` as `front` parses it.
     fn request(raw: &[u8]) -> RawRequest {
-        let mut slots = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut slots);
-        assert!(req.parse(raw).unwrap().is_complete());
-        let fields = fields_of(raw.as_ptr(), req.headers);
-        let bytes = Bytes::copy_from_slice(raw);
-        let target = req.path.unwrap();
-        let at = target.as_ptr() as usize - raw.as_ptr() as usize;
-        RawRequest {
-            method: Method::from_bytes(req.method.unwrap().as_bytes()).unwrap(),
-            target: PathAndQuery::from_maybe_shared(bytes.slice(at..at + target.len())).unwrap(),
-            v10: req.version == Some(0),
-            head: RawHead::new(bytes, fields),
+        let mut buf = bytes::BytesMut::from(raw);
+        match super::super::front::parse(&mut buf) {
+            Some(super::super::front::Head::Request(req, _)) => req,
+            _ => panic!("not a request served by front: {raw:?}"),
         }
     }
 
