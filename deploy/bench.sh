@@ -338,6 +338,9 @@ per() { python3 -c "print('%.1f' % (($2 - $1) / 10000 / 1000))"; }
 fi
 if [ -n "${BENCH_SECTIONS:-}" ]; then cat "$out"; exit 0; fi
 
+# The hand-kept part of docs/benchmarks.md (the measurements behind design choices, and
+# before/after records) survives a re-run: everything from its heading on is kept.
+history=$(sed -n '/^## History: measurements behind the design/,$p' docs/benchmarks.md)
 {
   echo "# Benchmarks"
   echo
@@ -352,5 +355,6 @@ if [ -n "${BENCH_SECTIONS:-}" ]; then cat "$out"; exit 0; fi
   echo "1.2x bare \`ctr run --rm\` per task."
   echo
   cat "$out"
+  if [ -n "$history" ]; then printf '%s\n' "$history"; fi
 } > docs/benchmarks.md
 cat docs/benchmarks.md
