@@ -1075,14 +1075,11 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_go_to_hyper_and_malformed_heads_get_400() {
-        let (addr, _) = ingress().await;
         // A body: hyper takes the connection from that request on, the next one included.
-        let (got, closed) = exchange(
-            addr,
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\npingGET / HTTP/1.1\r\nHost: a\r\n\r\n",
-            "hello",
-        )
-        .await;
+        let post_then_get: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nping\
+              GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let (addr, _) = ingress().await;
+        let (got, closed) = exchange(addr, post_then_get, "hello").await;
         assert!(got.contains("\r\n\r\nping"), "{got}");
         assert!(
             got.matches("HTTP/1.1 200 OK").count() == 2 && !closed,

@@ -353,24 +353,22 @@ mod tests {
 
     #[test]
     fn name_and_value_rules() {
-        type Rule = fn(&[u8]) -> bool;
-        let (name, value): (Rule, Rule) = (valid_name, valid_value);
-        let table: [(_, &[u8], bool); 12] = [
-            (name, b"x-ok", true),
-            (name, b"X_Ok!", true),
-            (name, b"has space", false),
-            (name, b"colon:", false),
-            (name, b"", false),
-            (name, b"tab\t", false),
-            (value, b"plain", true),
-            (value, b"with space\tand tab", true),
-            (value, b"", true),
-            (value, b"ctl\x01", false),
-            (value, b"del\x7f", false),
-            (value, b"obs\xe9text", false),
+        // (bytes, valid as a name, valid as a value)
+        let table: [(&[u8], bool, bool); 10] = [
+            (b"x-ok", true, true),
+            (b"X_Ok!", true, true),
+            (b"has space", false, true),
+            (b"colon:", false, true),
+            (b"", false, true),
+            (b"tab\t", false, true),
+            (b"with space\tand tab", false, true),
+            (b"ctl\x01", false, false),
+            (b"del\x7f", false, false),
+            (b"obs\xe9text", false, false),
         ];
-        for (valid, input, ok) in table {
-            assert_eq!(valid(input), ok, "{input:?}");
+        for (input, name, value) in table {
+            let got = (valid_name(input), valid_value(input));
+            assert_eq!(got, (name, value), "{input:?}");
         }
     }
 
