@@ -12,6 +12,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of a response to a client.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
-/// A client's request body: none (`Left`: a request read by [`super::downstream`]), or
+/// A client's request body: none (`Left`: a request read by `downstream.rs`), or
 /// hyper's (`Right`).
 pub type ClientBody = Either<Empty<Bytes>, Incoming>;

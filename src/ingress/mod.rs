@@ -9,18 +9,18 @@
 //! refusal becomes a status in one place, [`refusal::Refusal::response`].
 //!
 //! A request's way through, one file a step:
-//! - [`worker`]: the worker threads, one per listener, each accepting connections and
+//! - `worker.rs`: the worker threads, one per listener, each accepting connections and
 //!   keeping its own state;
-//! - [`downstream`]: the client side of a connection (heads read and answered here, or the
+//! - `downstream.rs`: the client side of a connection (heads read and answered here, or the
 //!   connection handed to hyper);
-//! - [`proxy`]: one request from its headers to its response, cut at the request deadline;
-//! - [`admission`]: a slot on an instance, or the wait for one (hold time, queue, demand);
-//! - [`endpoint`]: an instance as the data path sees it, and the snapshot of them;
-//! - [`upstream`], [`upstream_h1`]: the connections to an instance;
-//! - [`tunnel`]: WebSocket (upgraded) connections;
-//! - [`headers`], [`raw`]: header rules, and heads kept as the bytes read;
-//! - [`refusal`]: what a refused or failed request gets;
-//! - [`body`]: the body types passed along.
+//! - `proxy.rs`: one request from its headers to its response, cut at the request deadline;
+//! - `admission.rs`: a slot on an instance, or the wait for one (hold time, queue, demand);
+//! - `endpoint.rs`: an instance as the data path sees it, and the snapshot of them;
+//! - `upstream.rs`, `upstream_h1.rs`: the connections to an instance;
+//! - `tunnel.rs`: WebSocket (upgraded) connections;
+//! - `headers.rs`, `raw.rs`: header rules, and heads kept as the bytes read;
+//! - `refusal.rs`: what a refused or failed request gets;
+//! - `body.rs`: the body types passed along.
 
 mod admission;
 mod body;

@@ -27,7 +27,7 @@ use super::upstream::{UpstreamBody, UpstreamError};
 use super::worker::Shared;
 
 /// A request as the data path gets it: typed (hyper's: HTTP/2, bodies, upgrades), or as
-/// read by [`super::downstream`] (a bodiless HTTP/1.x request, forwarded as lines when the instance
+/// read by `downstream.rs` (a bodiless HTTP/1.x request, forwarded as lines when the instance
 /// speaks HTTP/1.1: see [`raw`]).
 pub enum ClientRequest {
     Typed(Request<ClientBody>),

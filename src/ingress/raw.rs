@@ -1,7 +1,7 @@
 //! Heads kept as the bytes that were read: the common request and its response never become
 //! `http::HeaderMap`s.
 //!
-//! A bodiless HTTP/1.x request read by [`super::downstream`] and forwarded over HTTP/1.1 by
+//! A bodiless HTTP/1.x request read by `downstream.rs` and forwarded over HTTP/1.1 by
 //! [`super::upstream_h1`] (nearly every request a service gets) has its header lines copied to the
 //! instance, minus the hop-by-hop ones, plus the forwarding and trace headers; the
 //! instance's response lines are copied back the same way. Building, searching and
