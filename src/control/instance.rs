@@ -18,9 +18,10 @@ use tracing::{info, warn};
 use super::logs::{Pipes, Sink};
 use super::probe;
 use super::{stop_container, Stopped, KILL_GRACE};
+use crate::dial::Dial;
 use crate::image::ImageInfo;
-use crate::ingress::{Dial, Endpoint};
-use crate::runtime::cgroup::CpuQuota;
+use crate::ingress::Endpoint;
+use crate::runtime::cgroup::CpuThrottle;
 use crate::runtime::network::{self, NetConfig, NetnsDialer};
 use crate::runtime::{labels, ocispec, ContainerSpec, ExitStatus, Runtime, RuntimeError};
 use crate::spec::ServiceSpec;
@@ -242,11 +243,11 @@ impl<R: Runtime> Ctx<R> {
         self.probe(dialer.as_ref(), exit_rx, t0).await?;
         let mut endpoint = Endpoint::new(id.to_string(), spec.port, dialer.clone(), spec.use_http2);
         if spec.cpu_throttling {
-            endpoint = endpoint.with_cpu_throttling(CpuQuota::for_container(id, spec.cpu));
+            endpoint = endpoint.with_idle_hook(CpuThrottle::for_container(id, spec.cpu));
         }
         running.endpoint = Arc::new(endpoint);
         // Idle until the first request: throttled now (full CPU during start-up, LIFE-5).
-        running.endpoint.sync_cpu();
+        running.endpoint.sync_idle_hook();
         running.dialer = Some(dialer);
         running.startup = t0.elapsed();
         running.phases.probe = t_before_probe.elapsed();
@@ -333,7 +334,7 @@ impl<R: Runtime> Ctx<R> {
     /// Stops the container (SIGTERM, SIGKILL after 10 s) and removes everything of `id`.
     pub async fn stop(&self, mut running: Running) -> Option<Stopped> {
         // Full CPU to shut down in.
-        running.endpoint.release_cpu();
+        running.endpoint.release_idle_hook();
         let stopped = match stop_container(self.runtime.as_ref(), &running.id, KILL_GRACE).await {
             Ok(s) => Some(s),
             Err(e) => {

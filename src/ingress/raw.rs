@@ -1,8 +1,8 @@
 //! Heads kept as the bytes that were read: the common request and its response never become
 //! `http::HeaderMap`s.
 //!
-//! A bodiless HTTP/1.x request read by [`super::front`] and forwarded over HTTP/1.1 by
-//! [`super::h1`] (nearly every request a service gets) has its header lines copied to the
+//! A bodiless HTTP/1.x request read by `downstream.rs` and forwarded over HTTP/1.1 by
+//! [`super::upstream_h1`] (nearly every request a service gets) has its header lines copied to the
 //! instance, minus the hop-by-hop ones, plus the forwarding and trace headers; the
 //! instance's response lines are copied back the same way. Building, searching and
 //! writing out `HeaderMap`s for the client's request, the upstream request and the response
@@ -184,7 +184,8 @@ pub struct RawRequest {
 impl RawRequest {
     /// The same request, typed (for an HTTP/2 instance).
     pub fn into_typed(self) -> Result<http::Request<super::ClientBody>, &'static str> {
-        let mut req = http::Request::new(super::ClientBody::Empty);
+        let body = super::ClientBody::Left(http_body_util::Empty::new());
+        let mut req = http::Request::new(body);
         *req.headers_mut() = self.head.to_header_map()?;
         *req.method_mut() = self.method;
         *req.uri_mut() = http::Uri::from(self.target);
@@ -256,12 +257,12 @@ pub struct RawResponse {
 mod tests {
     use super::*;
 
-    /// `raw` as `front` parses it.
+    /// `raw` as `downstream` parses it.
     fn request(raw: &[u8]) -> RawRequest {
         let mut buf = bytes::BytesMut::from(raw);
-        match super::super::front::parse(&mut buf) {
-            Some(super::super::front::Head::Request(req, _)) => req,
-            _ => panic!("not a request served by front: {raw:?}"),
+        match super::super::downstream::parse(&mut buf) {
+            Some(super::super::downstream::Head::Request(req, _)) => req,
+            _ => panic!("not a request served by downstream: {raw:?}"),
         }
     }
 
@@ -290,7 +291,7 @@ mod tests {
         let mut req = request(raw).into_typed().unwrap();
         let host = req.headers().get(http::header::HOST).cloned();
         let authority = host.as_ref().and_then(|h| h.to_str().ok());
-        super::super::strip_and_add(req.headers_mut(), client, authority);
+        super::super::proxy::strip_and_add(req.headers_mut(), client, authority);
         if !req.headers().contains_key(http::header::HOST) {
             req.headers_mut().insert(
                 http::header::HOST,
@@ -298,7 +299,7 @@ mod tests {
             );
         }
         let (parts, _) = req.into_parts();
-        super::super::h1::encode_head(&parts)
+        super::super::upstream_h1::encode_head(&parts)
     }
 
     #[test]

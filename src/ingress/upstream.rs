@@ -1,6 +1,6 @@
 //! Connections from the ingress to one instance, kept per ingress thread.
 //!
-//! An HTTP/1.1 request without a body (nearly every GET) goes through [`super::h1`]: the
+//! An HTTP/1.1 request without a body (nearly every GET) goes through [`super::upstream_h1`]: the
 //! request's own task writes it and reads the response from a pooled connection. Requests
 //! with a body, upgrades (WebSockets) and HTTP/2 (`--use-http2`) go through hyper-util's
 //! client, which writes a request body while the response may already be arriving and hands
@@ -12,24 +12,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::Either;
+use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::h1::{self, H1Body, H1Error};
 use super::raw::RawResponse;
-use super::Dial;
+use super::upstream_h1::{self as h1, H1Body, H1Error};
+use crate::dial::Dial;
 
-/// A failure to get a response (or the rest of one) from the instance.
+/// A failure to get a response from the instance.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error(transparent)]
     H1(#[from] H1Error),
-    #[error("{0}")]
-    Http(#[from] hyper::Error),
-    #[error("{0}")]
+    #[error("sending the request to the instance")]
     Client(#[from] hyper_util::client::legacy::Error),
 }
 
@@ -70,7 +68,7 @@ where
             if req.body().is_end_stream() && !req.headers().contains_key(http::header::UPGRADE) {
                 let (parts, _) = req.into_parts();
                 let resp = h1::send(pool, self.dialer.as_ref(), &parts).await?;
-                return Ok(resp.map(UpstreamBody::H1));
+                return Ok(resp.map(Either::Left));
             }
         }
         let mut req = req;
@@ -84,7 +82,7 @@ where
             }
         }
         let resp = self.client.request(req).await?;
-        Ok(resp.map(UpstreamBody::Hyper))
+        Ok(resp.map(Either::Right))
     }
 }
 
@@ -103,40 +101,8 @@ impl<B> Upstream<B> {
     }
 }
 
-/// A response body from the instance.
-pub enum UpstreamBody {
-    H1(H1Body),
-    Hyper(Incoming),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = UpstreamError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
-        match self.get_mut() {
-            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::H1(b) => b.is_end_stream(),
-            UpstreamBody::Hyper(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::H1(b) => b.size_hint(),
-            UpstreamBody::Hyper(b) => b.size_hint(),
-        }
-    }
-}
+/// A response body from the instance: read by [`h1`] (`Left`) or by hyper (`Right`).
+pub type UpstreamBody = Either<H1Body, Incoming>;
 
 /// Dials through the instance's network namespace (for hyper-util's client).
 #[derive(Clone)]
@@ -160,7 +126,8 @@ impl tower_service::Service<http::Uri> for Connector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::Loopback;
+    use crate::dial::Loopback;
+    use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -218,55 +185,68 @@ mod tests {
         Upstream::new(Arc::new(Loopback(addr)), authority, false)
     }
 
+    /// How many connections `exchanges` opened to a [`server`] (`close_after_one` as there).
+    async fn connections<F>(
+        close_after_one: bool,
+        exchanges: impl FnOnce(Upstream<Full<Bytes>>) -> F,
+    ) -> usize
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let (addr, conns) = server(close_after_one).await;
+        exchanges(upstream(addr)).await;
+        conns.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn a_connection_is_reused_once_its_response_ends() {
-        let (addr, conns) = server(false).await;
-        let up = upstream(addr);
-        for path in ["/", "/empty", "/", "/empty"] {
-            let resp = up.send(get(path)).await.unwrap();
-            assert_eq!(resp.status(), 200);
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            assert_eq!(body.is_empty(), path == "/empty");
-        }
-        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        let opened = connections(false, |up| async move {
+            for path in ["/", "/empty", "/", "/empty"] {
+                let resp = up.send(get(path)).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(body.is_empty(), path == "/empty");
+            }
+        });
+        assert_eq!(opened.await, 1);
     }
 
     #[tokio::test]
     async fn a_response_dropped_half_read_does_not_return_its_connection() {
-        let (addr, conns) = server(false).await;
-        let up = upstream(addr);
-        drop(up.send(get("/")).await.unwrap());
-        let resp = up.send(get("/")).await.unwrap();
-        resp.into_body().collect().await.unwrap();
-        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        let opened = connections(false, |up| async move {
+            drop(up.send(get("/")).await.unwrap());
+            let resp = up.send(get("/")).await.unwrap();
+            resp.into_body().collect().await.unwrap();
+        });
+        assert_eq!(opened.await, 2);
     }
 
     #[tokio::test]
     async fn a_connection_the_instance_closed_while_idle_is_not_used() {
-        let (addr, conns) = server(true).await;
-        let up = upstream(addr);
-        for _ in 0..3 {
-            let resp = up.send(get("/")).await.unwrap();
-            resp.into_body().collect().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert_eq!(conns.load(Ordering::SeqCst), 3);
+        let opened = connections(true, |up| async move {
+            for _ in 0..3 {
+                let resp = up.send(get("/")).await.unwrap();
+                resp.into_body().collect().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        assert_eq!(opened.await, 3);
     }
 
     #[tokio::test]
     async fn a_request_with_a_body_goes_through_hyper_and_its_connection_is_reused() {
-        let (addr, conns) = server(false).await;
-        let up = upstream(addr);
-        for _ in 0..3 {
-            let req = Request::post("/")
-                .header(http::header::HOST, "test")
-                .body(Full::new(Bytes::from_static(b"payload")))
-                .unwrap();
-            let resp = up.send(req).await.unwrap();
-            assert!(matches!(resp.body(), UpstreamBody::Hyper(_)));
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            assert_eq!(&body[..], b"hello");
-        }
-        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        let opened = connections(false, |up| async move {
+            for _ in 0..3 {
+                let req = Request::post("/")
+                    .header(http::header::HOST, "test")
+                    .body(Full::new(Bytes::from_static(b"payload")))
+                    .unwrap();
+                let resp = up.send(req).await.unwrap();
+                assert!(matches!(resp.body(), Either::Right(_)), "read by hyper");
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"hello");
+            }
+        });
+        assert_eq!(opened.await, 1);
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::{oneshot, Mutex};
 use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
 
-use crate::ingress::Dial;
+use crate::dial::Dial;
 
 const NETNS_DIR: &str = "/run/netns";
 /// host-local keeps one file per allocated address here (under the network name `runlet`).

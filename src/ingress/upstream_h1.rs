@@ -28,7 +28,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::raw::{self, RawHead, RawResponse};
-use super::Dial;
+use crate::dial::Dial;
 
 /// Most bytes of a head, the client's request or the instance's response (start line and
 /// headers), and of a chunked body's trailers.
@@ -46,9 +46,9 @@ const MAX_IDLE: usize = 256;
 /// The instance's response could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum H1Error {
-    #[error("cannot connect to the instance: {0}")]
-    Connect(io::Error),
-    #[error("connection to the instance: {0}")]
+    #[error("connecting to the instance")]
+    Connect(#[source] io::Error),
+    #[error("reading from or writing to the instance")]
     Io(#[from] io::Error),
     #[error("the instance closed the connection before responding")]
     ClosedBeforeResponse,
@@ -611,7 +611,7 @@ impl Drop for H1Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::Loopback;
+    use crate::dial::Loopback;
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncReadExt;

@@ -1,4 +1,4 @@
-//! The client side of an ingress connection.
+//! The client (downstream) side of an ingress connection.
 //!
 //! Every connection starts here. Request heads are read and parsed with `httparse`; an
 //! HTTP/1.1 request without a body (nearly every GET: what a service mostly gets) is served
@@ -21,6 +21,7 @@
 //! off, or the request deadline cut it) closes the connection: a response whose head was
 //! sent cannot become an error status.
 
+use std::convert::Infallible;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -31,16 +32,20 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::uri::PathAndQuery;
-use http::{Method, StatusCode};
-use hyper::body::Body;
+use http::{Method, Request, StatusCode};
+use http_body_util::Either;
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tracing::info;
+use tracing::{debug, info};
 
-use super::h1::{MAX_HEAD, MAX_HEADERS};
+use super::headers;
+use super::proxy::{handle, Answer, ClientRequest};
 use super::raw::{self, push_field, RawHead, RawRequest};
-use super::rescue::Refusal;
-use super::{headers, Answer, ClientRequest, Shared};
+use super::refusal::Refusal;
+use super::upstream_h1::{MAX_HEAD, MAX_HEADERS};
+use super::worker::Shared;
 
 /// Response bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -222,7 +227,7 @@ pub(super) async fn serve_conn(
                     prefix: inbox.buf.freeze(),
                     io,
                 };
-                return super::serve_with_hyper(io, peer, shared, client, watcher).await;
+                return serve_with_hyper(io, peer, shared, client, watcher).await;
             }
             Head::Refused(refusal) => {
                 info!(service = %shared.cfg.service, %peer, reason = refusal.reason(), "refused: {refusal}");
@@ -235,7 +240,7 @@ pub(super) async fn serve_conn(
         };
         let head_request = req.method == Method::HEAD;
         let v10 = req.v10;
-        let call = super::handle(shared.clone(), client.clone(), ClientRequest::Raw(req));
+        let call = handle(shared.clone(), client.clone(), ClientRequest::Raw(req));
         tokio::pin!(call);
         let resp = loop {
             tokio::select! {
@@ -256,6 +261,38 @@ pub(super) async fn serve_conn(
         }
         if inbox.buf.is_empty() && inbox.buf.capacity() > 4 * IN_BUF {
             inbox.buf = BytesMut::with_capacity(IN_BUF);
+        }
+    }
+}
+
+/// Serves the rest of a connection with hyper (HTTP/2, requests with a body, upgrades).
+async fn serve_with_hyper(
+    io: Rewind,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    client: Arc<headers::Client>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let for_requests = shared.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (shared, client) = (for_requests.clone(), client.clone());
+        async move {
+            let req = ClientRequest::Typed(req.map(Either::Right));
+            Ok::<_, Infallible>(handle(shared, client, req).await.into_typed())
+        }
+    });
+    let conn = shared
+        .hyper
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        match e.downcast_ref::<hyper::Error>() {
+            // hyper answered 400 (or 431/414) itself, before any request reached runlet's
+            // handler: log and count it like every other refusal.
+            Some(h) if h.is_parse() || h.is_parse_too_large() => {
+                info!(service = %shared.cfg.service, %peer, reason = "malformed", "refused: malformed request: {e}");
+                shared.count_refused_head("malformed");
+            }
+            _ => debug!("connection from {peer}: {e}"),
         }
     }
 }
@@ -429,28 +466,18 @@ async fn write_message<'a, B>(
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    let bodiless = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let length = body.size_hint().exact();
-    let chunked = !bodiless && length.is_none() && !v10;
-    let keep = keep && (bodiless || length.is_some() || chunked);
+    let kind = Kind::of(status, head_request, body.size_hint().exact(), v10);
+    let keep = keep && kind != Kind::CloseDelimited;
     out.clear();
-    let framing = Framing {
-        bodiless,
-        // The length a HEAD or 304 response would have had; 1xx and 204 have none.
-        keep_length: head_request || status == StatusCode::NOT_MODIFIED,
-        length,
-        chunked,
-        keep,
-        v10,
+    encode_head(out, status, fields, kind, keep, v10);
+    let chunked = match kind {
+        Kind::Bodiless { .. } => {
+            io.write_all(out).await?;
+            return Ok(keep);
+        }
+        Kind::Chunked => true,
+        Kind::Length(_) | Kind::CloseDelimited => false,
     };
-    encode_head(out, status, fields, &framing);
-    if bodiless {
-        io.write_all(out).await?;
-        return Ok(keep);
-    }
     let mut body = Pin::new(&mut body);
     let mut sent: u64 = 0;
     loop {
@@ -522,34 +549,60 @@ where
         out.clear();
     }
     // A body shorter than its announced length leaves the client waiting: close instead.
-    Ok(keep && length.is_none_or(|n| n == sent))
+    Ok(keep && !matches!(kind, Kind::Length(n) if n != sent))
 }
 
-/// How a response is framed to the client.
-struct Framing {
-    bodiless: bool,
-    keep_length: bool,
-    length: Option<u64>,
-    chunked: bool,
-    keep: bool,
-    v10: bool,
+/// How a response body is delimited on the client's connection (hyper's encoder `Kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// No body: the response to a HEAD request, 1xx, 204 and 304. `keep_length`: the
+    /// instance's `Content-Length` is passed on (the length a HEAD or 304 response would
+    /// have had; 1xx and 204 have none).
+    Bodiless { keep_length: bool },
+    /// `Content-Length`: the body's size is known.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: the size is not known.
+    Chunked,
+    /// The size is not known and the client speaks HTTP/1.0, which has no chunked coding:
+    /// the body runs to the end of the connection.
+    CloseDelimited,
 }
 
-/// The status line and headers, with runlet's own framing headers.
+impl Kind {
+    /// The framing of a response with `status` (to a HEAD request when `head_request`),
+    /// whose body's size is `length` when known, for an HTTP/1.0 client when `v10`.
+    fn of(status: StatusCode, head_request: bool, length: Option<u64>, v10: bool) -> Kind {
+        let not_modified = status == StatusCode::NOT_MODIFIED;
+        if head_request
+            || not_modified
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+        {
+            Kind::Bodiless {
+                keep_length: head_request || not_modified,
+            }
+        } else if let Some(n) = length {
+            Kind::Length(n)
+        } else if v10 {
+            Kind::CloseDelimited
+        } else {
+            Kind::Chunked
+        }
+    }
+}
+
+/// The status line and headers, with runlet's own framing headers for a body framed as
+/// `kind`, and the connection's: `close` unless `keep`, `keep-alive` for a kept HTTP/1.0
+/// connection (`v10`).
 fn encode_head<'a>(
     out: &mut Vec<u8>,
     status: StatusCode,
     fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-    f: &Framing,
+    kind: Kind,
+    keep: bool,
+    v10: bool,
 ) {
-    let Framing {
-        bodiless,
-        keep_length,
-        length,
-        chunked,
-        keep,
-        v10,
-    } = *f;
+    let keep_length = matches!(kind, Kind::Bodiless { keep_length: true });
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -575,14 +628,14 @@ fn encode_head<'a>(
         date::push(out);
         out.extend_from_slice(b"\r\n");
     }
-    if !bodiless {
-        if let Some(n) = length {
+    match kind {
+        Kind::Length(n) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
-        } else if chunked {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
+        Kind::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Kind::Bodiless { .. } | Kind::CloseDelimited => {}
     }
     if !keep {
         out.extend_from_slice(b"connection: close\r\n");
@@ -678,7 +731,8 @@ impl tokio::io::AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::{serve, Demand, Endpoint, IngressConfig, Loopback, Snapshot};
+    use crate::dial::Loopback;
+    use crate::ingress::{serve, Demand, Endpoint, IngressConfig, Snapshot};
     use crate::metrics::Metrics;
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
@@ -689,6 +743,31 @@ mod tests {
         let mut req = httparse::Request::new(&mut slots);
         assert!(req.parse(raw.as_bytes()).unwrap().is_complete(), "{raw}");
         route(&req)
+    }
+
+    #[test]
+    fn how_response_bodies_are_framed() {
+        use StatusCode as S;
+        let bodiless = |keep_length| Kind::Bodiless { keep_length };
+        // (status, to a HEAD request, body size, HTTP/1.0 client) -> framing
+        let table = [
+            (S::OK, false, Some(5), false, Kind::Length(5)),
+            (S::OK, false, Some(5), true, Kind::Length(5)),
+            (S::OK, false, None, false, Kind::Chunked),
+            (S::OK, false, None, true, Kind::CloseDelimited),
+            (S::OK, true, Some(5), false, bodiless(true)),
+            (S::OK, true, None, true, bodiless(true)),
+            (S::NOT_MODIFIED, false, Some(5), false, bodiless(true)),
+            (S::NO_CONTENT, false, Some(7), false, bodiless(false)),
+            (S::SWITCHING_PROTOCOLS, false, None, false, bodiless(false)),
+        ];
+        for (status, head, length, v10, want) in table {
+            let got = Kind::of(status, head, length, v10);
+            assert_eq!(
+                got, want,
+                "{status} head={head} length={length:?} v10={v10}"
+            );
+        }
     }
 
     #[test]
@@ -886,7 +965,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop) = watch::channel(false);
         let cfg = IngressConfig {
-            service: "front-test".into(),
+            service: "downstream-test".into(),
             concurrency: 10,
             hold: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
@@ -996,14 +1075,11 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_go_to_hyper_and_malformed_heads_get_400() {
-        let (addr, _) = ingress().await;
         // A body: hyper takes the connection from that request on, the next one included.
-        let (got, closed) = exchange(
-            addr,
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\npingGET / HTTP/1.1\r\nHost: a\r\n\r\n",
-            "hello",
-        )
-        .await;
+        let post_then_get: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nping\
+              GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let (addr, _) = ingress().await;
+        let (got, closed) = exchange(addr, post_then_get, "hello").await;
         assert!(got.contains("\r\n\r\nping"), "{got}");
         assert!(
             got.matches("HTTP/1.1 200 OK").count() == 2 && !closed,

@@ -4,10 +4,11 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use super::ProxyBody;
+use super::body::ProxyBody;
+use super::upstream::UpstreamError;
 
 /// Why a request did not get the instance's response.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error("bad request header: {0}")]
     BadHeader(String),
@@ -33,8 +34,10 @@ pub enum Refusal {
     Timeout,
     #[error("the instance ran out of memory and was terminated")]
     OutOfMemory,
-    #[error("the instance broke the connection or sent a malformed response: {0}")]
-    Upstream(String),
+    #[error("the instance exited ({0}) before it answered")]
+    Exited(String),
+    #[error("the instance broke the connection or sent a malformed response")]
+    Upstream(#[source] UpstreamError),
 }
 
 impl Refusal {
@@ -52,7 +55,7 @@ impl Refusal {
             Refusal::StartFailed(_) => "start_failed",
             Refusal::Timeout => "timeout",
             Refusal::OutOfMemory => "out_of_memory",
-            Refusal::Upstream(_) => "upstream",
+            Refusal::Exited(_) | Refusal::Upstream(_) => "upstream",
         }
     }
 
@@ -69,7 +72,7 @@ impl Refusal {
             }
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::OutOfMemory => StatusCode::INTERNAL_SERVER_ERROR,
-            Refusal::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Refusal::Exited(_) | Refusal::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -86,8 +89,13 @@ impl Refusal {
             Refusal::StartFailed(r) => format!("Service Unavailable: the instance failed to start: {r}\n"),
             Refusal::Timeout => "Gateway Timeout: the request timeout was reached.\n".into(),
             Refusal::OutOfMemory => "Internal Server Error: the instance exceeded its memory limit and was terminated.\n".into(),
-            Refusal::Upstream(_) => "Bad Gateway: the instance closed the connection or sent an invalid response.\n".into(),
+            Refusal::Exited(_) | Refusal::Upstream(_) => "Bad Gateway: the instance closed the connection or sent an invalid response.\n".into(),
         }
+    }
+
+    /// The refusal followed by its causes, for the log.
+    pub fn with_causes(&self) -> impl std::fmt::Display + '_ {
+        WithCauses(self)
     }
 
     pub fn response(&self) -> Response<ProxyBody> {
@@ -105,9 +113,24 @@ impl Refusal {
     }
 }
 
+struct WithCauses<'a>(&'a Refusal);
+
+impl std::fmt::Display for WithCauses<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(self.0);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingress::upstream_h1::H1Error;
 
     #[test]
     fn statuses() {
@@ -122,10 +145,22 @@ mod tests {
             (Refusal::StartFailed("exit code 5".into()), 503),
             (Refusal::Timeout, 504),
             (Refusal::OutOfMemory, 500),
-            (Refusal::Upstream("reset".into()), 502),
+            (Refusal::Exited("exit code 1".into()), 502),
+            (Refusal::Upstream(H1Error::ClosedBeforeResponse.into()), 502),
         ];
         for (r, code) in table {
             assert_eq!(r.response().status().as_u16(), code, "{r:?}");
         }
+    }
+
+    #[test]
+    fn the_log_names_each_cause_once() {
+        let io = std::io::Error::other("connection refused");
+        let r = Refusal::Upstream(H1Error::Connect(io).into());
+        assert_eq!(
+            r.with_causes().to_string(),
+            "the instance broke the connection or sent a malformed response: \
+             connecting to the instance: connection refused"
+        );
     }
 }

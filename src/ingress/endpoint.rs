@@ -1,0 +1,150 @@
+//! One routable instance as the data path sees it ([`Endpoint`]: its address, its in-flight
+//! count, this thread's connections to it, why it died, its [`IdleHook`]), and the
+//! [`Snapshot`] of them that the control path publishes.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::body::ClientBody;
+use super::upstream::Upstream;
+use super::worker::{self, MAX_WORKERS};
+use crate::dial::Dial;
+
+/// Why an instance stopped serving; set by the control path, read when a forwarded request
+/// fails, to tell an out-of-memory kill (500, LIFE-9) from a crash (502).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Death {
+    OutOfMemory,
+    Exited(String),
+}
+
+/// Told when an instance goes idle (no request in flight) or busy; `--cpu-throttling`
+/// implements it (the runtime's CPU quota writer). Called at the transitions only, never
+/// once per request.
+pub trait IdleHook: Send + Sync + 'static {
+    /// The in-flight count went 0→1 or 1→0, or the instance became ready. `idle` says
+    /// whether no request is in flight now: read under the hook's own lock, whichever of
+    /// two racing transitions acts last acts on what is true now.
+    fn sync(&self, idle: &dyn Fn() -> bool);
+    /// The instance is being stopped: undo what the hook did, for good.
+    fn release(&self);
+}
+
+/// One routable instance, as the data path sees it.
+pub struct Endpoint {
+    pub instance: String,
+    /// `127.0.0.1:PORT`: the instance's own loopback, reached inside its namespace.
+    pub(super) authority: http::uri::Authority,
+    pub(super) in_flight: AtomicUsize,
+    /// Set when the instance is being stopped: no new request takes it, whatever snapshot
+    /// the request read.
+    pub(super) closed: AtomicBool,
+    pub(super) http2: bool,
+    dialer: Arc<dyn Dial>,
+    /// One connection pool per ingress worker thread, made on first use: a request and the
+    /// upstream connection it uses are driven by the same thread, with no cross-thread
+    /// wake-up (measured: a third of the proxy's CPU per request).
+    upstreams: [OnceLock<Upstream<ClientBody>>; MAX_WORKERS + 1],
+    death: watch::Sender<Option<Death>>,
+    /// Told of idle/busy transitions (`--cpu-throttling`); none costs nothing.
+    idle_hook: Option<Box<dyn IdleHook>>,
+}
+
+impl Endpoint {
+    pub fn new(instance: String, port: u16, dialer: Arc<dyn Dial>, http2: bool) -> Self {
+        let authority = http::uri::Authority::try_from(format!("127.0.0.1:{port}"))
+            .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
+        Endpoint {
+            instance,
+            authority,
+            in_flight: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            http2,
+            dialer,
+            upstreams: Default::default(),
+            death: watch::channel(None).0,
+            idle_hook: None,
+        }
+    }
+
+    /// Tells `hook` whenever the instance goes idle or busy (`--cpu-throttling`).
+    pub fn with_idle_hook(mut self, hook: impl IdleHook) -> Self {
+        self.idle_hook = Some(Box::new(hook));
+        self
+    }
+
+    /// Tells the idle hook whether a request is in flight now. Called at the 0→1 and 1→0
+    /// transitions (and by the control path once the instance is ready).
+    pub fn sync_idle_hook(&self) {
+        if let Some(hook) = &self.idle_hook {
+            hook.sync(&|| self.in_flight.load(Ordering::SeqCst) == 0);
+        }
+    }
+
+    /// Releases the idle hook for good (the instance is being stopped).
+    pub fn release_idle_hook(&self) {
+        if let Some(hook) = &self.idle_hook {
+            hook.release();
+        }
+    }
+
+    /// This thread's connections to the instance.
+    #[inline]
+    pub(super) fn upstream(&self) -> &Upstream<ClientBody> {
+        self.upstreams[worker::index()]
+            .get_or_init(|| Upstream::new(self.dialer.clone(), self.authority.clone(), self.http2))
+    }
+
+    /// Records why the instance died (the first cause wins).
+    pub fn mark_dead(&self, cause: Death) {
+        self.death.send_if_modified(|cur| {
+            if cur.is_none() {
+                *cur = Some(cause);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The cause of death, waiting up to `until` for the control path to learn it.
+    pub(super) async fn death_by(&self, until: Instant) -> Option<Death> {
+        let mut rx = self.death.subscribe();
+        let found = tokio::time::timeout_at(until, rx.wait_for(|d| d.is_some()))
+            .await
+            .map(|r| r.map(|d| d.clone()));
+        match found {
+            Ok(Ok(d)) => d,
+            _ => None,
+        }
+    }
+
+    /// Takes no new requests from now on; requests already in flight finish. (After this,
+    /// `in_flight` only goes down.)
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        // SeqCst: read after `close`, it sees every request that did not see the mark.
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// The set of instances requests may go to. Published by the control path.
+#[derive(Default, Clone)]
+pub struct Snapshot {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Instances being started (requests may wait for them).
+    pub starting: usize,
+    /// True when no more instances can be started.
+    pub at_max: bool,
+    /// Set when the latest start-up failed: waiting requests get 503 with this reason.
+    pub failed_start: Option<String>,
+    /// The service's average observed instance start-up time.
+    pub avg_startup: Option<Duration>,
+}

@@ -1,0 +1,327 @@
+//! Proxying one request: check its headers, take a slot ([`super::admission`]), send it to
+//! the instance, and turn the instance's answer, or its failure, into the response for the
+//! client, cut at the request deadline ([`DeadlineBody`]). (knative's queue `timeout.go`
+//! plays the deadline's part there.)
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame};
+use tokio::time::{Instant, Sleep};
+use tracing::{info, warn, Instrument};
+
+use super::admission::{acquire, Slot};
+use super::body::{BoxError, ClientBody, ProxyBody};
+use super::endpoint::{Death, Endpoint};
+use super::headers;
+use super::raw;
+use super::refusal::Refusal;
+use super::tunnel::tunnel;
+use super::upstream::{UpstreamBody, UpstreamError};
+use super::worker::Shared;
+
+/// A request as the data path gets it: typed (hyper's: HTTP/2, bodies, upgrades), or as
+/// read by `downstream.rs` (a bodiless HTTP/1.x request, forwarded as lines when the instance
+/// speaks HTTP/1.1: see [`raw`]).
+pub enum ClientRequest {
+    Typed(Request<ClientBody>),
+    Raw(raw::RawRequest),
+}
+
+impl ClientRequest {
+    fn method(&self) -> &http::Method {
+        match self {
+            ClientRequest::Typed(r) => r.method(),
+            ClientRequest::Raw(r) => &r.method,
+        }
+    }
+
+    /// The request target's path and query (for logs).
+    fn target(&self) -> Option<http::uri::PathAndQuery> {
+        match self {
+            ClientRequest::Typed(r) => r.uri().path_and_query().cloned(),
+            ClientRequest::Raw(r) => Some(r.target.clone()),
+        }
+    }
+}
+
+/// The response for a client: typed, or (for a raw request) the instance's head as read.
+pub enum Answer {
+    Typed(Response<ProxyBody>),
+    Raw(raw::RawResponse, DeadlineBody),
+}
+
+impl Answer {
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Answer::Typed(r) => r.status(),
+            Answer::Raw(r, _) => r.status,
+        }
+    }
+
+    /// The same response, typed (for hyper).
+    pub(super) fn into_typed(self) -> Response<ProxyBody> {
+        match self {
+            Answer::Typed(r) => r,
+            Answer::Raw(r, body) => {
+                let mut resp = Response::new(body.boxed());
+                *resp.status_mut() = r.status;
+                // The fields were parsed by httparse, so they convert; should one not, the
+                // response goes without it rather than fail.
+                *resp.headers_mut() = r.head.to_header_map().unwrap_or_default();
+                resp
+            }
+        }
+    }
+}
+
+/// Proxies one request; a refusal becomes its response here (logged and counted).
+pub(super) async fn handle(
+    shared: Arc<Shared>,
+    client: Arc<headers::Client>,
+    req: ClientRequest,
+) -> Answer {
+    let received = Instant::now();
+    let deadline = received + shared.cfg.timeout;
+    let target = req.target();
+    let path = target.as_ref().map_or("/", |t| t.path());
+    // A debug-level span: at the default level it costs nothing per request; refusals are
+    // logged at info with the request's method and path.
+    let span = tracing::debug_span!("request", method = %req.method(), path = %path);
+    let method = req.method().clone();
+    let result = forward(&shared, &client, req, deadline)
+        .instrument(span)
+        .await;
+    let resp = match result {
+        Ok(r) => r,
+        Err(refusal) => {
+            info!(service = %shared.cfg.service, %method, path, reason = refusal.reason(), "refused: {}", refusal.with_causes());
+            shared.count_refusal(refusal.reason());
+            Answer::Typed(refusal.response())
+        }
+    };
+    let class = (resp.status().as_u16() / 100).min(5) as usize;
+    shared.record(class, received.elapsed());
+    resp
+}
+
+async fn forward(
+    shared: &Shared,
+    client: &headers::Client,
+    req: ClientRequest,
+    deadline: Instant,
+) -> Result<Answer, Refusal> {
+    match &req {
+        ClientRequest::Typed(r) => headers::check(r.headers()),
+        ClientRequest::Raw(r) => r.head.check(),
+    }
+    .map_err(Refusal::BadHeader)?;
+    // A WebSocket (HTTP/1.1 Upgrade) passes through as a tunnel once the instance agrees.
+    // (A raw request has none: `downstream` hands upgrades to hyper.)
+    let upgrade = match &req {
+        ClientRequest::Typed(r) if r.version() == http::Version::HTTP_11 => {
+            headers::upgrade_protocol(r.headers())
+        }
+        _ => None,
+    };
+    // One timer for the whole request: the wait for a slot, the wait for the response
+    // headers, and the body (registering a timer per phase costs on every request).
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+    let slot = tokio::select! {
+        biased;
+        r = acquire(shared, deadline) => r?,
+        _ = &mut timer => return Err(Refusal::Timeout),
+    };
+    let mut req = match req {
+        ClientRequest::Raw(raw) if !slot.endpoint.http2 => {
+            return forward_raw(client, raw, slot, timer, deadline).await;
+        }
+        ClientRequest::Raw(raw) => raw.into_typed().map_err(|e| Refusal::Malformed(e.into()))?,
+        ClientRequest::Typed(r) => r,
+    };
+    let authority = req.uri().authority().cloned();
+    // HTTP/1.1 to the instance takes the origin form (`/path?query`), which is what an
+    // HTTP/1.1 client sends (left as is); HTTP/2 needs the scheme and authority as
+    // pseudo-headers.
+    let origin_form = req.uri().scheme().is_none() && authority.is_none();
+    if slot.endpoint.http2 || !origin_form {
+        let mut parts = http::uri::Parts::default();
+        if slot.endpoint.http2 {
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(slot.endpoint.authority.clone());
+        }
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|_| Refusal::BadRequest("bad request target".into()))?;
+    }
+    *req.version_mut() = if slot.endpoint.http2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    // (Cheap clones: both share the request's bytes.)
+    let host_header = req.headers().get(http::header::HOST).cloned();
+    strip_and_add(
+        req.headers_mut(),
+        client,
+        authority
+            .as_ref()
+            .map(|a| a.as_str())
+            .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok())),
+    );
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Ok(v) = http::HeaderValue::from_str(slot.endpoint.authority.as_str()) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    let client_upgrade = match upgrade {
+        Some(proto) if !slot.endpoint.http2 => {
+            req.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
+            req.headers_mut().insert(http::header::UPGRADE, proto);
+            Some(hyper::upgrade::on(&mut req))
+        }
+        _ => None,
+    };
+    let endpoint = slot.endpoint.clone();
+    let call = endpoint.upstream().send(req);
+    let mut resp = answer(call, &mut timer, &endpoint, deadline).await?;
+    if let Some(upgrade) = client_upgrade {
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Answer::Typed(tunnel(upgrade, &mut resp, slot, deadline)));
+        }
+    }
+    headers::strip_hop_by_hop(resp.headers_mut());
+    let dropped = headers::drop_invalid(resp.headers_mut());
+    warn_dropped(&endpoint, &dropped);
+    let (parts, body) = resp.into_parts();
+    // The body keeps the slot until it ends, and is cut at the request deadline.
+    let body = DeadlineBody {
+        inner: body,
+        sleep: timer,
+        _slot: slot,
+    };
+    Ok(Answer::Typed(Response::from_parts(parts, body.boxed())))
+}
+
+/// [`forward`] for a raw request to an HTTP/1.1 instance: its lines go out and the
+/// response's come back with no `HeaderMap` in between (see [`raw`]).
+async fn forward_raw(
+    client: &headers::Client,
+    mut req: raw::RawRequest,
+    slot: Slot,
+    mut timer: Pin<Box<Sleep>>,
+    deadline: Instant,
+) -> Result<Answer, Refusal> {
+    let endpoint = slot.endpoint.clone();
+    let head = req.encode(client, endpoint.authority.as_str());
+    let call = endpoint.upstream().send_head(
+        &head,
+        req.method.is_idempotent(),
+        req.method == http::Method::HEAD,
+    );
+    let (mut resp, body) = answer(call, &mut timer, &endpoint, deadline).await?;
+    resp.head.strip_hop_by_hop();
+    let dropped = resp.head.drop_invalid();
+    warn_dropped(&endpoint, &dropped);
+    let body = DeadlineBody {
+        inner: UpstreamBody::Left(body),
+        sleep: timer,
+        _slot: slot,
+    };
+    Ok(Answer::Raw(resp, body))
+}
+
+/// The instance's answer to `call`, or the refusal when the request deadline (`timer`)
+/// comes first or the instance does not answer. A broken connection may be the instance
+/// dying: the control path gets a moment to say why (an OOM kill turns into 500, per
+/// LIFE-9).
+async fn answer<T, E: Into<UpstreamError>>(
+    call: impl Future<Output = Result<T, E>>,
+    timer: &mut Pin<Box<Sleep>>,
+    endpoint: &Endpoint,
+    deadline: Instant,
+) -> Result<T, Refusal> {
+    let e = tokio::select! {
+        biased;
+        r = call => match r {
+            Ok(r) => return Ok(r),
+            Err(e) => e.into(),
+        },
+        _ = timer => return Err(Refusal::Timeout),
+    };
+    let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
+    Err(match endpoint.death_by(until).await {
+        Some(Death::OutOfMemory) => Refusal::OutOfMemory,
+        Some(Death::Exited(how)) => Refusal::Exited(how),
+        None => Refusal::Upstream(e),
+    })
+}
+
+fn warn_dropped(endpoint: &Endpoint, dropped: &[String]) {
+    if !dropped.is_empty() {
+        warn!(instance = %endpoint.instance, "dropped response headers breaking HDR-1/HDR-2: {}", dropped.join(", "));
+    }
+}
+
+pub(super) fn strip_and_add(
+    h: &mut http::HeaderMap,
+    client: &headers::Client,
+    authority: Option<&str>,
+) {
+    headers::strip_hop_by_hop(h);
+    headers::add_forwarding(h, client, authority);
+}
+
+/// A response body that ends with an error at the request deadline (the connection is then
+/// closed: a response whose headers were sent cannot become a 504), and holds the
+/// instance slot until it is done.
+pub struct DeadlineBody {
+    inner: UpstreamBody,
+    sleep: Pin<Box<Sleep>>,
+    _slot: Slot,
+}
+
+/// The request deadline passed while the response was streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request timeout reached while streaming the response")]
+pub struct CutAtDeadline;
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(r);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(CutAtDeadline)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
