@@ -469,12 +469,8 @@ pub(crate) mod tests {
     #[test]
     fn json_uses_cloud_run_names() {
         let mut r = ExecutionRecord::new(&spec(1), "hello-abcde", 1, t0());
-        ran(
-            &mut r,
-            0,
-            Outcome::OutOfMemory(ExitStatus { code: 137 }),
-            Action::Fail,
-        );
+        let oom = Outcome::OutOfMemory(ExitStatus { code: 137 });
+        ran(&mut r, 0, oom, Action::Fail);
         r.finish(false, t0(), Duration::ZERO);
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["kind"], "Execution");
@@ -503,12 +499,8 @@ pub(crate) mod tests {
     #[test]
     fn abandoned_executions_are_marked_failed() {
         let mut r = ExecutionRecord::new(&spec(3), "hello-abcde", 1, t0());
-        ran(
-            &mut r,
-            0,
-            Outcome::Exited(ExitStatus { code: 0 }),
-            Action::Succeed,
-        );
+        let ok = Outcome::Exited(ExitStatus { code: 0 });
+        ran(&mut r, 0, ok, Action::Succeed);
         r.attempt_started(1, 0, t0());
         r.mark_abandoned(t0());
         let s = &r.status;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::yaml::{JobYaml, Quantity};
+use super::yaml::{JobYaml, LimitsYaml, Quantity};
 use super::{
     bad, JobSpec, DEFAULT_CPU, DEFAULT_MAX_RETRIES, DEFAULT_MEMORY, DEFAULT_TASK_TIMEOUT, MAX_NAME,
     MAX_RETRIES, MAX_TASKS, MAX_TASK_TIMEOUT, RESERVED_ENV,
@@ -141,40 +141,26 @@ pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, Spec
         }
     };
 
-    let task_count = match (&flags.tasks, exec.and_then(|e| e.task_count)) {
-        (Some(s), _) => svc::in_range("--tasks", parse_u32("--tasks", s)?, 1, MAX_TASKS)?,
-        (None, Some(n)) => svc::in_range("spec.template.spec.taskCount", n, 1, MAX_TASKS)?,
-        (None, None) => 1,
-    };
-
+    let task_count = TASKS.count(
+        &flags.tasks,
+        exec.and_then(|e| e.task_count),
+        1,
+        (1, MAX_TASKS),
+    )?;
     // gcloud: "Set to 0 to unset".
-    let parallelism = match (&flags.parallelism, exec.and_then(|e| e.parallelism)) {
-        (Some(s), _) => svc::in_range(
-            "--parallelism",
-            parse_u32("--parallelism", s)?,
-            0,
-            MAX_TASKS,
-        )?,
-        (None, Some(n)) => svc::in_range("spec.template.spec.parallelism", n, 0, MAX_TASKS)?,
-        (None, None) => 0,
-    };
+    let parallelism = PARALLELISM.count(
+        &flags.parallelism,
+        exec.and_then(|e| e.parallelism),
+        0,
+        (0, MAX_TASKS),
+    )?;
     let parallelism = (parallelism > 0).then_some(parallelism);
-
-    let max_retries = match (&flags.max_retries, task.and_then(|t| t.max_retries)) {
-        (Some(s), _) => svc::in_range(
-            "--max-retries",
-            parse_u32("--max-retries", s)?,
-            0,
-            MAX_RETRIES,
-        )?,
-        (None, Some(n)) => svc::in_range(
-            "spec.template.spec.template.spec.maxRetries",
-            n,
-            0,
-            MAX_RETRIES,
-        )?,
-        (None, None) => DEFAULT_MAX_RETRIES,
-    };
+    let max_retries = MAX_RETRIES_FIELD.count(
+        &flags.max_retries,
+        task.and_then(|t| t.max_retries),
+        DEFAULT_MAX_RETRIES,
+        (0, MAX_RETRIES),
+    )?;
 
     let task_timeout = match (&flags.task_timeout, task.and_then(|t| t.timeout_seconds)) {
         (Some(s), _) => task_timeout("--task-timeout", svc::parse_duration("--task-timeout", s)?)?,
@@ -207,28 +193,19 @@ pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, Spec
         .clone()
         .or_else(|| container.and_then(|c| c.args.clone()));
 
-    let (memory, memory_bytes) = match (&flags.memory, limits.and_then(|l| l.memory.as_ref())) {
-        (Some(m), _) => (m.clone(), svc::memory("--memory", m)?),
-        (None, Some(Quantity(m))) => (
-            m.clone(),
-            svc::memory(
-                "spec.template.spec.template.spec.containers[0].resources.limits.memory",
-                m,
-            )?,
-        ),
-        (None, None) => (DEFAULT_MEMORY.to_string(), 512 << 20),
-    };
-    let (cpu, cpu_value) = match (&flags.cpu, limits.and_then(|l| l.cpu.as_ref())) {
-        (Some(c), _) => (c.clone(), svc::cpu("--cpu", c)?),
-        (None, Some(Quantity(c))) => (
-            c.clone(),
-            svc::cpu(
-                "spec.template.spec.template.spec.containers[0].resources.limits.cpu",
-                c,
-            )?,
-        ),
-        (None, None) => (DEFAULT_CPU.to_string(), 1.0),
-    };
+    let file_limits = |q: fn(&LimitsYaml) -> Option<&Quantity>| limits.and_then(q);
+    let (memory, memory_bytes) = MEMORY.quantity(
+        &flags.memory,
+        file_limits(|l| l.memory.as_ref()),
+        DEFAULT_MEMORY,
+        svc::memory,
+    )?;
+    let (cpu, cpu_value) = CPU.quantity(
+        &flags.cpu,
+        file_limits(|l| l.cpu.as_ref()),
+        DEFAULT_CPU,
+        svc::cpu,
+    )?;
 
     Ok(JobSpec {
         name,
@@ -245,6 +222,66 @@ pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, Spec
         cpu,
         cpu_value,
     })
+}
+
+/// A setting that a flag or the file gives: the flag's name and the file's path, the names
+/// an error uses.
+struct Field {
+    flag: &'static str,
+    path: &'static str,
+}
+
+const TASKS: Field = Field::new("--tasks", "spec.template.spec.taskCount");
+const PARALLELISM: Field = Field::new("--parallelism", "spec.template.spec.parallelism");
+const MAX_RETRIES_FIELD: Field = Field::new(
+    "--max-retries",
+    "spec.template.spec.template.spec.maxRetries",
+);
+const MEMORY: Field = Field::new(
+    "--memory",
+    "spec.template.spec.template.spec.containers[0].resources.limits.memory",
+);
+const CPU: Field = Field::new(
+    "--cpu",
+    "spec.template.spec.template.spec.containers[0].resources.limits.cpu",
+);
+
+impl Field {
+    const fn new(flag: &'static str, path: &'static str) -> Field {
+        Field { flag, path }
+    }
+
+    /// A whole number in `lo..=hi`: the flag's if given, else the file's, else `default`.
+    fn count(
+        &self,
+        flag: &Option<String>,
+        file: Option<u32>,
+        default: u32,
+        (lo, hi): (u32, u32),
+    ) -> Result<u32, SpecError> {
+        match (flag, file) {
+            (Some(s), _) => svc::in_range(self.flag, parse_u32(self.flag, s)?, lo, hi),
+            (None, Some(n)) => svc::in_range(self.path, n, lo, hi),
+            (None, None) => Ok(default),
+        }
+    }
+
+    /// A resource limit: the flag's if given, else the file's, else `default`; as given
+    /// (`512Mi`) and as parsed.
+    fn quantity<T>(
+        &self,
+        flag: &Option<String>,
+        file: Option<&Quantity>,
+        default: &str,
+        parse: fn(&'static str, &str) -> Result<T, SpecError>,
+    ) -> Result<(String, T), SpecError> {
+        let (field, value) = match (flag, file) {
+            (Some(v), _) => (self.flag, v.as_str()),
+            (None, Some(Quantity(v))) => (self.path, v.as_str()),
+            (None, None) => (self.flag, default),
+        };
+        Ok((value.to_string(), parse(field, value)?))
+    }
 }
 
 fn normalize_image(field: &'static str, image: &str) -> Result<String, SpecError> {
