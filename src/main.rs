@@ -67,3 +67,22 @@ fn exit_code(e: &anyhow::Error) -> i32 {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_input_exits_64_anything_else_1() {
+        let usage = anyhow::Error::new(SpecError {
+            field: "--tasks",
+            detail: "0 is out of range".into(),
+        });
+        assert_eq!(exit_code(&usage), EXIT_USAGE);
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let other = anyhow::Error::new(io).context("loading the image");
+        assert_eq!(exit_code(&other), 1);
+        // What the edge prints: each cause once.
+        assert_eq!(format!("{other:#}"), "loading the image: no such file");
+    }
+}

@@ -94,7 +94,7 @@ fn executions(cmd: &ExecutionsCommand, store: &RecordStore) -> Result<String> {
         ExecutionsCommand::List { job, format } => {
             let (mut records, errors) = store.list();
             for e in errors {
-                warn!("{:#}", anyhow::Error::new(e));
+                warn!("{}", runlet::util::error_chain(&e));
             }
             if let Some(job) = job {
                 records.retain(|r| r.job() == job);
