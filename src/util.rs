@@ -42,6 +42,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// An error and each of its causes, `: `-separated: what `{:#}` prints for an
+/// `anyhow::Error`, for log lines in the library (an error's message does not repeat its
+/// source, so a log line showing only `{e}` would lose the cause).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Parses Kubernetes-style quantities for memory: `512Mi`, `1Gi`, `256M`, `1000000`.
 pub fn parse_memory(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -108,6 +122,16 @@ mod tests {
             rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)),
             "2023-11-14T22:13:20Z"
         );
+    }
+
+    #[test]
+    fn error_chains_name_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading x")]
+        struct Reading(#[source] std::io::Error);
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        assert_eq!(error_chain(&io), "no such file");
+        assert_eq!(error_chain(&Reading(io)), "reading x: no such file");
     }
 
     #[test]

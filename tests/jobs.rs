@@ -666,7 +666,7 @@ spec:
     }
     // The record's spec is the file's spec.template.spec, field for field.
     let file_spec: Value =
-        serde_yaml::from_str::<Value>(yaml).unwrap()["spec"]["template"]["spec"].clone();
+        serde_yaml_ng::from_str::<Value>(yaml).unwrap()["spec"]["template"]["spec"].clone();
     assert_eq!(describe(&env, &name)["spec"], file_spec);
 
     // Flags given win over the file; the rest still comes from it.

@@ -39,18 +39,8 @@ pub struct ExecuteArgs {
     /// Time limit per attempt (90s, 10m, 1h; a bare number is seconds), 1s-168h [default: 10m].
     #[arg(long, allow_hyphen_values = true)]
     pub task_timeout: Option<String>,
-    /// Environment variables, KEY=VALUE[,KEY=VALUE...] (`^DELIM^` first for another
-    /// delimiter, as gcloud); repeatable.
-    #[arg(long = "set-env-vars")]
-    pub set_env_vars: Vec<String>,
-    /// Replaces the image's entrypoint; comma-separated (`^DELIM^a,b DELIM c` for another
-    /// delimiter, as gcloud).
-    #[arg(long, allow_hyphen_values = true)]
-    pub command: Option<String>,
-    /// Replaces the image's CMD; comma-separated (`^DELIM^a,b DELIM c` for another
-    /// delimiter, as gcloud).
-    #[arg(long, allow_hyphen_values = true)]
-    pub args: Option<String>,
+    #[command(flatten)]
+    pub container: super::ContainerArgs,
     /// Memory limit per task (e.g. 512Mi, 1Gi) [default: 512Mi].
     #[arg(long)]
     pub memory: Option<String>,

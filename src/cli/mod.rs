@@ -1,4 +1,5 @@
-//! Command-line structures (clap) only; turning them into typed specs happens in `main`.
+//! Command-line structures (clap) only; turning them into typed specs happens in the
+//! binary's `cmd` modules.
 
 pub mod job;
 
@@ -13,6 +14,15 @@ use clap::{Args, Parser, Subcommand};
     about = "Run Cloud Run services and jobs on one Linux machine, on containerd"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The flags every command takes: where containerd and runlet's state are, and logging.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
     /// containerd's socket. When nothing answers there, runlet starts a private containerd under --state-dir.
     #[arg(
         long,
@@ -35,8 +45,6 @@ pub struct Cli {
     /// Log filter (e.g. info, debug, runlet=debug).
     #[arg(long, global = true, env = "RUNLET_LOG", default_value = "info")]
     pub log_level: String,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,18 +73,8 @@ pub struct ServeArgs {
     /// Where runlet accepts requests for the service.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Environment variables, KEY=VALUE[,KEY=VALUE...] (`^DELIM^` first for another
-    /// delimiter, as gcloud); repeatable.
-    #[arg(long = "set-env-vars")]
-    pub set_env_vars: Vec<String>,
-    /// Replaces the image's entrypoint; comma-separated (`^DELIM^a,b DELIM c` for another
-    /// delimiter, as gcloud).
-    #[arg(long, allow_hyphen_values = true)]
-    pub command: Option<String>,
-    /// Replaces the image's CMD; comma-separated (`^DELIM^a,b DELIM c` for another
-    /// delimiter, as gcloud).
-    #[arg(long, allow_hyphen_values = true)]
-    pub args: Option<String>,
+    #[command(flatten)]
+    pub container: ContainerArgs,
     /// Memory limit per instance (e.g. 512Mi, 1Gi).
     #[arg(long, default_value = "512Mi")]
     pub memory: String,
@@ -127,6 +125,24 @@ pub struct ServeArgs {
     /// Prometheus metrics address (`/metrics`); "off" disables it.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub metrics_listen: String,
+}
+
+/// What to run in the container and with which environment: the same flags for a service
+/// and a job.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// Environment variables, KEY=VALUE[,KEY=VALUE...] (`^DELIM^` first for another
+    /// delimiter, as gcloud); repeatable.
+    #[arg(long = "set-env-vars")]
+    pub set_env_vars: Vec<String>,
+    /// Replaces the image's entrypoint; comma-separated (`^DELIM^a,b DELIM c` for another
+    /// delimiter, as gcloud).
+    #[arg(long, allow_hyphen_values = true)]
+    pub command: Option<String>,
+    /// Replaces the image's CMD; comma-separated (`^DELIM^a,b DELIM c` for another
+    /// delimiter, as gcloud).
+    #[arg(long, allow_hyphen_values = true)]
+    pub args: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,13 +5,15 @@
 //!
 //! - [`spec`]: the job from flags and Cloud Run job YAML, validated; default parallelism.
 //! - [`schedule`]: the decisions, as plain functions (`next_action`, [`Scheduler`]).
-//! - [`record`]: execution records in Cloud Run's vocabulary, written durably; the owner lock.
+//! - [`record`]: execution records in Cloud Run's vocabulary.
+//! - [`store`]: where records are written, durably; the owner lock.
 //! - [`run`]: the execution loop, one attempt's container life, recovery after a crash.
 
 pub mod record;
 pub mod run;
 pub mod schedule;
 pub mod spec;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,10 +25,11 @@ use crate::image::ImageInfo;
 use crate::runtime::network::NetConfig;
 use crate::runtime::{Runtime, RuntimeError};
 
-pub use record::{ExecutionRecord, ExecutionState, RecordError, RecordStore};
+pub use record::{ExecutionRecord, ExecutionState};
 pub use run::{execute, recover, Recovered};
 pub use schedule::{next_action, Action, Outcome, Scheduler};
 pub use spec::JobSpec;
+pub use store::{RecordError, RecordStore};
 
 #[derive(Debug, Error)]
 pub enum JobError {

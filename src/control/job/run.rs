@@ -21,8 +21,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::record::{ExecutionLock, ExecutionRecord, ExecutionState, RecordStore};
+use super::record::{ExecutionRecord, ExecutionState};
 use super::schedule::{Action, Outcome, Scheduler};
+use super::store::{ExecutionLock, RecordStore};
 use super::{container_id, execution_of, tasks_dir, Ctx, JobError, Line};
 use crate::control::logs::{Pipes, Sink};
 use crate::control::stop_container;

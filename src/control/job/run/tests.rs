@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::super::record::{
-    AttemptReason, ExecutionRecord, ExecutionState, RecordStore, TaskState,
-};
+use super::super::record::{AttemptReason, ExecutionRecord, ExecutionState, TaskState};
 use super::super::spec::{resolve, JobFlags, JobSpec};
+use super::super::store::RecordStore;
 use super::super::{container_id, Ctx, LineSink};
 use super::{execute, recover};
 use crate::control::KILL_GRACE;

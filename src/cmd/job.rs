@@ -1,34 +1,66 @@
-//! The `runlet job` commands (binary-side glue: anyhow allowed here).
+//! `runlet job execute` and `runlet job executions list|describe`. The job (flags and/or
+//! `-f job.yaml`) is resolved once, before containerd is reached; bad input exits 64.
+
+mod table;
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 use tracing::{info, warn};
 
 use runlet::cli::job::{ExecuteArgs, ExecutionsCommand, Format, JobCommand};
-use runlet::control::job::record::{self, ExecutionState, RecordStore};
+use runlet::cli::GlobalArgs;
 use runlet::control::job::spec::{self as jobspec, HostResources, JobFlags, JobSpec};
-use runlet::control::job::{self, Ctx, Line, LineSink};
+use runlet::control::job::{self, Ctx, ExecutionState, Line, LineSink, RecordStore};
 use runlet::control::KILL_GRACE;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::{ocispec, Runtime};
 use runlet::spec::SpecError;
 
+use super::{image_user, print, with_containerd};
+
 /// Exit status of an execution that was cancelled (as a shell reports SIGINT).
 const EXIT_CANCELLED: i32 = 130;
 
-/// Checks a job command's input without touching containerd (bad input exits 64 before
-/// anything is started).
-pub fn check(cmd: &JobCommand) -> Result<()> {
-    if let JobCommand::Execute(a) = cmd {
-        job_spec(a)?;
-    }
-    Ok(())
+/// A job command with its input checked.
+enum Plan<'a> {
+    Execute(Box<JobSpec>),
+    Executions(&'a ExecutionsCommand),
 }
 
+/// Runs a job command; returns the process exit code.
+pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
+    // Bad input is refused before containerd is reached (or started).
+    let plan = match cmd {
+        JobCommand::Execute(a) => Plan::Execute(Box::new(job_spec(a)?)),
+        JobCommand::Executions(c) => Plan::Executions(c),
+    };
+    let state_dir = global.state_dir.as_path();
+    with_containerd(global, |client| async move {
+        let store = RecordStore::new(state_dir);
+        let net = NetConfig::new();
+        let recovered = job::recover(&client, Some(&net), &store, state_dir)
+            .await
+            .context("cleaning up after an earlier runlet")?;
+        for e in &recovered.executions {
+            warn!(execution = %e, "marked failed: it was running when its runlet exited");
+        }
+        match plan {
+            Plan::Execute(spec) => execute(client, net, *spec, &store, state_dir).await,
+            Plan::Executions(c) => {
+                print(&executions(c, &store)?);
+                Ok(0)
+            }
+        }
+    })
+    .await
+}
+
+/// The job from the flags and, with `-f`, the file.
 fn job_spec(a: &ExecuteArgs) -> Result<JobSpec, SpecError> {
     let file = match &a.file {
         Some(p) => {
@@ -47,71 +79,46 @@ fn job_spec(a: &ExecuteArgs) -> Result<JobSpec, SpecError> {
         parallelism: a.parallelism.clone(),
         max_retries: a.max_retries.clone(),
         task_timeout: a.task_timeout.clone(),
-        set_env_vars: a.set_env_vars.clone(),
-        command: a.command.as_deref().map(runlet::spec::split_list),
-        args: a.args.as_deref().map(runlet::spec::split_list),
+        set_env_vars: a.container.set_env_vars.clone(),
+        command: a.container.command.as_deref().map(runlet::spec::split_list),
+        args: a.container.args.as_deref().map(runlet::spec::split_list),
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
     };
     jobspec::resolve(&flags, file.as_ref())
 }
 
-/// Runs a job command; returns the process exit code.
-pub async fn run(client: Containerd, cmd: &JobCommand, state_dir: &Path) -> Result<i32> {
-    // Validate before touching anything.
-    let plan = match cmd {
-        JobCommand::Execute(a) => Plan::Execute(Box::new(job_spec(a)?)),
-        JobCommand::Executions(c) => Plan::Executions(c),
-    };
-    let store = RecordStore::new(state_dir);
-    let net = NetConfig::new();
-    let recovered = job::recover(&client, Some(&net), &store, state_dir)
-        .await
-        .context("cleaning up after an earlier runlet")?;
-    for e in &recovered.executions {
-        warn!(execution = %e, "marked failed: it was running when its runlet exited");
-    }
-    match plan {
-        Plan::Execute(spec) => execute(client, net, *spec, &store, state_dir).await,
-        Plan::Executions(ExecutionsCommand::List { job, format }) => {
+/// `runlet job executions list|describe` as text.
+fn executions(cmd: &ExecutionsCommand, store: &RecordStore) -> Result<String> {
+    match cmd {
+        ExecutionsCommand::List { job, format } => {
             let (mut records, errors) = store.list();
             for e in errors {
-                warn!("{e}");
+                warn!("{}", runlet::util::error_chain(&e));
             }
             if let Some(job) = job {
                 records.retain(|r| r.job() == job);
             }
-            let text = match format {
-                Format::Table => record::list_table(&records),
-                Format::Json => serde_json::to_string_pretty(&records)? + "\n",
-                Format::Yaml => serde_yaml::to_string(&records)?,
-            };
-            print(&text);
-            Ok(0)
+            render(records.as_slice(), *format, table::list)
         }
-        Plan::Executions(ExecutionsCommand::Describe { execution, format }) => {
+        ExecutionsCommand::Describe { execution, format } => {
             let rec = store.load(execution)?;
-            let text = match format {
-                Format::Table => record::describe(&rec),
-                Format::Json => serde_json::to_string_pretty(&rec)? + "\n",
-                Format::Yaml => serde_yaml::to_string(&rec)?,
-            };
-            print(&text);
-            Ok(0)
+            render(&rec, *format, table::describe)
         }
     }
 }
 
-enum Plan<'a> {
-    Execute(Box<JobSpec>),
-    Executions(&'a ExecutionsCommand),
-}
-
-/// Writes to stdout, ignoring a closed pipe (`| head`).
-fn print(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+/// `value` as a table, JSON or YAML.
+fn render<T: Serialize + ?Sized>(
+    value: &T,
+    format: Format,
+    table: fn(&T) -> String,
+) -> Result<String> {
+    Ok(match format {
+        Format::Table => table(value),
+        Format::Json => serde_json::to_string_pretty(value)? + "\n",
+        Format::Yaml => serde_yaml_ng::to_string(value)?,
+    })
 }
 
 async fn execute(
@@ -123,7 +130,7 @@ async fn execute(
 ) -> Result<i32> {
     net.check()?;
     let image = client.resolve_image(&spec.image).await?;
-    let user = crate::image_user(&client, &image).await?;
+    let user = image_user(&client, &image).await?;
     let argv = ocispec::argv(
         &image.name,
         &image.config,
@@ -149,21 +156,7 @@ async fn execute(
         }
     };
 
-    let how = match spec.parallelism {
-        Some(_) => String::new(),
-        None => format!(
-            " (unset: this machine's cap for --cpu {} and --memory {})",
-            spec.cpu, spec.memory
-        ),
-    };
-    print(&format!(
-        "Execution [{name}] of job [{}] started: {} task(s), parallelism {parallelism}{how}, max retries {}, task timeout {}s\n",
-        spec.name,
-        spec.task_count,
-        spec.max_retries,
-        spec.task_timeout.as_secs()
-    ));
-
+    print(&table::started(&name, &spec, parallelism));
     let sink: LineSink = Arc::new(|l: &Line<'_>| {
         let line = format!("[task {} attempt {}] {}\n", l.index, l.attempt, l.text);
         if l.stream == "stderr" {
@@ -184,17 +177,7 @@ async fn execute(
         kill_grace: KILL_GRACE,
     });
     let rec = job::execute(ctx, store, &name, parallelism, cancel).await?;
-    let verdict = match rec.status.state {
-        ExecutionState::Succeeded => "succeeded",
-        ExecutionState::Failed => "failed",
-        ExecutionState::Cancelled => "was cancelled",
-        ExecutionState::Running => "is still running",
-    };
-    print(&format!(
-        "\nExecution [{name}] {verdict}: {}\n{}",
-        record::counts(&rec),
-        record::describe(&rec)
-    ));
+    print(&table::finished(&rec));
     Ok(match rec.status.state {
         ExecutionState::Succeeded => 0,
         ExecutionState::Cancelled => EXIT_CANCELLED,

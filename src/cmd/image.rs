@@ -1,0 +1,133 @@
+//! `runlet image load|ls|rm`: runlet's image store in containerd. An archive is read and
+//! checked, and names are normalised, before containerd is reached.
+
+use anyhow::Result;
+
+use runlet::cli::{GlobalArgs, ImageCommand};
+use runlet::image::archive::{self, Progress};
+use runlet::image::reference;
+
+use super::with_containerd;
+
+pub async fn run(global: &GlobalArgs, cmd: &ImageCommand) -> Result<i32> {
+    match cmd {
+        ImageCommand::Load { file, tag, quiet } => {
+            let quiet = *quiet;
+            // Everything is read and checked before containerd is touched.
+            let mut progress = Printer::new(quiet);
+            let plan = archive::plan_import(file, tag.as_deref(), &mut progress)?;
+            progress.done();
+            with_containerd(global, |c| async move {
+                let mut progress = Printer::new(quiet);
+                let names = c.import(&plan, &mut progress).await?;
+                progress.done();
+                for n in names {
+                    println!("Loaded image: {n}");
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        ImageCommand::Ls => {
+            with_containerd(global, |c| async move {
+                let images = c.list_images().await?;
+                println!("{:<60} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE");
+                for i in images {
+                    let short = i
+                        .digest
+                        .trim_start_matches("sha256:")
+                        .chars()
+                        .take(12)
+                        .collect::<String>();
+                    println!("{:<60} sha256:{:<13} {:>10}", i.name, short, human(i.size));
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        ImageCommand::Rm { images } => {
+            let names: Vec<String> = images
+                .iter()
+                .map(|i| reference::normalize(i))
+                .collect::<Result<_, _>>()?;
+            with_containerd(global, |c| async move {
+                for n in names {
+                    c.remove_image(&n).await?;
+                    println!("Deleted: {n}");
+                }
+                Ok(())
+            })
+            .await?;
+        }
+    }
+    Ok(0)
+}
+
+/// A size for people: `512 B`, `1.5 KiB`, `12.0 MiB`, `1.1 GiB`.
+fn human(n: i64) -> String {
+    let n = n as f64;
+    if n >= (1 << 30) as f64 {
+        format!("{:.1} GiB", n / (1u64 << 30) as f64)
+    } else if n >= (1 << 20) as f64 {
+        format!("{:.1} MiB", n / (1u64 << 20) as f64)
+    } else if n >= 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// Prints progress of long work to stderr: a line at most every 10% for large inputs.
+struct Printer {
+    quiet: bool,
+    last: Option<(String, u64)>,
+}
+
+impl Printer {
+    fn new(quiet: bool) -> Self {
+        Printer { quiet, last: None }
+    }
+    fn done(&mut self) {
+        self.last = None;
+    }
+}
+
+impl Progress for Printer {
+    fn step(&mut self, what: &str, done: u64, total: u64) {
+        if self.quiet || total < (8 << 20) || total == 0 {
+            return;
+        }
+        let pct = done.saturating_mul(100) / total;
+        let bucket = pct / 10 * 10;
+        let new = match &self.last {
+            Some((w, b)) => w != what || *b != bucket,
+            None => true,
+        };
+        if new {
+            eprintln!(
+                "{what}: {bucket:>3}% ({} of {})",
+                human(done as i64),
+                human(total as i64)
+            );
+            self.last = Some((what.to_string(), bucket));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn sizes_read_well() {
+        let table = [
+            (512, "512 B"),
+            (1536, "1.5 KiB"),
+            (12 << 20, "12.0 MiB"),
+            (3 << 29, "1.5 GiB"),
+        ];
+        for (n, want) in table {
+            assert_eq!(human(n), want, "{n}");
+        }
+    }
+}

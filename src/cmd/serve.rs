@@ -1,0 +1,230 @@
+//! `runlet serve`: the flags become a [`ServiceSpec`] (bad input exits 64 before containerd
+//! is reached), then the first instance starts, the ingress and the service controller run
+//! until Ctrl-C or SIGTERM, and everything of the service is removed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+use tracing::info;
+
+use runlet::cli::{GlobalArgs, ServeArgs};
+use runlet::control::autoscale::Policy;
+use runlet::control::instance::Ctx;
+use runlet::control::probe;
+use runlet::image::reference;
+use runlet::ingress::{self, Demand, IngressConfig, Snapshot};
+use runlet::metrics::Metrics;
+use runlet::runtime::containerd::Containerd;
+use runlet::runtime::network::NetConfig;
+use runlet::runtime::Runtime;
+use runlet::spec::{self, ServiceSpec, SpecError};
+
+use super::{image_user, with_containerd};
+
+/// `runlet serve` with its input checked.
+struct Input {
+    spec: ServiceSpec,
+    /// `None`: `--metrics-listen off`.
+    metrics: Option<SocketAddr>,
+}
+
+pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
+    let input = Input {
+        spec: service_spec(args)?,
+        metrics: metrics_listen(&args.metrics_listen)?,
+    };
+    let state_dir = global.state_dir.clone();
+    with_containerd(global, |c| serve(c, input, state_dir)).await?;
+    Ok(0)
+}
+
+fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
+    let image = reference::normalize(&a.image).map_err(|e| SpecError {
+        field: "--image",
+        detail: e.to_string(),
+    })?;
+    let name = match &a.service {
+        Some(n) => {
+            spec::check_name("--service", n, 49)?;
+            n.clone()
+        }
+        None => spec::name_from_image(&image),
+    };
+    let listen = a.listen.parse().map_err(|_| SpecError {
+        field: "--listen",
+        detail: format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:8080)", a.listen),
+    })?;
+    if a.port == 0 {
+        return Err(SpecError {
+            field: "--port",
+            detail: "0 is out of range: allowed 1 to 65535".into(),
+        });
+    }
+    let timeout = spec::parse_duration("--timeout", &a.timeout)?;
+    spec::in_range("--timeout", timeout.as_secs_f64(), 1.0, 3600.0)?;
+    let idle = spec::parse_duration("--idle-timeout", &a.idle_timeout)?;
+    spec::in_range("--idle-timeout", idle.as_secs_f64(), 0.0, 900.0)?;
+    let startup = spec::parse_duration("--startup-timeout", &a.startup_timeout)?;
+    spec::in_range("--startup-timeout", startup.as_secs_f64(), 1.0, 240.0)?;
+    spec::in_range("--concurrency", a.concurrency, 1, 1000)?;
+    spec::in_range("--max-instances", a.max_instances, 1, 1000)?;
+    spec::in_range("--min-instances", a.min_instances, 0, a.max_instances)?;
+    let memory = spec::memory("--memory", &a.memory)?;
+    let probe = |field, text: &Option<String>| {
+        text.as_deref()
+            .map(|s| probe::parse(field, s, a.port))
+            .transpose()
+    };
+    Ok(ServiceSpec {
+        revision: spec::revision_name(&name),
+        name,
+        image,
+        port: a.port,
+        listen,
+        env: spec::parse_env_vars(&a.container.set_env_vars)?,
+        command: a.container.command.as_deref().map(spec::split_list),
+        args: a.container.args.as_deref().map(spec::split_list),
+        memory_bytes: memory,
+        cpu: spec::cpu("--cpu", &a.cpu)?,
+        concurrency: a.concurrency,
+        timeout,
+        min_instances: a.min_instances,
+        max_instances: a.max_instances,
+        idle_timeout: idle,
+        startup_timeout: startup,
+        use_http2: a.use_http2,
+        cpu_throttling: a.cpu_throttling,
+        volumes: spec::volumes(&a.add_volume, &a.add_volume_mount, memory)?,
+        startup_probe: probe("--startup-probe", &a.startup_probe)?,
+        liveness_probe: probe("--liveness-probe", &a.liveness_probe)?,
+    })
+}
+
+/// `--metrics-listen`: HOST:PORT, or `off`.
+fn metrics_listen(text: &str) -> Result<Option<SocketAddr>, SpecError> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| SpecError {
+        field: "--metrics-listen",
+        detail: format!("{text:?} is not HOST:PORT or off"),
+    })
+}
+
+async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
+    let Input {
+        spec,
+        metrics: metrics_addr,
+    } = input;
+    let net = NetConfig::new();
+    net.check()?;
+    let image = c.resolve_image(&spec.image).await?;
+    let user = image_user(&c, &image).await?;
+    let listeners = ingress::bind(spec.listen, ingress::default_workers())
+        .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;
+    let metrics = Metrics::new();
+    if let Some(addr) = metrics_addr {
+        runlet::metrics::serve(addr, metrics.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
+    }
+    let spec = Arc::new(spec);
+    let ctx = Arc::new(Ctx {
+        runtime: Arc::new(c.clone()),
+        net,
+        spec: spec.clone(),
+        image,
+        user,
+        state_dir,
+    });
+    runlet::control::service::clean_leftovers(&ctx).await;
+
+    let service_span =
+        tracing::info_span!("service", service = %spec.name, revision = %spec.revision);
+    let _enter = service_span.enter();
+    // Like a Cloud Run deployment, check the revision can start before serving.
+    let first_id = format!("{}-{}", spec.revision, runlet::util::random_suffix(5));
+    info!(instance = %first_id, image = %spec.image, "starting the first instance");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let first = tokio::select! {
+        r = ctx.launch(&first_id) => r.with_context(|| format!("revision {} failed to start", spec.revision))?,
+        _ = changed(stop_rx.clone()) => { info!("interrupted before the first instance was ready"); ctx.teardown(&first_id, None).await; return Ok(()) }
+    };
+    println!(
+        "Service [{}] revision [{}] is serving at http://{}",
+        spec.name, spec.revision, spec.listen
+    );
+    let _ = std::io::stdout().flush();
+
+    let demand = Arc::new(Demand::default());
+    let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
+    let cfg = IngressConfig {
+        service: spec.name.clone(),
+        concurrency: spec.concurrency,
+        hold: Duration::from_secs(10),
+        timeout: spec.timeout,
+        max_queue: 10_000,
+    };
+    let policy = Policy {
+        min_instances: spec.min_instances,
+        max_instances: spec.max_instances,
+        concurrency: spec.concurrency,
+        idle_timeout: spec.idle_timeout,
+    };
+    let ingress = ingress::start(
+        listeners,
+        cfg,
+        snap_rx,
+        demand.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+        service_span.clone(),
+    )
+    .context("cannot start the ingress threads")?;
+    runlet::control::service::run(
+        ctx.clone(),
+        policy,
+        demand,
+        snap_tx,
+        metrics,
+        vec![first],
+        changed(stop_rx),
+    )
+    .await;
+    ingress.join().await;
+    signals.abort();
+    info!(
+        "stopped; nothing of service {} is left in containerd",
+        spec.name
+    );
+    Ok(())
+}
+
+/// Resolves once `rx` turns true (never, if its sender is gone first).
+async fn changed(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted (Ctrl-C): shutting down"),
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,115 @@
+//! A job as runlet runs it: [`JobSpec`], built from Cloud Run's job YAML and/or gcloud-style
+//! flags (a flag wins over the file), and refused at the door with the field named and the
+//! allowed range.
+//!
+//! - `yaml`: the Cloud Run job YAML schema (`-f`), parsed and written.
+//! - `flags`: the `runlet job execute` flags, and resolving flags over the file into a spec.
+//! - `parallelism`: the default parallelism runlet applies on one machine.
+
+mod flags;
+mod parallelism;
+mod yaml;
+
+use std::time::Duration;
+
+use crate::spec::SpecError;
+
+pub use flags::{parse_env_flags, resolve, task_timeout, JobFlags};
+pub use parallelism::{effective_parallelism, parallelism_cap, HostResources, TASK_OVERHEAD_BYTES};
+pub use yaml::{
+    parse_yaml, ContainerYaml, EnvVarYaml, ExecutionSpecYaml, ExecutionTemplateYaml, JobSpecYaml,
+    JobYaml, LimitsYaml, MetadataYaml, Quantity, ResourcesYaml, TaskSpecYaml, TaskTemplateYaml,
+};
+
+/// Names runlet sets in every task's container (ENV-J1); a user may not set them.
+pub const RESERVED_ENV: &[&str] = &[
+    "CLOUD_RUN_JOB",
+    "CLOUD_RUN_EXECUTION",
+    "CLOUD_RUN_TASK_INDEX",
+    "CLOUD_RUN_TASK_ATTEMPT",
+    "CLOUD_RUN_TASK_COUNT",
+];
+pub const MAX_TASKS: u32 = 10_000;
+pub const MAX_RETRIES: u32 = 10;
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Cloud Run's longest task timeout (7 days).
+pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(168 * 3600);
+/// A job name is at most this long: the execution adds 6 characters, a task's container id
+/// another `-<index>-<attempt>` (up to 9), and containerd refuses ids over 76 characters.
+pub const MAX_NAME: usize = 49;
+pub const DEFAULT_MEMORY: &str = "512Mi";
+pub const DEFAULT_CPU: &str = "1";
+pub const API_VERSION: &str = "run.googleapis.com/v1";
+
+fn bad(field: &'static str, detail: impl Into<String>) -> SpecError {
+    SpecError {
+        field,
+        detail: detail.into(),
+    }
+}
+
+/// A validated job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub name: String,
+    /// Normalised image reference (`docker.io/library/probe:latest`).
+    pub image: String,
+    pub task_count: u32,
+    /// `None`: as many as the machine allows (see [`parallelism_cap`]).
+    pub parallelism: Option<u32>,
+    pub max_retries: u32,
+    pub task_timeout: Duration,
+    pub env: Vec<(String, String)>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    /// The memory limit as given (e.g. `512Mi`) and in bytes.
+    pub memory: String,
+    pub memory_bytes: u64,
+    /// The vCPU limit as given (e.g. `1`, `500m`) and as a number.
+    pub cpu: String,
+    pub cpu_value: f64,
+}
+
+impl JobSpec {
+    /// The variables runlet adds to the container of one task attempt (ENV-J1). No `PORT`:
+    /// a task serves nothing (JOB-2).
+    pub fn contract_env(&self, execution: &str, index: u32, attempt: u32) -> Vec<(String, String)> {
+        vec![
+            ("CLOUD_RUN_JOB".into(), self.name.clone()),
+            ("CLOUD_RUN_EXECUTION".into(), execution.to_string()),
+            ("CLOUD_RUN_TASK_INDEX".into(), index.to_string()),
+            ("CLOUD_RUN_TASK_ATTEMPT".into(), attempt.to_string()),
+            ("CLOUD_RUN_TASK_COUNT".into(), self.task_count.to_string()),
+        ]
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Flags naming a job and its image, nothing else.
+    pub(crate) fn flags(name: &str, image: &str) -> JobFlags {
+        JobFlags {
+            name: Some(name.into()),
+            image: Some(image.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn contract_env_has_no_port() {
+        let mut f = flags("hello", "probe");
+        f.tasks = Some("4".into());
+        let s = resolve(&f, None).unwrap();
+        let env = s.contract_env("hello-abcde", 2, 1);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("CLOUD_RUN_JOB"), Some("hello"));
+        assert_eq!(get("CLOUD_RUN_EXECUTION"), Some("hello-abcde"));
+        assert_eq!(get("CLOUD_RUN_TASK_INDEX"), Some("2"));
+        assert_eq!(get("CLOUD_RUN_TASK_ATTEMPT"), Some("1"));
+        assert_eq!(get("CLOUD_RUN_TASK_COUNT"), Some("4"));
+        assert_eq!(get("PORT"), None);
+    }
+}

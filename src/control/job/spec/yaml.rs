@@ -1,0 +1,400 @@
+//! Cloud Run's job YAML (`kind: Job` of `run.googleapis.com/v1`), the subset runlet runs:
+//! the schema, [`parse_yaml`], and a [`JobSpec`] written back in that shape.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{bad, JobSpec, API_VERSION};
+use crate::spec::SpecError;
+
+impl JobSpec {
+    /// The execution part of the job in Cloud Run's shape (`spec.template.spec` of a Job,
+    /// `spec` of an Execution).
+    pub fn execution_spec(&self) -> ExecutionSpecYaml {
+        ExecutionSpecYaml {
+            task_count: Some(self.task_count),
+            parallelism: self.parallelism,
+            template: TaskTemplateYaml {
+                metadata: None,
+                spec: TaskSpecYaml {
+                    max_retries: Some(self.max_retries),
+                    timeout_seconds: Some(self.task_timeout.as_secs()),
+                    containers: vec![ContainerYaml {
+                        name: None,
+                        image: self.image.clone(),
+                        command: self.command.clone(),
+                        args: self.args.clone(),
+                        env: self
+                            .env
+                            .iter()
+                            .map(|(k, v)| EnvVarYaml {
+                                name: k.clone(),
+                                value: Some(v.clone()),
+                            })
+                            .collect(),
+                        resources: Some(ResourcesYaml {
+                            limits: Some(LimitsYaml {
+                                memory: Some(Quantity(self.memory.clone())),
+                                cpu: Some(Quantity(self.cpu.clone())),
+                            }),
+                        }),
+                    }],
+                },
+            },
+        }
+    }
+
+    /// The job as Cloud Run job YAML (what `-f` reads).
+    pub fn to_yaml(&self) -> JobYaml {
+        JobYaml {
+            api_version: API_VERSION.into(),
+            kind: "Job".into(),
+            metadata: MetadataYaml {
+                name: Some(self.name.clone()),
+                ..Default::default()
+            },
+            spec: JobSpecYaml {
+                template: ExecutionTemplateYaml {
+                    metadata: None,
+                    spec: self.execution_spec(),
+                },
+            },
+        }
+    }
+}
+
+/// `kind: Job` of `run.googleapis.com/v1`, the subset runlet runs. Anything else is refused
+/// with its path (`deny_unknown_fields`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobYaml {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: MetadataYaml,
+    pub spec: JobSpecYaml,
+}
+
+/// Labels and annotations are accepted (gcloud's exports carry them) and not acted on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetadataYaml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// gcloud exports put the project number here; runlet has no projects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobSpecYaml {
+    pub template: ExecutionTemplateYaml,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExecutionTemplateYaml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataYaml>,
+    pub spec: ExecutionSpecYaml,
+}
+
+/// `taskCount`, `parallelism` and the task template: a Job's `spec.template.spec`, and the
+/// `spec` of an execution record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExecutionSpecYaml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_count: Option<u32>,
+    /// 0 or absent: unset (as many as allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    pub template: TaskTemplateYaml,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskTemplateYaml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataYaml>,
+    pub spec: TaskSpecYaml,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskSpecYaml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub containers: Vec<ContainerYaml>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContainerYaml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVarYaml>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesYaml>,
+}
+
+/// `valueFrom` (secrets) is not supported: refused as an unknown field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvVarYaml {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourcesYaml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsYaml>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsYaml {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "memory_quantity"
+    )]
+    pub memory: Option<Quantity>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "cpu_quantity"
+    )]
+    pub cpu: Option<Quantity>,
+}
+
+// serde_yaml_ng reports an error raised inside a value at the enclosing map's path: name the
+// key in the message.
+fn memory_quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quantity>, D::Error> {
+    Quantity::deserialize(d)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("memory: {e}")))
+}
+
+fn cpu_quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quantity>, D::Error> {
+    Quantity::deserialize(d)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("cpu: {e}")))
+}
+
+/// A Kubernetes quantity: YAML writes `cpu: 1` as a number and `cpu: 500m` as a string.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Quantity(pub String);
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            U(u64),
+            F(f64),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::S(s)) => Ok(Quantity(s)),
+            Ok(Raw::U(n)) => Ok(Quantity(n.to_string())),
+            Ok(Raw::F(f)) => Ok(Quantity(f.to_string())),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a quantity (e.g. 512Mi, 1, 500m)",
+            )),
+        }
+    }
+}
+
+/// Parses Cloud Run job YAML; an unknown field or a wrong type is named with its path.
+pub fn parse_yaml(text: &str) -> Result<JobYaml, SpecError> {
+    let job: JobYaml = serde_yaml_ng::from_str(text).map_err(|e| bad("job YAML", e.to_string()))?;
+    if job.api_version != API_VERSION {
+        return Err(bad(
+            "job YAML",
+            format!(
+                "apiVersion: {:?} is not supported: use {API_VERSION}",
+                job.api_version
+            ),
+        ));
+    }
+    if job.kind != "Job" {
+        return Err(bad(
+            "job YAML",
+            format!("kind: {:?} is not supported: use Job", job.kind),
+        ));
+    }
+    let containers = &job.spec.template.spec.template.spec.containers;
+    if containers.len() != 1 {
+        return Err(bad(
+            "job YAML",
+            format!(
+                "spec.template.spec.template.spec.containers: runlet runs exactly one container per task, found {}",
+                containers.len()
+            ),
+        ));
+    }
+    Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::flags;
+    use super::super::{resolve, JobFlags};
+    use super::*;
+
+    const YAML: &str = r#"
+apiVersion: run.googleapis.com/v1
+kind: Job
+metadata:
+  name: from-file
+  namespace: '123456789'
+  labels:
+    team: data
+  annotations:
+    run.googleapis.com/launch-stage: BETA
+spec:
+  template:
+    metadata:
+      annotations:
+        run.googleapis.com/execution-environment: gen2
+    spec:
+      taskCount: 4
+      parallelism: 2
+      template:
+        spec:
+          maxRetries: 1
+          timeoutSeconds: 90
+          containers:
+          - name: job
+            image: probe
+            command: [/probe]
+            args: [job]
+            env:
+            - name: A
+              value: from-file
+            - name: B
+              value: file
+            resources:
+              limits:
+                memory: 256Mi
+                cpu: 1
+"#;
+
+    #[test]
+    fn yaml_maps_to_the_spec_and_flags_override_it() {
+        let file = parse_yaml(YAML).unwrap();
+        let s = resolve(&JobFlags::default(), Some(&file)).unwrap();
+        assert_eq!(s.name, "from-file");
+        assert_eq!(s.image, "docker.io/library/probe:latest");
+        assert_eq!(s.task_count, 4);
+        assert_eq!(s.parallelism, Some(2));
+        assert_eq!(s.max_retries, 1);
+        assert_eq!(s.task_timeout, Duration::from_secs(90));
+        assert_eq!(s.command, Some(vec!["/probe".to_string()]));
+        assert_eq!(s.args, Some(vec!["job".to_string()]));
+        assert_eq!(
+            s.env,
+            vec![
+                ("A".into(), "from-file".into()),
+                ("B".into(), "file".into())
+            ]
+        );
+        assert_eq!(s.memory_bytes, 256 << 20);
+        assert_eq!(s.cpu, "1");
+
+        // Precedence: a flag given wins, a flag not given leaves the file's value.
+        let over = JobFlags {
+            name: Some("renamed".into()),
+            tasks: Some("6".into()),
+            max_retries: Some("0".into()),
+            set_env_vars: vec!["A=from-flag".into()],
+            args: Some(vec!["job".into(), "x".into()]),
+            cpu: Some("2".into()),
+            ..Default::default()
+        };
+        let s = resolve(&over, Some(&file)).unwrap();
+        assert_eq!(s.name, "renamed");
+        assert_eq!(s.task_count, 6);
+        assert_eq!(s.parallelism, Some(2), "from the file");
+        assert_eq!(s.max_retries, 0);
+        assert_eq!(s.task_timeout, Duration::from_secs(90), "from the file");
+        assert_eq!(
+            s.env,
+            vec![
+                ("A".into(), "from-flag".into()),
+                ("B".into(), "file".into())
+            ]
+        );
+        assert_eq!(s.args, Some(vec!["job".to_string(), "x".to_string()]));
+        assert_eq!(s.command, Some(vec!["/probe".to_string()]));
+        assert_eq!(s.cpu_value, 2.0);
+        assert_eq!(s.memory_bytes, 256 << 20, "from the file");
+    }
+
+    #[test]
+    fn yaml_round_trips() {
+        let file = parse_yaml(YAML).unwrap();
+        let s = resolve(&JobFlags::default(), Some(&file)).unwrap();
+        let text = serde_yaml_ng::to_string(&s.to_yaml()).unwrap();
+        let again = resolve(&JobFlags::default(), Some(&parse_yaml(&text).unwrap())).unwrap();
+        assert_eq!(again, s, "{text}");
+        // And from flags alone.
+        let mut f = flags("flags-only", "busybox");
+        f.tasks = Some("3".into());
+        f.set_env_vars = vec!["X=1".into()];
+        f.command = Some(vec!["/bin/sh".into()]);
+        f.task_timeout = Some("2m".into());
+        let s = resolve(&f, None).unwrap();
+        let text = serde_yaml_ng::to_string(&s.to_yaml()).unwrap();
+        let again = resolve(&JobFlags::default(), Some(&parse_yaml(&text).unwrap())).unwrap();
+        assert_eq!(again, s, "{text}");
+    }
+
+    #[test]
+    fn bad_yaml_names_the_field() {
+        let table = [
+            (YAML.replace("maxRetries: 1", "maxRetries: 1\n          serviceAccountName: sa"), "spec.template.spec.template.spec: unknown field `serviceAccountName`"),
+            (YAML.replace("value: file", "valueFrom: {}"), "spec.template.spec.template.spec.containers[0].env[1]: unknown field `valueFrom`"),
+            (YAML.replace("taskCount: 4", "taskCount: -4"), "spec.template.spec.taskCount"),
+            (YAML.replace("taskCount: 4", "taskCount: 0"), "spec.template.spec.taskCount: 0 is out of range"),
+            (YAML.replace("maxRetries: 1", "maxRetries: 20"), "spec.template.spec.template.spec.maxRetries: 20 is out of range"),
+            (YAML.replace("timeoutSeconds: 90", "timeoutSeconds: 0"), "spec.template.spec.template.spec.timeoutSeconds"),
+            (YAML.replace("memory: 256Mi", "memory: lots"), "resources.limits.memory"),
+            (YAML.replace("cpu: 1", "cpu: [1]"), "spec.template.spec.template.spec.containers[0].resources.limits: cpu: expected a quantity"),
+            (YAML.replace("kind: Job", "kind: Service"), "kind"),
+            (YAML.replace("run.googleapis.com/v1\n", "serving.knative.dev/v1\n"), "apiVersion"),
+            (YAML.replace("name: A", "name: CLOUD_RUN_JOB"), "reserved"),
+            (YAML.replace("  name: from-file", "  name: From_File"), "metadata.name"),
+            (YAML.replace("spec:\n  template:", "spec:\n  bogus: 1\n  template:"), "spec: unknown field `bogus`"),
+            (YAML.replace("          - name: job\n", "          - name: job\n            ports: [{containerPort: 8080}]\n"), "unknown field `ports`"),
+            (format!("{YAML}          - image: second\n"), "exactly one container"),
+        ];
+        for (text, needle) in table {
+            let err = parse_yaml(&text).and_then(|f| resolve(&JobFlags::default(), Some(&f)));
+            let e = err.expect_err(needle).to_string();
+            assert!(e.contains(needle), "want {needle:?} in: {e}");
+        }
+    }
+}
