@@ -1,36 +1,52 @@
-//! The service controller: keeps the set of instances in line with the autoscaler's
-//! decisions, publishes the routable snapshot to the ingress, and runs the stop sequence on
-//! scale-in, crashes and shutdown.
+//! The service controller: reacts to what happens to instances ([`Event`]s from the tasks it
+//! spawns, OOM kills from the runtime) and reconciles the instance set with the autoscaler's
+//! decision on every event, demand wake-up and tick, publishing the routable snapshot and
+//! the instance metrics each time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::error::Error as StdError;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn, Instrument};
 
-use super::autoscale::{self, InstanceLoad, Observation, Policy};
-use super::instance::{Ctx, Running, StartError};
+use super::{backoff::start_backoff, drain, liveness, Instances};
+use crate::control::autoscale::{self, InstanceLoad, Observation, Policy};
+use crate::control::instance::{Running, StartError};
 use crate::ingress::{Death, Demand, Snapshot};
 use crate::metrics::Metrics;
-use crate::runtime::{labels, Runtime};
-use crate::spec::ServiceSpec;
 
-enum Event {
+/// How often the controller reconciles when nothing happens (idle timeouts are noticed on
+/// a tick).
+const TICK: Duration = Duration::from_millis(500);
+
+/// What happened to an instance, as the controller's tasks and the runtime report it.
+pub enum Event {
+    /// A launch ended: the instance is ready, or it failed to start (with its id).
     Started(Result<Running, (String, StartError)>),
+    /// A ready instance's container exited.
     Exited(String),
+    /// A ready instance failed its liveness probe, with why.
     Unhealthy(String, String),
+    /// The kernel's OOM killer hit the instance (perhaps only a child process).
+    OutOfMemory(String),
+    /// An instance's stop sequence ended; nothing of it is left.
     Stopped(String),
 }
 
+/// A routable instance and since when it has had no request in flight.
 struct Ready {
     running: Running,
     idle_since: Instant,
 }
 
 /// Runs the service until `shutdown` resolves, then stops every instance and returns.
+/// `initial` are instances already ready (the first one, started before serving).
 pub async fn run<I: Instances>(
     ctx: Arc<I>,
     policy: Policy,
@@ -38,290 +54,440 @@ pub async fn run<I: Instances>(
     snapshot_tx: watch::Sender<Snapshot>,
     metrics: Arc<Metrics>,
     initial: Vec<Running>,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) {
-    let service = ctx.spec().name.clone();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    let mut ready: Vec<Ready> = Vec::new();
-    let mut starting: usize = initial.len();
-    for r in initial {
-        let _ = tx.send(Event::Started(Ok(r)));
-    }
-    let mut stopping: usize = 0;
-    let mut failures: u32 = 0;
-    let mut not_before = Instant::now();
-    let mut failed_reason: Option<String> = None;
-    let mut exit_watchers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut live_checks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut ooms = match ctx.oom_events().await {
-        Ok(rx) => Some(rx),
-        Err(e) => {
-            warn!("cannot subscribe to OOM events ({e}); OOM kills are told from exit status only");
-            None
-        }
-    };
-    let mut oom_seen: HashSet<String> = HashSet::new();
-    // The last start-up times: their average sets how long requests wait for a start.
-    let mut startups: Vec<Duration> = Vec::new();
+    let (mut controller, mut events) =
+        Controller::new(ctx, policy, demand.clone(), snapshot_tx, metrics);
+    controller.adopt(initial);
+    let mut tick = tokio::time::interval(TICK);
+    let mut ooms = controller.subscribe_to_ooms().await;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = demand.wake.notified() => {}
             _ = tick.tick() => {}
-            Some(id) = recv_opt(&mut ooms) => {
-                oom_seen.insert(id.clone());
-                if let Some(pos) = ready.iter().position(|r| r.running.id == id) {
-                    // LIFE-9: the instance is terminated, even if only a child was killed
-                    // and the main process lives on; its in-flight requests get 500.
-                    let r = ready.remove(pos);
-                    r.running.endpoint.mark_dead(Death::OutOfMemory);
-                    metrics.ooms.with_label_values(&[&service]).inc();
-                    warn!(instance = %id, "instance OOM-killed: it exceeded its memory limit of {} MiB; terminating it", ctx.spec().memory_bytes >> 20);
-                    stopping += 1;
-                    spawn_stop(&ctx, r.running, &tx, false);
-                }
-            }
-            Some(ev) = rx.recv() => match ev {
-                Event::Started(Ok(running)) => {
-                    starting -= 1;
-                    failures = 0;
-                    failed_reason = None;
-                    metrics.starts.with_label_values(&[&service, "ready"]).inc();
-                    metrics.startup.with_label_values(&[&service]).observe(running.startup.as_secs_f64());
-                    startups.push(running.startup);
-                    if startups.len() > 20 {
-                        startups.remove(0);
-                    }
-                    info!(instance = %running.id, "instance ready after {} ms ({})", running.startup.as_millis(), running.phases);
-                    let mut exit = running.exit.clone();
-                    let id = running.id.clone();
-                    let tx2 = tx.clone();
-                    exit_watchers.insert(id.clone(), tokio::spawn(async move {
-                        while exit.borrow_and_update().is_none() {
-                            if exit.changed().await.is_err() { return; }
-                        }
-                        let _ = tx2.send(Event::Exited(id));
-                    }));
-                    if let (Some(p), Some(d)) = (ctx.spec().liveness_probe.clone(), running.dialer.clone()) {
-                        let (id, tx2) = (running.id.clone(), tx.clone());
-                        let h = tokio::spawn(async move {
-                            let reason = liveness(&p, &d).await;
-                            let _ = tx2.send(Event::Unhealthy(id, reason));
-                        });
-                        live_checks.insert(running.id.clone(), h);
-                    }
-                    ready.push(Ready { running, idle_since: Instant::now() });
-                }
-                Event::Started(Err((id, e))) => {
-                    starting -= 1;
-                    failures += 1;
-                    let backoff = Duration::from_millis(500 * 2u64.saturating_pow(failures.min(7))).min(Duration::from_secs(60));
-                    not_before = Instant::now() + backoff;
-                    metrics.starts.with_label_values(&[&service, "failed"]).inc();
-                    error!(instance = %id, "instance failed to start: {e}; next attempt in {} ms", backoff.as_millis());
-                    failed_reason = Some(e.to_string());
-                }
-                Event::Exited(id) => {
-                    if let Some(pos) = ready.iter().position(|r| r.running.id == id) {
-                        let r = ready.remove(pos);
-                        let status = (*r.running.exit.borrow()).map(|s| s.to_string()).unwrap_or_default();
-                        if oom_seen.contains(&id) || ctx.oom_killed(&id).await {
-                            r.running.endpoint.mark_dead(Death::OutOfMemory);
-                            metrics.ooms.with_label_values(&[&service]).inc();
-                            warn!(instance = %id, "instance OOM-killed ({status}): it exceeded its memory limit of {} MiB", ctx.spec().memory_bytes >> 20);
-                        } else {
-                            r.running.endpoint.mark_dead(Death::Exited(status.clone()));
-                            warn!(instance = %id, "instance exited while serving ({status}); removing it");
-                        }
-                        stopping += 1;
-                        spawn_stop(&ctx, r.running, &tx, false);
-                    }
-                }
-                Event::Unhealthy(id, reason) => {
-                    if let Some(pos) = ready.iter().position(|r| r.running.id == id) {
-                        let r = ready.remove(pos);
-                        r.running.endpoint.mark_dead(Death::Exited(format!("liveness probe failed: {reason}")));
-                        warn!(instance = %id, "liveness probe failed: {reason}; replacing the instance");
-                        stopping += 1;
-                        spawn_stop(&ctx, r.running, &tx, true);
-                    }
-                }
-                Event::Stopped(id) => {
-                    if let Some(h) = live_checks.remove(&id) {
-                        h.abort();
-                    }
-                    stopping -= 1;
-                    let _ = metrics.in_flight.remove_label_values(&[&service, &id]);
-                    if let Some(h) = exit_watchers.remove(&id) {
-                        h.abort();
-                    }
-                    info!(instance = %id, "instance stopped");
-                }
+            Some(id) = recv_opt(&mut ooms) => controller.on_event(Event::OutOfMemory(id)).await,
+            Some(ev) = events.recv() => controller.on_event(ev).await,
+        }
+        controller.reconcile();
+    }
+    controller.shut_down(events).await;
+}
+
+/// The state of one service's instances, and what to do about them.
+pub struct Controller<I: Instances> {
+    ctx: Arc<I>,
+    policy: Policy,
+    demand: Arc<Demand>,
+    snapshot_tx: watch::Sender<Snapshot>,
+    metrics: Arc<Metrics>,
+    /// The service's name (the metrics' label).
+    service: String,
+    /// Where the tasks the controller spawns report back.
+    events: mpsc::UnboundedSender<Event>,
+    ready: Vec<Ready>,
+    starting: usize,
+    stopping: usize,
+    /// Failed starts in a row; they set the backoff.
+    failures: u32,
+    /// No start before this (the backoff after a failed start).
+    not_before: Instant,
+    /// Why the last start failed, until one succeeds: told to waiting requests.
+    failed_reason: Option<String>,
+    exit_watchers: HashMap<String, JoinHandle<()>>,
+    live_checks: HashMap<String, JoinHandle<()>>,
+    /// Instances the OOM killer hit, so that their exit is reported as such.
+    oom_seen: HashSet<String>,
+    startups: StartupTimes,
+}
+
+impl<I: Instances> Controller<I> {
+    /// A controller with no instances, and the receiver of the events its tasks send.
+    pub fn new(
+        ctx: Arc<I>,
+        policy: Policy,
+        demand: Arc<Demand>,
+        snapshot_tx: watch::Sender<Snapshot>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let controller = Controller {
+            service: ctx.spec().name.clone(),
+            ctx,
+            policy,
+            demand,
+            snapshot_tx,
+            metrics,
+            events,
+            ready: Vec::new(),
+            starting: 0,
+            stopping: 0,
+            failures: 0,
+            not_before: Instant::now(),
+            failed_reason: None,
+            exit_watchers: HashMap::new(),
+            live_checks: HashMap::new(),
+            oom_seen: HashSet::new(),
+            startups: StartupTimes::default(),
+        };
+        (controller, rx)
+    }
+
+    /// Takes over instances that are already ready: they count as starting until their
+    /// `Started` event is handled, like launched ones.
+    pub fn adopt(&mut self, initial: Vec<Running>) {
+        self.starting += initial.len();
+        for r in initial {
+            let _ = self.events.send(Event::Started(Ok(r)));
+        }
+    }
+
+    /// The runtime's OOM kills, or `None` (then they are told from exit status only).
+    pub async fn subscribe_to_ooms(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        match self.ctx.oom_events().await {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                warn!(
+                    "cannot subscribe to OOM events ({}); OOM kills are told from exit status only",
+                    with_causes(&e)
+                );
+                None
             }
         }
-        // Idle bookkeeping, then the decision.
+    }
+
+    /// Updates the instance set for what happened.
+    pub async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Started(Ok(running)) => self.on_ready(running),
+            Event::Started(Err((id, e))) => self.on_start_failed(&id, &e),
+            Event::Exited(id) => self.on_exited(id).await,
+            Event::Unhealthy(id, reason) => self.on_unhealthy(&id, &reason),
+            Event::OutOfMemory(id) => self.on_out_of_memory(id),
+            Event::Stopped(id) => self.on_stopped(&id),
+        }
+    }
+
+    fn on_ready(&mut self, running: Running) {
+        self.starting -= 1;
+        self.failures = 0;
+        self.failed_reason = None;
+        let service = &self.service;
+        self.metrics
+            .starts
+            .with_label_values(&[service, "ready"])
+            .inc();
+        self.metrics
+            .startup
+            .with_label_values(&[service])
+            .observe(running.startup.as_secs_f64());
+        self.startups.push(running.startup);
+        info!(instance = %running.id, "instance ready after {} ms ({})", running.startup.as_millis(), running.phases);
+        self.watch_exit(&running);
+        self.watch_liveness(&running);
+        self.ready.push(Ready {
+            running,
+            idle_since: Instant::now(),
+        });
+    }
+
+    /// Reports the instance's exit as [`Event::Exited`].
+    fn watch_exit(&mut self, running: &Running) {
+        let mut exit = running.exit.clone();
+        let id = running.id.clone();
+        let events = self.events.clone();
+        let watcher = tokio::spawn(async move {
+            while exit.borrow_and_update().is_none() {
+                if exit.changed().await.is_err() {
+                    return;
+                }
+            }
+            let _ = events.send(Event::Exited(id));
+        });
+        self.exit_watchers.insert(running.id.clone(), watcher);
+    }
+
+    /// Runs the service's liveness probe, if it has one, and reports a failure as
+    /// [`Event::Unhealthy`].
+    fn watch_liveness(&mut self, running: &Running) {
+        let (Some(probe), Some(dialer)) = (
+            self.ctx.spec().liveness_probe.clone(),
+            running.dialer.clone(),
+        ) else {
+            return;
+        };
+        let (id, events) = (running.id.clone(), self.events.clone());
+        let check = tokio::spawn(async move {
+            let reason = liveness::until_failed(&probe, &dialer).await;
+            let _ = events.send(Event::Unhealthy(id, reason));
+        });
+        self.live_checks.insert(running.id.clone(), check);
+    }
+
+    fn on_start_failed(&mut self, id: &str, e: &StartError) {
+        self.starting -= 1;
+        self.failures += 1;
+        let backoff = start_backoff(self.failures);
+        self.not_before = Instant::now() + backoff;
+        self.metrics
+            .starts
+            .with_label_values(&[&self.service, "failed"])
+            .inc();
+        let why = with_causes(e);
+        error!(instance = %id, "instance failed to start: {why}; next attempt in {} ms", backoff.as_millis());
+        self.failed_reason = Some(why);
+    }
+
+    async fn on_exited(&mut self, id: String) {
+        let Some(running) = self.take_ready(&id) else {
+            return;
+        };
+        let status = (*running.exit.borrow())
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        if self.oom_seen.contains(&id) || self.ctx.oom_killed(&id).await {
+            running.endpoint.mark_dead(Death::OutOfMemory);
+            self.metrics.ooms.with_label_values(&[&self.service]).inc();
+            warn!(instance = %id, "instance OOM-killed ({status}): it exceeded its memory limit of {} MiB", self.ctx.spec().memory_bytes >> 20);
+        } else {
+            running.endpoint.mark_dead(Death::Exited(status.clone()));
+            warn!(instance = %id, "instance exited while serving ({status}); removing it");
+        }
+        self.stop(running, false);
+    }
+
+    fn on_unhealthy(&mut self, id: &str, reason: &str) {
+        let Some(running) = self.take_ready(id) else {
+            return;
+        };
+        running
+            .endpoint
+            .mark_dead(Death::Exited(format!("liveness probe failed: {reason}")));
+        warn!(instance = %id, "liveness probe failed: {reason}; replacing the instance");
+        self.stop(running, true);
+    }
+
+    fn on_out_of_memory(&mut self, id: String) {
+        self.oom_seen.insert(id.clone());
+        let Some(running) = self.take_ready(&id) else {
+            return;
+        };
+        // LIFE-9: the instance is terminated, even if only a child was killed and the main
+        // process lives on; its in-flight requests get 500.
+        running.endpoint.mark_dead(Death::OutOfMemory);
+        self.metrics.ooms.with_label_values(&[&self.service]).inc();
+        warn!(instance = %id, "instance OOM-killed: it exceeded its memory limit of {} MiB; terminating it", self.ctx.spec().memory_bytes >> 20);
+        self.stop(running, false);
+    }
+
+    fn on_stopped(&mut self, id: &str) {
+        if let Some(h) = self.live_checks.remove(id) {
+            h.abort();
+        }
+        self.stopping -= 1;
+        let _ = self
+            .metrics
+            .in_flight
+            .remove_label_values(&[&self.service, id]);
+        if let Some(h) = self.exit_watchers.remove(id) {
+            h.abort();
+        }
+        info!(instance = %id, "instance stopped");
+    }
+
+    /// Takes the instance out of the ready set, if it is in it.
+    fn take_ready(&mut self, id: &str) -> Option<Running> {
+        let pos = self.ready.iter().position(|r| r.running.id == id)?;
+        Some(self.ready.remove(pos).running)
+    }
+
+    /// Starts and stops instances as the autoscaler decides for the current load, then
+    /// publishes the snapshot and the metrics.
+    pub fn reconcile(&mut self) {
         let now = Instant::now();
-        for r in &mut ready {
+        for r in &mut self.ready {
             if r.running.endpoint.in_flight() > 0 {
                 r.idle_since = now;
             }
         }
-        let obs = Observation {
-            ready: ready
+        let obs = self.observe(now);
+        let d = autoscale::decide(&self.policy, &obs);
+        let mut stop_idx = d.stop;
+        stop_idx.sort_unstable_by(|a, b| b.cmp(a));
+        for i in stop_idx {
+            let r = self.ready.remove(i);
+            info!(instance = %r.running.id, "instance idle for {} s: draining", (now - r.idle_since).as_secs());
+            self.stop(r.running, true);
+        }
+        if d.start > 0 && now >= self.not_before {
+            for _ in 0..d.start {
+                self.start_one();
+            }
+        }
+        self.publish(obs.queued);
+    }
+
+    fn observe(&self, now: Instant) -> Observation {
+        Observation {
+            ready: self
+                .ready
                 .iter()
                 .map(|r| InstanceLoad {
                     in_flight: r.running.endpoint.in_flight(),
                     idle_for: now - r.idle_since,
                 })
                 .collect(),
-            starting,
-            queued: demand.queued.load(Ordering::Acquire),
-        };
-        let d = autoscale::decide(&policy, &obs);
-        let mut stop_idx = d.stop.clone();
-        stop_idx.sort_unstable_by(|a, b| b.cmp(a));
-        for i in stop_idx {
-            let r = ready.remove(i);
-            info!(instance = %r.running.id, "instance idle for {} s: draining", (now - r.idle_since).as_secs());
-            stopping += 1;
-            spawn_stop(&ctx, r.running, &tx, true);
+            starting: self.starting,
+            queued: self.demand.queued.load(Ordering::Acquire),
         }
-        if d.start > 0 && now >= not_before {
-            for _ in 0..d.start {
-                starting += 1;
-                let id = format!("{}-{}", ctx.spec().revision, crate::util::random_suffix(5));
-                info!(instance = %id, "instance starting");
-                let ctx2 = ctx.clone();
-                let tx2 = tx.clone();
-                let span =
-                    tracing::info_span!("instance", service = %ctx.spec().name, instance = %id);
-                tokio::spawn(
-                    async move {
-                        let r = ctx2.launch(&id).await.map_err(|e| (id, e));
-                        let _ = tx2.send(Event::Started(r));
-                    }
-                    .instrument(span),
-                );
+    }
+
+    /// Launches a new instance in the background; it reports back as [`Event::Started`].
+    fn start_one(&mut self) {
+        self.starting += 1;
+        let spec = self.ctx.spec();
+        let id = format!("{}-{}", spec.revision, crate::util::random_suffix(5));
+        info!(instance = %id, "instance starting");
+        let span = tracing::info_span!("instance", service = %spec.name, instance = %id);
+        let (ctx, events) = (self.ctx.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let r = ctx.launch(&id).await.map_err(|e| (id, e));
+                let _ = events.send(Event::Started(r));
             }
+            .instrument(span),
+        );
+    }
+
+    /// Drains (if `drain`) and stops the instance in the background; it reports back as
+    /// [`Event::Stopped`].
+    fn stop(&mut self, running: Running, drain: bool) {
+        self.stopping += 1;
+        let span = tracing::info_span!("instance", service = %self.ctx.spec().name, instance = %running.id);
+        let (ctx, events) = (self.ctx.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let id = drain::drain_and_stop(ctx.as_ref(), running, drain).await;
+                let _ = events.send(Event::Stopped(id));
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Sets the instance gauges and sends the ingress the routable instances.
+    fn publish(&self, queued: usize) {
+        let service = &self.service;
+        for (state, n) in [
+            ("ready", self.ready.len()),
+            ("starting", self.starting),
+            ("stopping", self.stopping),
+        ] {
+            self.metrics
+                .instances
+                .with_label_values(&[service, state])
+                .set(n as i64);
         }
-        metrics
-            .instances
-            .with_label_values(&[&service, "ready"])
-            .set(ready.len() as i64);
-        metrics
-            .instances
-            .with_label_values(&[&service, "starting"])
-            .set(starting as i64);
-        metrics
-            .instances
-            .with_label_values(&[&service, "stopping"])
-            .set(stopping as i64);
-        let snap = Snapshot {
-            endpoints: ready.iter().map(|r| r.running.endpoint.clone()).collect(),
-            starting,
-            at_max: ready.len() + starting >= policy.max_instances,
-            failed_start: if starting == 0 && ready.is_empty() {
-                failed_reason.clone()
+        let snap = self.snapshot();
+        self.metrics
+            .queue_depth
+            .with_label_values(&[service])
+            .set(queued as i64);
+        for r in &self.ready {
+            self.metrics
+                .in_flight
+                .with_label_values(&[service, &r.running.id])
+                .set(r.running.endpoint.in_flight() as i64);
+        }
+        self.snapshot_tx.send_replace(snap);
+    }
+
+    /// What the ingress may route to, and what waiting requests should know.
+    fn snapshot(&self) -> Snapshot {
+        let none_left = self.starting == 0 && self.ready.is_empty();
+        Snapshot {
+            endpoints: self
+                .ready
+                .iter()
+                .map(|r| r.running.endpoint.clone())
+                .collect(),
+            starting: self.starting,
+            at_max: self.ready.len() + self.starting >= self.policy.max_instances,
+            failed_start: if none_left {
+                self.failed_reason.clone()
             } else {
                 None
             },
-            avg_startup: (!startups.is_empty())
-                .then(|| startups.iter().sum::<Duration>() / startups.len() as u32),
-        };
-        metrics
-            .queue_depth
-            .with_label_values(&[&service])
-            .set(obs.queued as i64);
-        for r in &ready {
-            metrics
-                .in_flight
-                .with_label_values(&[&service, &r.running.id])
-                .set(r.running.endpoint.in_flight() as i64);
+            avg_startup: self.startups.average(),
         }
-        snapshot_tx.send_replace(snap);
     }
 
-    // Shutdown: stop routing, let in-flight requests finish, stop everything.
-    info!(service = %service, "shutting down: draining {} instance(s)", ready.len());
-    snapshot_tx.send_replace(Snapshot {
-        at_max: true,
-        ..Default::default()
-    });
-    for r in ready.drain(..) {
-        stopping += 1;
-        spawn_stop(&ctx, r.running, &tx, true);
-    }
-    while stopping > 0 || starting > 0 {
-        match rx.recv().await {
-            Some(Event::Stopped(_)) => stopping -= 1,
-            Some(Event::Started(Ok(running))) => {
-                starting -= 1;
-                stopping += 1;
-                spawn_stop(&ctx, running, &tx, true);
-            }
-            Some(Event::Started(Err(_))) => starting -= 1,
-            Some(Event::Exited(_)) | Some(Event::Unhealthy(..)) => {}
-            None => break,
+    /// Stops routing, lets in-flight requests finish and stops every instance, including
+    /// those still starting; returns when all are gone.
+    pub async fn shut_down(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
+        info!(service = %self.service, "shutting down: draining {} instance(s)", self.ready.len());
+        self.snapshot_tx.send_replace(Snapshot {
+            at_max: true,
+            ..Default::default()
+        });
+        for r in std::mem::take(&mut self.ready) {
+            self.stop(r.running, true);
         }
-    }
-    for (_, h) in exit_watchers.into_iter().chain(live_checks) {
-        h.abort();
+        while self.stopping > 0 || self.starting > 0 {
+            match events.recv().await {
+                Some(Event::Stopped(_)) => self.stopping -= 1,
+                Some(Event::Started(Ok(running))) => {
+                    self.starting -= 1;
+                    self.stop(running, true);
+                }
+                Some(Event::Started(Err(_))) => self.starting -= 1,
+                Some(Event::Exited(_) | Event::Unhealthy(..) | Event::OutOfMemory(_)) => {}
+                None => break,
+            }
+        }
+        let watchers = self.exit_watchers.drain().chain(self.live_checks.drain());
+        for (_, h) in watchers {
+            h.abort();
+        }
     }
 }
 
-/// Drains an instance (in-flight requests finish, bounded by the request timeout), then
-/// runs the stop sequence in the background.
-fn spawn_stop<I: Instances>(
-    ctx: &Arc<I>,
-    running: Running,
-    tx: &mpsc::UnboundedSender<Event>,
-    drain: bool,
-) {
-    let ctx = ctx.clone();
-    let tx = tx.clone();
-    let span = tracing::info_span!("instance", service = %ctx.spec().name, instance = %running.id);
-    tokio::spawn(
-        async move {
-            let id = running.id.clone();
-            running.endpoint.close();
-            let drain_until = Instant::now() + ctx.spec().timeout;
-            while drain
-                && running.endpoint.in_flight() > 0 && running.exit.borrow().is_none() && Instant::now() < drain_until {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let stopped = ctx.stop(running).await;
-            if let Some(s) = stopped {
-                if s.killed {
-                    info!(instance = %id, "SIGKILL sent {} s after SIGTERM", super::KILL_GRACE.as_secs());
-                }
-            }
-            let _ = tx.send(Event::Stopped(id));
+/// The last start-up times: their average tells waiting requests how long a start takes.
+#[derive(Default)]
+struct StartupTimes(VecDeque<Duration>);
+
+impl StartupTimes {
+    /// How many of the last start-ups count.
+    const KEPT: usize = 20;
+
+    fn push(&mut self, startup: Duration) {
+        self.0.push_back(startup);
+        if self.0.len() > Self::KEPT {
+            self.0.pop_front();
         }
-        .instrument(span),
-    );
+    }
+
+    fn average(&self) -> Option<Duration> {
+        (!self.0.is_empty()).then(|| self.0.iter().sum::<Duration>() / self.0.len() as u32)
+    }
 }
 
-/// Runs a liveness probe until it fails `failureThreshold` times in a row; returns why.
-async fn liveness(
-    p: &super::probe::Probe,
-    dialer: &crate::runtime::network::NetnsDialer,
-) -> String {
-    tokio::time::sleep(p.initial_delay).await;
-    let mut failures = 0;
-    loop {
-        match super::probe::check(p, dialer).await {
-            Ok(()) => failures = 0,
-            Err(e) => {
-                failures += 1;
-                if failures >= p.failure_threshold {
-                    return format!("{failures} failures in a row; last: {e}");
-                }
-            }
+/// An error and its causes, `: `-separated, leaving out a cause whose text the message
+/// before it already ends with (errors written before the convention print their source
+/// themselves). The controller is an edge: it logs start failures and tells them to
+/// waiting requests.
+fn with_causes(e: &dyn StdError) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if out != text && !out.ends_with(&format!(": {text}")) {
+            out.push_str(": ");
+            out.push_str(&text);
         }
-        tokio::time::sleep(p.period).await;
+        cause = c.source();
     }
+    out
 }
 
 async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
@@ -331,118 +497,42 @@ async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<St
     }
 }
 
-/// What the controller needs to run instances: [`Ctx`] over a real runtime, or a scripted
-/// fake in tests of the controller's timing.
-pub trait Instances: Send + Sync + 'static {
-    fn spec(&self) -> &ServiceSpec;
-    /// Creates and starts an instance and waits until it is ready.
-    fn launch(
-        &self,
-        id: &str,
-    ) -> impl std::future::Future<Output = Result<Running, StartError>> + Send;
-    /// Stops an instance (the stop sequence) and removes everything of it.
-    fn stop(
-        &self,
-        running: Running,
-    ) -> impl std::future::Future<Output = Option<super::Stopped>> + Send;
-    fn oom_events(
-        &self,
-    ) -> impl std::future::Future<
-        Output = Result<mpsc::UnboundedReceiver<String>, crate::runtime::RuntimeError>,
-    > + Send;
-    fn oom_killed(&self, id: &str) -> impl std::future::Future<Output = bool> + Send;
-}
-
-impl<R: Runtime> Instances for Ctx<R> {
-    fn spec(&self) -> &ServiceSpec {
-        &self.spec
-    }
-    async fn launch(&self, id: &str) -> Result<Running, StartError> {
-        Ctx::launch(self, id).await
-    }
-    async fn stop(&self, running: Running) -> Option<super::Stopped> {
-        Ctx::stop(self, running).await
-    }
-    async fn oom_events(
-        &self,
-    ) -> Result<mpsc::UnboundedReceiver<String>, crate::runtime::RuntimeError> {
-        self.runtime.oom_events().await
-    }
-    async fn oom_killed(&self, id: &str) -> bool {
-        self.runtime.oom_killed(id).await
-    }
-}
-
-/// Removes what an earlier runlet left of this service (containers found by label).
-pub async fn clean_leftovers<R: Runtime>(ctx: &Ctx<R>) {
-    let Ok(list) = ctx.runtime.list().await else {
-        return;
-    };
-    for c in list {
-        if c.labels.get(labels::SERVICE) == Some(&ctx.spec.name) {
-            warn!(container = %c.id, "removing a container an earlier runlet left behind");
-            let _ =
-                super::stop_container(ctx.runtime.as_ref(), &c.id, Duration::from_secs(1)).await;
-            ctx.teardown(&c.id, None).await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    //! The controller's timing against a scripted fake, under paused tokio time.
-    // The fake's bookkeeping is a few pushes under a lock never held across an await.
-    #![allow(clippy::disallowed_types)]
+    //! The controller's timing against the scripted fake, under paused tokio time.
     use super::*;
-    use crate::control::autoscale::Policy;
+    use crate::control::service::fake::Fake;
     use crate::runtime::ExitStatus;
-    use std::sync::Mutex as StdMutex;
+    use crate::spec::ServiceSpec;
 
-    struct Fake {
-        spec: ServiceSpec,
-        launch_takes: Duration,
-        /// Every launch fails (the container "exits with code 5" during start-up).
-        fail: bool,
-        launched: StdMutex<Vec<(String, Instant)>>,
-        stopped: StdMutex<Vec<(String, Instant)>>,
-        exits: StdMutex<Vec<watch::Sender<Option<ExitStatus>>>>,
-        _oom_tx: StdMutex<Option<mpsc::UnboundedSender<String>>>,
+    #[test]
+    fn the_average_start_up_is_over_the_last_twenty() {
+        let mut t = StartupTimes::default();
+        assert_eq!(t.average(), None);
+        for s in 1..=30 {
+            t.push(Duration::from_secs(s));
+        }
+        // 11..=30 kept: average 20.5 s.
+        assert_eq!(t.average(), Some(Duration::from_millis(20_500)));
     }
 
-    impl Instances for Fake {
-        fn spec(&self) -> &ServiceSpec {
-            &self.spec
-        }
-        async fn launch(&self, id: &str) -> Result<Running, StartError> {
-            self.launched
-                .lock()
-                .unwrap()
-                .push((id.to_string(), Instant::now()));
-            tokio::time::sleep(self.launch_takes).await;
-            if self.fail {
-                return Err(StartError::Exited(ExitStatus { code: 5 }));
-            }
-            let (r, tx) = Running::without_container(id);
-            self.exits.lock().unwrap().push(tx);
-            Ok(r)
-        }
-        async fn stop(&self, running: Running) -> Option<crate::control::Stopped> {
-            self.stopped
-                .lock()
-                .unwrap()
-                .push((running.id, Instant::now()));
-            None
-        }
-        async fn oom_events(
-            &self,
-        ) -> Result<mpsc::UnboundedReceiver<String>, crate::runtime::RuntimeError> {
-            let (tx, rx) = mpsc::unbounded_channel();
-            *self._oom_tx.lock().unwrap() = Some(tx);
-            Ok(rx)
-        }
-        async fn oom_killed(&self, _: &str) -> bool {
-            false
-        }
+    #[test]
+    fn causes_are_told_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("starting the instance")]
+        struct Quiet(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("starting the instance: {0}")]
+        struct Loud(#[source] std::io::Error);
+        let io = || std::io::Error::other("no space left");
+        assert_eq!(
+            with_causes(&Quiet(io())),
+            "starting the instance: no space left"
+        );
+        assert_eq!(
+            with_causes(&Loud(io())),
+            "starting the instance: no space left"
+        );
     }
 
     fn spec(min: usize, max: usize) -> ServiceSpec {
@@ -491,15 +581,7 @@ mod tests {
             concurrency: s.concurrency,
             idle_timeout: s.idle_timeout,
         };
-        let fake = Arc::new(Fake {
-            spec: s,
-            launch_takes,
-            fail,
-            launched: StdMutex::new(vec![]),
-            stopped: StdMutex::new(vec![]),
-            exits: StdMutex::new(vec![]),
-            _oom_tx: StdMutex::new(None),
-        });
+        let fake = Arc::new(Fake::new(s, launch_takes, fail));
         let demand = Arc::new(Demand::default());
         let (tx, snap) = watch::channel(Snapshot::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
