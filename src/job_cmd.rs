@@ -14,6 +14,7 @@ use runlet::control::job::{self, Ctx, Line, LineSink};
 use runlet::control::KILL_GRACE;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
+use runlet::runtime::rootfs::MemoryFs;
 use runlet::runtime::{ocispec, Runtime};
 use runlet::spec::SpecError;
 
@@ -65,7 +66,7 @@ pub async fn run(client: Containerd, cmd: &JobCommand, state_dir: &Path) -> Resu
     };
     let store = RecordStore::new(state_dir);
     let net = NetConfig::new();
-    let recovered = job::recover(&client, Some(&net), &store, state_dir)
+    let recovered = job::recover(&client, &net, &MemoryFs, &store, state_dir)
         .await
         .context("cleaning up after an earlier runlet")?;
     for e in &recovered.executions {
@@ -174,7 +175,8 @@ async fn execute(
     });
     let ctx = Arc::new(Ctx {
         runtime: Arc::new(client),
-        net: Some(net),
+        net,
+        rootfs: MemoryFs,
         spec: Arc::new(spec),
         image,
         user,

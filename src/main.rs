@@ -22,6 +22,7 @@ use runlet::metrics::Metrics;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::embedded::{self, Connection};
 use runlet::runtime::network::NetConfig;
+use runlet::runtime::rootfs::MemoryFs;
 use runlet::runtime::{ocispec, Runtime};
 use runlet::spec::{self, ServiceSpec, SpecError};
 
@@ -278,6 +279,7 @@ async fn serve(
     let ctx = Arc::new(Ctx {
         runtime: Arc::new(c.clone()),
         net,
+        rootfs: MemoryFs,
         spec: spec.clone(),
         image,
         user,

@@ -6,7 +6,8 @@
 //! - [`spec`]: the job from flags and Cloud Run job YAML, validated; default parallelism.
 //! - [`schedule`]: the decisions, as plain functions (`next_action`, [`Scheduler`]).
 //! - [`record`]: execution records in Cloud Run's vocabulary, written durably; the owner lock.
-//! - [`run`]: the execution loop, one attempt's container life, recovery after a crash.
+//! - [`run`]: the execution loop, one attempt (its container is a
+//!   [`Sandbox`](crate::control::sandbox::Sandbox)), recovery after a crash.
 
 pub mod record;
 pub mod run;
@@ -20,7 +21,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::image::ImageInfo;
-use crate::runtime::network::NetConfig;
+use crate::runtime::network::{NetConfig, Network};
+use crate::runtime::rootfs::{MemoryFs, RootFs};
 use crate::runtime::{Runtime, RuntimeError};
 
 pub use record::{ExecutionRecord, ExecutionState, RecordError, RecordStore};
@@ -50,11 +52,12 @@ pub struct Line<'a> {
 pub type LineSink = Arc<dyn Fn(&Line<'_>) + Send + Sync>;
 
 /// What every attempt of an execution shares.
-pub struct Ctx<R: Runtime> {
+pub struct Ctx<R: Runtime, N: Network = NetConfig, F: RootFs = MemoryFs> {
     pub runtime: Arc<R>,
-    /// CNI networking, one namespace per attempt (OUT-1). `None` (tests with the fake
-    /// runtime) leaves the namespace to runc: private, loopback only.
-    pub net: Option<NetConfig>,
+    /// One network namespace per attempt (OUT-1).
+    pub net: N,
+    /// Where each attempt's root filesystem's writable layer lives (in memory).
+    pub rootfs: F,
     pub spec: Arc<JobSpec>,
     pub image: ImageInfo,
     /// Numeric user and group resolved from the image's `User`.
@@ -67,7 +70,7 @@ pub struct Ctx<R: Runtime> {
     pub kill_grace: Duration,
 }
 
-impl<R: Runtime> Ctx<R> {
+impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
     /// An attempt's files (FIFOs, /etc files).
     pub fn task_dir(&self, id: &str) -> PathBuf {
         tasks_dir(&self.state_dir).join(id)

@@ -1,6 +1,6 @@
-//! The execution loop against the scripted fake runtime, in paused time: parallelism,
-//! retries, timeouts (SIGTERM, SIGKILL exactly 10 s later), OOM, cancellation, records, and
-//! recovery of abandoned executions.
+//! The execution loop against the scripted fake runtime, network and root fs, in paused
+//! time: an attempt's whole life in order, parallelism, retries, timeouts (SIGTERM, SIGKILL
+//! exactly 10 s later), OOM, cancellation, records, and recovery of abandoned executions.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,8 +16,10 @@ use super::super::spec::{resolve, JobFlags, JobSpec};
 use super::super::{container_id, Ctx, LineSink};
 use super::{execute, recover};
 use crate::control::KILL_GRACE;
-use crate::runtime::fake::{Behaviour, Call, FakeRuntime};
+use crate::runtime::fake::{Behaviour, Call, FakeNetwork, FakeRootFs, FakeRuntime};
 use crate::runtime::{labels, ContainerSpec, Runtime};
+
+type TestCtx = Ctx<FakeRuntime, FakeNetwork, FakeRootFs>;
 
 fn spec(tasks: u32, max_retries: u32, timeout: &str) -> JobSpec {
     resolve(
@@ -35,11 +37,12 @@ fn spec(tasks: u32, max_retries: u32, timeout: &str) -> JobSpec {
     .unwrap()
 }
 
-fn ctx(rt: &FakeRuntime, spec: JobSpec, state_dir: &Path) -> Arc<Ctx<FakeRuntime>> {
+fn ctx(rt: &FakeRuntime, spec: JobSpec, state_dir: &Path) -> Arc<TestCtx> {
     let sink: LineSink = Arc::new(|_| {});
     Arc::new(Ctx {
         runtime: Arc::new(rt.clone()),
-        net: None,
+        net: rt.network(),
+        rootfs: rt.root_fs(),
         spec: Arc::new(spec),
         image: Default::default(),
         user: (0, 0),
@@ -157,6 +160,83 @@ async fn four_tasks_two_at_a_time_with_the_contract_env() {
         "the final record is on disk"
     );
     assert!(!store.is_live("hello-abcde"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_is_attached_mounted_created_started_deleted_then_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::new();
+    rt.on_start(|_| {
+        Some(Behaviour {
+            after: Duration::from_millis(100),
+            code: 0,
+            oom: false,
+        })
+    })
+    .await;
+    let store = RecordStore::new(dir.path());
+    let c = ctx(&rt, spec(1, 0, "10m"), dir.path());
+    let rec = execute(c.clone(), &store, "hello-life", 1, never())
+        .await
+        .unwrap();
+    assert_eq!(rec.status.state, ExecutionState::Succeeded);
+    let id = container_id("hello-life", 0, 0);
+    let rootfs = c.task_dir(&id).join("rootfs");
+    assert_eq!(
+        rt.calls().await,
+        vec![
+            Call::Attach(id.clone()),
+            Call::Mount(rootfs.clone()),
+            Call::Create(id.clone()),
+            Call::Start(id.clone()),
+            Call::Delete(id.clone()),
+            Call::Detach(id.clone()),
+            Call::Unmount(rootfs),
+        ]
+    );
+    // The container joins its namespace and sees its own /etc files.
+    let created = rt.spec(&id).await.unwrap();
+    let netns = format!("/run/netns/runlet-{id}");
+    assert_eq!(created.labels[labels::NETNS], netns);
+    let namespaces = created.oci_spec["linux"]["namespaces"].to_string();
+    assert!(namespaces.contains(&netns), "{namespaces}");
+    assert!(created.upper_dir.unwrap().ends_with("rootfs"));
+    let mounts = created.oci_spec["mounts"].to_string();
+    assert!(mounts.contains("/etc/hosts"), "{mounts}");
+    assert!(!c.task_dir(&id).exists(), "the files are gone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_network_that_cannot_attach_fails_the_attempt_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::new();
+    rt.fail_attaches().await;
+    let store = RecordStore::new(dir.path());
+    let c = ctx(&rt, spec(1, 0, "10m"), dir.path());
+    let rec = execute(c.clone(), &store, "hello-nonet", 1, never())
+        .await
+        .unwrap();
+    let r = rec.status.tasks[0].last_attempt_result.clone().unwrap();
+    assert_eq!(r.reason, AttemptReason::RuntimeError);
+    assert!(
+        r.message
+            .contains("attaching the container's network: CNI bridge ADD")
+            && r.message.contains("scripted failure"),
+        "{}",
+        r.message
+    );
+    let id = container_id("hello-nonet", 0, 0);
+    let rootfs = c.task_dir(&id).join("rootfs");
+    assert_eq!(
+        rt.calls().await,
+        vec![
+            Call::Attach(id.clone()),
+            Call::Delete(id.clone()),
+            Call::Detach(id.clone()),
+            Call::Unmount(rootfs),
+        ]
+    );
+    assert!(!c.task_dir(&id).exists());
 }
 
 #[tokio::test(start_paused = true)]
@@ -484,7 +564,7 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
     // And an attempt directory of the dead execution whose container was never created.
     std::fs::create_dir_all(super::super::tasks_dir(dir.path()).join("hello-dead1-2-0")).unwrap();
 
-    let r = recover(&rt, None, &store, dir.path()).await.unwrap();
+    let r = recover(&rt, &rt.network(), &rt.root_fs(), &store, dir.path()).await.unwrap();
     assert_eq!(r.executions, vec!["hello-dead1".to_string()]);
     let mut removed = r.containers.clone();
     removed.sort();
@@ -518,7 +598,7 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
 
     // Idempotent: nothing more to do.
     assert_eq!(
-        recover(&rt, None, &store, dir.path()).await.unwrap(),
+        recover(&rt, &rt.network(), &rt.root_fs(), &store, dir.path()).await.unwrap(),
         Default::default()
     );
 }
