@@ -23,7 +23,7 @@ use super::{stop_container, Stopped, KILL_GRACE};
 use crate::image::ImageInfo;
 use crate::ingress::{Dial, Endpoint};
 use crate::runtime::cgroup::CpuQuota;
-use crate::runtime::network::{NetConfig, Network, NetnsDialer};
+use crate::runtime::network::{NetConfig, NetnsDialer, Network};
 use crate::runtime::rootfs::{MemoryFs, RootFs};
 use crate::runtime::{labels, ocispec, ExitStatus, Runtime};
 use crate::spec::ServiceSpec;
@@ -91,7 +91,8 @@ pub struct Running {
     /// Where the start-up time went: network, create (snapshot, container, task), start,
     /// and the wait for the first successful probe.
     pub phases: Phases,
-    sandbox: Option<Sandbox>,
+    /// Boxed: a `Running` travels in the controller's events.
+    sandbox: Option<Box<Sandbox>>,
 }
 
 impl Running {
@@ -123,7 +124,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
         let mut sandbox = Sandbox::new(id);
         match self.create_and_start(&mut sandbox, t0).await {
             Ok(mut running) => {
-                running.sandbox = Some(sandbox);
+                running.sandbox = Some(Box::new(sandbox));
                 Ok(running)
             }
             Err(e) => {
@@ -305,7 +306,8 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
                 None
             }
         };
-        self.teardown(&running.id, running.sandbox.take()).await;
+        self.teardown(&running.id, running.sandbox.take().map(|b| *b))
+            .await;
         stopped
     }
 
@@ -326,5 +328,115 @@ impl Dial for NoDial {
         Box<dyn std::future::Future<Output = std::io::Result<tokio::net::TcpStream>> + Send + '_>,
     > {
         Box::pin(async { Err(std::io::Error::other("instance not ready")) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A whole launch on the fake runtime, network and root fs: the fake network's dialer
+    //! reaches the host's loopback, where the test plays the instance.
+    use super::*;
+    use crate::control::sandbox::tests::{made, released};
+    use crate::runtime::fake::{Call, FakeNetwork, FakeRootFs, FakeRuntime};
+
+    fn ctx(
+        rt: &FakeRuntime,
+        port: u16,
+        dir: &std::path::Path,
+    ) -> Ctx<FakeRuntime, FakeNetwork, FakeRootFs> {
+        let spec = ServiceSpec {
+            name: "svc".into(),
+            revision: "svc-00001-abc".into(),
+            image: "probe".into(),
+            port,
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            env: vec![],
+            command: Some(vec!["/probe".into()]),
+            args: None,
+            memory_bytes: 256 << 20,
+            cpu: 1.0,
+            concurrency: 1,
+            timeout: Duration::from_secs(300),
+            min_instances: 0,
+            max_instances: 1,
+            idle_timeout: Duration::from_secs(60),
+            startup_timeout: Duration::from_secs(5),
+            use_http2: false,
+            cpu_throttling: false,
+            startup_probe: None,
+            liveness_probe: None,
+            volumes: vec![],
+        };
+        Ctx {
+            runtime: Arc::new(rt.clone()),
+            net: rt.network(),
+            rootfs: rt.root_fs(),
+            spec: Arc::new(spec),
+            image: Default::default(),
+            user: (0, 0),
+            state_dir: dir.to_path_buf(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_is_ready_once_its_port_accepts_and_stops_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rt = FakeRuntime::new();
+        rt.exit_on(&[15]).await;
+        let c = ctx(&rt, port, tmp.path());
+        let running = c.launch("svc-1").await.unwrap();
+        assert!(running.dialer.is_some());
+        let spec = rt.spec("svc-1").await.unwrap();
+        assert_eq!(spec.labels[labels::SERVICE], "svc");
+        assert_eq!(spec.labels[labels::INSTANCE], "svc-1");
+        assert_eq!(spec.labels[labels::CONTAINER], "ingress");
+        assert_eq!(spec.labels[labels::MANAGED], "true");
+        let stopped = c.stop(running).await.unwrap();
+        assert_eq!(stopped.exit, Some(ExitStatus { code: 143 }));
+        let (id, dir) = ("svc-1".to_string(), c.dir("svc-1"));
+        let stop = [
+            Call::Start(id.clone()),
+            Call::Kill {
+                id: id.clone(),
+                signal: 15,
+                all: false,
+            },
+            // The stop sequence's delete, then the teardown's.
+            Call::Delete(id.clone()),
+            Call::Delete(id.clone()),
+        ];
+        assert_eq!(
+            rt.calls().await,
+            [made(&id, &dir), stop.to_vec(), released(&id, &dir)].concat()
+        );
+        assert!(!c.dir("svc-1").exists());
+    }
+
+    #[tokio::test]
+    async fn an_exit_during_start_up_fails_the_launch_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rt = FakeRuntime::new();
+        rt.exit_after(Duration::from_millis(20), 5).await;
+        let c = ctx(&rt, port, tmp.path());
+        let err = c.launch("svc-2").await.err().unwrap();
+        assert!(
+            matches!(err, StartError::Exited(ExitStatus { code: 5 })),
+            "{err}"
+        );
+        let calls = rt.calls().await;
+        assert!(
+            calls.ends_with(&released("svc-2", &c.dir("svc-2"))),
+            "{calls:?}"
+        );
+        assert!(rt.list().await.unwrap().is_empty());
+        assert!(!c.dir("svc-2").exists());
     }
 }

@@ -132,9 +132,9 @@ impl Sandbox {
         std::fs::create_dir_all(dir).map_err(SandboxError::Files)?;
         let att = net.attach(&id).await?;
         self.timings.network = t0.elapsed();
-        let pipes = self.pipes.insert(
-            Pipes::open(&dir.join("io"), plan.sink).map_err(SandboxError::Files)?,
-        );
+        let pipes = self
+            .pipes
+            .insert(Pipes::open(&dir.join("io"), plan.sink).map_err(SandboxError::Files)?);
         let (stdout, stderr) = (
             pipes.stdout.display().to_string(),
             pipes.stderr.display().to_string(),
@@ -250,3 +250,110 @@ pub async fn release(net: &impl Network, rootfs: &impl RootFs, id: &str, dir: &P
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[cfg(test)]
+pub(crate) mod tests {
+    //! A sandbox's life on the fake runtime, network and root fs, asserting the call order.
+    use super::*;
+    use crate::runtime::fake::{Call, FakeRuntime, FAKE_IP};
+
+    /// What [`Sandbox::create`] of `id` in `dir` records, in order.
+    pub(crate) fn made(id: &str, dir: &Path) -> Vec<Call> {
+        vec![
+            Call::Attach(id.to_string()),
+            Call::Mount(dir.join("rootfs")),
+            Call::Create(id.to_string()),
+        ]
+    }
+
+    /// What [`release`] of `id` in `dir` records, in order.
+    pub(crate) fn released(id: &str, dir: &Path) -> Vec<Call> {
+        vec![
+            Call::Detach(id.to_string()),
+            Call::Unmount(dir.join("rootfs")),
+        ]
+    }
+
+    fn plan<'a>(dir: &'a Path, image: &'a ImageInfo) -> Plan<'a> {
+        let mut labels = HashMap::new();
+        labels.insert(labels::JOB.to_string(), "hello".to_string());
+        Plan {
+            dir,
+            image,
+            args: vec!["/probe".into()],
+            env: vec!["A=1".into()],
+            user: (1000, 1000),
+            memory_bytes: 256 << 20,
+            cpu: 1.0,
+            tmpfs: vec![],
+            labels,
+            sink: Arc::new(|_, _| {}),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sandbox_is_made_started_watched_removed_and_released_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c1");
+        let rt = FakeRuntime::new();
+        rt.exit_after(Duration::from_secs(1), 3).await;
+        let (runtime, net, rootfs) = (Arc::new(rt.clone()), rt.network(), rt.root_fs());
+        let image = ImageInfo::default();
+        let mut sb = Sandbox::new("c1");
+        let att = sb
+            .create(&runtime, &net, &rootfs, plan(&dir, &image))
+            .await
+            .unwrap();
+        assert_eq!(att.ip.as_deref(), Some(FAKE_IP));
+        let hosts = std::fs::read_to_string(dir.join("etc/hosts")).unwrap();
+        assert!(hosts.contains(FAKE_IP), "{hosts}");
+        let spec = rt.spec("c1").await.unwrap();
+        assert_eq!(spec.labels[labels::MANAGED], "true");
+        assert_eq!(spec.labels[labels::JOB], "hello");
+        assert_eq!(spec.labels[labels::NETNS], "/run/netns/runlet-c1");
+        let mut exit = sb.exit();
+        sb.start(runtime.as_ref()).await.unwrap();
+        assert_eq!(sb.exited().await.unwrap(), ExitStatus { code: 3 });
+        assert_eq!(*exit.borrow_and_update(), Some(ExitStatus { code: 3 }));
+        sb.remove(runtime.as_ref()).await;
+        release(&net, &rootfs, "c1", &dir).await;
+        assert!(!dir.exists());
+        let c1 = || "c1".to_string();
+        let life = [Call::Start(c1()), Call::Delete(c1())];
+        assert_eq!(
+            rt.calls().await,
+            [made("c1", &dir), life.to_vec(), released("c1", &dir)].concat()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_failed_create_made_is_undone_by_remove_and_release() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c2");
+        let rt = FakeRuntime::new();
+        rt.fail_creates().await;
+        let (runtime, net, rootfs) = (Arc::new(rt.clone()), rt.network(), rt.root_fs());
+        let image = ImageInfo::default();
+        let mut sb = Sandbox::new("c2");
+        let err = sb
+            .create(&runtime, &net, &rootfs, plan(&dir, &image))
+            .await
+            .unwrap_err();
+        // The message says what was being done; the cause is the source, not repeated.
+        assert_eq!(err.to_string(), "creating the container");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(cause, "create c2: scripted failure");
+        assert!(matches!(sb.exited().await, Err(SandboxError::WatcherGone)));
+        sb.remove(runtime.as_ref()).await;
+        release(&net, &rootfs, "c2", &dir).await;
+        assert!(!dir.exists());
+        assert_eq!(
+            rt.calls().await,
+            [
+                made("c2", &dir),
+                vec![Call::Delete("c2".into())],
+                released("c2", &dir)
+            ]
+            .concat()
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Mutex};
 
-use super::network::{Attachment, NetConfig, NetError, Network, NetnsDialer};
+use super::network::{Attachment, NetConfig, NetError, NetnsDialer, Network};
 use super::rootfs::RootFs;
 use super::{ContainerInfo, ContainerSpec, ExitStatus, Runtime, RuntimeError};
 use crate::image::ImageInfo;
@@ -22,7 +22,11 @@ pub enum Call {
     Resolve(String),
     Create(String),
     Start(String),
-    Kill { id: String, signal: u32, all: bool },
+    Kill {
+        id: String,
+        signal: u32,
+        all: bool,
+    },
     Delete(String),
     /// [`FakeNetwork`]: a namespace made or removed for a container id.
     Attach(String),
@@ -61,6 +65,17 @@ pub struct Behaviour {
     pub after: Duration,
     pub code: u32,
     pub oom: bool,
+}
+
+impl Behaviour {
+    /// Exit by itself with `code` after `after`.
+    pub fn exit(after: Duration, code: u32) -> Behaviour {
+        Behaviour {
+            after,
+            code,
+            oom: false,
+        }
+    }
 }
 
 /// A fake runtime. Clone it to keep a handle for scripting while the code under test owns one.
@@ -128,6 +143,12 @@ impl FakeRuntime {
         script: impl Fn(&ContainerSpec) -> Option<Behaviour> + Send + Sync + 'static,
     ) {
         self.state.lock().await.on_start = Some(Arc::new(script));
+    }
+
+    /// Every container exits by itself with `code`, `after` its start.
+    pub async fn exit_after(&self, after: Duration, code: u32) {
+        self.on_start(move |_| Some(Behaviour::exit(after, code)))
+            .await;
     }
 
     /// The spec container `id` was created with (also after it was deleted).

@@ -51,9 +51,8 @@ pub async fn execute<R: Runtime, N: Network, F: RootFs>(
 ) -> Result<ExecutionRecord, JobError> {
     let span = info_span!("execution", job = %ctx.spec.name, execution = %name);
     let lock = store.lock(name)?;
-    let result = run_loop(ctx, store, name, parallelism, cancel)
-        .instrument(span)
-        .await;
+    let rec = ExecutionRecord::new(&ctx.spec, name, parallelism, SystemTime::now());
+    let result = run_loop(ctx, store, rec, cancel).instrument(span).await;
     finish_lock(lock, &result);
     result
 }
@@ -68,16 +67,16 @@ fn finish_lock(lock: ExecutionLock, result: &Result<ExecutionRecord, JobError>) 
     }
 }
 
+/// Runs the execution `rec` starts, saving `rec` as it goes.
 async fn run_loop<R: Runtime, N: Network, F: RootFs>(
     ctx: Arc<Ctx<R, N, F>>,
     store: &RecordStore,
-    name: &str,
-    parallelism: u32,
+    mut rec: ExecutionRecord,
     cancel: impl Future<Output = ()>,
 ) -> Result<ExecutionRecord, JobError> {
     let spec = ctx.spec.clone();
     let t0 = Instant::now();
-    let mut rec = ExecutionRecord::new(&spec, name, parallelism, SystemTime::now());
+    let parallelism = rec.status.parallelism;
     store.save(&rec).await?;
     info!(
         tasks = spec.task_count,
@@ -85,7 +84,7 @@ async fn run_loop<R: Runtime, N: Network, F: RootFs>(
         max_retries = spec.max_retries,
         "execution started"
     );
-    let execution: Arc<str> = Arc::from(name);
+    let execution: Arc<str> = Arc::from(rec.name());
     let mut sched = Scheduler::new(spec.task_count, parallelism, spec.max_retries);
     let (tx, mut rx) = mpsc::unbounded_channel::<AttemptDone>();
     let (cancel_tx, cancel_rx) = watch::channel(false);

@@ -15,6 +15,7 @@ use super::super::record::{
 use super::super::spec::{resolve, JobFlags, JobSpec};
 use super::super::{container_id, Ctx, LineSink};
 use super::{execute, recover};
+use crate::control::sandbox::tests::{made, released};
 use crate::control::KILL_GRACE;
 use crate::runtime::fake::{Behaviour, Call, FakeNetwork, FakeRootFs, FakeRuntime};
 use crate::runtime::{labels, ContainerSpec, Runtime};
@@ -98,14 +99,7 @@ fn never() -> impl std::future::Future<Output = ()> {
 async fn four_tasks_two_at_a_time_with_the_contract_env() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
-    rt.on_start(|_| {
-        Some(Behaviour {
-            after: Duration::from_secs(1),
-            code: 0,
-            oom: false,
-        })
-    })
-    .await;
+    rt.exit_after(Duration::from_secs(1), 0).await;
     let store = RecordStore::new(dir.path());
     let c = ctx(&rt, spec(4, 3, "10m"), dir.path());
     let t0 = Instant::now();
@@ -166,14 +160,7 @@ async fn four_tasks_two_at_a_time_with_the_contract_env() {
 async fn an_attempt_is_attached_mounted_created_started_deleted_then_released() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
-    rt.on_start(|_| {
-        Some(Behaviour {
-            after: Duration::from_millis(100),
-            code: 0,
-            oom: false,
-        })
-    })
-    .await;
+    rt.exit_after(Duration::from_millis(100), 0).await;
     let store = RecordStore::new(dir.path());
     let c = ctx(&rt, spec(1, 0, "10m"), dir.path());
     let rec = execute(c.clone(), &store, "hello-life", 1, never())
@@ -181,18 +168,11 @@ async fn an_attempt_is_attached_mounted_created_started_deleted_then_released() 
         .unwrap();
     assert_eq!(rec.status.state, ExecutionState::Succeeded);
     let id = container_id("hello-life", 0, 0);
-    let rootfs = c.task_dir(&id).join("rootfs");
+    let dir = c.task_dir(&id);
+    let life = [Call::Start(id.clone()), Call::Delete(id.clone())];
     assert_eq!(
         rt.calls().await,
-        vec![
-            Call::Attach(id.clone()),
-            Call::Mount(rootfs.clone()),
-            Call::Create(id.clone()),
-            Call::Start(id.clone()),
-            Call::Delete(id.clone()),
-            Call::Detach(id.clone()),
-            Call::Unmount(rootfs),
-        ]
+        [made(&id, &dir), life.to_vec(), released(&id, &dir)].concat()
     );
     // The container joins its namespace and sees its own /etc files.
     let created = rt.spec(&id).await.unwrap();
@@ -226,15 +206,14 @@ async fn a_network_that_cannot_attach_fails_the_attempt_and_leaves_nothing() {
         r.message
     );
     let id = container_id("hello-nonet", 0, 0);
-    let rootfs = c.task_dir(&id).join("rootfs");
+    let released = released(&id, &c.task_dir(&id));
     assert_eq!(
         rt.calls().await,
-        vec![
-            Call::Attach(id.clone()),
-            Call::Delete(id.clone()),
-            Call::Detach(id.clone()),
-            Call::Unmount(rootfs),
+        [
+            vec![Call::Attach(id.clone()), Call::Delete(id.clone())],
+            released
         ]
+        .concat()
     );
     assert!(!c.task_dir(&id).exists());
 }
@@ -244,11 +223,10 @@ async fn a_task_failing_twice_then_succeeding_is_retried_as_fresh_containers() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
     rt.on_start(|spec| {
-        Some(Behaviour {
-            after: Duration::from_millis(100),
-            code: if attempt_of(spec) < 2 { 1 } else { 0 },
-            oom: false,
-        })
+        Some(Behaviour::exit(
+            Duration::from_millis(100),
+            if attempt_of(spec) < 2 { 1 } else { 0 },
+        ))
     })
     .await;
     let store = RecordStore::new(dir.path());
@@ -284,14 +262,7 @@ async fn a_task_failing_twice_then_succeeding_is_retried_as_fresh_containers() {
 async fn a_task_that_always_fails_gets_max_retries_plus_one_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
-    rt.on_start(|_| {
-        Some(Behaviour {
-            after: Duration::from_millis(10),
-            code: 3,
-            oom: false,
-        })
-    })
-    .await;
+    rt.exit_after(Duration::from_millis(10), 3).await;
     let store = RecordStore::new(dir.path());
     let rec = execute(
         ctx(&rt, spec(2, 1, "10m"), dir.path()),
@@ -564,7 +535,9 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
     // And an attempt directory of the dead execution whose container was never created.
     std::fs::create_dir_all(super::super::tasks_dir(dir.path()).join("hello-dead1-2-0")).unwrap();
 
-    let r = recover(&rt, &rt.network(), &rt.root_fs(), &store, dir.path()).await.unwrap();
+    let r = recover(&rt, &rt.network(), &rt.root_fs(), &store, dir.path())
+        .await
+        .unwrap();
     assert_eq!(r.executions, vec!["hello-dead1".to_string()]);
     let mut removed = r.containers.clone();
     removed.sort();
@@ -598,7 +571,9 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
 
     // Idempotent: nothing more to do.
     assert_eq!(
-        recover(&rt, &rt.network(), &rt.root_fs(), &store, dir.path()).await.unwrap(),
+        recover(&rt, &rt.network(), &rt.root_fs(), &store, dir.path())
+            .await
+            .unwrap(),
         Default::default()
     );
 }
@@ -620,11 +595,7 @@ async fn a_result_is_on_disk_before_the_next_task_starts() {
                 Ordering::SeqCst,
             );
         }
-        Some(Behaviour {
-            after: Duration::from_millis(200),
-            code: 0,
-            oom: false,
-        })
+        Some(Behaviour::exit(Duration::from_millis(200), 0))
     })
     .await;
     execute(
