@@ -18,6 +18,7 @@ use runlet::control::job::{self, Ctx, ExecutionState, Line, LineSink, RecordStor
 use runlet::control::KILL_GRACE;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
+use runlet::runtime::rootfs::MemoryFs;
 use runlet::runtime::{ocispec, Runtime};
 use runlet::spec::SpecError;
 
@@ -43,7 +44,7 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
     with_containerd(global, |client| async move {
         let store = RecordStore::new(state_dir);
         let net = NetConfig::new();
-        let recovered = job::recover(&client, Some(&net), &store, state_dir)
+        let recovered = job::recover(&client, &net, &MemoryFs, &store, state_dir)
             .await
             .context("cleaning up after an earlier runlet")?;
         for e in &recovered.executions {
@@ -167,7 +168,8 @@ async fn execute(
     });
     let ctx = Arc::new(Ctx {
         runtime: Arc::new(client),
-        net: Some(net),
+        net,
+        rootfs: MemoryFs,
         spec: Arc::new(spec),
         image,
         user,

@@ -21,6 +21,7 @@ use runlet::ingress::{self, Demand, IngressConfig, Snapshot};
 use runlet::metrics::Metrics;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
+use runlet::runtime::rootfs::MemoryFs;
 use runlet::runtime::Runtime;
 use runlet::spec::{self, ServiceSpec, SpecError};
 
@@ -137,6 +138,7 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     let ctx = Arc::new(Ctx {
         runtime: Arc::new(c.clone()),
         net,
+        rootfs: MemoryFs,
         spec: spec.clone(),
         image,
         user,

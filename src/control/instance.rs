@@ -1,9 +1,10 @@
-//! One service instance: network, container, start-up probe, and teardown.
+//! One service instance: its container (a [`Sandbox`]), start-up probe, and teardown.
 //!
-//! Create: network namespace (CNI) → /etc files → FIFOs → OCI spec → `Runtime::create` →
-//! `Runtime::start` → TCP probe of the ingress port from inside the namespace, until it
-//! accepts (ready), the container exits (failed, with its exit code) or the start-up window
-//! ends (failed). Teardown: [`super::stop_container`], then the network and files.
+//! Create: the sandbox ([`Sandbox::create`]: files, network namespace, FIFOs, OCI spec,
+//! in-memory root fs, container) → start → TCP probe of the ingress port from inside the
+//! namespace, until it accepts (ready), the container exits (failed, with its exit code) or
+//! the start-up window ends (failed). Teardown: [`super::stop_container`], then
+//! [`Sandbox::remove`] and [`sandbox::release`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,17 +16,20 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::logs::{Pipes, Sink};
+use super::logs::Sink;
 use super::probe;
+use super::sandbox::{self, Plan, Sandbox, SandboxError};
 use super::{stop_container, Stopped, KILL_GRACE};
-use crate::dial::Dial;
 use crate::image::ImageInfo;
+use crate::dial::Dial;
 use crate::ingress::Endpoint;
 use crate::runtime::cgroup::CpuThrottle;
-use crate::runtime::network::{self, NetConfig, NetnsDialer};
-use crate::runtime::{labels, ocispec, ContainerSpec, ExitStatus, Runtime, RuntimeError};
+use crate::runtime::network::{NetConfig, NetnsDialer, Network};
+use crate::runtime::rootfs::{MemoryFs, RootFs};
+use crate::runtime::{labels, ocispec, ExitStatus, Runtime};
 use crate::spec::ServiceSpec;
 
+/// Why an instance did not become ready.
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("the container exited during start-up with {0}")]
@@ -34,20 +38,18 @@ pub enum StartError {
     Timeout { port: u16, secs: u64 },
     #[error("{0}")]
     Probe(String),
+    #[error("opening a dialer into the instance's network namespace")]
+    Dialer(#[source] std::io::Error),
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error(transparent)]
-    Network(#[from] network::NetError),
-    #[error(transparent)]
-    Spec(#[from] ocispec::SpecError),
-    #[error("instance files: {0}")]
-    Io(#[from] std::io::Error),
+    Sandbox(#[from] SandboxError),
 }
 
 /// What every instance of a service shares.
-pub struct Ctx<R: Runtime> {
+pub struct Ctx<R: Runtime, N: Network = NetConfig, F: RootFs = MemoryFs> {
     pub runtime: Arc<R>,
-    pub net: NetConfig,
+    pub net: N,
+    /// Where each instance's root filesystem's writable layer lives (in memory).
+    pub rootfs: F,
     pub spec: Arc<ServiceSpec>,
     pub image: ImageInfo,
     /// Numeric user and group resolved from the image's `User`.
@@ -90,7 +92,8 @@ pub struct Running {
     /// Where the start-up time went: network, create (snapshot, container, task), start,
     /// and the wait for the first successful probe.
     pub phases: Phases,
-    pipes: Option<Pipes>,
+    /// Boxed: a `Running` travels in the controller's events.
+    sandbox: Option<Box<Sandbox>>,
 }
 
 impl Running {
@@ -105,13 +108,13 @@ impl Running {
             exit: rx,
             startup: Duration::ZERO,
             phases: Phases::default(),
-            pipes: None,
+            sandbox: None,
         };
         (running, tx)
     }
 }
 
-impl<R: Runtime> Ctx<R> {
+impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
     fn dir(&self, id: &str) -> PathBuf {
         self.state_dir.join("instances").join(id)
     }
@@ -119,42 +122,19 @@ impl<R: Runtime> Ctx<R> {
     /// Creates and starts instance `id` and waits until it listens.
     pub async fn launch(&self, id: &str) -> Result<Running, StartError> {
         let t0 = Instant::now();
-        let spec = &self.spec;
-        let dir = self.dir(id);
-        std::fs::create_dir_all(&dir)?;
-        let att = self.net.attach(id).await?;
-        let t_net = t0.elapsed();
-        let pipes = {
-            let id = id.to_string();
-            let sink: Sink = Arc::new(
-                move |stream, line| info!(target: "runlet::container", instance = %id, stream, "{line}"),
-            );
-            Pipes::open(&dir.join("io"), sink)?
-        };
-        let mut running = Running {
-            id: id.to_string(),
-            endpoint: Arc::new(Endpoint::new(
-                id.to_string(),
-                spec.port,
-                Arc::new(NoDial),
-                spec.use_http2,
-            )),
-            dialer: None,
-            exit: watch::channel(None).1,
-            startup: Duration::ZERO,
-            phases: Phases::default(),
-            pipes: Some(pipes),
-        };
-        running.phases.network = t_net;
-        match self.create_and_start(id, &att, &mut running, t0).await {
-            Ok(()) => Ok(running),
+        let mut sandbox = Sandbox::new(id);
+        match self.create_and_start(&mut sandbox, t0).await {
+            Ok(mut running) => {
+                running.sandbox = Some(Box::new(sandbox));
+                Ok(running)
+            }
             Err(e) => {
                 // A container that is still running (never listened, failed its probe)
                 // gets the same stop sequence as any other.
                 if let Err(stop_err) = stop_container(self.runtime.as_ref(), id, KILL_GRACE).await {
                     warn!(instance = id, "stopping a failed instance: {stop_err}");
                 }
-                self.teardown(id, running.pipes.take()).await;
+                self.teardown(id, Some(sandbox)).await;
                 Err(e)
             }
         }
@@ -162,96 +142,81 @@ impl<R: Runtime> Ctx<R> {
 
     async fn create_and_start(
         &self,
-        id: &str,
-        att: &network::Attachment,
-        running: &mut Running,
+        sandbox: &mut Sandbox,
         t0: Instant,
-    ) -> Result<(), StartError> {
+    ) -> Result<Running, StartError> {
         let spec = &self.spec;
+        let id = sandbox.id().to_string();
         let cfg = &self.image.config;
         let args = ocispec::argv(
             &self.image.name,
             cfg,
             spec.command.as_deref(),
             spec.args.as_deref(),
-        )?;
+        )
+        .map_err(SandboxError::from)?;
         let env = ocispec::env(
             cfg.env.as_deref().unwrap_or_default(),
             &spec.env,
             &spec.contract_env(),
         );
-        let hostname = ocispec::hostname(id);
-        let etc =
-            network::write_etc_files(&self.dir(id).join("etc"), &hostname, att.ip.as_deref())?;
-        let oci = ocispec::build(&ocispec::SpecInput {
-            id: id.to_string(),
-            hostname,
-            args,
-            env,
-            cwd: ocispec::working_dir(cfg),
-            uid: self.user.0,
-            gid: self.user.1,
-            memory_bytes: spec.memory_bytes,
-            cpu: spec.cpu,
-            netns: Some(att.netns.display().to_string()),
-            etc_files: etc,
-            tmpfs: spec.volumes.clone(),
-        })?;
         let mut lbl = HashMap::new();
-        lbl.insert(labels::MANAGED.to_string(), "true".to_string());
         lbl.insert(labels::SERVICE.to_string(), spec.name.clone());
         lbl.insert(labels::REVISION.to_string(), spec.revision.clone());
-        lbl.insert(labels::INSTANCE.to_string(), id.to_string());
+        lbl.insert(labels::INSTANCE.to_string(), id.clone());
         lbl.insert(labels::CONTAINER.to_string(), "ingress".to_string());
-        lbl.insert(labels::NETNS.to_string(), att.netns.display().to_string());
-        let pipes = running
-            .pipes
-            .as_ref()
-            .ok_or_else(|| std::io::Error::other("pipes closed"))?;
-        let upper = mount_memory_fs(&self.dir(id).join("rootfs"), spec.memory_bytes)?;
-        let cspec = ContainerSpec {
-            id: id.to_string(),
-            image: self.image.clone(),
-            oci_spec: oci,
-            labels: lbl,
-            stdout: pipes.stdout.display().to_string(),
-            stderr: pipes.stderr.display().to_string(),
-            upper_dir: Some(upper.display().to_string()),
+        let sink: Sink = {
+            let id = id.clone();
+            Arc::new(
+                move |stream, line| info!(target: "runlet::container", instance = %id, stream, "{line}"),
+            )
         };
-        let t_before_create = Instant::now();
-        self.runtime.create(&cspec).await?;
-        running.phases.create = t_before_create.elapsed();
-        // Watch for the exit before starting, so an instant crash is seen.
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let rt = self.runtime.clone();
-        let wid = id.to_string();
-        tokio::spawn(async move {
-            match rt.wait(&wid).await {
-                Ok(status) => {
-                    let _ = exit_tx.send(Some(status));
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => warn!(instance = %wid, "waiting for exit: {e}"),
-            }
-        });
-        running.exit = exit_rx.clone();
-        let t_before_start = Instant::now();
-        self.runtime.start(id).await?;
-        running.phases.start = t_before_start.elapsed();
+        let dir = self.dir(&id);
+        let plan = Plan {
+            dir: &dir,
+            image: &self.image,
+            args,
+            env,
+            user: self.user,
+            memory_bytes: spec.memory_bytes,
+            cpu: spec.cpu,
+            tmpfs: spec.volumes.clone(),
+            labels: lbl,
+            sink,
+        };
+        let att = sandbox
+            .create(&self.runtime, &self.net, &self.rootfs, plan)
+            .await?;
+        sandbox.start(self.runtime.as_ref()).await?;
         let t_before_probe = Instant::now();
-        let dialer = Arc::new(NetnsDialer::new(&att.netns, spec.port)?);
-        self.probe(dialer.as_ref(), exit_rx, t0).await?;
-        let mut endpoint = Endpoint::new(id.to_string(), spec.port, dialer.clone(), spec.use_http2);
+        let dialer = Arc::new(
+            self.net
+                .dialer(&att, spec.port)
+                .map_err(StartError::Dialer)?,
+        );
+        self.probe(dialer.as_ref(), sandbox.exit(), t0).await?;
+        let mut endpoint = Endpoint::new(id.clone(), spec.port, dialer.clone(), spec.use_http2);
         if spec.cpu_throttling {
-            endpoint = endpoint.with_idle_hook(CpuThrottle::for_container(id, spec.cpu));
+            endpoint = endpoint.with_idle_hook(CpuThrottle::for_container(&id, spec.cpu));
         }
-        running.endpoint = Arc::new(endpoint);
+        let endpoint = Arc::new(endpoint);
         // Idle until the first request: throttled now (full CPU during start-up, LIFE-5).
-        running.endpoint.sync_idle_hook();
-        running.dialer = Some(dialer);
-        running.startup = t0.elapsed();
-        running.phases.probe = t_before_probe.elapsed();
-        Ok(())
+        endpoint.sync_idle_hook();
+        let t = sandbox.timings;
+        Ok(Running {
+            id,
+            endpoint,
+            dialer: Some(dialer),
+            exit: sandbox.exit(),
+            startup: t0.elapsed(),
+            phases: Phases {
+                network: t.network,
+                create: t.create,
+                start: t.start,
+                probe: t_before_probe.elapsed(),
+            },
+            sandbox: None,
+        })
     }
 
     /// The default start-up probe: the ingress port accepts a TCP connection (LIFE-2).
@@ -342,45 +307,17 @@ impl<R: Runtime> Ctx<R> {
                 None
             }
         };
-        self.teardown(&running.id, running.pipes.take()).await;
+        self.teardown(&running.id, running.sandbox.take().map(|b| *b))
+            .await;
         stopped
     }
 
     /// Removes container, network and files of `id`; safe on partial state.
-    pub async fn teardown(&self, id: &str, pipes: Option<Pipes>) {
-        if let Err(e) = self.runtime.delete(id).await {
-            warn!(instance = id, "deleting container: {e}");
-        }
-        if let Some(p) = pipes {
-            p.close().await;
-        }
-        self.net.detach(id).await;
-        let rootfs = self.dir(id).join("rootfs");
-        let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(self.dir(id));
+    pub async fn teardown(&self, id: &str, sandbox: Option<Sandbox>) {
+        let sandbox = sandbox.unwrap_or_else(|| Sandbox::new(id));
+        sandbox.remove(self.runtime.as_ref()).await;
+        sandbox::release(&self.net, &self.rootfs, id, &self.dir(id)).await;
     }
-}
-
-/// Mounts a tmpfs of `size` bytes at `dir` with `upper/` and `work/` in it: the writable
-/// layer of the instance's root filesystem. tmpfs pages are charged to the memory cgroup of
-/// the process that writes them, so root filesystem writes count against the instance's
-/// memory limit (FS-2) and vanish with the instance (FS-3).
-pub fn mount_memory_fs(dir: &std::path::Path, size: u64) -> std::io::Result<PathBuf> {
-    use nix::mount::{mount, MsFlags};
-    std::fs::create_dir_all(dir)?;
-    let opts = format!("size={size},mode=0755");
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(
-        Some("tmpfs"),
-        dir,
-        Some("tmpfs"),
-        flags,
-        Some(opts.as_str()),
-    )
-    .map_err(std::io::Error::from)?;
-    std::fs::create_dir_all(dir.join("upper"))?;
-    std::fs::create_dir_all(dir.join("work"))?;
-    Ok(dir.to_path_buf())
 }
 
 /// A dialer for an instance that is not ready yet.
@@ -392,5 +329,115 @@ impl Dial for NoDial {
         Box<dyn std::future::Future<Output = std::io::Result<tokio::net::TcpStream>> + Send + '_>,
     > {
         Box::pin(async { Err(std::io::Error::other("instance not ready")) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A whole launch on the fake runtime, network and root fs: the fake network's dialer
+    //! reaches the host's loopback, where the test plays the instance.
+    use super::*;
+    use crate::control::sandbox::tests::{made, released};
+    use crate::runtime::fake::{Call, FakeNetwork, FakeRootFs, FakeRuntime};
+
+    fn ctx(
+        rt: &FakeRuntime,
+        port: u16,
+        dir: &std::path::Path,
+    ) -> Ctx<FakeRuntime, FakeNetwork, FakeRootFs> {
+        let spec = ServiceSpec {
+            name: "svc".into(),
+            revision: "svc-00001-abc".into(),
+            image: "probe".into(),
+            port,
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            env: vec![],
+            command: Some(vec!["/probe".into()]),
+            args: None,
+            memory_bytes: 256 << 20,
+            cpu: 1.0,
+            concurrency: 1,
+            timeout: Duration::from_secs(300),
+            min_instances: 0,
+            max_instances: 1,
+            idle_timeout: Duration::from_secs(60),
+            startup_timeout: Duration::from_secs(5),
+            use_http2: false,
+            cpu_throttling: false,
+            startup_probe: None,
+            liveness_probe: None,
+            volumes: vec![],
+        };
+        Ctx {
+            runtime: Arc::new(rt.clone()),
+            net: rt.network(),
+            rootfs: rt.root_fs(),
+            spec: Arc::new(spec),
+            image: Default::default(),
+            user: (0, 0),
+            state_dir: dir.to_path_buf(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_is_ready_once_its_port_accepts_and_stops_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rt = FakeRuntime::new();
+        rt.exit_on(&[15]).await;
+        let c = ctx(&rt, port, tmp.path());
+        let running = c.launch("svc-1").await.unwrap();
+        assert!(running.dialer.is_some());
+        let spec = rt.spec("svc-1").await.unwrap();
+        assert_eq!(spec.labels[labels::SERVICE], "svc");
+        assert_eq!(spec.labels[labels::INSTANCE], "svc-1");
+        assert_eq!(spec.labels[labels::CONTAINER], "ingress");
+        assert_eq!(spec.labels[labels::MANAGED], "true");
+        let stopped = c.stop(running).await.unwrap();
+        assert_eq!(stopped.exit, Some(ExitStatus { code: 143 }));
+        let (id, dir) = ("svc-1".to_string(), c.dir("svc-1"));
+        let stop = [
+            Call::Start(id.clone()),
+            Call::Kill {
+                id: id.clone(),
+                signal: 15,
+                all: false,
+            },
+            // The stop sequence's delete, then the teardown's.
+            Call::Delete(id.clone()),
+            Call::Delete(id.clone()),
+        ];
+        assert_eq!(
+            rt.calls().await,
+            [made(&id, &dir), stop.to_vec(), released(&id, &dir)].concat()
+        );
+        assert!(!c.dir("svc-1").exists());
+    }
+
+    #[tokio::test]
+    async fn an_exit_during_start_up_fails_the_launch_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rt = FakeRuntime::new();
+        rt.exit_after(Duration::from_millis(20), 5).await;
+        let c = ctx(&rt, port, tmp.path());
+        let err = c.launch("svc-2").await.err().unwrap();
+        assert!(
+            matches!(err, StartError::Exited(ExitStatus { code: 5 })),
+            "{err}"
+        );
+        let calls = rt.calls().await;
+        assert!(
+            calls.ends_with(&released("svc-2", &c.dir("svc-2"))),
+            "{calls:?}"
+        );
+        assert!(rt.list().await.unwrap().is_empty());
+        assert!(!c.dir("svc-2").exists());
     }
 }

@@ -1,11 +1,13 @@
-//! The control path: instances (create, probe, stop), the autoscaler's decisions, and the
-//! service controller that ties them to the data path's snapshot and demand.
+//! The control path: one container lifecycle for instances and job attempts ([`sandbox`]),
+//! instances (create, probe, stop), the autoscaler's decisions, the service controller that
+//! ties them to the data path's snapshot and demand, and jobs.
 
 pub mod autoscale;
 pub mod instance;
 pub mod job;
 pub mod logs;
 pub mod probe;
+pub mod sandbox;
 pub mod service;
 
 use std::time::Duration;

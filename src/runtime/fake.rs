@@ -1,12 +1,18 @@
 //! A scripted [`Runtime`] for tests of control-path decisions: it records every call, and
-//! tests decide when a container exits.
+//! tests decide when a container exits. [`FakeNetwork`] and [`FakeRootFs`], taken from a
+//! [`FakeRuntime`], record into the same call log, so a test sees a container's whole life
+//! in order (attach, mount, create, start, ..., detach, unmount).
 
 use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Mutex};
 
+use super::network::{Attachment, NetConfig, NetError, NetnsDialer, Network};
+use super::rootfs::RootFs;
 use super::{ContainerInfo, ContainerSpec, ExitStatus, Runtime, RuntimeError};
 use crate::image::ImageInfo;
 
@@ -16,8 +22,18 @@ pub enum Call {
     Resolve(String),
     Create(String),
     Start(String),
-    Kill { id: String, signal: u32, all: bool },
+    Kill {
+        id: String,
+        signal: u32,
+        all: bool,
+    },
     Delete(String),
+    /// [`FakeNetwork`]: a namespace made or removed for a container id.
+    Attach(String),
+    Detach(String),
+    /// [`FakeRootFs`]: a root filesystem mounted or unmounted at a path.
+    Mount(PathBuf),
+    Unmount(PathBuf),
 }
 
 /// A container's labels and the sender of its exit status.
@@ -30,6 +46,7 @@ struct State {
     /// Signals that make a container exit at once (e.g. 15 for a workload with a handler).
     exit_on_signal: Vec<u32>,
     fail_create: bool,
+    fail_attach: bool,
     oom_subscribers: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
     /// What a started container does by itself (see [`FakeRuntime::on_start`]).
     on_start: Option<Script>,
@@ -48,6 +65,17 @@ pub struct Behaviour {
     pub after: Duration,
     pub code: u32,
     pub oom: bool,
+}
+
+impl Behaviour {
+    /// Exit by itself with `code` after `after`.
+    pub fn exit(after: Duration, code: u32) -> Behaviour {
+        Behaviour {
+            after,
+            code,
+            oom: false,
+        }
+    }
 }
 
 /// A fake runtime. Clone it to keep a handle for scripting while the code under test owns one.
@@ -69,6 +97,25 @@ impl FakeRuntime {
     /// Makes every following `create` fail.
     pub async fn fail_creates(&self) {
         self.state.lock().await.fail_create = true;
+    }
+
+    /// Makes every following network attach fail.
+    pub async fn fail_attaches(&self) {
+        self.state.lock().await.fail_attach = true;
+    }
+
+    /// A network recording into this runtime's call log.
+    pub fn network(&self) -> FakeNetwork {
+        FakeNetwork {
+            state: self.state.clone(),
+        }
+    }
+
+    /// Root filesystems recording into this runtime's call log.
+    pub fn root_fs(&self) -> FakeRootFs {
+        FakeRootFs {
+            state: self.state.clone(),
+        }
     }
 
     /// Makes container `id` exit with `code`.
@@ -96,6 +143,12 @@ impl FakeRuntime {
         script: impl Fn(&ContainerSpec) -> Option<Behaviour> + Send + Sync + 'static,
     ) {
         self.state.lock().await.on_start = Some(Arc::new(script));
+    }
+
+    /// Every container exits by itself with `code`, `after` its start.
+    pub async fn exit_after(&self, after: Duration, code: u32) {
+        self.on_start(move |_| Some(Behaviour::exit(after, code)))
+            .await;
     }
 
     /// The spec container `id` was created with (also after it was deleted).
@@ -235,5 +288,67 @@ impl Runtime for FakeRuntime {
                 labels: labels.clone(),
             })
             .collect())
+    }
+}
+
+/// A network that makes nothing: attach hands out the path a real namespace would have and a
+/// fixed address, and the dialer reaches runlet's own loopback (a test's listener).
+#[derive(Clone)]
+pub struct FakeNetwork {
+    state: Arc<Mutex<State>>,
+}
+
+/// The address every fake attachment gets.
+pub const FAKE_IP: &str = "10.209.0.2";
+
+impl Network for FakeNetwork {
+    async fn attach(&self, id: &str) -> Result<Attachment, NetError> {
+        let mut s = self.state.lock().await;
+        s.calls.push(Call::Attach(id.to_string()));
+        if s.fail_attach {
+            return Err(NetError::Plugin {
+                plugin: "bridge".into(),
+                command: "ADD",
+                id: id.to_string(),
+                detail: "scripted failure".into(),
+            });
+        }
+        Ok(Attachment {
+            id: id.to_string(),
+            netns: NetConfig::netns_path(id),
+            ip: Some(FAKE_IP.to_string()),
+        })
+    }
+
+    async fn detach(&self, id: &str) {
+        let call = Call::Detach(id.to_string());
+        self.state.lock().await.calls.push(call);
+    }
+
+    fn dialer(&self, _att: &Attachment, port: u16) -> io::Result<NetnsDialer> {
+        NetnsDialer::here(port)
+    }
+}
+
+/// Root filesystems that are plain directories (nothing mounted).
+#[derive(Clone)]
+pub struct FakeRootFs {
+    state: Arc<Mutex<State>>,
+}
+
+impl RootFs for FakeRootFs {
+    async fn mount(&self, dir: &Path, _size: u64) -> io::Result<PathBuf> {
+        self.state
+            .lock()
+            .await
+            .calls
+            .push(Call::Mount(dir.to_path_buf()));
+        std::fs::create_dir_all(dir)?;
+        Ok(dir.to_path_buf())
+    }
+
+    async fn unmount(&self, dir: &Path) {
+        let call = Call::Unmount(dir.to_path_buf());
+        self.state.lock().await.calls.push(call);
     }
 }

@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod fake;
 pub mod network;
 pub mod ocispec;
+pub mod rootfs;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -54,7 +54,7 @@ pub enum NetError {
     Nat { subnet: String, detail: String },
 }
 
-/// How long a successful check of the NAT rule is trusted before [`NetConfig::attach`] checks
+/// How long a successful check of the NAT rule is trusted before [`Network::attach`] checks
 /// again (someone may flush the firewall under a long-running `serve`).
 const NAT_RECHECK: Duration = Duration::from_secs(30);
 
@@ -128,50 +128,6 @@ impl NetConfig {
     /// Where the namespace of instance `id` is bound.
     pub fn netns_path(id: &str) -> PathBuf {
         Path::new(NETNS_DIR).join(format!("runlet-{id}"))
-    }
-
-    /// Creates the namespace of `id` (its `lo` up) and wires it; returns the instance's
-    /// address.
-    pub async fn attach(&self, id: &str) -> Result<Attachment, NetError> {
-        self.ensure_nat().await?;
-        let path = Self::netns_path(id);
-        create_netns(&path).await?;
-        let att = Attachment {
-            id: id.to_string(),
-            netns: path,
-            ip: None,
-        };
-        match self.cni(&att, "bridge", "ADD").await {
-            Ok(out) => {
-                let ip = out["ips"][0]["address"]
-                    .as_str()
-                    .map(|s| s.split('/').next().unwrap_or(s).to_string());
-                Ok(Attachment { ip, ..att })
-            }
-            Err(e) => {
-                self.detach(id).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Undoes [`attach`](Self::attach); safe to call for what is partly or wholly gone.
-    ///
-    /// The namespace goes first: once nothing holds it, the kernel deletes it with the veth
-    /// pair in it, so no `bridge DEL` is needed to remove the link. Then `host-local DEL`
-    /// releases the address (it also works when the namespace never existed).
-    pub async fn detach(&self, id: &str) {
-        let path = Self::netns_path(id);
-        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_file(&path);
-        let att = Attachment {
-            id: id.to_string(),
-            netns: path,
-            ip: None,
-        };
-        if let Err(e) = self.cni(&att, "host-local", "DEL").await {
-            warn!(instance = id, "CNI host-local DEL: {e}");
-        }
     }
 
     /// Makes sure the subnet's outbound connections are masqueraded: one `nat POSTROUTING`
@@ -285,6 +241,66 @@ impl Default for NetConfig {
     }
 }
 
+/// What the container lifecycle needs from the network: a namespace per container, wired
+/// for outbound connections, and a way for runlet to reach the container's ports.
+/// [`NetConfig`] is the host's (CNI) implementation, [`super::fake::FakeNetwork`] a
+/// recording one for tests.
+pub trait Network: Send + Sync + 'static {
+    /// Creates the namespace of `id` (its `lo` up) and wires it; returns the container's
+    /// address.
+    fn attach(&self, id: &str) -> impl Future<Output = Result<Attachment, NetError>> + Send;
+    /// Undoes [`attach`](Self::attach); safe to call for what is partly or wholly gone.
+    fn detach(&self, id: &str) -> impl Future<Output = ()> + Send;
+    /// A dialer to `127.0.0.1:port` inside the attachment's namespace.
+    fn dialer(&self, att: &Attachment, port: u16) -> io::Result<NetnsDialer>;
+}
+
+impl Network for NetConfig {
+    async fn attach(&self, id: &str) -> Result<Attachment, NetError> {
+        self.ensure_nat().await?;
+        let path = Self::netns_path(id);
+        create_netns(&path).await?;
+        let att = Attachment {
+            id: id.to_string(),
+            netns: path,
+            ip: None,
+        };
+        match self.cni(&att, "bridge", "ADD").await {
+            Ok(out) => {
+                let ip = out["ips"][0]["address"]
+                    .as_str()
+                    .map(|s| s.split('/').next().unwrap_or(s).to_string());
+                Ok(Attachment { ip, ..att })
+            }
+            Err(e) => {
+                self.detach(id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The namespace goes first: once nothing holds it, the kernel deletes it with the veth
+    /// pair in it, so no `bridge DEL` is needed to remove the link. Then `host-local DEL`
+    /// releases the address (it also works when the namespace never existed).
+    async fn detach(&self, id: &str) {
+        let path = Self::netns_path(id);
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&path);
+        let att = Attachment {
+            id: id.to_string(),
+            netns: path,
+            ip: None,
+        };
+        if let Err(e) = self.cni(&att, "host-local", "DEL").await {
+            warn!(instance = id, "CNI host-local DEL: {e}");
+        }
+    }
+
+    fn dialer(&self, att: &Attachment, port: u16) -> io::Result<NetnsDialer> {
+        NetnsDialer::new(&att.netns, port)
+    }
+}
+
 /// An instance's network attachment.
 #[derive(Debug, Clone)]
 pub struct Attachment {
@@ -390,16 +406,28 @@ pub struct NetnsDialer {
 }
 
 impl NetnsDialer {
+    /// A dialer into the namespace bound at `netns`.
     pub fn new(netns: &Path, port: u16) -> io::Result<Self> {
-        let ns = File::open(netns)?;
+        Self::spawn(Some(File::open(netns)?), port)
+    }
+
+    /// A dialer in runlet's own namespace (the fake network's: tests reach a listener on
+    /// the host's loopback).
+    pub fn here(port: u16) -> io::Result<Self> {
+        Self::spawn(None, port)
+    }
+
+    fn spawn(ns: Option<File>, port: u16) -> io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<DialRequest>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
         std::thread::Builder::new()
             .name("netns-dialer".into())
             .spawn(move || {
-                if let Err(e) = nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET) {
-                    let _ = ready_tx.send(Err(io::Error::other(format!("setns: {e}"))));
-                    return;
+                if let Some(ns) = ns {
+                    if let Err(e) = nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET) {
+                        let _ = ready_tx.send(Err(io::Error::other(format!("setns: {e}"))));
+                        return;
+                    }
                 }
                 let _ = ready_tx.send(Ok(()));
                 while let Ok((port, reply)) = rx.recv() {

@@ -7,7 +7,8 @@
 //! - [`schedule`]: the decisions, as plain functions (`next_action`, [`Scheduler`]).
 //! - [`record`]: execution records in Cloud Run's vocabulary.
 //! - [`store`]: where records are written, durably; the owner lock.
-//! - [`run`]: the execution loop, one attempt's container life, recovery after a crash.
+//! - [`run`]: the execution loop, one attempt (its container is a
+//!   [`Sandbox`](crate::control::sandbox::Sandbox)), recovery after a crash.
 
 pub mod record;
 pub mod run;
@@ -22,7 +23,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::image::ImageInfo;
-use crate::runtime::network::NetConfig;
+use crate::runtime::network::{NetConfig, Network};
+use crate::runtime::rootfs::{MemoryFs, RootFs};
 use crate::runtime::{Runtime, RuntimeError};
 
 pub use record::{ExecutionRecord, ExecutionState};
@@ -53,11 +55,12 @@ pub struct Line<'a> {
 pub type LineSink = Arc<dyn Fn(&Line<'_>) + Send + Sync>;
 
 /// What every attempt of an execution shares.
-pub struct Ctx<R: Runtime> {
+pub struct Ctx<R: Runtime, N: Network = NetConfig, F: RootFs = MemoryFs> {
     pub runtime: Arc<R>,
-    /// CNI networking, one namespace per attempt (OUT-1). `None` (tests with the fake
-    /// runtime) leaves the namespace to runc: private, loopback only.
-    pub net: Option<NetConfig>,
+    /// One network namespace per attempt (OUT-1).
+    pub net: N,
+    /// Where each attempt's root filesystem's writable layer lives (in memory).
+    pub rootfs: F,
     pub spec: Arc<JobSpec>,
     pub image: ImageInfo,
     /// Numeric user and group resolved from the image's `User`.
@@ -70,7 +73,7 @@ pub struct Ctx<R: Runtime> {
     pub kill_grace: Duration,
 }
 
-impl<R: Runtime> Ctx<R> {
+impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
     /// An attempt's files (FIFOs, /etc files).
     pub fn task_dir(&self, id: &str) -> PathBuf {
         tasks_dir(&self.state_dir).join(id)

@@ -2,21 +2,22 @@
 //! records their ends, the life of one attempt's container, and recovery of what a runlet
 //! that died left behind.
 //!
-//! An attempt: files dir → network namespace (CNI) → FIFOs → OCI spec (ENV-J1 variables, no
-//! `PORT`; nobody waits for a port, JOB-2) → create → exit watcher → start → race the exit
-//! against the task timeout and the cancellation. Timeout and cancellation both run
-//! [`stop_container`] (SIGTERM, SIGKILL after the grace). Then, always: delete and FIFOs,
-//! after which the outcome is reported (the next attempt may start), then network and files,
-//! which the execution waits for before it ends.
+//! An attempt: its container (a [`Sandbox`]: files dir, network namespace, FIFOs, OCI spec
+//! with the ENV-J1 variables and no `PORT` (nobody waits for a port, JOB-2), in-memory root
+//! fs, create, exit watcher) → start → race the exit against the task timeout and the
+//! cancellation. Timeout and cancellation both run [`stop_container`] (SIGTERM, SIGKILL
+//! after the grace). Then, always: [`Sandbox::remove`] (delete, FIFOs), after which the
+//! outcome is reported (the next attempt may start), then [`sandbox::release`] (network,
+//! root fs, files), which the execution waits for before it ends.
 
 use std::collections::{HashMap, HashSet};
+use std::error::Error as _;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, info_span, warn, Instrument};
@@ -25,25 +26,12 @@ use super::record::{ExecutionRecord, ExecutionState};
 use super::schedule::{Action, Outcome, Scheduler};
 use super::store::{ExecutionLock, RecordStore};
 use super::{container_id, execution_of, tasks_dir, Ctx, JobError, Line};
-use crate::control::logs::{Pipes, Sink};
+use crate::control::logs::Sink;
+use crate::control::sandbox::{self, Plan, Sandbox, SandboxError};
 use crate::control::stop_container;
-use crate::runtime::network::{self, NetConfig};
-use crate::runtime::{labels, ocispec, ContainerSpec, Runtime, RuntimeError};
-
-/// Why an attempt could not run; recorded as [`Outcome::RuntimeError`] with this text.
-#[derive(Debug, Error)]
-enum AttemptError {
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error(transparent)]
-    Network(#[from] network::NetError),
-    #[error(transparent)]
-    Spec(#[from] ocispec::SpecError),
-    #[error("task files: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("lost track of the container's exit")]
-    WatcherGone,
-}
+use crate::runtime::network::Network;
+use crate::runtime::rootfs::RootFs;
+use crate::runtime::{labels, ocispec, Runtime};
 
 struct AttemptDone {
     index: u32,
@@ -55,8 +43,8 @@ struct AttemptDone {
 /// `cancel` resolves, every running attempt stopped and every pending task cancelled. The
 /// record is saved when the execution starts and after every change; the execution's lock
 /// is held until the final record is saved.
-pub async fn execute<R: Runtime>(
-    ctx: Arc<Ctx<R>>,
+pub async fn execute<R: Runtime, N: Network, F: RootFs>(
+    ctx: Arc<Ctx<R, N, F>>,
     store: &RecordStore,
     name: &str,
     parallelism: u32,
@@ -64,9 +52,8 @@ pub async fn execute<R: Runtime>(
 ) -> Result<ExecutionRecord, JobError> {
     let span = info_span!("execution", job = %ctx.spec.name, execution = %name);
     let lock = store.lock(name)?;
-    let result = run_loop(ctx, store, name, parallelism, cancel)
-        .instrument(span)
-        .await;
+    let rec = ExecutionRecord::new(&ctx.spec, name, parallelism, SystemTime::now());
+    let result = run_loop(ctx, store, rec, cancel).instrument(span).await;
     finish_lock(lock, &result);
     result
 }
@@ -81,16 +68,16 @@ fn finish_lock(lock: ExecutionLock, result: &Result<ExecutionRecord, JobError>) 
     }
 }
 
-async fn run_loop<R: Runtime>(
-    ctx: Arc<Ctx<R>>,
+/// Runs the execution `rec` starts, saving `rec` as it goes.
+async fn run_loop<R: Runtime, N: Network, F: RootFs>(
+    ctx: Arc<Ctx<R, N, F>>,
     store: &RecordStore,
-    name: &str,
-    parallelism: u32,
+    mut rec: ExecutionRecord,
     cancel: impl Future<Output = ()>,
 ) -> Result<ExecutionRecord, JobError> {
     let spec = ctx.spec.clone();
     let t0 = Instant::now();
-    let mut rec = ExecutionRecord::new(&spec, name, parallelism, SystemTime::now());
+    let parallelism = rec.status.parallelism;
     store.save(&rec).await?;
     info!(
         tasks = spec.task_count,
@@ -98,7 +85,7 @@ async fn run_loop<R: Runtime>(
         max_retries = spec.max_retries,
         "execution started"
     );
-    let execution: Arc<str> = Arc::from(name);
+    let execution: Arc<str> = Arc::from(rec.name());
     let mut sched = Scheduler::new(spec.task_count, parallelism, spec.max_retries);
     let (tx, mut rx) = mpsc::unbounded_channel::<AttemptDone>();
     let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -131,8 +118,13 @@ async fn run_loop<R: Runtime>(
             attempts.spawn(
                 async move {
                     let id = container_id(&execution, index, attempt);
-                    let outcome =
-                        run_attempt(&ctx, &execution, &id, index, attempt, cancel_rx).await;
+                    let which = Attempt {
+                        execution: &execution,
+                        id: &id,
+                        index,
+                        attempt,
+                    };
+                    let outcome = run_attempt(&ctx, &which, cancel_rx).await;
                     // The container is gone: report now, so the next attempt need not wait
                     // for the network and files to be released.
                     let _ = tx.send(AttemptDone {
@@ -213,77 +205,66 @@ fn on_done(
     }
 }
 
-/// One attempt, from nothing to its outcome: whatever happens, the container is gone and its
-/// output passed on when this returns; [`release_attempt`] removes the rest.
-async fn run_attempt<R: Runtime>(
-    ctx: &Ctx<R>,
-    execution: &str,
-    id: &str,
+/// Which attempt of which task.
+struct Attempt<'a> {
+    execution: &'a str,
+    /// Its container's id ([`container_id`]).
+    id: &'a str,
     index: u32,
     attempt: u32,
+}
+
+/// One attempt, from nothing to its outcome: whatever happens, the container is gone and its
+/// output passed on when this returns; [`release_attempt`] removes the rest.
+async fn run_attempt<R: Runtime, N: Network, F: RootFs>(
+    ctx: &Ctx<R, N, F>,
+    which: &Attempt<'_>,
     cancel: watch::Receiver<bool>,
 ) -> Outcome {
-    let mut pipes = None;
-    let mut watcher = None;
-    let outcome = match attempt_body(
-        ctx,
-        execution,
-        id,
-        index,
-        attempt,
-        cancel,
-        &mut pipes,
-        &mut watcher,
-    )
-    .await
-    {
+    let mut sandbox = Sandbox::new(which.id);
+    let outcome = match attempt_body(ctx, which, cancel, &mut sandbox).await {
         Ok(o) => o,
         Err(e) => {
-            warn!(container = %id, "attempt could not run: {e}");
-            Outcome::RuntimeError(e.to_string())
+            let e = with_causes(&e);
+            warn!(container = %which.id, "attempt could not run: {e}");
+            Outcome::RuntimeError(e)
         }
     };
-    if let Err(e) = ctx.runtime.delete(id).await {
-        warn!(container = %id, "deleting the container: {e}");
-    }
-    if let Some(w) = watcher {
-        w.abort();
-    }
-    if let Some(p) = pipes {
-        p.close().await;
-    }
+    sandbox.remove(ctx.runtime.as_ref()).await;
     outcome
+}
+
+/// `e` and its causes, `: `-separated (an attempt's record keeps the whole story).
+fn with_causes(e: &SandboxError) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Removes what [`run_attempt`] leaves of attempt `id` (its container deleted): the network
 /// namespace and address, the root filesystem's memory mount, the files.
-async fn release_attempt<R: Runtime>(ctx: &Ctx<R>, id: &str) {
-    if let Some(net) = &ctx.net {
-        net.detach(id).await;
-    }
-    let dir = ctx.task_dir(id);
-    let _ = nix::mount::umount2(&dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_dir_all(dir);
+async fn release_attempt<R: Runtime, N: Network, F: RootFs>(ctx: &Ctx<R, N, F>, id: &str) {
+    sandbox::release(&ctx.net, &ctx.rootfs, id, &ctx.task_dir(id)).await;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn attempt_body<R: Runtime>(
-    ctx: &Ctx<R>,
-    execution: &str,
-    id: &str,
-    index: u32,
-    attempt: u32,
+async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
+    ctx: &Ctx<R, N, F>,
+    which: &Attempt<'_>,
     mut cancel: watch::Receiver<bool>,
-    pipes: &mut Option<Pipes>,
-    watcher: &mut Option<tokio::task::JoinHandle<()>>,
-) -> Result<Outcome, AttemptError> {
+    sandbox: &mut Sandbox,
+) -> Result<Outcome, SandboxError> {
     let spec = &ctx.spec;
-    let dir = ctx.task_dir(id);
-    std::fs::create_dir_all(&dir)?;
-    let att = match &ctx.net {
-        Some(net) => Some(net.attach(id).await?),
-        None => None,
-    };
+    let &Attempt {
+        execution,
+        id,
+        index,
+        attempt,
+    } = which;
     let sink: Sink = {
         let out = ctx.sink.clone();
         Arc::new(move |stream: &str, text: &str| {
@@ -295,81 +276,41 @@ async fn attempt_body<R: Runtime>(
             })
         })
     };
-    let opened = pipes.insert(Pipes::open(&dir.join("io"), sink)?);
-    let (stdout, stderr) = (
-        opened.stdout.display().to_string(),
-        opened.stderr.display().to_string(),
-    );
-    let hostname = ocispec::hostname(id);
-    let etc = match &att {
-        Some(a) => network::write_etc_files(&dir.join("etc"), &hostname, a.ip.as_deref())?,
-        None => Vec::new(),
-    };
     let cfg = &ctx.image.config;
     let env = ocispec::env(
         cfg.env.as_deref().unwrap_or_default(),
         &spec.env,
         &spec.contract_env(execution, index, attempt),
     );
-    let oci = ocispec::build(&ocispec::SpecInput {
-        id: id.to_string(),
-        hostname,
-        args: ctx.argv.clone(),
-        env,
-        cwd: ocispec::working_dir(cfg),
-        uid: ctx.user.0,
-        gid: ctx.user.1,
-        memory_bytes: spec.memory_bytes,
-        cpu: spec.cpu_value,
-        netns: att.as_ref().map(|a| a.netns.display().to_string()),
-        etc_files: etc,
-        tmpfs: vec![],
-    })?;
     let mut lbl = HashMap::new();
-    lbl.insert(labels::MANAGED.to_string(), "true".to_string());
     lbl.insert(labels::JOB.to_string(), spec.name.clone());
     lbl.insert(labels::EXECUTION.to_string(), execution.to_string());
     lbl.insert(labels::TASK_INDEX.to_string(), index.to_string());
     lbl.insert(labels::TASK_ATTEMPT.to_string(), attempt.to_string());
-    if let Some(a) = &att {
-        lbl.insert(labels::NETNS.to_string(), a.netns.display().to_string());
-    }
-    // With real networking (a real host), the root filesystem's writable layer lives in
-    // memory, as for services (FS-2): writes count against the task's memory limit.
-    let upper_dir = match &ctx.net {
-        Some(_) => Some(
-            crate::control::instance::mount_memory_fs(&dir.join("rootfs"), spec.memory_bytes)?
-                .display()
-                .to_string(),
-        ),
-        None => None,
+    let dir = ctx.task_dir(id);
+    let plan = Plan {
+        dir: &dir,
+        image: &ctx.image,
+        args: ctx.argv.clone(),
+        env,
+        user: ctx.user,
+        memory_bytes: spec.memory_bytes,
+        cpu: spec.cpu_value,
+        tmpfs: vec![],
+        labels: lbl,
+        sink,
     };
-    ctx.runtime
-        .create(&ContainerSpec {
-            id: id.to_string(),
-            image: ctx.image.clone(),
-            oci_spec: oci,
-            labels: lbl,
-            stdout,
-            stderr,
-            upper_dir,
-        })
+    sandbox
+        .create(&ctx.runtime, &ctx.net, &ctx.rootfs, plan)
         .await?;
-    // Watch for the exit before starting, so an instant exit is seen.
-    let (exit_tx, exit_rx) = oneshot::channel();
-    let rt = ctx.runtime.clone();
-    let wid = id.to_string();
-    *watcher = Some(tokio::spawn(async move {
-        let _ = exit_tx.send(rt.wait(&wid).await);
-    }));
     if *cancel.borrow_and_update() {
         return Ok(Outcome::Cancelled(None));
     }
-    ctx.runtime.start(id).await?;
+    sandbox.start(ctx.runtime.as_ref()).await?;
     info!(container = %id, "attempt started");
     tokio::select! {
-        r = exit_rx => {
-            let status = r.map_err(|_| AttemptError::WatcherGone)??;
+        r = sandbox.exited() => {
+            let status = r?;
             // Ask before the delete: the counter lives in the container's cgroup.
             if status.code != 0 && ctx.runtime.oom_killed(id).await {
                 Ok(Outcome::OutOfMemory(status))
@@ -379,11 +320,11 @@ async fn attempt_body<R: Runtime>(
         }
         _ = tokio::time::sleep(spec.task_timeout) => {
             warn!(container = %id, "task timeout ({} s) reached: SIGTERM, SIGKILL in {} s", spec.task_timeout.as_secs(), ctx.kill_grace.as_secs());
-            let stopped = stop_container(ctx.runtime.as_ref(), id, ctx.kill_grace).await?;
+            let stopped = stop_container(ctx.runtime.as_ref(), id, ctx.kill_grace).await.map_err(SandboxError::Stop)?;
             Ok(Outcome::TimedOut(stopped.exit))
         }
         _ = cancelled(&mut cancel) => {
-            let stopped = stop_container(ctx.runtime.as_ref(), id, ctx.kill_grace).await?;
+            let stopped = stop_container(ctx.runtime.as_ref(), id, ctx.kill_grace).await.map_err(SandboxError::Stop)?;
             Ok(Outcome::Cancelled(stopped.exit))
         }
     }
@@ -414,7 +355,8 @@ pub struct Recovered {
 /// pending ones cancelled. Executions owned by a live runlet are not touched.
 pub async fn recover<R: Runtime>(
     runtime: &R,
-    net: Option<&NetConfig>,
+    net: &impl Network,
+    rootfs: &impl RootFs,
     store: &RecordStore,
     state_dir: &Path,
 ) -> Result<Recovered, JobError> {
@@ -478,12 +420,7 @@ pub async fn recover<R: Runtime>(
         if let Err(e) = stop_container(runtime, id, Duration::from_secs(1)).await {
             warn!(container = %id, "stopping: {e}");
         }
-        if let Some(net) = net {
-            net.detach(id).await;
-        }
-        let dir = tasks_dir(state_dir).join(id);
-        let _ = nix::mount::umount2(&dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(dir);
+        sandbox::release(net, rootfs, id, &tasks_dir(state_dir).join(id)).await;
     });
     futures::future::join_all(removals).await;
     out.containers = leftovers;

@@ -1,6 +1,6 @@
-//! The execution loop against the scripted fake runtime, in paused time: parallelism,
-//! retries, timeouts (SIGTERM, SIGKILL exactly 10 s later), OOM, cancellation, records, and
-//! recovery of abandoned executions.
+//! The execution loop against the scripted fake runtime, network and root fs, in paused
+//! time: an attempt's whole life in order, parallelism, retries, timeouts (SIGTERM, SIGKILL
+//! exactly 10 s later), OOM, cancellation, records, and recovery of abandoned executions.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -14,9 +14,12 @@ use super::super::spec::{resolve, JobFlags, JobSpec};
 use super::super::store::RecordStore;
 use super::super::{container_id, Ctx, LineSink};
 use super::{execute, recover};
+use crate::control::sandbox::tests::{made, released};
 use crate::control::KILL_GRACE;
-use crate::runtime::fake::{Behaviour, Call, FakeRuntime};
+use crate::runtime::fake::{Behaviour, Call, FakeNetwork, FakeRootFs, FakeRuntime};
 use crate::runtime::{labels, ContainerSpec, Runtime};
+
+type TestCtx = Ctx<FakeRuntime, FakeNetwork, FakeRootFs>;
 
 fn spec(tasks: u32, max_retries: u32, timeout: &str) -> JobSpec {
     resolve(
@@ -34,11 +37,12 @@ fn spec(tasks: u32, max_retries: u32, timeout: &str) -> JobSpec {
     .unwrap()
 }
 
-fn ctx(rt: &FakeRuntime, spec: JobSpec, state_dir: &Path) -> Arc<Ctx<FakeRuntime>> {
+fn ctx(rt: &FakeRuntime, spec: JobSpec, state_dir: &Path) -> Arc<TestCtx> {
     let sink: LineSink = Arc::new(|_| {});
     Arc::new(Ctx {
         runtime: Arc::new(rt.clone()),
-        net: None,
+        net: rt.network(),
+        rootfs: rt.root_fs(),
         spec: Arc::new(spec),
         image: Default::default(),
         user: (0, 0),
@@ -94,14 +98,7 @@ fn never() -> impl std::future::Future<Output = ()> {
 async fn four_tasks_two_at_a_time_with_the_contract_env() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
-    rt.on_start(|_| {
-        Some(Behaviour {
-            after: Duration::from_secs(1),
-            code: 0,
-            oom: false,
-        })
-    })
-    .await;
+    rt.exit_after(Duration::from_secs(1), 0).await;
     let store = RecordStore::new(dir.path());
     let c = ctx(&rt, spec(4, 3, "10m"), dir.path());
     let t0 = Instant::now();
@@ -159,15 +156,76 @@ async fn four_tasks_two_at_a_time_with_the_contract_env() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_attempt_is_attached_mounted_created_started_deleted_then_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::new();
+    rt.exit_after(Duration::from_millis(100), 0).await;
+    let store = RecordStore::new(dir.path());
+    let c = ctx(&rt, spec(1, 0, "10m"), dir.path());
+    let rec = execute(c.clone(), &store, "hello-life", 1, never())
+        .await
+        .unwrap();
+    assert_eq!(rec.status.state, ExecutionState::Succeeded);
+    let id = container_id("hello-life", 0, 0);
+    let dir = c.task_dir(&id);
+    let life = [Call::Start(id.clone()), Call::Delete(id.clone())];
+    assert_eq!(
+        rt.calls().await,
+        [made(&id, &dir), life.to_vec(), released(&id, &dir)].concat()
+    );
+    // The container joins its namespace and sees its own /etc files.
+    let created = rt.spec(&id).await.unwrap();
+    let netns = format!("/run/netns/runlet-{id}");
+    assert_eq!(created.labels[labels::NETNS], netns);
+    let namespaces = created.oci_spec["linux"]["namespaces"].to_string();
+    assert!(namespaces.contains(&netns), "{namespaces}");
+    assert!(created.upper_dir.unwrap().ends_with("rootfs"));
+    let mounts = created.oci_spec["mounts"].to_string();
+    assert!(mounts.contains("/etc/hosts"), "{mounts}");
+    assert!(!c.task_dir(&id).exists(), "the files are gone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_network_that_cannot_attach_fails_the_attempt_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::new();
+    rt.fail_attaches().await;
+    let store = RecordStore::new(dir.path());
+    let c = ctx(&rt, spec(1, 0, "10m"), dir.path());
+    let rec = execute(c.clone(), &store, "hello-nonet", 1, never())
+        .await
+        .unwrap();
+    let r = rec.status.tasks[0].last_attempt_result.clone().unwrap();
+    assert_eq!(r.reason, AttemptReason::RuntimeError);
+    assert!(
+        r.message
+            .contains("attaching the container's network: CNI bridge ADD")
+            && r.message.contains("scripted failure"),
+        "{}",
+        r.message
+    );
+    let id = container_id("hello-nonet", 0, 0);
+    let released = released(&id, &c.task_dir(&id));
+    assert_eq!(
+        rt.calls().await,
+        [
+            vec![Call::Attach(id.clone()), Call::Delete(id.clone())],
+            released
+        ]
+        .concat()
+    );
+    assert!(!c.task_dir(&id).exists());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_task_failing_twice_then_succeeding_is_retried_as_fresh_containers() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
     rt.on_start(|spec| {
-        Some(Behaviour {
-            after: Duration::from_millis(100),
-            code: if attempt_of(spec) < 2 { 1 } else { 0 },
-            oom: false,
-        })
+        Some(Behaviour::exit(
+            Duration::from_millis(100),
+            if attempt_of(spec) < 2 { 1 } else { 0 },
+        ))
     })
     .await;
     let store = RecordStore::new(dir.path());
@@ -203,14 +261,7 @@ async fn a_task_failing_twice_then_succeeding_is_retried_as_fresh_containers() {
 async fn a_task_that_always_fails_gets_max_retries_plus_one_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
-    rt.on_start(|_| {
-        Some(Behaviour {
-            after: Duration::from_millis(10),
-            code: 3,
-            oom: false,
-        })
-    })
-    .await;
+    rt.exit_after(Duration::from_millis(10), 3).await;
     let store = RecordStore::new(dir.path());
     let rec = execute(
         ctx(&rt, spec(2, 1, "10m"), dir.path()),
@@ -483,7 +534,9 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
     // And an attempt directory of the dead execution whose container was never created.
     std::fs::create_dir_all(super::super::tasks_dir(dir.path()).join("hello-dead1-2-0")).unwrap();
 
-    let r = recover(&rt, None, &store, dir.path()).await.unwrap();
+    let r = recover(&rt, &rt.network(), &rt.root_fs(), &store, dir.path())
+        .await
+        .unwrap();
     assert_eq!(r.executions, vec!["hello-dead1".to_string()]);
     let mut removed = r.containers.clone();
     removed.sort();
@@ -517,7 +570,9 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
 
     // Idempotent: nothing more to do.
     assert_eq!(
-        recover(&rt, None, &store, dir.path()).await.unwrap(),
+        recover(&rt, &rt.network(), &rt.root_fs(), &store, dir.path())
+            .await
+            .unwrap(),
         Default::default()
     );
 }
@@ -539,11 +594,7 @@ async fn a_result_is_on_disk_before_the_next_task_starts() {
                 Ordering::SeqCst,
             );
         }
-        Some(Behaviour {
-            after: Duration::from_millis(200),
-            code: 0,
-            oom: false,
-        })
+        Some(Behaviour::exit(Duration::from_millis(200), 0))
     })
     .await;
     execute(

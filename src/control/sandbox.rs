@@ -1,0 +1,359 @@
+//! One container's life on this host, the same for a service instance and a job attempt.
+//!
+//! [`Sandbox::create`]: files dir → network namespace ([`Network::attach`]) → output FIFOs
+//! → `/etc` files → OCI spec → labels → in-memory root fs ([`RootFs::mount`]) →
+//! `Runtime::create` → exit watcher (before the start, so an instant exit is seen).
+//! [`Sandbox::start`]: `Runtime::start`. What comes between (a start-up probe, a task
+//! timeout) is the caller's.
+//!
+//! The way back is two steps, so a job can report an attempt's end before the slower part:
+//! [`Sandbox::remove`] (delete the container, pass on its last output), then [`release`]
+//! (network, root fs, files). Both are safe on what was never made or is already gone, and
+//! stopping a running container first is [`super::stop_container`]'s job.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::logs::{Pipes, Sink};
+use crate::image::ImageInfo;
+use crate::runtime::network::{self, Attachment, NetError, Network};
+use crate::runtime::ocispec::{self, SpecError};
+use crate::runtime::rootfs::RootFs;
+use crate::runtime::{labels, ContainerSpec, ExitStatus, Runtime, RuntimeError};
+
+/// What went wrong, by the step that was being done (the cause is the error's source).
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    #[error("creating the container's files")]
+    Files(#[source] io::Error),
+    #[error("attaching the container's network")]
+    Network(#[from] NetError),
+    #[error("building the container's OCI spec")]
+    Spec(#[from] SpecError),
+    #[error("mounting the container's in-memory root filesystem")]
+    RootFs(#[source] io::Error),
+    #[error("creating the container")]
+    Create(#[source] RuntimeError),
+    #[error("starting the container")]
+    Start(#[source] RuntimeError),
+    #[error("waiting for the container's exit")]
+    Wait(#[source] RuntimeError),
+    #[error("lost track of the container's exit")]
+    WatcherGone,
+    #[error("stopping the container")]
+    Stop(#[source] RuntimeError),
+}
+
+/// What a container is made of, decided by the caller (service instance or job attempt).
+pub struct Plan<'a> {
+    /// Where its files go (FIFOs, `/etc` files, the root fs mount); [`release`] removes it.
+    pub dir: &'a Path,
+    pub image: &'a ImageInfo,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    /// Numeric user and group.
+    pub user: (u32, u32),
+    pub memory_bytes: u64,
+    pub cpu: f64,
+    /// In-memory volumes: (mount path, size in bytes).
+    pub tmpfs: Vec<(String, u64)>,
+    /// The caller's labels; [`labels::MANAGED`] and [`labels::NETNS`] are added.
+    pub labels: HashMap<String, String>,
+    /// Where the container's output lines go.
+    pub sink: Sink,
+}
+
+/// Time spent in each step of [`Sandbox::create`] and [`Sandbox::start`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Files dir and network namespace.
+    pub network: Duration,
+    /// `Runtime::create` (snapshot, container, task).
+    pub create: Duration,
+    /// `Runtime::start`.
+    pub start: Duration,
+}
+
+/// The task that waits for a container's exit.
+type Watcher = JoinHandle<Result<ExitStatus, RuntimeError>>;
+
+/// One container and what runlet holds of it: its output pipes and its exit watcher.
+pub struct Sandbox {
+    id: String,
+    pipes: Option<Pipes>,
+    watcher: Option<Watcher>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    pub timings: Timings,
+}
+
+impl Sandbox {
+    /// Sandbox `id`, nothing of it made yet.
+    pub fn new(id: &str) -> Sandbox {
+        Sandbox {
+            id: id.to_string(),
+            pipes: None,
+            watcher: None,
+            exit: watch::channel(None).1,
+            timings: Timings::default(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Becomes `Some` when the container's main process exits.
+    pub fn exit(&self) -> watch::Receiver<Option<ExitStatus>> {
+        self.exit.clone()
+    }
+
+    /// Makes the container, up to and not including its start; returns its network
+    /// attachment. On error, what was made stays for [`remove`](Self::remove) and
+    /// [`release`] to undo.
+    pub async fn create<R: Runtime>(
+        &mut self,
+        runtime: &Arc<R>,
+        net: &impl Network,
+        rootfs: &impl RootFs,
+        plan: Plan<'_>,
+    ) -> Result<Attachment, SandboxError> {
+        let t0 = Instant::now();
+        let id = self.id.clone();
+        let dir = plan.dir;
+        std::fs::create_dir_all(dir).map_err(SandboxError::Files)?;
+        let att = net.attach(&id).await?;
+        self.timings.network = t0.elapsed();
+        let pipes = self
+            .pipes
+            .insert(Pipes::open(&dir.join("io"), plan.sink).map_err(SandboxError::Files)?);
+        let (stdout, stderr) = (
+            pipes.stdout.display().to_string(),
+            pipes.stderr.display().to_string(),
+        );
+        let hostname = ocispec::hostname(&id);
+        let etc = network::write_etc_files(&dir.join("etc"), &hostname, att.ip.as_deref())
+            .map_err(SandboxError::Files)?;
+        let netns = att.netns.display().to_string();
+        let oci = ocispec::build(&ocispec::SpecInput {
+            id: id.clone(),
+            hostname,
+            args: plan.args,
+            env: plan.env,
+            cwd: ocispec::working_dir(&plan.image.config),
+            uid: plan.user.0,
+            gid: plan.user.1,
+            memory_bytes: plan.memory_bytes,
+            cpu: plan.cpu,
+            netns: Some(netns.clone()),
+            etc_files: etc,
+            tmpfs: plan.tmpfs,
+        })?;
+        let mut lbl = plan.labels;
+        lbl.insert(labels::MANAGED.to_string(), "true".to_string());
+        lbl.insert(labels::NETNS.to_string(), netns);
+        // The root filesystem's writable layer lives in memory (FS-2): writes count against
+        // the container's memory limit.
+        let upper = rootfs
+            .mount(&dir.join("rootfs"), plan.memory_bytes)
+            .await
+            .map_err(SandboxError::RootFs)?;
+        let t_create = Instant::now();
+        runtime
+            .create(&ContainerSpec {
+                id: id.clone(),
+                image: plan.image.clone(),
+                oci_spec: oci,
+                labels: lbl,
+                stdout,
+                stderr,
+                upper_dir: Some(upper.display().to_string()),
+            })
+            .await
+            .map_err(SandboxError::Create)?;
+        self.timings.create = t_create.elapsed();
+        let (watcher, exit) = watch_exit(runtime.clone(), id);
+        self.watcher = Some(watcher);
+        self.exit = exit;
+        Ok(att)
+    }
+
+    /// Starts the created container.
+    pub async fn start<R: Runtime>(&mut self, runtime: &R) -> Result<(), SandboxError> {
+        let t = Instant::now();
+        runtime.start(&self.id).await.map_err(SandboxError::Start)?;
+        self.timings.start = t.elapsed();
+        Ok(())
+    }
+
+    /// Resolves when the container's main process has exited.
+    pub async fn exited(&mut self) -> Result<ExitStatus, SandboxError> {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return Err(SandboxError::WatcherGone);
+        };
+        match watcher.await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(SandboxError::Wait(e)),
+            Err(_) => Err(SandboxError::WatcherGone),
+        }
+    }
+
+    /// Deletes the container (stop it first if it may still run) and passes on what it
+    /// wrote last.
+    pub async fn remove<R: Runtime>(mut self, runtime: &R) {
+        if let Err(e) = runtime.delete(&self.id).await {
+            warn!(container = %self.id, "deleting the container: {e}");
+        }
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
+        if let Some(p) = self.pipes.take() {
+            p.close().await;
+        }
+    }
+}
+
+/// Watches for the exit of container `id` from now on: the returned handle ends with it,
+/// the receiver becomes `Some` with it.
+fn watch_exit<R: Runtime>(
+    runtime: Arc<R>,
+    id: String,
+) -> (Watcher, watch::Receiver<Option<ExitStatus>>) {
+    let (tx, rx) = watch::channel(None);
+    let watcher = tokio::spawn(async move {
+        let r = runtime.wait(&id).await;
+        match &r {
+            Ok(status) => {
+                let _ = tx.send(Some(*status));
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => warn!(container = %id, "waiting for exit: {e}"),
+        }
+        r
+    });
+    (watcher, rx)
+}
+
+/// Removes what is left of container `id` once it is deleted: its network namespace and
+/// address, its root filesystem's memory, its files in `dir`.
+pub async fn release(net: &impl Network, rootfs: &impl RootFs, id: &str, dir: &Path) {
+    net.detach(id).await;
+    rootfs.unmount(&dir.join("rootfs")).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! A sandbox's life on the fake runtime, network and root fs, asserting the call order.
+    use super::*;
+    use crate::runtime::fake::{Call, FakeRuntime, FAKE_IP};
+
+    /// What [`Sandbox::create`] of `id` in `dir` records, in order.
+    pub(crate) fn made(id: &str, dir: &Path) -> Vec<Call> {
+        vec![
+            Call::Attach(id.to_string()),
+            Call::Mount(dir.join("rootfs")),
+            Call::Create(id.to_string()),
+        ]
+    }
+
+    /// What [`release`] of `id` in `dir` records, in order.
+    pub(crate) fn released(id: &str, dir: &Path) -> Vec<Call> {
+        vec![
+            Call::Detach(id.to_string()),
+            Call::Unmount(dir.join("rootfs")),
+        ]
+    }
+
+    fn plan<'a>(dir: &'a Path, image: &'a ImageInfo) -> Plan<'a> {
+        let mut labels = HashMap::new();
+        labels.insert(labels::JOB.to_string(), "hello".to_string());
+        Plan {
+            dir,
+            image,
+            args: vec!["/probe".into()],
+            env: vec!["A=1".into()],
+            user: (1000, 1000),
+            memory_bytes: 256 << 20,
+            cpu: 1.0,
+            tmpfs: vec![],
+            labels,
+            sink: Arc::new(|_, _| {}),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sandbox_is_made_started_watched_removed_and_released_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c1");
+        let rt = FakeRuntime::new();
+        rt.exit_after(Duration::from_secs(1), 3).await;
+        let (runtime, net, rootfs) = (Arc::new(rt.clone()), rt.network(), rt.root_fs());
+        let image = ImageInfo::default();
+        let mut sb = Sandbox::new("c1");
+        let att = sb
+            .create(&runtime, &net, &rootfs, plan(&dir, &image))
+            .await
+            .unwrap();
+        assert_eq!(att.ip.as_deref(), Some(FAKE_IP));
+        let hosts = std::fs::read_to_string(dir.join("etc/hosts")).unwrap();
+        assert!(hosts.contains(FAKE_IP), "{hosts}");
+        let spec = rt.spec("c1").await.unwrap();
+        assert_eq!(spec.labels[labels::MANAGED], "true");
+        assert_eq!(spec.labels[labels::JOB], "hello");
+        assert_eq!(spec.labels[labels::NETNS], "/run/netns/runlet-c1");
+        let mut exit = sb.exit();
+        sb.start(runtime.as_ref()).await.unwrap();
+        assert_eq!(sb.exited().await.unwrap(), ExitStatus { code: 3 });
+        assert_eq!(*exit.borrow_and_update(), Some(ExitStatus { code: 3 }));
+        sb.remove(runtime.as_ref()).await;
+        release(&net, &rootfs, "c1", &dir).await;
+        assert!(!dir.exists());
+        let c1 = || "c1".to_string();
+        let life = [Call::Start(c1()), Call::Delete(c1())];
+        assert_eq!(
+            rt.calls().await,
+            [made("c1", &dir), life.to_vec(), released("c1", &dir)].concat()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_failed_create_made_is_undone_by_remove_and_release() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c2");
+        let rt = FakeRuntime::new();
+        rt.fail_creates().await;
+        let (runtime, net, rootfs) = (Arc::new(rt.clone()), rt.network(), rt.root_fs());
+        let image = ImageInfo::default();
+        let mut sb = Sandbox::new("c2");
+        let err = sb
+            .create(&runtime, &net, &rootfs, plan(&dir, &image))
+            .await
+            .unwrap_err();
+        // The message says what was being done; the cause is the source, not repeated.
+        assert_eq!(err.to_string(), "creating the container");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(cause, "create c2: scripted failure");
+        assert!(matches!(sb.exited().await, Err(SandboxError::WatcherGone)));
+        sb.remove(runtime.as_ref()).await;
+        release(&net, &rootfs, "c2", &dir).await;
+        assert!(!dir.exists());
+        assert_eq!(
+            rt.calls().await,
+            [
+                made("c2", &dir),
+                vec![Call::Delete("c2".into())],
+                released("c2", &dir)
+            ]
+            .concat()
+        );
+    }
+}
