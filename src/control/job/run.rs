@@ -11,7 +11,6 @@
 //! root fs, files), which the execution waits for before it ends.
 
 use std::collections::{HashMap, HashSet};
-use std::error::Error as _;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -105,7 +104,7 @@ async fn run_loop<R: Runtime, N: Network, F: RootFs>(
         // One durable write per turn, before anything new starts: it holds every result
         // reported so far, so a crash from here on loses none of them.
         if let Err(e) = store.save(&rec).await {
-            warn!("cannot save the execution record: {e}");
+            warn!("cannot save the execution record: {}", crate::util::error_chain(&e));
         }
         for (index, attempt) in starts {
             let span = info_span!("task", index, attempt);
@@ -225,25 +224,14 @@ async fn run_attempt<R: Runtime, N: Network, F: RootFs>(
     let outcome = match attempt_body(ctx, which, cancel, &mut sandbox).await {
         Ok(o) => o,
         Err(e) => {
-            let e = with_causes(&e);
+            // An attempt's record keeps the whole story: the error and its causes.
+            let e = crate::util::error_chain(&e);
             warn!(container = %which.id, "attempt could not run: {e}");
             Outcome::RuntimeError(e)
         }
     };
     sandbox.remove(ctx.runtime.as_ref()).await;
     outcome
-}
-
-/// `e` and its causes, `: `-separated (an attempt's record keeps the whole story).
-fn with_causes(e: &SandboxError) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// Removes what [`run_attempt`] leaves of attempt `id` (its container deleted): the network
@@ -363,7 +351,7 @@ pub async fn recover<R: Runtime>(
     let mut out = Recovered::default();
     let (records, errors) = store.list();
     for e in errors {
-        warn!("{e}");
+        warn!("{}", crate::util::error_chain(&e));
     }
     let mut claimed = Vec::new();
     for r in records

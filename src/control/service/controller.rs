@@ -4,7 +4,6 @@
 //! the instance metrics each time.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::error::Error as StdError;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -150,7 +149,7 @@ impl<I: Instances> Controller<I> {
             Err(e) => {
                 warn!(
                     "cannot subscribe to OOM events ({}); OOM kills are told from exit status only",
-                    with_causes(&e)
+                    crate::util::error_chain(&e)
                 );
                 None
             }
@@ -234,7 +233,7 @@ impl<I: Instances> Controller<I> {
             .starts
             .with_label_values(&[&self.service, "failed"])
             .inc();
-        let why = with_causes(e);
+        let why = crate::util::error_chain(e);
         error!(instance = %id, "instance failed to start: {why}; next attempt in {} ms", backoff.as_millis());
         self.failed_reason = Some(why);
     }
@@ -472,24 +471,6 @@ impl StartupTimes {
     }
 }
 
-/// An error and its causes, `: `-separated, leaving out a cause whose text the message
-/// before it already ends with (errors written before the convention print their source
-/// themselves). The controller is an edge: it logs start failures and tells them to
-/// waiting requests.
-fn with_causes(e: &dyn StdError) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if out != text && !out.ends_with(&format!(": {text}")) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
-
 async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
     match rx {
         Some(r) => r.recv().await,
@@ -514,25 +495,6 @@ mod tests {
         }
         // 11..=30 kept: average 20.5 s.
         assert_eq!(t.average(), Some(Duration::from_millis(20_500)));
-    }
-
-    #[test]
-    fn causes_are_told_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("starting the instance")]
-        struct Quiet(#[source] std::io::Error);
-        #[derive(Debug, thiserror::Error)]
-        #[error("starting the instance: {0}")]
-        struct Loud(#[source] std::io::Error);
-        let io = || std::io::Error::other("no space left");
-        assert_eq!(
-            with_causes(&Quiet(io())),
-            "starting the instance: no space left"
-        );
-        assert_eq!(
-            with_causes(&Loud(io())),
-            "starting the instance: no space left"
-        );
     }
 
     fn spec(min: usize, max: usize) -> ServiceSpec {
