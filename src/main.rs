@@ -14,7 +14,6 @@ use tracing::info;
 use runlet::cli::{Cli, Command, ImageCommand, ServeArgs};
 use runlet::control::autoscale::Policy;
 use runlet::control::instance::Ctx;
-use runlet::control::probe;
 use runlet::image::archive::{self, Progress};
 use runlet::image::reference;
 use runlet::ingress::{self, Demand, IngressConfig, Snapshot};
@@ -23,7 +22,7 @@ use runlet::runtime::containerd::Containerd;
 use runlet::runtime::embedded::{self, Connection};
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::{ocispec, Runtime};
-use runlet::spec::{self, ServiceSpec, SpecError};
+use runlet::spec::{self, probe, ServiceSpec, SpecError};
 
 /// mimalloc rather than glibc's malloc: the data path allocates a few small buffers per
 /// request (header maps, the request's task), and glibc's malloc and free were 9% of the
