@@ -15,7 +15,6 @@ use tracing::info;
 use runlet::cli::{GlobalArgs, ServeArgs};
 use runlet::control::autoscale::Policy;
 use runlet::control::instance::Ctx;
-use runlet::control::probe;
 use runlet::image::reference;
 use runlet::ingress::{self, Demand, IngressConfig, Snapshot};
 use runlet::metrics::Metrics;
@@ -23,6 +22,7 @@ use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::rootfs::MemoryFs;
 use runlet::runtime::Runtime;
+use runlet::spec::probe;
 use runlet::spec::{self, ServiceSpec, SpecError};
 
 use super::{image_user, with_containerd};

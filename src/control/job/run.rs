@@ -104,7 +104,10 @@ async fn run_loop<R: Runtime, N: Network, F: RootFs>(
         // One durable write per turn, before anything new starts: it holds every result
         // reported so far, so a crash from here on loses none of them.
         if let Err(e) = store.save(&rec).await {
-            warn!("cannot save the execution record: {}", crate::util::error_chain(&e));
+            warn!(
+                "cannot save the execution record: {}",
+                crate::util::error_chain(&e)
+            );
         }
         for (index, attempt) in starts {
             let span = info_span!("task", index, attempt);

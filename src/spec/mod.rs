@@ -1,0 +1,82 @@
+//! The typed, validated description of a service, built from flags (gcloud's names) and
+//! refused at the door with the field name and the allowed values when it is wrong.
+//!
+//! This module owns the [`ServiceSpec`] model and [`SpecError`]; each kind of flag value
+//! is parsed in its own file: names, lists and `KEY=VALUE` items, environment variables,
+//! quantities (durations, ranges, memory, CPU), volumes, and probes. Nothing here runs
+//! anything: probe execution lives in `control`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+mod env;
+mod list;
+mod name;
+pub mod probe;
+mod quantity;
+mod volume;
+
+pub use env::{check_env_name, parse_env_list, parse_env_vars, RESERVED_ENV};
+pub use list::split_list;
+pub use name::{check_name, name_from_image, revision_name};
+pub use probe::Probe;
+pub use quantity::{cpu, in_range, memory, parse_duration};
+pub use volume::volumes;
+
+/// A flag value refused, naming the flag and what is allowed.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid {field}: {detail}")]
+pub struct SpecError {
+    pub field: &'static str,
+    pub detail: String,
+}
+
+fn bad(field: &'static str, detail: impl Into<String>) -> SpecError {
+    SpecError {
+        field,
+        detail: detail.into(),
+    }
+}
+
+/// A service as runlet runs it.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub revision: String,
+    pub image: String,
+    pub port: u16,
+    pub listen: SocketAddr,
+    pub env: Vec<(String, String)>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub memory_bytes: u64,
+    pub cpu: f64,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub min_instances: usize,
+    pub max_instances: usize,
+    pub idle_timeout: Duration,
+    pub startup_timeout: Duration,
+    pub use_http2: bool,
+    /// `--cpu-throttling`: an instance with no request in flight keeps 1% of a CPU.
+    pub cpu_throttling: bool,
+    /// A configured startup probe; without one, the ingress port accepting TCP means ready.
+    pub startup_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe>,
+    /// In-memory volumes mounted into the container: (mount path, size limit in bytes).
+    pub volumes: Vec<(String, u64)>,
+}
+
+impl ServiceSpec {
+    /// The environment of the ingress container (ENV-S1).
+    pub fn contract_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PORT".into(), self.port.to_string()),
+            ("K_SERVICE".into(), self.name.clone()),
+            ("K_REVISION".into(), self.revision.clone()),
+            ("K_CONFIGURATION".into(), self.name.clone()),
+        ]
+    }
+}
