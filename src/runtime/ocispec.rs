@@ -13,7 +13,7 @@ use oci_spec::runtime::{
 use oci_spec::OciSpecError;
 use thiserror::Error;
 
-use crate::image::archive::RunConfig;
+use crate::image::config::RunConfig;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 pub const CPU_PERIOD: u64 = 100_000;
