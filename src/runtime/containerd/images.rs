@@ -113,7 +113,7 @@ impl Containerd {
                 .await?;
             let mut labels = HashMap::new();
             labels.insert(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top);
-            self.set_content_labels(&img.config.digest().to_string(), &labels)
+            self.set_content_labels(img.config.digest().as_ref(), &labels)
                 .await?;
             if self.put_image(&img.name, &img.target).await? {
                 created.push(img.name.clone());
@@ -259,7 +259,7 @@ impl Containerd {
                 serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
             let config = config::parse(
                 &self
-                    .read_blob(&manifest.config().digest().to_string())
+                    .read_blob(manifest.config().digest().as_ref())
                     .await?,
             )
             .map_err(|e| bad(e.to_string()))?;
