@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context, Result};
 
 use super::config::{ImageConfig, Platform};
 use super::layer::{ImageFile, Layer};
-use super::layout::{single_platform_layout, PlatformImage};
+use super::layout::single_platform_layout;
 use super::tar::{digest_hex, write_file};
 
 /// Name of the file with an invalid UTF-8 name put into the `non-utf8` image.
@@ -34,14 +34,7 @@ pub fn write_bad_digest_oci_archive(
     let first = layers
         .first()
         .ok_or_else(|| anyhow!("bad-digest archive needs a layer"))?;
-    let (mut layout, manifest) = single_platform_layout(
-        image_ref,
-        PlatformImage {
-            platform,
-            layers,
-            config,
-        },
-    )?;
+    let (mut layout, manifest) = single_platform_layout(image_ref, layers, config, platform)?;
     let blob = layout
         .blobs
         .get_mut(digest_hex(&first.digest)?)
@@ -77,14 +70,12 @@ pub fn non_utf8_file() -> ImageFile {
 mod tests {
     use super::*;
     use crate::imagebuild::testutil::*;
-    use crate::imagebuild::{build_layer, probe_config, sha256_digest, write_oci_archive};
+    use crate::imagebuild::{build_layer, sha256_digest, write_oci_archive};
     use oci_spec::image::ImageIndex;
 
     #[test]
     fn negative_archives() {
-        let dir = scratch("negative");
-        let layers = [build_layer(&sample_files()).unwrap()];
-        let config = probe_config();
+        let (dir, layers, config) = sample("negative");
         let good = dir.join("good.tar");
         write_oci_archive(&good, "probe", &layers, &config, &Platform::linux_amd64()).unwrap();
         let good_len = fs::metadata(&good).unwrap().len();
@@ -104,14 +95,8 @@ mod tests {
 
         // Bad digest: the blob keeps its name but not its content.
         let bad = dir.join("bad.tar");
-        write_bad_digest_oci_archive(
-            &bad,
-            "bad-digest",
-            &layers,
-            &config,
-            &Platform::linux_amd64(),
-        )
-        .unwrap();
+        let (amd64, arm64) = (Platform::linux_amd64(), Platform::linux_arm64());
+        write_bad_digest_oci_archive(&bad, "bad-digest", &layers, &config, &amd64).unwrap();
         let files = tar_map(&fs::read(&bad).unwrap());
         let name = format!("blobs/sha256/{}", digest_hex(&layers[0].digest).unwrap());
         let data = &files[&name];
@@ -126,14 +111,7 @@ mod tests {
 
         // arm64 only.
         let arm = dir.join("arm.tar");
-        write_oci_archive(
-            &arm,
-            "arm64-only",
-            &layers,
-            &config,
-            &Platform::linux_arm64(),
-        )
-        .unwrap();
+        write_oci_archive(&arm, "arm64-only", &layers, &config, &arm64).unwrap();
         let files = tar_map(&fs::read(&arm).unwrap());
         let index: ImageIndex = serde_json::from_slice(&files["index.json"]).unwrap();
         assert_eq!(index.manifests().len(), 1);

@@ -367,14 +367,14 @@ mod tests {
         let probe = tar_map(&fs::read(d1.join("probe.oci.tar")).unwrap());
         let index: ImageIndex = serde_json::from_slice(&probe["index.json"]).unwrap();
         assert_eq!(
-            index.manifests()[0].annotations().as_ref().unwrap()[ANNOTATION_CONTAINERD_IMAGE_NAME],
+            annotation(&index.manifests()[0], ANNOTATION_CONTAINERD_IMAGE_NAME),
             PROBE_IMAGE
         );
 
         let user = tar_map(&fs::read(d1.join("probe-user.oci.tar")).unwrap());
         let index: ImageIndex = serde_json::from_slice(&user["index.json"]).unwrap();
         assert_eq!(
-            index.manifests()[0].annotations().as_ref().unwrap()[ANNOTATION_CONTAINERD_IMAGE_NAME],
+            annotation(&index.manifests()[0], ANNOTATION_CONTAINERD_IMAGE_NAME),
             PROBE_USER_IMAGE
         );
         let cfg = check_manifest(&user, &index.manifests()[0]);

@@ -128,24 +128,10 @@ mod tests {
         ];
         let config = probe_config();
         let out = dir.join("d.tar");
-        write_docker_archive(
-            &out,
-            "probe-docker:latest",
-            &layers,
-            &config,
-            &Platform::linux_amd64(),
-        )
-        .unwrap();
-        let bytes = fs::read(&out).unwrap();
-        write_docker_archive(
-            &out,
-            "probe-docker:latest",
-            &layers,
-            &config,
-            &Platform::linux_amd64(),
-        )
-        .unwrap();
-        assert_eq!(bytes, fs::read(&out).unwrap());
+        let amd64 = Platform::linux_amd64();
+        let bytes = written_twice(&out, |out| {
+            write_docker_archive(out, "probe-docker:latest", &layers, &config, &amd64).unwrap()
+        });
 
         let files = tar_map(&bytes);
         let manifest: Vec<DockerManifestEntry> =

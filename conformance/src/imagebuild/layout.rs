@@ -104,11 +104,17 @@ impl OciLayout {
 
 pub(super) fn single_platform_layout(
     image_ref: &str,
-    image: PlatformImage<'_>,
+    layers: &[Layer],
+    config: &ImageConfig,
+    platform: &Platform,
 ) -> Result<(OciLayout, Descriptor)> {
     let name = ImageRef::parse(image_ref)?;
     let mut layout = OciLayout::default();
-    let mut manifest = layout.add_image(image)?;
+    let mut manifest = layout.add_image(PlatformImage {
+        platform,
+        layers,
+        config,
+    })?;
     manifest.set_annotations(Some(name.annotations()));
     Ok((layout, manifest))
 }
@@ -124,14 +130,7 @@ pub fn write_oci_archive(
     config: &ImageConfig,
     platform: &Platform,
 ) -> Result<()> {
-    let (layout, manifest) = single_platform_layout(
-        image_ref,
-        PlatformImage {
-            platform,
-            layers,
-            config,
-        },
-    )?;
+    let (layout, manifest) = single_platform_layout(image_ref, layers, config, platform)?;
     layout.write(out, vec![manifest])
 }
 
@@ -168,9 +167,7 @@ mod tests {
 
     #[test]
     fn oci_archive_round_trips() {
-        let dir = scratch("oci");
-        let layers = [build_layer(&sample_files()).unwrap()];
-        let config = probe_config();
+        let (dir, layers, config) = sample("oci");
         let (a, b) = (dir.join("a.tar"), dir.join("b.tar"));
         write_oci_archive(&a, "probe", &layers, &config, &Platform::linux_amd64()).unwrap();
         write_oci_archive(&b, "probe", &layers, &config, &Platform::linux_amd64()).unwrap();
@@ -194,12 +191,9 @@ mod tests {
         assert_eq!(index.media_type(), &Some(MediaType::ImageIndex));
         assert_eq!(index.manifests().len(), 1);
         let desc = &index.manifests()[0];
+        assert_eq!(annotation(desc, ANNOTATION_REF_NAME), "latest");
         assert_eq!(
-            desc.annotations().as_ref().unwrap()[ANNOTATION_REF_NAME],
-            "latest"
-        );
-        assert_eq!(
-            desc.annotations().as_ref().unwrap()[ANNOTATION_CONTAINERD_IMAGE_NAME],
+            annotation(desc, ANNOTATION_CONTAINERD_IMAGE_NAME),
             "docker.io/library/probe:latest"
         );
         assert_eq!(
@@ -265,13 +259,10 @@ mod tests {
         assert_eq!(top.media_type(), &MediaType::ImageIndex);
         assert_eq!(top.platform(), &None);
         assert_eq!(
-            top.annotations().as_ref().unwrap()[ANNOTATION_CONTAINERD_IMAGE_NAME],
+            annotation(top, ANNOTATION_CONTAINERD_IMAGE_NAME),
             "docker.io/library/probe-multi:latest"
         );
-        assert_eq!(
-            top.annotations().as_ref().unwrap()[ANNOTATION_REF_NAME],
-            "latest"
-        );
+        assert_eq!(annotation(top, ANNOTATION_REF_NAME), "latest");
         let nested: ImageIndex = serde_json::from_slice(blob(&files, top)).unwrap();
         assert_eq!(nested.media_type(), &Some(MediaType::ImageIndex));
         let platforms: Vec<_> = nested

@@ -106,3 +106,23 @@ pub fn check_manifest(files: &BTreeMap<String, Vec<u8>>, desc: &Descriptor) -> I
     assert_eq!(platform.os(), config.os());
     config
 }
+
+/// The annotation `key` of `desc`.
+pub fn annotation<'a>(desc: &'a Descriptor, key: &str) -> &'a str {
+    &desc.annotations().as_ref().unwrap()[key]
+}
+
+/// Runs `write` twice to `out` and checks both runs wrote the same bytes; returns them.
+pub fn written_twice(out: &std::path::Path, write: impl Fn(&std::path::Path)) -> Vec<u8> {
+    write(out);
+    let first = fs::read(out).unwrap();
+    write(out);
+    assert_eq!(first, fs::read(out).unwrap(), "{out:?} is reproducible");
+    first
+}
+
+/// A scratch dir, one layer of [`sample_files`] and the probe config: what most tests start from.
+pub fn sample(name: &str) -> (PathBuf, [super::Layer; 1], super::ImageConfig) {
+    let layers = [super::build_layer(&sample_files()).unwrap()];
+    (scratch(name), layers, super::probe_config())
+}

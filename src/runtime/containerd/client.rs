@@ -37,6 +37,35 @@ pub(super) fn grpc(op: &'static str, id: impl Into<String>) -> impl FnOnce(Statu
     }
 }
 
+/// An image lookup's failure: NotFound names the image (and says how to load it).
+pub(super) fn image_grpc<'a>(
+    op: &'static str,
+    name: &'a str,
+) -> impl FnOnce(Status) -> RuntimeError + 'a {
+    move |status| {
+        if status.code() == Code::NotFound {
+            RuntimeError::ImageNotFound {
+                name: name.to_string(),
+            }
+        } else {
+            grpc(op, name)(status)
+        }
+    }
+}
+
+/// Whether a lookup found its object: NotFound is `false`, any other failure an error.
+pub(super) fn found<T>(
+    answer: Result<T, Status>,
+    op: &'static str,
+    id: &str,
+) -> Result<bool, RuntimeError> {
+    match answer {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == Code::NotFound => Ok(false),
+        Err(s) => Err(grpc(op, id)(s)),
+    }
+}
+
 pub(super) fn not_found_ok<T>(r: Result<T, RuntimeError>) -> Result<(), RuntimeError> {
     match r {
         Ok(_) => Ok(()),

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::debug;
 
-use super::client::{grpc, Containerd};
+use super::client::{found, grpc, Containerd};
 use super::Lease;
 use crate::runtime::RuntimeError;
 
@@ -22,16 +22,12 @@ const CHUNK: usize = 1 << 20;
 
 impl Containerd {
     pub(super) async fn content_exists(&self, digest: &str) -> Result<bool, RuntimeError> {
-        match ContentClient::new(self.channel())
+        let answer = ContentClient::new(self.channel())
             .info(self.req(InfoRequest {
                 digest: digest.to_string(),
             }))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == Code::NotFound => Ok(false),
-            Err(s) => Err(grpc("content info", digest)(s)),
-        }
+            .await;
+        found(answer, "content info", digest)
     }
 
     pub(super) async fn set_content_labels(

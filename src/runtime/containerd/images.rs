@@ -18,7 +18,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest}
 use prost_types::FieldMask;
 use tracing::info;
 
-use super::client::{grpc, Containerd, SNAPSHOTTER};
+use super::client::{grpc, image_grpc, Containerd, SNAPSHOTTER};
 use super::Lease;
 use crate::image::archive::{self, ImportPlan, Progress};
 use crate::image::config::{self, is_linux_amd64, RunConfig};
@@ -196,15 +196,7 @@ impl Containerd {
                 target: None,
             }))
             .await
-            .map_err(|s| {
-                if s.code() == Code::NotFound {
-                    RuntimeError::ImageNotFound {
-                        name: name.to_string(),
-                    }
-                } else {
-                    grpc("remove image", name)(s)
-                }
-            })?;
+            .map_err(image_grpc("remove image", name))?;
         Ok(())
     }
 
@@ -215,15 +207,7 @@ impl Containerd {
                 name: name.to_string(),
             }))
             .await
-            .map_err(|s| {
-                if s.code() == Code::NotFound {
-                    RuntimeError::ImageNotFound {
-                        name: name.to_string(),
-                    }
-                } else {
-                    grpc("get image", name)(s)
-                }
-            })?
+            .map_err(image_grpc("get image", name))?
             .into_inner()
             .image
             .ok_or_else(|| RuntimeError::ImageNotFound {
@@ -257,12 +241,8 @@ impl Containerd {
             }
             let manifest: ImageManifest =
                 serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
-            let config = config::parse(
-                &self
-                    .read_blob(manifest.config().digest().as_ref())
-                    .await?,
-            )
-            .map_err(|e| bad(e.to_string()))?;
+            let config = config::parse(&self.read_blob(manifest.config().digest().as_ref()).await?)
+                .map_err(|e| bad(e.to_string()))?;
             let layers = manifest.layers().clone();
             let size = layers.iter().map(|l| l.size() as i64).sum::<i64>() + size;
             return Ok(StoredImage {

@@ -12,7 +12,7 @@ use containerd_client::services::v1::ApplyRequest;
 use containerd_client::tonic::Code;
 use oci_spec::image::Descriptor;
 
-use super::client::{grpc, Containerd, SNAPSHOTTER};
+use super::client::{found, grpc, Containerd, SNAPSHOTTER};
 use super::images::pb_descriptor;
 use super::Lease;
 use crate::image::chain_ids;
@@ -20,17 +20,13 @@ use crate::runtime::RuntimeError;
 
 impl Containerd {
     pub(super) async fn snapshot_exists(&self, key: &str) -> Result<bool, RuntimeError> {
-        match SnapshotsClient::new(self.channel())
+        let answer = SnapshotsClient::new(self.channel())
             .stat(self.req(StatSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: key.to_string(),
             }))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == Code::NotFound => Ok(false),
-            Err(s) => Err(grpc("stat snapshot", key)(s)),
-        }
+            .await;
+        found(answer, "stat snapshot", key)
     }
 
     /// Unpacks layers into committed snapshots named by chain ID; returns the top chain ID.
