@@ -1,6 +1,8 @@
 //! Images: names, archives, and what runlet needs from an image to run it.
 
 pub mod archive;
+pub mod config;
+pub mod media;
 pub mod reference;
 
 use std::collections::HashMap;
@@ -13,7 +15,7 @@ pub struct ImageInfo {
     pub name: String,
     /// Digest of the manifest the image resolves to.
     pub digest: String,
-    pub config: archive::RunConfig,
+    pub config: config::RunConfig,
     /// The chain ID of the top layer: the snapshot a container's root filesystem starts from.
     pub chain_id: String,
     pub size: i64,
