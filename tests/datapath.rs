@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{env, free_port, http, Served};
 
 fn probe_requests_total(s: &Served) -> u64 {
-    s.get("/").json()["concurrency"]["requests_total"]
+    s.get("/").json().unwrap()["concurrency"]["requests_total"]
         .as_u64()
         .unwrap()
 }
@@ -38,7 +38,7 @@ fn concurrency_one_never_overlaps_inside_the_container() {
             std::thread::spawn(move || {
                 (0..4)
                     .map(|_| http(addr, "GET", "/?sleep=150", &[], b""))
-                    .map(|r| (r.status, r.json()["concurrency"]["max_in_flight"].as_u64()))
+                    .map(|r| (r.status, r.json().unwrap()["concurrency"]["max_in_flight"].as_u64()))
                     .collect::<Vec<_>>()
             })
         })
@@ -55,6 +55,7 @@ fn concurrency_one_never_overlaps_inside_the_container() {
 fn hold_expires_with_429_when_the_service_is_at_max_instances() {
     let Some(env) = env() else { return };
     env.load("probe.oci.tar");
+    let maddr = format!("127.0.0.1:{}", free_port());
     let s = env.serve(&[
         "--image",
         "probe",
@@ -64,10 +65,13 @@ fn hold_expires_with_429_when_the_service_is_at_max_instances() {
         "1",
         "--max-instances",
         "1",
+        "--metrics-listen",
+        &maddr,
     ]);
     let addr = s.listen;
     let busy = std::thread::spawn(move || http(addr, "GET", "/?sleep=13000", &[], b""));
-    std::thread::sleep(Duration::from_millis(300));
+    // The one slot is taken (asking the probe would be held too).
+    s.wait_in_flight("dp-hold", 1);
     let t0 = Instant::now();
     let r = http(addr, "GET", "/", &[], b"");
     let waited = t0.elapsed();
@@ -170,9 +174,9 @@ fn http2_end_to_end_only_with_use_http2_and_grpc_works() {
     let Some(env) = env() else { return };
     env.load("probe.oci.tar");
     let h1 = env.serve(&["--image", "probe", "--service", "dp-h1"]);
-    assert_eq!(h1.get("/").json()["request"]["version"], "HTTP/1.1");
+    assert_eq!(h1.get("/").json().unwrap()["request"]["version"], "HTTP/1.1");
     let h2 = env.serve(&["--image", "probe", "--service", "dp-h2", "--use-http2"]);
-    assert_eq!(h2.get("/").json()["request"]["version"], "HTTP/2.0");
+    assert_eq!(h2.get("/").json().unwrap()["request"]["version"], "HTTP/2.0");
     // A client speaking h2c (prior knowledge) to runlet, and a real gRPC call.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

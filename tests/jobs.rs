@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{env, strip_ansi, Env};
+use common::{env, strip_ansi, Env, Lines};
 use serde_json::Value;
 
 /// Runs `runlet job ARGS` to its end.
@@ -116,7 +114,7 @@ fn assert_nothing_left(env: &Env, needle: &str) {
 struct Running {
     child: Child,
     t0: Instant,
-    lines: Arc<Mutex<Vec<(Duration, String)>>>,
+    lines: Lines,
 }
 
 impl Running {
@@ -131,41 +129,19 @@ impl Running {
             .spawn()
             .expect("spawn runlet");
         let t0 = Instant::now();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines
-                        .lock()
-                        .unwrap()
-                        .push((t0.elapsed(), strip_ansi(&line)));
-                }
-            });
-        }
+        let lines = Lines::new();
+        lines.read_in_thread(child.stdout.take().unwrap());
+        lines.read_in_thread(child.stderr.take().unwrap());
         Running { child, t0, lines }
     }
 
     fn output(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| format!("{l}\n"))
-            .collect()
+        self.lines.text()
     }
 
     /// When the first line containing `needle` arrived.
     fn seen(&self, needle: &str) -> Option<Duration> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, l)| l.contains(needle))
-            .map(|(t, _)| *t)
+        self.lines.seen(needle)
     }
 
     fn wait_for(&self, needle: &str, within: Duration) -> Duration {

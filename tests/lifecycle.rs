@@ -26,7 +26,7 @@ fn wait_until(what: &str, limit: Duration, f: impl FnMut() -> bool) {
 }
 
 fn hostname(s: &Served) -> String {
-    s.get("/").json()["hostname"].as_str().unwrap().to_string()
+    s.get("/").json().unwrap()["hostname"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn idle_instances_scale_to_zero_and_the_next_request_starts_one() {
         "the first request after zero is held until an instance is ready"
     );
     assert_ne!(
-        r.json()["hostname"].as_str().unwrap(),
+        r.json().unwrap()["hostname"].as_str().unwrap(),
         first,
         "a new instance served it"
     );
@@ -92,7 +92,7 @@ fn load_scales_out_to_exactly_max_instances() {
         .map(|c| {
             let r = c.join().unwrap();
             assert_eq!(r.status, 200, "{}", r.text());
-            r.json()["hostname"].as_str().unwrap().to_string()
+            r.json().unwrap()["hostname"].as_str().unwrap().to_string()
         })
         .collect();
     assert_eq!(hosts.len(), 3, "served by {hosts:?}");
@@ -180,7 +180,7 @@ fn out_of_memory_ends_the_instance_and_every_in_flight_request_gets_500() {
     let first = hostname(&s);
     let addr = s.listen;
     let bystander = std::thread::spawn(move || http(addr, "GET", "/?sleep=4000", &[], b""));
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_probe_in_flight(2);
     let r = s.get("/?alloc=256");
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(r.text().contains("memory"), "{}", r.text());
@@ -199,7 +199,7 @@ fn out_of_memory_ends_the_instance_and_every_in_flight_request_gets_500() {
     let next = s.get("/");
     assert_eq!(next.status, 200);
     assert_ne!(
-        next.json()["hostname"].as_str().unwrap(),
+        next.json().unwrap()["hostname"].as_str().unwrap(),
         first,
         "a fresh instance"
     );
@@ -245,12 +245,12 @@ fn files_written_by_one_instance_are_not_seen_by_the_next() {
         "1s",
     ]);
     assert_eq!(s.get("/?write=1&path=/marker").status, 200);
-    assert_eq!(s.get("/readfile?path=/marker").json()["exists"], true);
+    assert_eq!(s.get("/readfile?path=/marker").json().unwrap()["exists"], true);
     wait_until("scale to zero", Duration::from_secs(20), || {
         containers_of(&env, "lc-fs-gone") == 0
     });
     assert_eq!(
-        s.get("/readfile?path=/marker").json()["exists"],
+        s.get("/readfile?path=/marker").json().unwrap()["exists"],
         false,
         "FS-3: nothing survives the instance"
     );
@@ -372,7 +372,7 @@ fn a_failing_liveness_probe_replaces_the_instance() {
     });
     let next = s.get("/");
     assert_eq!(next.status, 200);
-    assert_ne!(next.json()["hostname"].as_str().unwrap(), first);
+    assert_ne!(next.json().unwrap()["hostname"].as_str().unwrap(), first);
 }
 
 #[test]
@@ -424,7 +424,7 @@ fn in_memory_volumes_are_mounted_with_their_size_limit() {
         "{}",
         full.text()
     );
-    let j = s.get("/").json();
+    let j = s.get("/").json().unwrap();
     let mounts = j["mounts"].as_array().unwrap();
     assert!(
         mounts
@@ -462,7 +462,7 @@ fn cpu_throttling_cuts_an_idle_instance_to_one_percent_and_a_request_restores_it
         "--cpu-throttling",
     ]);
     // Inside a request the container sees its full quota (LIFE-5)...
-    let r = s.get("/").json();
+    let r = s.get("/").json().unwrap();
     assert_eq!(r["cgroup"]["cpu_quota_us"], "200000", "{r}");
     let id = r["hostname"].as_str().unwrap().to_string();
     // ...and once it is idle the host shows 1% of a CPU.
@@ -471,7 +471,7 @@ fn cpu_throttling_cuts_an_idle_instance_to_one_percent_and_a_request_restores_it
     });
     // Without the flag an idle instance keeps its quota.
     let plain = env.serve(&["--image", "probe", "--service", "lc-no-throttle"]);
-    let id = plain.get("/").json()["hostname"]
+    let id = plain.get("/").json().unwrap()["hostname"]
         .as_str()
         .unwrap()
         .to_string();

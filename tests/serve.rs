@@ -59,7 +59,7 @@ fn serve_answers_with_the_contract_env_from_a_real_container_and_cleans_up() {
     ]);
     let r = served.get("/");
     assert_eq!(r.status, 200, "{}", r.text());
-    let j = r.json();
+    let j = r.json().unwrap();
     let e = &j["env"];
     assert_eq!(e["PORT"], "8080");
     assert_eq!(e["K_SERVICE"], "walk-env");
@@ -112,8 +112,8 @@ fn two_services_both_listen_on_8080_in_their_own_namespaces() {
     env.load("probe.oci.tar");
     let a = env.serve(&["--image", "probe", "--service", "walk-two-a"]);
     let b = env.serve(&["--image", "probe", "--service", "walk-two-b"]);
-    let ja = a.get("/").json();
-    let jb = b.get("/").json();
+    let ja = a.get("/").json().unwrap();
+    let jb = b.get("/").json().unwrap();
     assert_eq!(ja["env"]["K_SERVICE"], "walk-two-a");
     assert_eq!(jb["env"]["K_SERVICE"], "walk-two-b");
     assert_eq!(ja["env"]["PORT"], "8080");
@@ -141,7 +141,7 @@ fn command_args_and_a_non_default_port_and_user() {
         // gcloud's list syntax: `^;^` makes `;` the delimiter, so an item can hold a comma.
         "^;^one,two;three",
     ]);
-    let j = served.get("/").json();
+    let j = served.get("/").json().unwrap();
     assert_eq!(j["env"]["PORT"], "8801");
     assert_eq!(j["argv"], serde_json::json!(["/probe", "one,two", "three"]));
     assert_eq!(j["uid"], 65534, "the image's USER is honoured");
@@ -333,7 +333,7 @@ fn proxied_requests_stream_and_forward_headers() {
         &[("X-User-Header", b"kept as is")],
         b"",
     );
-    let j = r.json();
+    let j = r.json().unwrap();
     let headers: Vec<(String, String)> =
         serde_json::from_value(j["request"]["headers"].clone()).unwrap();
     let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
@@ -353,7 +353,7 @@ fn proxied_requests_stream_and_forward_headers() {
     assert_eq!(bad.status, 400, "{}", bad.text());
     // Bodies stream both ways.
     let up = http(served.listen, "POST", "/upload", &[], &vec![7u8; 5 << 20]);
-    assert_eq!(up.json()["received"], 5 << 20);
+    assert_eq!(up.json().unwrap()["received"], 5 << 20);
     let down = served.get("/?bytes=3000000");
     assert_eq!(down.body.len(), 3_000_000);
     drop(served);
@@ -390,7 +390,7 @@ fn a_named_image_user_is_resolved_from_the_images_passwd() {
         String::from_utf8_lossy(&out.stderr)
     );
     let served = env.serve(&["--image", "named-user", "--service", "walk-named-user"]);
-    let j = served.get("/").json();
+    let j = served.get("/").json().unwrap();
     assert_eq!(
         j["uid"], 65534,
         "nobody is 65534 in the probe image's /etc/passwd"

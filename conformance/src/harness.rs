@@ -7,20 +7,22 @@
 //! still runs sends `SIGINT` and hands the child to the check's [`Reaper`], which the runner
 //! drains before it looks for leftovers. `SIGKILL` is the last resort after 45 s.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use runlet_test_support::{metrics, Lines};
+pub use runlet_test_support::{free_port, tail};
 
 use crate::http::{self, Request, Response};
 use crate::selftest::{Mangle, BREAK_VAR};
@@ -28,6 +30,8 @@ use crate::selftest::{Mangle, BREAK_VAR};
 /// How long a stopped runlet may take before it is killed (the stop sequence allows 10 s
 /// per container after SIGTERM, and a request timeout for draining).
 const STOP_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long a request sent in the background may take to be seen in flight.
+const IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `runlet serve` may take to print that it is serving.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -137,15 +141,12 @@ fn label(args: &[&str]) -> String {
     format!("runlet {}", args.join(" "))
 }
 
-/// A process's collected output, shared with the tasks reading it.
-type Output = Arc<Mutex<String>>;
-
 /// The runlet outputs of one check (label, output), for its log file.
 #[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<(String, Output)>>>);
+pub struct Logs(Arc<Mutex<Vec<(String, Lines)>>>);
 
 impl Logs {
-    fn add(&self, label: String, out: Output) {
+    fn add(&self, label: String, out: Lines) {
         if let Ok(mut v) = self.0.lock() {
             v.push((label, out));
         }
@@ -157,10 +158,7 @@ impl Logs {
             return String::new();
         };
         v.iter()
-            .map(|(l, o)| {
-                let text = o.lock().map(|s| s.clone()).unwrap_or_default();
-                format!("===== {l}\n{text}\n")
-            })
+            .map(|(l, o)| format!("===== {l}\n{}\n", o.text()))
             .collect()
     }
 }
@@ -239,18 +237,12 @@ impl Exited {
     }
 }
 
-/// The last `n` lines of `text`, joined with " | ".
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
-}
-
 /// A running runlet process with its output collected.
 pub struct Proc {
     child: Option<Child>,
     pgid: i32,
-    out: Arc<Mutex<String>>,
-    stdout: Arc<Mutex<String>>,
+    out: Lines,
+    stdout: Lines,
     readers: Vec<JoinHandle<()>>,
     reaper: Reaper,
     started: Instant,
@@ -263,15 +255,14 @@ impl Proc {
             .id()
             .map(|p| p as i32)
             .ok_or_else(|| anyhow!("{label} exited at once"))?;
-        let out = Arc::new(Mutex::new(String::new()));
-        let stdout = Arc::new(Mutex::new(String::new()));
+        let (out, stdout) = (Lines::new(), Lines::new());
         logs.add(label, out.clone());
         let mut readers = Vec::new();
         if let Some(s) = child.stdout.take() {
-            readers.push(read_lines(s, out.clone(), Some(stdout.clone())));
+            readers.push(out.read_in_task(s, Some(stdout.clone())));
         }
         if let Some(s) = child.stderr.take() {
-            readers.push(read_lines(s, out.clone(), None));
+            readers.push(out.read_in_task(s, None));
         }
         Ok(Proc {
             child: Some(child),
@@ -285,7 +276,7 @@ impl Proc {
     }
 
     pub fn output(&self) -> String {
-        self.out.lock().map(|s| s.clone()).unwrap_or_default()
+        self.out.text()
     }
 
     pub fn pid(&self) -> i32 {
@@ -311,7 +302,7 @@ impl Proc {
         }
         Exited {
             code,
-            stdout: self.stdout.lock().map(|s| s.clone()).unwrap_or_default(),
+            stdout: self.stdout.text(),
             output: self.output(),
             elapsed: self.started.elapsed(),
             timed_out,
@@ -369,55 +360,6 @@ impl Drop for Proc {
             }
         }
     }
-}
-
-fn read_lines(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    out: Arc<Mutex<String>>,
-    copy: Option<Arc<Mutex<String>>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let line = strip_ansi(&line);
-            if let Ok(mut o) = out.lock() {
-                o.push_str(&line);
-                o.push('\n');
-            }
-            if let Some(c) = &copy {
-                if let Ok(mut o) = c.lock() {
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            }
-        }
-    })
-}
-
-/// Removes ANSI escape sequences (runlet colours its log on a terminal).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for n in chars.by_ref() {
-                if n.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A port nobody listens on right now, on 127.0.0.1.
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("binding an ephemeral port")?
-        .port())
 }
 
 /// What one check gets: the environment, its own name for services and jobs (unique in
@@ -484,6 +426,15 @@ impl Ctx {
         self.serve_as(&self.name.clone(), args).await
     }
 
+    /// Like [`Ctx::serve`], with runlet's metrics listener on a free port (for checks that
+    /// wait for what runlet's data path holds, see [`Served::wait_in_flight`]).
+    pub async fn serve_with_metrics(&self, args: &[&str]) -> Result<Served> {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?)).to_string();
+        let mut full = vec!["--metrics-listen", metrics.as_str()];
+        full.extend_from_slice(args);
+        self.serve_as(&self.name.clone(), &full).await
+    }
+
     /// Like [`Ctx::serve`] with another service name (which must start with [`Ctx::name`]).
     pub async fn serve_as(&self, service: &str, args: &[&str]) -> Result<Served> {
         let mut last_err = None;
@@ -491,17 +442,7 @@ impl Ctx {
         for _ in 0..3 {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
             let listen = addr.to_string();
-            let mut full = vec![
-                "serve",
-                "--service",
-                service,
-                "--listen",
-                &listen,
-                "--metrics-listen",
-                "off",
-            ];
-            full.extend_from_slice(args);
-            let mut p = self.spawn(&full)?;
+            let mut p = self.spawn(&serve_args(service, &listen, args))?;
             let deadline = Instant::now() + SERVE_TIMEOUT;
             loop {
                 let out = p.output();
@@ -510,6 +451,7 @@ impl Ctx {
                         service: svc,
                         revision: rev,
                         addr,
+                        metrics: metrics_listen(args),
                         proc: p,
                     });
                 }
@@ -583,6 +525,23 @@ impl Ctx {
     }
 }
 
+/// `serve --service SERVICE --listen LISTEN ARGS`, with `--metrics-listen off` unless
+/// `args` gives a metrics listener.
+pub fn serve_args<'a>(service: &'a str, listen: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut full = vec!["serve", "--service", service, "--listen", listen];
+    if metrics_listen(args).is_none() {
+        full.extend_from_slice(&["--metrics-listen", "off"]);
+    }
+    full.extend_from_slice(args);
+    full
+}
+
+/// The metrics listener `--metrics-listen ADDR` in `args` gives, if any.
+fn metrics_listen(args: &[&str]) -> Option<SocketAddr> {
+    let at = args.iter().position(|a| *a == "--metrics-listen")?;
+    args.get(at + 1)?.parse().ok()
+}
+
 /// `Service [NAME] revision [REV] is serving at ...` → (NAME, REV).
 pub fn parse_serving(out: &str) -> Option<(String, String)> {
     let line = out.lines().find(|l| l.contains("is serving at"))?;
@@ -624,6 +583,8 @@ pub struct Served {
     pub revision: String,
     /// Where it listens (`--listen`).
     pub addr: SocketAddr,
+    /// Its metrics listener ([`Ctx::serve_with_metrics`]), if any.
+    pub metrics: Option<SocketAddr>,
     proc: Proc,
 }
 
@@ -654,8 +615,62 @@ impl Served {
         self.report_at("/").await
     }
 
+    /// Waits until the probe reports at least `n` requests in flight, counting the asking
+    /// `GET /` itself (so `n = 2` means one other request has reached the container);
+    /// returns that report and how long it took to answer.
+    pub async fn wait_probe_in_flight(&self, n: u64) -> Result<(Value, Duration)> {
+        let deadline = Instant::now() + IN_FLIGHT_TIMEOUT;
+        loop {
+            let t0 = Instant::now();
+            let r = self.report().await?;
+            let answered = t0.elapsed();
+            let seen = r["concurrency"]["in_flight"].as_u64().unwrap_or(0);
+            if seen >= n {
+                return Ok((r, answered));
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the probe reported {seen} request(s) in flight after {} s, want {n} (with the asking one)",
+                IN_FLIGHT_TIMEOUT.as_secs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until runlet's metrics (`runlet_instance_in_flight`) show at least `n` requests
+    /// in flight on this service: evidence for checks that cannot ask the probe (its one
+    /// slot is taken). Needs [`Ctx::serve_with_metrics`].
+    pub async fn wait_in_flight(&self, n: u64) -> Result<()> {
+        let addr = self
+            .metrics
+            .ok_or_else(|| anyhow!("runlet was started without a metrics listener"))?;
+        let seen = metrics::wait_in_flight(addr, &self.service, n, IN_FLIGHT_TIMEOUT).await?;
+        ensure!(
+            seen,
+            "runlet_instance_in_flight did not reach {n} for {} within {} s",
+            self.service,
+            IN_FLIGHT_TIMEOUT.as_secs()
+        );
+        Ok(())
+    }
+
     pub fn output(&self) -> String {
         self.proc.output()
+    }
+
+    /// Waits until runlet's output contains `needle` (log lines trail what caused them).
+    pub async fn wait_output(&self, needle: &str, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while !self.output().contains(needle) {
+            ensure!(
+                Instant::now() < deadline,
+                "runlet did not log {needle:?} within {}: {}",
+                crate::checks::secs(limit),
+                tail(&self.output(), 4)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     pub fn pid(&self) -> i32 {
@@ -740,11 +755,5 @@ mod tests {
         let sorted =
             "[task 0 attempt 0] {\"argv\":[\"/probe\"],\"env\":{},\"pid\":1,\"probe\":\"job\"}";
         assert_eq!(probe_job_lines(sorted).len(), 1);
-    }
-
-    #[test]
-    fn ansi_and_tail() {
-        assert_eq!(strip_ansi("\u{1b}[32m INFO\u{1b}[0m x"), " INFO x");
-        assert_eq!(tail("a\n\nb\nc\n", 2), "b | c");
     }
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::jobs::sigterm_at;
 use super::{check, cpu_limit, num, secs, Check, PROBE};
-use crate::harness::{free_port, Ctx, Exited, Served};
+use crate::harness::{free_port, serve_args, Ctx, Exited, Served};
 use crate::http::{self, Request, Response};
 use crate::selftest::Mangle;
 
@@ -181,17 +181,9 @@ async fn waits_for_listen(ctx: Ctx) -> Result<()> {
 /// Runs `runlet serve ARGS` that must fail on its own; returns how it ended.
 async fn serve_fails(ctx: &Ctx, args: &[&str], timeout: Duration) -> Result<Exited> {
     let listen = format!("127.0.0.1:{}", free_port()?);
-    let mut full = vec![
-        "serve",
-        "--service",
-        ctx.name(),
-        "--listen",
-        &listen,
-        "--metrics-listen",
-        "off",
-    ];
-    full.extend_from_slice(args);
-    let e = ctx.run(&full, timeout).await?;
+    let e = ctx
+        .run(&serve_args(ctx.name(), &listen, args), timeout)
+        .await?;
     ensure!(
         !e.timed_out,
         "runlet serve {} was still running after {}: {}",
@@ -297,7 +289,7 @@ async fn idle_timeout_at_most_15m(ctx: Ctx) -> Result<()> {
 
 async fn one_busy_then(ctx: &Ctx, busy_ms: u64) -> Result<(Response, Response)> {
     let s = ctx
-        .serve(&[
+        .serve_with_metrics(&[
             "--image",
             PROBE,
             "--concurrency",
@@ -314,7 +306,8 @@ async fn one_busy_then(ctx: &Ctx, busy_ms: u64) -> Result<(Response, Response)> 
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The instance's one slot is taken (the probe cannot be asked: it would be held too).
+    s.wait_in_flight(1).await?;
     let held = s
         .send(&Request::get("/").timeout(Duration::from_secs(60)))
         .await?;
@@ -416,15 +409,10 @@ async fn cpu_while_serving(ctx: Ctx, extra: &[&str]) -> Result<()> {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let t0 = Instant::now();
-    let r = s.report().await?;
-    let answered = t0.elapsed();
-    let in_flight = r["concurrency"]["in_flight"].as_u64().unwrap_or(0);
-    ensure!(
-        in_flight >= 2,
-        "the slow request was not in flight during the check (in_flight {in_flight})"
-    );
+    let (r, answered) = s
+        .wait_probe_in_flight(2)
+        .await
+        .map_err(|e| anyhow!("the slow request was not in flight during the check: {e}"))?;
     ensure!(
         answered < Duration::from_secs(2),
         "the container took {} to answer while serving",
@@ -486,9 +474,11 @@ async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.wait_probe_in_flight(2).await?;
     s.interrupt();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Routing stops when the service's controller says it is draining.
+    s.wait_output("shutting down: draining", Duration::from_secs(10))
+        .await?;
     let late = http::send(addr, &Request::get("/").timeout(Duration::from_secs(15))).await;
     let busy = busy.await.map_err(|e| anyhow!("request task: {e}"))?;
     let exited = s.wait(Duration::from_secs(40)).await;

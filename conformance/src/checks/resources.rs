@@ -139,7 +139,7 @@ async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait_probe_in_flight(2).await?;
     let r = s
         .send(&Request::get("/?alloc=512").timeout(Duration::from_secs(60)))
         .await?;

@@ -1,9 +1,10 @@
-//! The suite's HTTP clients.
+//! The HTTP clients that tests and conformance checks talk to runlet with.
 //!
 //! * [`send`]: HTTP/1.1 written by hand over one TCP connection, so a check can send what a
 //!   strict client refuses to (bad header bytes) and can see exactly how a response ended:
 //!   when the head arrived, when the first body byte arrived, and whether the body was
-//!   complete (content length reached, last chunk seen) or cut.
+//!   complete (content length reached, last chunk seen) or cut. [`send_blocking`] is the
+//!   same for a test without a tokio runtime.
 //! * [`h2c_get`]: a GET over cleartext HTTP/2 with prior knowledge (hyper's client).
 
 use std::net::SocketAddr;
@@ -42,8 +43,21 @@ impl Request {
         }
     }
 
+    /// `method` (as written) at `path`, with no headers or body of its own.
+    pub fn new(method: &str, path: &str) -> Request {
+        Request {
+            method: method.into(),
+            ..Request::get(path)
+        }
+    }
+
     pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Request {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.body = body.into();
         self
     }
 
@@ -215,6 +229,15 @@ pub async fn send(addr: SocketAddr, req: &Request) -> Result<Response> {
         complete,
         end_error,
     })
+}
+
+/// [`send`] for a caller without a tokio runtime (on a current-thread runtime of its own).
+pub fn send_blocking(addr: SocketAddr, req: &Request) -> Result<Response> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime for the request")?
+        .block_on(send(addr, req))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
