@@ -8,51 +8,9 @@ use anyhow::{anyhow, bail, ensure, Result};
 use tokio::time::Instant;
 
 use super::jobs::sigterm_at;
-use super::{check, cpu_limit, num, secs, Check, PROBE};
+use super::{cpu_limit, num, secs, PROBE};
 use crate::harness::{free_port, serve_args, Ctx, Exited, Served};
 use crate::http::{self, Request, Response};
-use crate::selftest::Mangle;
-
-pub fn checks() -> Vec<Check> {
-    vec![
-        check!("LIFE-1", "scales-out-under-load", "--concurrency 1 --max-instances 3: 3 simultaneous requests are served by more than one instance", scales_out_under_load)
-            .breaks_with(Mangle::Concurrency80),
-        check!("LIFE-1", "scales-in-to-min-instances", "after a burst, idle instances go down to --min-instances 1, and that one stays", scales_in_to_min_instances)
-            .slow()
-            .breaks_with(Mangle::DropIdleTimeout),
-        check!("LIFE-1", "scales-to-zero-and-back", "with no traffic the service goes to zero instances; the next request starts one and gets 200", scales_to_zero_and_back)
-            .slow()
-            .breaks_with(Mangle::DropIdleTimeout),
-        check!("LIFE-2", "waits-for-listen", "an instance that listens after 3 s is served once it listens", waits_for_listen)
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-2", "never-listening-fails", "an instance that never listens fails serve after --startup-timeout with an error naming the port", never_listening_fails)
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-2", "exit-at-startup-clear-error", "a container exiting with code 5 at start-up fails serve with an error giving the exit code", exit_at_startup_clear_error)
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-2", "missing-image-clear-error", "serving an image that was never loaded fails with an error naming it", missing_image_clear_error),
-        check!("LIFE-2", "startup-timeout-at-most-4m", "--startup-timeout above 4 minutes is refused, naming the flag", startup_timeout_at_most_4m),
-        check!("LIFE-3", "held-while-busy", "--concurrency 1 --max-instances 1: a request arriving while the instance is busy is held, then served", held_while_busy)
-            .breaks_with(Mangle::RaiseMaxInstances),
-        check!("LIFE-3", "hold-expires-after-10s", "--concurrency 1 --max-instances 1: a request held behind a 15 s one is refused after 10 s", hold_expires_after_10s)
-            .slow()
-            .breaks_with(Mangle::RaiseMaxInstances),
-        check!("LIFE-3", "held-through-slow-startup", "instances take 12 s to start: a request arriving at zero instances is held until one is up (past 10 s), then served", held_through_slow_startup)
-            .slow()
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-5", "cpu-during-request", "while a request is in flight the container is not frozen, has its CPU quota, and answers", cpu_during_request),
-        check!("LIFE-5", "cpu-during-request-throttled", "with --cpu-throttling, a request in flight gets the full CPU quota back", cpu_during_request_throttled),
-        check!("LIFE-6", "idle-instance-stopped", "--idle-timeout 3s: an idle instance is stopped after about 3 s, not before", idle_instance_stopped)
-            .slow()
-            .breaks_with(Mangle::DropIdleTimeout),
-        check!("LIFE-6", "idle-timeout-at-most-15m", "--idle-timeout above 15 minutes is refused, naming the flag", idle_timeout_at_most_15m),
-        check!("LIFE-7", "in-flight-finish-on-shutdown", "on shutdown a request in flight completes with 200, and new requests are not served", in_flight_finish_on_shutdown),
-        check!("LIFE-8", "sigterm-then-sigkill-after-10s", "on shutdown a container ignoring SIGTERM gets it at once, then SIGKILL 10 s later", sigterm_then_sigkill_after_10s)
-            .slow()
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-8", "sigterm-grace-used", "on shutdown a container taking 3 s to exit after SIGTERM gets those 3 s", sigterm_grace_used)
-            .breaks_with(Mangle::DropEnvVars),
-    ]
-}
 
 /// Sends `n` requests at once; returns the responses (in order).
 async fn burst(s: &Served, n: usize, path: &str) -> Result<Vec<Response>> {
@@ -79,7 +37,7 @@ fn hostnames(responses: &[Response]) -> Result<BTreeSet<String>> {
     Ok(set)
 }
 
-async fn scales_out_under_load(ctx: Ctx) -> Result<()> {
+pub(super) async fn scales_out_under_load(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -98,7 +56,7 @@ async fn scales_out_under_load(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn scales_in_to_min_instances(ctx: Ctx) -> Result<()> {
+pub(super) async fn scales_in_to_min_instances(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -130,7 +88,7 @@ async fn scales_in_to_min_instances(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
+pub(super) async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&["--image", PROBE, "--idle-timeout", "2s"])
         .await?;
@@ -156,7 +114,7 @@ async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn waits_for_listen(ctx: Ctx) -> Result<()> {
+pub(super) async fn waits_for_listen(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -206,7 +164,7 @@ async fn serve_fails(ctx: &Ctx, args: &[&str], timeout: Duration) -> Result<Exit
     Ok(e)
 }
 
-async fn never_listening_fails(ctx: Ctx) -> Result<()> {
+pub(super) async fn never_listening_fails(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
         &[
@@ -228,7 +186,7 @@ async fn never_listening_fails(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
+pub(super) async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
         &["--image", PROBE, "--set-env-vars", "PROBE_EXIT_CODE=5"],
@@ -246,7 +204,7 @@ async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn missing_image_clear_error(ctx: Ctx) -> Result<()> {
+pub(super) async fn missing_image_clear_error(ctx: Ctx) -> Result<()> {
     let image = format!("never-loaded-{}:v9", ctx.name());
     let e = serve_fails(&ctx, &["--image", &image], Duration::from_secs(30)).await?;
     ensure!(
@@ -257,7 +215,7 @@ async fn missing_image_clear_error(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn startup_timeout_at_most_4m(ctx: Ctx) -> Result<()> {
+pub(super) async fn startup_timeout_at_most_4m(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
         &["--image", PROBE, "--startup-timeout", "241s"],
@@ -272,7 +230,7 @@ async fn startup_timeout_at_most_4m(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn idle_timeout_at_most_15m(ctx: Ctx) -> Result<()> {
+pub(super) async fn idle_timeout_at_most_15m(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
         &["--image", PROBE, "--idle-timeout", "16m"],
@@ -315,7 +273,7 @@ async fn one_busy_then(ctx: &Ctx, busy_ms: u64) -> Result<(Response, Response)> 
     Ok((busy, held))
 }
 
-async fn held_while_busy(ctx: Ctx) -> Result<()> {
+pub(super) async fn held_while_busy(ctx: Ctx) -> Result<()> {
     let (busy, held) = one_busy_then(&ctx, 4000).await?;
     ensure!(busy.status == 200, "the busy request got {}", busy.status);
     ensure!(
@@ -333,7 +291,7 @@ async fn held_while_busy(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn hold_expires_after_10s(ctx: Ctx) -> Result<()> {
+pub(super) async fn hold_expires_after_10s(ctx: Ctx) -> Result<()> {
     let (_, held) = one_busy_then(&ctx, 15000).await?;
     ensure!(
         held.status != 200,
@@ -355,7 +313,7 @@ async fn hold_expires_after_10s(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
+pub(super) async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -387,13 +345,13 @@ async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn cpu_during_request(ctx: Ctx) -> Result<()> {
+pub(super) async fn cpu_during_request(ctx: Ctx) -> Result<()> {
     cpu_while_serving(ctx, &[]).await
 }
 
 /// With `--cpu-throttling` an idle instance keeps 1% of a CPU; a request must bring the
 /// full quota back before the container sees it.
-async fn cpu_during_request_throttled(ctx: Ctx) -> Result<()> {
+pub(super) async fn cpu_during_request_throttled(ctx: Ctx) -> Result<()> {
     cpu_while_serving(ctx, &["--cpu-throttling"]).await
 }
 
@@ -442,7 +400,7 @@ async fn cpu_while_serving(ctx: Ctx, extra: &[&str]) -> Result<()> {
     Ok(())
 }
 
-async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
+pub(super) async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&["--image", PROBE, "--idle-timeout", "3s"])
         .await?;
@@ -464,7 +422,7 @@ async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
+pub(super) async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let addr = s.addr;
     let busy = tokio::spawn(async move {
@@ -513,7 +471,7 @@ fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
-async fn sigterm_then_sigkill_after_10s(ctx: Ctx) -> Result<()> {
+pub(super) async fn sigterm_then_sigkill_after_10s(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&["--image", PROBE, "--set-env-vars", "PROBE_IGNORE_SIGTERM=1"])
         .await?;
@@ -546,7 +504,7 @@ async fn sigterm_then_sigkill_after_10s(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn sigterm_grace_used(ctx: Ctx) -> Result<()> {
+pub(super) async fn sigterm_grace_used(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
