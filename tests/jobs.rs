@@ -61,49 +61,11 @@ fn probe_reports(stdout: &str) -> Vec<(u64, u64, Value)> {
         .collect()
 }
 
-/// Nothing of `needle` is left: containers, tasks, snapshots, network namespaces, CNI
-/// allocations, attempt files.
+/// Nothing of `needle` is left: what [`Env::assert_nothing_left`] looks at, and attempt
+/// files.
 fn assert_nothing_left(env: &Env, needle: &str) {
-    let containers = env.ctr(&["containers", "ls", "-q"]);
-    assert!(
-        !containers.contains(needle),
-        "containers left: {containers}"
-    );
-    let tasks = env.ctr(&["tasks", "ls"]);
-    assert!(!tasks.contains(needle), "tasks left: {tasks}");
-    let snaps = env.ctr(&["snapshots", "ls"]);
-    assert!(
-        !snaps.lines().any(|l| l.contains(needle)),
-        "snapshots left: {snaps}"
-    );
-    let netns: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(
-        !netns.iter().any(|n| n.contains(needle)),
-        "netns left: {netns:?}"
-    );
-    if let Ok(dir) = std::fs::read_dir("/var/lib/cni/networks/runlet") {
-        for e in dir.filter_map(|e| e.ok()) {
-            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
-            assert!(
-                !owner.contains(needle),
-                "CNI allocation left: {} -> {owner}",
-                e.path().display()
-            );
-        }
-    }
-    let files: Vec<String> = std::fs::read_dir(env.state_dir.join("jobs/tasks"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    env.assert_nothing_left(needle);
+    let files = common::file_names(env.state_dir.join("jobs/tasks"));
     assert!(
         !files.iter().any(|n| n.contains(needle)),
         "attempt files left: {files:?}"

@@ -4,59 +4,13 @@
 
 mod common;
 
-use common::{env, free_port, http, Env};
-
-/// Nothing of `instance`-bearing objects is left: containers, tasks, active snapshots,
-/// network namespaces, CNI allocations.
-fn assert_nothing_left(env: &Env, service: &str) {
-    let containers = env.ctr(&["containers", "ls", "-q"]);
-    assert!(
-        !containers.contains(service),
-        "containers left: {containers}"
-    );
-    let tasks = env.ctr(&["tasks", "ls"]);
-    assert!(!tasks.contains(service), "tasks left: {tasks}");
-    let snaps = env.ctr(&["snapshots", "ls"]);
-    assert!(
-        !snaps.lines().any(|l| l.contains(service)),
-        "snapshots left: {snaps}"
-    );
-    let netns = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    assert!(
-        !netns.iter().any(|n| n.contains(service)),
-        "netns left: {netns:?}"
-    );
-    let ipam = std::path::Path::new("/var/lib/cni/networks/runlet");
-    if let Ok(dir) = std::fs::read_dir(ipam) {
-        for e in dir.filter_map(|e| e.ok()) {
-            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
-            assert!(
-                !owner.contains(service),
-                "CNI allocation left: {} -> {owner}",
-                e.path().display()
-            );
-        }
-    }
-}
+use common::{env, http, serve_probe};
 
 #[test]
 fn serve_answers_with_the_contract_env_from_a_real_container_and_cleans_up() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let served = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "walk-env",
-        "--set-env-vars",
-        "USER_VAR=hello",
-    ]);
+    let Some((env, served)) = serve_probe("walk-env", &["--set-env-vars", "USER_VAR=hello"]) else {
+        return;
+    };
     let r = served.get("/");
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json().unwrap();
@@ -103,15 +57,15 @@ fn serve_answers_with_the_contract_env_from_a_real_container_and_cleans_up() {
         out.contains("SIGTERM received"),
         "the container got SIGTERM on shutdown:\n{out}"
     );
-    assert_nothing_left(&env, "walk-env");
+    env.assert_nothing_left("walk-env");
 }
 
 #[test]
 fn two_services_both_listen_on_8080_in_their_own_namespaces() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let a = env.serve(&["--image", "probe", "--service", "walk-two-a"]);
-    let b = env.serve(&["--image", "probe", "--service", "walk-two-b"]);
+    let Some((env, a)) = serve_probe("walk-two-a", &[]) else {
+        return;
+    };
+    let b = env.serve_probe("walk-two-b", &[]);
     let ja = a.get("/").json().unwrap();
     let jb = b.get("/").json().unwrap();
     assert_eq!(ja["env"]["K_SERVICE"], "walk-two-a");
@@ -121,7 +75,7 @@ fn two_services_both_listen_on_8080_in_their_own_namespaces() {
     let (sa, _) = a.interrupt();
     let (sb, _) = b.interrupt();
     assert!(sa.success() && sb.success());
-    assert_nothing_left(&env, "walk-two-");
+    env.assert_nothing_left("walk-two-");
 }
 
 #[test]
@@ -220,51 +174,28 @@ fn bad_archives_are_refused_and_leave_nothing_behind() {
     for name in ["bad-digest", "arm64-only", "non-utf8"] {
         assert!(!images.contains(name), "image {name} was created: {images}");
     }
-    let missing = env
-        .runlet()
-        .args(["image", "load", "/nonexistent/archive.tar"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/archive.tar"));
+    let (_, err) = env.run(&["image", "load", "/nonexistent/archive.tar"]);
+    assert!(err.contains("/nonexistent/archive.tar"), "{err}");
 }
 
 #[test]
 fn image_rm_removes_the_image() {
     let Some(env) = env() else { return };
     env.load("busybox.oci.tar");
-    let out = env
-        .runlet()
-        .args(["image", "rm", "busybox"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = env.run(&["image", "rm", "busybox"]);
+    assert_eq!(code, Some(0), "{err}");
     assert!(!env
         .ctr(&["images", "ls", "-q"])
         .contains("docker.io/library/busybox:latest"));
-    let again = env
-        .runlet()
-        .args(["image", "rm", "busybox"])
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("docker.io/library/busybox:latest"));
+    let (code, err) = env.run(&["image", "rm", "busybox"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("docker.io/library/busybox:latest"), "{err}");
 }
 
 #[test]
 fn serving_an_unknown_image_names_it_and_how_to_load_it() {
     let Some(env) = env() else { return };
-    let out = env
-        .runlet()
-        .args(["serve", "--image", "never-loaded:v9", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.serve_fails(&["--image", "never-loaded:v9"]);
     assert!(
         err.contains("docker.io/library/never-loaded:v9") && err.contains("runlet image load"),
         "{err}"
@@ -275,27 +206,16 @@ fn serving_an_unknown_image_names_it_and_how_to_load_it() {
 fn a_container_exiting_at_startup_is_reported_with_its_exit_code() {
     let Some(env) = env() else { return };
     env.load("probe.oci.tar");
-    let out = env
-        .runlet()
-        .args([
-            "serve",
-            "--image",
-            "probe",
-            "--service",
-            "walk-exit5",
-            "--set-env-vars",
-            "PROBE_EXIT_CODE=5",
-            "--metrics-listen",
-            "off",
-            "--listen",
-        ])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.serve_fails(&[
+        "--image",
+        "probe",
+        "--service",
+        "walk-exit5",
+        "--set-env-vars",
+        "PROBE_EXIT_CODE=5",
+    ]);
     assert!(err.contains("exit code 5"), "{err}");
-    assert_nothing_left(&env, "walk-exit5");
+    env.assert_nothing_left("walk-exit5");
 }
 
 #[test]
@@ -323,9 +243,9 @@ fn bad_flags_are_refused_with_the_field_name() {
 
 #[test]
 fn proxied_requests_stream_and_forward_headers() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let served = env.serve(&["--image", "probe", "--service", "walk-headers"]);
+    let Some((_, served)) = serve_probe("walk-headers", &[]) else {
+        return;
+    };
     let r = http(
         served.listen,
         "GET",

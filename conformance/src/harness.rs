@@ -21,8 +21,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use runlet_test_support::{metrics, Lines};
 pub use runlet_test_support::{free_port, tail};
+use runlet_test_support::{metrics, Lines};
 
 use crate::http::{self, Request, Response};
 use crate::selftest::{Mangle, BREAK_VAR};

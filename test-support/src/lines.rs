@@ -52,7 +52,10 @@ impl Lines {
     }
 
     /// Reads `stream` into these lines on a thread of its own, until it ends.
-    pub fn read_in_thread(&self, stream: impl Read + Send + 'static) -> std::thread::JoinHandle<()> {
+    pub fn read_in_thread(
+        &self,
+        stream: impl Read + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
         let me = self.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {

@@ -27,14 +27,27 @@ pub fn instance_in_flight(text: &str, service: &str) -> u64 {
 
 /// `GET /metrics` from a metrics listener.
 pub async fn scrape(addr: SocketAddr) -> Result<String> {
-    let r = http::send(addr, &Request::get("/metrics").timeout(Duration::from_secs(10))).await?;
-    ensure!(r.status == 200, "GET /metrics from {addr}: status {}", r.status);
+    let r = http::send(
+        addr,
+        &Request::get("/metrics").timeout(Duration::from_secs(10)),
+    )
+    .await?;
+    ensure!(
+        r.status == 200,
+        "GET /metrics from {addr}: status {}",
+        r.status
+    );
     Ok(r.text())
 }
 
 /// Waits until runlet has at least `n` requests in flight on `service` (by its metric);
 /// returns whether it did within `limit`.
-pub async fn wait_in_flight(addr: SocketAddr, service: &str, n: u64, limit: Duration) -> Result<bool> {
+pub async fn wait_in_flight(
+    addr: SocketAddr,
+    service: &str,
+    n: u64,
+    limit: Duration,
+) -> Result<bool> {
     let seen = crate::wait::poll(limit, Duration::from_millis(20), || async {
         let text = scrape(addr).await?;
         Ok::<_, anyhow::Error>((instance_in_flight(&text, service) >= n).then_some(()))

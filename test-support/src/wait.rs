@@ -20,7 +20,11 @@ pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Runs `check` every `every` until it gives `Some` (returned) or `limit` has passed
 /// (`Ok(None)`); an error from `check` ends the wait at once.
-pub async fn poll<T, E, F, Fut>(limit: Duration, every: Duration, mut check: F) -> Result<Option<T>, E>
+pub async fn poll<T, E, F, Fut>(
+    limit: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<Option<T>, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, E>>,
@@ -61,11 +65,19 @@ mod tests {
         })
         .await;
         assert_eq!(got, Ok(Some(4)));
-        let none: Result<Option<()>, ()> =
-            poll(Duration::from_secs(1), Duration::from_millis(100), || async { Ok(None) }).await;
+        let none: Result<Option<()>, ()> = poll(
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            || async { Ok(None) },
+        )
+        .await;
         assert_eq!(none, Ok(None));
-        let err: Result<Option<()>, &str> =
-            poll(Duration::from_secs(1), Duration::from_millis(100), || async { Err("x") }).await;
+        let err: Result<Option<()>, &str> = poll(
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            || async { Err("x") },
+        )
+        .await;
         assert_eq!(err, Err("x"));
     }
 }

@@ -123,6 +123,85 @@ impl Env {
         Served::start(self, args)
             .unwrap_or_else(|out| panic!("runlet serve {args:?} did not start:\n{out}"))
     }
+
+    /// `runlet serve --image probe --service SERVICE ARGS` (the probe image loaded).
+    pub fn serve_probe(&self, service: &str, args: &[&str]) -> Served {
+        let mut full = vec!["--image", "probe", "--service", service];
+        full.extend_from_slice(args);
+        self.serve(&full)
+    }
+
+    /// Runs `runlet ARGS` to its end; returns its exit code and its stderr.
+    pub fn run(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.runlet().args(args).output().expect("run runlet");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `runlet serve --listen 127.0.0.1:FREE --metrics-listen off ARGS`, which must
+    /// fail on its own; returns its stderr.
+    pub fn serve_fails(&self, args: &[&str]) -> String {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut full = vec!["serve", "--listen", &listen, "--metrics-listen", "off"];
+        full.extend_from_slice(args);
+        let (code, err) = self.run(&full);
+        assert_ne!(code, Some(0), "runlet serve {args:?} succeeded: {err}");
+        err
+    }
+
+    /// Nothing with `needle` in its name is left: containers, tasks, snapshots, network
+    /// namespaces, CNI allocations.
+    pub fn assert_nothing_left(&self, needle: &str) {
+        let containers = self.ctr(&["containers", "ls", "-q"]);
+        assert!(
+            !containers.contains(needle),
+            "containers left: {containers}"
+        );
+        let tasks = self.ctr(&["tasks", "ls"]);
+        assert!(!tasks.contains(needle), "tasks left: {tasks}");
+        let snaps = self.ctr(&["snapshots", "ls"]);
+        assert!(
+            !snaps.lines().any(|l| l.contains(needle)),
+            "snapshots left: {snaps}"
+        );
+        let netns = file_names("/run/netns");
+        assert!(
+            !netns.iter().any(|n| n.contains(needle)),
+            "netns left: {netns:?}"
+        );
+        if let Ok(dir) = std::fs::read_dir("/var/lib/cni/networks/runlet") {
+            for e in dir.filter_map(|e| e.ok()) {
+                let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+                assert!(
+                    !owner.contains(needle),
+                    "CNI allocation left: {} -> {owner}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}
+
+/// The names of the entries of `dir` (none if it cannot be read).
+pub fn file_names(dir: impl AsRef<std::path::Path>) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The test environment with the probe image loaded and `runlet serve --image probe
+/// --service SERVICE ARGS` serving, or `None` (skip) like [`env`].
+pub fn serve_probe(service: &str, args: &[&str]) -> Option<(Env, Served)> {
+    let env = env()?;
+    env.load("probe.oci.tar");
+    let s = env.serve_probe(service, args);
+    Some((env, s))
 }
 
 /// A port nobody listens on right now.
@@ -211,9 +290,17 @@ impl Served {
             .build()
             .unwrap();
         let seen = rt
-            .block_on(metrics::wait_in_flight(addr, service, n, Duration::from_secs(10)))
+            .block_on(metrics::wait_in_flight(
+                addr,
+                service,
+                n,
+                Duration::from_secs(10),
+            ))
             .unwrap();
-        assert!(seen, "{n} request(s) in flight on {service} not seen in runlet's metrics");
+        assert!(
+            seen,
+            "{n} request(s) in flight on {service} not seen in runlet's metrics"
+        );
     }
 
     /// Waits until the probe reports `n` requests in flight, counting the asking `GET /`
