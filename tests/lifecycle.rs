@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{env, http, serve_probe, within, Env, Served};
+use common::{env, http, probe_env, serve_probe, within, Env, Served};
 
 fn containers_of(env: &Env, service: &str) -> usize {
     env.ctr(&["containers", "ls", "-q"])
@@ -214,8 +214,7 @@ fn files_written_by_one_instance_are_not_seen_by_the_next() {
 
 #[test]
 fn an_instance_that_never_listens_fails_its_startup_window_and_leaves_nothing() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
+    let Some(env) = probe_env() else { return };
     let t0 = Instant::now();
     let err = env.serve_fails(&[
         "--image",
@@ -237,8 +236,7 @@ fn an_instance_that_never_listens_fails_its_startup_window_and_leaves_nothing() 
 
 #[test]
 fn a_startup_probe_decides_readiness() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
+    let Some(env) = probe_env() else { return };
     // Passes once the app listens (it starts listening after 1.5 s).
     let s = env.serve_probe(
         "lc-startup-ok",

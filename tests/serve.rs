@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{env, http, serve_probe};
+use common::{env, http, probe_env, serve_probe};
 
 #[test]
 fn serve_answers_with_the_contract_env_from_a_real_container_and_cleans_up() {
@@ -204,8 +204,7 @@ fn serving_an_unknown_image_names_it_and_how_to_load_it() {
 
 #[test]
 fn a_container_exiting_at_startup_is_reported_with_its_exit_code() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
+    let Some(env) = probe_env() else { return };
     let err = env.serve_fails(&[
         "--image",
         "probe",

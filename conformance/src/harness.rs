@@ -500,6 +500,16 @@ impl Ctx {
             .await
     }
 
+    /// Waits (20 s at most) until this check has no container left in containerd;
+    /// returns how long that took. The error says what was awaited (`what`).
+    pub async fn wait_no_containers(&self, what: &str) -> Result<Duration> {
+        let (_, took) = self
+            .wait_containers(|n| n == 0, Duration::from_secs(20))
+            .await
+            .map_err(|e| anyhow!("{what}: {e}"))?;
+        Ok(took)
+    }
+
     /// Polls [`Ctx::containers`] until `want(count)` holds; returns the count and how long
     /// it took, or an error after `timeout`.
     pub async fn wait_containers(
@@ -595,6 +605,12 @@ impl Served {
 
     pub async fn get(&self, path: &str) -> Result<Response> {
         self.send(&Request::get(path)).await
+    }
+
+    /// GET `path`, the whole exchange within `secs` seconds.
+    pub async fn get_within(&self, path: &str, secs: u64) -> Result<Response> {
+        self.send(&Request::get(path).timeout(Duration::from_secs(secs)))
+            .await
     }
 
     /// The probe's JSON report for `path` (which must answer 200).

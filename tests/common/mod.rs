@@ -195,11 +195,16 @@ pub fn file_names(dir: impl AsRef<std::path::Path>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The test environment with the probe image loaded and `runlet serve --image probe
-/// --service SERVICE ARGS` serving, or `None` (skip) like [`env`].
-pub fn serve_probe(service: &str, args: &[&str]) -> Option<(Env, Served)> {
+/// The test environment with the probe image loaded, or `None` (skip) like [`env`].
+pub fn probe_env() -> Option<Env> {
     let env = env()?;
     env.load("probe.oci.tar");
+    Some(env)
+}
+
+/// [`probe_env`] with `runlet serve --image probe --service SERVICE ARGS` serving.
+pub fn serve_probe(service: &str, args: &[&str]) -> Option<(Env, Served)> {
+    let env = probe_env()?;
     let s = env.serve_probe(service, args);
     Some((env, s))
 }

@@ -4,12 +4,12 @@
 //! `PROBE_*` variables say.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use serde_json::Value;
 
-use super::{secs, PROBE};
+use super::{now_millis, secs, PROBE};
 use crate::harness::{Ctx, JobRun};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(90);
@@ -62,16 +62,7 @@ pub(super) async fn non_zero_fails(ctx: Ctx) -> Result<()> {
         &["--max-retries", "0", "--set-env-vars", "PROBE_JOB_EXIT=3"],
     )
     .await?;
-    ensure!(
-        !run.lines.is_empty(),
-        "the task never ran: {}",
-        run.describe()
-    );
-    ensure!(
-        !run.exited.success() && !run.exited.timed_out && run.exited.code.is_some(),
-        "want a non-zero exit of runlet: {}",
-        run.describe()
-    );
+    ran_and_failed(&run, "want a non-zero exit of runlet")?;
     Ok(())
 }
 
@@ -172,13 +163,6 @@ pub(super) async fn runs_until_exit(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// `probe: SIGTERM received at MILLIS` → MILLIS.
 pub fn sigterm_at(output: &str) -> Option<u64> {
     output.lines().find_map(|l| {
@@ -235,16 +219,7 @@ pub(super) async fn over_memory_limit_fails(ctx: Ctx) -> Result<()> {
         ],
     )
     .await?;
-    ensure!(
-        !run.lines.is_empty(),
-        "the task never ran: {}",
-        run.describe()
-    );
-    ensure!(
-        !run.exited.success() && !run.exited.timed_out && run.exited.code.is_some(),
-        "want the execution to fail: {}",
-        run.describe()
-    );
+    ran_and_failed(&run, "want the execution to fail")?;
     ensure!(
         !run.exited.output.contains("allocated and touched 256 MiB"),
         "the task allocated 256 MiB under a 64 MiB limit"
@@ -259,6 +234,22 @@ pub(super) async fn job_pid_1(ctx: Ctx) -> Result<()> {
         run.lines[0]["pid"] == 1,
         "the job's pid is {}, want 1",
         run.lines[0]["pid"]
+    );
+    Ok(())
+}
+
+/// The task ran (the probe printed its line) and the execution failed: runlet exited
+/// non-zero on its own. `want` says what the check expected, for the message.
+fn ran_and_failed(run: &JobRun, want: &str) -> Result<()> {
+    ensure!(
+        !run.lines.is_empty(),
+        "the task never ran: {}",
+        run.describe()
+    );
+    ensure!(
+        !run.exited.success() && !run.exited.timed_out && run.exited.code.is_some(),
+        "{want}: {}",
+        run.describe()
     );
     Ok(())
 }

@@ -2,13 +2,13 @@
 //! while serving, idling, shutdown and signals. Instance counts are read from containerd.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Result};
 use tokio::time::Instant;
 
 use super::jobs::sigterm_at;
-use super::{cpu_limit, num, secs, PROBE};
+use super::{cpu_limit, now_millis, num, secs, PROBE};
 use crate::harness::{free_port, serve_args, Ctx, Exited, Served};
 use crate::http::{self, Request, Response};
 
@@ -93,12 +93,9 @@ pub(super) async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
         .serve(&["--image", PROBE, "--idle-timeout", "2s"])
         .await?;
     let first = s.report().await?;
-    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
-        .await
-        .map_err(|e| anyhow!("scaling in to zero with no traffic: {e}"))?;
-    let again = s
-        .send(&Request::get("/").timeout(Duration::from_secs(30)))
+    ctx.wait_no_containers("scaling in to zero with no traffic")
         .await?;
+    let again = s.get_within("/", 30).await?;
     ensure!(
         again.status == 200,
         "the request after scaling to zero got {}: {}",
@@ -164,6 +161,18 @@ async fn serve_fails(ctx: &Ctx, args: &[&str], timeout: Duration) -> Result<Exit
     Ok(e)
 }
 
+/// [`serve_fails`] (within 30 s) with an error containing `needle`; `what` says what the
+/// error must do, for the message.
+async fn serve_fails_saying(ctx: &Ctx, args: &[&str], needle: &str, what: &str) -> Result<()> {
+    let e = serve_fails(ctx, args, Duration::from_secs(30)).await?;
+    ensure!(
+        e.output.contains(needle),
+        "the error does not {what}: {}",
+        e.tail(3)
+    );
+    Ok(())
+}
+
 pub(super) async fn never_listening_fails(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
@@ -206,43 +215,28 @@ pub(super) async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
 
 pub(super) async fn missing_image_clear_error(ctx: Ctx) -> Result<()> {
     let image = format!("never-loaded-{}:v9", ctx.name());
-    let e = serve_fails(&ctx, &["--image", &image], Duration::from_secs(30)).await?;
-    ensure!(
-        e.output.contains(&format!("never-loaded-{}", ctx.name())),
-        "the error does not name the image: {}",
-        e.tail(3)
-    );
-    Ok(())
+    let named = format!("never-loaded-{}", ctx.name());
+    serve_fails_saying(&ctx, &["--image", &image], &named, "name the image").await
 }
 
 pub(super) async fn startup_timeout_at_most_4m(ctx: Ctx) -> Result<()> {
-    let e = serve_fails(
+    serve_fails_saying(
         &ctx,
         &["--image", PROBE, "--startup-timeout", "241s"],
-        Duration::from_secs(30),
+        "--startup-timeout",
+        "name --startup-timeout",
     )
-    .await?;
-    ensure!(
-        e.output.contains("--startup-timeout"),
-        "the refusal does not name --startup-timeout: {}",
-        e.tail(3)
-    );
-    Ok(())
+    .await
 }
 
 pub(super) async fn idle_timeout_at_most_15m(ctx: Ctx) -> Result<()> {
-    let e = serve_fails(
+    serve_fails_saying(
         &ctx,
         &["--image", PROBE, "--idle-timeout", "16m"],
-        Duration::from_secs(30),
+        "--idle-timeout",
+        "name --idle-timeout",
     )
-    .await?;
-    ensure!(
-        e.output.contains("--idle-timeout"),
-        "the refusal does not name --idle-timeout: {}",
-        e.tail(3)
-    );
-    Ok(())
+    .await
 }
 
 async fn one_busy_then(ctx: &Ctx, busy_ms: u64) -> Result<(Response, Response)> {
@@ -266,9 +260,7 @@ async fn one_busy_then(ctx: &Ctx, busy_ms: u64) -> Result<(Response, Response)> 
     });
     // The instance's one slot is taken (the probe cannot be asked: it would be held too).
     s.wait_in_flight(1).await?;
-    let held = s
-        .send(&Request::get("/").timeout(Duration::from_secs(60)))
-        .await?;
+    let held = s.get_within("/", 60).await?;
     let busy = busy.await.map_err(|e| anyhow!("request task: {e}"))??;
     Ok((busy, held))
 }
@@ -324,12 +316,9 @@ pub(super) async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
             "PROBE_LISTEN_DELAY_MS=12000",
         ])
         .await?;
-    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
-        .await
-        .map_err(|e| anyhow!("waiting for the idle instance to go (--idle-timeout 1s): {e}"))?;
-    let r = s
-        .send(&Request::get("/").timeout(Duration::from_secs(60)))
+    ctx.wait_no_containers("waiting for the idle instance to go (--idle-timeout 1s)")
         .await?;
+    let r = s.get_within("/", 60).await?;
     ensure!(
         r.status == 200,
         "status {} after {}: a request waiting for a start-up that takes 12 s (like every start-up of this service) was not held through it: {}",
@@ -405,10 +394,9 @@ pub(super) async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
         .serve(&["--image", PROBE, "--idle-timeout", "3s"])
         .await?;
     s.report().await?;
-    let (_, after) = ctx
-        .wait_containers(|n| n == 0, Duration::from_secs(20))
-        .await
-        .map_err(|e| anyhow!("waiting for the idle instance to stop: {e}"))?;
+    let after = ctx
+        .wait_no_containers("waiting for the idle instance to stop")
+        .await?;
     ensure!(
         after >= Duration::from_millis(2500),
         "the instance was stopped {} after its last request, before --idle-timeout 3s",
@@ -462,13 +450,6 @@ pub(super) async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
         exited.tail(3)
     );
     Ok(())
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 pub(super) async fn sigterm_then_sigkill_after_10s(ctx: Ctx) -> Result<()> {

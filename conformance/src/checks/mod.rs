@@ -23,7 +23,7 @@ pub use registry::all;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use serde_json::Value;
@@ -152,6 +152,15 @@ pub fn cpu_limit(report: &Value) -> Result<f64> {
         return Err(anyhow!("cpu.cfs_quota_us is {q}: no CPU limit"));
     }
     Ok(q / p)
+}
+
+/// Milliseconds since the Unix epoch, comparable with the probe's timestamps (0 if the clock
+/// is before 1970).
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Seconds, for messages.

@@ -312,9 +312,7 @@ pub(super) async fn valid_headers_unchanged(ctx: Ctx) -> Result<()> {
 
 pub(super) async fn within_timeout_200(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--timeout", "10"]).await?;
-    let r = s
-        .send(&Request::get("/?sleep=2000").timeout(Duration::from_secs(30)))
-        .await?;
+    let r = s.get_within("/?sleep=2000", 30).await?;
     ensure!(
         r.status == 200 && r.complete,
         "status {} after {} (complete body: {}), want 200",
@@ -327,9 +325,7 @@ pub(super) async fn within_timeout_200(ctx: Ctx) -> Result<()> {
 
 pub(super) async fn past_timeout_504(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--timeout", "10"]).await?;
-    let r = s
-        .send(&Request::get("/?sleep=12000").timeout(Duration::from_secs(30)))
-        .await?;
+    let r = s.get_within("/?sleep=12000", 30).await?;
     ensure!(
         r.status == 504,
         "status {} after {}, want 504 at 10 s",
@@ -346,9 +342,7 @@ pub(super) async fn past_timeout_504(ctx: Ctx) -> Result<()> {
 
 pub(super) async fn streamed_body_cut_at_timeout(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--timeout", "10"]).await?;
-    let r = s
-        .send(&Request::get("/?flush_then_sleep=15000").timeout(Duration::from_secs(30)))
-        .await?;
+    let r = s.get_within("/?flush_then_sleep=15000", 30).await?;
     ensure!(
         r.status == 200,
         "status {}, want 200: the headers were sent before the timeout",
@@ -390,12 +384,9 @@ pub(super) async fn timeout_includes_startup(ctx: Ctx) -> Result<()> {
             "PROBE_LISTEN_DELAY_MS=6000",
         ])
         .await?;
-    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
-        .await
-        .map_err(|e| anyhow!("waiting for the idle instance to go (--idle-timeout 1s): {e}"))?;
-    let r = s
-        .send(&Request::get("/").timeout(Duration::from_secs(30)))
+    ctx.wait_no_containers("waiting for the idle instance to go (--idle-timeout 1s)")
         .await?;
+    let r = s.get_within("/", 30).await?;
     ensure!(
         r.status == 504,
         "status {} after {}, want 504 at 3 s (the new instance needs 6 s to listen)",

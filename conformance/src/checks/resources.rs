@@ -78,9 +78,7 @@ pub(super) async fn limits_read_only(ctx: Ctx) -> Result<()> {
 
 pub(super) async fn alloc_below_limit_200(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--memory", "256Mi"]).await?;
-    let r = s
-        .send(&Request::get("/?alloc=100").timeout(Duration::from_secs(60)))
-        .await?;
+    let r = s.get_within("/?alloc=100", 60).await?;
     ensure!(
         r.status == 200,
         "allocating 100 MiB under 256 MiB: status {}: {}",
@@ -96,9 +94,7 @@ pub(super) async fn alloc_below_limit_200(ctx: Ctx) -> Result<()> {
 
 pub(super) async fn alloc_above_limit_refused(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--memory", "128Mi"]).await?;
-    let r = s
-        .send(&Request::get("/?alloc=512").timeout(Duration::from_secs(60)))
-        .await?;
+    let r = s.get_within("/?alloc=512", 60).await?;
     ensure!(
         r.status != 200,
         "allocating and touching 512 MiB under a 128 MiB limit succeeded"
@@ -118,9 +114,7 @@ pub(super) async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
         .await
     });
     s.wait_probe_in_flight(2).await?;
-    let r = s
-        .send(&Request::get("/?alloc=512").timeout(Duration::from_secs(60)))
-        .await?;
+    let r = s.get_within("/?alloc=512", 60).await?;
     let b = bystander.await.map_err(|e| anyhow!("request task: {e}"))?;
     let b = match b {
         Ok(b) => format!("status {}", b.status),
