@@ -141,20 +141,45 @@ fn label(args: &[&str]) -> String {
     format!("runlet {}", args.join(" "))
 }
 
+/// A list shared by the clones of its owner (a poisoned lock reads as empty).
+struct Shared<T>(Arc<Mutex<Vec<T>>>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Shared(Arc::default())
+    }
+}
+
+impl<T> Shared<T> {
+    fn push(&self, item: T) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(item);
+        }
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<T>>> {
+        self.0.lock().ok()
+    }
+}
+
 /// The runlet outputs of one check (label, output), for its log file.
 #[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<(String, Lines)>>>);
+pub struct Logs(Shared<(String, Lines)>);
 
 impl Logs {
     fn add(&self, label: String, out: Lines) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push((label, out));
-        }
+        self.0.push((label, out));
     }
 
     /// Everything, each process under a heading.
     pub fn render(&self) -> String {
-        let Ok(v) = self.0.lock() else {
+        let Some(v) = self.0.lock() else {
             return String::new();
         };
         v.iter()
@@ -166,21 +191,19 @@ impl Logs {
 /// Runlets whose handle was dropped while they still ran: `SIGINT` was sent, and the
 /// runner waits for them here.
 #[derive(Clone, Default)]
-pub struct Reaper(Arc<Mutex<Vec<(Child, i32)>>>);
+pub struct Reaper(Shared<(Child, i32)>);
 
 impl Reaper {
     fn push(&self, child: Child, pgid: i32) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push((child, pgid));
-        }
+        self.0.push((child, pgid));
     }
 
     /// Waits for every handed-over runlet; `SIGKILL` after [`STOP_TIMEOUT`]. Returns how
     /// many had to be killed.
     pub async fn reap(&self) -> usize {
         let children: Vec<(Child, i32)> = match self.0.lock() {
-            Ok(mut v) => v.drain(..).collect(),
-            Err(_) => return 0,
+            Some(mut v) => v.drain(..).collect(),
+            None => return 0,
         };
         let mut killed = 0;
         for (mut child, pgid) in children {
@@ -198,7 +221,7 @@ impl Reaper {
 
     /// Sends `SIGINT` again to everything handed over (used when the suite is interrupted).
     pub fn interrupt_all(&self) {
-        if let Ok(v) = self.0.lock() {
+        if let Some(v) = self.0.lock() {
             for (_, pgid) in v.iter() {
                 let _ = killpg(Pid::from_raw(*pgid), Signal::SIGINT);
             }
@@ -605,6 +628,16 @@ impl Served {
 
     pub async fn get(&self, path: &str) -> Result<Response> {
         self.send(&Request::get(path)).await
+    }
+
+    /// Sends GET `path` (within `secs` seconds) from a task of its own, to have a request
+    /// in flight while the check does something else.
+    pub fn spawn_get(&self, path: &str, secs: u64) -> JoinHandle<Result<Response>> {
+        let (addr, req) = (
+            self.addr,
+            Request::get(path).timeout(Duration::from_secs(secs)),
+        );
+        tokio::spawn(async move { http::send(addr, &req).await })
     }
 
     /// GET `path`, the whole exchange within `secs` seconds.

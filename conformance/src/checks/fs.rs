@@ -23,8 +23,7 @@ async fn readfile(s: &Served, path: &str) -> Result<Value> {
 }
 
 pub(super) async fn tmp_writable(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     let t = file(&r, "/tmp")?;
     ensure!(t["exists"] == true && t["is_dir"] == true, "/tmp: {t}");
     ensure!(
@@ -139,8 +138,7 @@ pub(super) async fn pid_1(ctx: Ctx) -> Result<()> {
 }
 
 pub(super) async fn stdin_eof(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     ensure!(
         r["stdin_eof"] == true,
         "reading stdin: {} (fd 0 is {})",
@@ -151,8 +149,7 @@ pub(super) async fn stdin_eof(ctx: Ctx) -> Result<()> {
 }
 
 pub(super) async fn dev_files(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     let mut problems = Vec::new();
     for (link, target) in [
         ("/dev/fd", "/proc/self/fd"),
@@ -196,8 +193,7 @@ pub(super) async fn dev_files(ctx: Ctx) -> Result<()> {
 }
 
 pub(super) async fn proc_sys_read_only(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     ensure!(
         r["proc_sys_readonly"] == true && r["proc_sys_readonly_detail"]["mountinfo_ro"] == true,
         "/proc/sys is not mounted read-only: {}",

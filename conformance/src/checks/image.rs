@@ -33,7 +33,7 @@ pub(super) async fn busybox_base_image(ctx: Ctx) -> Result<()> {
 }
 
 pub(super) async fn command_and_args(ctx: Ctx) -> Result<()> {
-    let s = ctx
+    let r = ctx
         .serve(&[
             "--image",
             PROBE,
@@ -42,8 +42,9 @@ pub(super) async fn command_and_args(ctx: Ctx) -> Result<()> {
             "--args",
             "first,second arg,--flag=x",
         ])
+        .await?
+        .report()
         .await?;
-    let r = s.report().await?;
     let want = json!(["/probe", "first", "second arg", "--flag=x"]);
     ensure!(r["argv"] == want, "argv is {}, want {want}", r["argv"]);
     Ok(())
@@ -62,15 +63,13 @@ pub(super) async fn args_keep_entrypoint(ctx: Ctx) -> Result<()> {
 }
 
 pub(super) async fn workdir_from_image(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE_USER]).await?;
-    let r = s.report().await?;
+    let r = ctx.serve(&["--image", PROBE_USER]).await?.report().await?;
     ensure!(r["cwd"] == "/tmp", "cwd is {}, want \"/tmp\"", r["cwd"]);
     Ok(())
 }
 
 pub(super) async fn user_from_image(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE_USER]).await?;
-    let r = s.report().await?;
+    let r = ctx.serve(&["--image", PROBE_USER]).await?.report().await?;
     ensure!(
         r["uid"] == 65534 && r["euid"] == 65534 && r["gid"] == 65534 && r["egid"] == 65534,
         "uid/euid/gid/egid are {}/{}/{}/{}, want 65534 for all",
@@ -83,8 +82,7 @@ pub(super) async fn user_from_image(ctx: Ctx) -> Result<()> {
 }
 
 pub(super) async fn no_user_runs_as_root(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     ensure!(
         r["uid"] == 0 && r["gid"] == 0,
         "uid/gid are {}/{}, want 0/0",
@@ -142,29 +140,18 @@ async fn load_refused(ctx: &Ctx, archive: &str, image: &str, needles: &[&str]) -
 
 pub(super) async fn oci_archive(ctx: Ctx) -> Result<()> {
     load_ok(&ctx, "probe.oci.tar", "docker.io/library/probe:latest").await?;
-    let s = ctx
-        .serve(&["--image", "docker.io/library/probe:latest"])
-        .await?;
-    let r = s.report().await?;
-    ensure!(r["probe"] == "server", "unexpected report {}", r["probe"]);
-    Ok(())
+    serves_the_probe(&ctx, "docker.io/library/probe:latest").await
 }
 
 pub(super) async fn docker_archive(ctx: Ctx) -> Result<()> {
     load_ok(&ctx, "probe.docker.tar", "probe-docker:latest").await?;
-    let s = ctx.serve(&["--image", "probe-docker:latest"]).await?;
-    let r = s.report().await?;
-    ensure!(r["probe"] == "server", "unexpected report {}", r["probe"]);
-    Ok(())
+    serves_the_probe(&ctx, "probe-docker:latest").await
 }
 
 pub(super) async fn index_selects_amd64(ctx: Ctx) -> Result<()> {
     load_ok(&ctx, "probe-multi.oci.tar", "probe-multi:latest").await?;
     // The arm64 manifest's layer has no /probe: serving at all means amd64 was chosen.
-    let s = ctx.serve(&["--image", "probe-multi"]).await?;
-    let r = s.report().await?;
-    ensure!(r["probe"] == "server", "unexpected report {}", r["probe"]);
-    Ok(())
+    serves_the_probe(&ctx, "probe-multi").await
 }
 
 pub(super) async fn index_without_amd64_refused(ctx: Ctx) -> Result<()> {
@@ -185,4 +172,11 @@ pub(super) async fn non_utf8_refused(ctx: Ctx) -> Result<()> {
         &["UTF-8", "utf-8", "UTF8"],
     )
     .await
+}
+
+/// `runlet serve --image IMAGE` serves, and what answers is the probe.
+async fn serves_the_probe(ctx: &Ctx, image: &str) -> Result<()> {
+    let r = ctx.serve(&["--image", image]).await?.report().await?;
+    ensure!(r["probe"] == "server", "unexpected report {}", r["probe"]);
+    Ok(())
 }

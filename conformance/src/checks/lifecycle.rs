@@ -112,15 +112,16 @@ pub(super) async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
 }
 
 pub(super) async fn waits_for_listen(ctx: Ctx) -> Result<()> {
-    let s = ctx
+    let r = ctx
         .serve(&[
             "--image",
             PROBE,
             "--set-env-vars",
             "PROBE_LISTEN_DELAY_MS=3000",
         ])
+        .await?
+        .report()
         .await?;
-    let r = s.report().await?;
     let (started, listening) = (num(&r["started_at"]), num(&r["listening_at"]));
     let (Some(started), Some(listening)) = (started, listening) else {
         bail!("the probe did not report its start and listen times");
@@ -250,14 +251,7 @@ async fn one_busy_then(ctx: &Ctx, busy_ms: u64) -> Result<(Response, Response)> 
             "1",
         ])
         .await?;
-    let addr = s.addr;
-    let busy = tokio::spawn(async move {
-        http::send(
-            addr,
-            &Request::get(&format!("/?sleep={busy_ms}")).timeout(Duration::from_secs(60)),
-        )
-        .await
-    });
+    let busy = s.spawn_get(&format!("/?sleep={busy_ms}"), 60);
     // The instance's one slot is taken (the probe cannot be asked: it would be held too).
     s.wait_in_flight(1).await?;
     let held = s.get_within("/", 60).await?;
@@ -348,14 +342,7 @@ async fn cpu_while_serving(ctx: Ctx, extra: &[&str]) -> Result<()> {
     let mut args = vec!["--image", PROBE];
     args.extend_from_slice(extra);
     let s = ctx.serve(&args).await?;
-    let addr = s.addr;
-    let busy = tokio::spawn(async move {
-        http::send(
-            addr,
-            &Request::get("/?sleep=2000").timeout(Duration::from_secs(30)),
-        )
-        .await
-    });
+    let busy = s.spawn_get("/?sleep=2000", 30);
     let (r, answered) = s
         .wait_probe_in_flight(2)
         .await
@@ -412,20 +399,13 @@ pub(super) async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
 
 pub(super) async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
-    let addr = s.addr;
-    let busy = tokio::spawn(async move {
-        http::send(
-            addr,
-            &Request::get("/?sleep=3000").timeout(Duration::from_secs(30)),
-        )
-        .await
-    });
+    let busy = s.spawn_get("/?sleep=3000", 30);
     s.wait_probe_in_flight(2).await?;
     s.interrupt();
     // Routing stops when the service's controller says it is draining.
     s.wait_output("shutting down: draining", Duration::from_secs(10))
         .await?;
-    let late = http::send(addr, &Request::get("/").timeout(Duration::from_secs(15))).await;
+    let late = s.get_within("/", 15).await;
     let busy = busy.await.map_err(|e| anyhow!("request task: {e}"))?;
     let exited = s.wait(Duration::from_secs(40)).await;
     let busy = busy.map_err(|e| anyhow!("the in-flight request failed: {e:#}"))?;

@@ -47,8 +47,11 @@ pub(super) async fn configured_port(ctx: Ctx) -> Result<()> {
 }
 
 pub(super) async fn port_equals_configured(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE, "--port", "8801"]).await?;
-    let r = s.report().await?;
+    let r = ctx
+        .serve(&["--image", PROBE, "--port", "8801"])
+        .await?
+        .report()
+        .await?;
     ensure!(
         env_var(&r, "PORT") == Some("8801"),
         "PORT is {}, want \"8801\"",

@@ -105,14 +105,7 @@ pub(super) async fn alloc_above_limit_refused(ctx: Ctx) -> Result<()> {
 pub(super) async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--memory", "128Mi"]).await?;
     // A bystander in flight on the same instance must end with 500 too.
-    let addr = s.addr;
-    let bystander = tokio::spawn(async move {
-        http::send(
-            addr,
-            &Request::get("/?sleep=5000").timeout(Duration::from_secs(60)),
-        )
-        .await
-    });
+    let bystander = s.spawn_get("/?sleep=5000", 60);
     s.wait_probe_in_flight(2).await?;
     let r = s.get_within("/?alloc=512", 60).await?;
     let b = bystander.await.map_err(|e| anyhow!("request task: {e}"))?;
