@@ -403,20 +403,30 @@ mod tests {
         assert!(parse_head(b"garbage").is_err());
     }
 
-    #[tokio::test]
-    async fn send_sees_a_cut_chunked_body() {
+    /// A server for one connection: reads the request, writes `reply`, holds the
+    /// connection for `hold`, and hands back the request it read.
+    async fn one_shot(
+        reply: &'static [u8],
+        hold: Duration,
+    ) -> (SocketAddr, tokio::task::JoinHandle<String>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let (mut s, _) = l.accept().await.unwrap();
             let mut b = [0u8; 1024];
-            let _ = s.read(&mut b).await;
-            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            // Dropped without the last chunk.
+            let n = s.read(&mut b).await.unwrap();
+            s.write_all(reply).await.unwrap();
+            tokio::time::sleep(hold).await;
+            String::from_utf8_lossy(&b[..n]).into_owned()
         });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn send_sees_a_cut_chunked_body() {
+        // Dropped without the last chunk.
+        let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        let (addr, _) = one_shot(reply, Duration::from_millis(200)).await;
         let r = send(addr, &Request::get("/")).await.unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"abc");
@@ -426,19 +436,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn send_reads_a_length_delimited_body() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut b = [0u8; 1024];
-            let n = s.read(&mut b).await.unwrap();
-            let req = String::from_utf8_lossy(&b[..n]).into_owned();
-            assert!(req.contains("X-Raw: a\x01b\r\n"), "{req:?}");
-            s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 4\r\n\r\nnope")
-                .await
-                .unwrap();
-        });
+    async fn send_reads_a_length_delimited_body_and_sends_raw_bytes() {
+        let reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 4\r\n\r\nnope";
+        let (addr, server) = one_shot(reply, Duration::ZERO).await;
         let r = send(addr, &Request::get("/").header("X-Raw", b"a\x01b".to_vec()))
             .await
             .unwrap();
@@ -446,5 +446,22 @@ mod tests {
             (r.status, r.text().as_str(), r.complete),
             (400, "nope", true)
         );
+        let req = server.await.unwrap();
+        assert!(req.contains("X-Raw: a\x01b\r\n"), "{req:?}");
+    }
+
+    #[test]
+    fn send_blocking_needs_no_runtime() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = l.accept().unwrap();
+            let _ = s.read(&mut [0u8; 1024]).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+        });
+        let r = send_blocking(addr, &Request::new("POST", "/").body("x")).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     }
 }

@@ -144,6 +144,7 @@ fn invalid(e: tungstenite::Error) -> std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::DuplexStream;
 
     #[test]
     fn rfc6455_accept() {
@@ -153,14 +154,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn echo_roundtrip() {
+    /// Runs `script` as the client of an echo session, which must then end cleanly.
+    fn with_echo<F: std::future::Future<Output = ()>>(script: impl FnOnce(DuplexStream) -> F) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(async {
-            let (mut client, server) = tokio::io::duplex(1 << 20);
-            let task = tokio::spawn(echo(server));
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let session = tokio::spawn(echo(server));
+            script(client).await;
+            session.await.unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn echo_roundtrip() {
+        with_echo(|mut client| async move {
             // Masked text frame "Hello" (RFC 6455 section 5.7 example).
             client
                 .write_all(&[
@@ -194,25 +203,18 @@ mod tests {
             let mut c = [0u8; 4];
             client.read_exact(&mut c).await.unwrap();
             assert_eq!(c, [0x88, 0x02, 0x03, 0xe8]);
-            task.await.unwrap().unwrap();
         });
     }
 
     #[test]
     fn an_oversized_frame_is_closed_with_1009() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (mut client, server) = tokio::io::duplex(1 << 16);
-            let task = tokio::spawn(echo(server));
+        with_echo(|mut client| async move {
             let mut f = vec![0x82, 127];
             f.extend_from_slice(&(MAX_FRAME + 1).to_be_bytes());
             client.write_all(&f).await.unwrap();
             let mut c = [0u8; 4];
             client.read_exact(&mut c).await.unwrap();
             assert_eq!(c, [0x88, 0x02, 0x03, 0xf1]);
-            task.await.unwrap().unwrap();
         });
     }
 }
