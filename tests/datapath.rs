@@ -10,35 +10,32 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{env, free_port, http, Served};
+use common::{free_port, http, serve_probe, Served};
 
 fn probe_requests_total(s: &Served) -> u64 {
-    s.get("/").json()["concurrency"]["requests_total"]
+    s.get("/").json().unwrap()["concurrency"]["requests_total"]
         .as_u64()
         .unwrap()
 }
 
 #[test]
 fn concurrency_one_never_overlaps_inside_the_container() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "dp-conc",
-        "--concurrency",
-        "1",
-        "--max-instances",
-        "1",
-    ]);
+    let Some((_, s)) = serve_probe("dp-conc", &["--concurrency", "1", "--max-instances", "1"])
+    else {
+        return;
+    };
     let addr = s.listen;
     let threads: Vec<_> = (0..5)
         .map(|_| {
             std::thread::spawn(move || {
                 (0..4)
                     .map(|_| http(addr, "GET", "/?sleep=150", &[], b""))
-                    .map(|r| (r.status, r.json()["concurrency"]["max_in_flight"].as_u64()))
+                    .map(|r| {
+                        (
+                            r.status,
+                            r.json().unwrap()["concurrency"]["max_in_flight"].as_u64(),
+                        )
+                    })
                     .collect::<Vec<_>>()
             })
         })
@@ -53,21 +50,24 @@ fn concurrency_one_never_overlaps_inside_the_container() {
 
 #[test]
 fn hold_expires_with_429_when_the_service_is_at_max_instances() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let Some((_, s)) = serve_probe(
         "dp-hold",
-        "--concurrency",
-        "1",
-        "--max-instances",
-        "1",
-    ]);
+        &[
+            "--concurrency",
+            "1",
+            "--max-instances",
+            "1",
+            "--metrics-listen",
+            &maddr,
+        ],
+    ) else {
+        return;
+    };
     let addr = s.listen;
     let busy = std::thread::spawn(move || http(addr, "GET", "/?sleep=13000", &[], b""));
-    std::thread::sleep(Duration::from_millis(300));
+    // The one slot is taken (asking the probe would be held too).
+    s.wait_in_flight("dp-hold", 1);
     let t0 = Instant::now();
     let r = http(addr, "GET", "/", &[], b"");
     let waited = t0.elapsed();
@@ -82,16 +82,9 @@ fn hold_expires_with_429_when_the_service_is_at_max_instances() {
 
 #[test]
 fn request_timeout_gives_504_before_headers_and_cuts_a_started_body() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "dp-timeout",
-        "--timeout",
-        "2",
-    ]);
+    let Some((_, s)) = serve_probe("dp-timeout", &["--timeout", "2"]) else {
+        return;
+    };
     let t0 = Instant::now();
     let r = s.get("/?sleep=5000");
     let took = t0.elapsed();
@@ -117,9 +110,9 @@ fn request_timeout_gives_504_before_headers_and_cuts_a_started_body() {
 
 #[test]
 fn bad_request_headers_get_400_and_never_reach_the_container() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&["--image", "probe", "--service", "dp-headers"]);
+    let Some((_, s)) = serve_probe("dp-headers", &[]) else {
+        return;
+    };
     let before = probe_requests_total(&s);
     let bad: [(&str, &[u8]); 4] = [
         ("X-Obs", b"caf\xc3\xa9"),
@@ -148,9 +141,9 @@ fn bad_request_headers_get_400_and_never_reach_the_container() {
 
 #[test]
 fn response_headers_breaking_the_rules_are_dropped() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&["--image", "probe", "--service", "dp-resp-headers"]);
+    let Some((_, s)) = serve_probe("dp-resp-headers", &[]) else {
+        return;
+    };
     let r = s.get("/?badheader=1");
     assert_eq!(r.status, 200);
     assert!(
@@ -167,12 +160,18 @@ fn response_headers_breaking_the_rules_are_dropped() {
 
 #[test]
 fn http2_end_to_end_only_with_use_http2_and_grpc_works() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let h1 = env.serve(&["--image", "probe", "--service", "dp-h1"]);
-    assert_eq!(h1.get("/").json()["request"]["version"], "HTTP/1.1");
-    let h2 = env.serve(&["--image", "probe", "--service", "dp-h2", "--use-http2"]);
-    assert_eq!(h2.get("/").json()["request"]["version"], "HTTP/2.0");
+    let Some((env, h1)) = serve_probe("dp-h1", &[]) else {
+        return;
+    };
+    assert_eq!(
+        h1.get("/").json().unwrap()["request"]["version"],
+        "HTTP/1.1"
+    );
+    let h2 = env.serve_probe("dp-h2", &["--use-http2"]);
+    assert_eq!(
+        h2.get("/").json().unwrap()["request"]["version"],
+        "HTTP/2.0"
+    );
     // A client speaking h2c (prior knowledge) to runlet, and a real gRPC call.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -201,9 +200,9 @@ fn http2_end_to_end_only_with_use_http2_and_grpc_works() {
 
 #[test]
 fn websocket_echo_passes_through() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&["--image", "probe", "--service", "dp-ws"]);
+    let Some((_, s)) = serve_probe("dp-ws", &[]) else {
+        return;
+    };
     let (mut ws, resp) = tungstenite::connect(format!("ws://{}/ws", s.listen))
         .expect("WebSocket handshake through runlet");
     assert_eq!(resp.status(), 101);
@@ -217,9 +216,9 @@ fn websocket_echo_passes_through() {
 
 #[test]
 fn server_sent_events_arrive_as_they_are_sent() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&["--image", "probe", "--service", "dp-sse"]);
+    let Some((_, s)) = serve_probe("dp-sse", &[]) else {
+        return;
+    };
     let mut c = TcpStream::connect(s.listen).unwrap();
     c.write_all(
         format!(
@@ -267,16 +266,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn hundred_mib_bodies_stream_both_ways_in_bounded_memory() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "dp-big",
-        "--memory",
-        "256Mi",
-    ]);
+    let Some((_, s)) = serve_probe("dp-big", &["--memory", "256Mi"]) else {
+        return;
+    };
     const SIZE: u64 = 100 << 20;
     // Upload, streamed from here in 1 MiB writes.
     let mut c = TcpStream::connect(s.listen).unwrap();
@@ -313,18 +305,10 @@ fn hundred_mib_bodies_stream_both_ways_in_bounded_memory() {
 
 #[test]
 fn metrics_are_served_in_prometheus_text() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let mport = free_port();
-    let maddr = format!("127.0.0.1:{mport}");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "dp-metrics",
-        "--metrics-listen",
-        &maddr,
-    ]);
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let Some((_, s)) = serve_probe("dp-metrics", &["--metrics-listen", &maddr]) else {
+        return;
+    };
     assert_eq!(s.get("/").status, 200);
     let bad = http(s.listen, "GET", "/", &[("X-Obs", b"\xff")], b"");
     assert_eq!(bad.status, 400);

@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{env, strip_ansi, Env};
+use common::{env, probe_env, strip_ansi, Env, Lines};
 use serde_json::Value;
 
 /// Runs `runlet job ARGS` to its end.
@@ -22,6 +20,14 @@ fn job(env: &Env, args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .expect("run runlet")
+}
+
+/// Runs `runlet job execute NAME --image probe --args job ARGS` (the probe in job mode) to
+/// its end.
+fn probe_job(env: &Env, name: &str, args: &[&str]) -> Output {
+    let mut full = vec!["execute", name, "--image", "probe", "--args", "job"];
+    full.extend_from_slice(args);
+    job(env, &full)
 }
 
 fn text(out: &Output) -> String {
@@ -63,49 +69,11 @@ fn probe_reports(stdout: &str) -> Vec<(u64, u64, Value)> {
         .collect()
 }
 
-/// Nothing of `needle` is left: containers, tasks, snapshots, network namespaces, CNI
-/// allocations, attempt files.
+/// Nothing of `needle` is left: what [`Env::assert_nothing_left`] looks at, and attempt
+/// files.
 fn assert_nothing_left(env: &Env, needle: &str) {
-    let containers = env.ctr(&["containers", "ls", "-q"]);
-    assert!(
-        !containers.contains(needle),
-        "containers left: {containers}"
-    );
-    let tasks = env.ctr(&["tasks", "ls"]);
-    assert!(!tasks.contains(needle), "tasks left: {tasks}");
-    let snaps = env.ctr(&["snapshots", "ls"]);
-    assert!(
-        !snaps.lines().any(|l| l.contains(needle)),
-        "snapshots left: {snaps}"
-    );
-    let netns: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(
-        !netns.iter().any(|n| n.contains(needle)),
-        "netns left: {netns:?}"
-    );
-    if let Ok(dir) = std::fs::read_dir("/var/lib/cni/networks/runlet") {
-        for e in dir.filter_map(|e| e.ok()) {
-            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
-            assert!(
-                !owner.contains(needle),
-                "CNI allocation left: {} -> {owner}",
-                e.path().display()
-            );
-        }
-    }
-    let files: Vec<String> = std::fs::read_dir(env.state_dir.join("jobs/tasks"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    env.assert_nothing_left(needle);
+    let files = common::file_names(env.state_dir.join("jobs/tasks"));
     assert!(
         !files.iter().any(|n| n.contains(needle)),
         "attempt files left: {files:?}"
@@ -116,7 +84,7 @@ fn assert_nothing_left(env: &Env, needle: &str) {
 struct Running {
     child: Child,
     t0: Instant,
-    lines: Arc<Mutex<Vec<(Duration, String)>>>,
+    lines: Lines,
 }
 
 impl Running {
@@ -131,41 +99,26 @@ impl Running {
             .spawn()
             .expect("spawn runlet");
         let t0 = Instant::now();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines
-                        .lock()
-                        .unwrap()
-                        .push((t0.elapsed(), strip_ansi(&line)));
-                }
-            });
-        }
+        let lines = Lines::new();
+        lines.read_in_thread(child.stdout.take().unwrap());
+        lines.read_in_thread(child.stderr.take().unwrap());
         Running { child, t0, lines }
     }
 
+    /// `runlet job execute NAME --image probe --args job ARGS` (the probe in job mode).
+    fn probe(env: &Env, name: &str, args: &[&str]) -> Running {
+        let mut full = vec![name, "--image", "probe", "--args", "job"];
+        full.extend_from_slice(args);
+        Running::start(env, &full)
+    }
+
     fn output(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| format!("{l}\n"))
-            .collect()
+        self.lines.text()
     }
 
     /// When the first line containing `needle` arrived.
     fn seen(&self, needle: &str) -> Option<Duration> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, l)| l.contains(needle))
-            .map(|(t, _)| *t)
+        self.lines.seen(needle)
     }
 
     fn wait_for(&self, needle: &str, within: Duration) -> Duration {
@@ -234,16 +187,11 @@ fn running_tasks(env: &Env, name: &str) -> usize {
 
 #[test]
 fn four_tasks_two_at_a_time_each_see_their_cloud_run_env() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let run = Running::start(
+    let Some(env) = probe_env() else { return };
+    let run = Running::probe(
         &env,
+        "jobs-env",
         &[
-            "jobs-env",
-            "--image",
-            "probe",
-            "--args",
-            "job",
             "--tasks",
             "4",
             "--parallelism",
@@ -355,20 +303,11 @@ fn four_tasks_two_at_a_time_each_see_their_cloud_run_env() {
 
 #[test]
 fn a_task_failing_on_attempts_0_and_1_succeeds_on_attempt_2() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let out = job(
+    let Some(env) = probe_env() else { return };
+    let out = probe_job(
         &env,
-        &[
-            "execute",
-            "jobs-retry",
-            "--image",
-            "probe",
-            "--args",
-            "job",
-            "--set-env-vars",
-            "PROBE_FAIL_UNTIL_ATTEMPT=2",
-        ],
+        "jobs-retry",
+        &["--set-env-vars", "PROBE_FAIL_UNTIL_ATTEMPT=2"],
     );
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
@@ -393,22 +332,11 @@ fn a_task_failing_on_attempts_0_and_1_succeeds_on_attempt_2() {
 
 #[test]
 fn a_task_that_always_fails_with_max_retries_1_gets_two_attempts_and_the_cli_fails() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let out = job(
+    let Some(env) = probe_env() else { return };
+    let out = probe_job(
         &env,
-        &[
-            "execute",
-            "jobs-fail",
-            "--image",
-            "probe",
-            "--args",
-            "job",
-            "--max-retries",
-            "1",
-            "--set-env-vars",
-            "PROBE_JOB_EXIT=3",
-        ],
+        "jobs-fail",
+        &["--max-retries", "1", "--set-env-vars", "PROBE_JOB_EXIT=3"],
     );
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
@@ -432,16 +360,11 @@ fn a_task_that_always_fails_with_max_retries_1_gets_two_attempts_and_the_cli_fai
 
 #[test]
 fn past_the_task_timeout_sigterm_then_sigkill_10_s_later() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let run = Running::start(
+    let Some(env) = probe_env() else { return };
+    let run = Running::probe(
         &env,
+        "jobs-timeout",
         &[
-            "jobs-timeout",
-            "--image",
-            "probe",
-            "--args",
-            "job",
             "--task-timeout",
             "2s",
             "--max-retries",
@@ -474,17 +397,11 @@ fn past_the_task_timeout_sigterm_then_sigkill_10_s_later() {
 
 #[test]
 fn a_task_over_its_memory_limit_fails_as_out_of_memory() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let out = job(
+    let Some(env) = probe_env() else { return };
+    let out = probe_job(
         &env,
+        "jobs-oom",
         &[
-            "execute",
-            "jobs-oom",
-            "--image",
-            "probe",
-            "--args",
-            "job",
             "--memory",
             "64Mi",
             "--max-retries",
@@ -501,15 +418,10 @@ fn a_task_over_its_memory_limit_fails_as_out_of_memory() {
     assert_eq!(r["termSignal"], 9);
     assert!(all.contains("out of memory"), "{all}");
     // A plain SIGKILL-free failure is not mistaken for OOM: the same job within its limit.
-    let ok = job(
+    let ok = probe_job(
         &env,
+        "jobs-oom",
         &[
-            "execute",
-            "jobs-oom",
-            "--image",
-            "probe",
-            "--args",
-            "job",
             "--memory",
             "512Mi",
             "--max-retries",
@@ -524,16 +436,11 @@ fn a_task_over_its_memory_limit_fails_as_out_of_memory() {
 
 #[test]
 fn ctrl_c_cancels_the_execution_and_leaves_nothing_in_containerd() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let run = Running::start(
+    let Some(env) = probe_env() else { return };
+    let run = Running::probe(
         &env,
+        "jobs-cancel",
         &[
-            "jobs-cancel",
-            "--image",
-            "probe",
-            "--args",
-            "job",
             "--tasks",
             "3",
             "--parallelism",
@@ -577,14 +484,10 @@ fn a_runlet_killed_mid_execution_is_cleaned_up_by_the_next_job_command() {
     // recover (clean up) this execution before the test looks at what runlet left behind.
     let env = env.isolated("crash");
     env.load("probe.oci.tar");
-    let run = Running::start(
+    let run = Running::probe(
         &env,
+        "jobs-crash",
         &[
-            "jobs-crash",
-            "--image",
-            "probe",
-            "--args",
-            "job",
             "--tasks",
             "2",
             "--parallelism",
@@ -618,8 +521,7 @@ fn a_runlet_killed_mid_execution_is_cleaned_up_by_the_next_job_command() {
 
 #[test]
 fn job_yaml_round_trips_and_flags_override_the_file() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
+    let Some(env) = probe_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("job.yaml");
     let yaml = r#"apiVersion: run.googleapis.com/v1

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{env, free_port, http, within, Env, Served};
+use common::{env, http, probe_env, serve_probe, within, Env, Served};
 
 fn containers_of(env: &Env, service: &str) -> usize {
     env.ctr(&["containers", "ls", "-q"])
@@ -26,21 +26,17 @@ fn wait_until(what: &str, limit: Duration, f: impl FnMut() -> bool) {
 }
 
 fn hostname(s: &Served) -> String {
-    s.get("/").json()["hostname"].as_str().unwrap().to_string()
+    s.get("/").json().unwrap()["hostname"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
 fn idle_instances_scale_to_zero_and_the_next_request_starts_one() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "lc-zero",
-        "--idle-timeout",
-        "2s",
-    ]);
+    let Some((env, s)) = serve_probe("lc-zero", &["--idle-timeout", "2s"]) else {
+        return;
+    };
     let first = hostname(&s);
     wait_until("scale to zero", Duration::from_secs(20), || {
         containers_of(&env, "lc-zero") == 0
@@ -57,7 +53,7 @@ fn idle_instances_scale_to_zero_and_the_next_request_starts_one() {
         "the first request after zero is held until an instance is ready"
     );
     assert_ne!(
-        r.json()["hostname"].as_str().unwrap(),
+        r.json().unwrap()["hostname"].as_str().unwrap(),
         first,
         "a new instance served it"
     );
@@ -66,18 +62,10 @@ fn idle_instances_scale_to_zero_and_the_next_request_starts_one() {
 
 #[test]
 fn load_scales_out_to_exactly_max_instances() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "lc-out",
-        "--concurrency",
-        "1",
-        "--max-instances",
-        "3",
-    ]);
+    let Some((env, s)) = serve_probe("lc-out", &["--concurrency", "1", "--max-instances", "3"])
+    else {
+        return;
+    };
     let addr = s.listen;
     let clients: Vec<_> = (0..6)
         .map(|_| std::thread::spawn(move || http(addr, "GET", "/?sleep=3000", &[], b"")))
@@ -92,7 +80,7 @@ fn load_scales_out_to_exactly_max_instances() {
         .map(|c| {
             let r = c.join().unwrap();
             assert_eq!(r.status, 200, "{}", r.text());
-            r.json()["hostname"].as_str().unwrap().to_string()
+            r.json().unwrap()["hostname"].as_str().unwrap().to_string()
         })
         .collect();
     assert_eq!(hosts.len(), 3, "served by {hosts:?}");
@@ -101,18 +89,10 @@ fn load_scales_out_to_exactly_max_instances() {
 
 #[test]
 fn min_instances_are_started_and_kept_when_idle() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let _s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "lc-min",
-        "--min-instances",
-        "2",
-        "--idle-timeout",
-        "1s",
-    ]);
+    let Some((env, _s)) = serve_probe("lc-min", &["--min-instances", "2", "--idle-timeout", "1s"])
+    else {
+        return;
+    };
     wait_until("two instances", Duration::from_secs(20), || {
         containers_of(&env, "lc-min") == 2
     });
@@ -122,16 +102,10 @@ fn min_instances_are_started_and_kept_when_idle() {
 
 #[test]
 fn sigkill_follows_an_ignored_sigterm_after_ten_seconds() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "lc-kill",
-        "--set-env-vars",
-        "PROBE_IGNORE_SIGTERM=1",
-    ]);
+    let Some((env, s)) = serve_probe("lc-kill", &["--set-env-vars", "PROBE_IGNORE_SIGTERM=1"])
+    else {
+        return;
+    };
     let t0 = Instant::now();
     let (status, out) = s.interrupt();
     let took = t0.elapsed();
@@ -150,9 +124,9 @@ fn sigkill_follows_an_ignored_sigterm_after_ten_seconds() {
 
 #[test]
 fn a_container_that_handles_sigterm_is_gone_well_before_ten_seconds() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&["--image", "probe", "--service", "lc-term"]);
+    let Some((_, s)) = serve_probe("lc-term", &[]) else {
+        return;
+    };
     let t0 = Instant::now();
     let (status, out) = s.interrupt();
     assert!(status.success());
@@ -167,20 +141,13 @@ fn a_container_that_handles_sigterm_is_gone_well_before_ten_seconds() {
 
 #[test]
 fn out_of_memory_ends_the_instance_and_every_in_flight_request_gets_500() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "lc-oom",
-        "--memory",
-        "64Mi",
-    ]);
+    let Some((_, s)) = serve_probe("lc-oom", &["--memory", "64Mi"]) else {
+        return;
+    };
     let first = hostname(&s);
     let addr = s.listen;
     let bystander = std::thread::spawn(move || http(addr, "GET", "/?sleep=4000", &[], b""));
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_probe_in_flight(2);
     let r = s.get("/?alloc=256");
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(r.text().contains("memory"), "{}", r.text());
@@ -199,7 +166,7 @@ fn out_of_memory_ends_the_instance_and_every_in_flight_request_gets_500() {
     let next = s.get("/");
     assert_eq!(next.status, 200);
     assert_ne!(
-        next.json()["hostname"].as_str().unwrap(),
+        next.json().unwrap()["hostname"].as_str().unwrap(),
         first,
         "a fresh instance"
     );
@@ -207,16 +174,9 @@ fn out_of_memory_ends_the_instance_and_every_in_flight_request_gets_500() {
 
 #[test]
 fn writing_more_than_the_memory_limit_to_the_root_filesystem_kills_the_instance() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "lc-fs-mem",
-        "--memory",
-        "64Mi",
-    ]);
+    let Some((_, s)) = serve_probe("lc-fs-mem", &["--memory", "64Mi"]) else {
+        return;
+    };
     // Below the limit: fine, and it is in memory (FS-1, FS-2).
     let ok = s.get("/?write=8&path=/data-small.bin");
     assert_eq!(ok.status, 200, "{}", ok.text());
@@ -234,23 +194,19 @@ fn writing_more_than_the_memory_limit_to_the_root_filesystem_kills_the_instance(
 
 #[test]
 fn files_written_by_one_instance_are_not_seen_by_the_next() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "lc-fs-gone",
-        "--idle-timeout",
-        "1s",
-    ]);
+    let Some((env, s)) = serve_probe("lc-fs-gone", &["--idle-timeout", "1s"]) else {
+        return;
+    };
     assert_eq!(s.get("/?write=1&path=/marker").status, 200);
-    assert_eq!(s.get("/readfile?path=/marker").json()["exists"], true);
+    assert_eq!(
+        s.get("/readfile?path=/marker").json().unwrap()["exists"],
+        true
+    );
     wait_until("scale to zero", Duration::from_secs(20), || {
         containers_of(&env, "lc-fs-gone") == 0
     });
     assert_eq!(
-        s.get("/readfile?path=/marker").json()["exists"],
+        s.get("/readfile?path=/marker").json().unwrap()["exists"],
         false,
         "FS-3: nothing survives the instance"
     );
@@ -258,28 +214,18 @@ fn files_written_by_one_instance_are_not_seen_by_the_next() {
 
 #[test]
 fn an_instance_that_never_listens_fails_its_startup_window_and_leaves_nothing() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
+    let Some(env) = probe_env() else { return };
     let t0 = Instant::now();
-    let out = env
-        .runlet()
-        .args([
-            "serve",
-            "--image",
-            "probe",
-            "--service",
-            "lc-never",
-            "--startup-timeout",
-            "3s",
-            "--metrics-listen",
-            "off",
-        ])
-        .args(["--set-env-vars", "PROBE_NEVER_LISTEN=1", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.serve_fails(&[
+        "--image",
+        "probe",
+        "--service",
+        "lc-never",
+        "--startup-timeout",
+        "3s",
+        "--set-env-vars",
+        "PROBE_NEVER_LISTEN=1",
+    ]);
     assert!(
         err.contains("did not listen on port 8080 within 3 s"),
         "{err}"
@@ -290,43 +236,28 @@ fn an_instance_that_never_listens_fails_its_startup_window_and_leaves_nothing() 
 
 #[test]
 fn a_startup_probe_decides_readiness() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
+    let Some(env) = probe_env() else { return };
     // Passes once the app listens (it starts listening after 1.5 s).
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
+    let s = env.serve_probe(
         "lc-startup-ok",
-        "--set-env-vars",
-        "PROBE_LISTEN_DELAY_MS=1500",
-        "--startup-probe",
-        "httpGet.path=/healthz,periodSeconds=1,failureThreshold=5",
-    ]);
+        &[
+            "--set-env-vars",
+            "PROBE_LISTEN_DELAY_MS=1500",
+            "--startup-probe",
+            "httpGet.path=/healthz,periodSeconds=1,failureThreshold=5",
+        ],
+    );
     assert_eq!(s.get("/").status, 200);
     drop(s);
     // Never passes: the path answers 503.
-    let out = env
-        .runlet()
-        .args([
-            "serve",
-            "--image",
-            "probe",
-            "--service",
-            "lc-startup-bad",
-            "--metrics-listen",
-            "off",
-        ])
-        .args([
-            "--startup-probe",
-            "httpGet.path=/?status=503,periodSeconds=1,failureThreshold=2",
-            "--listen",
-        ])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.serve_fails(&[
+        "--image",
+        "probe",
+        "--service",
+        "lc-startup-bad",
+        "--startup-probe",
+        "httpGet.path=/?status=503,periodSeconds=1,failureThreshold=2",
+    ]);
     assert!(
         err.contains("startup probe failed 2 times") && err.contains("503"),
         "{err}"
@@ -341,30 +272,22 @@ fn a_startup_probe_decides_readiness() {
         "tcpSocket.port=8080,periodSeconds=1",
         "grpc.port=8080,periodSeconds=1",
     ] {
-        let s = env.serve(&[
-            "--image",
-            "probe",
-            "--service",
-            "lc-startup-kinds",
-            "--startup-probe",
-            p,
-        ]);
+        let s = env.serve_probe("lc-startup-kinds", &["--startup-probe", p]);
         assert_eq!(s.get("/").status, 200, "{p}");
     }
 }
 
 #[test]
 fn a_failing_liveness_probe_replaces_the_instance() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
+    let Some((_, s)) = serve_probe(
         "lc-live",
-        "--liveness-probe",
-        "httpGet.path=/healthz,periodSeconds=1,failureThreshold=2",
-    ]);
+        &[
+            "--liveness-probe",
+            "httpGet.path=/healthz,periodSeconds=1,failureThreshold=2",
+        ],
+    ) else {
+        return;
+    };
     let first = hostname(&s);
     assert_eq!(s.get("/unhealthy").status, 200);
     wait_until("liveness failure", Duration::from_secs(15), || {
@@ -372,25 +295,20 @@ fn a_failing_liveness_probe_replaces_the_instance() {
     });
     let next = s.get("/");
     assert_eq!(next.status, 200);
-    assert_ne!(next.json()["hostname"].as_str().unwrap(), first);
+    assert_ne!(next.json().unwrap()["hostname"].as_str().unwrap(), first);
 }
 
 #[test]
 fn bad_probe_flags_name_the_field() {
     let Some(env) = env() else { return };
-    let out = env
-        .runlet()
-        .args([
-            "serve",
-            "--image",
-            "probe",
-            "--liveness-probe",
-            "httpGet.path=/,bogus=1",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = env.run(&[
+        "serve",
+        "--image",
+        "probe",
+        "--liveness-probe",
+        "httpGet.path=/,bogus=1",
+    ]);
+    assert_eq!(code, Some(64));
     assert!(
         err.contains("--liveness-probe") && err.contains("bogus"),
         "{err}"
@@ -399,18 +317,17 @@ fn bad_probe_flags_name_the_field() {
 
 #[test]
 fn in_memory_volumes_are_mounted_with_their_size_limit() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
+    let Some((_, s)) = serve_probe(
         "lc-volume",
-        "--add-volume",
-        "name=cache,type=in-memory,size-limit=16Mi",
-        "--add-volume-mount",
-        "volume=cache,mount-path=/cache",
-    ]);
+        &[
+            "--add-volume",
+            "name=cache,type=in-memory,size-limit=16Mi",
+            "--add-volume-mount",
+            "volume=cache,mount-path=/cache",
+        ],
+    ) else {
+        return;
+    };
     assert_eq!(s.get("/?write=4&path=/cache/small").status, 200);
     let full = s.get("/?write=32&path=/cache/big");
     assert_ne!(
@@ -424,7 +341,7 @@ fn in_memory_volumes_are_mounted_with_their_size_limit() {
         "{}",
         full.text()
     );
-    let j = s.get("/").json();
+    let j = s.get("/").json().unwrap();
     let mounts = j["mounts"].as_array().unwrap();
     assert!(
         mounts
@@ -450,19 +367,11 @@ fn host_cpu_quota(id: &str) -> String {
 
 #[test]
 fn cpu_throttling_cuts_an_idle_instance_to_one_percent_and_a_request_restores_it() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let s = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "lc-throttle",
-        "--cpu",
-        "2",
-        "--cpu-throttling",
-    ]);
+    let Some((env, s)) = serve_probe("lc-throttle", &["--cpu", "2", "--cpu-throttling"]) else {
+        return;
+    };
     // Inside a request the container sees its full quota (LIFE-5)...
-    let r = s.get("/").json();
+    let r = s.get("/").json().unwrap();
     assert_eq!(r["cgroup"]["cpu_quota_us"], "200000", "{r}");
     let id = r["hostname"].as_str().unwrap().to_string();
     // ...and once it is idle the host shows 1% of a CPU.
@@ -470,8 +379,8 @@ fn cpu_throttling_cuts_an_idle_instance_to_one_percent_and_a_request_restores_it
         host_cpu_quota(&id) == "1000"
     });
     // Without the flag an idle instance keeps its quota.
-    let plain = env.serve(&["--image", "probe", "--service", "lc-no-throttle"]);
-    let id = plain.get("/").json()["hostname"]
+    let plain = env.serve_probe("lc-no-throttle", &[]);
+    let id = plain.get("/").json().unwrap()["hostname"]
         .as_str()
         .unwrap()
         .to_string();

@@ -4,62 +4,16 @@
 
 mod common;
 
-use common::{env, free_port, http, Env};
-
-/// Nothing of `instance`-bearing objects is left: containers, tasks, active snapshots,
-/// network namespaces, CNI allocations.
-fn assert_nothing_left(env: &Env, service: &str) {
-    let containers = env.ctr(&["containers", "ls", "-q"]);
-    assert!(
-        !containers.contains(service),
-        "containers left: {containers}"
-    );
-    let tasks = env.ctr(&["tasks", "ls"]);
-    assert!(!tasks.contains(service), "tasks left: {tasks}");
-    let snaps = env.ctr(&["snapshots", "ls"]);
-    assert!(
-        !snaps.lines().any(|l| l.contains(service)),
-        "snapshots left: {snaps}"
-    );
-    let netns = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    assert!(
-        !netns.iter().any(|n| n.contains(service)),
-        "netns left: {netns:?}"
-    );
-    let ipam = std::path::Path::new("/var/lib/cni/networks/runlet");
-    if let Ok(dir) = std::fs::read_dir(ipam) {
-        for e in dir.filter_map(|e| e.ok()) {
-            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
-            assert!(
-                !owner.contains(service),
-                "CNI allocation left: {} -> {owner}",
-                e.path().display()
-            );
-        }
-    }
-}
+use common::{env, http, probe_env, serve_probe};
 
 #[test]
 fn serve_answers_with_the_contract_env_from_a_real_container_and_cleans_up() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let served = env.serve(&[
-        "--image",
-        "probe",
-        "--service",
-        "walk-env",
-        "--set-env-vars",
-        "USER_VAR=hello",
-    ]);
+    let Some((env, served)) = serve_probe("walk-env", &["--set-env-vars", "USER_VAR=hello"]) else {
+        return;
+    };
     let r = served.get("/");
     assert_eq!(r.status, 200, "{}", r.text());
-    let j = r.json();
+    let j = r.json().unwrap();
     let e = &j["env"];
     assert_eq!(e["PORT"], "8080");
     assert_eq!(e["K_SERVICE"], "walk-env");
@@ -103,17 +57,17 @@ fn serve_answers_with_the_contract_env_from_a_real_container_and_cleans_up() {
         out.contains("SIGTERM received"),
         "the container got SIGTERM on shutdown:\n{out}"
     );
-    assert_nothing_left(&env, "walk-env");
+    env.assert_nothing_left("walk-env");
 }
 
 #[test]
 fn two_services_both_listen_on_8080_in_their_own_namespaces() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let a = env.serve(&["--image", "probe", "--service", "walk-two-a"]);
-    let b = env.serve(&["--image", "probe", "--service", "walk-two-b"]);
-    let ja = a.get("/").json();
-    let jb = b.get("/").json();
+    let Some((env, a)) = serve_probe("walk-two-a", &[]) else {
+        return;
+    };
+    let b = env.serve_probe("walk-two-b", &[]);
+    let ja = a.get("/").json().unwrap();
+    let jb = b.get("/").json().unwrap();
     assert_eq!(ja["env"]["K_SERVICE"], "walk-two-a");
     assert_eq!(jb["env"]["K_SERVICE"], "walk-two-b");
     assert_eq!(ja["env"]["PORT"], "8080");
@@ -121,7 +75,7 @@ fn two_services_both_listen_on_8080_in_their_own_namespaces() {
     let (sa, _) = a.interrupt();
     let (sb, _) = b.interrupt();
     assert!(sa.success() && sb.success());
-    assert_nothing_left(&env, "walk-two-");
+    env.assert_nothing_left("walk-two-");
 }
 
 #[test]
@@ -141,7 +95,7 @@ fn command_args_and_a_non_default_port_and_user() {
         // gcloud's list syntax: `^;^` makes `;` the delimiter, so an item can hold a comma.
         "^;^one,two;three",
     ]);
-    let j = served.get("/").json();
+    let j = served.get("/").json().unwrap();
     assert_eq!(j["env"]["PORT"], "8801");
     assert_eq!(j["argv"], serde_json::json!(["/probe", "one,two", "three"]));
     assert_eq!(j["uid"], 65534, "the image's USER is honoured");
@@ -220,51 +174,28 @@ fn bad_archives_are_refused_and_leave_nothing_behind() {
     for name in ["bad-digest", "arm64-only", "non-utf8"] {
         assert!(!images.contains(name), "image {name} was created: {images}");
     }
-    let missing = env
-        .runlet()
-        .args(["image", "load", "/nonexistent/archive.tar"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/archive.tar"));
+    let (_, err) = env.run(&["image", "load", "/nonexistent/archive.tar"]);
+    assert!(err.contains("/nonexistent/archive.tar"), "{err}");
 }
 
 #[test]
 fn image_rm_removes_the_image() {
     let Some(env) = env() else { return };
     env.load("busybox.oci.tar");
-    let out = env
-        .runlet()
-        .args(["image", "rm", "busybox"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = env.run(&["image", "rm", "busybox"]);
+    assert_eq!(code, Some(0), "{err}");
     assert!(!env
         .ctr(&["images", "ls", "-q"])
         .contains("docker.io/library/busybox:latest"));
-    let again = env
-        .runlet()
-        .args(["image", "rm", "busybox"])
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("docker.io/library/busybox:latest"));
+    let (code, err) = env.run(&["image", "rm", "busybox"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("docker.io/library/busybox:latest"), "{err}");
 }
 
 #[test]
 fn serving_an_unknown_image_names_it_and_how_to_load_it() {
     let Some(env) = env() else { return };
-    let out = env
-        .runlet()
-        .args(["serve", "--image", "never-loaded:v9", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.serve_fails(&["--image", "never-loaded:v9"]);
     assert!(
         err.contains("docker.io/library/never-loaded:v9") && err.contains("runlet image load"),
         "{err}"
@@ -273,29 +204,17 @@ fn serving_an_unknown_image_names_it_and_how_to_load_it() {
 
 #[test]
 fn a_container_exiting_at_startup_is_reported_with_its_exit_code() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let out = env
-        .runlet()
-        .args([
-            "serve",
-            "--image",
-            "probe",
-            "--service",
-            "walk-exit5",
-            "--set-env-vars",
-            "PROBE_EXIT_CODE=5",
-            "--metrics-listen",
-            "off",
-            "--listen",
-        ])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let Some(env) = probe_env() else { return };
+    let err = env.serve_fails(&[
+        "--image",
+        "probe",
+        "--service",
+        "walk-exit5",
+        "--set-env-vars",
+        "PROBE_EXIT_CODE=5",
+    ]);
     assert!(err.contains("exit code 5"), "{err}");
-    assert_nothing_left(&env, "walk-exit5");
+    env.assert_nothing_left("walk-exit5");
 }
 
 #[test]
@@ -323,9 +242,9 @@ fn bad_flags_are_refused_with_the_field_name() {
 
 #[test]
 fn proxied_requests_stream_and_forward_headers() {
-    let Some(env) = env() else { return };
-    env.load("probe.oci.tar");
-    let served = env.serve(&["--image", "probe", "--service", "walk-headers"]);
+    let Some((_, served)) = serve_probe("walk-headers", &[]) else {
+        return;
+    };
     let r = http(
         served.listen,
         "GET",
@@ -333,7 +252,7 @@ fn proxied_requests_stream_and_forward_headers() {
         &[("X-User-Header", b"kept as is")],
         b"",
     );
-    let j = r.json();
+    let j = r.json().unwrap();
     let headers: Vec<(String, String)> =
         serde_json::from_value(j["request"]["headers"].clone()).unwrap();
     let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
@@ -353,7 +272,7 @@ fn proxied_requests_stream_and_forward_headers() {
     assert_eq!(bad.status, 400, "{}", bad.text());
     // Bodies stream both ways.
     let up = http(served.listen, "POST", "/upload", &[], &vec![7u8; 5 << 20]);
-    assert_eq!(up.json()["received"], 5 << 20);
+    assert_eq!(up.json().unwrap()["received"], 5 << 20);
     let down = served.get("/?bytes=3000000");
     assert_eq!(down.body.len(), 3_000_000);
     drop(served);
@@ -390,7 +309,7 @@ fn a_named_image_user_is_resolved_from_the_images_passwd() {
         String::from_utf8_lossy(&out.stderr)
     );
     let served = env.serve(&["--image", "named-user", "--service", "walk-named-user"]);
-    let j = served.get("/").json();
+    let j = served.get("/").json().unwrap();
     assert_eq!(
         j["uid"], 65534,
         "nobody is 65534 in the probe image's /etc/passwd"

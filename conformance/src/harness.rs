@@ -7,20 +7,22 @@
 //! still runs sends `SIGINT` and hands the child to the check's [`Reaper`], which the runner
 //! drains before it looks for leftovers. `SIGKILL` is the last resort after 45 s.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+pub use runlet_test_support::{free_port, tail};
+use runlet_test_support::{metrics, Lines};
 
 use crate::http::{self, Request, Response};
 use crate::selftest::{Mangle, BREAK_VAR};
@@ -28,6 +30,8 @@ use crate::selftest::{Mangle, BREAK_VAR};
 /// How long a stopped runlet may take before it is killed (the stop sequence allows 10 s
 /// per container after SIGTERM, and a request timeout for draining).
 const STOP_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long a request sent in the background may take to be seen in flight.
+const IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `runlet serve` may take to print that it is serving.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -137,30 +141,49 @@ fn label(args: &[&str]) -> String {
     format!("runlet {}", args.join(" "))
 }
 
-/// A process's collected output, shared with the tasks reading it.
-type Output = Arc<Mutex<String>>;
+/// A list shared by the clones of its owner (a poisoned lock reads as empty).
+struct Shared<T>(Arc<Mutex<Vec<T>>>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Shared(Arc::default())
+    }
+}
+
+impl<T> Shared<T> {
+    fn push(&self, item: T) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(item);
+        }
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<T>>> {
+        self.0.lock().ok()
+    }
+}
 
 /// The runlet outputs of one check (label, output), for its log file.
 #[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<(String, Output)>>>);
+pub struct Logs(Shared<(String, Lines)>);
 
 impl Logs {
-    fn add(&self, label: String, out: Output) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push((label, out));
-        }
+    fn add(&self, label: String, out: Lines) {
+        self.0.push((label, out));
     }
 
     /// Everything, each process under a heading.
     pub fn render(&self) -> String {
-        let Ok(v) = self.0.lock() else {
+        let Some(v) = self.0.lock() else {
             return String::new();
         };
         v.iter()
-            .map(|(l, o)| {
-                let text = o.lock().map(|s| s.clone()).unwrap_or_default();
-                format!("===== {l}\n{text}\n")
-            })
+            .map(|(l, o)| format!("===== {l}\n{}\n", o.text()))
             .collect()
     }
 }
@@ -168,21 +191,19 @@ impl Logs {
 /// Runlets whose handle was dropped while they still ran: `SIGINT` was sent, and the
 /// runner waits for them here.
 #[derive(Clone, Default)]
-pub struct Reaper(Arc<Mutex<Vec<(Child, i32)>>>);
+pub struct Reaper(Shared<(Child, i32)>);
 
 impl Reaper {
     fn push(&self, child: Child, pgid: i32) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push((child, pgid));
-        }
+        self.0.push((child, pgid));
     }
 
     /// Waits for every handed-over runlet; `SIGKILL` after [`STOP_TIMEOUT`]. Returns how
     /// many had to be killed.
     pub async fn reap(&self) -> usize {
         let children: Vec<(Child, i32)> = match self.0.lock() {
-            Ok(mut v) => v.drain(..).collect(),
-            Err(_) => return 0,
+            Some(mut v) => v.drain(..).collect(),
+            None => return 0,
         };
         let mut killed = 0;
         for (mut child, pgid) in children {
@@ -200,7 +221,7 @@ impl Reaper {
 
     /// Sends `SIGINT` again to everything handed over (used when the suite is interrupted).
     pub fn interrupt_all(&self) {
-        if let Ok(v) = self.0.lock() {
+        if let Some(v) = self.0.lock() {
             for (_, pgid) in v.iter() {
                 let _ = killpg(Pid::from_raw(*pgid), Signal::SIGINT);
             }
@@ -239,18 +260,12 @@ impl Exited {
     }
 }
 
-/// The last `n` lines of `text`, joined with " | ".
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
-}
-
 /// A running runlet process with its output collected.
 pub struct Proc {
     child: Option<Child>,
     pgid: i32,
-    out: Arc<Mutex<String>>,
-    stdout: Arc<Mutex<String>>,
+    out: Lines,
+    stdout: Lines,
     readers: Vec<JoinHandle<()>>,
     reaper: Reaper,
     started: Instant,
@@ -263,15 +278,14 @@ impl Proc {
             .id()
             .map(|p| p as i32)
             .ok_or_else(|| anyhow!("{label} exited at once"))?;
-        let out = Arc::new(Mutex::new(String::new()));
-        let stdout = Arc::new(Mutex::new(String::new()));
+        let (out, stdout) = (Lines::new(), Lines::new());
         logs.add(label, out.clone());
         let mut readers = Vec::new();
         if let Some(s) = child.stdout.take() {
-            readers.push(read_lines(s, out.clone(), Some(stdout.clone())));
+            readers.push(out.read_in_task(s, Some(stdout.clone())));
         }
         if let Some(s) = child.stderr.take() {
-            readers.push(read_lines(s, out.clone(), None));
+            readers.push(out.read_in_task(s, None));
         }
         Ok(Proc {
             child: Some(child),
@@ -285,7 +299,7 @@ impl Proc {
     }
 
     pub fn output(&self) -> String {
-        self.out.lock().map(|s| s.clone()).unwrap_or_default()
+        self.out.text()
     }
 
     pub fn pid(&self) -> i32 {
@@ -311,7 +325,7 @@ impl Proc {
         }
         Exited {
             code,
-            stdout: self.stdout.lock().map(|s| s.clone()).unwrap_or_default(),
+            stdout: self.stdout.text(),
             output: self.output(),
             elapsed: self.started.elapsed(),
             timed_out,
@@ -369,55 +383,6 @@ impl Drop for Proc {
             }
         }
     }
-}
-
-fn read_lines(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    out: Arc<Mutex<String>>,
-    copy: Option<Arc<Mutex<String>>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let line = strip_ansi(&line);
-            if let Ok(mut o) = out.lock() {
-                o.push_str(&line);
-                o.push('\n');
-            }
-            if let Some(c) = &copy {
-                if let Ok(mut o) = c.lock() {
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            }
-        }
-    })
-}
-
-/// Removes ANSI escape sequences (runlet colours its log on a terminal).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for n in chars.by_ref() {
-                if n.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A port nobody listens on right now, on 127.0.0.1.
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("binding an ephemeral port")?
-        .port())
 }
 
 /// What one check gets: the environment, its own name for services and jobs (unique in
@@ -484,6 +449,15 @@ impl Ctx {
         self.serve_as(&self.name.clone(), args).await
     }
 
+    /// Like [`Ctx::serve`], with runlet's metrics listener on a free port (for checks that
+    /// wait for what runlet's data path holds, see [`Served::wait_in_flight`]).
+    pub async fn serve_with_metrics(&self, args: &[&str]) -> Result<Served> {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?)).to_string();
+        let mut full = vec!["--metrics-listen", metrics.as_str()];
+        full.extend_from_slice(args);
+        self.serve_as(&self.name.clone(), &full).await
+    }
+
     /// Like [`Ctx::serve`] with another service name (which must start with [`Ctx::name`]).
     pub async fn serve_as(&self, service: &str, args: &[&str]) -> Result<Served> {
         let mut last_err = None;
@@ -491,17 +465,7 @@ impl Ctx {
         for _ in 0..3 {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
             let listen = addr.to_string();
-            let mut full = vec![
-                "serve",
-                "--service",
-                service,
-                "--listen",
-                &listen,
-                "--metrics-listen",
-                "off",
-            ];
-            full.extend_from_slice(args);
-            let mut p = self.spawn(&full)?;
+            let mut p = self.spawn(&serve_args(service, &listen, args))?;
             let deadline = Instant::now() + SERVE_TIMEOUT;
             loop {
                 let out = p.output();
@@ -510,6 +474,7 @@ impl Ctx {
                         service: svc,
                         revision: rev,
                         addr,
+                        metrics: metrics_listen(args),
                         proc: p,
                     });
                 }
@@ -558,6 +523,16 @@ impl Ctx {
             .await
     }
 
+    /// Waits (20 s at most) until this check has no container left in containerd;
+    /// returns how long that took. The error says what was awaited (`what`).
+    pub async fn wait_no_containers(&self, what: &str) -> Result<Duration> {
+        let (_, took) = self
+            .wait_containers(|n| n == 0, Duration::from_secs(20))
+            .await
+            .map_err(|e| anyhow!("{what}: {e}"))?;
+        Ok(took)
+    }
+
     /// Polls [`Ctx::containers`] until `want(count)` holds; returns the count and how long
     /// it took, or an error after `timeout`.
     pub async fn wait_containers(
@@ -581,6 +556,23 @@ impl Ctx {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// `serve --service SERVICE --listen LISTEN ARGS`, with `--metrics-listen off` unless
+/// `args` gives a metrics listener.
+pub fn serve_args<'a>(service: &'a str, listen: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut full = vec!["serve", "--service", service, "--listen", listen];
+    if metrics_listen(args).is_none() {
+        full.extend_from_slice(&["--metrics-listen", "off"]);
+    }
+    full.extend_from_slice(args);
+    full
+}
+
+/// The metrics listener `--metrics-listen ADDR` in `args` gives, if any.
+fn metrics_listen(args: &[&str]) -> Option<SocketAddr> {
+    let at = args.iter().position(|a| *a == "--metrics-listen")?;
+    args.get(at + 1)?.parse().ok()
 }
 
 /// `Service [NAME] revision [REV] is serving at ...` → (NAME, REV).
@@ -624,6 +616,8 @@ pub struct Served {
     pub revision: String,
     /// Where it listens (`--listen`).
     pub addr: SocketAddr,
+    /// Its metrics listener ([`Ctx::serve_with_metrics`]), if any.
+    pub metrics: Option<SocketAddr>,
     proc: Proc,
 }
 
@@ -634,6 +628,22 @@ impl Served {
 
     pub async fn get(&self, path: &str) -> Result<Response> {
         self.send(&Request::get(path)).await
+    }
+
+    /// Sends GET `path` (within `secs` seconds) from a task of its own, to have a request
+    /// in flight while the check does something else.
+    pub fn spawn_get(&self, path: &str, secs: u64) -> JoinHandle<Result<Response>> {
+        let (addr, req) = (
+            self.addr,
+            Request::get(path).timeout(Duration::from_secs(secs)),
+        );
+        tokio::spawn(async move { http::send(addr, &req).await })
+    }
+
+    /// GET `path`, the whole exchange within `secs` seconds.
+    pub async fn get_within(&self, path: &str, secs: u64) -> Result<Response> {
+        self.send(&Request::get(path).timeout(Duration::from_secs(secs)))
+            .await
     }
 
     /// The probe's JSON report for `path` (which must answer 200).
@@ -654,8 +664,62 @@ impl Served {
         self.report_at("/").await
     }
 
+    /// Waits until the probe reports at least `n` requests in flight, counting the asking
+    /// `GET /` itself (so `n = 2` means one other request has reached the container);
+    /// returns that report and how long it took to answer.
+    pub async fn wait_probe_in_flight(&self, n: u64) -> Result<(Value, Duration)> {
+        let deadline = Instant::now() + IN_FLIGHT_TIMEOUT;
+        loop {
+            let t0 = Instant::now();
+            let r = self.report().await?;
+            let answered = t0.elapsed();
+            let seen = r["concurrency"]["in_flight"].as_u64().unwrap_or(0);
+            if seen >= n {
+                return Ok((r, answered));
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the probe reported {seen} request(s) in flight after {} s, want {n} (with the asking one)",
+                IN_FLIGHT_TIMEOUT.as_secs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until runlet's metrics (`runlet_instance_in_flight`) show at least `n` requests
+    /// in flight on this service: evidence for checks that cannot ask the probe (its one
+    /// slot is taken). Needs [`Ctx::serve_with_metrics`].
+    pub async fn wait_in_flight(&self, n: u64) -> Result<()> {
+        let addr = self
+            .metrics
+            .ok_or_else(|| anyhow!("runlet was started without a metrics listener"))?;
+        let seen = metrics::wait_in_flight(addr, &self.service, n, IN_FLIGHT_TIMEOUT).await?;
+        ensure!(
+            seen,
+            "runlet_instance_in_flight did not reach {n} for {} within {} s",
+            self.service,
+            IN_FLIGHT_TIMEOUT.as_secs()
+        );
+        Ok(())
+    }
+
     pub fn output(&self) -> String {
         self.proc.output()
+    }
+
+    /// Waits until runlet's output contains `needle` (log lines trail what caused them).
+    pub async fn wait_output(&self, needle: &str, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while !self.output().contains(needle) {
+            ensure!(
+                Instant::now() < deadline,
+                "runlet did not log {needle:?} within {}: {}",
+                crate::checks::secs(limit),
+                tail(&self.output(), 4)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     pub fn pid(&self) -> i32 {
@@ -740,11 +804,5 @@ mod tests {
         let sorted =
             "[task 0 attempt 0] {\"argv\":[\"/probe\"],\"env\":{},\"pid\":1,\"probe\":\"job\"}";
         assert_eq!(probe_job_lines(sorted).len(), 1);
-    }
-
-    #[test]
-    fn ansi_and_tail() {
-        assert_eq!(strip_ansi("\u{1b}[32m INFO\u{1b}[0m x"), " INFO x");
-        assert_eq!(tail("a\n\nb\nc\n", 2), "b | c");
     }
 }

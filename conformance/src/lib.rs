@@ -3,7 +3,8 @@
 //! * [`contract`]: the contract clauses as data (`contract/clauses.toml`, embedded).
 //! * [`checks`]: the checks, each named after the clause it exercises.
 //! * [`harness`]: driving a runlet binary from outside (serve, jobs, shutdown, containerd).
-//! * [`http`]: the HTTP/1.1 and h2c clients the checks talk with.
+//! * [`http`]: the HTTP/1.1 and h2c clients the checks talk with (from the test-support
+//!   crate, shared with runlet's integration tests).
 //! * [`runner`]: selection, parallel runs, cleanup; [`report`]: table, JSON, docs.
 //! * [`selftest`]: the deliberately broken runlet the checks must catch.
 //! * [`imagebuild`]: deterministic builder for the OCI / docker-save image archives the
@@ -17,7 +18,7 @@
 pub mod checks;
 pub mod contract;
 pub mod harness;
-pub mod http;
+pub use runlet_test_support::http;
 pub mod imagebuild;
 pub mod report;
 pub mod runner;

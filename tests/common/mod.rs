@@ -6,14 +6,15 @@
 //! containerd is a failure.
 // These tests time a separate process (runlet) by the wall clock: std's Instant is right here.
 #![allow(clippy::disallowed_types)]
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use runlet_test_support::http::{Request, Response};
+pub use runlet_test_support::{metrics, strip_ansi, within, Lines};
 
 pub struct Env {
     pub containerd: String,
@@ -122,35 +123,104 @@ impl Env {
         Served::start(self, args)
             .unwrap_or_else(|out| panic!("runlet serve {args:?} did not start:\n{out}"))
     }
-}
 
-/// A port nobody listens on right now.
-/// Whether `f` comes true within `limit` (checked every 20 ms).
-pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
+    /// `runlet serve --image probe --service SERVICE ARGS` (the probe image loaded).
+    pub fn serve_probe(&self, service: &str, args: &[&str]) -> Served {
+        let mut full = vec!["--image", "probe", "--service", service];
+        full.extend_from_slice(args);
+        self.serve(&full)
+    }
+
+    /// Runs `runlet ARGS` to its end; returns its exit code and its stderr.
+    pub fn run(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.runlet().args(args).output().expect("run runlet");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `runlet serve --listen 127.0.0.1:FREE --metrics-listen off ARGS`, which must
+    /// fail on its own; returns its stderr.
+    pub fn serve_fails(&self, args: &[&str]) -> String {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut full = vec!["serve", "--listen", &listen, "--metrics-listen", "off"];
+        full.extend_from_slice(args);
+        let (code, err) = self.run(&full);
+        assert_ne!(code, Some(0), "runlet serve {args:?} succeeded: {err}");
+        err
+    }
+
+    /// Nothing with `needle` in its name is left: containers, tasks, snapshots, network
+    /// namespaces, CNI allocations.
+    pub fn assert_nothing_left(&self, needle: &str) {
+        let containers = self.ctr(&["containers", "ls", "-q"]);
+        assert!(
+            !containers.contains(needle),
+            "containers left: {containers}"
+        );
+        let tasks = self.ctr(&["tasks", "ls"]);
+        assert!(!tasks.contains(needle), "tasks left: {tasks}");
+        let snaps = self.ctr(&["snapshots", "ls"]);
+        assert!(
+            !snaps.lines().any(|l| l.contains(needle)),
+            "snapshots left: {snaps}"
+        );
+        let netns = file_names("/run/netns");
+        assert!(
+            !netns.iter().any(|n| n.contains(needle)),
+            "netns left: {netns:?}"
+        );
+        if let Ok(dir) = std::fs::read_dir("/var/lib/cni/networks/runlet") {
+            for e in dir.filter_map(|e| e.ok()) {
+                let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+                assert!(
+                    !owner.contains(needle),
+                    "CNI allocation left: {} -> {owner}",
+                    e.path().display()
+                );
+            }
         }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// The names of the entries of `dir` (none if it cannot be read).
+pub fn file_names(dir: impl AsRef<std::path::Path>) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The test environment with the probe image loaded, or `None` (skip) like [`env`].
+pub fn probe_env() -> Option<Env> {
+    let env = env()?;
+    env.load("probe.oci.tar");
+    Some(env)
+}
+
+/// [`probe_env`] with `runlet serve --image probe --service SERVICE ARGS` serving.
+pub fn serve_probe(service: &str, args: &[&str]) -> Option<(Env, Served)> {
+    let env = probe_env()?;
+    let s = env.serve_probe(service, args);
+    Some((env, s))
+}
+
+/// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    runlet_test_support::free_port().expect("bind an ephemeral port")
 }
 
 /// A running `runlet serve`, with its combined output collected.
 pub struct Served {
     pub child: Child,
     pub listen: SocketAddr,
-    pub output: Arc<Mutex<String>>,
+    /// `--metrics-listen`, when `args` gave one.
+    pub metrics: Option<SocketAddr>,
+    pub output: Lines,
 }
 
 impl Served {
@@ -171,23 +241,17 @@ impl Served {
             .env("RUNLET_LOG", "info")
             .env("NO_COLOR", "1");
         let mut child = cmd.spawn().expect("spawn runlet");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let line = strip_ansi(&line);
-                    out.lock().unwrap().push_str(&line);
-                    out.lock().unwrap().push('\n');
-                }
-            });
-        }
+        let output = Lines::new();
+        output.read_in_thread(child.stdout.take().expect("piped stdout"));
+        output.read_in_thread(child.stderr.take().expect("piped stderr"));
+        let metrics = args
+            .iter()
+            .position(|a| *a == "--metrics-listen")
+            .and_then(|at| args.get(at + 1)?.parse().ok());
         let mut s = Served {
             child,
             listen,
+            metrics,
             output,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -208,7 +272,7 @@ impl Served {
     }
 
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        self.output.text()
     }
 
     /// Whether runlet's output contains `needle` within `timeout`. Log lines are written
@@ -220,6 +284,37 @@ impl Served {
 
     pub fn get(&self, path: &str) -> Response {
         http(self.listen, "GET", path, &[], b"")
+    }
+
+    /// Waits until runlet's metrics show `n` requests in flight on `service` (needs
+    /// `--metrics-listen`): evidence that a request sent in the background holds a slot.
+    pub fn wait_in_flight(&self, service: &str, n: u64) {
+        let addr = self.metrics.expect("runlet serve with --metrics-listen");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = rt
+            .block_on(metrics::wait_in_flight(
+                addr,
+                service,
+                n,
+                Duration::from_secs(10),
+            ))
+            .unwrap();
+        assert!(
+            seen,
+            "{n} request(s) in flight on {service} not seen in runlet's metrics"
+        );
+    }
+
+    /// Waits until the probe reports `n` requests in flight, counting the asking `GET /`
+    /// itself (so 2 means another request has reached the container).
+    pub fn wait_probe_in_flight(&self, n: u64) {
+        let seen = within(Duration::from_secs(10), || {
+            self.get("/").json().unwrap()["concurrency"]["in_flight"].as_u64() >= Some(n)
+        });
+        assert!(seen, "the probe never reported {n} request(s) in flight");
     }
 
     /// Sends SIGINT (Ctrl-C) and waits for runlet to exit; returns its status and output.
@@ -269,43 +364,8 @@ fn nix_kill(pid: u32, sig: i32) -> std::io::Result<()> {
     }
 }
 
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for n in chars.by_ref() {
-                if n.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A minimal HTTP/1.1 response.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection (`Connection: close`); raw header bytes
-/// are sent as given, so tests can send what a strict client would refuse to.
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`, 120 s at most); raw
+/// header bytes are sent as given, so tests can send what a strict client would refuse to.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -313,77 +373,12 @@ pub fn http(
     headers: &[(&str, &[u8])],
     body: &[u8],
 ) -> Response {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut req = Request::new(method, path)
+        .body(body)
+        .timeout(Duration::from_secs(120));
     for (k, v) in headers {
-        req.extend_from_slice(k.as_bytes());
-        req.extend_from_slice(b": ");
-        req.extend_from_slice(v);
-        req.extend_from_slice(b"\r\n");
+        req = req.header(k, *v);
     }
-    req.extend_from_slice(b"\r\n");
-    req.extend_from_slice(body);
-    s.write_all(&req).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> Response {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(pos) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&b[..pos])
-                .split(';')
-                .next()
-                .unwrap_or("0")
-                .trim(),
-            16,
-        )
-        .unwrap_or(0);
-        if size == 0 || b.len() < pos + 2 + size {
-            if size > 0 {
-                out.extend_from_slice(&b[pos + 2..]);
-            }
-            break;
-        }
-        out.extend_from_slice(&b[pos + 2..pos + 2 + size]);
-        b = &b[(pos + 4 + size).min(b.len())..];
-    }
-    out
+    runlet_test_support::http::send_blocking(addr, &req)
+        .unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e:#}"))
 }

@@ -1,6 +1,5 @@
-//! Minimal WebSocket echo server for `/ws` (RFC 6455 over an HTTP/1.1
-//! `Upgrade`), with a hand-written frame codec, SHA-1 and base64 so no
-//! extra crates are needed.
+//! Minimal WebSocket echo server for `/ws` (RFC 6455 over an HTTP/1.1 `Upgrade`): the
+//! handshake's accept key and the frame codec are tungstenite's.
 //!
 //! Every data or continuation frame is echoed back unmasked with the same
 //! FIN bit and opcode (so fragmented messages come back fragmented the same
@@ -12,12 +11,15 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::io::Cursor;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, Frame, FrameHeader};
 
 use crate::body::ProbeBody;
 use crate::state::InFlight;
 
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_FRAME: u64 = 16 * 1024 * 1024;
 
 /// Answers the upgrade request and spawns the echo session. The in-flight
@@ -43,7 +45,7 @@ pub fn handle(
         .ok_or("missing Sec-WebSocket-Key")?
         .as_bytes()
         .to_vec();
-    let accept = accept_key(&key);
+    let accept = tungstenite::handshake::derive_accept_key(&key);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _guard = guard;
@@ -66,189 +68,108 @@ pub fn handle(
     Ok(resp)
 }
 
-/// `Sec-WebSocket-Accept` for a client key.
-pub fn accept_key(key: &[u8]) -> String {
-    let mut input = key.to_vec();
-    input.extend_from_slice(GUID.as_bytes());
-    base64(&sha1(&input))
-}
-
 /// Runs the echo loop until the peer closes.
 pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) -> std::io::Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let mut head = [0u8; 2];
-        match io.read_exact(&mut head).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let (b0, b1) = (head[0], head[1]);
-        let opcode = b0 & 0x0f;
-        let len = match b1 & 0x7f {
-            126 => io.read_u16().await? as u64,
-            127 => io.read_u64().await?,
-            n => n as u64,
+        let mut cursor = Cursor::new(&buf[..]);
+        let Some((mut header, len)) = FrameHeader::parse(&mut cursor).map_err(invalid)? else {
+            if read_more(&mut io, &mut buf, &mut chunk).await? {
+                continue;
+            }
+            return Ok(());
         };
         if len > MAX_FRAME {
-            write_frame(&mut io, 0x88, &1009u16.to_be_bytes()).await?;
-            return Ok(());
+            let close = Frame::close(Some(CloseFrame {
+                code: CloseCode::Size,
+                reason: "".into(),
+            }));
+            return write_frame(&mut io, close).await;
         }
-        let mut mask = [0u8; 4];
-        if b1 & 0x80 != 0 {
-            io.read_exact(&mut mask).await?;
+        let start = cursor.position() as usize;
+        let end = start + len as usize;
+        if buf.len() < end {
+            if read_more(&mut io, &mut buf, &mut chunk).await? {
+                continue;
+            }
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        let mut payload = vec![0u8; len as usize];
-        io.read_exact(&mut payload).await?;
-        if b1 & 0x80 != 0 {
+        let mut payload = buf[start..end].to_vec();
+        buf.drain(..end);
+        // Unmasked here: tungstenite only unmasks inside its own (blocking) socket types.
+        if let Some(mask) = header.mask.take() {
             for (i, b) in payload.iter_mut().enumerate() {
                 *b ^= mask[i % 4];
             }
         }
-        match opcode {
-            0x8 => {
-                write_frame(&mut io, 0x88, &payload).await?;
-                return Ok(());
+        (header.rsv1, header.rsv2, header.rsv3) = (false, false, false);
+        match header.opcode {
+            OpCode::Control(Control::Close) => {
+                return write_frame(&mut io, Frame::from_payload(header, payload)).await;
             }
-            0x9 => write_frame(&mut io, 0x8A, &payload).await?,
-            0xA => {}
-            _ => write_frame(&mut io, b0 & 0x8f, &payload).await?,
+            OpCode::Control(Control::Ping) => {
+                header.opcode = OpCode::Control(Control::Pong);
+                write_frame(&mut io, Frame::from_payload(header, payload)).await?;
+            }
+            OpCode::Control(Control::Pong) => {}
+            _ => write_frame(&mut io, Frame::from_payload(header, payload)).await?,
         }
     }
 }
 
-async fn write_frame<S: AsyncWrite + Unpin>(
+/// Appends what the peer sends next to `buf`; `false` at end of stream.
+async fn read_more<S: AsyncRead + Unpin>(
     io: &mut S,
-    b0: u8,
-    payload: &[u8],
-) -> std::io::Result<()> {
-    let mut head = vec![b0];
-    let len = payload.len();
-    if len < 126 {
-        head.push(len as u8);
-    } else if len <= u16::MAX as usize {
-        head.push(126);
-        head.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        head.push(127);
-        head.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    io.write_all(&head).await?;
-    io.write_all(payload).await?;
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> std::io::Result<bool> {
+    let n = io.read(chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
+}
+
+/// Sends `frame` (unmasked, as a server does).
+async fn write_frame<S: AsyncWrite + Unpin>(io: &mut S, frame: Frame) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(frame.len());
+    frame.format(&mut out).map_err(invalid)?;
+    io.write_all(&out).await?;
     io.flush().await
 }
 
-/// SHA-1 (FIPS 180-4). Only used for the handshake.
-pub fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
-    let mut msg = data.to_vec();
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
-    for block in msg.chunks(64) {
-        let mut w = [0u32; 80];
-        for (i, c) in block.chunks(4).enumerate() {
-            w[i] = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A827999),
-                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
-                _ => (b ^ c ^ d, 0xCA62C1D6),
-            };
-            let t = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(*wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = t;
-        }
-        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-            *x = x.wrapping_add(y);
-        }
-    }
-    let mut out = [0u8; 20];
-    for (i, x) in h.iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
-    }
-    out
-}
-
-/// Standard base64 with padding.
-pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+fn invalid(e: tungstenite::Error) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha1_vectors() {
-        let hex = |b: [u8; 20]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        assert_eq!(hex(sha1(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-        assert_eq!(
-            hex(sha1(b"abc")),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
-        assert_eq!(
-            hex(sha1(
-                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
-            )),
-            "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
-        );
-    }
-
-    #[test]
-    fn base64_vectors() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
+    use tokio::io::DuplexStream;
 
     #[test]
     fn rfc6455_accept() {
         assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            tungstenite::handshake::derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
-    #[test]
-    fn echo_roundtrip() {
+    /// Runs `script` as the client of an echo session, which must then end cleanly.
+    fn with_echo<F: std::future::Future<Output = ()>>(script: impl FnOnce(DuplexStream) -> F) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(async {
-            let (mut client, server) = tokio::io::duplex(1 << 20);
-            let task = tokio::spawn(echo(server));
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let session = tokio::spawn(echo(server));
+            script(client).await;
+            session.await.unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn echo_roundtrip() {
+        with_echo(|mut client| async move {
             // Masked text frame "Hello" (RFC 6455 section 5.7 example).
             client
                 .write_all(&[
@@ -266,12 +187,34 @@ mod tests {
             let mut back = vec![0u8; f.len()];
             client.read_exact(&mut back).await.unwrap();
             assert_eq!(back, f);
+            // A ping is answered with a pong; a fragmented message comes back fragmented.
+            for (sent, want) in [
+                (&[0x89, 0x02, b'h', b'i'][..], &[0x8A, 0x02, b'h', b'i'][..]),
+                (&[0x01, 0x01, b'a'][..], &[0x01, 0x01, b'a'][..]),
+                (&[0x80, 0x01, b'b'][..], &[0x80, 0x01, b'b'][..]),
+            ] {
+                client.write_all(sent).await.unwrap();
+                let mut back = vec![0u8; want.len()];
+                client.read_exact(&mut back).await.unwrap();
+                assert_eq!(back, want);
+            }
             // Close with code 1000.
             client.write_all(&[0x88, 0x02, 0x03, 0xe8]).await.unwrap();
             let mut c = [0u8; 4];
             client.read_exact(&mut c).await.unwrap();
             assert_eq!(c, [0x88, 0x02, 0x03, 0xe8]);
-            task.await.unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn an_oversized_frame_is_closed_with_1009() {
+        with_echo(|mut client| async move {
+            let mut f = vec![0x82, 127];
+            f.extend_from_slice(&(MAX_FRAME + 1).to_be_bytes());
+            client.write_all(&f).await.unwrap();
+            let mut c = [0u8; 4];
+            client.read_exact(&mut c).await.unwrap();
+            assert_eq!(c, [0x88, 0x02, 0x03, 0xf1]);
         });
     }
 }

@@ -7,29 +7,9 @@ use std::time::Duration;
 use anyhow::{anyhow, ensure, Result};
 use serde_json::Value;
 
-use super::{check, file, Check, PROBE};
+use super::{file, PROBE};
 use crate::harness::{Ctx, Served};
 use crate::http::Request;
-use crate::selftest::Mangle;
-
-pub fn checks() -> Vec<Check> {
-    vec![
-        check!("FS-1", "tmp-writable", "/tmp exists, is a directory with mode 1777 or 0777, and a file can be created in it", tmp_writable),
-        check!("FS-1", "root-writable", "a 1 MiB file can be written at / (the root filesystem) and read back", root_writable),
-        check!("FS-2", "root-writes-count-against-memory", "writing 256 MiB to / under --memory 128Mi fails: the root filesystem is in memory", root_writes_count_against_memory)
-            .breaks_with(Mangle::RaiseMemory),
-        check!("FS-2", "tmp-writes-count-against-memory", "writing 256 MiB to /tmp under --memory 128Mi fails: /tmp is in memory", tmp_writes_count_against_memory)
-            .breaks_with(Mangle::RaiseMemory),
-        check!("FS-3", "writes-do-not-survive", "files written to / and /tmp are gone when the service runs again", writes_do_not_survive),
-        check!("FS-4", "memory-volume-size-limit", "--add-volume type=in-memory,size-limit=32Mi mounted at /scratch: 16 MiB fit, 64 MiB do not", memory_volume_size_limit),
-        check!("SBX-2", "pid-1", "the service's code runs as PID 1 of its container", pid_1),
-        check!("SBX-2", "stdin-eof", "reading stdin returns EOF at once", stdin_eof),
-        check!("SBX-2", "dev-files", "/dev/fd and /dev/std{in,out,err} link to /proc/self/fd; null, zero, random, urandom, full, ptmx, tty exist; console does not", dev_files),
-        check!("SBX-2", "proc-sys-read-only", "/proc/sys is mounted read-only", proc_sys_read_only),
-        check!("SBX-2", "etc-resolv-conf", "/etc/resolv.conf exists and is readable", etc_resolv_conf),
-        check!("SBX-2", "etc-hosts-own-hostname", "/etc/hosts maps the container's own hostname to an address", etc_hosts_own_hostname),
-    ]
-}
 
 /// `GET /?write=MIB&path=PATH` (the probe writes and fsyncs the file).
 async fn write(s: &Served, path: &str, mib: u64) -> Result<crate::http::Response> {
@@ -42,9 +22,8 @@ async fn readfile(s: &Served, path: &str) -> Result<Value> {
     s.report_at(&format!("/readfile?path={path}")).await
 }
 
-async fn tmp_writable(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+pub(super) async fn tmp_writable(ctx: Ctx) -> Result<()> {
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     let t = file(&r, "/tmp")?;
     ensure!(t["exists"] == true && t["is_dir"] == true, "/tmp: {t}");
     ensure!(
@@ -60,7 +39,7 @@ async fn tmp_writable(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn root_writable(ctx: Ctx) -> Result<()> {
+pub(super) async fn root_writable(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let r = write(&s, "/fs1-written", 1).await?;
     ensure!(
@@ -88,15 +67,15 @@ async fn writes_count(ctx: Ctx, path: &str) -> Result<()> {
     Ok(())
 }
 
-async fn root_writes_count_against_memory(ctx: Ctx) -> Result<()> {
+pub(super) async fn root_writes_count_against_memory(ctx: Ctx) -> Result<()> {
     writes_count(ctx, "/fs2-fill").await
 }
 
-async fn tmp_writes_count_against_memory(ctx: Ctx) -> Result<()> {
+pub(super) async fn tmp_writes_count_against_memory(ctx: Ctx) -> Result<()> {
     writes_count(ctx, "/tmp/fs2-fill").await
 }
 
-async fn writes_do_not_survive(ctx: Ctx) -> Result<()> {
+pub(super) async fn writes_do_not_survive(ctx: Ctx) -> Result<()> {
     let paths = ["/fs3-marker", "/tmp/fs3-marker"];
     let s = ctx.serve(&["--image", PROBE]).await?;
     for p in paths {
@@ -122,7 +101,7 @@ async fn writes_do_not_survive(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn memory_volume_size_limit(ctx: Ctx) -> Result<()> {
+pub(super) async fn memory_volume_size_limit(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -151,16 +130,15 @@ async fn memory_volume_size_limit(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn pid_1(ctx: Ctx) -> Result<()> {
+pub(super) async fn pid_1(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let r = s.report().await?;
     ensure!(r["pid"] == 1, "the probe's pid is {}, want 1", r["pid"]);
     Ok(())
 }
 
-async fn stdin_eof(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+pub(super) async fn stdin_eof(ctx: Ctx) -> Result<()> {
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     ensure!(
         r["stdin_eof"] == true,
         "reading stdin: {} (fd 0 is {})",
@@ -170,9 +148,8 @@ async fn stdin_eof(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn dev_files(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+pub(super) async fn dev_files(ctx: Ctx) -> Result<()> {
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     let mut problems = Vec::new();
     for (link, target) in [
         ("/dev/fd", "/proc/self/fd"),
@@ -215,9 +192,8 @@ async fn dev_files(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn proc_sys_read_only(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+pub(super) async fn proc_sys_read_only(ctx: Ctx) -> Result<()> {
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     ensure!(
         r["proc_sys_readonly"] == true && r["proc_sys_readonly_detail"]["mountinfo_ro"] == true,
         "/proc/sys is not mounted read-only: {}",
@@ -226,7 +202,7 @@ async fn proc_sys_read_only(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn etc_resolv_conf(ctx: Ctx) -> Result<()> {
+pub(super) async fn etc_resolv_conf(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let f = readfile(&s, "/etc/resolv.conf").await?;
     ensure!(
@@ -245,7 +221,7 @@ pub fn hosts_maps(hosts: &str, name: &str) -> bool {
     })
 }
 
-async fn etc_hosts_own_hostname(ctx: Ctx) -> Result<()> {
+pub(super) async fn etc_hosts_own_hostname(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let r = s.report().await?;
     let hostname = r["hostname"]

@@ -6,33 +6,12 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use serde_json::json;
 
-use super::{check, Check, BUSYBOX, PROBE, PROBE_USER};
+use super::{BUSYBOX, PROBE, PROBE_USER};
 use crate::harness::{require_file, Ctx};
-use crate::selftest::Mangle;
-
-pub fn checks() -> Vec<Check> {
-    vec![
-        check!("IMG-1", "busybox-base-image", "another base image (static busybox) serves: its httpd answers through runlet", busybox_base_image),
-        check!("IMG-1", "command-and-args", "argv is exactly --command followed by --args, in order", command_and_args)
-            .breaks_with(Mangle::ReverseArgs),
-        check!("IMG-1", "args-keep-entrypoint", "--args alone replaces the image's Cmd and keeps its Entrypoint", args_keep_entrypoint),
-        check!("IMG-1", "workdir-from-image", "the image's WorkingDir (/tmp) is the process's working directory", workdir_from_image)
-            .breaks_with(Mangle::SwapImage),
-        check!("IMG-1", "user-from-image", "the image's USER (65534:65534) is the process's uid and gid", user_from_image)
-            .breaks_with(Mangle::SwapImage),
-        check!("IMG-1", "no-user-runs-as-root", "an image with no USER runs as uid 0, gid 0 (as Docker and Cloud Run do)", no_user_runs_as_root)
-            .breaks_with(Mangle::SwapImage),
-        check!("IMG-2", "oci-archive", "an OCI image-layout archive loads and serves", oci_archive),
-        check!("IMG-2", "docker-archive", "a docker-save archive (manifest schema 2) loads and serves", docker_archive),
-        check!("IMG-3", "index-selects-amd64", "an index with linux/arm64 and linux/amd64 loads and serves the amd64 image", index_selects_amd64),
-        check!("IMG-3", "index-without-amd64-refused", "an index without linux/amd64 is refused at load, naming linux/amd64, and no image is created", index_without_amd64_refused),
-        check!("NAME-1", "non-utf8-refused", "an image with a non-UTF-8 file name is refused at load with an error saying so, and no image is created", non_utf8_refused),
-    ]
-}
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
-async fn busybox_base_image(ctx: Ctx) -> Result<()> {
+pub(super) async fn busybox_base_image(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -53,8 +32,8 @@ async fn busybox_base_image(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn command_and_args(ctx: Ctx) -> Result<()> {
-    let s = ctx
+pub(super) async fn command_and_args(ctx: Ctx) -> Result<()> {
+    let r = ctx
         .serve(&[
             "--image",
             PROBE,
@@ -63,14 +42,15 @@ async fn command_and_args(ctx: Ctx) -> Result<()> {
             "--args",
             "first,second arg,--flag=x",
         ])
+        .await?
+        .report()
         .await?;
-    let r = s.report().await?;
     let want = json!(["/probe", "first", "second arg", "--flag=x"]);
     ensure!(r["argv"] == want, "argv is {}, want {want}", r["argv"]);
     Ok(())
 }
 
-async fn args_keep_entrypoint(ctx: Ctx) -> Result<()> {
+pub(super) async fn args_keep_entrypoint(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--args", "one,two"]).await?;
     let r = s.report().await?;
     let want = json!(["/probe", "one", "two"]);
@@ -82,16 +62,14 @@ async fn args_keep_entrypoint(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn workdir_from_image(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE_USER]).await?;
-    let r = s.report().await?;
+pub(super) async fn workdir_from_image(ctx: Ctx) -> Result<()> {
+    let r = ctx.serve(&["--image", PROBE_USER]).await?.report().await?;
     ensure!(r["cwd"] == "/tmp", "cwd is {}, want \"/tmp\"", r["cwd"]);
     Ok(())
 }
 
-async fn user_from_image(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE_USER]).await?;
-    let r = s.report().await?;
+pub(super) async fn user_from_image(ctx: Ctx) -> Result<()> {
+    let r = ctx.serve(&["--image", PROBE_USER]).await?.report().await?;
     ensure!(
         r["uid"] == 65534 && r["euid"] == 65534 && r["gid"] == 65534 && r["egid"] == 65534,
         "uid/euid/gid/egid are {}/{}/{}/{}, want 65534 for all",
@@ -103,9 +81,8 @@ async fn user_from_image(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn no_user_runs_as_root(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE]).await?;
-    let r = s.report().await?;
+pub(super) async fn no_user_runs_as_root(ctx: Ctx) -> Result<()> {
+    let r = ctx.serve(&["--image", PROBE]).await?.report().await?;
     ensure!(
         r["uid"] == 0 && r["gid"] == 0,
         "uid/gid are {}/{}, want 0/0",
@@ -161,34 +138,23 @@ async fn load_refused(ctx: &Ctx, archive: &str, image: &str, needles: &[&str]) -
     Ok(())
 }
 
-async fn oci_archive(ctx: Ctx) -> Result<()> {
+pub(super) async fn oci_archive(ctx: Ctx) -> Result<()> {
     load_ok(&ctx, "probe.oci.tar", "docker.io/library/probe:latest").await?;
-    let s = ctx
-        .serve(&["--image", "docker.io/library/probe:latest"])
-        .await?;
-    let r = s.report().await?;
-    ensure!(r["probe"] == "server", "unexpected report {}", r["probe"]);
-    Ok(())
+    serves_the_probe(&ctx, "docker.io/library/probe:latest").await
 }
 
-async fn docker_archive(ctx: Ctx) -> Result<()> {
+pub(super) async fn docker_archive(ctx: Ctx) -> Result<()> {
     load_ok(&ctx, "probe.docker.tar", "probe-docker:latest").await?;
-    let s = ctx.serve(&["--image", "probe-docker:latest"]).await?;
-    let r = s.report().await?;
-    ensure!(r["probe"] == "server", "unexpected report {}", r["probe"]);
-    Ok(())
+    serves_the_probe(&ctx, "probe-docker:latest").await
 }
 
-async fn index_selects_amd64(ctx: Ctx) -> Result<()> {
+pub(super) async fn index_selects_amd64(ctx: Ctx) -> Result<()> {
     load_ok(&ctx, "probe-multi.oci.tar", "probe-multi:latest").await?;
     // The arm64 manifest's layer has no /probe: serving at all means amd64 was chosen.
-    let s = ctx.serve(&["--image", "probe-multi"]).await?;
-    let r = s.report().await?;
-    ensure!(r["probe"] == "server", "unexpected report {}", r["probe"]);
-    Ok(())
+    serves_the_probe(&ctx, "probe-multi").await
 }
 
-async fn index_without_amd64_refused(ctx: Ctx) -> Result<()> {
+pub(super) async fn index_without_amd64_refused(ctx: Ctx) -> Result<()> {
     load_refused(
         &ctx,
         "arm64-only.oci.tar",
@@ -198,7 +164,7 @@ async fn index_without_amd64_refused(ctx: Ctx) -> Result<()> {
     .await
 }
 
-async fn non_utf8_refused(ctx: Ctx) -> Result<()> {
+pub(super) async fn non_utf8_refused(ctx: Ctx) -> Result<()> {
     load_refused(
         &ctx,
         "non-utf8.oci.tar",
@@ -206,4 +172,11 @@ async fn non_utf8_refused(ctx: Ctx) -> Result<()> {
         &["UTF-8", "utf-8", "UTF8"],
     )
     .await
+}
+
+/// `runlet serve --image IMAGE` serves, and what answers is the probe.
+async fn serves_the_probe(ctx: &Ctx, image: &str) -> Result<()> {
+    let r = ctx.serve(&["--image", image]).await?.report().await?;
+    ensure!(r["probe"] == "server", "unexpected report {}", r["probe"]);
+    Ok(())
 }

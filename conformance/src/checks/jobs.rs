@@ -4,35 +4,13 @@
 //! `PROBE_*` variables say.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use serde_json::Value;
 
-use super::{check, secs, Check, PROBE};
+use super::{now_millis, secs, PROBE};
 use crate::harness::{Ctx, JobRun};
-use crate::selftest::Mangle;
-
-pub fn checks() -> Vec<Check> {
-    vec![
-        check!("PORT-3", "absent-in-jobs", "a job's container has no PORT variable", absent_in_jobs),
-        check!("JOB-1", "exit-0-succeeds", "tasks that exit 0 make the execution succeed (runlet exits 0)", exit_0_succeeds),
-        check!("JOB-1", "non-zero-fails", "a task that exits 3 (no retries) makes the execution fail (runlet exits non-zero)", non_zero_fails)
-            .breaks_with(Mangle::JobAlwaysSucceeds),
-        check!("JOB-2", "completes-without-listening", "a task that never listens on any port runs and completes", completes_without_listening),
-        check!("ENV-J1", "task-variables", "with --tasks 3 --parallelism 2: CLOUD_RUN_JOB, one CLOUD_RUN_EXECUTION, indexes 0..2, attempt 0, count 3", task_variables)
-            .breaks_with(Mangle::ExtraTask),
-        check!("ENV-J1", "attempt-counts-retries", "a task failing twice then succeeding sees CLOUD_RUN_TASK_ATTEMPT 0, 1, 2", attempt_counts_retries)
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-J1", "runs-until-exit", "a task runs until its container exits (3 s here), and the execution waits for it", runs_until_exit)
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-J2", "task-timeout-sigterm-then-sigkill", "past --task-timeout a task ignoring SIGTERM gets SIGTERM, then SIGKILL 10 s later, and fails", task_timeout_sigterm_then_sigkill)
-            .slow()
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-J2", "over-memory-limit-fails", "a task allocating 256 MiB under --memory 64Mi is terminated and fails", over_memory_limit_fails),
-        check!("SBX-2", "job-pid-1", "a job's code runs as PID 1 of its container", job_pid_1),
-    ]
-}
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -62,7 +40,7 @@ fn succeeded(run: &JobRun, n: usize) -> Result<()> {
     Ok(())
 }
 
-async fn absent_in_jobs(ctx: Ctx) -> Result<()> {
+pub(super) async fn absent_in_jobs(ctx: Ctx) -> Result<()> {
     let run = job(&ctx, &[]).await?;
     succeeded(&run, 1)?;
     ensure!(
@@ -73,36 +51,27 @@ async fn absent_in_jobs(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn exit_0_succeeds(ctx: Ctx) -> Result<()> {
+pub(super) async fn exit_0_succeeds(ctx: Ctx) -> Result<()> {
     let run = job(&ctx, &["--tasks", "2"]).await?;
     succeeded(&run, 2)
 }
 
-async fn non_zero_fails(ctx: Ctx) -> Result<()> {
+pub(super) async fn non_zero_fails(ctx: Ctx) -> Result<()> {
     let run = job(
         &ctx,
         &["--max-retries", "0", "--set-env-vars", "PROBE_JOB_EXIT=3"],
     )
     .await?;
-    ensure!(
-        !run.lines.is_empty(),
-        "the task never ran: {}",
-        run.describe()
-    );
-    ensure!(
-        !run.exited.success() && !run.exited.timed_out && run.exited.code.is_some(),
-        "want a non-zero exit of runlet: {}",
-        run.describe()
-    );
+    ran_and_failed(&run, "want a non-zero exit of runlet")?;
     Ok(())
 }
 
-async fn completes_without_listening(ctx: Ctx) -> Result<()> {
+pub(super) async fn completes_without_listening(ctx: Ctx) -> Result<()> {
     let run = job(&ctx, &["--set-env-vars", "PROBE_SLEEP_MS=1000"]).await?;
     succeeded(&run, 1)
 }
 
-async fn task_variables(ctx: Ctx) -> Result<()> {
+pub(super) async fn task_variables(ctx: Ctx) -> Result<()> {
     let run = job(&ctx, &["--tasks", "3", "--parallelism", "2"]).await?;
     succeeded(&run, 3)?;
     let mut indexes = BTreeSet::new();
@@ -148,7 +117,7 @@ async fn task_variables(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn attempt_counts_retries(ctx: Ctx) -> Result<()> {
+pub(super) async fn attempt_counts_retries(ctx: Ctx) -> Result<()> {
     let run = job(
         &ctx,
         &[
@@ -178,7 +147,7 @@ async fn attempt_counts_retries(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn runs_until_exit(ctx: Ctx) -> Result<()> {
+pub(super) async fn runs_until_exit(ctx: Ctx) -> Result<()> {
     let run = job(&ctx, &["--set-env-vars", "PROBE_SLEEP_MS=3000"]).await?;
     succeeded(&run, 1)?;
     ensure!(
@@ -194,13 +163,6 @@ async fn runs_until_exit(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// `probe: SIGTERM received at MILLIS` → MILLIS.
 pub fn sigterm_at(output: &str) -> Option<u64> {
     output.lines().find_map(|l| {
@@ -212,7 +174,7 @@ pub fn sigterm_at(output: &str) -> Option<u64> {
     })
 }
 
-async fn task_timeout_sigterm_then_sigkill(ctx: Ctx) -> Result<()> {
+pub(super) async fn task_timeout_sigterm_then_sigkill(ctx: Ctx) -> Result<()> {
     let run = job(
         &ctx,
         &[
@@ -244,7 +206,7 @@ async fn task_timeout_sigterm_then_sigkill(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn over_memory_limit_fails(ctx: Ctx) -> Result<()> {
+pub(super) async fn over_memory_limit_fails(ctx: Ctx) -> Result<()> {
     let run = job(
         &ctx,
         &[
@@ -257,16 +219,7 @@ async fn over_memory_limit_fails(ctx: Ctx) -> Result<()> {
         ],
     )
     .await?;
-    ensure!(
-        !run.lines.is_empty(),
-        "the task never ran: {}",
-        run.describe()
-    );
-    ensure!(
-        !run.exited.success() && !run.exited.timed_out && run.exited.code.is_some(),
-        "want the execution to fail: {}",
-        run.describe()
-    );
+    ran_and_failed(&run, "want the execution to fail")?;
     ensure!(
         !run.exited.output.contains("allocated and touched 256 MiB"),
         "the task allocated 256 MiB under a 64 MiB limit"
@@ -274,13 +227,29 @@ async fn over_memory_limit_fails(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn job_pid_1(ctx: Ctx) -> Result<()> {
+pub(super) async fn job_pid_1(ctx: Ctx) -> Result<()> {
     let run = job(&ctx, &[]).await?;
     succeeded(&run, 1)?;
     ensure!(
         run.lines[0]["pid"] == 1,
         "the job's pid is {}, want 1",
         run.lines[0]["pid"]
+    );
+    Ok(())
+}
+
+/// The task ran (the probe printed its line) and the execution failed: runlet exited
+/// non-zero on its own. `want` says what the check expected, for the message.
+fn ran_and_failed(run: &JobRun, want: &str) -> Result<()> {
+    ensure!(
+        !run.lines.is_empty(),
+        "the task never ran: {}",
+        run.describe()
+    );
+    ensure!(
+        !run.exited.success() && !run.exited.timed_out && run.exited.code.is_some(),
+        "{want}: {}",
+        run.describe()
     );
     Ok(())
 }

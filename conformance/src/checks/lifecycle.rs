@@ -2,57 +2,15 @@
 //! while serving, idling, shutdown and signals. Instance counts are read from containerd.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Result};
 use tokio::time::Instant;
 
 use super::jobs::sigterm_at;
-use super::{check, cpu_limit, num, secs, Check, PROBE};
-use crate::harness::{free_port, Ctx, Exited, Served};
+use super::{cpu_limit, now_millis, num, secs, PROBE};
+use crate::harness::{free_port, serve_args, Ctx, Exited, Served};
 use crate::http::{self, Request, Response};
-use crate::selftest::Mangle;
-
-pub fn checks() -> Vec<Check> {
-    vec![
-        check!("LIFE-1", "scales-out-under-load", "--concurrency 1 --max-instances 3: 3 simultaneous requests are served by more than one instance", scales_out_under_load)
-            .breaks_with(Mangle::Concurrency80),
-        check!("LIFE-1", "scales-in-to-min-instances", "after a burst, idle instances go down to --min-instances 1, and that one stays", scales_in_to_min_instances)
-            .slow()
-            .breaks_with(Mangle::DropIdleTimeout),
-        check!("LIFE-1", "scales-to-zero-and-back", "with no traffic the service goes to zero instances; the next request starts one and gets 200", scales_to_zero_and_back)
-            .slow()
-            .breaks_with(Mangle::DropIdleTimeout),
-        check!("LIFE-2", "waits-for-listen", "an instance that listens after 3 s is served once it listens", waits_for_listen)
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-2", "never-listening-fails", "an instance that never listens fails serve after --startup-timeout with an error naming the port", never_listening_fails)
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-2", "exit-at-startup-clear-error", "a container exiting with code 5 at start-up fails serve with an error giving the exit code", exit_at_startup_clear_error)
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-2", "missing-image-clear-error", "serving an image that was never loaded fails with an error naming it", missing_image_clear_error),
-        check!("LIFE-2", "startup-timeout-at-most-4m", "--startup-timeout above 4 minutes is refused, naming the flag", startup_timeout_at_most_4m),
-        check!("LIFE-3", "held-while-busy", "--concurrency 1 --max-instances 1: a request arriving while the instance is busy is held, then served", held_while_busy)
-            .breaks_with(Mangle::RaiseMaxInstances),
-        check!("LIFE-3", "hold-expires-after-10s", "--concurrency 1 --max-instances 1: a request held behind a 15 s one is refused after 10 s", hold_expires_after_10s)
-            .slow()
-            .breaks_with(Mangle::RaiseMaxInstances),
-        check!("LIFE-3", "held-through-slow-startup", "instances take 12 s to start: a request arriving at zero instances is held until one is up (past 10 s), then served", held_through_slow_startup)
-            .slow()
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-5", "cpu-during-request", "while a request is in flight the container is not frozen, has its CPU quota, and answers", cpu_during_request),
-        check!("LIFE-5", "cpu-during-request-throttled", "with --cpu-throttling, a request in flight gets the full CPU quota back", cpu_during_request_throttled),
-        check!("LIFE-6", "idle-instance-stopped", "--idle-timeout 3s: an idle instance is stopped after about 3 s, not before", idle_instance_stopped)
-            .slow()
-            .breaks_with(Mangle::DropIdleTimeout),
-        check!("LIFE-6", "idle-timeout-at-most-15m", "--idle-timeout above 15 minutes is refused, naming the flag", idle_timeout_at_most_15m),
-        check!("LIFE-7", "in-flight-finish-on-shutdown", "on shutdown a request in flight completes with 200, and new requests are not served", in_flight_finish_on_shutdown),
-        check!("LIFE-8", "sigterm-then-sigkill-after-10s", "on shutdown a container ignoring SIGTERM gets it at once, then SIGKILL 10 s later", sigterm_then_sigkill_after_10s)
-            .slow()
-            .breaks_with(Mangle::DropEnvVars),
-        check!("LIFE-8", "sigterm-grace-used", "on shutdown a container taking 3 s to exit after SIGTERM gets those 3 s", sigterm_grace_used)
-            .breaks_with(Mangle::DropEnvVars),
-    ]
-}
 
 /// Sends `n` requests at once; returns the responses (in order).
 async fn burst(s: &Served, n: usize, path: &str) -> Result<Vec<Response>> {
@@ -79,7 +37,7 @@ fn hostnames(responses: &[Response]) -> Result<BTreeSet<String>> {
     Ok(set)
 }
 
-async fn scales_out_under_load(ctx: Ctx) -> Result<()> {
+pub(super) async fn scales_out_under_load(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -98,7 +56,7 @@ async fn scales_out_under_load(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn scales_in_to_min_instances(ctx: Ctx) -> Result<()> {
+pub(super) async fn scales_in_to_min_instances(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -130,17 +88,14 @@ async fn scales_in_to_min_instances(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
+pub(super) async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&["--image", PROBE, "--idle-timeout", "2s"])
         .await?;
     let first = s.report().await?;
-    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
-        .await
-        .map_err(|e| anyhow!("scaling in to zero with no traffic: {e}"))?;
-    let again = s
-        .send(&Request::get("/").timeout(Duration::from_secs(30)))
+    ctx.wait_no_containers("scaling in to zero with no traffic")
         .await?;
+    let again = s.get_within("/", 30).await?;
     ensure!(
         again.status == 200,
         "the request after scaling to zero got {}: {}",
@@ -156,16 +111,17 @@ async fn scales_to_zero_and_back(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn waits_for_listen(ctx: Ctx) -> Result<()> {
-    let s = ctx
+pub(super) async fn waits_for_listen(ctx: Ctx) -> Result<()> {
+    let r = ctx
         .serve(&[
             "--image",
             PROBE,
             "--set-env-vars",
             "PROBE_LISTEN_DELAY_MS=3000",
         ])
+        .await?
+        .report()
         .await?;
-    let r = s.report().await?;
     let (started, listening) = (num(&r["started_at"]), num(&r["listening_at"]));
     let (Some(started), Some(listening)) = (started, listening) else {
         bail!("the probe did not report its start and listen times");
@@ -181,17 +137,9 @@ async fn waits_for_listen(ctx: Ctx) -> Result<()> {
 /// Runs `runlet serve ARGS` that must fail on its own; returns how it ended.
 async fn serve_fails(ctx: &Ctx, args: &[&str], timeout: Duration) -> Result<Exited> {
     let listen = format!("127.0.0.1:{}", free_port()?);
-    let mut full = vec![
-        "serve",
-        "--service",
-        ctx.name(),
-        "--listen",
-        &listen,
-        "--metrics-listen",
-        "off",
-    ];
-    full.extend_from_slice(args);
-    let e = ctx.run(&full, timeout).await?;
+    let e = ctx
+        .run(&serve_args(ctx.name(), &listen, args), timeout)
+        .await?;
     ensure!(
         !e.timed_out,
         "runlet serve {} was still running after {}: {}",
@@ -214,7 +162,19 @@ async fn serve_fails(ctx: &Ctx, args: &[&str], timeout: Duration) -> Result<Exit
     Ok(e)
 }
 
-async fn never_listening_fails(ctx: Ctx) -> Result<()> {
+/// [`serve_fails`] (within 30 s) with an error containing `needle`; `what` says what the
+/// error must do, for the message.
+async fn serve_fails_saying(ctx: &Ctx, args: &[&str], needle: &str, what: &str) -> Result<()> {
+    let e = serve_fails(ctx, args, Duration::from_secs(30)).await?;
+    ensure!(
+        e.output.contains(needle),
+        "the error does not {what}: {}",
+        e.tail(3)
+    );
+    Ok(())
+}
+
+pub(super) async fn never_listening_fails(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
         &[
@@ -236,7 +196,7 @@ async fn never_listening_fails(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
+pub(super) async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
     let e = serve_fails(
         &ctx,
         &["--image", PROBE, "--set-env-vars", "PROBE_EXIT_CODE=5"],
@@ -254,50 +214,35 @@ async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn missing_image_clear_error(ctx: Ctx) -> Result<()> {
+pub(super) async fn missing_image_clear_error(ctx: Ctx) -> Result<()> {
     let image = format!("never-loaded-{}:v9", ctx.name());
-    let e = serve_fails(&ctx, &["--image", &image], Duration::from_secs(30)).await?;
-    ensure!(
-        e.output.contains(&format!("never-loaded-{}", ctx.name())),
-        "the error does not name the image: {}",
-        e.tail(3)
-    );
-    Ok(())
+    let named = format!("never-loaded-{}", ctx.name());
+    serve_fails_saying(&ctx, &["--image", &image], &named, "name the image").await
 }
 
-async fn startup_timeout_at_most_4m(ctx: Ctx) -> Result<()> {
-    let e = serve_fails(
+pub(super) async fn startup_timeout_at_most_4m(ctx: Ctx) -> Result<()> {
+    serve_fails_saying(
         &ctx,
         &["--image", PROBE, "--startup-timeout", "241s"],
-        Duration::from_secs(30),
+        "--startup-timeout",
+        "name --startup-timeout",
     )
-    .await?;
-    ensure!(
-        e.output.contains("--startup-timeout"),
-        "the refusal does not name --startup-timeout: {}",
-        e.tail(3)
-    );
-    Ok(())
+    .await
 }
 
-async fn idle_timeout_at_most_15m(ctx: Ctx) -> Result<()> {
-    let e = serve_fails(
+pub(super) async fn idle_timeout_at_most_15m(ctx: Ctx) -> Result<()> {
+    serve_fails_saying(
         &ctx,
         &["--image", PROBE, "--idle-timeout", "16m"],
-        Duration::from_secs(30),
+        "--idle-timeout",
+        "name --idle-timeout",
     )
-    .await?;
-    ensure!(
-        e.output.contains("--idle-timeout"),
-        "the refusal does not name --idle-timeout: {}",
-        e.tail(3)
-    );
-    Ok(())
+    .await
 }
 
 async fn one_busy_then(ctx: &Ctx, busy_ms: u64) -> Result<(Response, Response)> {
     let s = ctx
-        .serve(&[
+        .serve_with_metrics(&[
             "--image",
             PROBE,
             "--concurrency",
@@ -306,23 +251,15 @@ async fn one_busy_then(ctx: &Ctx, busy_ms: u64) -> Result<(Response, Response)> 
             "1",
         ])
         .await?;
-    let addr = s.addr;
-    let busy = tokio::spawn(async move {
-        http::send(
-            addr,
-            &Request::get(&format!("/?sleep={busy_ms}")).timeout(Duration::from_secs(60)),
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let held = s
-        .send(&Request::get("/").timeout(Duration::from_secs(60)))
-        .await?;
+    let busy = s.spawn_get(&format!("/?sleep={busy_ms}"), 60);
+    // The instance's one slot is taken (the probe cannot be asked: it would be held too).
+    s.wait_in_flight(1).await?;
+    let held = s.get_within("/", 60).await?;
     let busy = busy.await.map_err(|e| anyhow!("request task: {e}"))??;
     Ok((busy, held))
 }
 
-async fn held_while_busy(ctx: Ctx) -> Result<()> {
+pub(super) async fn held_while_busy(ctx: Ctx) -> Result<()> {
     let (busy, held) = one_busy_then(&ctx, 4000).await?;
     ensure!(busy.status == 200, "the busy request got {}", busy.status);
     ensure!(
@@ -340,7 +277,7 @@ async fn held_while_busy(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn hold_expires_after_10s(ctx: Ctx) -> Result<()> {
+pub(super) async fn hold_expires_after_10s(ctx: Ctx) -> Result<()> {
     let (_, held) = one_busy_then(&ctx, 15000).await?;
     ensure!(
         held.status != 200,
@@ -362,7 +299,7 @@ async fn hold_expires_after_10s(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
+pub(super) async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -373,12 +310,9 @@ async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
             "PROBE_LISTEN_DELAY_MS=12000",
         ])
         .await?;
-    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
-        .await
-        .map_err(|e| anyhow!("waiting for the idle instance to go (--idle-timeout 1s): {e}"))?;
-    let r = s
-        .send(&Request::get("/").timeout(Duration::from_secs(60)))
+    ctx.wait_no_containers("waiting for the idle instance to go (--idle-timeout 1s)")
         .await?;
+    let r = s.get_within("/", 60).await?;
     ensure!(
         r.status == 200,
         "status {} after {}: a request waiting for a start-up that takes 12 s (like every start-up of this service) was not held through it: {}",
@@ -394,13 +328,13 @@ async fn held_through_slow_startup(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn cpu_during_request(ctx: Ctx) -> Result<()> {
+pub(super) async fn cpu_during_request(ctx: Ctx) -> Result<()> {
     cpu_while_serving(ctx, &[]).await
 }
 
 /// With `--cpu-throttling` an idle instance keeps 1% of a CPU; a request must bring the
 /// full quota back before the container sees it.
-async fn cpu_during_request_throttled(ctx: Ctx) -> Result<()> {
+pub(super) async fn cpu_during_request_throttled(ctx: Ctx) -> Result<()> {
     cpu_while_serving(ctx, &["--cpu-throttling"]).await
 }
 
@@ -408,23 +342,11 @@ async fn cpu_while_serving(ctx: Ctx, extra: &[&str]) -> Result<()> {
     let mut args = vec!["--image", PROBE];
     args.extend_from_slice(extra);
     let s = ctx.serve(&args).await?;
-    let addr = s.addr;
-    let busy = tokio::spawn(async move {
-        http::send(
-            addr,
-            &Request::get("/?sleep=2000").timeout(Duration::from_secs(30)),
-        )
+    let busy = s.spawn_get("/?sleep=2000", 30);
+    let (r, answered) = s
+        .wait_probe_in_flight(2)
         .await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let t0 = Instant::now();
-    let r = s.report().await?;
-    let answered = t0.elapsed();
-    let in_flight = r["concurrency"]["in_flight"].as_u64().unwrap_or(0);
-    ensure!(
-        in_flight >= 2,
-        "the slow request was not in flight during the check (in_flight {in_flight})"
-    );
+        .map_err(|e| anyhow!("the slow request was not in flight during the check: {e}"))?;
     ensure!(
         answered < Duration::from_secs(2),
         "the container took {} to answer while serving",
@@ -454,15 +376,14 @@ async fn cpu_while_serving(ctx: Ctx, extra: &[&str]) -> Result<()> {
     Ok(())
 }
 
-async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
+pub(super) async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&["--image", PROBE, "--idle-timeout", "3s"])
         .await?;
     s.report().await?;
-    let (_, after) = ctx
-        .wait_containers(|n| n == 0, Duration::from_secs(20))
-        .await
-        .map_err(|e| anyhow!("waiting for the idle instance to stop: {e}"))?;
+    let after = ctx
+        .wait_no_containers("waiting for the idle instance to stop")
+        .await?;
     ensure!(
         after >= Duration::from_millis(2500),
         "the instance was stopped {} after its last request, before --idle-timeout 3s",
@@ -476,20 +397,15 @@ async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
+pub(super) async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
-    let addr = s.addr;
-    let busy = tokio::spawn(async move {
-        http::send(
-            addr,
-            &Request::get("/?sleep=3000").timeout(Duration::from_secs(30)),
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let busy = s.spawn_get("/?sleep=3000", 30);
+    s.wait_probe_in_flight(2).await?;
     s.interrupt();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let late = http::send(addr, &Request::get("/").timeout(Duration::from_secs(15))).await;
+    // Routing stops when the service's controller says it is draining.
+    s.wait_output("shutting down: draining", Duration::from_secs(10))
+        .await?;
+    let late = s.get_within("/", 15).await;
     let busy = busy.await.map_err(|e| anyhow!("request task: {e}"))?;
     let exited = s.wait(Duration::from_secs(40)).await;
     let busy = busy.map_err(|e| anyhow!("the in-flight request failed: {e:#}"))?;
@@ -516,14 +432,7 @@ async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-async fn sigterm_then_sigkill_after_10s(ctx: Ctx) -> Result<()> {
+pub(super) async fn sigterm_then_sigkill_after_10s(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&["--image", PROBE, "--set-env-vars", "PROBE_IGNORE_SIGTERM=1"])
         .await?;
@@ -556,7 +465,7 @@ async fn sigterm_then_sigkill_after_10s(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn sigterm_grace_used(ctx: Ctx) -> Result<()> {
+pub(super) async fn sigterm_grace_used(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",

@@ -1,7 +1,9 @@
-//! The registry of checks. A check is named after the clause it exercises
-//! (`CLAUSE/name`), says in one line what it verifies, and runs black-box against the
-//! runlet under test through a [`Ctx`]: it starts `runlet serve` / `runlet job execute`
-//! with the probe image, talks HTTP to it, and reads what the probe reports from inside.
+//! The checks. A check is named after the clause it exercises (`CLAUSE/name`), says in
+//! one line what it verifies, and runs black-box against the runlet under test through a
+//! [`Ctx`]: it starts `runlet serve` / `runlet job execute` with the probe image, talks
+//! HTTP to it, and reads what the probe reports from inside. This module holds the
+//! [`Check`] type and what checks of several areas share; [`registry`] lists them all, and
+//! each area's file holds its checks' bodies.
 //!
 //! A check passes by returning `Ok(())`; any error is a FAIL with the error as the reason.
 //! Checks never skip: the only SKIPs are the parts of clauses that `contract/clauses.toml`
@@ -13,12 +15,15 @@ mod jobs;
 mod lifecycle;
 mod outbound;
 mod port_env;
+mod registry;
 mod requests;
 mod resources;
 
+pub use registry::all;
+
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use serde_json::Value;
@@ -78,20 +83,6 @@ macro_rules! check {
     };
 }
 pub(crate) use check;
-
-/// Every check, grouped by area.
-pub fn all() -> Vec<Check> {
-    let mut v = Vec::new();
-    v.extend(image::checks());
-    v.extend(port_env::checks());
-    v.extend(jobs::checks());
-    v.extend(requests::checks());
-    v.extend(fs::checks());
-    v.extend(lifecycle::checks());
-    v.extend(resources::checks());
-    v.extend(outbound::checks());
-    v
-}
 
 /// The probe image (loaded by the runner before any check).
 pub const PROBE: &str = "probe";
@@ -161,6 +152,15 @@ pub fn cpu_limit(report: &Value) -> Result<f64> {
         return Err(anyhow!("cpu.cfs_quota_us is {q}: no CPU limit"));
     }
     Ok(q / p)
+}
+
+/// Milliseconds since the Unix epoch, comparable with the probe's timestamps (0 if the clock
+/// is before 1970).
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Seconds, for messages.

@@ -2,24 +2,10 @@
 
 use anyhow::{ensure, Result};
 
-use super::{check, env_var, Check, PROBE};
+use super::{env_var, PROBE};
 use crate::harness::Ctx;
-use crate::selftest::Mangle;
 
-pub fn checks() -> Vec<Check> {
-    vec![
-        check!("PORT-1", "one-container-per-instance", "a serving instance is exactly one container in containerd", one_container_per_instance),
-        check!("PORT-2", "default-port-8080", "without --port the container gets PORT=8080, listens there, and is served", default_port_8080),
-        check!("PORT-2", "configured-port", "with --port 8801 the container listens on 0.0.0.0:8801 and runlet routes requests there", configured_port)
-            .breaks_with(Mangle::DropPort),
-        check!("ENV-S1", "port-equals-configured", "PORT equals --port (8801, not the default)", port_equals_configured)
-            .breaks_with(Mangle::DropPort),
-        check!("ENV-S1", "k-vars-match-names", "K_SERVICE and K_CONFIGURATION equal the service name, K_REVISION the revision runlet reports", k_vars_match_names)
-            .breaks_with(Mangle::RenameService),
-    ]
-}
-
-async fn one_container_per_instance(ctx: Ctx) -> Result<()> {
+pub(super) async fn one_container_per_instance(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     s.report().await?;
     let ids = ctx.containers().await?;
@@ -31,7 +17,7 @@ async fn one_container_per_instance(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn default_port_8080(ctx: Ctx) -> Result<()> {
+pub(super) async fn default_port_8080(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let r = s.report().await?;
     ensure!(
@@ -46,7 +32,7 @@ async fn default_port_8080(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn configured_port(ctx: Ctx) -> Result<()> {
+pub(super) async fn configured_port(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--port", "8801"]).await?;
     s.report().await?;
     ensure!(
@@ -60,9 +46,12 @@ async fn configured_port(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn port_equals_configured(ctx: Ctx) -> Result<()> {
-    let s = ctx.serve(&["--image", PROBE, "--port", "8801"]).await?;
-    let r = s.report().await?;
+pub(super) async fn port_equals_configured(ctx: Ctx) -> Result<()> {
+    let r = ctx
+        .serve(&["--image", PROBE, "--port", "8801"])
+        .await?
+        .report()
+        .await?;
     ensure!(
         env_var(&r, "PORT") == Some("8801"),
         "PORT is {}, want \"8801\"",
@@ -71,7 +60,7 @@ async fn port_equals_configured(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn k_vars_match_names(ctx: Ctx) -> Result<()> {
+pub(super) async fn k_vars_match_names(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let r = s.report().await?;
     ensure!(

@@ -7,32 +7,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure, Result};
 use serde_json::Value;
 
-use super::{check, secs, Check, PROBE};
+use super::{secs, PROBE};
 use crate::harness::{Ctx, Served};
 use crate::http::{h2c_get, Request};
-use crate::selftest::Mangle;
-
-pub fn checks() -> Vec<Check> {
-    vec![
-        check!("TLS-1", "http1-to-container", "the container gets HTTP/1.1 whether the client speaks HTTP/1.1 or h2c", http1_to_container),
-        check!("TLS-1", "forwarding-headers", "Host is kept, Forwarded parses (RFC 7239), X-Forwarded-For is a list of IPs ending with the client, X-Forwarded-Proto is http or https", forwarding_headers),
-        check!("TLS-2", "h2c-end-to-end", "with --use-http2 the container gets HTTP/2 cleartext (h2c)", h2c_end_to_end)
-            .breaks_with(Mangle::DropHttp2),
-        check!("HDR-1", "bad-names-400", "header names with a space, DEL or non-ASCII bytes get 400 with a body, and never reach the container", bad_names_400),
-        check!("HDR-2", "bad-values-400", "header values with a control byte, DEL or non-ASCII bytes get 400 with a body, and never reach the container", bad_values_400),
-        check!("HDR-2", "valid-headers-unchanged", "a user header (spaces, tab, punctuation) and traceparent arrive unchanged; a traceparent is created when absent", valid_headers_unchanged),
-        check!("RESP-1", "within-timeout-200", "with --timeout 10, a request taking 2 s gets 200", within_timeout_200),
-        check!("RESP-1", "past-timeout-504", "with --timeout 10, a request taking 12 s gets 504 at 10 s", past_timeout_504)
-            .slow()
-            .breaks_with(Mangle::DropTimeout),
-        check!("RESP-1", "streamed-body-cut-at-timeout", "with --timeout 10, a response whose headers were flushed keeps 200 and its body is cut at 10 s", streamed_body_cut_at_timeout)
-            .slow()
-            .breaks_with(Mangle::DropTimeout),
-        check!("RESP-1", "timeout-includes-startup", "with --timeout 3, a request that must wait for a 6 s start-up (from zero instances) gets 504 at 3 s", timeout_includes_startup)
-            .slow()
-            .breaks_with(Mangle::DropTimeout),
-    ]
-}
 
 /// The request headers the probe saw, as (lower-case name, value).
 fn seen_headers(report: &Value) -> Vec<(String, String)> {
@@ -79,7 +56,7 @@ async fn version_seen(s: &Served) -> Result<(String, String)> {
     ))
 }
 
-async fn http1_to_container(ctx: Ctx) -> Result<()> {
+pub(super) async fn http1_to_container(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let (from_h1, from_h2) = version_seen(&s).await?;
     ensure!(
@@ -89,7 +66,7 @@ async fn http1_to_container(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn h2c_end_to_end(ctx: Ctx) -> Result<()> {
+pub(super) async fn h2c_end_to_end(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--use-http2"]).await?;
     let (from_h1, from_h2) = version_seen(&s).await?;
     ensure!(
@@ -170,7 +147,7 @@ fn node_ip(node: &str) -> Option<IpAddr> {
     node.split(':').next()?.parse().ok()
 }
 
-async fn forwarding_headers(ctx: Ctx) -> Result<()> {
+pub(super) async fn forwarding_headers(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let host = format!("conformance.example:{}", s.addr.port());
     let r = s
@@ -255,7 +232,7 @@ async fn refused_and_not_forwarded(s: &Served, bad: &[(&str, &[u8])]) -> Result<
     Ok(())
 }
 
-async fn bad_names_400(ctx: Ctx) -> Result<()> {
+pub(super) async fn bad_names_400(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     refused_and_not_forwarded(
         &s,
@@ -268,7 +245,7 @@ async fn bad_names_400(ctx: Ctx) -> Result<()> {
     .await
 }
 
-async fn bad_values_400(ctx: Ctx) -> Result<()> {
+pub(super) async fn bad_values_400(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     refused_and_not_forwarded(
         &s,
@@ -301,7 +278,7 @@ fn well_formed_traceparent(v: &str) -> bool {
         && hex(p[3], 2)
 }
 
-async fn valid_headers_unchanged(ctx: Ctx) -> Result<()> {
+pub(super) async fn valid_headers_unchanged(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let user = "value with  two spaces\tand a tab ~!#$%&'*+-.^_`|()<>@[]{}\"/?=";
     let r = s
@@ -333,11 +310,9 @@ async fn valid_headers_unchanged(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn within_timeout_200(ctx: Ctx) -> Result<()> {
+pub(super) async fn within_timeout_200(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--timeout", "10"]).await?;
-    let r = s
-        .send(&Request::get("/?sleep=2000").timeout(Duration::from_secs(30)))
-        .await?;
+    let r = s.get_within("/?sleep=2000", 30).await?;
     ensure!(
         r.status == 200 && r.complete,
         "status {} after {} (complete body: {}), want 200",
@@ -348,11 +323,9 @@ async fn within_timeout_200(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn past_timeout_504(ctx: Ctx) -> Result<()> {
+pub(super) async fn past_timeout_504(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--timeout", "10"]).await?;
-    let r = s
-        .send(&Request::get("/?sleep=12000").timeout(Duration::from_secs(30)))
-        .await?;
+    let r = s.get_within("/?sleep=12000", 30).await?;
     ensure!(
         r.status == 504,
         "status {} after {}, want 504 at 10 s",
@@ -367,11 +340,9 @@ async fn past_timeout_504(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn streamed_body_cut_at_timeout(ctx: Ctx) -> Result<()> {
+pub(super) async fn streamed_body_cut_at_timeout(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--timeout", "10"]).await?;
-    let r = s
-        .send(&Request::get("/?flush_then_sleep=15000").timeout(Duration::from_secs(30)))
-        .await?;
+    let r = s.get_within("/?flush_then_sleep=15000", 30).await?;
     ensure!(
         r.status == 200,
         "status {}, want 200: the headers were sent before the timeout",
@@ -400,7 +371,7 @@ async fn streamed_body_cut_at_timeout(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn timeout_includes_startup(ctx: Ctx) -> Result<()> {
+pub(super) async fn timeout_includes_startup(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&[
             "--image",
@@ -413,12 +384,9 @@ async fn timeout_includes_startup(ctx: Ctx) -> Result<()> {
             "PROBE_LISTEN_DELAY_MS=6000",
         ])
         .await?;
-    ctx.wait_containers(|n| n == 0, Duration::from_secs(20))
-        .await
-        .map_err(|e| anyhow!("waiting for the idle instance to go (--idle-timeout 1s): {e}"))?;
-    let r = s
-        .send(&Request::get("/").timeout(Duration::from_secs(30)))
+    ctx.wait_no_containers("waiting for the idle instance to go (--idle-timeout 1s)")
         .await?;
+    let r = s.get_within("/", 30).await?;
     ensure!(
         r.status == 504,
         "status {} after {}, want 504 at 3 s (the new instance needs 6 s to listen)",

@@ -8,61 +8,39 @@ use std::time::Duration;
 use anyhow::{anyhow, ensure, Result};
 use tokio::time::Instant;
 
-use super::{check, cpu_limit, memory_limit, Check, PROBE};
+use super::{cpu_limit, memory_limit, PROBE};
 use crate::harness::Ctx;
 use crate::http::{self, Request};
-use crate::selftest::Mangle;
 
-pub fn checks() -> Vec<Check> {
-    vec![
-        check!("RES-1", "cpu-limit-visible", "with --cpu 2 the container reads a CPU limit of 2 vCPUs (cpu.max or cfs quota/period)", cpu_limit_visible)
-            .breaks_with(Mangle::ChangeCpu),
-        check!("RES-1", "default-one-vcpu", "without --cpu the container reads a CPU limit of 1 vCPU", default_one_vcpu),
-        check!("RES-2", "memory-limit-visible", "with --memory 256Mi the container reads a memory limit of 268435456 bytes", memory_limit_visible)
-            .breaks_with(Mangle::RaiseMemory),
-        check!("RES-2", "default-512mi", "without --memory the container reads a memory limit of 512 MiB", default_512mi),
-        check!("RES-2", "limits-read-only", "the container cannot open its memory limit for writing, and its cgroup mounts are read-only", limits_read_only),
-        check!("RES-2", "alloc-below-limit-200", "allocating and touching 100 MiB under --memory 256Mi succeeds (200)", alloc_below_limit_200),
-        check!("RES-2", "alloc-above-limit-refused", "a request allocating 512 MiB under --memory 128Mi does not succeed (the limit holds)", alloc_above_limit_refused)
-            .breaks_with(Mangle::RaiseMemory),
-        check!("LIFE-9", "over-memory-limit-500", "a request allocating 512 MiB under --memory 128Mi, and one in flight beside it, end with 500", over_memory_limit_500)
-            .breaks_with(Mangle::RaiseMemory),
-        check!("RES-3", "concurrency-1-no-overlap", "--concurrency 1: 5 clients for 20 s never overlap inside any instance", concurrency_1_no_overlap)
-            .slow()
-            .breaks_with(Mangle::Concurrency80),
-        check!("RES-3", "default-concurrent", "by default one instance receives several requests at once", default_concurrent),
-    ]
-}
-
-async fn cpu_limit_visible(ctx: Ctx) -> Result<()> {
+pub(super) async fn cpu_limit_visible(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--cpu", "2"]).await?;
     let cpu = cpu_limit(&s.report().await?)?;
     ensure!((cpu - 2.0).abs() < 0.01, "CPU limit {cpu}, want 2");
     Ok(())
 }
 
-async fn default_one_vcpu(ctx: Ctx) -> Result<()> {
+pub(super) async fn default_one_vcpu(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let cpu = cpu_limit(&s.report().await?)?;
     ensure!((cpu - 1.0).abs() < 0.01, "CPU limit {cpu}, want 1");
     Ok(())
 }
 
-async fn memory_limit_visible(ctx: Ctx) -> Result<()> {
+pub(super) async fn memory_limit_visible(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--memory", "256Mi"]).await?;
     let m = memory_limit(&s.report().await?)?;
     ensure!(m == 256 << 20, "memory limit {m}, want {}", 256u64 << 20);
     Ok(())
 }
 
-async fn default_512mi(ctx: Ctx) -> Result<()> {
+pub(super) async fn default_512mi(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let m = memory_limit(&s.report().await?)?;
     ensure!(m == 512 << 20, "memory limit {m}, want {}", 512u64 << 20);
     Ok(())
 }
 
-async fn limits_read_only(ctx: Ctx) -> Result<()> {
+pub(super) async fn limits_read_only(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
     let r = s.report().await?;
     ensure!(
@@ -98,11 +76,9 @@ async fn limits_read_only(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn alloc_below_limit_200(ctx: Ctx) -> Result<()> {
+pub(super) async fn alloc_below_limit_200(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--memory", "256Mi"]).await?;
-    let r = s
-        .send(&Request::get("/?alloc=100").timeout(Duration::from_secs(60)))
-        .await?;
+    let r = s.get_within("/?alloc=100", 60).await?;
     ensure!(
         r.status == 200,
         "allocating 100 MiB under 256 MiB: status {}: {}",
@@ -116,11 +92,9 @@ async fn alloc_below_limit_200(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn alloc_above_limit_refused(ctx: Ctx) -> Result<()> {
+pub(super) async fn alloc_above_limit_refused(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--memory", "128Mi"]).await?;
-    let r = s
-        .send(&Request::get("/?alloc=512").timeout(Duration::from_secs(60)))
-        .await?;
+    let r = s.get_within("/?alloc=512", 60).await?;
     ensure!(
         r.status != 200,
         "allocating and touching 512 MiB under a 128 MiB limit succeeded"
@@ -128,21 +102,12 @@ async fn alloc_above_limit_refused(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
+pub(super) async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--memory", "128Mi"]).await?;
     // A bystander in flight on the same instance must end with 500 too.
-    let addr = s.addr;
-    let bystander = tokio::spawn(async move {
-        http::send(
-            addr,
-            &Request::get("/?sleep=5000").timeout(Duration::from_secs(60)),
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = s
-        .send(&Request::get("/?alloc=512").timeout(Duration::from_secs(60)))
-        .await?;
+    let bystander = s.spawn_get("/?sleep=5000", 60);
+    s.wait_probe_in_flight(2).await?;
+    let r = s.get_within("/?alloc=512", 60).await?;
     let b = bystander.await.map_err(|e| anyhow!("request task: {e}"))?;
     let b = match b {
         Ok(b) => format!("status {}", b.status),
@@ -157,7 +122,7 @@ async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn concurrency_1_no_overlap(ctx: Ctx) -> Result<()> {
+pub(super) async fn concurrency_1_no_overlap(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--concurrency", "1"]).await?;
     let until = Instant::now() + Duration::from_secs(20);
     let mut clients = Vec::new();
@@ -224,7 +189,7 @@ async fn concurrency_1_no_overlap(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn default_concurrent(ctx: Ctx) -> Result<()> {
+pub(super) async fn default_concurrent(ctx: Ctx) -> Result<()> {
     let s = ctx
         .serve(&["--image", PROBE, "--max-instances", "1"])
         .await?;

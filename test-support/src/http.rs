@@ -1,9 +1,10 @@
-//! The suite's HTTP clients.
+//! The HTTP clients that tests and conformance checks talk to runlet with.
 //!
 //! * [`send`]: HTTP/1.1 written by hand over one TCP connection, so a check can send what a
 //!   strict client refuses to (bad header bytes) and can see exactly how a response ended:
 //!   when the head arrived, when the first body byte arrived, and whether the body was
-//!   complete (content length reached, last chunk seen) or cut.
+//!   complete (content length reached, last chunk seen) or cut. [`send_blocking`] is the
+//!   same for a test without a tokio runtime.
 //! * [`h2c_get`]: a GET over cleartext HTTP/2 with prior knowledge (hyper's client).
 
 use std::net::SocketAddr;
@@ -42,8 +43,21 @@ impl Request {
         }
     }
 
+    /// `method` (as written) at `path`, with no headers or body of its own.
+    pub fn new(method: &str, path: &str) -> Request {
+        Request {
+            method: method.into(),
+            ..Request::get(path)
+        }
+    }
+
     pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Request {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.body = body.into();
         self
     }
 
@@ -217,6 +231,15 @@ pub async fn send(addr: SocketAddr, req: &Request) -> Result<Response> {
     })
 }
 
+/// [`send`] for a caller without a tokio runtime (on a current-thread runtime of its own).
+pub fn send_blocking(addr: SocketAddr, req: &Request) -> Result<Response> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime for the request")?
+        .block_on(send(addr, req))
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -380,20 +403,30 @@ mod tests {
         assert!(parse_head(b"garbage").is_err());
     }
 
-    #[tokio::test]
-    async fn send_sees_a_cut_chunked_body() {
+    /// A server for one connection: reads the request, writes `reply`, holds the
+    /// connection for `hold`, and hands back the request it read.
+    async fn one_shot(
+        reply: &'static [u8],
+        hold: Duration,
+    ) -> (SocketAddr, tokio::task::JoinHandle<String>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let (mut s, _) = l.accept().await.unwrap();
             let mut b = [0u8; 1024];
-            let _ = s.read(&mut b).await;
-            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            // Dropped without the last chunk.
+            let n = s.read(&mut b).await.unwrap();
+            s.write_all(reply).await.unwrap();
+            tokio::time::sleep(hold).await;
+            String::from_utf8_lossy(&b[..n]).into_owned()
         });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn send_sees_a_cut_chunked_body() {
+        // Dropped without the last chunk.
+        let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        let (addr, _) = one_shot(reply, Duration::from_millis(200)).await;
         let r = send(addr, &Request::get("/")).await.unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"abc");
@@ -403,19 +436,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn send_reads_a_length_delimited_body() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut b = [0u8; 1024];
-            let n = s.read(&mut b).await.unwrap();
-            let req = String::from_utf8_lossy(&b[..n]).into_owned();
-            assert!(req.contains("X-Raw: a\x01b\r\n"), "{req:?}");
-            s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 4\r\n\r\nnope")
-                .await
-                .unwrap();
-        });
+    async fn send_reads_a_length_delimited_body_and_sends_raw_bytes() {
+        let reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 4\r\n\r\nnope";
+        let (addr, server) = one_shot(reply, Duration::ZERO).await;
         let r = send(addr, &Request::get("/").header("X-Raw", b"a\x01b".to_vec()))
             .await
             .unwrap();
@@ -423,5 +446,22 @@ mod tests {
             (r.status, r.text().as_str(), r.complete),
             (400, "nope", true)
         );
+        let req = server.await.unwrap();
+        assert!(req.contains("X-Raw: a\x01b\r\n"), "{req:?}");
+    }
+
+    #[test]
+    fn send_blocking_needs_no_runtime() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = l.accept().unwrap();
+            let _ = s.read(&mut [0u8; 1024]).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+        });
+        let r = send_blocking(addr, &Request::new("POST", "/").body("x")).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     }
 }
