@@ -14,7 +14,7 @@ use tracing::info;
 
 use runlet::cli::{GlobalArgs, ServeArgs};
 use runlet::control::autoscale::Policy;
-use runlet::control::instance::Ctx;
+use runlet::control::service::instance::Ctx;
 use runlet::image::reference;
 use runlet::ingress::{self, Demand, IngressConfig, Snapshot};
 use runlet::metrics::Metrics;

@@ -3,10 +3,8 @@
 //! ties them to the data path's snapshot and demand, and jobs.
 
 pub mod autoscale;
-pub mod instance;
 pub mod job;
 pub mod logs;
-pub mod probe;
 pub mod sandbox;
 pub mod service;
 

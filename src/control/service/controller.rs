@@ -16,7 +16,7 @@ use tracing::{error, info, warn, Instrument};
 
 use super::{backoff::start_backoff, drain, liveness, Instances};
 use crate::control::autoscale::{self, InstanceLoad, Observation, Policy};
-use crate::control::instance::{Running, StartError};
+use crate::control::service::instance::{Running, StartError};
 use crate::ingress::{Death, Demand, Snapshot};
 use crate::metrics::Metrics;
 

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::Instances;
-use crate::control::instance::Running;
+use crate::control::service::instance::Running;
 use crate::control::KILL_GRACE;
 
 /// How often draining looks at the instance's in-flight count.

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::Instances;
-use crate::control::instance::{Running, StartError};
+use crate::control::service::instance::{Running, StartError};
 use crate::control::Stopped;
 use crate::runtime::{ExitStatus, RuntimeError};
 use crate::spec::ServiceSpec;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::control::instance::Ctx;
+use crate::control::service::instance::Ctx;
 use crate::control::stop_container;
 use crate::runtime::{labels, Runtime};
 

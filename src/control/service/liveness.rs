@@ -1,7 +1,7 @@
 //! The liveness probe of one ready instance: runs until the probe fails `failureThreshold`
 //! times in a row; the controller then replaces the instance.
 
-use crate::control::probe::{self, Probe};
+use crate::control::service::probe::{self, Probe};
 use crate::runtime::network::NetnsDialer;
 
 /// Runs a liveness probe until it fails `failureThreshold` times in a row; returns why.

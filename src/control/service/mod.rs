@@ -2,6 +2,9 @@
 //! autoscaler's decisions, publishes the routable ones to the ingress, and runs the stop
 //! sequence on scale-in, crashes and shutdown.
 //!
+//! - [`instance`]: one instance's life: launch in a [`Sandbox`](crate::control::sandbox::Sandbox),
+//!   start-up probe, endpoint, stop.
+//! - [`probe`]: running startup and liveness probes (TCP, HTTP, gRPC) against an instance.
 //! - [`controller`]: the [`Controller`] that reacts to instance events and reconciles the
 //!   instance set with [`super::autoscale::decide`]; [`run`] drives it until shutdown.
 //! - [`backoff`]: how long to wait before the next start after failed ones (a plain function).
@@ -17,17 +20,19 @@ pub mod controller;
 pub mod drain;
 #[cfg(test)]
 mod fake;
+pub mod instance;
 pub mod leftovers;
 pub mod liveness;
+pub mod probe;
 
 use std::future::Future;
 
 use tokio::sync::mpsc;
 
-use super::instance::{Ctx, Running, StartError};
 use super::Stopped;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::ServiceSpec;
+use instance::{Ctx, Running, StartError};
 
 pub use backoff::start_backoff;
 pub use controller::{run, Controller};

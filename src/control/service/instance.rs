@@ -3,7 +3,7 @@
 //! Create: the sandbox ([`Sandbox::create`]: files, network namespace, FIFOs, OCI spec,
 //! in-memory root fs, container) → start → TCP probe of the ingress port from inside the
 //! namespace, until it accepts (ready), the container exits (failed, with its exit code) or
-//! the start-up window ends (failed). Teardown: [`super::stop_container`], then
+//! the start-up window ends (failed). Teardown: [`crate::control::stop_container`], then
 //! [`Sandbox::remove`] and [`sandbox::release`].
 
 use std::collections::HashMap;
@@ -16,10 +16,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::logs::Sink;
 use super::probe;
-use super::sandbox::{self, Plan, Sandbox, SandboxError};
-use super::{stop_container, Stopped, KILL_GRACE};
+use crate::control::logs::Sink;
+use crate::control::sandbox::{self, Plan, Sandbox, SandboxError};
+use crate::control::{stop_container, Stopped, KILL_GRACE};
 use crate::dial::Dial;
 use crate::image::ImageInfo;
 use crate::ingress::Endpoint;
