@@ -2,9 +2,10 @@
 //!
 //! [`Runtime`] is implemented by [`containerd::Containerd`] (the real one, over gRPC) and by
 //! [`fake::FakeRuntime`] (scripted, records calls; for tests of control-path decisions).
-//! The ingress never imports this module: it only sees the dialers ([`crate::dial`]) the
-//! control path publishes, and tells an [`crate::ingress::IdleHook`] (which
-//! [`cgroup::CpuThrottle`] implements) when an instance goes idle or busy.
+//! The ingress never imports this module, nor this module the ingress: the data path only
+//! sees the dialers ([`crate::dial`]) the control path publishes, and tells an
+//! [`crate::ingress::IdleHook`] (the control path's CPU throttling, over
+//! [`cgroup::CpuQuota`]) when an instance goes idle or busy.
 
 pub mod cgroup;
 pub mod containerd;

@@ -17,13 +17,13 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::probe;
+use super::throttle::CpuThrottle;
 use crate::control::logs::Sink;
 use crate::control::sandbox::{self, Plan, Sandbox, SandboxError};
 use crate::control::{stop_container, Stopped, KILL_GRACE};
 use crate::dial::Dial;
 use crate::image::ImageInfo;
 use crate::ingress::Endpoint;
-use crate::runtime::cgroup::CpuThrottle;
 use crate::runtime::network::{NetConfig, NetnsDialer, Network};
 use crate::runtime::rootfs::{MemoryFs, RootFs};
 use crate::runtime::{labels, ocispec, ExitStatus, Runtime};

@@ -5,6 +5,7 @@
 //! - [`instance`]: one instance's life: launch in a [`Sandbox`](crate::control::sandbox::Sandbox),
 //!   start-up probe, endpoint, stop.
 //! - [`probe`]: running startup and liveness probes (TCP, HTTP, gRPC) against an instance.
+//! - [`throttle`]: `--cpu-throttling`, the ingress's idle hook over the cgroup's CPU quota.
 //! - [`controller`]: the [`Controller`] that reacts to instance events and reconciles the
 //!   instance set with [`super::autoscale::decide`]; [`run`] drives it until shutdown.
 //! - [`backoff`]: how long to wait before the next start after failed ones (a plain function).
@@ -24,6 +25,7 @@ pub mod instance;
 pub mod leftovers;
 pub mod liveness;
 pub mod probe;
+pub mod throttle;
 
 use std::future::Future;
 
