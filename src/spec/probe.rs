@@ -1,7 +1,7 @@
 //! Startup and liveness probe definitions (contract LIFE-2), parsed from gcloud's flag
 //! syntax: `--startup-probe=httpGet.path=/ready,httpGet.port=8080,periodSeconds=1,failureThreshold=5`,
 //! `tcpSocket.port=8080`, `grpc.port=8080,grpc.service=NAME`, plus `initialDelaySeconds`,
-//! `timeoutSeconds`. Running a probe is the control path's business (`control::probe`).
+//! `timeoutSeconds`. Running a probe is the control path's business (`control::service::probe`).
 
 use std::time::Duration;
 
