@@ -34,19 +34,8 @@ fn parse_u32(field: &'static str, s: &str) -> Result<u32, SpecError> {
         .map_err(|_| bad(field, format!("{s:?} is not a whole number")))
 }
 
-fn valid_env_name(k: &str) -> bool {
-    !k.is_empty()
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !k.starts_with(|c: char| c.is_ascii_digit())
-}
-
 fn check_env_name(field: &'static str, k: &str) -> Result<(), SpecError> {
-    if !valid_env_name(k) {
-        return Err(bad(
-            field,
-            format!("{k:?} is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)"),
-        ));
-    }
+    svc::check_env_name(field, k)?;
     if RESERVED_ENV.contains(&k) {
         return Err(bad(
             field,
@@ -62,19 +51,7 @@ fn check_env_name(field: &'static str, k: &str) -> Result<(), SpecError> {
 /// Parses `--set-env-vars K=V,K2=V2` (repeatable; a later value wins; `^DELIM^` first for
 /// another delimiter, as gcloud).
 pub fn parse_env_flags(items: &[String]) -> Result<Vec<(String, String)>, SpecError> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for item in items.iter().flat_map(|s| svc::split_list(s)) {
-        let item = item.as_str();
-        if item.is_empty() {
-            continue;
-        }
-        let (k, v) = item
-            .split_once('=')
-            .ok_or_else(|| bad("--set-env-vars", format!("{item:?} is not KEY=VALUE")))?;
-        check_env_name("--set-env-vars", k)?;
-        put_env(&mut out, k, v);
-    }
-    Ok(out)
+    svc::parse_env_list(items, |k| check_env_name("--set-env-vars", k))
 }
 
 fn put_env(env: &mut Vec<(String, String)>, k: &str, v: &str) {
