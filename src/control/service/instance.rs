@@ -36,8 +36,12 @@ pub enum StartError {
     Exited(ExitStatus),
     #[error("the container did not listen on port {port} within {secs} s")]
     Timeout { port: u16, secs: u64 },
-    #[error("{0}")]
-    Probe(String),
+    #[error("the startup probe failed {failures} times, the last time")]
+    Probe {
+        failures: u32,
+        #[source]
+        last: probe::ProbeError,
+    },
     #[error("opening a dialer into the instance's network namespace")]
     Dialer(#[source] std::io::Error),
     #[error(transparent)]
@@ -283,13 +287,12 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
                 Err(e) => {
                     failures += 1;
                     info!(
-                        "startup probe failed ({failures}/{}): {e}",
-                        p.failure_threshold
+                        "startup probe failed ({failures}/{}): {}",
+                        p.failure_threshold,
+                        crate::util::error_chain(&e)
                     );
                     if failures >= p.failure_threshold {
-                        return Err(StartError::Probe(format!(
-                            "the startup probe failed {failures} times; last: {e}"
-                        )));
+                        return Err(StartError::Probe { failures, last: e });
                     }
                 }
             }
@@ -339,6 +342,27 @@ mod tests {
     use super::*;
     use crate::control::sandbox::tests::{made, released};
     use crate::runtime::fake::{Call, FakeNetwork, FakeRootFs, FakeRuntime};
+
+    /// A failed startup probe keeps the probe's own error as its cause, so the log line and
+    /// the 503 body a waiting request gets say why the last try failed, down to the OS error.
+    #[test]
+    fn a_failed_startup_probe_keeps_the_last_failure_and_its_cause() {
+        let e = StartError::Probe {
+            failures: 3,
+            last: probe::ProbeError::Connect {
+                port: 8080,
+                source: std::io::Error::from_raw_os_error(nix::errno::Errno::ENETUNREACH as i32),
+            },
+        };
+        let told = crate::util::error_chain(&e);
+        assert!(
+            told.starts_with(
+                "the startup probe failed 3 times, the last time: connecting to port 8080: "
+            ),
+            "{told}"
+        );
+        assert!(told.contains("unreachable"), "the OS error is told: {told}");
+    }
 
     fn ctx(
         rt: &FakeRuntime,

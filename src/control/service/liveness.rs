@@ -14,7 +14,10 @@ pub async fn until_failed(p: &Probe, dialer: &NetnsDialer) -> String {
             Err(e) => {
                 failures += 1;
                 if failures >= p.failure_threshold {
-                    return format!("{failures} failures in a row; last: {e}");
+                    return format!(
+                        "{failures} failures in a row; last: {}",
+                        crate::util::error_chain(&e)
+                    );
                 }
             }
         }
