@@ -46,14 +46,23 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// `anyhow::Error`, for log lines in the library (an error's message does not repeat its
 /// source, so a log line showing only `{e}` would lose the cause).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
+    Chain(e).to_string()
+}
+
+/// Displays an error and each of its causes, `: `-separated, without building a string
+/// first ([`error_chain`] is this, collected).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
     }
-    out
 }
 
 /// Parses Kubernetes-style quantities for memory: `512Mi`, `1Gi`, `256M`, `1000000`.

@@ -95,7 +95,7 @@ impl Refusal {
 
     /// The refusal followed by its causes, for the log.
     pub fn with_causes(&self) -> impl std::fmt::Display + '_ {
-        WithCauses(self)
+        crate::util::Chain(self)
     }
 
     pub fn response(&self) -> Response<ProxyBody> {
@@ -110,20 +110,6 @@ impl Refusal {
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         r
-    }
-}
-
-struct WithCauses<'a>(&'a Refusal);
-
-impl std::fmt::Display for WithCauses<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = std::error::Error::source(self.0);
-        while let Some(e) = cause {
-            write!(f, ": {e}")?;
-            cause = e.source();
-        }
-        Ok(())
     }
 }
 
