@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod daemon;
 pub mod dial;
 pub mod image;
 pub mod ingress;
