@@ -16,7 +16,7 @@ use runlet::cli::{GlobalArgs, ServeArgs};
 use runlet::control::autoscale::Policy;
 use runlet::control::service::instance::Ctx;
 use runlet::image::reference;
-use runlet::ingress::{self, Demand, IngressConfig, Snapshot};
+use runlet::ingress::{self, Demand, IngressConfig, Route, RouteTable, Snapshot};
 use runlet::metrics::Metrics;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
@@ -126,7 +126,8 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     net.check()?;
     let image = c.resolve_image(&spec.image).await?;
     let user = image_user(&c, &image).await?;
-    let listeners = ingress::bind(spec.listen, ingress::default_workers())
+    let listeners = ingress::bind(&[spec.listen], ingress::default_workers())
+        .map_err(|e| e.source)
         .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;
     let metrics = Metrics::new();
     if let Some(addr) = metrics_addr {
@@ -182,11 +183,17 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         concurrency: spec.concurrency,
         idle_timeout: spec.idle_timeout,
     };
+    // One service: every request takes its route, whatever its Host. The sender stays
+    // for the ingress's life (the table never changes).
+    let route = Arc::new(Route {
+        cfg,
+        snapshot: snap_rx,
+        demand: demand.clone(),
+    });
+    let (_routes_tx, routes) = watch::channel(Arc::new(RouteTable::single(route)));
     let ingress = ingress::start(
         listeners,
-        cfg,
-        snap_rx,
-        demand.clone(),
+        routes,
         metrics.clone(),
         stop_rx.clone(),
         service_span.clone(),

@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::endpoint::{Endpoint, Snapshot};
+use super::lane::Lane;
 use super::refusal::Refusal;
-use super::worker::Shared;
 
 /// How long a request may wait for a slot (LIFE-3): the base hold (10 s); while an instance
 /// is starting, at least the service's average start-up time, with a margin for a start a
@@ -95,37 +95,38 @@ pub(super) fn try_acquire(
     }
 }
 
-/// Waits for a slot: held while instances start, up to the hold time (LIFE-3).
-pub(super) async fn acquire(shared: &Shared, deadline: Instant) -> Result<Slot, Refusal> {
-    if let Some(s) = shared.try_acquire_cached() {
+/// Waits for a slot on `lane`'s route: held while instances start, up to the hold time
+/// (LIFE-3).
+pub(super) async fn acquire(lane: &Lane, deadline: Instant) -> Result<Slot, Refusal> {
+    if let Some(s) = lane.try_acquire_cached() {
         return Ok(s);
     }
-    let mut snap_rx = shared.snapshot.clone();
-    let queued = shared.demand.queued.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut snap_rx = lane.route.snapshot.clone();
+    let queued = lane.route.demand.queued.fetch_add(1, Ordering::SeqCst) + 1;
     struct Unqueue<'a>(&'a Demand);
     impl Drop for Unqueue<'_> {
         fn drop(&mut self) {
             self.0.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    let _unqueue = Unqueue(&shared.demand);
-    if queued > shared.cfg.max_queue {
+    let _unqueue = Unqueue(&lane.route.demand);
+    if queued > lane.cfg().max_queue {
         return Err(Refusal::QueueFull);
     }
-    shared.demand.wake.notify_one();
+    lane.route.demand.wake.notify_one();
     let started = Instant::now();
     loop {
         let hold_until = {
             let snap = snap_rx.borrow();
-            (started + hold_for(shared.cfg.hold, snap.starting > 0, snap.avg_startup)).min(deadline)
+            (started + hold_for(lane.cfg().hold, snap.starting > 0, snap.avg_startup)).min(deadline)
         };
-        let released = shared.demand.released.notified();
+        let released = lane.route.demand.released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
         {
             let snap = snap_rx.borrow_and_update();
-            if let Some(s) = try_acquire(&snap, shared.cfg.concurrency, &shared.demand) {
-                shared.queue_wait.observe(started.elapsed().as_secs_f64());
+            if let Some(s) = try_acquire(&snap, lane.cfg().concurrency, &lane.route.demand) {
+                lane.queue_wait.observe(started.elapsed().as_secs_f64());
                 return Ok(s);
             }
             if let Some(reason) = &snap.failed_start {

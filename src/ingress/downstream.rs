@@ -56,7 +56,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the connection should do with a parsed head.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Route {
+pub(super) enum ServedBy {
     /// Served here: `close` when the connection ends after it (asked by the client, or an
     /// HTTP/1.0 client that did not ask to keep it); `v10` for an HTTP/1.0 client.
     Here { close: bool, v10: bool },
@@ -65,11 +65,11 @@ pub(super) enum Route {
 }
 
 /// Which requests this module serves itself (see the module comment).
-pub(super) fn route(req: &httparse::Request<'_, '_>) -> Route {
+pub(super) fn served_by(req: &httparse::Request<'_, '_>) -> ServedBy {
     let v10 = req.version == Some(0);
     // CONNECT, and targets not in origin form (absolute form, `*`), are left to hyper.
     if req.method == Some("CONNECT") || !req.path.is_some_and(|p| p.starts_with('/')) {
-        return Route::Hyper;
+        return ServedBy::Hyper;
     }
     let (mut close, mut keep_alive) = (false, false);
     for h in req.headers.iter() {
@@ -77,13 +77,13 @@ pub(super) fn route(req: &httparse::Request<'_, '_>) -> Route {
         if n.eq_ignore_ascii_case(b"content-length") {
             // A zero length is no body; anything else (or a malformed one) is hyper's.
             if h.value != b"0" {
-                return Route::Hyper;
+                return ServedBy::Hyper;
             }
         } else if n.eq_ignore_ascii_case(b"transfer-encoding")
             || n.eq_ignore_ascii_case(b"upgrade")
             || n.eq_ignore_ascii_case(b"expect")
         {
-            return Route::Hyper;
+            return ServedBy::Hyper;
         } else if n.eq_ignore_ascii_case(b"connection") {
             for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 close |= t.eq_ignore_ascii_case(b"close");
@@ -91,7 +91,7 @@ pub(super) fn route(req: &httparse::Request<'_, '_>) -> Route {
             }
         }
     }
-    Route::Here {
+    ServedBy::Here {
         close: close || (v10 && !keep_alive),
         v10,
     }
@@ -101,7 +101,7 @@ pub(super) fn route(req: &httparse::Request<'_, '_>) -> Route {
 // Made and taken apart once per request: boxing the request would cost an allocation.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Head {
-    /// A request to serve here, with [`Route::Here`]'s `close`.
+    /// A request to serve here, with [`ServedBy::Here`]'s `close`.
     Request(RawRequest, bool),
     Hyper,
     Refused(Refusal),
@@ -129,9 +129,9 @@ pub(super) fn parse(buf: &mut BytesMut) -> Option<Head> {
         Err(httparse::Error::TooManyHeaders) => return Some(Head::Refused(Refusal::HeadTooLarge)),
         Err(e) => return Some(Head::Refused(Refusal::Malformed(e.to_string()))),
     };
-    let (close, v10) = match route(&req) {
-        Route::Hyper => return Some(Head::Hyper),
-        Route::Here { close, v10 } => (close, v10),
+    let (close, v10) = match served_by(&req) {
+        ServedBy::Hyper => return Some(Head::Hyper),
+        ServedBy::Here { close, v10 } => (close, v10),
     };
     let Ok(method) = Method::from_bytes(req.method.unwrap_or("GET").as_bytes()) else {
         return Some(Head::Refused(Refusal::Malformed("invalid method".into())));
@@ -230,8 +230,8 @@ pub(super) async fn serve_conn(
                 return serve_with_hyper(io, peer, shared, client, watcher).await;
             }
             Head::Refused(refusal) => {
-                info!(service = %shared.cfg.service, %peer, reason = refusal.reason(), "refused: {refusal}");
-                shared.count_refused_head(refusal.reason());
+                let service = shared.count_refused_head(refusal.reason());
+                info!(%service, %peer, reason = refusal.reason(), "refused: {refusal}");
                 let resp = Answer::Typed(refusal.response());
                 let _ =
                     write_response(&mut io, &mut inbox, &mut out, resp, false, false, false).await;
@@ -240,7 +240,7 @@ pub(super) async fn serve_conn(
         };
         let head_request = req.method == Method::HEAD;
         let v10 = req.v10;
-        let call = handle(shared.clone(), client.clone(), ClientRequest::Raw(req));
+        let call = handle(&shared, &client, ClientRequest::Raw(req));
         tokio::pin!(call);
         let resp = loop {
             tokio::select! {
@@ -278,7 +278,7 @@ async fn serve_with_hyper(
         let (shared, client) = (for_requests.clone(), client.clone());
         async move {
             let req = ClientRequest::Typed(req.map(Either::Right));
-            Ok::<_, Infallible>(handle(shared, client, req).await.into_typed())
+            Ok::<_, Infallible>(handle(&shared, &client, req).await.into_typed())
         }
     });
     let conn = shared
@@ -289,8 +289,8 @@ async fn serve_with_hyper(
             // hyper answered 400 (or 431/414) itself, before any request reached runlet's
             // handler: log and count it like every other refusal.
             Some(h) if h.is_parse() || h.is_parse_too_large() => {
-                info!(service = %shared.cfg.service, %peer, reason = "malformed", "refused: malformed request: {e}");
-                shared.count_refused_head("malformed");
+                let service = shared.count_refused_head("malformed");
+                info!(%service, %peer, reason = "malformed", "refused: malformed request: {e}");
             }
             _ => debug!("connection from {peer}: {e}"),
         }
@@ -732,17 +732,17 @@ impl tokio::io::AsyncWrite for Rewind {
 mod tests {
     use super::*;
     use crate::dial::Loopback;
-    use crate::ingress::{serve, Demand, Endpoint, IngressConfig, Snapshot};
+    use crate::ingress::{serve, Demand, Endpoint, IngressConfig, Route, RouteTable, Snapshot};
     use crate::metrics::Metrics;
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
     use tokio::sync::watch;
 
-    fn routed(raw: &str) -> Route {
+    fn served(raw: &str) -> ServedBy {
         let mut slots = [httparse::EMPTY_HEADER; 16];
         let mut req = httparse::Request::new(&mut slots);
         assert!(req.parse(raw.as_bytes()).unwrap().is_complete(), "{raw}");
-        route(&req)
+        served_by(&req)
     }
 
     #[test]
@@ -772,7 +772,7 @@ mod tests {
 
     #[test]
     fn which_requests_are_served_here() {
-        let here = |close, v10| Route::Here { close, v10 };
+        let here = |close, v10| ServedBy::Here { close, v10 };
         let table = [
             ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", here(false, false)),
             (
@@ -788,28 +788,31 @@ mod tests {
                 "DELETE /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
                 here(false, false),
             ),
-            ("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", Route::Hyper),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+                ServedBy::Hyper,
+            ),
             (
                 "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Route::Hyper,
+                ServedBy::Hyper,
             ),
             (
                 "GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-                Route::Hyper,
+                ServedBy::Hyper,
             ),
             (
                 "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
-                Route::Hyper,
+                ServedBy::Hyper,
             ),
             (
                 "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
-                Route::Hyper,
+                ServedBy::Hyper,
             ),
-            ("GET http://a/x HTTP/1.1\r\n\r\n", Route::Hyper),
-            ("OPTIONS * HTTP/1.1\r\n\r\n", Route::Hyper),
+            ("GET http://a/x HTTP/1.1\r\n\r\n", ServedBy::Hyper),
+            ("OPTIONS * HTTP/1.1\r\n\r\n", ServedBy::Hyper),
         ];
         for (raw, want) in table {
-            assert_eq!(routed(raw), want, "{raw:?}");
+            assert_eq!(served(raw), want, "{raw:?}");
         }
     }
 
@@ -971,17 +974,15 @@ mod tests {
             timeout: Duration::from_secs(5),
             max_queue: 10,
         };
+        let route = Arc::new(Route {
+            cfg,
+            snapshot,
+            demand: Arc::new(Demand::default()),
+        });
+        let (routes_tx, routes) = watch::channel(Arc::new(RouteTable::single(route)));
         tokio::spawn(async move {
-            let _keep = snap_tx;
-            serve(
-                listener,
-                cfg,
-                snapshot,
-                Arc::new(Demand::default()),
-                Metrics::new(),
-                stop,
-            )
-            .await;
+            let _keep = (snap_tx, routes_tx);
+            serve(vec![listener], routes, Metrics::new(), stop).await;
         });
         (addr, endpoint, stop_tx)
     }

@@ -1,11 +1,10 @@
-//! Proxying one request: check its headers, take a slot ([`super::admission`]), send it to
-//! the instance, and turn the instance's answer, or its failure, into the response for the
+//! Proxying one request: route it ([`super::route`]: the lane of its service on this
+//! thread), check its headers, take a slot ([`super::admission`]), send it to the instance, and turn the instance's answer, or its failure, into the response for the
 //! client, cut at the request deadline ([`DeadlineBody`]). (knative's queue `timeout.go`
 //! plays the deadline's part there.)
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use super::admission::{acquire, Slot};
 use super::body::{BoxError, ClientBody, ProxyBody};
 use super::endpoint::{Death, Endpoint};
 use super::headers;
+use super::lane::Lane;
 use super::raw;
 use super::refusal::Refusal;
 use super::tunnel::tunnel;
@@ -39,6 +39,19 @@ impl ClientRequest {
         match self {
             ClientRequest::Typed(r) => r.method(),
             ClientRequest::Raw(r) => &r.method,
+        }
+    }
+
+    /// The host the request names: the URI's authority (HTTP/2's `:authority`, an
+    /// absolute-form target), else the `Host` header.
+    fn authority(&self) -> Option<&[u8]> {
+        match self {
+            ClientRequest::Typed(r) => r
+                .uri()
+                .authority()
+                .map(|a| a.as_str().as_bytes())
+                .or_else(|| r.headers().get(http::header::HOST).map(|h| h.as_bytes())),
+            ClientRequest::Raw(r) => r.head.get(b"host"),
         }
     }
 
@@ -81,38 +94,48 @@ impl Answer {
     }
 }
 
-/// Proxies one request; a refusal becomes its response here (logged and counted).
+/// Proxies one request on the lane of its route; a refusal becomes its response here
+/// (logged and counted), a request no route takes included (404).
 pub(super) async fn handle(
-    shared: Arc<Shared>,
-    client: Arc<headers::Client>,
+    shared: &Shared,
+    client: &headers::Client,
     req: ClientRequest,
 ) -> Answer {
     let received = Instant::now();
-    let deadline = received + shared.cfg.timeout;
+    let lane = match shared.lane(|| req.authority()) {
+        Ok(lane) => lane,
+        Err(unrouted) => {
+            let refusal = Refusal::UnknownHost(unrouted);
+            let path = req.target();
+            let path = path.as_ref().map_or("/", |t| t.path());
+            info!(service = "", method = %req.method(), path, reason = refusal.reason(), "refused: {refusal}");
+            shared.count_unrouted(refusal.reason());
+            return Answer::Typed(refusal.response());
+        }
+    };
+    let deadline = received + lane.cfg().timeout;
     let target = req.target();
     let path = target.as_ref().map_or("/", |t| t.path());
     // A debug-level span: at the default level it costs nothing per request; refusals are
     // logged at info with the request's method and path.
     let span = tracing::debug_span!("request", method = %req.method(), path = %path);
     let method = req.method().clone();
-    let result = forward(&shared, &client, req, deadline)
-        .instrument(span)
-        .await;
+    let result = forward(&lane, client, req, deadline).instrument(span).await;
     let resp = match result {
         Ok(r) => r,
         Err(refusal) => {
-            info!(service = %shared.cfg.service, %method, path, reason = refusal.reason(), "refused: {}", refusal.with_causes());
-            shared.count_refusal(refusal.reason());
+            info!(service = %lane.cfg().service, %method, path, reason = refusal.reason(), "refused: {}", refusal.with_causes());
+            lane.count_refusal(refusal.reason());
             Answer::Typed(refusal.response())
         }
     };
     let class = (resp.status().as_u16() / 100).min(5) as usize;
-    shared.record(class, received.elapsed());
+    lane.record(class, received.elapsed());
     resp
 }
 
 async fn forward(
-    shared: &Shared,
+    lane: &Lane,
     client: &headers::Client,
     req: ClientRequest,
     deadline: Instant,
@@ -135,7 +158,7 @@ async fn forward(
     let mut timer = Box::pin(tokio::time::sleep_until(deadline));
     let slot = tokio::select! {
         biased;
-        r = acquire(shared, deadline) => r?,
+        r = acquire(lane, deadline) => r?,
         _ = &mut timer => return Err(Refusal::Timeout),
     };
     let mut req = match req {

@@ -5,6 +5,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::body::ProxyBody;
+use super::route::Unrouted;
 use super::upstream::UpstreamError;
 
 /// Why a request did not get the instance's response.
@@ -20,6 +21,9 @@ pub enum Refusal {
     HeadTooLarge,
     #[error("the request head did not arrive within 30 s")]
     HeadTimeout,
+    /// The host names no deployed service (routing by host).
+    #[error("{0}")]
+    UnknownHost(Unrouted),
     #[error(
         "held for the hold time with every instance busy and the service at its maximum instances"
     )]
@@ -49,6 +53,7 @@ impl Refusal {
             Refusal::Malformed(_) => "malformed",
             Refusal::HeadTooLarge => "head_too_large",
             Refusal::HeadTimeout => "head_timeout",
+            Refusal::UnknownHost(_) => "unknown_host",
             Refusal::RateExceeded => "rate_exceeded",
             Refusal::NoInstance => "no_instance",
             Refusal::QueueFull => "queue_full",
@@ -66,6 +71,7 @@ impl Refusal {
             }
             Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::UnknownHost(_) => StatusCode::NOT_FOUND,
             Refusal::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
             Refusal::NoInstance | Refusal::QueueFull | Refusal::StartFailed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -83,6 +89,7 @@ impl Refusal {
             Refusal::Malformed(d) => format!("Bad Request: malformed request: {d}.\n"),
             Refusal::HeadTooLarge => "Request Header Fields Too Large: at most 64 KiB and 100 fields.\n".into(),
             Refusal::HeadTimeout => "Request Timeout: the request head did not arrive within 30 s.\n".into(),
+            Refusal::UnknownHost(u) => format!("Not Found: {u}.\n"),
             Refusal::RateExceeded => "Rate exceeded.\n".into(),
             Refusal::NoInstance => "Service Unavailable: no instance is available to serve the request.\n".into(),
             Refusal::QueueFull => "Service Unavailable: too many requests are waiting for an instance.\n".into(),
@@ -116,6 +123,7 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingress::route::Asked;
     use crate::ingress::upstream_h1::H1Error;
 
     #[test]
@@ -125,6 +133,13 @@ mod tests {
             (Refusal::Malformed("invalid token".into()), 400),
             (Refusal::HeadTooLarge, 431),
             (Refusal::HeadTimeout, 408),
+            (
+                Refusal::UnknownHost(Unrouted {
+                    asked: Asked::NoHost,
+                    deployed: "".into(),
+                }),
+                404,
+            ),
             (Refusal::RateExceeded, 429),
             (Refusal::NoInstance, 503),
             (Refusal::QueueFull, 503),

@@ -1,11 +1,14 @@
-//! The ingress worker threads: one per listener, each with its own single-threaded tokio
-//! runtime and its own state ([`Shared`]: a copy of the snapshot, metrics added up locally,
-//! hyper's server), and the accept loop each runs ([`serve`]).
+//! The ingress worker threads: one per group of listeners, each with its own
+//! single-threaded tokio runtime and its own state ([`Shared`]: its view of the route
+//! table and a lane per route, see [`super::lane`]; hyper's server), and the accept loop
+//! each runs ([`serve`]).
 
 use std::cell::Cell;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
@@ -13,10 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{warn, Instrument};
 
-use super::admission::{try_acquire, Demand, Slot};
 use super::downstream;
-use super::endpoint::Snapshot;
 use super::headers;
+use super::lane::{Lane, Lanes};
+use super::route::{RouteTable, Unrouted};
 use crate::metrics::Metrics;
 
 /// Most ingress worker threads (more are folded onto these slots).
@@ -33,118 +36,43 @@ pub(super) fn index() -> usize {
     WORKER.with(Cell::get)
 }
 
-/// The ingress settings.
-#[derive(Debug, Clone)]
-pub struct IngressConfig {
-    pub service: String,
-    pub concurrency: usize,
-    /// How long a request waits for capacity before 429/503 (LIFE-3).
-    pub hold: Duration,
-    /// Request timeout from receipt (RESP-1).
-    pub timeout: Duration,
-    /// Largest number of waiting requests; beyond it requests are refused at once.
-    pub max_queue: usize,
-}
-
 /// One worker thread's state, shared by its connections.
 pub(super) struct Shared {
-    pub(super) cfg: IngressConfig,
-    pub(super) snapshot: watch::Receiver<Snapshot>,
-    /// This thread's copy of the snapshot, brought up to date when the snapshot's version
-    /// changes: reading the `watch` itself takes a read lock shared with every thread (and
-    /// cloning a receiver, a reference count), contended atomics on every request.
-    cached: CachedSnapshot,
-    pub(super) demand: Arc<Demand>,
-    metrics: Arc<Metrics>,
-    /// This service's metric handle, resolved once: a label lookup per request costs a
-    /// hash and a lock.
-    pub(super) queue_wait: prometheus::Histogram,
-    /// Per-request metrics, added up by this thread (see [`LocalMetrics`]).
-    local: LocalMetricsLock,
+    lanes: LanesLock,
     /// Serves the connections [`downstream`] hands over (HTTP/2, bodies, upgrades).
     pub(super) hyper: hyper_util::server::conn::auto::Builder<TokioExecutor>,
 }
 
-/// This thread's requests by status class and their latency, added up here and flushed to
-/// the shared metrics every 64 requests, and every 100 ms by [`tick`]: updating the shared
-/// counter and histogram took contended atomics (five or so) on every request.
-struct LocalMetrics {
-    requests: [prometheus::local::LocalIntCounter; 6],
-    latency: prometheus::local::LocalHistogram,
-    pending: u32,
-}
-
-impl LocalMetrics {
-    fn flush(&mut self) {
-        for c in &self.requests {
-            c.flush();
-        }
-        self.latency.flush();
-        self.pending = 0;
-    }
-}
-
 /// Only ever locked by one ingress thread, never across an await.
 #[allow(clippy::disallowed_types)]
-type LocalMetricsLock = std::sync::Mutex<LocalMetrics>;
-
-/// Only ever locked by one ingress thread, never across an await.
-#[allow(clippy::disallowed_types)]
-type CachedSnapshot = std::sync::Mutex<(watch::Receiver<Snapshot>, Snapshot)>;
+type LanesLock = std::sync::Mutex<Lanes>;
 
 impl Shared {
-    fn local_metrics(&self) -> std::sync::MutexGuard<'_, LocalMetrics> {
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    fn lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a finished request (see [`LocalMetrics`]).
-    pub(super) fn record(&self, class: usize, latency: Duration) {
-        let mut m = self.local_metrics();
-        m.requests[class].inc();
-        m.latency.observe(latency.as_secs_f64());
-        m.pending += 1;
-        if m.pending >= 64 {
-            m.flush();
-        }
+    /// The lane of the route for a request whose host is `authority()` (read only when
+    /// the table routes by host).
+    pub(super) fn lane<'a>(
+        &self,
+        authority: impl FnOnce() -> Option<&'a [u8]>,
+    ) -> Result<Arc<Lane>, Unrouted> {
+        self.lanes().choose(authority)
     }
 
-    /// [`try_acquire`] on this thread's copy of the snapshot. A copy a moment old is safe: an
-    /// instance being stopped is marked closed, and one just added is seen by the next
-    /// request (or by a request that waits, which reads the `watch` itself).
-    pub(super) fn try_acquire_cached(&self) -> Option<Slot> {
-        let cached = self.cached_snapshot();
-        try_acquire(&cached.1, self.cfg.concurrency, &self.demand)
+    /// Counts a request head refused before it was routed (it did not parse), as a
+    /// refusal and a 4xx request; returns the `service` label it was counted under (the
+    /// single route's, or `""` by host), for the log.
+    pub(super) fn count_refused_head(&self, reason: &'static str) -> String {
+        let lanes = self.lanes();
+        lanes.count_refused_head(reason);
+        lanes.unrouted_label().to_string()
     }
 
-    /// This thread's copy of the snapshot, brought up to date.
-    fn cached_snapshot(&self) -> std::sync::MutexGuard<'_, (watch::Receiver<Snapshot>, Snapshot)> {
-        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        let (rx, snap) = &mut *cached;
-        if rx.has_changed().unwrap_or(false) {
-            *snap = rx.borrow_and_update().clone();
-        }
-        cached
-    }
-
-    fn refresh_cached(&self) {
-        drop(self.cached_snapshot());
-    }
-
-    /// Counts a refusal in `runlet_refusals_total{service,reason}`.
-    pub(super) fn count_refusal(&self, reason: &'static str) {
-        self.metrics
-            .refusals
-            .with_label_values(&[&self.cfg.service, reason])
-            .inc();
-    }
-
-    /// Counts a request head refused before it reached [`super::proxy::handle`] (it did not
-    /// parse): as a refusal, and as a 4xx request.
-    pub(super) fn count_refused_head(&self, reason: &'static str) {
-        self.count_refusal(reason);
-        let mut m = self.local_metrics();
-        m.requests[4].inc();
-        m.pending += 1;
+    /// Counts a request no route took.
+    pub(super) fn count_unrouted(&self, reason: &'static str) {
+        self.lanes().count_unrouted(reason);
     }
 }
 
@@ -166,25 +94,53 @@ impl Ingress {
     }
 }
 
-/// Binds `addr` for `workers` ingress threads: one `SO_REUSEPORT` socket each, so the
-/// kernel spreads connections over them. An address already in use by anyone (with
-/// `SO_REUSEPORT` or not) is refused first, so two runlets never share a port silently.
-/// Must be called within a tokio runtime; the listeners come back as std sockets.
-pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
-    (0..workers.clamp(1, MAX_WORKERS))
-        .map(|_| {
-            let socket = if addr.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            socket.set_reuseport(true)?;
-            socket.bind(addr)?;
-            socket.listen(1024)?.into_std()
-        })
-        .collect()
+/// An address that could not be listened on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Binds every one of `addrs` for `workers` ingress threads: one `SO_REUSEPORT` socket per
+/// address and thread, so the kernel spreads each address's connections over the threads;
+/// returns each thread's group, one socket per address, in the order of `addrs`. An
+/// address already in use by anyone (with `SO_REUSEPORT` or not) is refused first, so two
+/// runlets never share a port silently. (Port 0 picks a port per address.) Must be called
+/// within a tokio runtime; the listeners come back as std sockets.
+pub fn bind(
+    addrs: &[SocketAddr],
+    workers: usize,
+) -> Result<Vec<Vec<std::net::TcpListener>>, BindError> {
+    let workers = workers.clamp(1, MAX_WORKERS);
+    let mut groups: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for &asked in addrs {
+        let failed = |source| BindError {
+            addr: asked,
+            source,
+        };
+        let addr = std::net::TcpListener::bind(asked)
+            .and_then(|probe| probe.local_addr())
+            .map_err(failed)?;
+        for group in &mut groups {
+            group.push(reuseport(addr).map_err(failed)?);
+        }
+    }
+    Ok(groups)
+}
+
+/// One listening `SO_REUSEPORT` socket on `addr`.
+fn reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
 /// How many ingress threads to run: `RUNLET_INGRESS_THREADS`, else one per CPU.
@@ -196,29 +152,27 @@ pub fn default_workers() -> usize {
         .clamp(1, MAX_WORKERS)
 }
 
-/// Starts the data path on one thread per listener, each with a single-threaded tokio
-/// runtime (thread per core, like nginx's workers): a connection, its requests and their
-/// upstream connections stay on one thread. Workers stop accepting when `shutdown` turns
-/// true. The control path keeps the main runtime; the two meet only through the snapshot
-/// (`watch`) and [`Demand`] (atomics, `Notify`), which work across runtimes.
+/// Starts the data path on one thread per group of listeners ([`bind`]), each with a
+/// single-threaded tokio runtime (thread per core, like nginx's workers): a connection, its
+/// requests and their upstream connections stay on one thread. Requests go by `routes`,
+/// the table the control path publishes. Workers stop accepting when `shutdown` turns true.
+/// The control path keeps the main runtime; the two meet only through the route table and
+/// each route's snapshot (`watch`) and [`super::Demand`] (atomics, `Notify`), which work
+/// across runtimes.
 pub fn start(
-    listeners: Vec<std::net::TcpListener>,
-    cfg: IngressConfig,
-    snapshot: watch::Receiver<Snapshot>,
-    demand: Arc<Demand>,
+    listeners: Vec<Vec<std::net::TcpListener>>,
+    routes: watch::Receiver<Arc<RouteTable>>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     span: tracing::Span,
 ) -> io::Result<Ingress> {
     let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for (i, group) in listeners.into_iter().enumerate() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (cfg, snapshot, demand, metrics, shutdown, span) = (
-            cfg.clone(),
-            snapshot.clone(),
-            demand.clone(),
+        let (routes, metrics, shutdown, span) = (
+            routes.clone(),
             metrics.clone(),
             shutdown.clone(),
             span.clone(),
@@ -228,11 +182,13 @@ pub fn start(
             .spawn(move || {
                 WORKER.with(|w| w.set(i % MAX_WORKERS + 1));
                 rt.block_on(async move {
-                    let listener = match TcpListener::from_std(listener) {
-                        Ok(l) => l,
+                    let group: io::Result<Vec<_>> =
+                        group.into_iter().map(TcpListener::from_std).collect();
+                    let group = match group {
+                        Ok(g) => g,
                         Err(e) => return warn!("ingress worker {i}: {e}"),
                     };
-                    serve(listener, cfg, snapshot, demand, metrics, shutdown)
+                    serve(group, routes, metrics, shutdown)
                         .instrument(span)
                         .await
                 })
@@ -242,8 +198,9 @@ pub fn start(
     Ok(Ingress { threads })
 }
 
-/// Every 100 ms, for the life of the thread's `serve`: flushes the per-request metrics a
-/// quiet thread has added up since the last flush.
+/// Every 100 ms, for the life of the thread's `serve`: takes a new route table (letting go
+/// of the lanes of routes that left it), flushes the per-request metrics a quiet thread
+/// has added up since the last flush, and refreshes each lane's copy of its snapshot.
 ///
 /// It also keeps a timer pending on the thread's runtime. Every request arms a deadline
 /// timer, and tokio's timer driver, when a timer is armed that is due before the driver's
@@ -260,63 +217,31 @@ async fn tick(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        {
-            let mut m = shared.local_metrics();
-            if m.pending > 0 {
-                m.flush();
-            }
-        }
-        // A quiet thread's copy would otherwise keep removed instances (and its pooled
-        // connections to them) until its next request.
-        shared.refresh_cached();
+        shared.lanes().tick();
     }
 }
 
-/// Serves requests on `listener` until `shutdown` turns true; then stops accepting, closes
-/// idle connections and lets requests in flight finish.
+/// Serves requests on `listeners` (all of them, on this thread) by the route table
+/// `routes` until `shutdown` turns true; then stops accepting, closes idle connections and
+/// lets requests in flight finish.
 pub async fn serve(
-    listener: TcpListener,
-    cfg: IngressConfig,
-    snapshot: watch::Receiver<Snapshot>,
-    demand: Arc<Demand>,
+    listeners: Vec<TcpListener>,
+    routes: watch::Receiver<Arc<RouteTable>>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let svc = cfg.service.clone();
-    let class = |c: &str| metrics.requests.with_label_values(&[&svc, c]);
-    let requests_by_class = [
-        class("1xx"),
-        class("1xx"),
-        class("2xx"),
-        class("3xx"),
-        class("4xx"),
-        class("5xx"),
-    ];
-    let local = LocalMetrics {
-        requests: requests_by_class.map(|c| c.local()),
-        latency: metrics.latency.with_label_values(&[&svc]).local(),
-        pending: 0,
-    };
-    let queue_wait = metrics.queue_wait.with_label_values(&[&svc]);
-    let mut cached_rx = snapshot.clone();
-    let first = cached_rx.borrow_and_update().clone();
     let shared = Arc::new(Shared {
-        cfg,
-        cached: CachedSnapshot::new((cached_rx, first)),
-        snapshot,
-        demand,
-        metrics,
-        queue_wait,
-        local: LocalMetricsLock::new(local),
+        lanes: LanesLock::new(Lanes::new(routes, metrics)),
         hyper: hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()),
     });
     tokio::spawn(tick(Arc::downgrade(&shared)));
     // Every connection holds a watcher until it ends: `shutdown()` below waits for them.
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let stopper = Arc::new(downstream::Stopper::default());
+    let mut next = 0;
     loop {
         let (stream, peer) = tokio::select! {
-            c = accept(&listener) => c,
+            c = accept(&listeners, &mut next) => c,
             _ = stopped(&mut shutdown) => break,
         };
         let client = Arc::new(headers::Client::new(peer.ip()));
@@ -331,24 +256,36 @@ pub async fn serve(
         tokio::spawn(conn);
     }
     // Connections arriving from now on are refused, not left unaccepted in the backlog.
-    drop(listener);
+    drop(listeners);
     stopper.stop();
     // In-flight requests get to finish, bounded by the request timeout; idle connections
     // close at once. This must wait here: when an ingress thread's `serve` returns, its
     // runtime, and every connection task on it, is dropped.
-    let grace = shared.cfg.timeout + Duration::from_secs(1);
+    let grace = shared.lanes().longest_timeout() + Duration::from_secs(1);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {}
     }
-    shared.local_metrics().flush();
+    shared.lanes().flush();
 }
 
-/// The next connection, with Nagle's algorithm off. A failed accept (out of file
-/// descriptors, say) is logged and tried again after a pause.
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+/// The next connection on any of `listeners` (taking turns from `next`), with Nagle's
+/// algorithm off. A failed accept (out of file descriptors, say) is logged and tried again
+/// after a pause.
+async fn accept(listeners: &[TcpListener], next: &mut usize) -> (TcpStream, SocketAddr) {
     loop {
-        match listener.accept().await {
+        let accepted = poll_fn(|cx| {
+            let n = listeners.len();
+            for k in (0..n).map(|i| (*next + i) % n) {
+                if let Poll::Ready(r) = listeners[k].poll_accept(cx) {
+                    *next = (k + 1) % n;
+                    return Poll::Ready(r);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 return (stream, peer);
