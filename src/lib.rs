@@ -12,6 +12,7 @@ pub mod dial;
 pub mod image;
 pub mod ingress;
 pub mod metrics;
+pub mod pb;
 pub mod runtime;
 pub mod spec;
 pub mod util;
