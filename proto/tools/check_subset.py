@@ -135,7 +135,8 @@ def main():
     dropped = sorted(k for k in up if k not in mine and not k.startswith(
         ("msg .google.protobuf", "field .google.protobuf", "enum .google.protobuf",
          "value .google.protobuf", "msg .google.iam", "field .google.iam", "enum .google.iam",
-         "value .google.iam", "msg .google.type", "field .google.type", "msg .google.api",
+         "value .google.iam", "service .google.iam", "method .google.iam", "msg .google.type",
+         "field .google.type", "msg .google.api",
          "field .google.api", "enum .google.api", "value .google.api")))
     for key in dropped:
         print("dropped:", key)
