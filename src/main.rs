@@ -48,6 +48,7 @@ fn main() {
             Command::Serve(args) => cmd::serve::run(&cli.global, args).await,
             Command::Image(c) => cmd::image::run(&cli.global, c).await,
             Command::Job(c) => cmd::job::run(&cli.global, c).await,
+            Command::Daemon(args) => cmd::daemon::run(&cli.global, args).await,
         };
         result.unwrap_or_else(|e| {
             // The error and each of its causes, once: `: `-separated.

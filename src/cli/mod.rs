@@ -1,6 +1,7 @@
 //! Command-line structures (clap) only; turning them into typed specs happens in the
 //! binary's `cmd` modules.
 
+pub mod daemon;
 pub mod job;
 
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Run Cloud Run jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Run the long-lived runtime serving the Cloud Run Admin API v2 (services); `runlet
+    /// deploy`, `runlet services` and `runlet revisions` talk to it.
+    Daemon(daemon::DaemonArgs),
 }
 
 #[derive(Debug, Args)]

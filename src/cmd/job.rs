@@ -22,7 +22,7 @@ use runlet::runtime::rootfs::MemoryFs;
 use runlet::runtime::{ocispec, Runtime};
 use runlet::spec::SpecError;
 
-use super::{image_user, print, with_containerd};
+use super::{print, with_containerd};
 
 /// Exit status of an execution that was cancelled (as a shell reports SIGINT).
 const EXIT_CANCELLED: i32 = 130;
@@ -131,7 +131,7 @@ async fn execute(
 ) -> Result<i32> {
     net.check()?;
     let image = client.resolve_image(&spec.image).await?;
-    let user = image_user(&client, &image).await?;
+    let user = client.image_user(&image).await?;
     let argv = ocispec::argv(
         &image.name,
         &image.config,

@@ -4,10 +4,12 @@
 //! - [`serve`]: `runlet serve`, a Cloud Run service in the foreground.
 //! - [`job`]: `runlet job execute` and `runlet job executions list|describe`.
 //! - [`image`]: `runlet image load|ls|rm`.
+//! - [`daemon`]: `runlet daemon`, the long-lived runtime serving the Admin API.
 //!
-//! What the commands share: reaching containerd ([`with_containerd`]), the image's user
-//! ([`image_user`]) and writing to stdout ([`print`]).
+//! What the commands share: reaching containerd ([`with_containerd`]) and writing to stdout
+//! ([`print`]).
 
+pub mod daemon;
 pub mod image;
 pub mod job;
 pub mod serve;
@@ -18,10 +20,8 @@ use std::io::Write;
 use anyhow::Result;
 
 use runlet::cli::GlobalArgs;
-use runlet::image::ImageInfo;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::embedded::{self, Connection};
-use runlet::runtime::ocispec;
 
 /// Connects to containerd (starting a private one when allowed and needed), runs `f`, and
 /// stops the private containerd afterwards.
@@ -43,34 +43,21 @@ where
     result
 }
 
-/// The numeric user and group to run an image as: its `User`, numeric, or a name looked up
-/// in the image's own /etc/passwd and /etc/group. Shared by services and jobs.
-pub async fn image_user(c: &Containerd, image: &ImageInfo) -> Result<(u32, u32)> {
-    let field = image.config.user.clone().unwrap_or_default();
-    if field.is_empty() || field.split(':').all(|p| p.parse::<u32>().is_ok()) {
-        return Ok(ocispec::resolve_user(&image.name, &field, None, None)?);
-    }
-    let files = c
-        .read_image_files(image, &["/etc/passwd", "/etc/group"])
-        .await?;
-    let text = |i: usize| {
-        files
-            .get(i)
-            .cloned()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-    };
-    Ok(ocispec::resolve_user(
-        &image.name,
-        &field,
-        text(0).as_deref(),
-        text(1).as_deref(),
-    )?)
-}
-
 /// Writes to stdout, ignoring a closed pipe (`| head`).
 pub fn print(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+/// Resolves at Ctrl-C or SIGTERM (logging which).
+pub async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted (Ctrl-C): shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
 }

@@ -25,7 +25,7 @@ use runlet::runtime::Runtime;
 use runlet::spec::probe;
 use runlet::spec::{self, ServiceSpec, SpecError};
 
-use super::{image_user, with_containerd};
+use super::{wait_for_signal, with_containerd};
 
 /// `runlet serve` with its input checked.
 struct Input {
@@ -125,7 +125,7 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     let net = NetConfig::new();
     net.check()?;
     let image = c.resolve_image(&spec.image).await?;
-    let user = image_user(&c, &image).await?;
+    let user = c.image_user(&image).await?;
     let listeners = ingress::bind(&[spec.listen], ingress::default_workers())
         .map_err(|e| e.source)
         .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;
@@ -224,16 +224,5 @@ async fn changed(mut rx: watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
-    }
-}
-
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("interrupted (Ctrl-C): shutting down"),
-        _ = term.recv() => info!("SIGTERM: shutting down"),
     }
 }

@@ -16,6 +16,7 @@ mod list;
 mod name;
 pub mod probe;
 mod quantity;
+pub mod run_v2;
 mod volume;
 
 pub use env::{check_env_name, parse_env_list, parse_env_vars, RESERVED_ENV};

@@ -2,12 +2,16 @@
 //! runlet left of this service (containers found by the service label) is removed before the
 //! first instance starts.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tracing::warn;
 
+use crate::control::sandbox::{self, Sandbox};
 use crate::control::service::instance::Ctx;
 use crate::control::stop_container;
+use crate::runtime::network::Network;
+use crate::runtime::rootfs::MemoryFs;
 use crate::runtime::{labels, Runtime};
 
 /// SIGKILL follows SIGTERM this soon for a leftover: nothing routes to it any more.
@@ -21,8 +25,15 @@ pub async fn clean_leftovers<R: Runtime>(ctx: &Ctx<R>) {
     for c in list {
         if c.labels.get(labels::SERVICE) == Some(&ctx.spec.name) {
             warn!(container = %c.id, "removing a container an earlier runlet left behind");
-            let _ = stop_container(ctx.runtime.as_ref(), &c.id, LEFTOVER_GRACE).await;
-            ctx.teardown(&c.id, None).await;
+            remove(ctx.runtime.as_ref(), &ctx.net, &ctx.state_dir, &c.id).await;
         }
     }
+}
+
+/// Stops a leftover instance container and removes everything of it: container, network
+/// namespace and address, files under `state_dir`.
+pub async fn remove<R: Runtime>(runtime: &R, net: &impl Network, state_dir: &Path, id: &str) {
+    let _ = stop_container(runtime, id, LEFTOVER_GRACE).await;
+    Sandbox::new(id).remove(runtime).await;
+    sandbox::release(net, &MemoryFs, id, &state_dir.join("instances").join(id)).await;
 }

@@ -23,7 +23,17 @@ use super::Lease;
 use crate::image::archive::{self, ImportPlan, Progress};
 use crate::image::config::{self, is_linux_amd64, RunConfig};
 use crate::image::{chain_ids, ImageInfo};
+use crate::runtime::ocispec;
 use crate::runtime::RuntimeError;
+
+/// Why the user an image runs as could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageUserError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    User(#[from] ocispec::SpecError),
+}
 
 /// An image as the store holds it: its linux/amd64 manifest's digest, config and layers.
 struct StoredImage {
@@ -253,6 +263,31 @@ impl Containerd {
             });
         }
         Err(bad("image indexes nest too deep".into()))
+    }
+
+    /// The numeric user and group to run an image as: its `User`, numeric, or a name looked
+    /// up in the image's own /etc/passwd and /etc/group. Shared by services and jobs.
+    pub async fn image_user(&self, image: &ImageInfo) -> Result<(u32, u32), ImageUserError> {
+        let field = image.config.user.clone().unwrap_or_default();
+        if field.is_empty() || field.split(':').all(|p| p.parse::<u32>().is_ok()) {
+            return Ok(ocispec::resolve_user(&image.name, &field, None, None)?);
+        }
+        let files = self
+            .read_image_files(image, &["/etc/passwd", "/etc/group"])
+            .await?;
+        let text = |i: usize| {
+            files
+                .get(i)
+                .cloned()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        Ok(ocispec::resolve_user(
+            &image.name,
+            &field,
+            text(0).as_deref(),
+            text(1).as_deref(),
+        )?)
     }
 
     /// Reads small files (e.g. /etc/passwd) from an image's unpacked root filesystem, without

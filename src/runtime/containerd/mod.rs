@@ -20,4 +20,5 @@ mod snapshots;
 mod tasks;
 
 pub use client::{Containerd, NAMESPACE, SNAPSHOTTER};
+pub use images::ImageUserError;
 pub use leases::Lease;

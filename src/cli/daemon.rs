@@ -1,0 +1,28 @@
+//! `runlet daemon`'s flags.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Run the long-lived runtime that serves the Cloud Run Admin API v2.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where services are served, routed by Host (`SERVICE.localhost[:PORT]`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the Admin API (gRPC and HTTP/JSON on one port) is served; "off" for the Unix
+    /// socket only (<state-dir>/runlet.sock, always served). A non-loopback address needs
+    /// --api-token-file.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub api_listen: String,
+    /// A file holding the token every API call must carry as `Authorization: Bearer
+    /// <token>`; required for a non-loopback --api-listen.
+    #[arg(long)]
+    pub api_token_file: Option<PathBuf>,
+    /// Do not keep `SERVICE.localhost` lines in /etc/hosts.
+    #[arg(long)]
+    pub no_manage_hosts: bool,
+    /// Prometheus metrics address (`/metrics`); "off" disables it.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub metrics_listen: String,
+}

@@ -1,0 +1,227 @@
+//! The [`Daemon`]: the services it holds (in memory, written through to the [`Store`]), the
+//! operations, the route table it publishes to the ingress, and the host's `/etc/hosts`
+//! block. Loading the store on start brings every service back; [`Daemon::shut_down`]
+//! retires every revision.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{watch, Mutex};
+use tracing::{info, warn};
+
+use super::hosts::HostsFile;
+use super::operations::Operations;
+use super::revision::Host;
+use super::services::{short, Entry, REVISIONS, SERVICES};
+use super::store::Store;
+use crate::ingress::RouteTable;
+use crate::pb::run_v2 as v2;
+use crate::runtime::{labels, Runtime};
+
+/// The daemon's state, shared by the API handlers and the rollouts.
+pub struct Daemon {
+    pub(super) me: Weak<Daemon>,
+    pub(super) host: Host,
+    pub(super) store: Arc<Store>,
+    pub ops: Operations,
+    pub(super) state: Mutex<State>,
+    routes: watch::Sender<Arc<RouteTable>>,
+    hosts: Option<HostsFile>,
+    /// The ingress address (a service's `uri` names its port).
+    pub(super) listen: SocketAddr,
+    pub(super) ingress_port: u16,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    /// By full name.
+    pub services: BTreeMap<String, Entry>,
+}
+
+impl Daemon {
+    /// The daemon over `store`, with the services it holds loaded (not started: see
+    /// [`resume`](Self::resume)).
+    pub fn load(
+        host: Host,
+        store: Arc<Store>,
+        listen: SocketAddr,
+        routes: watch::Sender<Arc<RouteTable>>,
+        hosts: Option<HostsFile>,
+    ) -> Arc<Daemon> {
+        let ops = Operations::load(store.clone());
+        let mut state = State::default();
+        match store.list::<v2::Service>(SERVICES) {
+            Ok(list) => {
+                for (name, svc) in list {
+                    state.services.insert(name, Entry::new(svc));
+                }
+            }
+            Err(e) => warn!("reading the stored services: {}", crate::util::Chain(&e)),
+        }
+        match store.list::<v2::Revision>(REVISIONS) {
+            Ok(list) => {
+                for (_, rev) in list {
+                    match state.services.get_mut(&rev.service) {
+                        Some(e) => {
+                            e.revisions.insert(short(&rev.name).to_string(), rev);
+                        }
+                        None => {
+                            let _ = store.delete(REVISIONS, &rev.name);
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!("reading the stored revisions: {}", crate::util::Chain(&e)),
+        }
+        Arc::new_cyclic(|me| Daemon {
+            me: me.clone(),
+            host,
+            store,
+            ops,
+            state: Mutex::new(state),
+            routes,
+            hosts,
+            ingress_port: listen.port(),
+            listen,
+        })
+    }
+
+    /// This daemon, for tasks that outlive a call.
+    pub(super) fn me(&self) -> Arc<Daemon> {
+        self.me.upgrade().expect("the daemon outlives its calls")
+    }
+
+    /// Starts every stored service again (after removing what an earlier daemon left of
+    /// them in containerd), completing the operations a restart interrupted.
+    pub async fn resume(&self) {
+        let pending = self.ops.pending().await;
+        let state = self.state.lock().await;
+        let names: BTreeSet<String> = state
+            .services
+            .values()
+            .map(|e| short(&e.svc.name).to_string())
+            .collect();
+        let mut todo = Vec::new();
+        for (full, e) in &state.services {
+            let rev = if e.svc.latest_ready_revision.is_empty() || e.svc.reconciling {
+                short(&e.svc.latest_created_revision).to_string()
+            } else {
+                short(&e.svc.latest_ready_revision).to_string()
+            };
+            let ops: Vec<String> = pending
+                .iter()
+                .filter(|op| op_target(op).as_deref() == Some(full.as_str()))
+                .map(|op| op.name.clone())
+                .collect();
+            if !rev.is_empty() {
+                todo.push((full.clone(), rev, ops));
+            }
+        }
+        let ids = self.service_ids(&state);
+        drop(state);
+        // Operations of services that are gone (a deletion the restart interrupted) are done.
+        for op in &pending {
+            let target = op_target(op).unwrap_or_default();
+            if !todo.iter().any(|(f, _, _)| *f == target) {
+                let result = op
+                    .metadata
+                    .clone()
+                    .ok_or_else(|| tonic::Status::aborted("interrupted by a restart"));
+                self.ops.finish(&op.name, result).await;
+            }
+        }
+        self.remove_leftovers(&names).await;
+        self.update_hosts(ids);
+        for (full, rev, ops) in todo {
+            info!(service = %full, revision = %rev, "resuming");
+            let d = self.me();
+            tokio::spawn(async move { d.roll_out(full, rev, ops).await });
+        }
+    }
+
+    /// Removes containers an earlier daemon left of these services.
+    async fn remove_leftovers(&self, names: &BTreeSet<String>) {
+        let Ok(list) = self.host.runtime.list().await else {
+            return;
+        };
+        for c in list {
+            let Some(svc) = c.labels.get(labels::SERVICE) else {
+                continue;
+            };
+            if names.contains(svc) {
+                warn!(container = %c.id, service = %svc, "removing a container an earlier daemon left behind");
+                crate::control::service::leftovers::remove(
+                    self.host.runtime.as_ref(),
+                    &self.host.net,
+                    &self.host.state_dir,
+                    &c.id,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Stops every revision (in-flight requests finish first) and removes the hosts block.
+    pub async fn shut_down(&self) {
+        let runs: Vec<_> = {
+            let mut state = self.state.lock().await;
+            let runs = state
+                .services
+                .values_mut()
+                .filter_map(|e| e.serving.take())
+                .collect();
+            self.publish_routes(&state);
+            runs
+        };
+        futures::future::join_all(runs.into_iter().map(|r| r.retire())).await;
+        if let Some(h) = &self.hosts {
+            if let Err(e) = h.remove_block() {
+                warn!(
+                    "removing runlet's block from {}: {}",
+                    h.path().display(),
+                    crate::util::Chain(&e)
+                );
+            }
+        }
+    }
+
+    /// Publishes the route of every serving revision to the ingress.
+    pub(super) fn publish_routes(&self, state: &State) {
+        let routes = state
+            .services
+            .values()
+            .filter_map(|e| e.serving.as_ref().map(|r| r.route.clone()));
+        self.routes
+            .send_replace(Arc::new(RouteTable::by_host(routes)));
+    }
+
+    /// Every service's short name.
+    pub(super) fn service_ids(&self, state: &State) -> BTreeSet<String> {
+        state
+            .services
+            .keys()
+            .map(|k| short(k).to_string())
+            .collect()
+    }
+
+    /// Keeps the host's `/etc/hosts` block in step with the services.
+    pub(super) fn update_hosts(&self, names: BTreeSet<String>) {
+        if let Some(h) = &self.hosts {
+            let names = names.iter().map(|n| format!("{n}.localhost")).collect();
+            if let Err(e) = h.set(&names) {
+                warn!(
+                    "updating {}: {}",
+                    h.path().display(),
+                    crate::util::Chain(&e)
+                );
+            }
+        }
+    }
+}
+
+/// The service an operation is about (its metadata's name).
+fn op_target(op: &crate::pb::longrunning::Operation) -> Option<String> {
+    let any = op.metadata.as_ref()?;
+    any.unpack::<v2::Service>().ok().map(|s| s.name)
+}

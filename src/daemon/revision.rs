@@ -1,0 +1,155 @@
+//! A revision the daemon runs: its first instance started (the check that the revision can
+//! serve, as a Cloud Run deployment makes), its service controller, and the ingress route
+//! that leads to it. [`RevisionRun::retire`] ends it after traffic has moved on: requests
+//! already admitted or waiting finish, then every instance drains and stops.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, Instrument};
+
+use crate::control::autoscale::Policy;
+use crate::control::service::instance::Ctx;
+use crate::ingress::{Demand, IngressConfig, Route, Snapshot};
+use crate::metrics::Metrics;
+use crate::runtime::containerd::Containerd;
+use crate::runtime::network::NetConfig;
+use crate::runtime::rootfs::MemoryFs;
+use crate::runtime::{Runtime, RuntimeError};
+use crate::spec::ServiceSpec;
+use crate::util::Chain;
+
+/// How long a request may wait for capacity (contract LIFE-3).
+const HOLD: Duration = Duration::from_secs(10);
+
+/// What every revision the daemon runs shares.
+#[derive(Clone)]
+pub struct Host {
+    pub runtime: Arc<Containerd>,
+    pub net: NetConfig,
+    pub state_dir: std::path::PathBuf,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A running revision.
+pub struct RevisionRun {
+    pub revision: String,
+    /// Where the ingress sends this revision's requests.
+    pub route: Arc<Route>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RevisionRun {
+    /// Resolves the image, starts the first instance and the controller. The error is the
+    /// message the operation and the service's condition carry.
+    pub async fn start(host: &Host, spec: ServiceSpec) -> Result<RevisionRun, String> {
+        let image = match host.runtime.resolve_image(&spec.image).await {
+            Ok(i) => i,
+            Err(RuntimeError::ImageNotFound { .. }) => {
+                return Err(format!(
+                    "Image '{}' not found: load it first (runlet image load FILE).",
+                    spec.image
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "Image '{}' could not be read: {}",
+                    spec.image,
+                    Chain(&e)
+                ))
+            }
+        };
+        let user = host
+            .runtime
+            .image_user(&image)
+            .await
+            .map_err(|e| format!("Image '{}': {}", spec.image, Chain(&e)))?;
+        let spec = Arc::new(spec);
+        let span = tracing::info_span!("service", service = %spec.name, revision = %spec.revision);
+        let ctx = Arc::new(Ctx {
+            runtime: host.runtime.clone(),
+            net: host.net.clone(),
+            rootfs: MemoryFs,
+            spec: spec.clone(),
+            image,
+            user,
+            state_dir: host.state_dir.clone(),
+        });
+        let first_id = format!("{}-{}", spec.revision, crate::util::random_suffix(5));
+        info!(parent: &span, instance = %first_id, image = %spec.image, "starting the first instance");
+        let first = ctx
+            .launch(&first_id)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| format!("The first instance failed to start: {}", Chain(&e)))?;
+        let demand = Arc::new(Demand::default());
+        let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
+        let route = Arc::new(Route {
+            cfg: IngressConfig {
+                service: spec.name.clone(),
+                concurrency: spec.concurrency,
+                hold: HOLD,
+                timeout: spec.timeout,
+                max_queue: 10_000,
+            },
+            snapshot: snap_rx,
+            demand: demand.clone(),
+        });
+        let policy = Policy {
+            min_instances: spec.min_instances,
+            max_instances: spec.max_instances,
+            concurrency: spec.concurrency,
+            idle_timeout: spec.idle_timeout,
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let metrics = host.metrics.clone();
+        let task = tokio::spawn(
+            async move {
+                crate::control::service::run(
+                    ctx,
+                    policy,
+                    demand,
+                    snap_tx,
+                    metrics,
+                    vec![first],
+                    stopped(stop_rx),
+                )
+                .await
+            }
+            .instrument(span),
+        );
+        Ok(RevisionRun {
+            revision: spec.revision.clone(),
+            route,
+            stop,
+            task,
+        })
+    }
+
+    /// Ends the revision once no request waits on its route any more (bounded by the hold
+    /// time); its controller drains every instance (in-flight requests finish), then runs
+    /// the stop sequence (SIGTERM, SIGKILL after 10 s).
+    pub async fn retire(self) {
+        let waited = tokio::time::timeout(HOLD + Duration::from_secs(1), async {
+            while self.route.demand.queued.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            info!(revision = %self.revision, "requests still waiting on a retired revision");
+        }
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+        info!(revision = %self.revision, "revision retired: its instances are stopped");
+    }
+}
+
+/// Resolves once `rx` turns true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
