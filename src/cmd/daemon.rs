@@ -99,6 +99,8 @@ fn input(a: &DaemonArgs) -> Result<Input> {
 }
 
 async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
+    // Every container made from here on is labelled as this daemon's (control::owner).
+    runlet::control::owner::set_daemon(&state_dir);
     let net = NetConfig::new();
     net.check()?;
     let store = Arc::new(Store::open(&state_dir.join("daemon"))?);

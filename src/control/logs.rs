@@ -36,14 +36,24 @@ impl Pipes {
     /// restart of the writer does not end the stream.
     pub fn open(dir: &Path, sink: Sink) -> std::io::Result<Pipes> {
         std::fs::create_dir_all(dir)?;
-        let (closing, closing_rx) = watch::channel(false);
-        let mut readers = Vec::new();
-        let mut paths = Vec::new();
         for stream in ["stdout", "stderr"] {
             let path = dir.join(stream);
             let _ = std::fs::remove_file(&path);
             nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(std::io::Error::from)?;
+        }
+        Self::reattach(dir, sink)
+    }
+
+    /// Starts reading the FIFOs of a container that already runs (an adopted instance):
+    /// containerd's shim keeps its own read end open while no reader is there, so output
+    /// written meanwhile waits in the pipe (until it is full) and is read now.
+    pub fn reattach(dir: &Path, sink: Sink) -> std::io::Result<Pipes> {
+        let (closing, closing_rx) = watch::channel(false);
+        let mut readers = Vec::new();
+        let mut paths = Vec::new();
+        for stream in ["stdout", "stderr"] {
+            let path = dir.join(stream);
             let rx = tokio::net::unix::pipe::OpenOptions::new()
                 .read_write(true)
                 .open_receiver(&path)?;

@@ -5,6 +5,7 @@
 pub mod autoscale;
 pub mod job;
 pub mod logs;
+pub mod owner;
 pub mod sandbox;
 pub mod service;
 

@@ -160,6 +160,7 @@ impl Sandbox {
         let mut lbl = plan.labels;
         lbl.insert(labels::MANAGED.to_string(), "true".to_string());
         lbl.insert(labels::NETNS.to_string(), netns);
+        lbl.insert(labels::OWNER.to_string(), super::owner::current().label());
         // The root filesystem's writable layer lives in memory (FS-2): writes count against
         // the container's memory limit.
         let upper = rootfs
@@ -184,6 +185,25 @@ impl Sandbox {
         self.watcher = Some(watcher);
         self.exit = exit;
         Ok(att)
+    }
+
+    /// Takes over container `id`, which runs already (made by an earlier run of this
+    /// daemon): its output FIFOs in `dir` are read again and its exit is watched.
+    pub fn adopt<R: Runtime>(
+        runtime: &Arc<R>,
+        id: &str,
+        dir: &Path,
+        sink: Sink,
+    ) -> Result<Sandbox, SandboxError> {
+        let pipes = Pipes::reattach(&dir.join("io"), sink).map_err(SandboxError::Files)?;
+        let (watcher, exit) = watch_exit(runtime.clone(), id.to_string());
+        Ok(Sandbox {
+            id: id.to_string(),
+            pipes: Some(pipes),
+            watcher: Some(watcher),
+            exit,
+            timings: Timings::default(),
+        })
     }
 
     /// Starts the created container.

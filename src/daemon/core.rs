@@ -15,6 +15,7 @@ use super::operations::Operations;
 use super::revision::Host;
 use super::services::{short, Entry, REVISIONS, SERVICES};
 use super::store::Store;
+use crate::control::owner::{self, Owner, Verdict};
 use crate::ingress::RouteTable;
 use crate::pb::run_v2 as v2;
 use crate::runtime::{labels, Runtime};
@@ -97,11 +98,6 @@ impl Daemon {
     pub async fn resume(&self) {
         let pending = self.ops.pending().await;
         let state = self.state.lock().await;
-        let names: BTreeSet<String> = state
-            .services
-            .values()
-            .map(|e| short(&e.svc.name).to_string())
-            .collect();
         let mut todo = Vec::new();
         for (full, e) in &state.services {
             let rev = if e.svc.latest_ready_revision.is_empty() || e.svc.reconciling {
@@ -131,26 +127,60 @@ impl Daemon {
                 self.ops.finish(&op.name, result).await;
             }
         }
-        self.remove_leftovers(&names).await;
+        let serving: BTreeMap<String, String> = todo
+            .iter()
+            .map(|(full, rev, _)| (short(full).to_string(), rev.clone()))
+            .collect();
+        let mut adoptable = self.sort_leftovers(&ids, &serving).await;
         self.update_hosts(ids);
         for (full, rev, ops) in todo {
-            info!(service = %full, revision = %rev, "resuming");
+            let adopt = adoptable.remove(short(&full)).unwrap_or_default();
+            info!(service = %full, revision = %rev, adopting = adopt.len(), "resuming");
             let d = self.me();
-            tokio::spawn(async move { d.roll_out(full, rev, ops).await });
+            tokio::spawn(async move { d.roll_out(full, rev, ops, adopt).await });
         }
     }
 
-    /// Removes containers an earlier daemon left of these services.
-    async fn remove_leftovers(&self, names: &BTreeSet<String>) {
-        let Ok(list) = self.host.runtime.list().await else {
-            return;
+    /// Sorts the containers of services found in containerd by their owner: this daemon's
+    /// instances of a serving revision are returned by service, to be adopted; what this
+    /// daemon may take over otherwise (its own of other revisions, those of a gone runlet
+    /// of one of its services) is removed; the rest is left alone.
+    async fn sort_leftovers(
+        &self,
+        services: &BTreeSet<String>,
+        serving: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, Vec<String>> {
+        let mut adopt: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let list = match self.host.runtime.list().await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("listing containers to adopt: {}", crate::util::Chain(&e));
+                return adopt;
+            }
         };
+        let me = owner::current();
         for c in list {
             let Some(svc) = c.labels.get(labels::SERVICE) else {
                 continue;
             };
-            if names.contains(svc) {
-                warn!(container = %c.id, service = %svc, "removing a container an earlier daemon left behind");
+            let theirs = c.labels.get(labels::OWNER).and_then(|o| Owner::parse(o));
+            let alive = theirs.as_ref().is_some_and(Owner::is_alive);
+            let entitled = services.contains(svc);
+            let remove = match owner::verdict(me, theirs.as_ref(), alive, entitled) {
+                Verdict::Adopt => {
+                    let rev = c.labels.get(labels::REVISION);
+                    if rev.is_some() && serving.get(svc) == rev {
+                        adopt.entry(svc.clone()).or_default().push(c.id.clone());
+                        false
+                    } else {
+                        true
+                    }
+                }
+                Verdict::Remove => true,
+                Verdict::Leave => false,
+            };
+            if remove {
+                warn!(container = %c.id, service = %svc, "removing a container an earlier runlet left behind");
                 crate::control::service::leftovers::remove(
                     self.host.runtime.as_ref(),
                     &self.host.net,
@@ -160,6 +190,7 @@ impl Daemon {
                 .await;
             }
         }
+        adopt
     }
 
     /// Stops every revision (in-flight requests finish first) and removes the hosts block.

@@ -21,7 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
 /// Name of the lock file in the state directory.
-pub const LOCK_FILE: &str = "daemon.lock";
+pub const LOCK_FILE: &str = crate::control::owner::DAEMON_LOCK_FILE;
 
 /// Why the state directory could not be locked.
 #[derive(Debug, Error)]

@@ -46,7 +46,13 @@ pub struct RevisionRun {
 impl RevisionRun {
     /// Resolves the image, starts the first instance and the controller. The error is the
     /// message the operation and the service's condition carry.
-    pub async fn start(host: &Host, spec: ServiceSpec) -> Result<RevisionRun, String> {
+    /// Instances in `adopt` (left running by this daemon before a restart) are taken over
+    /// first; only when none answers is a first instance started.
+    pub async fn start(
+        host: &Host,
+        spec: ServiceSpec,
+        adopt: Vec<String>,
+    ) -> Result<RevisionRun, String> {
         let image = match host.runtime.resolve_image(&spec.image).await {
             Ok(i) => i,
             Err(RuntimeError::ImageNotFound { .. }) => {
@@ -79,13 +85,25 @@ impl RevisionRun {
             user,
             state_dir: host.state_dir.clone(),
         });
-        let first_id = format!("{}-{}", spec.revision, crate::util::random_suffix(5));
-        info!(parent: &span, instance = %first_id, image = %spec.image, "starting the first instance");
-        let first = ctx
-            .launch(&first_id)
-            .instrument(span.clone())
-            .await
-            .map_err(|e| format!("The first instance failed to start: {}", Chain(&e)))?;
+        let mut initial = Vec::new();
+        for id in adopt {
+            match ctx.adopt(&id).instrument(span.clone()).await {
+                Ok(r) => initial.push(r),
+                Err(e) => {
+                    info!(parent: &span, instance = %id, "not adopted, removed: {}", Chain(&e))
+                }
+            }
+        }
+        if initial.is_empty() {
+            let first_id = format!("{}-{}", spec.revision, crate::util::random_suffix(5));
+            info!(parent: &span, instance = %first_id, image = %spec.image, "starting the first instance");
+            let first = ctx
+                .launch(&first_id)
+                .instrument(span.clone())
+                .await
+                .map_err(|e| format!("The first instance failed to start: {}", Chain(&e)))?;
+            initial.push(first);
+        }
         let demand = Arc::new(Demand::default());
         let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
         let route = Arc::new(Route {
@@ -115,7 +133,7 @@ impl RevisionRun {
                     demand,
                     snap_tx,
                     metrics,
-                    vec![first],
+                    initial,
                     stopped(stop_rx),
                 )
                 .await

@@ -14,8 +14,16 @@ use crate::pb::any::Any;
 use crate::pb::run_v2 as v2;
 
 impl Daemon {
-    /// Rolls service `full` out to revision `rev`, completing `ops` when it ends.
-    pub(super) async fn roll_out(&self, full: String, rev: String, ops: Vec<String>) {
+    /// Rolls service `full` out to revision `rev`, completing `ops` when it ends; `adopt`
+    /// are instances of `rev` still running from before a restart, taken over if they
+    /// still answer (then no first instance is started).
+    pub(super) async fn roll_out(
+        &self,
+        full: String,
+        rev: String,
+        ops: Vec<String>,
+        adopt: Vec<String>,
+    ) {
         let Some((lock, spec)) = self.rollout_input(&full, &rev).await else {
             return self
                 .finish_ops(
@@ -31,7 +39,7 @@ impl Daemon {
             Ok(s) => s,
             Err(m) => return self.rollout_failed(&full, &rev, &m, &ops).await,
         };
-        let run = match RevisionRun::start(&self.host, spec).await {
+        let run = match RevisionRun::start(&self.host, spec, adopt).await {
             Ok(r) => r,
             Err(m) => return self.rollout_failed(&full, &rev, &m, &ops).await,
         };

@@ -287,7 +287,7 @@ impl Daemon {
                 info!(service = %full, revision = %rev, "deploying");
                 let d = self.me();
                 let op_name = op.name.clone();
-                tokio::spawn(async move { d.roll_out(full, rev, vec![op_name]).await });
+                tokio::spawn(async move { d.roll_out(full, rev, vec![op_name], Vec::new()).await });
             }
             None => self.ops.finish(&op.name, Ok(Any::pack(&svc))).await,
         }

@@ -35,6 +35,8 @@ pub mod labels {
     pub const EXECUTION: &str = "runlet.io/execution";
     pub const TASK_INDEX: &str = "runlet.io/task-index";
     pub const TASK_ATTEMPT: &str = "runlet.io/task-attempt";
+    /// Which runlet made the container (`control::owner`).
+    pub const OWNER: &str = "runlet.io/owner";
 }
 
 /// Errors from the runtime, with the operation and object they concern.

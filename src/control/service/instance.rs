@@ -169,12 +169,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
         lbl.insert(labels::REVISION.to_string(), spec.revision.clone());
         lbl.insert(labels::INSTANCE.to_string(), id.clone());
         lbl.insert(labels::CONTAINER.to_string(), "ingress".to_string());
-        let sink: Sink = {
-            let id = id.clone();
-            Arc::new(
-                move |stream, line| info!(target: "runlet::container", instance = %id, stream, "{line}"),
-            )
-        };
+        let sink = log_sink(&id);
         let dir = self.dir(&id);
         let plan = Plan {
             dir: &dir,
@@ -199,13 +194,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
                 .map_err(StartError::Dialer)?,
         );
         self.probe(dialer.as_ref(), sandbox.exit(), t0).await?;
-        let mut endpoint = Endpoint::new(id.clone(), spec.port, dialer.clone(), spec.use_http2);
-        if spec.cpu_throttling {
-            endpoint = endpoint.with_idle_hook(CpuThrottle::for_container(&id, spec.cpu));
-        }
-        let endpoint = Arc::new(endpoint);
-        // Idle until the first request: throttled now (full CPU during start-up, LIFE-5).
-        endpoint.sync_idle_hook();
+        let endpoint = self.endpoint(&id, &dialer);
         let t = sandbox.timings;
         Ok(Running {
             id,
@@ -220,6 +209,73 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
                 probe: t_before_probe.elapsed(),
             },
             sandbox: None,
+        })
+    }
+
+    /// The data path's view of a ready instance; idle until its first request, so throttled
+    /// now under `--cpu-throttling` (full CPU during start-up, LIFE-5).
+    fn endpoint(&self, id: &str, dialer: &Arc<NetnsDialer>) -> Arc<Endpoint> {
+        let spec = &self.spec;
+        let mut endpoint = Endpoint::new(id.to_string(), spec.port, dialer.clone(), spec.use_http2);
+        if spec.cpu_throttling {
+            endpoint = endpoint.with_idle_hook(CpuThrottle::for_container(id, spec.cpu));
+        }
+        let endpoint = Arc::new(endpoint);
+        endpoint.sync_idle_hook();
+        endpoint
+    }
+
+    /// Takes over instance `id`, which an earlier run of this daemon left running (after a
+    /// `kill -9`): its output and exit are watched again, and it must still accept a
+    /// connection on its port within [`ADOPT_PROBE`]. No cold start: it serves at once.
+    pub async fn adopt(&self, id: &str) -> Result<Running, StartError> {
+        let sandbox = Sandbox::adopt(&self.runtime, id, &self.dir(id), log_sink(id))?;
+        let att = crate::runtime::network::Attachment {
+            id: id.to_string(),
+            netns: NetConfig::netns_path(id),
+            ip: None,
+        };
+        let dialer = Arc::new(
+            self.net
+                .dialer(&att, self.spec.port)
+                .map_err(StartError::Dialer)?,
+        );
+        let mut exit = sandbox.exit();
+        let alive = tokio::time::timeout(ADOPT_PROBE, async {
+            loop {
+                if let Some(status) = *exit.borrow_and_update() {
+                    return Err(StartError::Exited(status));
+                }
+                if dialer.dial().await.is_ok() {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or(Err(StartError::Timeout {
+            port: self.spec.port,
+            secs: ADOPT_PROBE.as_secs(),
+        }));
+        if let Err(e) = alive {
+            if let Err(stop_err) = stop_container(self.runtime.as_ref(), id, KILL_GRACE).await {
+                warn!(
+                    instance = id,
+                    "stopping an instance that could not be adopted: {stop_err}"
+                );
+            }
+            self.teardown(id, Some(sandbox)).await;
+            return Err(e);
+        }
+        info!(instance = id, "adopted a running instance");
+        Ok(Running {
+            id: id.to_string(),
+            endpoint: self.endpoint(id, &dialer),
+            dialer: Some(dialer),
+            exit: sandbox.exit(),
+            startup: Duration::ZERO,
+            phases: Phases::default(),
+            sandbox: Some(Box::new(sandbox)),
         })
     }
 
@@ -321,6 +377,17 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
         sandbox.remove(self.runtime.as_ref()).await;
         sandbox::release(&self.net, &self.rootfs, id, &self.dir(id)).await;
     }
+}
+
+/// How long an adopted instance has to accept a connection again.
+const ADOPT_PROBE: Duration = Duration::from_secs(5);
+
+/// Where an instance's output lines go: the log, tagged with the instance.
+fn log_sink(id: &str) -> Sink {
+    let id = id.to_string();
+    Arc::new(
+        move |stream, line| info!(target: "runlet::container", instance = %id, stream, "{line}"),
+    )
 }
 
 /// A dialer for an instance that is not ready yet.

@@ -1,11 +1,14 @@
 //! Adoption on restart, service side: containerd is the source of truth, so what an earlier
-//! runlet left of this service (containers found by the service label) is removed before the
-//! first instance starts.
+//! runlet left of this service (containers found by the service label, whose owner is gone:
+//! [`crate::control::owner`]) is removed before the first instance starts. A live owner's
+//! containers (the daemon's service of the same name, another `runlet serve`) are left alone.
 
 use std::path::Path;
 use std::time::Duration;
 
-use tracing::warn;
+use tracing::{info, warn};
+
+use crate::control::owner::{self, Owner, Verdict};
 
 use crate::control::sandbox::{self, Sandbox};
 use crate::control::service::instance::Ctx;
@@ -23,9 +26,21 @@ pub async fn clean_leftovers<R: Runtime>(ctx: &Ctx<R>) {
         return;
     };
     for c in list {
-        if c.labels.get(labels::SERVICE) == Some(&ctx.spec.name) {
-            warn!(container = %c.id, "removing a container an earlier runlet left behind");
-            remove(ctx.runtime.as_ref(), &ctx.net, &ctx.state_dir, &c.id).await;
+        if c.labels.get(labels::SERVICE) != Some(&ctx.spec.name) {
+            continue;
+        }
+        let theirs = c.labels.get(labels::OWNER).and_then(|o| Owner::parse(o));
+        let alive = theirs.as_ref().is_some_and(Owner::is_alive);
+        match owner::verdict(owner::current(), theirs.as_ref(), alive, true) {
+            Verdict::Remove => {
+                warn!(container = %c.id, "removing a container an earlier runlet left behind");
+                remove(ctx.runtime.as_ref(), &ctx.net, &ctx.state_dir, &c.id).await;
+            }
+            Verdict::Adopt | Verdict::Leave => info!(
+                container = %c.id,
+                owner = c.labels.get(labels::OWNER).map_or("", |s| s.as_str()),
+                "leaving a container of the same service name: its runlet is running"
+            ),
         }
     }
 }
