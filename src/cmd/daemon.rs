@@ -23,7 +23,7 @@ use runlet::daemon::Daemon;
 use runlet::ingress::{self, RouteTable};
 use runlet::metrics::Metrics;
 use runlet::runtime::containerd::Containerd;
-use runlet::runtime::network::NetConfig;
+use runlet::runtime::network::{NetConfig, GATEWAY};
 use runlet::spec::SpecError;
 
 use super::{wait_for_signal, with_containerd};
@@ -112,7 +112,12 @@ async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::by_host(Vec::new())));
-    let listeners = ingress::bind(&[input.listen], ingress::default_workers())
+    // Instances call services by URL through the bridge's gateway, on the same port.
+    let mut addrs = vec![input.listen];
+    if input.listen.ip().is_loopback() {
+        addrs.push(SocketAddr::new(GATEWAY.into(), input.listen.port()));
+    }
+    let listeners = ingress::bind(&addrs, ingress::default_workers())
         .map_err(|e| e.source)
         .with_context(|| format!("cannot listen on {} (--listen)", input.listen))?;
     let api_tcp = match input.api {
@@ -141,6 +146,7 @@ async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         net,
         state_dir: state_dir.clone(),
         metrics,
+        peers: None,
     };
     let daemon = Daemon::load(host, store, input.listen, routes_tx, hosts);
     daemon.resume().await;

@@ -144,6 +144,7 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         image,
         user,
         state_dir,
+        peers: None,
     });
     runlet::control::service::clean_leftovers(&ctx).await;
 

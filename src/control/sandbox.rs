@@ -70,6 +70,8 @@ pub struct Plan<'a> {
     pub labels: HashMap<String, String>,
     /// Where the container's output lines go.
     pub sink: Sink,
+    /// Lines to end the container's `/etc/hosts` with (the daemon's services).
+    pub extra_hosts: String,
 }
 
 /// Time spent in each step of [`Sandbox::create`] and [`Sandbox::start`].
@@ -140,8 +142,13 @@ impl Sandbox {
             pipes.stderr.display().to_string(),
         );
         let hostname = ocispec::hostname(&id);
-        let etc = network::write_etc_files(&dir.join("etc"), &hostname, att.ip.as_deref())
-            .map_err(SandboxError::Files)?;
+        let etc = network::write_etc_files(
+            &dir.join("etc"),
+            &hostname,
+            att.ip.as_deref(),
+            &plan.extra_hosts,
+        )
+        .map_err(SandboxError::Files)?;
         let netns = att.netns.display().to_string();
         let oci = ocispec::build(&ocispec::SpecInput {
             id: id.clone(),
@@ -307,6 +314,7 @@ pub(crate) mod tests {
             tmpfs: vec![],
             labels,
             sink: Arc::new(|_, _| {}),
+            extra_hosts: String::new(),
         }
     }
 

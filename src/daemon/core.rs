@@ -18,6 +18,7 @@ use super::store::Store;
 use crate::control::owner::{self, Owner, Verdict};
 use crate::ingress::RouteTable;
 use crate::pb::run_v2 as v2;
+use crate::runtime::network::GATEWAY;
 use crate::runtime::{labels, Runtime};
 
 /// The daemon's state, shared by the API handlers and the rollouts.
@@ -29,6 +30,8 @@ pub struct Daemon {
     pub(super) state: Mutex<State>,
     routes: watch::Sender<Arc<RouteTable>>,
     hosts: Option<HostsFile>,
+    /// The services as `/etc/hosts` lines for instances (`host.peers` reads it).
+    peers: watch::Sender<Arc<str>>,
     /// The ingress address (a service's `uri` names its port).
     pub(super) listen: SocketAddr,
     pub(super) ingress_port: u16,
@@ -44,13 +47,15 @@ impl Daemon {
     /// The daemon over `store`, with the services it holds loaded (not started: see
     /// [`resume`](Self::resume)).
     pub fn load(
-        host: Host,
+        mut host: Host,
         store: Arc<Store>,
         listen: SocketAddr,
         routes: watch::Sender<Arc<RouteTable>>,
         hosts: Option<HostsFile>,
     ) -> Arc<Daemon> {
         let ops = Operations::load(store.clone());
+        let (peers, peers_rx) = watch::channel(Arc::from(""));
+        host.peers = Some(peers_rx);
         let mut state = State::default();
         match store.list::<v2::Service>(SERVICES) {
             Ok(list) => {
@@ -83,6 +88,7 @@ impl Daemon {
             state: Mutex::new(state),
             routes,
             hosts,
+            peers,
             ingress_port: listen.port(),
             listen,
         })
@@ -236,10 +242,12 @@ impl Daemon {
             .collect()
     }
 
-    /// Keeps the host's `/etc/hosts` block in step with the services.
+    /// Keeps the names of the services resolvable: in the host's `/etc/hosts` block (to
+    /// 127.0.0.1), and in every instance's `/etc/hosts` (to the bridge's gateway, where the
+    /// ingress also listens), for running instances and new ones.
     pub(super) fn update_hosts(&self, names: BTreeSet<String>) {
+        let names: BTreeSet<String> = names.iter().map(|n| format!("{n}.localhost")).collect();
         if let Some(h) = &self.hosts {
-            let names = names.iter().map(|n| format!("{n}.localhost")).collect();
             if let Err(e) = h.set(&names) {
                 warn!(
                     "updating {}: {}",
@@ -247,6 +255,16 @@ impl Daemon {
                     crate::util::Chain(&e)
                 );
             }
+        }
+        match super::hosts::peers_block(&names, GATEWAY.into()) {
+            Ok(block) => {
+                self.peers.send_replace(Arc::from(block.as_str()));
+                super::hosts::update_instances(&self.host.state_dir.join("instances"), &block);
+            }
+            Err(e) => warn!(
+                "the services' names for instances: {}",
+                crate::util::Chain(&e)
+            ),
         }
     }
 }

@@ -193,22 +193,48 @@ pub fn render(existing: &str, block: Option<&str>) -> String {
     out
 }
 
-/// The complete `/etc/hosts` of an instance: the lines runlet has always written
-/// (localhost, and the instance's `hostname` at its `ip`, `127.0.1.1` without one), then
-/// each of `names` at `gateway`, where the daemon answers for every service.
-pub fn render_instance_hosts(
-    hostname: &str,
-    ip: Option<&str>,
-    names: &BTreeSet<String>,
-    gateway: IpAddr,
-) -> Result<String, HostsError> {
-    let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    out.push_str(&format!("{}\t{hostname}\n", ip.unwrap_or("127.0.1.1")));
+/// The line after which an instance's `/etc/hosts` lists the services (daemon instances
+/// only); [`peers_block`] writes it, [`replace_peers`] finds it.
+pub const PEERS_MARKER: &str = "# runlet services (kept current by runlet daemon)";
+
+/// The lines a daemon instance's `/etc/hosts` ends with: the marker, then each of `names`
+/// (`hello.localhost`) at `gateway`, where the daemon's ingress answers for every service.
+pub fn peers_block(names: &BTreeSet<String>, gateway: IpAddr) -> Result<String, HostsError> {
+    let mut out = format!("{PEERS_MARKER}\n");
     for name in names {
         check_host_name(name)?;
         out.push_str(&format!("{gateway}\t{name}\n"));
     }
     Ok(out)
+}
+
+/// `existing` (an instance's `/etc/hosts`) with everything from the marker on replaced by
+/// `block`; `None` when it has no marker (not a daemon instance's file).
+pub fn replace_peers(existing: &str, block: &str) -> Option<String> {
+    let at = existing.find(PEERS_MARKER)?;
+    Some(format!("{}{block}", &existing[..at]))
+}
+
+/// Rewrites, in place, the services block of every instance hosts file under
+/// `instances_dir` (`<id>/etc/hosts`, bind-mounted into the running container, so the same
+/// inode must be written: no rename). Files without the marker are left alone.
+pub fn update_instances(instances_dir: &Path, block: &str) {
+    let Ok(dirs) = fs::read_dir(instances_dir) else {
+        return;
+    };
+    for d in dirs.filter_map(Result::ok) {
+        let path = d.path().join("etc").join("hosts");
+        let Ok(existing) = fs::read_to_string(&path) else {
+            continue;
+        };
+        if let Some(new) = replace_peers(&existing, block) {
+            if new != existing {
+                if let Err(e) = fs::write(&path, new) {
+                    tracing::warn!("updating {}: {e}", path.display());
+                }
+            }
+        }
+    }
 }
 
 /// Accepts a plain host name: 1 to 253 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`,
@@ -496,25 +522,36 @@ mod tests {
     }
 
     #[test]
-    fn instance_hosts_keep_the_sandbox_base_lines() {
+    fn instance_hosts_list_the_services_after_the_marker_and_are_rewritten_in_place() {
         let tmp = tempfile::tempdir().unwrap();
         let gw: IpAddr = "10.209.0.1".parse().unwrap();
-        for ip in [Some("10.209.0.7"), None] {
-            crate::runtime::network::write_etc_files(tmp.path(), "inst-1", ip).unwrap();
-            let today = fs::read_to_string(tmp.path().join("hosts")).unwrap();
-            assert_eq!(
-                render_instance_hosts("inst-1", ip, &names(&[]), gw).unwrap(),
-                today
-            );
-            let with =
-                render_instance_hosts("inst-1", ip, &names(&["b.localhost", "a.localhost"]), gw)
-                    .unwrap();
-            assert_eq!(
-                with,
-                format!("{today}10.209.0.1\ta.localhost\n10.209.0.1\tb.localhost\n")
-            );
-        }
-        assert!(render_instance_hosts("i", None, &names(&["a b"]), gw).is_err());
+        let block = peers_block(&names(&["b.localhost", "a.localhost"]), gw).unwrap();
+        assert_eq!(
+            block,
+            format!("{PEERS_MARKER}\n10.209.0.1\ta.localhost\n10.209.0.1\tb.localhost\n")
+        );
+        assert!(peers_block(&names(&["a b"]), gw).is_err());
+        let etc = tmp.path().join("i1").join("etc");
+        crate::runtime::network::write_etc_files(&etc, "inst-1", Some("10.209.0.7"), &block)
+            .unwrap();
+        let first = fs::read_to_string(etc.join("hosts")).unwrap();
+        assert!(first.starts_with("127.0.0.1\tlocalhost\n"), "{first}");
+        assert!(first.ends_with(&block), "{first}");
+        let serve_etc = tmp.path().join("i2").join("etc");
+        crate::runtime::network::write_etc_files(&serve_etc, "inst-2", None, "").unwrap();
+        let serve_hosts = fs::read_to_string(serve_etc.join("hosts")).unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = inode(&etc.join("hosts"));
+        let fewer = peers_block(&names(&["a.localhost"]), gw).unwrap();
+        update_instances(tmp.path(), &fewer);
+        let now = fs::read_to_string(etc.join("hosts")).unwrap();
+        assert_eq!(now, first.replace(&block, &fewer));
+        assert_eq!(inode(&etc.join("hosts")), before, "rewritten in place");
+        assert_eq!(
+            fs::read_to_string(serve_etc.join("hosts")).unwrap(),
+            serve_hosts
+        );
+        assert_eq!(replace_peers("no marker", &fewer), None);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Host {
     pub net: NetConfig,
     pub state_dir: std::path::PathBuf,
     pub metrics: Arc<Metrics>,
+    /// The services as `/etc/hosts` lines for new instances (set by `Daemon::load`).
+    pub peers: Option<watch::Receiver<Arc<str>>>,
 }
 
 /// A running revision.
@@ -84,6 +86,7 @@ impl RevisionRun {
             image,
             user,
             state_dir: host.state_dir.clone(),
+            peers: host.peers.clone(),
         });
         let mut initial = Vec::new();
         for id in adopt {

@@ -120,7 +120,7 @@ pub fn bind(
             addr: asked,
             source,
         };
-        let addr = std::net::TcpListener::bind(asked)
+        let addr = listener(asked, false)
             .and_then(|probe| probe.local_addr())
             .map_err(failed)?;
         for group in &mut groups {
@@ -132,13 +132,24 @@ pub fn bind(
 
 /// One listening `SO_REUSEPORT` socket on `addr`.
 fn reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    listener(addr, true)
+}
+
+/// A listening socket on `addr`. `IP_FREEBIND` lets it bind an address the host does not
+/// have yet: the daemon's ingress listens on the bridge's gateway, which exists once the
+/// first instance's network is made.
+fn listener(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+    socket.set_reuseport(reuseport)?;
+    if addr.is_ipv4() {
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::IpFreebind, &true)
+            .map_err(io::Error::from)?;
+    }
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()
 }

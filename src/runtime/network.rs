@@ -58,6 +58,12 @@ pub enum NetError {
 /// again (someone may flush the firewall under a long-running `serve`).
 const NAT_RECHECK: Duration = Duration::from_secs(30);
 
+/// The instances' subnet; the bridge (the instances' gateway) has its first address.
+const SUBNET: &str = "10.209.0.0/16";
+
+/// The bridge's address: instances reach the host (and the daemon's ingress) there.
+pub const GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 209, 0, 1);
+
 /// The network settings runlet uses for every instance.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -76,7 +82,7 @@ impl NetConfig {
         NetConfig {
             cni_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             bridge: "runlet0".into(),
-            subnet: "10.209.0.0/16".into(),
+            subnet: SUBNET.into(),
             ipam_dir: PathBuf::from(IPAM_DIR),
             nat_checked: Default::default(),
         }
@@ -468,17 +474,20 @@ impl Dial for NetnsDialer {
     }
 }
 
-/// Writes the per-instance `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`; returns
-/// (destination, source) pairs for bind mounts.
+/// Writes the per-instance `/etc/hosts` (ending with `extra_hosts`, lines the caller
+/// renders), `/etc/hostname` and `/etc/resolv.conf`; returns (destination, source) pairs
+/// for bind mounts.
 pub fn write_etc_files(
     dir: &Path,
     hostname: &str,
     ip: Option<&str>,
+    extra_hosts: &str,
 ) -> io::Result<Vec<(String, String)>> {
     std::fs::create_dir_all(dir)?;
     let mut hosts =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     hosts.push_str(&format!("{}\t{hostname}\n", ip.unwrap_or("127.0.1.1")));
+    hosts.push_str(extra_hosts);
     let resolv = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())

@@ -291,6 +291,7 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         tmpfs: vec![],
         labels: lbl,
         sink,
+        extra_hosts: String::new(),
     };
     sandbox
         .create(&ctx.runtime, &ctx.net, &ctx.rootfs, plan)

@@ -59,6 +59,9 @@ pub struct Ctx<R: Runtime, N: Network = NetConfig, F: RootFs = MemoryFs> {
     /// Numeric user and group resolved from the image's `User`.
     pub user: (u32, u32),
     pub state_dir: PathBuf,
+    /// The daemon's services as `/etc/hosts` lines for new instances (`None` outside the
+    /// daemon).
+    pub peers: Option<watch::Receiver<Arc<str>>>,
 }
 
 /// Start-up time by phase.
@@ -182,6 +185,11 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             tmpfs: spec.volumes.clone(),
             labels: lbl,
             sink,
+            extra_hosts: self
+                .peers
+                .as_ref()
+                .map(|p| p.borrow().to_string())
+                .unwrap_or_default(),
         };
         let att = sandbox
             .create(&self.runtime, &self.net, &self.rootfs, plan)
@@ -467,6 +475,7 @@ mod tests {
             image: Default::default(),
             user: (0, 0),
             state_dir: dir.to_path_buf(),
+            peers: None,
         }
     }
 
