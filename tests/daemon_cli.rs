@@ -137,7 +137,14 @@ fn deploy_list_describe_delete_through_the_daemon() {
     // Create.
     let out = ok(
         &env,
-        &["deploy", "cli-hello", "--image", "probe", "--set-env-vars", "A=1"],
+        &[
+            "deploy",
+            "cli-hello",
+            "--image",
+            "probe",
+            "--set-env-vars",
+            "A=1",
+        ],
     );
     assert!(
         out.starts_with("Deploying container to Cloud Run service [cli-hello] in project [local] region [local]\n"),
@@ -158,7 +165,14 @@ fn deploy_list_describe_delete_through_the_daemon() {
     // Update: a new revision answers.
     let out = ok(
         &env,
-        &["deploy", "cli-hello", "--image", "probe", "--set-env-vars", "A=2"],
+        &[
+            "deploy",
+            "cli-hello",
+            "--image",
+            "probe",
+            "--set-env-vars",
+            "A=2",
+        ],
     );
     assert!(out.contains("✓ Deploying... Done."), "{out}");
     let j = daemon.get("cli-hello").json().unwrap();
@@ -179,7 +193,10 @@ fn deploy_list_describe_delete_through_the_daemon() {
     let over_tcp = ok(&env, &["services", "list", "--api", &api]);
     assert!(over_tcp.contains("cli-hello"), "{over_tcp}");
 
-    let json = ok(&env, &["services", "describe", "cli-hello", "--format", "json"]);
+    let json = ok(
+        &env,
+        &["services", "describe", "cli-hello", "--format", "json"],
+    );
     let svc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(svc["uri"], url.as_str(), "{json}");
     assert!(
@@ -189,7 +206,10 @@ fn deploy_list_describe_delete_through_the_daemon() {
             .ends_with(&second),
         "{json}"
     );
-    let yaml = ok(&env, &["services", "describe", "cli-hello", "--format", "yaml"]);
+    let yaml = ok(
+        &env,
+        &["services", "describe", "cli-hello", "--format", "yaml"],
+    );
     assert!(yaml.contains(&format!("uri: {url}")), "{yaml}");
     let summary = ok(&env, &["services", "describe", "cli-hello"]);
     assert!(
@@ -225,7 +245,10 @@ fn deploy_list_describe_delete_through_the_daemon() {
         "the error names the image:\n{err}"
     );
     // Bad flags never reach the daemon.
-    let o = runlet(&env, &["deploy", "cli-bad", "--image", "probe", "--cpu", "99"]);
+    let o = runlet(
+        &env,
+        &["deploy", "cli-bad", "--image", "probe", "--cpu", "99"],
+    );
     assert_eq!(o.status.code(), Some(64), "{:?}", text(&o));
     assert!(text(&o).1.contains("--cpu"), "{:?}", text(&o));
 
