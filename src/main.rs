@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use runlet::api::client::ClientError;
 use runlet::cli::{Cli, Command};
 use runlet::spec::SpecError;
 
@@ -49,6 +50,10 @@ fn main() {
             Command::Image(c) => cmd::image::run(&cli.global, c).await,
             Command::Job(c) => cmd::job::run(&cli.global, c).await,
             Command::Daemon(args) => cmd::daemon::run(&cli.global, args).await,
+            Command::Deploy(args) => cmd::deploy::run(&cli.global, args).await,
+            Command::Services(c) => cmd::services::run(&cli.global, c).await,
+            Command::Revisions(c) => cmd::revisions::run(&cli.global, c).await,
+            Command::Status(args) => cmd::status::run(&cli.global, args).await,
         };
         result.unwrap_or_else(|e| {
             // The error and each of its causes, once: `: `-separated.
@@ -60,9 +65,12 @@ fn main() {
     std::process::exit(code);
 }
 
-/// 64 for bad input, 1 for anything else.
+/// 64 for bad input (ours, or the daemon's INVALID_ARGUMENT), 1 for anything else.
 fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.downcast_ref::<SpecError>().is_some() {
+    let refused = e
+        .downcast_ref::<ClientError>()
+        .is_some_and(ClientError::is_usage);
+    if e.downcast_ref::<SpecError>().is_some() || refused {
         EXIT_USAGE
     } else {
         1

@@ -8,7 +8,9 @@
 //!   JSON mapping, and Google's error shape.
 //! - [`listen`]: one listener for both (gRPC by `content-type`), the Unix socket, and the
 //!   bearer token a non-loopback listener requires.
+//! - [`client`]: the other end, for the CLI's client commands and the tests.
 
+pub mod client;
 pub mod grpc;
 pub mod listen;
 pub mod rest;

@@ -1,8 +1,17 @@
 //! Command-line structures (clap) only; turning them into typed specs happens in the
 //! binary's `cmd` modules.
+//!
+//! Two kinds of commands: `runlet serve` and `runlet job execute` run in the foreground (the
+//! service or job lives as long as the command); `runlet deploy`, `runlet services`, `runlet
+//! revisions` and `runlet status` are clients of `runlet daemon` ([`client::ApiArgs`]).
 
+pub mod client;
 pub mod daemon;
+pub mod deploy;
 pub mod job;
+pub mod revisions;
+pub mod services;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -12,7 +21,11 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "runlet",
     version,
-    about = "Run Cloud Run services and jobs on one Linux machine, on containerd"
+    about = "Run Cloud Run services and jobs on one Linux machine, on containerd",
+    long_about = "Run Cloud Run services and jobs on one Linux machine, on containerd.\n\n\
+        In the foreground: `runlet serve` (a service until Ctrl-C) and `runlet job execute` (a job \
+        to its end). With the daemon: `runlet daemon` runs services and serves the Cloud Run Admin \
+        API v2; `runlet deploy`, `runlet services`, `runlet revisions` and `runlet status` talk to it."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -50,17 +63,27 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve an image as a Cloud Run service.
+    /// Serve an image as a Cloud Run service, in the foreground (until Ctrl-C).
     Serve(ServeArgs),
     /// Manage runlet's image store.
     #[command(subcommand)]
     Image(ImageCommand),
-    /// Run Cloud Run jobs.
+    /// Run Cloud Run jobs, in the foreground.
     #[command(subcommand)]
     Job(job::JobCommand),
     /// Run the long-lived runtime serving the Cloud Run Admin API v2 (services); `runlet
-    /// deploy`, `runlet services` and `runlet revisions` talk to it.
+    /// deploy`, `runlet services`, `runlet revisions` and `runlet status` talk to it.
     Daemon(daemon::DaemonArgs),
+    /// Deploy a service to the daemon (create or update it), like `gcloud run deploy`.
+    Deploy(Box<deploy::DeployArgs>),
+    /// List, describe or delete the daemon's services.
+    #[command(subcommand)]
+    Services(services::ServicesCommand),
+    /// List the daemon's revisions.
+    #[command(subcommand)]
+    Revisions(revisions::RevisionsCommand),
+    /// Whether the daemon and containerd answer, and the services at a glance.
+    Status(status::StatusArgs),
 }
 
 #[derive(Debug, Args)]

@@ -128,7 +128,7 @@ async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         ),
         None => None,
     };
-    let sock_path = state_dir.join("runlet.sock");
+    let sock_path = runlet::api::client::socket_path(&state_dir);
     let api_unix = bind_unix(&sock_path)?;
     let ingress = ingress::start(
         listeners,

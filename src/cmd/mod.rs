@@ -5,14 +5,23 @@
 //! - [`job`]: `runlet job execute` and `runlet job executions list|describe`.
 //! - [`image`]: `runlet image load|ls|rm`.
 //! - [`daemon`]: `runlet daemon`, the long-lived runtime serving the Admin API.
+//! - The daemon's clients: [`deploy`], [`services`] (`list|describe|delete`),
+//!   [`revisions`] (`list`) and [`status`]; [`api`] reaches the daemon from their flags, and
+//!   [`print`] holds what they print (gcloud's shapes).
 //!
 //! What the commands share: reaching containerd ([`with_containerd`]) and writing to stdout
-//! ([`print`]).
+//! ([`print()`]).
 
+pub mod api;
 pub mod daemon;
+pub mod deploy;
 pub mod image;
 pub mod job;
+pub mod print;
+pub mod revisions;
 pub mod serve;
+pub mod services;
+pub mod status;
 
 use std::future::Future;
 use std::io::Write;

@@ -15,14 +15,13 @@ use tracing::info;
 use runlet::cli::{GlobalArgs, ServeArgs};
 use runlet::control::autoscale::Policy;
 use runlet::control::service::instance::Ctx;
-use runlet::image::reference;
 use runlet::ingress::{self, Demand, IngressConfig, Route, RouteTable, Snapshot};
 use runlet::metrics::Metrics;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::rootfs::MemoryFs;
 use runlet::runtime::Runtime;
-use runlet::spec::probe;
+use runlet::spec::flags::ServiceFlags;
 use runlet::spec::{self, ServiceSpec, SpecError};
 
 use super::{wait_for_signal, with_containerd};
@@ -45,65 +44,45 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
 }
 
 fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
-    let image = reference::normalize(&a.image).map_err(|e| SpecError {
-        field: "--image",
-        detail: e.to_string(),
-    })?;
+    let flags = ServiceFlags {
+        image: a.image.clone(),
+        port: Some(a.port),
+        set_env_vars: a.container.set_env_vars.clone(),
+        command: a.container.command.clone(),
+        args: a.container.args.clone(),
+        memory: Some(a.memory.clone()),
+        cpu: Some(a.cpu.clone()),
+        concurrency: Some(a.concurrency),
+        timeout: Some(a.timeout.clone()),
+        min_instances: Some(a.min_instances),
+        max_instances: Some(a.max_instances),
+        startup_probe: a.startup_probe.clone(),
+        liveness_probe: a.liveness_probe.clone(),
+        add_volume: a.add_volume.clone(),
+        add_volume_mount: a.add_volume_mount.clone(),
+        use_http2: a.use_http2,
+        cpu_throttling: Some(a.cpu_throttling),
+    }
+    .check()?;
     let name = match &a.service {
         Some(n) => {
             spec::check_name("--service", n, 49)?;
             n.clone()
         }
-        None => spec::name_from_image(&image),
+        None => spec::name_from_image(&flags.image_ref),
     };
     let listen = a.listen.parse().map_err(|_| SpecError {
         field: "--listen",
         detail: format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:8080)", a.listen),
     })?;
-    if a.port == 0 {
-        return Err(SpecError {
-            field: "--port",
-            detail: "0 is out of range: allowed 1 to 65535".into(),
-        });
-    }
-    let timeout = spec::parse_duration("--timeout", &a.timeout)?;
-    spec::in_range("--timeout", timeout.as_secs_f64(), 1.0, 3600.0)?;
     let idle = spec::parse_duration("--idle-timeout", &a.idle_timeout)?;
     spec::in_range("--idle-timeout", idle.as_secs_f64(), 0.0, 900.0)?;
     let startup = spec::parse_duration("--startup-timeout", &a.startup_timeout)?;
     spec::in_range("--startup-timeout", startup.as_secs_f64(), 1.0, 240.0)?;
-    spec::in_range("--concurrency", a.concurrency, 1, 1000)?;
-    spec::in_range("--max-instances", a.max_instances, 1, 1000)?;
-    spec::in_range("--min-instances", a.min_instances, 0, a.max_instances)?;
-    let memory = spec::memory("--memory", &a.memory)?;
-    let probe = |field, text: &Option<String>| {
-        text.as_deref()
-            .map(|s| probe::parse(field, s, a.port))
-            .transpose()
-    };
-    Ok(ServiceSpec {
-        revision: spec::revision_name(&name),
-        name,
-        image,
-        port: a.port,
-        listen,
-        env: spec::parse_env_vars(&a.container.set_env_vars)?,
-        command: a.container.command.as_deref().map(spec::split_list),
-        args: a.container.args.as_deref().map(spec::split_list),
-        memory_bytes: memory,
-        cpu: spec::cpu("--cpu", &a.cpu)?,
-        concurrency: a.concurrency,
-        timeout,
-        min_instances: a.min_instances,
-        max_instances: a.max_instances,
-        idle_timeout: idle,
-        startup_timeout: startup,
-        use_http2: a.use_http2,
-        cpu_throttling: a.cpu_throttling,
-        volumes: spec::volumes(&a.add_volume, &a.add_volume_mount, memory)?,
-        startup_probe: probe("--startup-probe", &a.startup_probe)?,
-        liveness_probe: probe("--liveness-probe", &a.liveness_probe)?,
-    })
+    let mut spec = flags.service_spec(&name, &spec::revision_name(&name), listen);
+    spec.idle_timeout = idle;
+    spec.startup_timeout = startup;
+    Ok(spec)
 }
 
 /// `--metrics-listen`: HOST:PORT, or `off`.

@@ -12,11 +12,13 @@ use std::time::Duration;
 use thiserror::Error;
 
 mod env;
+pub mod flags;
 mod list;
 mod name;
 pub mod probe;
 mod quantity;
 pub mod run_v2;
+pub mod to_run_v2;
 mod volume;
 
 pub use env::{check_env_name, parse_env_list, parse_env_vars, RESERVED_ENV};
@@ -24,7 +26,38 @@ pub use list::split_list;
 pub use name::{check_name, name_from_image, revision_name};
 pub use probe::Probe;
 pub use quantity::{cpu, in_range, memory, parse_duration};
-pub use volume::volumes;
+pub use volume::{volumes, MountFlag, VolumeFlag, VolumeFlags};
+
+/// Cloud Run's defaults for what a revision leaves unset; `runlet serve`'s flag defaults, the
+/// Admin API's template mapping ([`run_v2`]) and `runlet deploy`'s flags ([`flags`]) use them.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// The container's port (`PORT`).
+    pub const PORT: u16 = 8080;
+    /// Memory per instance.
+    pub const MEMORY: u64 = 512 << 20;
+    /// CPUs per instance.
+    pub const CPU: f64 = 1.0;
+    /// The request timeout.
+    pub const TIMEOUT: Duration = Duration::from_secs(300);
+    /// How long an instance may take to listen (contract LIFE-1).
+    pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(240);
+    /// How long an idle instance above the minimum is kept (runlet's `--idle-timeout`).
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+    /// Instances at most.
+    pub const MAX_INSTANCES: usize = 100;
+
+    /// Requests per instance when unset: 80, but 1 below one CPU (Cloud Run requires
+    /// concurrency 1 there).
+    pub fn concurrency(cpu: f64) -> usize {
+        if cpu >= 1.0 {
+            80
+        } else {
+            1
+        }
+    }
+}
 
 /// A flag value refused, naming the flag and what is allowed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -42,7 +75,7 @@ fn bad(field: &'static str, detail: impl Into<String>) -> SpecError {
 }
 
 /// A service as runlet runs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub name: String,
     pub revision: String,

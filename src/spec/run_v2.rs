@@ -12,12 +12,7 @@ use super::{bad, check_env_name, cpu, in_range, memory, ServiceSpec, SpecError, 
 use crate::image::reference;
 use crate::pb::run_v2::{self as v2, env_var, probe, volume};
 
-/// Cloud Run's default request timeout.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long an instance may take to listen (contract LIFE-1).
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(240);
-/// How long an idle instance above the minimum is kept (runlet's `--idle-timeout` default).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+use super::defaults::{self, IDLE_TIMEOUT, STARTUP_TIMEOUT, TIMEOUT as DEFAULT_TIMEOUT};
 
 /// The spec of revision `revision` of service `name` (its short id), from the resource.
 pub fn service_spec(
@@ -57,8 +52,7 @@ pub fn service_spec(
     let (memory_bytes, cpu_count, cpu_throttling) = resources(c)?;
     let (min_instances, max_instances) = scaling(svc, t)?;
     let concurrency = match t.max_instance_request_concurrency {
-        0 if cpu_count >= 1.0 => 80,
-        0 => 1,
+        0 => defaults::concurrency(cpu_count),
         n => in_range("service.template.maxInstanceRequestConcurrency", n, 1, 1000)? as usize,
     };
     let timeout = match &t.timeout {
@@ -212,10 +206,10 @@ fn check_container(c: &v2::Container) -> Result<(), SpecError> {
 fn port(c: &v2::Container) -> Result<(u16, bool), SpecError> {
     const FIELD: &str = "service.template.containers[0].ports";
     match c.ports.as_slice() {
-        [] => Ok((8080, false)),
+        [] => Ok((defaults::PORT, false)),
         [p] => {
             let port = match p.container_port {
-                0 => 8080,
+                0 => defaults::PORT,
                 n => in_range(FIELD, n, 1, 65535)? as u16,
             };
             let h2 = match p.name.as_str() {
@@ -238,10 +232,10 @@ fn port(c: &v2::Container) -> Result<(u16, bool), SpecError> {
 /// defaults: 512Mi, 1 CPU, CPU only during requests.
 fn resources(c: &v2::Container) -> Result<(u64, f64, bool), SpecError> {
     let Some(r) = &c.resources else {
-        return Ok((512 << 20, 1.0, true));
+        return Ok((defaults::MEMORY, defaults::CPU, true));
     };
-    let mut mem = 512 << 20;
-    let mut cpus = 1.0;
+    let mut mem = defaults::MEMORY;
+    let mut cpus = defaults::CPU;
     for (k, v) in &r.limits {
         match k.as_str() {
             "memory" => mem = memory("service.template.containers[0].resources.limits.memory", v)?,
@@ -261,11 +255,11 @@ fn resources(c: &v2::Container) -> Result<(u64, f64, bool), SpecError> {
 /// scaling fixes both.
 fn scaling(svc: &v2::Service, t: &v2::RevisionTemplate) -> Result<(usize, usize), SpecError> {
     let (mut min, mut max) = match &t.scaling {
-        None => (0, 100),
+        None => (0, defaults::MAX_INSTANCES as i32),
         Some(s) => (
             s.min_instance_count,
             if s.max_instance_count == 0 {
-                100
+                defaults::MAX_INSTANCES as i32
             } else {
                 s.max_instance_count
             },

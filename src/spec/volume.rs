@@ -1,8 +1,72 @@
-//! In-memory volumes: gcloud's `--add-volume` and `--add-volume-mount`.
+//! In-memory volumes: gcloud's `--add-volume` and `--add-volume-mount`, parsed into what
+//! they say ([`VolumeFlags`]: names, size limits as given, mounts) and into what an instance
+//! gets ([`volumes`]: mount paths and sizes).
 
 use super::list::key_values;
 use super::quantity::memory_quantity;
 use super::{bad, SpecError};
+
+/// One `--add-volume name=N,type=in-memory[,size-limit=64Mi]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeFlag {
+    pub name: String,
+    /// `size-limit` as given (checked to be a size), if given.
+    pub size_limit: Option<String>,
+    /// Its size in bytes: the limit, at most the instance's memory (its pages are charged
+    /// there), which is also the size without a limit.
+    pub size: u64,
+}
+
+/// One `--add-volume-mount volume=N,mount-path=/x`, of a volume defined with `--add-volume`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountFlag {
+    pub volume: String,
+    pub path: String,
+}
+
+/// The volume flags, each checked, and the mounts checked against the volumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeFlags {
+    pub volumes: Vec<VolumeFlag>,
+    pub mounts: Vec<MountFlag>,
+}
+
+impl VolumeFlags {
+    /// Parses `--add-volume` and `--add-volume-mount` for an instance of `memory` bytes.
+    pub fn parse(
+        add_volume: &[String],
+        add_mount: &[String],
+        memory: u64,
+    ) -> Result<VolumeFlags, SpecError> {
+        let mut volumes: Vec<VolumeFlag> = Vec::new();
+        for v in add_volume {
+            let v = volume(v, memory)?;
+            if volumes.iter().any(|d| d.name == v.name) {
+                return Err(bad(
+                    "--add-volume",
+                    format!("volume {} is defined twice", v.name),
+                ));
+            }
+            volumes.push(v);
+        }
+        let mounts = add_mount
+            .iter()
+            .map(|m| mount(m, &volumes))
+            .collect::<Result<_, _>>()?;
+        Ok(VolumeFlags { volumes, mounts })
+    }
+
+    /// What the instance mounts: (mount path, size) pairs.
+    pub fn mounted(&self) -> Vec<(String, u64)> {
+        self.mounts
+            .iter()
+            .filter_map(|m| {
+                let v = self.volumes.iter().find(|v| v.name == m.volume)?;
+                Some((m.path.clone(), v.size))
+            })
+            .collect()
+    }
+}
 
 /// Parses gcloud's `--add-volume name=N,type=in-memory[,size-limit=64Mi]` and
 /// `--add-volume-mount volume=N,mount-path=/x` into (mount path, size) pairs; a volume
@@ -12,29 +76,18 @@ pub fn volumes(
     add_mount: &[String],
     memory: u64,
 ) -> Result<Vec<(String, u64)>, SpecError> {
-    let mut vols: Vec<(String, u64)> = Vec::new();
-    for v in add_volume {
-        let (name, size) = volume(v, memory)?;
-        if vols.iter().any(|(n, _)| *n == name) {
-            return Err(bad(
-                "--add-volume",
-                format!("volume {name} is defined twice"),
-            ));
-        }
-        vols.push((name, size.min(memory)));
-    }
-    add_mount.iter().map(|m| mount(m, &vols)).collect()
+    Ok(VolumeFlags::parse(add_volume, add_mount, memory)?.mounted())
 }
 
-/// One `--add-volume` value: (name, size limit).
-fn volume(v: &str, memory: u64) -> Result<(String, u64), SpecError> {
+/// One `--add-volume` value.
+fn volume(v: &str, memory: u64) -> Result<VolumeFlag, SpecError> {
     const FIELD: &str = "--add-volume";
-    let (mut name, mut kind, mut size) = (None, None, memory);
+    let (mut name, mut kind, mut limit) = (None, None, None);
     for (k, val) in key_values(FIELD, v)? {
         match k {
             "name" => name = Some(val),
             "type" => kind = Some(val),
-            "size-limit" => size = memory_quantity(FIELD, val)?,
+            "size-limit" => limit = Some((val, memory_quantity(FIELD, val)?)),
             other => {
                 return Err(bad(
                     FIELD,
@@ -45,7 +98,11 @@ fn volume(v: &str, memory: u64) -> Result<(String, u64), SpecError> {
     }
     let name = name.ok_or_else(|| bad(FIELD, format!("{v:?} has no name=")))?;
     match kind {
-        Some("in-memory") => Ok((name.to_string(), size)),
+        Some("in-memory") => Ok(VolumeFlag {
+            name: name.to_string(),
+            size_limit: limit.map(|(text, _)| text.to_string()),
+            size: limit.map_or(memory, |(_, bytes)| bytes.min(memory)),
+        }),
         Some(other) => Err(bad(
             FIELD,
             format!("type={other} is not supported on one node; allowed: in-memory"),
@@ -57,8 +114,8 @@ fn volume(v: &str, memory: u64) -> Result<(String, u64), SpecError> {
     }
 }
 
-/// One `--add-volume-mount` value of a volume in `vols`: (mount path, size limit).
-fn mount(m: &str, vols: &[(String, u64)]) -> Result<(String, u64), SpecError> {
+/// One `--add-volume-mount` value, of a volume in `vols`.
+fn mount(m: &str, vols: &[VolumeFlag]) -> Result<MountFlag, SpecError> {
     const FIELD: &str = "--add-volume-mount";
     let (mut volume, mut path) = (None, None);
     for (k, val) in key_values(FIELD, m)? {
@@ -81,17 +138,16 @@ fn mount(m: &str, vols: &[(String, u64)]) -> Result<(String, u64), SpecError> {
             format!("mount-path={path} must be an absolute path other than /"),
         ));
     }
-    let size = vols
-        .iter()
-        .find(|(n, _)| n == volume)
-        .map(|(_, s)| *s)
-        .ok_or_else(|| {
-            bad(
-                FIELD,
-                format!("volume {volume} is not defined with --add-volume"),
-            )
-        })?;
-    Ok((path.to_string(), size))
+    if !vols.iter().any(|v| v.name == volume) {
+        return Err(bad(
+            FIELD,
+            format!("volume {volume} is not defined with --add-volume"),
+        ));
+    }
+    Ok(MountFlag {
+        volume: volume.to_string(),
+        path: path.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -117,6 +173,43 @@ mod tests {
             v,
             vec![("/cache".to_string(), 64 << 20), ("/big".to_string(), mem)]
         );
+    }
+
+    #[test]
+    fn flags_keep_names_and_limits_as_given() {
+        let mem = 512 << 20;
+        let f = VolumeFlags::parse(
+            &[
+                "name=cache,type=in-memory,size-limit=64Mi".into(),
+                "name=huge,type=in-memory,size-limit=4Gi".into(),
+            ],
+            &["volume=huge,mount-path=/h".into()],
+            mem,
+        )
+        .unwrap();
+        assert_eq!(
+            f.volumes,
+            vec![
+                VolumeFlag {
+                    name: "cache".into(),
+                    size_limit: Some("64Mi".into()),
+                    size: 64 << 20
+                },
+                VolumeFlag {
+                    name: "huge".into(),
+                    size_limit: Some("4Gi".into()),
+                    size: mem
+                },
+            ]
+        );
+        assert_eq!(
+            f.mounts,
+            vec![MountFlag {
+                volume: "huge".into(),
+                path: "/h".into()
+            }]
+        );
+        assert_eq!(f.mounted(), vec![("/h".to_string(), mem)]);
     }
 
     #[test]

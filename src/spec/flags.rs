@@ -1,0 +1,255 @@
+//! The flags that describe a revision, gcloud's names, shared by `runlet serve` and `runlet
+//! deploy`: as given ([`ServiceFlags`]), then checked once into [`Checked`]. What `runlet
+//! serve` runs ([`Checked::service_spec`]) and what `runlet deploy` sends to the daemon
+//! ([`super::to_run_v2`]) both come from a [`Checked`], so a flag means the same to both;
+//! the round trip through the Admin API's mapping ([`super::run_v2`]) is tested in
+//! `to_run_v2`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{
+    bad, cpu, defaults, in_range, memory, parse_duration, parse_env_vars, probe, split_list, Probe,
+    ServiceSpec, SpecError, VolumeFlags,
+};
+use crate::image::reference;
+
+/// The revision's flags as given (`None`: not given, Cloud Run's default applies).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceFlags {
+    pub image: String,
+    pub port: Option<u16>,
+    /// `--set-env-vars`, each in gcloud's list syntax.
+    pub set_env_vars: Vec<String>,
+    /// `--command` and `--args`, in gcloud's list syntax.
+    pub command: Option<String>,
+    pub args: Option<String>,
+    pub memory: Option<String>,
+    pub cpu: Option<String>,
+    pub concurrency: Option<usize>,
+    pub timeout: Option<String>,
+    pub min_instances: Option<usize>,
+    pub max_instances: Option<usize>,
+    pub startup_probe: Option<String>,
+    pub liveness_probe: Option<String>,
+    pub add_volume: Vec<String>,
+    pub add_volume_mount: Vec<String>,
+    pub use_http2: bool,
+    /// `--cpu-throttling` (true) or `--no-cpu-throttling` (false); unset is off: on one
+    /// machine nobody bills by request (docs/usage.md).
+    pub cpu_throttling: Option<bool>,
+}
+
+/// [`ServiceFlags`] checked: each value parsed, with the text the Admin API carries kept
+/// where the API has a text field (memory, CPU, image as given).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// As given (the daemon normalises it the same way).
+    pub image: String,
+    /// Normalised (`docker.io/library/NAME:latest`).
+    pub image_ref: String,
+    pub port: Option<u16>,
+    pub env: Vec<(String, String)>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    /// (as given, bytes).
+    pub memory: Option<(String, u64)>,
+    /// (as given, CPUs).
+    pub cpu: Option<(String, f64)>,
+    pub concurrency: Option<usize>,
+    pub timeout: Option<Duration>,
+    pub min_instances: Option<usize>,
+    pub max_instances: Option<usize>,
+    pub startup_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe>,
+    pub volumes: VolumeFlags,
+    pub use_http2: bool,
+    pub cpu_throttling: bool,
+}
+
+impl ServiceFlags {
+    /// Checks every flag, refusing the first bad one with its name and what is allowed.
+    pub fn check(&self) -> Result<Checked, SpecError> {
+        let image_ref =
+            reference::normalize(&self.image).map_err(|e| bad("--image", e.to_string()))?;
+        if self.port == Some(0) {
+            return Err(bad("--port", "0 is out of range: allowed 1 to 65535"));
+        }
+        let timeout = match &self.timeout {
+            None => None,
+            Some(t) => {
+                let d = parse_duration("--timeout", t)?;
+                in_range("--timeout", d.as_secs_f64(), 1.0, 3600.0)?;
+                Some(d)
+            }
+        };
+        if let Some(c) = self.concurrency {
+            in_range("--concurrency", c, 1, 1000)?;
+        }
+        let max = self.max_instances.unwrap_or(defaults::MAX_INSTANCES);
+        in_range("--max-instances", max, 1, 1000)?;
+        if let Some(min) = self.min_instances {
+            in_range("--min-instances", min, 0, max)?;
+        }
+        let memory = match &self.memory {
+            None => None,
+            Some(m) => Some((m.clone(), memory("--memory", m)?)),
+        };
+        let cpu = match &self.cpu {
+            None => None,
+            Some(c) => Some((c.clone(), cpu("--cpu", c)?)),
+        };
+        let port = self.port.unwrap_or(defaults::PORT);
+        let probe = |field, text: &Option<String>| {
+            text.as_deref()
+                .map(|s| probe::parse(field, s, port))
+                .transpose()
+        };
+        let memory_bytes = memory.as_ref().map_or(defaults::MEMORY, |m| m.1);
+        Ok(Checked {
+            image: self.image.clone(),
+            image_ref,
+            port: self.port,
+            env: parse_env_vars(&self.set_env_vars)?,
+            command: self.command.as_deref().map(split_list),
+            args: self.args.as_deref().map(split_list),
+            memory,
+            cpu,
+            concurrency: self.concurrency,
+            timeout,
+            min_instances: self.min_instances,
+            max_instances: self.max_instances,
+            startup_probe: probe("--startup-probe", &self.startup_probe)?,
+            liveness_probe: probe("--liveness-probe", &self.liveness_probe)?,
+            volumes: VolumeFlags::parse(&self.add_volume, &self.add_volume_mount, memory_bytes)?,
+            use_http2: self.use_http2,
+            cpu_throttling: self.cpu_throttling.unwrap_or(false),
+        })
+    }
+}
+
+impl Checked {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(defaults::PORT)
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.as_ref().map_or(defaults::MEMORY, |m| m.1)
+    }
+
+    pub fn cpus(&self) -> f64 {
+        self.cpu.as_ref().map_or(defaults::CPU, |c| c.1)
+    }
+
+    /// What `runlet serve` runs: revision `revision` of service `name`, served on `listen`,
+    /// with runlet's default idle and start-up timeouts.
+    pub fn service_spec(&self, name: &str, revision: &str, listen: SocketAddr) -> ServiceSpec {
+        ServiceSpec {
+            name: name.to_string(),
+            revision: revision.to_string(),
+            image: self.image_ref.clone(),
+            port: self.port(),
+            listen,
+            env: self.env.clone(),
+            command: self.command.clone(),
+            args: self.args.clone(),
+            memory_bytes: self.memory_bytes(),
+            cpu: self.cpus(),
+            concurrency: self
+                .concurrency
+                .unwrap_or_else(|| defaults::concurrency(self.cpus())),
+            timeout: self.timeout.unwrap_or(defaults::TIMEOUT),
+            min_instances: self.min_instances.unwrap_or(0),
+            max_instances: self.max_instances.unwrap_or(defaults::MAX_INSTANCES),
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            startup_timeout: defaults::STARTUP_TIMEOUT,
+            use_http2: self.use_http2,
+            cpu_throttling: self.cpu_throttling,
+            startup_probe: self.startup_probe.clone(),
+            liveness_probe: self.liveness_probe.clone(),
+            volumes: self.volumes.mounted(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(f: impl FnOnce(&mut ServiceFlags)) -> ServiceFlags {
+        let mut s = ServiceFlags {
+            image: "probe".into(),
+            ..Default::default()
+        };
+        f(&mut s);
+        s
+    }
+
+    #[test]
+    fn unset_flags_take_cloud_runs_defaults() {
+        let listen = "127.0.0.1:8080".parse().unwrap();
+        let s = flags(|_| {})
+            .check()
+            .unwrap()
+            .service_spec("hello", "hello-1", listen);
+        assert_eq!(s.image, "docker.io/library/probe:latest");
+        assert_eq!((s.port, s.memory_bytes, s.cpu), (8080, 512 << 20, 1.0));
+        assert_eq!(
+            (s.concurrency, s.min_instances, s.max_instances),
+            (80, 0, 100)
+        );
+        assert_eq!(s.timeout, Duration::from_secs(300));
+        assert!(!s.cpu_throttling);
+        // Below one CPU, one request at a time unless --concurrency says otherwise.
+        let half = flags(|f| f.cpu = Some("0.5".into())).check().unwrap();
+        assert_eq!(half.service_spec("h", "h-1", listen).concurrency, 1);
+        let half = flags(|f| {
+            f.cpu = Some("500m".into());
+            f.concurrency = Some(10)
+        })
+        .check()
+        .unwrap();
+        assert_eq!(half.service_spec("h", "h-1", listen).concurrency, 10);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_naming_the_flag() {
+        type Edit = fn(&mut ServiceFlags);
+        let table: Vec<(Edit, &str)> = vec![
+            (|f| f.image = "UPPER".into(), "--image"),
+            (|f| f.port = Some(0), "--port"),
+            (|f| f.timeout = Some("0".into()), "--timeout"),
+            (|f| f.timeout = Some("2h".into()), "--timeout"),
+            (|f| f.concurrency = Some(0), "--concurrency"),
+            (|f| f.max_instances = Some(0), "--max-instances"),
+            (|f| f.min_instances = Some(101), "--min-instances"),
+            (
+                |f| {
+                    f.max_instances = Some(2);
+                    f.min_instances = Some(3)
+                },
+                "--min-instances",
+            ),
+            (|f| f.memory = Some("1Ti".into()), "--memory"),
+            (|f| f.cpu = Some("lots".into()), "--cpu"),
+            (|f| f.set_env_vars = vec!["PORT=1".into()], "--set-env-vars"),
+            (|f| f.startup_probe = Some("x=1".into()), "--startup-probe"),
+            (
+                |f| f.liveness_probe = Some("x=1".into()),
+                "--liveness-probe",
+            ),
+            (
+                |f| f.add_volume = vec!["name=v,type=nfs".into()],
+                "--add-volume",
+            ),
+            (
+                |f| f.add_volume_mount = vec!["volume=v,mount-path=/v".into()],
+                "--add-volume-mount",
+            ),
+        ];
+        for (i, (edit, field)) in table.into_iter().enumerate() {
+            let e = flags(edit).check().unwrap_err();
+            assert_eq!(e.field, field, "case {i}: {e}");
+        }
+    }
+}

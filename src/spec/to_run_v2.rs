@@ -1,0 +1,336 @@
+//! `runlet deploy`'s flags as the Admin API v2's `Service`: the template's one container
+//! (image, command, args, env, port, resources, probes, volume mounts), its volumes, scaling,
+//! timeout and concurrency. The inverse of [`super::run_v2`] for what flags can say: a flag
+//! not given leaves its field unset, so the daemon applies the same default the flag has
+//! (tested below by the round trip flags → `Service` → [`ServiceSpec`](super::ServiceSpec),
+//! against what `runlet serve` builds from the same flags).
+
+use super::flags::{Checked, ServiceFlags};
+use super::probe::{Action, Probe};
+use super::SpecError;
+use crate::pb::run_v2::{self as v2, empty_dir_volume_source::Medium, env_var, probe, volume};
+
+/// The `Service` `runlet deploy` sends for `flags` (its `name` is the caller's to set).
+pub fn service(flags: &ServiceFlags) -> Result<v2::Service, SpecError> {
+    Ok(service_of(&flags.check()?))
+}
+
+/// The `Service` of flags already checked.
+pub fn service_of(f: &Checked) -> v2::Service {
+    let mut limits = std::collections::BTreeMap::new();
+    if let Some((text, _)) = &f.memory {
+        limits.insert("memory".to_string(), text.clone());
+    }
+    if let Some((text, _)) = &f.cpu {
+        limits.insert("cpu".to_string(), text.clone());
+    }
+    let container = v2::Container {
+        image: f.image.clone(),
+        command: f.command.clone().unwrap_or_default(),
+        args: f.args.clone().unwrap_or_default(),
+        env: f
+            .env
+            .iter()
+            .map(|(k, v)| v2::EnvVar {
+                name: k.clone(),
+                values: Some(env_var::Values::Value(v.clone())),
+            })
+            .collect(),
+        // Always there: without it the API means Cloud Run's CPU throttling, which runlet
+        // leaves off unless asked (`cpu_idle`).
+        resources: Some(v2::ResourceRequirements {
+            limits,
+            cpu_idle: f.cpu_throttling,
+            startup_cpu_boost: false,
+        }),
+        ports: if f.port.is_some() || f.use_http2 {
+            vec![v2::ContainerPort {
+                name: if f.use_http2 { "h2c" } else { "http1" }.into(),
+                container_port: i32::from(f.port()),
+            }]
+        } else {
+            Vec::new()
+        },
+        volume_mounts: f
+            .volumes
+            .mounts
+            .iter()
+            .map(|m| v2::VolumeMount {
+                name: m.volume.clone(),
+                mount_path: m.path.clone(),
+                sub_path: String::new(),
+            })
+            .collect(),
+        startup_probe: f.startup_probe.as_ref().map(probe_of),
+        liveness_probe: f.liveness_probe.as_ref().map(probe_of),
+        ..Default::default()
+    };
+    let scaling = (f.min_instances.is_some() || f.max_instances.is_some()).then(|| {
+        v2::RevisionScaling {
+            min_instance_count: f.min_instances.unwrap_or(0) as i32,
+            // 0: unset (the API's default).
+            max_instance_count: f.max_instances.unwrap_or(0) as i32,
+        }
+    });
+    let template = v2::RevisionTemplate {
+        containers: vec![container],
+        volumes: f
+            .volumes
+            .volumes
+            .iter()
+            .map(|v| v2::Volume {
+                name: v.name.clone(),
+                volume_type: Some(volume::VolumeType::EmptyDir(v2::EmptyDirVolumeSource {
+                    medium: Medium::Memory as i32,
+                    size_limit: v.size_limit.clone().unwrap_or_default(),
+                })),
+            })
+            .collect(),
+        scaling,
+        timeout: f.timeout.map(|d| pbjson_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }),
+        max_instance_request_concurrency: f.concurrency.unwrap_or(0) as i32,
+        ..Default::default()
+    };
+    v2::Service {
+        template: Some(template),
+        client: "runlet".into(),
+        client_version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
+}
+
+/// A probe as the API spells it, every value explicit (ports included).
+fn probe_of(p: &Probe) -> v2::Probe {
+    let secs = |d: std::time::Duration| d.as_secs() as i32;
+    v2::Probe {
+        initial_delay_seconds: secs(p.initial_delay),
+        timeout_seconds: secs(p.timeout),
+        period_seconds: secs(p.period),
+        failure_threshold: p.failure_threshold as i32,
+        probe_type: Some(match &p.action {
+            Action::Http { path, port } => probe::ProbeType::HttpGet(v2::HttpGetAction {
+                path: path.clone(),
+                http_headers: Vec::new(),
+                port: i32::from(*port),
+            }),
+            Action::Tcp { port } => probe::ProbeType::TcpSocket(v2::TcpSocketAction {
+                port: i32::from(*port),
+            }),
+            Action::Grpc { port, service } => probe::ProbeType::Grpc(v2::GrpcAction {
+                port: i32::from(*port),
+                service: service.clone(),
+            }),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::run_v2::service_spec;
+
+    fn flags(f: impl FnOnce(&mut ServiceFlags)) -> ServiceFlags {
+        let mut s = ServiceFlags {
+            image: "probe".into(),
+            ..Default::default()
+        };
+        f(&mut s);
+        s
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Flag sets covering every flag and the defaults between them.
+    fn table() -> Vec<(&'static str, ServiceFlags)> {
+        vec![
+            ("no flags", flags(|_| {})),
+            (
+                "env, command, args",
+                flags(|f| {
+                    f.set_env_vars = strings(&["A=1,B=x=y", "^@^C=a,b@A=2"]);
+                    f.command = Some("/probe,--flag".into());
+                    f.args = Some("^;^a,b;c".into());
+                }),
+            ),
+            ("empty args", flags(|f| f.args = Some(String::new()))),
+            (
+                "resources and scaling",
+                flags(|f| {
+                    f.memory = Some("1Gi".into());
+                    f.cpu = Some("2".into());
+                    f.concurrency = Some(5);
+                    f.timeout = Some("90s".into());
+                    f.min_instances = Some(1);
+                    f.max_instances = Some(3);
+                    f.cpu_throttling = Some(true);
+                }),
+            ),
+            ("min only", flags(|f| f.min_instances = Some(2))),
+            ("max only", flags(|f| f.max_instances = Some(7))),
+            (
+                "below one CPU",
+                flags(|f| {
+                    f.cpu = Some("500m".into());
+                    f.memory = Some("256Mi".into());
+                }),
+            ),
+            ("no throttling", flags(|f| f.cpu_throttling = Some(false))),
+            (
+                "fractional timeout",
+                flags(|f| f.timeout = Some("1.5".into())),
+            ),
+            (
+                "port and h2c",
+                flags(|f| {
+                    f.port = Some(9000);
+                    f.use_http2 = true;
+                }),
+            ),
+            ("h2c on the default port", flags(|f| f.use_http2 = true)),
+            ("port only", flags(|f| f.port = Some(3000))),
+            (
+                "probes",
+                flags(|f| {
+                    f.port = Some(9000);
+                    f.startup_probe = Some(
+                        "httpGet.path=/ready,initialDelaySeconds=2,periodSeconds=5,timeoutSeconds=3,failureThreshold=4"
+                            .into(),
+                    );
+                    f.liveness_probe = Some("tcpSocket.port=81,periodSeconds=1".into());
+                }),
+            ),
+            (
+                "grpc probe",
+                flags(|f| f.liveness_probe = Some("grpc.service=health".into())),
+            ),
+            (
+                "empty probe",
+                flags(|f| f.startup_probe = Some(String::new())),
+            ),
+            (
+                "volumes",
+                flags(|f| {
+                    f.memory = Some("1Gi".into());
+                    f.add_volume = strings(&[
+                        "name=cache,type=in-memory,size-limit=64Mi",
+                        "name=big,type=in-memory,size-limit=8Gi",
+                        "name=plain,type=in-memory",
+                    ]);
+                    f.add_volume_mount = strings(&[
+                        "volume=cache,mount-path=/cache",
+                        "volume=big,mount-path=/big",
+                        "volume=cache,mount-path=/again",
+                    ]);
+                }),
+            ),
+            (
+                "a volume without a mount",
+                flags(|f| f.add_volume = strings(&["name=unused,type=in-memory"])),
+            ),
+            (
+                "qualified image",
+                flags(|f| f.image = "example.com/a/b:v1".into()),
+            ),
+        ]
+    }
+
+    /// What the daemon runs from the `Service` `runlet deploy` sends is what `runlet serve`
+    /// runs from the same flags.
+    #[test]
+    fn round_trip_through_the_api_gives_the_same_spec() {
+        let listen = "127.0.0.1:8080".parse().unwrap();
+        for (case, f) in table() {
+            let checked = f.check().unwrap_or_else(|e| panic!("{case}: {e}"));
+            let want = checked.service_spec("hello", "hello-00001-abc", listen);
+            let svc = service_of(&checked);
+            let got = service_spec("hello", "hello-00001-abc", &svc, listen)
+                .unwrap_or_else(|e| panic!("{case}: the daemon refuses it: {e}"));
+            assert_eq!(got, want, "{case}");
+            // And the Service survives proto3 JSON (what `describe --format json` shows).
+            let json = serde_json::to_string(&svc).unwrap();
+            let back: v2::Service = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, svc, "{case}");
+        }
+    }
+
+    #[test]
+    fn fields_map() {
+        let svc = service(&flags(|f| {
+            f.set_env_vars = strings(&["A=1"]);
+            f.memory = Some("1Gi".into());
+            f.port = Some(9000);
+            f.use_http2 = true;
+            f.startup_probe = Some("httpGet.path=/ready".into());
+            f.add_volume = strings(&["name=m,type=in-memory,size-limit=64Mi"]);
+            f.add_volume_mount = strings(&["volume=m,mount-path=/m"]);
+            f.max_instances = Some(3);
+            f.timeout = Some("1m".into());
+        }))
+        .unwrap();
+        let t = svc.template.unwrap();
+        let c = &t.containers[0];
+        assert_eq!(c.image, "probe");
+        assert_eq!(
+            c.env,
+            vec![v2::EnvVar {
+                name: "A".into(),
+                values: Some(env_var::Values::Value("1".into()))
+            }]
+        );
+        let r = c.resources.as_ref().unwrap();
+        assert_eq!(r.limits.get("memory").map(String::as_str), Some("1Gi"));
+        assert_eq!(r.limits.get("cpu"), None);
+        assert!(!r.cpu_idle);
+        assert_eq!(
+            c.ports,
+            vec![v2::ContainerPort {
+                name: "h2c".into(),
+                container_port: 9000
+            }]
+        );
+        let p = c.startup_probe.as_ref().unwrap();
+        assert_eq!(
+            p.probe_type,
+            Some(probe::ProbeType::HttpGet(v2::HttpGetAction {
+                path: "/ready".into(),
+                http_headers: vec![],
+                port: 9000
+            }))
+        );
+        assert_eq!((p.period_seconds, p.failure_threshold), (10, 3));
+        assert_eq!(c.volume_mounts[0].name, "m");
+        assert_eq!(
+            t.volumes[0].volume_type,
+            Some(volume::VolumeType::EmptyDir(v2::EmptyDirVolumeSource {
+                medium: Medium::Memory as i32,
+                size_limit: "64Mi".into()
+            }))
+        );
+        assert_eq!(
+            t.scaling,
+            Some(v2::RevisionScaling {
+                min_instance_count: 0,
+                max_instance_count: 3
+            })
+        );
+        assert_eq!(t.timeout.map(|d| d.seconds), Some(60));
+        assert_eq!(t.max_instance_request_concurrency, 0);
+        // Unset flags stay unset: the daemon's defaults apply.
+        let bare = service(&flags(|_| {})).unwrap().template.unwrap();
+        assert_eq!(bare.scaling, None);
+        assert_eq!(bare.timeout, None);
+        assert!(bare.containers[0].ports.is_empty());
+        assert!(bare.containers[0].command.is_empty());
+    }
+
+    #[test]
+    fn refused_flags_reach_no_service() {
+        let e = service(&flags(|f| f.memory = Some("2Ti".into()))).unwrap_err();
+        assert_eq!(e.field, "--memory");
+    }
+}
