@@ -8,6 +8,8 @@
 #![allow(clippy::disallowed_types)]
 #![allow(dead_code, unused_imports)]
 
+pub mod daemon;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
