@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 bash deploy/build.sh
+# Google's official Python client for the daemon's API tests (tests/api_clients.rs), pinned.
+py=target/pyenv
+if ! "$py/bin/python" -c 'import google.cloud.run_v2' 2>/dev/null; then
+  python3 -m venv "$py"
+  "$py/bin/pip" install --quiet -r tests/api/python/requirements.txt
+fi
+export RUNLET_TEST_PYTHON=$PWD/$py/bin/python
 
 # Overridable so that two test runs on one machine do not share a containerd.
 run=${RUNLET_TEST_RUN:-/run/runlet-test}

@@ -1,0 +1,128 @@
+//! Google's official Cloud Run clients, unmodified, against `runlet daemon` on real
+//! containerd: Python's `google-cloud-run` over gRPC and over REST (tests/api/python), and
+//! the Rust `google-cloud-run-v2` crate (REST; tests/api/rust_client.rs). Each creates a
+//! service from the loaded probe image, waits for the operation, GETs the returned `uri` by
+//! its name (the system resolver, through the daemon's /etc/hosts block), updates an env var
+//! and sees the new revision answer, lists revisions, deletes, finds nothing left, and checks
+//! the errors (unknown image, duplicate, bad name).
+//!
+//! The daemons here manage /etc/hosts, so the tests take turns (one lock).
+
+mod common;
+#[path = "api/rust_client.rs"]
+mod rust_client;
+
+use std::process::Command;
+use std::sync::Mutex;
+
+use common::daemon::{Daemon, Launch};
+
+/// One daemon at a time owns the /etc/hosts block.
+static HOSTS: Mutex<()> = Mutex::new(());
+
+fn daemon(env: &common::Env) -> Daemon {
+    Daemon::launch(
+        env,
+        Launch {
+            manage_hosts: true,
+            ..Launch::default()
+        },
+    )
+    .unwrap_or_else(|f| panic!("runlet daemon did not start: {f:?}"))
+}
+
+/// The Python with `google-cloud-run` installed (deploy/test.sh makes it); in CI a missing
+/// one fails the test.
+fn python() -> Option<String> {
+    match std::env::var("RUNLET_TEST_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but RUNLET_TEST_PYTHON is not: deploy/test.sh installs google-cloud-run into target/pyenv")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED: set RUNLET_TEST_PYTHON to a python with google-cloud-run (deploy/test.sh does)");
+            None
+        }
+    }
+}
+
+fn python_flow(transport: &str, service: &str) {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let Some(py) = python() else { return };
+    let _hosts = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
+    let env = common::daemon::fresh_state(&env, service);
+    let d = daemon(&env);
+    let target = match transport {
+        "--grpc" => d.api.to_string(),
+        _ => format!("http://{}", d.api),
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/api/python/services_test.py"
+    );
+    let out = Command::new(py)
+        .arg(script)
+        .args([
+            transport,
+            &target,
+            "--service",
+            service,
+            "--containerd",
+            &env.containerd,
+        ])
+        .env("NO_GCE_CHECK", "True")
+        .output()
+        .expect("run python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the Python client's flow failed:\n{text}\n--- daemon ---\n{}",
+        d.output()
+    );
+    assert!(text.contains("ok:"), "{text}");
+    env.assert_nothing_left(service);
+}
+
+#[test]
+fn official_python_client_over_grpc() {
+    python_flow("--grpc", "py-grpc");
+}
+
+#[test]
+fn official_python_client_over_rest() {
+    python_flow("--rest", "py-rest");
+}
+
+#[test]
+fn official_rust_client_over_rest() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let _hosts = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
+    let env = common::daemon::fresh_state(&env, "rs-rest");
+    let d = daemon(&env);
+    let cfg = rust_client::Flow {
+        endpoint: format!("http://{}", d.api),
+        parent: common::daemon::PARENT.into(),
+        service_id: "rs-rest".into(),
+        image: "docker.io/library/probe:latest".into(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let revisions = rt
+        .block_on(rust_client::services_flow(&cfg))
+        .unwrap_or_else(|e| {
+            panic!(
+                "the Rust client's flow failed: {e:#}\n--- daemon ---\n{}",
+                d.output()
+            )
+        });
+    for r in &revisions {
+        env.assert_nothing_left(r);
+    }
+}

@@ -1,0 +1,159 @@
+//! The daemon after `kill -9`, and who may touch whose containers, against real containerd:
+//! a restarted daemon adopts its running instances (no cold start) and replaces what it
+//! cannot adopt leaving nothing orphaned; a `runlet serve` of the same service name leaves
+//! the daemon's instances alone; and services call each other by URL from inside.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{fresh_state, probe_service, service_with_image, Daemon};
+use serde_json::json;
+
+/// The ids of the containers of service `name` in containerd.
+fn containers_of(env: &common::Env, name: &str) -> Vec<String> {
+    let prefix = format!("{name}-");
+    let mut ids: Vec<String> = env
+        .ctr(&["containers", "ls", "-q"])
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(String::from)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn kill9(d: &mut Daemon) {
+    d.child.kill().expect("SIGKILL the daemon");
+    d.child.wait().expect("reap the daemon");
+}
+
+#[test]
+fn a_killed_daemon_adopts_its_running_instances_without_a_cold_start() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let env = fresh_state(&env, "adopt");
+    let mut d = Daemon::start(&env);
+    d.deploy("adopt", &probe_service(&[("A", "1")]));
+    assert_eq!(d.report("adopt")["env"]["A"], "1");
+    let ids = containers_of(&env, "adopt");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    kill9(&mut d);
+    // The instance keeps running under its shim while no runlet is there.
+    assert!(env.ctr(&["tasks", "ls"]).contains(&ids[0]));
+
+    let d2 = Daemon::start(&env);
+    assert!(
+        common::within(Duration::from_secs(30), || d2.get_via("adopt", "/").status
+            == 200),
+        "adopt never answered after the restart:\n{}",
+        d2.output()
+    );
+    assert_eq!(
+        containers_of(&env, "adopt"),
+        ids,
+        "the same container serves"
+    );
+    let out = d2.output();
+    assert!(out.contains("adopted a running instance"), "{out}");
+    assert!(
+        !out.contains("starting the first instance"),
+        "no cold start:\n{out}"
+    );
+    drop(d2);
+    env.assert_nothing_left("adopt-");
+}
+
+#[test]
+fn a_killed_daemon_replaces_an_instance_it_cannot_adopt_and_leaves_nothing_orphaned() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let env = fresh_state(&env, "replace");
+    let mut d = Daemon::start(&env);
+    d.deploy("replace", &probe_service(&[]));
+    let ids = containers_of(&env, "replace");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    kill9(&mut d);
+    // The instance dies while no runlet watches it.
+    env.ctr(&["tasks", "kill", "-s", "SIGKILL", &ids[0]]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let d2 = Daemon::start(&env);
+    assert!(
+        common::within(Duration::from_secs(60), || d2
+            .get_via("replace", "/")
+            .status
+            == 200),
+        "replace never answered after the restart:\n{}",
+        d2.output()
+    );
+    let now = containers_of(&env, "replace");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, ids, "a new instance replaced the dead one");
+    env.assert_nothing_left(&ids[0]);
+    drop(d2);
+    env.assert_nothing_left("replace-");
+}
+
+#[test]
+fn runlet_serve_of_the_same_name_leaves_the_daemons_instances_alone() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let env = fresh_state(&env, "shared");
+    let d = Daemon::start(&env);
+    d.deploy("shared", &probe_service(&[]));
+    let ids = containers_of(&env, "shared");
+    assert_eq!(ids.len(), 1);
+    {
+        let served = env.serve_probe("shared", &[]);
+        let mine = containers_of(&env, "shared");
+        assert!(
+            mine.contains(&ids[0]),
+            "serve removed the daemon's instance: {mine:?}"
+        );
+        assert_eq!(d.get_via("shared", "/").status, 200);
+        drop(served);
+    }
+    assert_eq!(
+        containers_of(&env, "shared"),
+        ids,
+        "serve's stop kept the daemon's instance"
+    );
+    assert_eq!(d.get_via("shared", "/").status, 200);
+}
+
+#[test]
+fn services_call_each_other_by_url_from_inside() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    env.load("busybox.oci.tar");
+    let env = fresh_state(&env, "s2s");
+    let d = Daemon::start(&env);
+    d.deploy("callee", &probe_service(&[("WHO", "callee")]));
+    // busybox httpd with a CGI script that fetches the other service by its URL.
+    let url = format!("http://callee.localhost:{}/", d.listen.port());
+    let script = format!(
+        "mkdir -p /w/cgi-bin; printf '#!/bin/sh\\necho Content-Type: application/json\\necho\\nwget -qO- {url}\\n' > /w/cgi-bin/f; chmod +x /w/cgi-bin/f; exec httpd -f -p 8080 -h /w"
+    );
+    let mut caller = service_with_image("busybox", &[]);
+    caller["template"]["containers"][0]["command"] = json!(["sh", "-c", script]);
+    d.deploy("caller", &caller);
+    let r = d.get_via("caller", "/cgi-bin/f");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = r.json().unwrap_or_else(|e| panic!("{e}: {}", r.text()));
+    assert_eq!(report["env"]["K_SERVICE"], "callee", "{report}");
+    // A service deployed later is named in the caller's running instance too.
+    d.deploy("late", &probe_service(&[]));
+    let hosts = std::fs::read_dir(env.state_dir.join("instances"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("caller-"))
+        .map(|e| std::fs::read_to_string(e.path().join("etc/hosts")).unwrap())
+        .next()
+        .expect("the caller's instance files");
+    assert!(hosts.contains("10.209.0.1\tlate.localhost"), "{hosts}");
+}
