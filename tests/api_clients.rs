@@ -13,11 +13,14 @@ mod common;
 mod rust_client;
 
 use std::process::Command;
+// A plain lock between test threads (no async runtime holds it).
+#[allow(clippy::disallowed_types)]
 use std::sync::Mutex;
 
 use common::daemon::{Daemon, Launch};
 
 /// One daemon at a time owns the /etc/hosts block.
+#[allow(clippy::disallowed_types)]
 static HOSTS: Mutex<()> = Mutex::new(());
 
 fn daemon(env: &common::Env) -> Daemon {
