@@ -447,6 +447,63 @@ fn a_stopped_daemon_brings_every_service_back() {
 }
 
 #[test]
+fn a_daemon_stopped_mid_rollout_leaves_nothing_and_its_operation_completes() {
+    let Some(env) = probe_env() else { return };
+    let env = fresh_state(&env, "stop-mid-rollout");
+    let mut d = Daemon::start(&env);
+    let name = "d-midway";
+    // The first instance takes 3 s to listen: the rollout is still under way at SIGTERM.
+    let op = d.create(name, &probe_service(&[("PROBE_LISTEN_DELAY_MS", "3000")]));
+    let started = within(Duration::from_secs(10), || {
+        env.ctr(&["tasks", "ls"]).contains(name)
+    });
+    assert!(started, "no instance of {name} started\n{}", d.output());
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit {status}\n{}", d.output());
+    env.assert_nothing_left(name);
+    drop(d);
+
+    // The operation is complete (the rollout ran to its end before the daemon stopped, or
+    // the restarted daemon finished it), and the service comes back.
+    let d = Daemon::start(&env);
+    let svc = d.wait_ok(&op);
+    assert_eq!(svc["name"], service_path(name));
+    let back = within(Duration::from_secs(60), || {
+        d.get_via(name, "/").status == 200
+    });
+    assert!(back, "{name} did not come back\n{}", d.output());
+    assert_eq!(env_of(&d.report(name))["K_SERVICE"], name);
+    d.wait_ok(&d.delete(name));
+    env.assert_nothing_left(name);
+}
+
+#[test]
+fn a_daemon_stopped_mid_deletion_finishes_it_first() {
+    let Some(env) = probe_env() else { return };
+    let env = fresh_state(&env, "stop-mid-delete");
+    let mut d = Daemon::start(&env);
+    let name = "d-halfgone";
+    // The instance takes 2 s to exit after SIGTERM: the deletion is under way at SIGTERM.
+    d.deploy(
+        name,
+        &probe_service(&[("PROBE_SIGTERM_EXIT_DELAY_MS", "2000")]),
+    );
+    let op = d.delete(name);
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit {status}\n{}", d.output());
+    env.assert_nothing_left(name);
+    drop(d);
+
+    let d = Daemon::start(&env);
+    let done = d.ok("GET", op["name"].as_str().unwrap(), None);
+    assert_eq!(done["done"], true, "{done}");
+    assert!(done.get("error").is_none(), "{done}");
+    assert_error(&d.call("GET", &service_path(name), None), 404, "NOT_FOUND");
+    let list = d.ok("GET", &format!("{PARENT}/services"), None);
+    assert_eq!(list.get("services"), None, "{list}");
+}
+
+#[test]
 fn a_second_daemon_on_the_same_state_dir_refuses_naming_the_first() {
     let Some(env) = common::env() else { return };
     let env = fresh_state(&env, "lock");

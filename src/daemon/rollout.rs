@@ -27,6 +27,11 @@ impl Daemon {
                 .await;
         };
         let _one_at_a_time = lock.lock().await;
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            // Left pending in the store: the restarted daemon rolls the service out.
+            info!(service = %full, revision = %rev, "daemon stopping: rollout left to the restart");
+            return;
+        }
         let spec = match spec {
             Ok(s) => s,
             Err(m) => return self.rollout_failed(&full, &rev, &m, &ops).await,
