@@ -504,6 +504,41 @@ fn a_daemon_stopped_mid_deletion_finishes_it_first() {
 }
 
 #[test]
+fn an_update_queued_behind_a_rollout_is_deployed_after_a_restart() {
+    let Some(env) = probe_env() else { return };
+    let env = fresh_state(&env, "queued-update");
+    let mut d = Daemon::start(&env);
+    let name = "d-queued";
+    d.deploy(name, &probe_service(&[("GEN", "1")]));
+    // Generation 2 takes 3 s to listen; generation 3 waits for it.
+    let slow = d.update(
+        name,
+        &probe_service(&[("GEN", "2"), ("PROBE_LISTEN_DELAY_MS", "3000")]),
+    );
+    let queued = d.update(name, &probe_service(&[("GEN", "3")]));
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit {status}\n{}", d.output());
+    env.assert_nothing_left(name);
+    drop(d);
+
+    let d = Daemon::start(&env);
+    d.wait_ok(&slow);
+    let svc = d.wait_ok(&queued);
+    let rev3 = svc["latestReadyRevision"].as_str().unwrap().to_string();
+    assert!(rev3.contains(&format!("{name}-00003-")), "{svc}");
+    let serving = within(Duration::from_secs(60), || {
+        let r = d.get_via(name, "/");
+        r.status == 200 && r.json().unwrap()["env"]["GEN"] == "3"
+    });
+    assert!(serving, "generation 3 is not served\n{}", d.output());
+    let now = d.get_service(name);
+    assert_eq!(now["latestReadyRevision"], rev3.as_str(), "{now}");
+    assert_eq!(now["reconciling"], Value::Null, "{now}");
+    d.wait_ok(&d.delete(name));
+    env.assert_nothing_left(name);
+}
+
+#[test]
 fn a_second_daemon_on_the_same_state_dir_refuses_naming_the_first() {
     let Some(env) = common::env() else { return };
     let env = fresh_state(&env, "lock");

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::resource;
 use super::revision::RevisionRun;
-use super::services::{short, REVISIONS, SERVICES};
+use super::services::{short, Entry, REVISIONS, SERVICES};
 use super::Daemon;
 use crate::pb::any::Any;
 use crate::pb::run_v2 as v2;
@@ -57,6 +57,8 @@ impl Daemon {
         let uri = resource::service_uri(short(&full), self.ingress_port);
         let rev_name = format!("{full}/revisions/{rev}");
         resource::service_ready(&mut e.svc, &rev_name, &uri);
+        let pending = latest_pending(e);
+        resource::keep_reconciling(&mut e.svc, &rev_name, pending);
         e.svc.etag = resource::etag_of(&e.svc);
         let svc = e.svc.clone();
         let mut changed = Vec::new();
@@ -111,7 +113,10 @@ impl Daemon {
         let mut state = self.state.lock().await;
         let mut records = None;
         if let Some(e) = state.services.get_mut(full) {
-            resource::service_failed(&mut e.svc, &format!("{full}/revisions/{rev}"), message);
+            let rev_name = format!("{full}/revisions/{rev}");
+            resource::service_failed(&mut e.svc, &rev_name, message);
+            let pending = latest_pending(e);
+            resource::keep_reconciling(&mut e.svc, &rev_name, pending);
             e.svc.etag = resource::etag_of(&e.svc);
             let r = e.revisions.get_mut(rev).map(|r| {
                 resource::revision_result(r, Some(message));
@@ -138,6 +143,13 @@ impl Daemon {
                 .await;
         }
     }
+}
+
+/// Whether the service's latest created revision has yet to be rolled out.
+fn latest_pending(e: &Entry) -> bool {
+    e.revisions
+        .get(short(&e.svc.latest_created_revision))
+        .is_some_and(|r| r.reconciling)
 }
 
 /// The template a revision was made from (what it runs).
