@@ -347,7 +347,6 @@ fn a_rollout_under_steady_load_drops_no_request() {
         within(Duration::from_secs(10), || count() >= before_end + 200),
         "the load stalled after the rollout"
     );
-    std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         rt.block_on(c).unwrap();
