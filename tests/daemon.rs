@@ -347,7 +347,6 @@ fn a_rollout_under_steady_load_drops_no_request() {
         within(Duration::from_secs(10), || count() >= before_end + 200),
         "the load stalled after the rollout"
     );
-    std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         rt.block_on(c).unwrap();
@@ -444,6 +443,98 @@ fn a_stopped_daemon_brings_every_service_back() {
         d.wait_ok(&d.delete(n));
         env.assert_nothing_left(n);
     }
+}
+
+#[test]
+fn a_daemon_stopped_mid_rollout_leaves_nothing_and_its_operation_completes() {
+    let Some(env) = probe_env() else { return };
+    let env = fresh_state(&env, "stop-mid-rollout");
+    let mut d = Daemon::start(&env);
+    let name = "d-midway";
+    // The first instance takes 3 s to listen: the rollout is still under way at SIGTERM.
+    let op = d.create(name, &probe_service(&[("PROBE_LISTEN_DELAY_MS", "3000")]));
+    let started = within(Duration::from_secs(10), || {
+        env.ctr(&["tasks", "ls"]).contains(name)
+    });
+    assert!(started, "no instance of {name} started\n{}", d.output());
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit {status}\n{}", d.output());
+    env.assert_nothing_left(name);
+    drop(d);
+
+    // The operation is complete (the rollout ran to its end before the daemon stopped, or
+    // the restarted daemon finished it), and the service comes back.
+    let d = Daemon::start(&env);
+    let svc = d.wait_ok(&op);
+    assert_eq!(svc["name"], service_path(name));
+    let back = within(Duration::from_secs(60), || {
+        d.get_via(name, "/").status == 200
+    });
+    assert!(back, "{name} did not come back\n{}", d.output());
+    assert_eq!(env_of(&d.report(name))["K_SERVICE"], name);
+    d.wait_ok(&d.delete(name));
+    env.assert_nothing_left(name);
+}
+
+#[test]
+fn a_daemon_stopped_mid_deletion_finishes_it_first() {
+    let Some(env) = probe_env() else { return };
+    let env = fresh_state(&env, "stop-mid-delete");
+    let mut d = Daemon::start(&env);
+    let name = "d-halfgone";
+    // The instance takes 2 s to exit after SIGTERM: the deletion is under way at SIGTERM.
+    d.deploy(
+        name,
+        &probe_service(&[("PROBE_SIGTERM_EXIT_DELAY_MS", "2000")]),
+    );
+    let op = d.delete(name);
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit {status}\n{}", d.output());
+    env.assert_nothing_left(name);
+    drop(d);
+
+    let d = Daemon::start(&env);
+    let done = d.ok("GET", op["name"].as_str().unwrap(), None);
+    assert_eq!(done["done"], true, "{done}");
+    assert!(done.get("error").is_none(), "{done}");
+    assert_error(&d.call("GET", &service_path(name), None), 404, "NOT_FOUND");
+    let list = d.ok("GET", &format!("{PARENT}/services"), None);
+    assert_eq!(list.get("services"), None, "{list}");
+}
+
+#[test]
+fn an_update_queued_behind_a_rollout_is_deployed_after_a_restart() {
+    let Some(env) = probe_env() else { return };
+    let env = fresh_state(&env, "queued-update");
+    let mut d = Daemon::start(&env);
+    let name = "d-queued";
+    d.deploy(name, &probe_service(&[("GEN", "1")]));
+    // Generation 2 takes 3 s to listen; generation 3 waits for it.
+    let slow = d.update(
+        name,
+        &probe_service(&[("GEN", "2"), ("PROBE_LISTEN_DELAY_MS", "3000")]),
+    );
+    let queued = d.update(name, &probe_service(&[("GEN", "3")]));
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit {status}\n{}", d.output());
+    env.assert_nothing_left(name);
+    drop(d);
+
+    let d = Daemon::start(&env);
+    d.wait_ok(&slow);
+    let svc = d.wait_ok(&queued);
+    let rev3 = svc["latestReadyRevision"].as_str().unwrap().to_string();
+    assert!(rev3.contains(&format!("{name}-00003-")), "{svc}");
+    let serving = within(Duration::from_secs(60), || {
+        let r = d.get_via(name, "/");
+        r.status == 200 && r.json().unwrap()["env"]["GEN"] == "3"
+    });
+    assert!(serving, "generation 3 is not served\n{}", d.output());
+    let now = d.get_service(name);
+    assert_eq!(now["latestReadyRevision"], rev3.as_str(), "{now}");
+    assert_eq!(now["reconciling"], Value::Null, "{now}");
+    d.wait_ok(&d.delete(name));
+    env.assert_nothing_left(name);
 }
 
 #[test]

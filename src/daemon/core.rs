@@ -5,9 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{watch, Mutex};
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::hosts::HostsFile;
@@ -35,6 +37,12 @@ pub struct Daemon {
     /// The ingress address (a service's `uri` names its port).
     pub(super) listen: SocketAddr,
     pub(super) ingress_port: u16,
+    /// Set by [`shut_down`](Self::shut_down): a rollout that has not begun leaves its
+    /// operations to the restarted daemon instead of starting an instance.
+    pub(super) stopping: AtomicBool,
+    /// Deletions under way (their services are no longer in the state); shutting down
+    /// waits for them.
+    pub(super) deletions: TaskTracker,
 }
 
 #[derive(Default)]
@@ -91,6 +99,8 @@ impl Daemon {
             peers,
             ingress_port: listen.port(),
             listen,
+            stopping: AtomicBool::new(false),
+            deletions: TaskTracker::new(),
         })
     }
 
@@ -200,7 +210,23 @@ impl Daemon {
     }
 
     /// Stops every revision (in-flight requests finish first) and removes the hosts block.
+    /// Rollouts and deletions under way end first (a rollout once its first instance is
+    /// ready or has failed its startup probe): the runtime goes away when this returns, and
+    /// a task cut short there leaves its instance running in containerd.
     pub async fn shut_down(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let rollouts: Vec<_> = {
+            let state = self.state.lock().await;
+            state
+                .services
+                .values()
+                .map(|e| e.rollouts.clone())
+                .collect()
+        };
+        // Held to the end: a rollout waiting for one sees `stopping` when it gets it.
+        let _rollouts = futures::future::join_all(rollouts.iter().map(|l| l.lock())).await;
+        self.deletions.close();
+        self.deletions.wait().await;
         let runs: Vec<_> = {
             let mut state = self.state.lock().await;
             let runs = state

@@ -88,6 +88,21 @@ pub fn service_ready(svc: &mut v2::Service, revision: &str, uri: &str) {
     }];
 }
 
+/// After the rollout of `ended` (full name) has made the service ready or failed: when the
+/// latest created revision is another one whose rollout has yet to run (`latest_pending`:
+/// that revision is still reconciling; an update queued behind this rollout), the service
+/// is still reconciling towards it. Otherwise a restart would resume `ended` and report the
+/// queued update done.
+pub fn keep_reconciling(svc: &mut v2::Service, ended: &str, latest_pending: bool) {
+    if latest_pending
+        && !svc.latest_created_revision.is_empty()
+        && svc.latest_created_revision != ended
+    {
+        let latest = svc.latest_created_revision.clone();
+        service_reconciling(svc, &latest);
+    }
+}
+
 /// `revision` (its full name) could not start; whatever served before still does.
 pub fn service_failed(svc: &mut v2::Service, revision: &str, message: &str) {
     let revision = short(revision);
@@ -242,6 +257,58 @@ mod tests {
         assert_eq!(
             s.terminal_condition.unwrap().state,
             State::ConditionSucceeded as i32
+        );
+    }
+
+    /// A rollout that ends (ready or failed) while a newer revision waits leaves the
+    /// service reconciling towards the newer one (a restart then deploys that one).
+    #[test]
+    fn a_rollout_ending_under_a_newer_revision_keeps_reconciling() {
+        let base = "projects/p/locations/l/services/hello/revisions/";
+        let (r2, r3) = (
+            format!("{base}hello-00002-a"),
+            format!("{base}hello-00003-b"),
+        );
+        type End = fn(&mut v2::Service, &str);
+        let ends: [(&str, End); 2] = [
+            ("ready", |s, r| {
+                service_ready(s, r, "http://hello.localhost:8080")
+            }),
+            ("failed", |s, r| {
+                service_failed(s, r, "Image 'x' not found.")
+            }),
+        ];
+        for (what, end) in ends {
+            let mut s = v2::Service::default();
+            service_reconciling(&mut s, &r2);
+            service_reconciling(&mut s, &r3);
+            end(&mut s, &r2);
+            let done = s.clone();
+            keep_reconciling(&mut s, &r2, false);
+            assert_eq!(
+                s, done,
+                "{what}: the latest one's rollout has run (and failed)"
+            );
+            keep_reconciling(&mut s, &r2, true);
+            assert!(s.reconciling, "{what}");
+            assert_eq!(s.latest_created_revision, r3, "{what}");
+            assert_eq!(
+                s.terminal_condition.as_ref().unwrap().state,
+                State::ConditionReconciling as i32,
+                "{what}"
+            );
+            // The latest one's own end settles it.
+            end(&mut s, &r3);
+            keep_reconciling(&mut s, &r3, true);
+            assert!(!s.reconciling, "{what}");
+        }
+        let mut s = v2::Service::default();
+        service_reconciling(&mut s, &r3);
+        service_ready(&mut s, &r2, "http://hello.localhost:8080");
+        keep_reconciling(&mut s, &r2, true);
+        assert_eq!(
+            s.latest_ready_revision, r2,
+            "the older one serves meanwhile"
         );
     }
 

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::resource;
 use super::revision::RevisionRun;
-use super::services::{short, REVISIONS, SERVICES};
+use super::services::{short, Entry, REVISIONS, SERVICES};
 use super::Daemon;
 use crate::pb::any::Any;
 use crate::pb::run_v2 as v2;
@@ -35,6 +35,11 @@ impl Daemon {
                 .await;
         };
         let _one_at_a_time = lock.lock().await;
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            // Left pending in the store: the restarted daemon rolls the service out.
+            info!(service = %full, revision = %rev, "daemon stopping: rollout left to the restart");
+            return;
+        }
         let spec = match spec {
             Ok(s) => s,
             Err(m) => return self.rollout_failed(&full, &rev, &m, &ops).await,
@@ -60,6 +65,8 @@ impl Daemon {
         let uri = resource::service_uri(short(&full), self.ingress_port);
         let rev_name = format!("{full}/revisions/{rev}");
         resource::service_ready(&mut e.svc, &rev_name, &uri);
+        let pending = latest_pending(e);
+        resource::keep_reconciling(&mut e.svc, &rev_name, pending);
         e.svc.etag = resource::etag_of(&e.svc);
         let svc = e.svc.clone();
         let mut changed = Vec::new();
@@ -114,7 +121,10 @@ impl Daemon {
         let mut state = self.state.lock().await;
         let mut records = None;
         if let Some(e) = state.services.get_mut(full) {
-            resource::service_failed(&mut e.svc, &format!("{full}/revisions/{rev}"), message);
+            let rev_name = format!("{full}/revisions/{rev}");
+            resource::service_failed(&mut e.svc, &rev_name, message);
+            let pending = latest_pending(e);
+            resource::keep_reconciling(&mut e.svc, &rev_name, pending);
             e.svc.etag = resource::etag_of(&e.svc);
             let r = e.revisions.get_mut(rev).map(|r| {
                 resource::revision_result(r, Some(message));
@@ -141,6 +151,13 @@ impl Daemon {
                 .await;
         }
     }
+}
+
+/// Whether the service's latest created revision has yet to be rolled out.
+fn latest_pending(e: &Entry) -> bool {
+    e.revisions
+        .get(short(&e.svc.latest_created_revision))
+        .is_some_and(|r| r.reconciling)
 }
 
 /// The template a revision was made from (what it runs).

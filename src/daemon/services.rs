@@ -380,7 +380,7 @@ impl Daemon {
         info!(service = %full, "deleting");
         let d = self.me();
         let op_name = op.name.clone();
-        tokio::spawn(async move {
+        self.deletions.spawn(async move {
             // A rollout in progress ends first (it finds the service gone and stops its
             // revision itself).
             let _rollout = entry.rollouts.lock().await;
