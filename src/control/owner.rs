@@ -7,8 +7,11 @@
 //!
 //! [`labels::OWNER`]: crate::runtime::labels::OWNER
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+use crate::runtime::labels;
 
 /// The runlet that made a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +109,16 @@ pub enum Verdict {
     Remove,
     /// Someone else's (alive, or not ours to judge): do not touch it.
     Leave,
+}
+
+/// The decision for a container this process finds, from its labels (its owner, and
+/// whether that owner still runs); `entitled` as in [`verdict`].
+pub fn verdict_on(container_labels: &HashMap<String, String>, entitled: bool) -> Verdict {
+    let theirs = container_labels
+        .get(labels::OWNER)
+        .and_then(|o| Owner::parse(o));
+    let alive = theirs.as_ref().is_some_and(Owner::is_alive);
+    verdict(current(), theirs.as_ref(), alive, entitled)
 }
 
 /// The decision for a container labelled `theirs` (`None`: made before owner labels, by a

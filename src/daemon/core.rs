@@ -17,7 +17,7 @@ use super::operations::Operations;
 use super::revision::Host;
 use super::services::{short, Entry, REVISIONS, SERVICES};
 use super::store::Store;
-use crate::control::owner::{self, Owner, Verdict};
+use crate::control::owner::{self, Verdict};
 use crate::ingress::RouteTable;
 use crate::pb::run_v2 as v2;
 use crate::runtime::network::GATEWAY;
@@ -174,15 +174,11 @@ impl Daemon {
                 return adopt;
             }
         };
-        let me = owner::current();
         for c in list {
             let Some(svc) = c.labels.get(labels::SERVICE) else {
                 continue;
             };
-            let theirs = c.labels.get(labels::OWNER).and_then(|o| Owner::parse(o));
-            let alive = theirs.as_ref().is_some_and(Owner::is_alive);
-            let entitled = services.contains(svc);
-            let remove = match owner::verdict(me, theirs.as_ref(), alive, entitled) {
+            let remove = match owner::verdict_on(&c.labels, services.contains(svc)) {
                 Verdict::Adopt => {
                     let rev = c.labels.get(labels::REVISION);
                     if rev.is_some() && serving.get(svc) == rev {

@@ -25,14 +25,7 @@ impl Daemon {
         adopt: Vec<String>,
     ) {
         let Some((lock, spec)) = self.rollout_input(&full, &rev).await else {
-            return self
-                .finish_ops(
-                    &ops,
-                    Err(Status::aborted(format!(
-                        "service {full} was deleted during the rollout"
-                    ))),
-                )
-                .await;
+            return self.finish_ops(&ops, Err(deleted_during(&full))).await;
         };
         let _one_at_a_time = lock.lock().await;
         if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
@@ -52,14 +45,7 @@ impl Daemon {
         let Some(e) = state.services.get_mut(&full) else {
             drop(state);
             run.retire().await;
-            return self
-                .finish_ops(
-                    &ops,
-                    Err(Status::aborted(format!(
-                        "service {full} was deleted during the rollout"
-                    ))),
-                )
-                .await;
+            return self.finish_ops(&ops, Err(deleted_during(&full))).await;
         };
         let old = e.serving.replace(run);
         let uri = resource::service_uri(short(&full), self.ingress_port);
@@ -158,6 +144,11 @@ fn latest_pending(e: &Entry) -> bool {
     e.revisions
         .get(short(&e.svc.latest_created_revision))
         .is_some_and(|r| r.reconciling)
+}
+
+/// How a rollout's operations end when the service is deleted under it.
+fn deleted_during(full: &str) -> Status {
+    Status::aborted(format!("service {full} was deleted during the rollout"))
 }
 
 /// The template a revision was made from (what it runs).

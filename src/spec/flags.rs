@@ -173,10 +173,11 @@ impl Checked {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn flags(f: impl FnOnce(&mut ServiceFlags)) -> ServiceFlags {
+    /// Flags for the probe image, changed by `f` (shared with `to_run_v2`'s tests).
+    pub(crate) fn flags(f: impl FnOnce(&mut ServiceFlags)) -> ServiceFlags {
         let mut s = ServiceFlags {
             image: "probe".into(),
             ..Default::default()

@@ -130,16 +130,8 @@ fn probe_of(p: &Probe) -> v2::Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::flags::tests::flags;
     use crate::spec::run_v2::service_spec;
-
-    fn flags(f: impl FnOnce(&mut ServiceFlags)) -> ServiceFlags {
-        let mut s = ServiceFlags {
-            image: "probe".into(),
-            ..Default::default()
-        };
-        f(&mut s);
-        s
-    }
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -10,7 +10,7 @@
 //! outcome is reported (the next attempt may start), then [`sandbox::release`] (network,
 //! root fs, files), which the execution waits for before it ends.
 
-use crate::control::owner::{self, Owner, Verdict};
+use crate::control::owner::{self, Verdict};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
@@ -392,10 +392,7 @@ pub async fn recover<R: Runtime>(
     let mut leftovers: Vec<String> = Vec::new();
     for c in runtime.list().await? {
         if let Some(execution) = c.labels.get(labels::EXECUTION) {
-            let theirs = c.labels.get(labels::OWNER).and_then(|o| Owner::parse(o));
-            let alive = theirs.as_ref().is_some_and(Owner::is_alive);
-            let me = owner::current();
-            if owner::verdict(me, theirs.as_ref(), alive, abandoned(execution)) == Verdict::Remove {
+            if owner::verdict_on(&c.labels, abandoned(execution)) == Verdict::Remove {
                 leftovers.push(c.id);
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::control::owner::{self, Owner, Verdict};
+use crate::control::owner::{self, Verdict};
 
 use crate::control::sandbox::{self, Sandbox};
 use crate::control::service::instance::Ctx;
@@ -29,9 +29,7 @@ pub async fn clean_leftovers<R: Runtime>(ctx: &Ctx<R>) {
         if c.labels.get(labels::SERVICE) != Some(&ctx.spec.name) {
             continue;
         }
-        let theirs = c.labels.get(labels::OWNER).and_then(|o| Owner::parse(o));
-        let alive = theirs.as_ref().is_some_and(Owner::is_alive);
-        match owner::verdict(owner::current(), theirs.as_ref(), alive, true) {
+        match owner::verdict_on(&c.labels, true) {
             Verdict::Remove => {
                 warn!(container = %c.id, "removing a container an earlier runlet left behind");
                 remove(ctx.runtime.as_ref(), &ctx.net, &ctx.state_dir, &c.id).await;
