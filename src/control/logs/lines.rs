@@ -3,6 +3,11 @@
 //! passed on in pieces of at most that size, each but the last marked [`CUT_MARK`], so a
 //! container writing without newlines (`yes | tr -d '\n'`) costs runlet no more memory than
 //! a long line does. Each byte is looked at once: the newline search covers only new data.
+//!
+//! A piece becomes text with its control characters escaped (`\x1b`), so that a container
+//! cannot colour runlet's output, move the cursor or forge a line of runlet's own.
+
+use std::fmt::Write as _;
 
 /// The longest line passed on whole (Docker's and containerd's CRI log split size).
 pub const MAX_LINE: usize = 16 * 1024;
@@ -20,13 +25,34 @@ pub enum Piece<'a> {
 }
 
 impl Piece<'_> {
-    /// The piece as text: invalid UTF-8 replaced (the stream goes on), a cut piece marked.
+    /// The piece as text: invalid UTF-8 replaced (the stream goes on), control characters
+    /// escaped, a cut piece marked.
     pub fn text(&self) -> String {
         match self {
-            Piece::Line(b) => String::from_utf8_lossy(b).into_owned(),
-            Piece::Cut(b) => format!("{}{CUT_MARK}", String::from_utf8_lossy(b)),
+            Piece::Line(b) => escape_controls(&String::from_utf8_lossy(b)),
+            Piece::Cut(b) => format!("{}{CUT_MARK}", escape_controls(&String::from_utf8_lossy(b))),
         }
     }
+}
+
+/// `text` with every control character but tab written as an escape: C0 and DEL as `\x1b`,
+/// C1 (which some terminals also obey) as `\u{9b}`. A backslash is kept as it is: the
+/// escapes are for the eye and the terminal, not to be decoded.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\0'..='\x1f' | '\x7f' => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            '\u{80}'..='\u{9f}' => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The part of a line seen so far: never more than `MAX_LINE + 1` bytes (a line of
@@ -200,6 +226,27 @@ mod tests {
             assert_eq!(got, want, "{name}");
             assert!(most <= M + 1, "{name}: held {most} bytes");
         }
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let table = [
+            ("plain text", "plain text"),
+            ("tab\tkept", "tab\tkept"),
+            ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),
+            ("a\rforged line", "a\\x0dforged line"),
+            ("bell\x07 nul\0 del\x7f", "bell\\x07 nul\\x00 del\\x7f"),
+            ("c1 csi\u{9b}31m", "c1 csi\\u{9b}31m"),
+            ("back\\slash and é ✓", "back\\slash and é ✓"),
+        ];
+        for (raw, want) in table {
+            assert_eq!(escape_controls(raw), want, "{raw:?}");
+        }
+        // Through a piece: CRLF's \r is the line's end, not text; one in the middle is.
+        let mut s = Splitter::default();
+        let mut texts = Vec::new();
+        s.push(b"\x1b[2Jx\ry\r\n", &mut |p: Piece<'_>| texts.push(p.text()));
+        assert_eq!(texts, ["\\x1b[2Jx\\x0dy"]);
     }
 
     #[test]
