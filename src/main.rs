@@ -1,6 +1,6 @@
 //! The `runlet` command: parse the flags, set up logging and the async runtime, run the
-//! command (`cmd`), and turn its error into a message and an exit status: bad input exits 64
-//! with the field named, anything else 1.
+//! command (`cmd`), and turn its error into a message and an exit status: bad input (clap's
+//! refusals included) exits 64 with the field named, anything else 1.
 
 mod cmd;
 
@@ -24,7 +24,12 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_USAGE: i32 = 64;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // clap's own refusals (a number too large for its type, an unknown flag) are bad
+        // input like runlet's: 64, not clap's 2. --help and --version exit 0.
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { EXIT_USAGE } else { 0 })
+    });
     let (filter, bad_filter) = match tracing_subscriber::EnvFilter::try_new(&cli.global.log_level) {
         Ok(f) => (f, None),
         Err(e) => (tracing_subscriber::EnvFilter::new("info"), Some(e)),

@@ -73,10 +73,8 @@ fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
         field: "--listen",
         detail: format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:8080)", a.listen),
     })?;
-    let idle = spec::parse_duration("--idle-timeout", &a.idle_timeout)?;
-    spec::in_range("--idle-timeout", idle.as_secs_f64(), 0.0, 900.0)?;
-    let startup = spec::parse_duration("--startup-timeout", &a.startup_timeout)?;
-    spec::in_range("--startup-timeout", startup.as_secs_f64(), 1.0, 240.0)?;
+    let idle = spec::duration_in("--idle-timeout", &a.idle_timeout, (0, 900))?;
+    let startup = spec::duration_in("--startup-timeout", &a.startup_timeout, (1, 240))?;
     let mut spec = flags.service_spec(&name, &spec::revision_name(&name), listen);
     spec.idle_timeout = idle;
     spec.startup_timeout = startup;
