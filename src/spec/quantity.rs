@@ -65,7 +65,7 @@ fn seconds(field: &'static str, s: &str) -> Result<f64, SpecError> {
 
 /// `n` seconds as a limit is written: `3600s`, but whole days of hours as `168h`.
 fn seconds_text(n: u64) -> String {
-    if n >= 86_400 && n % 3600 == 0 {
+    if n >= 86_400 && n.is_multiple_of(3600) {
         format!("{}h", n / 3600)
     } else {
         format!("{n}s")

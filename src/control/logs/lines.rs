@@ -132,9 +132,12 @@ fn cut_point(buf: &[u8]) -> usize {
 mod tests {
     use super::*;
 
+    /// A piece handed on: (cut?, length, first byte).
+    type Seen = (bool, usize, Option<u8>);
+
     /// What the splitter hands on for `reads` (one `push` each) and the end of the stream,
-    /// as (cut?, length, first byte) triples, with the most it held at any time.
-    fn split(reads: &[&[u8]]) -> (Vec<(bool, usize, Option<u8>)>, usize) {
+    /// with the most it held at any time.
+    fn split(reads: &[&[u8]]) -> (Vec<Seen>, usize) {
         let mut s = Splitter::default();
         let mut got = Vec::new();
         let mut most = 0;
@@ -169,7 +172,7 @@ mod tests {
         let one_over = cat(&[&bytes(M + 1, x), b"\n"]);
         let forty = bytes(40 * 1024, x);
         let forty_then_line = cat(&[&bytes(40 * 1024, x), b"\nab\n"]);
-        let table: Vec<(&str, Vec<&[u8]>, Vec<(bool, usize, Option<u8>)>)> = vec![
+        let table: Vec<(&str, Vec<&[u8]>, Vec<Seen>)> = vec![
             (
                 "short lines",
                 vec![b"ab\nc\n\nd"],
