@@ -149,9 +149,10 @@ pub struct ServeArgs {
     /// Give instances their full CPU all the time (the default).
     #[arg(long, overrides_with = "cpu_throttling")]
     pub no_cpu_throttling: bool,
-    /// Prometheus metrics address (`/metrics`); "off" disables it.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    pub metrics_listen: String,
+    /// Prometheus metrics address (`/metrics`), HOST:PORT; "off" disables it. Default
+    /// 127.0.0.1:9090, skipped with a warning when another process has it.
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub metrics_listen: Option<String>,
 }
 
 /// What to run in the container and with which environment: the same flags for a service

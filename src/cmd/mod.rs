@@ -9,8 +9,8 @@
 //!   [`revisions`] (`list`) and [`status`]; [`api`] reaches the daemon from their flags, and
 //!   [`print`] holds what they print (gcloud's shapes).
 //!
-//! What the commands share: reaching containerd ([`with_containerd`]) and writing to stdout
-//! ([`print()`]).
+//! What the commands share: reaching containerd ([`with_containerd`]), the metrics address
+//! ([`metrics_listen`]) and writing to stdout ([`print()`]).
 
 pub mod api;
 pub mod daemon;
@@ -29,6 +29,7 @@ use std::io::Write;
 use anyhow::Result;
 
 use runlet::cli::GlobalArgs;
+use runlet::metrics::MetricsListen;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::embedded::{self, Connection};
 
@@ -50,6 +51,21 @@ where
         e.stop(&client).await;
     }
     result
+}
+
+/// `--metrics-listen`: HOST:PORT, `off`, or not given (the default address).
+pub fn metrics_listen(flag: Option<&str>) -> Result<MetricsListen, runlet::spec::SpecError> {
+    match flag {
+        None => Ok(MetricsListen::Default),
+        Some("off") => Ok(MetricsListen::Off),
+        Some(text) => text
+            .parse()
+            .map(MetricsListen::Given)
+            .map_err(|_| runlet::spec::SpecError {
+                field: "--metrics-listen",
+                detail: format!("{text:?} is not HOST:PORT or off"),
+            }),
+    }
 }
 
 /// Writes to stdout, ignoring a closed pipe (`| head`).

@@ -3,7 +3,6 @@
 //! until Ctrl-C or SIGTERM, and everything of the service is removed.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use runlet::cli::{GlobalArgs, ServeArgs};
 use runlet::control::autoscale::Policy;
 use runlet::control::service::instance::Ctx;
 use runlet::ingress::{self, Demand, IngressConfig, Route, RouteTable, Snapshot};
-use runlet::metrics::Metrics;
+use runlet::metrics::{Metrics, MetricsListen};
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::rootfs::MemoryFs;
@@ -24,19 +23,18 @@ use runlet::runtime::Runtime;
 use runlet::spec::flags::ServiceFlags;
 use runlet::spec::{self, ServiceSpec, SpecError};
 
-use super::{wait_for_signal, with_containerd};
+use super::{metrics_listen, wait_for_signal, with_containerd};
 
 /// `runlet serve` with its input checked.
 struct Input {
     spec: ServiceSpec,
-    /// `None`: `--metrics-listen off`.
-    metrics: Option<SocketAddr>,
+    metrics: MetricsListen,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
     let input = Input {
         spec: service_spec(args)?,
-        metrics: metrics_listen(&args.metrics_listen)?,
+        metrics: metrics_listen(args.metrics_listen.as_deref())?,
     };
     let state_dir = global.state_dir.clone();
     with_containerd(global, |c| serve(c, input, state_dir)).await?;
@@ -75,25 +73,12 @@ fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
         field: "--listen",
         detail: format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:8080)", a.listen),
     })?;
-    let idle = spec::parse_duration("--idle-timeout", &a.idle_timeout)?;
-    spec::in_range("--idle-timeout", idle.as_secs_f64(), 0.0, 900.0)?;
-    let startup = spec::parse_duration("--startup-timeout", &a.startup_timeout)?;
-    spec::in_range("--startup-timeout", startup.as_secs_f64(), 1.0, 240.0)?;
+    let idle = spec::duration_in("--idle-timeout", &a.idle_timeout, (0, 900))?;
+    let startup = spec::duration_in("--startup-timeout", &a.startup_timeout, (1, 240))?;
     let mut spec = flags.service_spec(&name, &spec::revision_name(&name), listen);
     spec.idle_timeout = idle;
     spec.startup_timeout = startup;
     Ok(spec)
-}
-
-/// `--metrics-listen`: HOST:PORT, or `off`.
-fn metrics_listen(text: &str) -> Result<Option<SocketAddr>, SpecError> {
-    if text == "off" {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| SpecError {
-        field: "--metrics-listen",
-        detail: format!("{text:?} is not HOST:PORT or off"),
-    })
 }
 
 async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
@@ -109,11 +94,7 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         .map_err(|e| e.source)
         .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;
     let metrics = Metrics::new();
-    if let Some(addr) = metrics_addr {
-        runlet::metrics::serve(addr, metrics.clone())
-            .await
-            .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
-    }
+    runlet::metrics::serve_at(metrics_addr, metrics.clone()).await?;
     let spec = Arc::new(spec);
     let ctx = Arc::new(Ctx {
         runtime: Arc::new(c.clone()),
