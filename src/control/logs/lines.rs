@@ -134,6 +134,8 @@ mod tests {
 
     /// A piece handed on: (cut?, length, first byte).
     type Seen = (bool, usize, Option<u8>);
+    /// A table row: its name, the reads, what the splitter must hand out.
+    type Case<'a> = (&'a str, Vec<&'a [u8]>, Vec<Seen>);
 
     /// What the splitter hands on for `reads` (one `push` each) and the end of the stream,
     /// with the most it held at any time.
@@ -172,7 +174,7 @@ mod tests {
         let one_over = cat(&[&bytes(M + 1, x), b"\n"]);
         let forty = bytes(40 * 1024, x);
         let forty_then_line = cat(&[&bytes(40 * 1024, x), b"\nab\n"]);
-        let table: Vec<(&str, Vec<&[u8]>, Vec<Seen>)> = vec![
+        let table: Vec<Case> = vec![
             (
                 "short lines",
                 vec![b"ab\nc\n\nd"],
