@@ -523,7 +523,9 @@ fn a_service_is_also_served_on_its_own_address() {
     let env = fresh_state(&env, "own-port");
     let mut d = Daemon::start(&env);
     let name = "d-ownport";
-    let own: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let own: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
     let with_listen = |addr: &str| {
         let mut s = probe_service(&[("WHO", name)]);
         s["annotations"] = json!({ "runlet.io/listen": addr });
@@ -546,7 +548,10 @@ fn a_service_is_also_served_on_its_own_address() {
     let path = format!("{PARENT}/services?serviceId=d-ownport-b");
     let r = d.call("POST", &path, Some(&with_listen("nowhere")));
     let msg = assert_error(&r, 400, "INVALID_ARGUMENT");
-    assert!(msg.contains("service.annotations[\"runlet.io/listen\"]"), "{msg}");
+    assert!(
+        msg.contains("service.annotations[\"runlet.io/listen\"]"),
+        "{msg}"
+    );
     let r = d.call("POST", &path, Some(&with_listen(&own.to_string())));
     let msg = assert_error(&r, 400, "FAILED_PRECONDITION");
     assert!(msg.contains(&own.to_string()), "{msg}");
@@ -558,7 +563,11 @@ fn a_service_is_also_served_on_its_own_address() {
     assert!(msg.contains(&busy), "{msg}");
     let r = d.call("POST", &path, Some(&with_listen(&d.listen.to_string())));
     assert_error(&r, 400, "FAILED_PRECONDITION");
-    assert_error(&d.call("GET", &service_path("d-ownport-b"), None), 404, "NOT_FOUND");
+    assert_error(
+        &d.call("GET", &service_path("d-ownport-b"), None),
+        404,
+        "NOT_FOUND",
+    );
 
     // Back after a restart.
     assert!(d.terminate().success(), "{}", d.output());
@@ -571,7 +580,9 @@ fn a_service_is_also_served_on_its_own_address() {
     assert!(back, "{own} did not come back\n{}", d.output());
 
     // Moved by an update, gone when the annotation is removed.
-    let moved: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let moved: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
     d.wait_ok(&d.update(name, &with_listen(&moved.to_string())));
     assert!(closed(own), "{own} still open after the move");
     let r = http(moved, "GET", "/", &[], b"");

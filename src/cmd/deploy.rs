@@ -11,9 +11,9 @@ use anyhow::Result;
 use runlet::api::client::{operation_result, Client};
 use runlet::cli::deploy::DeployArgs;
 use runlet::cli::GlobalArgs;
+use runlet::daemon::listener;
 use runlet::pb::longrunning::Operation;
 use runlet::pb::run_v2 as v2;
-use runlet::daemon::listener;
 use runlet::spec::{to_run_v2, SpecError};
 
 use super::print::progress::{self, deploy_steps, render, rewind};

@@ -35,9 +35,10 @@ pub fn wanted(svc: &v2::Service) -> Result<Option<SocketAddr>, Status> {
 
 /// `HOST:PORT` as an address, or why not (the message names the field).
 fn parse(text: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = text.trim().parse().map_err(|_| {
-        format!("invalid {FIELD}: {text:?} is not HOST:PORT (e.g. 127.0.0.1:9001)")
-    })?;
+    let addr: SocketAddr = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid {FIELD}: {text:?} is not HOST:PORT (e.g. 127.0.0.1:9001)"))?;
     if addr.port() == 0 {
         return Err(format!(
             "invalid {FIELD}: {text:?} has port 0: name the port (it must stay the same across restarts)"
@@ -56,10 +57,7 @@ pub struct Bound {
 /// refuses it (in use, not a local address).
 pub fn bind(addr: SocketAddr) -> Result<Bound, Status> {
     let listeners = ingress::bind(&[addr], ingress::default_workers()).map_err(|e| {
-        Status::failed_precondition(format!(
-            "cannot listen on {addr} ({FIELD}): {}",
-            e.source
-        ))
+        Status::failed_precondition(format!("cannot listen on {addr} ({FIELD}): {}", e.source))
     })?;
     Ok(Bound { addr, listeners })
 }

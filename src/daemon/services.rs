@@ -9,9 +9,9 @@ use tokio::sync::Mutex;
 use tonic::Status;
 use tracing::{info, warn};
 
+use super::listener::{self, ServiceListener};
 use super::names::{check_service_id, Parent, RevisionName, ServiceName};
 use super::resource::{self, etag_of};
-use super::listener::{self, ServiceListener};
 use super::revision::RevisionRun;
 use super::{paging, Daemon};
 use crate::pb::any::Any;
