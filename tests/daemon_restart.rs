@@ -223,6 +223,13 @@ fn every_operation_pending_at_kill_9_completes_with_the_one_rollout() {
         let now = d.ok("GET", op["name"].as_str().unwrap(), None);
         assert_ne!(now["done"], true, "{now}");
     }
+    // Killed once generation 2's container runs (a kill between its network namespace
+    // and its container would leave the namespace: nothing labelled names it).
+    let launching = common::within(Duration::from_secs(10), || {
+        env.ctr(&["tasks", "ls"])
+            .contains(&format!("{name}-00002-"))
+    });
+    assert!(launching, "generation 2 never started\n{}", d.output());
     kill9(&mut d);
 
     let d2 = Daemon::start(&env);
