@@ -141,7 +141,9 @@ mod tests {
 
     #[test]
     fn wanted_addresses() {
-        let table: &[(Option<&str>, Result<Option<&str>, &str>)] = &[
+        // (annotation, the address or a part of the refusal)
+        type Case<'a> = (Option<&'a str>, Result<Option<&'a str>, &'a str>);
+        let table: &[Case] = &[
             (None, Ok(None)),
             (Some("127.0.0.1:9001"), Ok(Some("127.0.0.1:9001"))),
             (Some(" [::1]:9001 "), Ok(Some("[::1]:9001"))),
