@@ -20,7 +20,6 @@ use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::rootfs::MemoryFs;
 use runlet::runtime::Runtime;
-use runlet::spec::flags::ServiceFlags;
 use runlet::spec::{self, ServiceSpec, SpecError};
 
 use super::{metrics_listen, wait_for_signal, with_containerd};
@@ -42,26 +41,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
 }
 
 fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
-    let flags = ServiceFlags {
-        image: a.image.clone(),
-        port: Some(a.port),
-        set_env_vars: a.container.set_env_vars.clone(),
-        command: a.container.command.clone(),
-        args: a.container.args.clone(),
-        memory: Some(a.memory.clone()),
-        cpu: Some(a.cpu.clone()),
-        concurrency: Some(a.concurrency),
-        timeout: Some(a.timeout.clone()),
-        min_instances: Some(a.min_instances),
-        max_instances: Some(a.max_instances),
-        startup_probe: a.startup_probe.clone(),
-        liveness_probe: a.liveness_probe.clone(),
-        add_volume: a.add_volume.clone(),
-        add_volume_mount: a.add_volume_mount.clone(),
-        use_http2: a.use_http2,
-        cpu_throttling: Some(a.cpu_throttling),
-    }
-    .check()?;
+    let flags = super::service_flags(&a.image, &a.revision).check()?;
     let name = match &a.service {
         Some(n) => {
             spec::check_name("--service", n, 49)?;

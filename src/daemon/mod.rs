@@ -7,6 +7,7 @@
 //! - `services`: the Admin API's calls on services and revisions.
 //! - `rollout`: starting a new revision, switching traffic to it, retiring the old one.
 //! - [`revision`]: one running revision (first instance, controller, route).
+//! - [`listener`]: a service's own address (annotation `runlet.io/listen`).
 //! - [`resource`]: the resources' output fields (conditions, uri, etag), plain functions.
 //! - [`operations`]: long-running operations, waited on and stored.
 //! - [`names`]: resource names, parsed and checked.
@@ -16,6 +17,7 @@
 
 pub mod core;
 pub mod hosts;
+pub mod listener;
 pub mod lock;
 pub mod names;
 pub mod operations;
