@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
 use futures::StreamExt;
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -472,7 +472,11 @@ async fn read_until(s: &mut TcpStream, want: &str) -> String {
         while !String::from_utf8_lossy(&got).contains(want) {
             let mut buf = [0u8; 4096];
             let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed before {want:?}: {}", String::from_utf8_lossy(&got));
+            assert!(
+                n > 0,
+                "closed before {want:?}: {}",
+                String::from_utf8_lossy(&got)
+            );
             got.extend_from_slice(&buf[..n]);
         }
     };
@@ -516,14 +520,23 @@ async fn an_instance_marked_out_of_memory_gets_500_for_its_requests_and_its_stre
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     let mut c4 = h2(addr).await;
     c4.0.ready().await.unwrap();
-    let resp = c4
-        .0
-        .send_request(Request::get("http://a/stream").body(Full::default()).unwrap())
+    let resp =
+        c4.0.send_request(
+            Request::get("http://a/stream")
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let mut h2_stream = resp.into_body();
-    let first = h2_stream.frame().await.unwrap().unwrap().into_data().unwrap();
+    let first = h2_stream
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
     assert_eq!(&first[..], b"A first\n");
     // And a WebSocket tunnel, open.
     let mut ws = TcpStream::connect(addr).await.unwrap();
@@ -553,7 +566,10 @@ async fn an_instance_marked_out_of_memory_gets_500_for_its_requests_and_its_stre
     // The streams are cut, not ended: no last chunk, no chunked terminator; HTTP/2's
     // stream is reset.
     let rest = rest_until_closed(&mut raw_stream).await;
-    assert!(!rest.contains("last") && !rest.contains("0\r\n\r\n"), "{rest:?}");
+    assert!(
+        !rest.contains("last") && !rest.contains("0\r\n\r\n"),
+        "{rest:?}"
+    );
     let cut = tokio::time::timeout(Duration::from_secs(2), h2_stream.frame())
         .await
         .expect("the HTTP/2 stream was not cut");

@@ -84,4 +84,3 @@ impl Instances for Fake {
         false
     }
 }
-
