@@ -114,11 +114,10 @@ impl Endpoint {
     pub fn mark_dead(&self, cause: Death) {
         self.close();
         self.death.send_if_modified(|cur| {
-            let replace = match (&*cur, &cause) {
-                (None, _) => true,
-                (Some(Death::Exited(_)), Death::OutOfMemory) => true,
-                _ => false,
-            };
+            let replace = matches!(
+                (&*cur, &cause),
+                (None, _) | (Some(Death::Exited(_)), Death::OutOfMemory)
+            );
             if replace {
                 *cur = Some(cause);
             }
@@ -182,4 +181,56 @@ pub struct Snapshot {
     pub failed_start: Option<String>,
     /// The service's average observed instance start-up time.
     pub avg_startup: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dial::Loopback;
+
+    fn endpoint() -> Endpoint {
+        let nowhere = "127.0.0.1:9".parse().unwrap();
+        Endpoint::new("i".into(), 9, Arc::new(Loopback(nowhere)), false)
+    }
+
+    #[test]
+    fn the_first_cause_of_death_wins_but_an_out_of_memory_kill_replaces_an_exit() {
+        let exited = || Death::Exited("exit code 1".into());
+        let table = [
+            (vec![exited()], Some(exited())),
+            (vec![Death::OutOfMemory], Some(Death::OutOfMemory)),
+            (vec![exited(), Death::OutOfMemory], Some(Death::OutOfMemory)),
+            (vec![Death::OutOfMemory, exited()], Some(Death::OutOfMemory)),
+        ];
+        for (marks, want) in table {
+            let e = endpoint();
+            for m in marks.clone() {
+                e.mark_dead(m);
+            }
+            assert_eq!(*e.death.borrow(), want, "{marks:?}");
+            assert!(e.closed.load(Ordering::SeqCst), "{marks:?}: closed");
+            assert_eq!(e.is_out_of_memory(), want == Some(Death::OutOfMemory));
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_on_an_endpoint_learn_of_an_out_of_memory_kill_at_once() {
+        let e = Arc::new(endpoint());
+        let waiting = tokio::spawn({
+            let e = e.clone();
+            async move { e.out_of_memory().await }
+        });
+        e.mark_dead(Death::Exited("liveness probe failed".into()));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "an exit is not an OOM kill");
+        e.mark_dead(Death::OutOfMemory);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken by the mark")
+            .unwrap();
+        // One that starts waiting after the mark returns at once.
+        tokio::time::timeout(Duration::from_millis(10), e.out_of_memory())
+            .await
+            .expect("already marked");
+    }
 }
