@@ -1,13 +1,16 @@
 //! The daemon after `kill -9`, and who may touch whose containers, against real containerd:
 //! a restarted daemon adopts its running instances (no cold start) and replaces what it
 //! cannot adopt leaving nothing orphaned; a `runlet serve` of the same service name leaves
-//! the daemon's instances alone; and services call each other by URL from inside.
+//! the daemon's instances alone; services call each other by URL from inside; and a daemon
+//! that died between an instance's network namespace and its container leaves nothing once
+//! restarted.
 
 mod common;
 
 use std::time::Duration;
 
-use common::daemon::{fresh_state, probe_service, service_with_image, Daemon};
+use common::daemon::{fresh_state, probe_service, service_with_image, Daemon, Launch};
+use runlet::control::crash_hook;
 use serde_json::json;
 
 /// The ids of the containers of service `name` in containerd.
@@ -223,8 +226,8 @@ fn every_operation_pending_at_kill_9_completes_with_the_one_rollout() {
         let now = d.ok("GET", op["name"].as_str().unwrap(), None);
         assert_ne!(now["done"], true, "{now}");
     }
-    // Killed once generation 2's container runs (a kill between its network namespace
-    // and its container would leave the namespace: nothing labelled names it).
+    // Killed once generation 2's container runs (a kill between its network namespace and
+    // its container is a_daemon_killed_between_network_and_container_leaves_nothing...).
     let launching = common::within(Duration::from_secs(10), || {
         env.ctr(&["tasks", "ls"])
             .contains(&format!("{name}-00002-"))
@@ -249,4 +252,54 @@ fn every_operation_pending_at_kill_9_completes_with_the_one_rollout() {
 /// The revision id of a revision's full name.
 fn short_rev(name: &str) -> &str {
     common::daemon::short(name)
+}
+
+#[test]
+fn a_daemon_killed_between_network_and_container_leaves_nothing_after_its_restart() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let env = fresh_state(&env, "crash-before-create");
+    let name = "halfmade";
+    // The test hook aborts the daemon once the first instance's namespace, address and
+    // root fs mount exist, before its container does: what `kill -9` there would leave.
+    let mut d = Daemon::launch(
+        &env,
+        Launch {
+            env: &[(crash_hook::ENV, "rootfs-mount")],
+            ..Launch::default()
+        },
+    )
+    .unwrap_or_else(|f| panic!("runlet daemon did not start: {f:?}"));
+    let op = d.create(name, &probe_service(&[]));
+    let died = common::within(Duration::from_secs(60), || {
+        matches!(d.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(died, "the hook never aborted the daemon:\n{}", d.output());
+    let ids = common::netns_ids(name);
+    assert_eq!(ids.len(), 1, "{ids:?}\n{}", d.output());
+    let id = &ids[0];
+    let before = common::host_traces(id, &env.state_dir);
+    for what in ["netns", "address", "mount", "dir"] {
+        assert!(
+            before.iter().any(|t| t.starts_with(what)),
+            "the crash should leave the {what}: {before:?}"
+        );
+    }
+    assert!(containers_of(&env, name).is_empty(), "no container yet");
+
+    // Released while the restarted daemon resumes, before it says it serves.
+    let d2 = Daemon::start(&env);
+    let after = common::host_traces(id, &env.state_dir);
+    assert!(
+        after.is_empty(),
+        "left after the restart: {after:?}\n{}",
+        d2.output()
+    );
+    env.assert_nothing_left(id);
+    // And the interrupted creation completes with a new instance.
+    d2.wait_ok(&op);
+    assert_eq!(d2.get_via(name, "/").status, 200);
+    d2.wait_ok(&d2.delete(name));
+    env.assert_nothing_left(&format!("{name}-"));
 }

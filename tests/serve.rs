@@ -316,3 +316,45 @@ fn a_named_image_user_is_resolved_from_the_images_passwd() {
     );
     assert_eq!(j["gid"], 65534);
 }
+
+#[test]
+fn a_serve_killed_between_network_and_container_leaves_nothing_after_the_next_serve() {
+    let Some(env) = probe_env() else {
+        return;
+    };
+    let env = env.isolated("serve-crash");
+    let _ = std::fs::remove_dir_all(&env.state_dir);
+    let name = "crashnet";
+    // The test hook aborts `runlet serve` once its first instance's namespace and address
+    // exist, before anything else of it: what `kill -9` there would leave.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let out = env
+        .runlet()
+        .args(["serve", "--listen", &listen, "--metrics-listen", "off"])
+        .args(["--image", "probe", "--service", name])
+        .env(runlet::control::crash_hook::ENV, "network-attach")
+        .output()
+        .expect("run runlet serve");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("aborting"), "{:?}: {text}", out.status);
+    let ids = common::netns_ids(name);
+    assert_eq!(ids.len(), 1, "{ids:?}: {text}");
+    let id = &ids[0];
+    let before = common::host_traces(id, &env.state_dir);
+    for what in ["netns", "address", "dir"] {
+        assert!(
+            before.iter().any(|t| t.starts_with(what)),
+            "the crash should leave the {what}: {before:?}"
+        );
+    }
+
+    // The next `runlet serve` on the state dir releases them before its first instance.
+    let served = env.serve_probe(name, &[]);
+    let after = common::host_traces(id, &env.state_dir);
+    assert!(after.is_empty(), "left: {after:?}\n{}", served.output());
+    env.assert_nothing_left(id);
+    assert_eq!(served.get("/").status, 200);
+    let (status, output) = served.interrupt();
+    assert!(status.success(), "{output}");
+    env.assert_nothing_left(&format!("{name}-"));
+}

@@ -3,6 +3,7 @@
 //! ties them to the data path's snapshot and demand, and jobs.
 
 pub mod autoscale;
+pub mod crash_hook;
 pub mod job;
 pub mod logs;
 pub mod owner;

@@ -100,6 +100,24 @@ pub fn current() -> &'static Owner {
     CURRENT.get_or_init(Owner::this_process)
 }
 
+/// The file in a container's directory (`<state-dir>/instances/ID/`, a job attempt's) that
+/// names its owner, written before anything of the container outside the directory exists
+/// (network namespace, address, root fs mount): a runlet that dies before the container
+/// exists in containerd leaves no label, and this file says whose that leftover is.
+pub const OWNER_FILE: &str = "owner";
+
+/// Records this process's [`current`] owner in container directory `dir` (which exists).
+pub fn record(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join(OWNER_FILE), current().label())
+}
+
+/// The owner [`record`]ed in `dir`; `None` if there is no such file (a directory made by
+/// a runlet before owner files, or one being made right now) or it cannot be parsed.
+pub fn recorded(dir: &Path) -> Option<Owner> {
+    let text = std::fs::read_to_string(dir.join(OWNER_FILE)).ok()?;
+    Owner::parse(text.trim())
+}
+
 /// What a runlet may do with a container it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -183,6 +201,16 @@ mod tests {
         assert!(owner.is_alive());
         drop(held);
         assert!(!owner.is_alive());
+    }
+
+    #[test]
+    fn the_recorded_owner_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(recorded(dir.path()), None);
+        record(dir.path()).unwrap();
+        assert_eq!(recorded(dir.path()).as_ref(), Some(current()));
+        std::fs::write(dir.path().join(OWNER_FILE), "").unwrap();
+        assert_eq!(recorded(dir.path()), None, "a file being written");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One container's life on this host, the same for a service instance and a job attempt.
 //!
-//! [`Sandbox::create`]: files dir → network namespace ([`Network::attach`]) → output FIFOs
-//! → `/etc` files → OCI spec → labels → in-memory root fs ([`RootFs::mount`]) →
+//! [`Sandbox::create`]: files dir and its owner file ([`super::owner::record`]) → network
+//! namespace ([`Network::attach`]) → output FIFOs → `/etc` files → OCI spec → labels → in-memory root fs ([`RootFs::mount`]) →
 //! `Runtime::create` → exit watcher (before the start, so an instant exit is seen).
 //! [`Sandbox::start`]: `Runtime::start`. What comes between (a start-up probe, a task
 //! timeout) is the caller's.
@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::crash_hook;
 use super::logs::{Pipes, Sink};
 use crate::image::ImageInfo;
 use crate::runtime::network::{self, Attachment, NetError, Network};
@@ -132,7 +133,11 @@ impl Sandbox {
         let id = self.id.clone();
         let dir = plan.dir;
         std::fs::create_dir_all(dir).map_err(SandboxError::Files)?;
+        // First, so that a runlet that dies before the container exists leaves a leftover
+        // with an owner ([`crate::control::service::leftovers::release_orphans`]).
+        super::owner::record(dir).map_err(SandboxError::Files)?;
         let att = net.attach(&id).await?;
+        crash_hook::after(crash_hook::Step::NetworkAttach);
         self.timings.network = t0.elapsed();
         let pipes = self
             .pipes
@@ -174,6 +179,7 @@ impl Sandbox {
             .mount(&dir.join("rootfs"), plan.memory_bytes)
             .await
             .map_err(SandboxError::RootFs)?;
+        crash_hook::after(crash_hook::Step::RootFsMount);
         let t_create = Instant::now();
         runtime
             .create(&ContainerSpec {
@@ -350,6 +356,28 @@ pub(crate) mod tests {
         assert_eq!(
             rt.calls().await,
             [made("c1", &dir), life.to_vec(), released("c1", &dir)].concat()
+        );
+    }
+
+    /// The owner is on disk before the network is touched: a runlet that dies in between
+    /// leaves a directory whose owner the next one can judge.
+    #[tokio::test(start_paused = true)]
+    async fn the_owner_is_recorded_before_the_network_is_attached() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c3");
+        let rt = FakeRuntime::new();
+        rt.fail_attaches().await;
+        let (runtime, net, rootfs) = (Arc::new(rt.clone()), rt.network(), rt.root_fs());
+        let image = ImageInfo::default();
+        let mut sb = Sandbox::new("c3");
+        let err = sb
+            .create(&runtime, &net, &rootfs, plan(&dir, &image))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SandboxError::Network(_)), "{err}");
+        assert_eq!(
+            crate::control::owner::recorded(&dir).as_ref(),
+            Some(crate::control::owner::current())
         );
     }
 

@@ -218,7 +218,11 @@ impl Daemon {
     /// Sorts the containers of services found in containerd by their owner: this daemon's
     /// instances of a serving revision are returned by service, to be adopted; what this
     /// daemon may take over otherwise (its own of other revisions, those of a gone runlet
-    /// of one of its services) is removed; the rest is left alone.
+    /// of one of its services) is removed; the rest is left alone. Then the instances left
+    /// without a container are released ([`release_orphans`]). Runs before this daemon makes
+    /// any instance.
+    ///
+    /// [`release_orphans`]: crate::control::service::leftovers::release_orphans
     async fn sort_leftovers(
         &self,
         services: &BTreeSet<String>,
@@ -260,6 +264,15 @@ impl Daemon {
                 .await;
             }
         }
+        // Instances an earlier run of this daemon (or a gone `runlet serve` of this state
+        // dir) was making when it died: their namespace, address and mount, but no container.
+        crate::control::service::leftovers::release_orphans(
+            self.host.runtime.as_ref(),
+            &self.host.net,
+            &crate::runtime::rootfs::MemoryFs,
+            &self.host.state_dir,
+        )
+        .await;
         adopt
     }
 

@@ -36,6 +36,8 @@ pub struct Launch<'a> {
     /// `--no-manage-hosts` unless true.
     pub manage_hosts: bool,
     pub extra: &'a [&'a str],
+    /// Environment variables set for it (a test hook's).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// A daemon that ended before it said it was serving: its exit code and output.
@@ -71,6 +73,7 @@ impl Daemon {
             cmd.arg("--no-manage-hosts");
         }
         cmd.args(how.extra)
+            .envs(how.env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("RUNLET_LOG", "info")

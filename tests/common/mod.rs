@@ -197,6 +197,45 @@ pub fn file_names(dir: impl AsRef<std::path::Path>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What instance `id` holds on the host outside containerd: its network namespace, its
+/// CNI address allocation, mounts under `state_dir` (its root fs's tmpfs), its directory.
+pub fn host_traces(id: &str, state_dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let netns = format!("runlet-{id}");
+    if file_names("/run/netns").contains(&netns) {
+        found.push(format!("netns /run/netns/{netns}"));
+    }
+    let ipam = std::path::Path::new("/var/lib/cni/networks/runlet");
+    for f in file_names(ipam) {
+        let holder = std::fs::read_to_string(ipam.join(&f)).unwrap_or_default();
+        if holder.contains(&netns) {
+            found.push(format!("address {f}"));
+        }
+    }
+    let state = state_dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    for m in mounts.lines() {
+        let point = m.split(' ').nth(1).unwrap_or_default();
+        if point.starts_with(&state) && point.contains(id) {
+            found.push(format!("mount {point}"));
+        }
+    }
+    let dir = state_dir.join("instances").join(id);
+    if dir.exists() {
+        found.push(format!("dir {}", dir.display()));
+    }
+    found
+}
+
+/// The ids of the network namespaces runlet made for instances of service `name`.
+pub fn netns_ids(name: &str) -> Vec<String> {
+    let prefix = format!("runlet-{name}-");
+    file_names("/run/netns")
+        .into_iter()
+        .filter_map(|n| n.strip_prefix(&prefix).map(|rest| format!("{name}-{rest}")))
+        .collect()
+}
+
 /// The test environment with the probe image loaded, or `None` (skip) like [`env`].
 pub fn probe_env() -> Option<Env> {
     let env = env()?;
