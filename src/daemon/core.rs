@@ -43,6 +43,8 @@ pub struct Daemon {
     /// Deletions under way (their services are no longer in the state); shutting down
     /// waits for them.
     pub(super) deletions: TaskTracker,
+    /// The jobs and their executions (`super::jobs`, `super::executions`).
+    pub(super) jobs: super::jobs::Jobs,
 }
 
 #[derive(Default)]
@@ -62,6 +64,7 @@ impl Daemon {
         hosts: Option<HostsFile>,
     ) -> Arc<Daemon> {
         let ops = Operations::load(store.clone());
+        let jobs = super::jobs::Jobs::load(&store);
         let (peers, peers_rx) = watch::channel(Arc::from(""));
         host.peers = Some(peers_rx);
         let mut state = State::default();
@@ -101,6 +104,7 @@ impl Daemon {
             listen,
             stopping: AtomicBool::new(false),
             deletions: TaskTracker::new(),
+            jobs,
         })
     }
 
@@ -112,6 +116,7 @@ impl Daemon {
     /// Starts every stored service again (after removing what an earlier daemon left of
     /// them in containerd), completing the operations a restart interrupted.
     pub async fn resume(&self) {
+        self.resume_jobs().await;
         let pending = self.ops.pending().await;
         let state = self.state.lock().await;
         let mut todo = Vec::new();
@@ -211,6 +216,7 @@ impl Daemon {
     /// a task cut short there leaves its instance running in containerd.
     pub async fn shut_down(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.stop_jobs().await;
         let rollouts: Vec<_> = {
             let state = self.state.lock().await;
             state

@@ -15,6 +15,9 @@ use crate::util::rfc3339;
 
 /// The label of an execution record naming its job (Cloud Run's).
 pub const JOB_LABEL: &str = "run.googleapis.com/job";
+/// The label of an execution record naming the runlet that runs it (as containers carry
+/// it: [`crate::control::owner::Owner::label`]).
+pub const OWNER_LABEL: &str = crate::runtime::labels::OWNER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecutionState {
@@ -151,6 +154,10 @@ impl ExecutionRecord {
     pub fn new(spec: &JobSpec, name: &str, parallelism: u32, now: SystemTime) -> Self {
         let mut labels = BTreeMap::new();
         labels.insert(JOB_LABEL.to_string(), spec.name.clone());
+        labels.insert(
+            OWNER_LABEL.to_string(),
+            crate::control::owner::current().label(),
+        );
         ExecutionRecord {
             api_version: API_VERSION.into(),
             kind: "Execution".into(),
@@ -198,6 +205,20 @@ impl ExecutionRecord {
             .get(JOB_LABEL)
             .map(String::as_str)
             .unwrap_or("")
+    }
+
+    /// The runlet that runs (or ran) it; `None` for records from before owner labels.
+    pub fn owner(&self) -> Option<crate::control::owner::Owner> {
+        self.metadata
+            .labels
+            .get(OWNER_LABEL)
+            .and_then(|o| crate::control::owner::Owner::parse(o))
+    }
+
+    /// Whether a daemon runs it: its recovery after a restart is that daemon's, never a
+    /// job command's.
+    pub fn daemon_owned(&self) -> bool {
+        matches!(self.owner(), Some(crate::control::owner::Owner::Daemon(_)))
     }
 
     pub fn image(&self) -> &str {

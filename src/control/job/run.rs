@@ -359,9 +359,10 @@ pub async fn recover<R: Runtime>(
         warn!("{}", crate::util::error_chain(&e));
     }
     let mut claimed = Vec::new();
+    // A daemon's executions are its own to resume after a restart: never marked here.
     for r in records
         .iter()
-        .filter(|r| r.status.state == ExecutionState::Running)
+        .filter(|r| r.status.state == ExecutionState::Running && !r.daemon_owned())
     {
         let Some(lock) = store.try_claim(r.name())? else {
             continue;
