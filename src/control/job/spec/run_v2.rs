@@ -378,7 +378,8 @@ mod tests {
 
     #[test]
     fn refusals_name_the_field() {
-        let table: Vec<(&str, Box<dyn Fn(&mut v2::Job)>)> = vec![
+        type Change = Box<dyn Fn(&mut v2::Job)>;
+        let table: Vec<(&str, Change)> = vec![
             ("job.template", Box::new(|j| j.template = None)),
             (
                 "job.template.taskCount",
