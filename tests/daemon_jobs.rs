@@ -2,8 +2,9 @@
 //! `--wait` and overrides, executions and tasks listed; `runlet job executions list` (the
 //! foreground command) reads the same store, shows the daemon's running execution and never
 //! marks it; cancel; delete. And `kill -9` of the daemon mid-execution: job commands leave
-//! the execution alone while the daemon is down, the restarted daemon marks it failed and
-//! removes its task containers, and its counts are true.
+//! the execution alone while the daemon is down; the restarted daemon adopts the running
+//! task (its exit is recorded, the other task runs after it, the counts are true) and can
+//! cancel an adopted one.
 
 mod common;
 
@@ -15,6 +16,7 @@ use common::daemon::{fresh_state, Daemon};
 const SCRIPT: &str = concat!(
     r#"trap "exit 143" TERM; "#,
     r#"if [ "$1" = sleep ]; then sleep 300 & wait; exit 0; fi; "#,
+    r#"if [ "$1" = nap ]; then sleep 4; exit 0; fi; "#,
     r#"if [ "$CLOUD_RUN_TASK_INDEX" = 1 ] && [ "$CLOUD_RUN_TASK_ATTEMPT" = 0 ]; then exit 3; fi; "#,
     r#"echo task "$CLOUD_RUN_TASK_INDEX": "$@""#
 );
@@ -79,12 +81,17 @@ fn execution_with(list: &str, word: &str) -> Option<String> {
         .map(String::from)
 }
 
-/// Runs the long execution and waits until its task runs; its id.
+/// Runs the long execution (`how` as the argument: `sleep` until SIGTERM, `nap` for 4 s)
+/// with `tasks` tasks and waits until its first task runs; its id.
 fn start_sleeper(env: &common::Env, d: &Daemon, job: &str) -> String {
+    start_run(env, d, job, "sleep", "1")
+}
+
+fn start_run(env: &common::Env, d: &Daemon, job: &str, how: &str, tasks: &str) -> String {
     let out = ok(
         env,
         d,
-        &["jobs", "execute", job, "--args", "sleep", "--tasks", "1"],
+        &["jobs", "execute", job, "--args", how, "--tasks", tasks],
     );
     let id = out
         .split('[')
@@ -96,7 +103,7 @@ fn start_sleeper(env: &common::Env, d: &Daemon, job: &str) -> String {
     let container = format!("{id}-0-0");
     assert!(
         common::within(Duration::from_secs(30), || {
-            ok(env, d, &["jobs", "executions", "describe", &id]).contains("Running       1")
+            !ok(env, d, &["jobs", "executions", "describe", &id]).contains("Running       0")
                 && env
                     .ctr(&["tasks", "ls"])
                     .lines()
@@ -186,7 +193,7 @@ fn jobs_through_the_cli_and_one_store_with_runlet_job() {
 }
 
 #[test]
-fn a_killed_daemon_marks_its_interrupted_execution_failed_and_leaves_nothing() {
+fn a_killed_daemon_adopts_its_running_tasks_and_the_execution_goes_on() {
     let Some(env) = common::probe_env() else {
         return;
     };
@@ -194,7 +201,8 @@ fn a_killed_daemon_marks_its_interrupted_execution_failed_and_leaves_nothing() {
     let env = fresh_state(&env, "jobs-kill");
     let mut d = Daemon::start(&env);
     create(&env, &d, "killjob");
-    let long = start_sleeper(&env, &d, "killjob");
+    // Two tasks of 4 s (the job's parallelism is 2: both run); caught running.
+    let long = start_run(&env, &d, "killjob", "nap", "2");
     d.child.kill().expect("SIGKILL the daemon");
     d.child.wait().expect("reap the daemon");
     let container = format!("{long}-0-0");
@@ -213,21 +221,35 @@ fn a_killed_daemon_marks_its_interrupted_execution_failed_and_leaves_nothing() {
         "a job command removed the daemon's task"
     );
 
-    let d2 = Daemon::start(&env);
-    let described = ok(&env, &d2, &["jobs", "executions", "describe", &long]);
-    assert!(described.contains(": Failed"), "{described}");
-    assert!(described.contains("Running       0"), "{described}");
-    assert!(described.contains("Failed        1"), "{described}");
-    assert!(described.contains("daemon exited"), "{described}");
+    // Restarted, the daemon adopts the running task: its exit is recorded, the rest runs.
+    let mut d2 = Daemon::start(&env);
     assert!(
-        !env.ctr(&["containers", "ls", "-q"]).contains(&container),
-        "the interrupted task's container is left:\n{}",
+        common::within(Duration::from_secs(60), || {
+            ok(&env, &d2, &["jobs", "executions", "describe", &long]).contains(": Succeeded")
+        }),
+        "{long} did not complete after the restart:\n{}\n--- daemon ---\n{}",
+        ok(&env, &d2, &["jobs", "executions", "describe", &long]),
         d2.output()
     );
-    // The job still runs after the restart.
-    let out = ok(&env, &d2, &["jobs", "execute", "killjob", "--wait"]);
-    assert!(out.contains("has successfully completed"), "{out}");
-    ok(&env, &d2, &["jobs", "delete", "killjob"]);
-    drop(d2);
+    let described = ok(&env, &d2, &["jobs", "executions", "describe", &long]);
+    assert!(described.contains("Succeeded     2"), "{described}");
+    assert!(described.contains("Running       0"), "{described}");
+    assert!(described.contains("Failed        0"), "{described}");
+    let out = d2.output();
+    assert!(out.contains("adopted a running attempt"), "{out}");
+    // And a cancellation after a restart stops an adopted task.
+    let sleeper = start_sleeper(&env, &d2, "killjob");
+    d2.child.kill().expect("SIGKILL the daemon");
+    d2.child.wait().expect("reap the daemon");
+    let d3 = Daemon::start(&env);
+    assert!(
+        d3.output().contains("adopted a running attempt"),
+        "{}",
+        d3.output()
+    );
+    let out = ok(&env, &d3, &["jobs", "executions", "cancel", &sleeper]);
+    assert!(out.contains("cancelled"), "{out}");
+    ok(&env, &d3, &["jobs", "delete", "killjob"]);
+    drop(d3);
     env.assert_nothing_left("killjob-");
 }

@@ -8,8 +8,9 @@
 //! cancelled (its metadata is the final execution either way). Cancelling stops the running
 //! tasks (SIGTERM, SIGKILL after 10 s) and cancels the pending ones. Deleting a running
 //! execution cancels it first. Stopping the daemon cancels what runs; a daemon killed
-//! mid-execution marks its executions failed when it starts again and removes their task
-//! containers.
+//! mid-execution takes its executions over when it starts again (running attempts
+//! adopted: `control::job::resume`), or marks failed one that cannot resume and removes
+//! its task containers.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -27,11 +28,13 @@ use super::resource::{self, etag_of, short};
 use super::{paging, Daemon};
 use crate::control::job::spec::run_v2::job_spec;
 use crate::control::job::spec::{effective_parallelism, HostResources};
-use crate::control::job::{self, Ctx, ExecutionRecord, ExecutionState, Line, LineSink};
+use crate::control::job::{self, Ctx, ExecutionRecord, ExecutionState, JobSpec, Line, LineSink};
 use crate::control::KILL_GRACE;
 use crate::pb::any::Any;
 use crate::pb::longrunning::Operation;
 use crate::pb::run_v2 as v2;
+use crate::runtime::containerd::Containerd;
+use crate::runtime::network::NetConfig;
 use crate::runtime::rootfs::MemoryFs;
 use crate::runtime::{labels, ocispec, Runtime, RuntimeError};
 
@@ -177,13 +180,38 @@ impl Daemon {
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
         info!(job = %full, execution = %id, tasks = spec.task_count, parallelism, "execution started");
 
+        let ctx = self.execution_ctx(&name.job, &id, spec, image, user, argv);
+        let records = self.records();
+        let run_id = id.clone();
+        self.spawn_run(
+            stored,
+            op.name.clone(),
+            cancel_rx,
+            ended_tx,
+            move |cancelled| async move {
+                job::execute(ctx, &records, &run_id, parallelism, cancelled).await
+            },
+        );
+        Ok(op)
+    }
+
+    /// What every attempt of execution `id` of job `job` shares.
+    fn execution_ctx(
+        &self,
+        job: &str,
+        id: &str,
+        spec: JobSpec,
+        image: crate::image::ImageInfo,
+        user: (u32, u32),
+        argv: Vec<String>,
+    ) -> Arc<Ctx<Containerd, NetConfig, MemoryFs>> {
         let sink: LineSink = {
-            let (job, execution) = (name.job.clone(), id.clone());
+            let (job, execution) = (job.to_string(), id.to_string());
             Arc::new(
                 move |l: &Line<'_>| info!(target: "runlet::task", job = %job, execution = %execution, index = l.index, attempt = l.attempt, stream = l.stream, "{}", l.text),
             )
         };
-        let ctx = Arc::new(Ctx {
+        Arc::new(Ctx {
             runtime: self.host.runtime.clone(),
             net: self.host.net.clone(),
             rootfs: MemoryFs,
@@ -194,18 +222,34 @@ impl Daemon {
             state_dir: self.host.state_dir.clone(),
             sink,
             kill_grace: KILL_GRACE,
-        });
+        })
+    }
+
+    /// Runs `run` (given the cancellation to race) as execution `stored`'s life: when it
+    /// ends, the execution is no longer running, operation `op_name` completes with it,
+    /// and `ended` turns true.
+    fn spawn_run<Fut>(
+        &self,
+        stored: v2::Execution,
+        op_name: String,
+        cancel_rx: watch::Receiver<bool>,
+        ended_tx: watch::Sender<bool>,
+        run: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut
+            + Send
+            + 'static,
+    ) where
+        Fut: std::future::Future<Output = Result<ExecutionRecord, job::JobError>> + Send,
+    {
         let d = self.me();
-        let op_name = op.name.clone();
         self.jobs.runs.spawn(async move {
+            let id = short(&stored.name).to_string();
             let mut cancel_rx = cancel_rx;
-            let cancelled = async move {
+            let cancelled = Box::pin(async move {
                 if cancel_rx.wait_for(|c| *c).await.is_err() {
                     std::future::pending::<()>().await;
                 }
-            };
-            let records = d.records();
-            let result = job::execute(ctx, &records, &id, parallelism, cancelled).await;
+            });
+            let result = run(cancelled).await;
             let state = match &result {
                 Ok(rec) => rec.status.state,
                 Err(e) => {
@@ -236,7 +280,100 @@ impl Daemon {
             let _ = ended_tx.send(true);
             info!(execution = %id, state = ?state, "execution ended");
         });
-        Ok(op)
+    }
+
+    /// Takes over an execution the daemon was running when it died: its spec again from
+    /// the stored execution, its running attempts adopted. `Err` (with the reason) when it
+    /// cannot run any more (its image is gone, say).
+    async fn resume_execution(
+        &self,
+        stored: &v2::Execution,
+        rec: ExecutionRecord,
+        lock: job::store::ExecutionLock,
+        op_name: Option<String>,
+    ) -> Result<(), (ExecutionRecord, job::store::ExecutionLock, String)> {
+        let job_id = stored.job.clone();
+        let job = v2::Job {
+            template: Some(v2::ExecutionTemplate {
+                labels: stored.labels.clone(),
+                annotations: stored.annotations.clone(),
+                parallelism: stored.parallelism,
+                task_count: stored.task_count,
+                template: stored.template.clone(),
+            }),
+            ..Default::default()
+        };
+        let prepared = async {
+            let spec = job_spec(&job_id, &job, None).map_err(|e| e.to_string())?;
+            let image = self
+                .host
+                .runtime
+                .resolve_image(&spec.image)
+                .await
+                .map_err(|e| crate::util::Chain(&e).to_string())?;
+            let user = self
+                .host
+                .runtime
+                .image_user(&image)
+                .await
+                .map_err(|e| crate::util::Chain(&e).to_string())?;
+            let argv = ocispec::argv(
+                &image.name,
+                &image.config,
+                spec.command.as_deref(),
+                spec.args.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok::<_, String>((spec, image, user, argv))
+        }
+        .await;
+        let (spec, image, user, argv) = match prepared {
+            Ok(p) => p,
+            Err(e) => return Err((rec, lock, e)),
+        };
+        let id = rec.name().to_string();
+        let ctx = self.execution_ctx(&job_id, &id, spec, image, user, argv);
+        let (cancel, cancel_rx) = watch::channel(false);
+        let (ended_tx, ended) = watch::channel(false);
+        {
+            let mut state = self.jobs.state.lock().await;
+            if let Some(x) = state
+                .jobs
+                .get_mut(&stored.job_full_name())
+                .and_then(|e| e.executions.get_mut(&id))
+            {
+                x.running = Some(Running {
+                    cancel: Arc::new(cancel),
+                    ended,
+                });
+            }
+        }
+        let op_name = match op_name {
+            Some(n) => n,
+            None => {
+                let parent = super::names::ExecutionName::parse("name", &stored.name)
+                    .map(|n| n.job.parent)
+                    .map_err(|e| e.message().to_string());
+                match parent {
+                    Ok(p) => {
+                        self.ops
+                            .start(&p, Any::pack(&self.execution_view(stored)))
+                            .await
+                            .name
+                    }
+                    Err(_) => String::new(),
+                }
+            }
+        };
+        let records = self.records();
+        self.spawn_run(
+            stored.clone(),
+            op_name,
+            cancel_rx,
+            ended_tx,
+            move |cancelled| async move { job::resume(ctx, &records, rec, lock, cancelled).await },
+        );
+        Ok(())
     }
 
     pub async fn get_execution(&self, name: &str) -> Result<v2::Execution, Status> {
@@ -381,9 +518,9 @@ impl Daemon {
         })
     }
 
-    /// After a restart: executions that were running when the daemon died are marked
-    /// failed (their running tasks' results are lost) and their task containers removed;
-    /// the operations waiting on them complete.
+    /// After a restart: executions that were running when the daemon died are taken over
+    /// (their running attempts adopted), or, when they cannot run any more, marked failed
+    /// and their task containers removed; operations on executions that ended complete.
     pub(super) async fn resume_jobs(&self) {
         let records = self.records();
         let state = self.jobs.state.lock().await;
@@ -407,15 +544,33 @@ impl Daemon {
             }
         }
         drop(state);
-        if !interrupted.is_empty() {
-            let ids: Vec<&str> = interrupted.iter().map(|(_, r, _)| r.name()).collect();
+        let pending = self.ops.pending().await;
+        let mut failed = Vec::new();
+        for (stored, rec, lock) in interrupted {
+            // The RunJob operation waiting on it waits on.
+            let op = pending
+                .iter()
+                .find(|op| {
+                    op.metadata
+                        .as_ref()
+                        .and_then(|m| m.unpack::<v2::Execution>().ok())
+                        .is_some_and(|e| e.name == stored.name)
+                })
+                .map(|op| op.name.clone());
+            if let Err((rec, lock, why)) = self.resume_execution(&stored, rec, lock, op).await {
+                warn!(execution = %rec.name(), "cannot resume the execution: {why}");
+                failed.push((rec, lock));
+            }
+        }
+        if !failed.is_empty() {
+            let ids: Vec<&str> = failed.iter().map(|(r, _)| r.name()).collect();
             self.remove_task_containers(&ids).await;
         }
-        for (_, mut rec, lock) in interrupted {
-            warn!(execution = %rec.name(), "the execution was running when the daemon exited: marking it failed");
+        for (mut rec, lock) in failed {
+            warn!(execution = %rec.name(), "the execution was running when the daemon exited and cannot resume: marking it failed");
             rec.mark_abandoned(SystemTime::now());
             rec.status.message = Some(
-                "the daemon exited while the execution was running; its running tasks were stopped when it started again".into(),
+                "the daemon exited while the execution was running and could not resume it; its running tasks were stopped".into(),
             );
             if let Err(e) = records.save(&rec).await {
                 warn!(execution = %rec.name(), "saving: {}", crate::util::Chain(&e));
@@ -437,6 +592,9 @@ impl Daemon {
                 .jobs
                 .get(&job)
                 .and_then(|e| e.executions.get(short(&exec.name)));
+            if stored.is_some_and(|x| x.running.is_some()) {
+                continue;
+            }
             let result = match stored {
                 Some(x) => {
                     let view = self.execution_view(&x.exec);

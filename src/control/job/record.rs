@@ -339,6 +339,29 @@ impl ExecutionRecord {
         self.status.completion_time = Some(rfc3339(now));
     }
 
+    /// The scheduler's phase of each task, as recorded (to take the execution over): a
+    /// running task is in its latest attempt; a pending one waits for its next.
+    pub fn phases(&self) -> Vec<super::schedule::TaskPhase> {
+        use super::schedule::TaskPhase as P;
+        self.status
+            .tasks
+            .iter()
+            .map(|t| match t.state {
+                TaskState::Pending => P::Pending { attempt: t.retried },
+                TaskState::Running => P::Running {
+                    attempt: t.attempts.saturating_sub(1),
+                },
+                TaskState::Succeeded => P::Succeeded {
+                    attempts: t.attempts,
+                },
+                TaskState::Failed => P::Failed {
+                    attempts: t.attempts,
+                },
+                TaskState::Cancelled => P::Cancelled,
+            })
+            .collect()
+    }
+
     /// Recomputes the counts from the tasks.
     pub fn recount(&mut self) {
         let s = &mut self.status;
