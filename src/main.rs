@@ -1,9 +1,11 @@
 //! The `runlet` command: parse the flags, set up logging and the async runtime, run the
-//! command (`cmd`), and turn its error into a message and an exit status: bad input exits 64
-//! with the field named, anything else 1.
+//! command (`cmd`), and turn its error into a message and an exit status: bad input (clap's
+//! refusals included) exits 64 with the field named, anything else 1.
 
 mod cmd;
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
@@ -22,14 +24,31 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_USAGE: i32 = 64;
 
 fn main() {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.global.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // clap's own refusals (a number too large for its type, an unknown flag) are bad
+        // input like runlet's: 64, not clap's 2. --help and --version exit 0.
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { EXIT_USAGE } else { 0 })
+    });
+    let (filter, bad_filter) = match tracing_subscriber::EnvFilter::try_new(&cli.global.log_level) {
+        Ok(f) => (f, None),
+        Err(e) => (tracing_subscriber::EnvFilter::new("info"), Some(e)),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_target(false)
         .init();
+    if let Some(e) = bad_filter {
+        tracing::warn!(
+            "--log-level {:?} is not a log filter ({e}): logging at info",
+            cli.global.log_level
+        );
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("RUNLET_WORKER_THREADS")
         .ok()
@@ -66,6 +85,12 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Whether runlet's log is coloured: only on a terminal, and not when `NO_COLOR` is set to
+/// anything (<https://no-color.org>); a file or a pipe gets plain text.
+fn colour(terminal: bool, no_color: Option<&OsStr>) -> bool {
+    terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
 /// 64 for bad input (ours, or the daemon's INVALID_ARGUMENT), 1 for anything else.
 fn exit_code(e: &anyhow::Error) -> i32 {
     let refused = e
@@ -81,6 +106,24 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        let table = [
+            (true, None, true),
+            (true, Some(""), true),
+            (true, Some("1"), false),
+            (false, None, false),
+            (false, Some("1"), false),
+        ];
+        for (terminal, no_color, want) in table {
+            assert_eq!(
+                colour(terminal, no_color.map(OsStr::new)),
+                want,
+                "{terminal} {no_color:?}"
+            );
+        }
+    }
 
     #[test]
     fn bad_input_exits_64_anything_else_1() {

@@ -153,6 +153,69 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` on `addr` until the task is dropped.
+/// Where `--metrics-listen` puts the `/metrics` endpoint. The default address may be taken
+/// by another runlet on the machine: then runlet goes on without metrics, with a warning; an
+/// address the user chose must be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    /// `--metrics-listen` not given: [`DEFAULT_LISTEN`].
+    Default,
+    Given(SocketAddr),
+}
+
+/// The metrics address when `--metrics-listen` is not given.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9090,
+));
+
+impl MetricsListen {
+    /// The address to listen on, if any.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            MetricsListen::Off => None,
+            MetricsListen::Default => Some(DEFAULT_LISTEN),
+            MetricsListen::Given(a) => Some(a),
+        }
+    }
+
+    /// Whether failing to listen, with `error`, ends runlet: it does, except when the
+    /// default address is already in use.
+    pub fn is_fatal(self, error: &std::io::Error) -> bool {
+        !(self == MetricsListen::Default && error.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
+/// The metrics endpoint could not listen where it must.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} (--metrics-listen)")]
+pub struct ListenError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Serves `/metrics` where `listen` says: returns the address, or `None` when off or when
+/// the default address is taken (logged as a warning naming the flag).
+pub async fn serve_at(
+    listen: MetricsListen,
+    metrics: Arc<Metrics>,
+) -> Result<Option<SocketAddr>, ListenError> {
+    let Some(addr) = listen.addr() else {
+        return Ok(None);
+    };
+    match serve(addr, metrics).await {
+        Ok(()) => Ok(Some(addr)),
+        Err(e) if !listen.is_fatal(&e) => {
+            warn!("not serving metrics: {addr}, the default --metrics-listen, is in use (another runlet?); give --metrics-listen HOST:PORT for another address, or off");
+            Ok(None)
+        }
+        Err(source) => Err(ListenError { addr, source }),
+    }
+}
+
+/// Serves `/metrics` on `addr`.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tokio::spawn(async move {
@@ -188,4 +251,33 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_default_address_in_use_is_let_go() {
+        use std::io::{Error, ErrorKind};
+        let given = MetricsListen::Given(DEFAULT_LISTEN);
+        let table = [
+            (MetricsListen::Default, ErrorKind::AddrInUse, false),
+            (MetricsListen::Default, ErrorKind::PermissionDenied, true),
+            (given, ErrorKind::AddrInUse, true),
+            (given, ErrorKind::AddrNotAvailable, true),
+        ];
+        for (listen, kind, fatal) in table {
+            assert_eq!(
+                listen.is_fatal(&Error::from(kind)),
+                fatal,
+                "{listen:?} {kind:?}"
+            );
+        }
+        assert_eq!(
+            MetricsListen::Default.addr(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert_eq!(MetricsListen::Off.addr(), None);
+    }
 }

@@ -477,6 +477,129 @@ fn a_daemon_stopped_mid_rollout_leaves_nothing_and_its_operation_completes() {
 }
 
 #[test]
+fn sigterm_cancels_a_first_instance_that_never_listens_and_the_restart_retries_it() {
+    let Some(env) = probe_env() else { return };
+    let env = fresh_state(&env, "stop-mid-launch");
+    let mut d = Daemon::start(&env);
+    let name = "d-neverready";
+    // The container never listens: its start-up would take the whole 240 s window.
+    let op = d.create(name, &probe_service(&[("PROBE_NEVER_LISTEN", "1")]));
+    let started = within(Duration::from_secs(10), || {
+        env.ctr(&["tasks", "ls"]).contains(name)
+    });
+    assert!(started, "no instance of {name} started\n{}", d.output());
+    let t0 = Instant::now();
+    let status = d.terminate();
+    let took = t0.elapsed();
+    assert!(status.success(), "daemon exit {status}\n{}", d.output());
+    assert!(
+        took < Duration::from_secs(12),
+        "SIGTERM took {took:?}: the launch was waited for\n{}",
+        d.output()
+    );
+    env.assert_nothing_left(name);
+    drop(d);
+
+    // The operation was neither failed nor finished: the restarted daemon launches again.
+    let mut d = Daemon::start(&env);
+    let now = d.ok("GET", op["name"].as_str().unwrap(), None);
+    assert_ne!(now["done"], true, "{now}");
+    let svc = d.get_service(name);
+    assert_eq!(svc["reconciling"], true, "{svc}");
+    let retried = within(Duration::from_secs(10), || {
+        env.ctr(&["tasks", "ls"]).contains(name)
+    });
+    assert!(retried, "the rollout was not resumed\n{}", d.output());
+    let t0 = Instant::now();
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit {status}\n{}", d.output());
+    assert!(t0.elapsed() < Duration::from_secs(12), "{}", d.output());
+    env.assert_nothing_left(name);
+}
+
+#[test]
+fn a_service_is_also_served_on_its_own_address() {
+    let Some(env) = probe_env() else { return };
+    let env = fresh_state(&env, "own-port");
+    let mut d = Daemon::start(&env);
+    let name = "d-ownport";
+    let own: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let with_listen = |addr: &str| {
+        let mut s = probe_service(&[("WHO", name)]);
+        s["annotations"] = json!({ "runlet.io/listen": addr });
+        s
+    };
+    let closed = |addr: SocketAddr| {
+        within(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).is_err()
+        })
+    };
+    d.deploy(name, &with_listen(&own.to_string()));
+    // Any Host (here none naming a service) reaches the service on its own address.
+    let r = http(own, "GET", "/", &[("Host", b"example.com")], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env_of(&r.json().unwrap())["K_SERVICE"], name);
+    // Host routing on the shared ingress still works.
+    assert_eq!(env_of(&d.report(name))["WHO"], name);
+
+    // Refusals at the door.
+    let path = format!("{PARENT}/services?serviceId=d-ownport-b");
+    let r = d.call("POST", &path, Some(&with_listen("nowhere")));
+    let msg = assert_error(&r, 400, "INVALID_ARGUMENT");
+    assert!(
+        msg.contains("service.annotations[\"runlet.io/listen\"]"),
+        "{msg}"
+    );
+    let r = d.call("POST", &path, Some(&with_listen(&own.to_string())));
+    let msg = assert_error(&r, 400, "FAILED_PRECONDITION");
+    assert!(msg.contains(&own.to_string()), "{msg}");
+    assert!(msg.contains(&service_path(name)), "{msg}");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap().to_string();
+    let r = d.call("POST", &path, Some(&with_listen(&busy)));
+    let msg = assert_error(&r, 400, "FAILED_PRECONDITION");
+    assert!(msg.contains(&busy), "{msg}");
+    let r = d.call("POST", &path, Some(&with_listen(&d.listen.to_string())));
+    assert_error(&r, 400, "FAILED_PRECONDITION");
+    assert_error(
+        &d.call("GET", &service_path("d-ownport-b"), None),
+        404,
+        "NOT_FOUND",
+    );
+
+    // Back after a restart.
+    assert!(d.terminate().success(), "{}", d.output());
+    assert!(closed(own));
+    drop(d);
+    let d = Daemon::start(&env);
+    let back = within(Duration::from_secs(60), || {
+        http(own, "GET", "/", &[], b"").status == 200
+    });
+    assert!(back, "{own} did not come back\n{}", d.output());
+
+    // Moved by an update, gone when the annotation is removed.
+    let moved: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    d.wait_ok(&d.update(name, &with_listen(&moved.to_string())));
+    assert!(closed(own), "{own} still open after the move");
+    let r = http(moved, "GET", "/", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.wait_ok(&d.update(name, &probe_service(&[("WHO", name)])));
+    assert!(closed(moved), "{moved} still open without the annotation");
+    assert_eq!(env_of(&d.report(name))["WHO"], name);
+
+    // Closed by the deletion.
+    d.wait_ok(&d.update(name, &with_listen(&own.to_string())));
+    assert_eq!(http(own, "GET", "/", &[], b"").status, 200);
+    d.wait_ok(&d.delete(name));
+    assert!(closed(own), "{own} still open after the deletion");
+    env.assert_nothing_left(name);
+}
+
+#[test]
 fn a_daemon_stopped_mid_deletion_finishes_it_first() {
     let Some(env) = probe_env() else { return };
     let env = fresh_state(&env, "stop-mid-delete");

@@ -162,7 +162,8 @@ fn deploy_list_describe_delete_through_the_daemon() {
         "{out}"
     );
 
-    // Update: a new revision answers.
+    // Update: a new revision answers, on Host routing and on the service's own address.
+    let own = format!("127.0.0.1:{}", common::free_port());
     let out = ok(
         &env,
         &[
@@ -172,11 +173,16 @@ fn deploy_list_describe_delete_through_the_daemon() {
             "probe",
             "--set-env-vars",
             "A=2",
+            "--listen",
+            &own,
         ],
     );
     assert!(out.contains("✓ Deploying... Done."), "{out}");
     let j = daemon.get("cli-hello").json().unwrap();
     assert_eq!(j["env"]["A"], "2", "{j}");
+    let r = common::http(own.parse().unwrap(), "GET", "/", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().unwrap()["env"]["K_SERVICE"], "cli-hello");
     let second = j["env"]["K_REVISION"].as_str().unwrap().to_string();
     assert_ne!(first, second);
     assert!(second.starts_with("cli-hello-00002-"), "{second}");
@@ -251,6 +257,12 @@ fn deploy_list_describe_delete_through_the_daemon() {
     );
     assert_eq!(o.status.code(), Some(64), "{:?}", text(&o));
     assert!(text(&o).1.contains("--cpu"), "{:?}", text(&o));
+    let o = runlet(
+        &env,
+        &["deploy", "cli-bad", "--image", "probe", "--listen", "9001"],
+    );
+    assert_eq!(o.status.code(), Some(64), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--listen"), "{:?}", text(&o));
 
     // Delete: nothing of the service is left.
     let out = ok(&env, &["services", "delete", "cli-hello"]);

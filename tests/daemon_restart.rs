@@ -157,3 +157,96 @@ fn services_call_each_other_by_url_from_inside() {
         .expect("the caller's instance files");
     assert!(hosts.contains("10.209.0.1\tlate.localhost"), "{hosts}");
 }
+
+#[test]
+fn a_deletion_cut_short_by_kill_9_is_finished_by_the_restart() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let env = fresh_state(&env, "kill-mid-delete");
+    let mut d = Daemon::start(&env);
+    let name = "halfdeleted";
+    // The instance ignores SIGTERM: its retirement takes the 10 s grace, and the daemon is
+    // killed well within it.
+    d.deploy(name, &probe_service(&[("PROBE_IGNORE_SIGTERM", "1")]));
+    assert_eq!(containers_of(&env, name).len(), 1);
+    let op = d.delete(name);
+    kill9(&mut d);
+    assert_eq!(
+        containers_of(&env, name).len(),
+        1,
+        "the instance outlives the killed daemon"
+    );
+
+    let d2 = Daemon::start(&env);
+    let done = d2.wait(&op);
+    assert!(done.get("error").is_none(), "{done}\n{}", d2.output());
+    assert_eq!(done["response"]["name"], common::daemon::service_path(name));
+    let r = d2.call("GET", &common::daemon::service_path(name), None);
+    assert_eq!(r.status, 404, "the deleted service came back: {}", r.text());
+    assert_ne!(d2.get_via(name, "/").status, 200);
+    assert!(
+        !d2.output().contains("resuming"),
+        "the deleted service was rolled out again:\n{}",
+        d2.output()
+    );
+    assert!(
+        containers_of(&env, name).is_empty(),
+        "{:?}",
+        containers_of(&env, name)
+    );
+    env.assert_nothing_left(&format!("{name}-"));
+    // And it stays deleted across another restart.
+    drop(d2);
+    let d3 = Daemon::start(&env);
+    let r = d3.call("GET", &common::daemon::service_path(name), None);
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[test]
+fn every_operation_pending_at_kill_9_completes_with_the_one_rollout() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let env = fresh_state(&env, "kill-mid-update");
+    let mut d = Daemon::start(&env);
+    let name = "twoupdates";
+    d.deploy(name, &probe_service(&[("GEN", "1")]));
+    // Generation 2 takes 3 s to listen; generation 3 queues behind it. Both operations
+    // are pending when the daemon is killed.
+    let slow = d.update(
+        name,
+        &probe_service(&[("GEN", "2"), ("PROBE_LISTEN_DELAY_MS", "3000")]),
+    );
+    let queued = d.update(name, &probe_service(&[("GEN", "3")]));
+    for op in [&slow, &queued] {
+        let now = d.ok("GET", op["name"].as_str().unwrap(), None);
+        assert_ne!(now["done"], true, "{now}");
+    }
+    // Killed once generation 2's container runs (a kill between its network namespace
+    // and its container would leave the namespace: nothing labelled names it).
+    let launching = common::within(Duration::from_secs(10), || {
+        env.ctr(&["tasks", "ls"])
+            .contains(&format!("{name}-00002-"))
+    });
+    assert!(launching, "generation 2 never started\n{}", d.output());
+    kill9(&mut d);
+
+    let d2 = Daemon::start(&env);
+    let a = d2.wait_ok(&slow);
+    let b = d2.wait_ok(&queued);
+    let rev3 = b["latestReadyRevision"].as_str().unwrap().to_string();
+    assert!(rev3.contains(&format!("{name}-00003-")), "{b}");
+    assert_eq!(a["latestReadyRevision"], rev3.as_str(), "{a}");
+    assert_eq!(d2.report(name)["env"]["GEN"], "3");
+    let ids = containers_of(&env, name);
+    assert_eq!(ids.len(), 1, "only generation 3 runs: {ids:?}");
+    assert!(ids[0].starts_with(short_rev(&rev3)), "{ids:?}");
+    d2.wait_ok(&d2.delete(name));
+    env.assert_nothing_left(&format!("{name}-"));
+}
+
+/// The revision id of a revision's full name.
+fn short_rev(name: &str) -> &str {
+    common::daemon::short(name)
+}

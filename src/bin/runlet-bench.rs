@@ -2,8 +2,10 @@
 //!
 //! - `rate URL --rate R --duration D`: an open-loop load at a fixed request rate; latency is
 //!   measured from each request's scheduled time (no coordinated omission). Prints JSON.
-//! - `first-byte URL [--exec CMD]`: runs CMD (if given), then polls URL until the first
-//!   response byte arrives; prints the elapsed milliseconds since the start.
+//! - `first-byte URL [--exec CMD] [--host HOST] [--status CODE]`: runs CMD (if given), then
+//!   polls URL until the first response byte arrives; prints the elapsed milliseconds since
+//!   the start. `--host` sends that `Host` header (the daemon routes by it); `--status` waits
+//!   for a response with that status (a daemon answers 404 until the service is routed).
 //! - `step URL --clients N`: N requests at once; prints each one's time to first byte.
 
 // A load generator measures wall-clock latencies of another process; its one lock guards a
@@ -106,7 +108,29 @@ async fn rate(url: hyper::Uri, rate: f64, duration: Duration, conns: usize) -> R
     Ok(())
 }
 
-async fn first_byte(url: hyper::Uri, exec: Option<&str>, timeout: Duration) -> Result<()> {
+/// What `first-byte` polls for.
+struct Poll<'a> {
+    exec: Option<&'a str>,
+    host: Option<&'a str>,
+    status: Option<u16>,
+    timeout: Duration,
+}
+
+fn request(url: &hyper::Uri, host: Option<&str>) -> Result<hyper::Request<Empty<Bytes>>> {
+    let mut b = hyper::Request::get(url.clone());
+    if let Some(h) = host {
+        b = b.header(hyper::header::HOST, h);
+    }
+    Ok(b.body(Empty::new())?)
+}
+
+async fn first_byte(url: hyper::Uri, p: Poll<'_>) -> Result<()> {
+    let Poll {
+        exec,
+        host,
+        status,
+        timeout,
+    } = p;
     let start = Instant::now();
     if let Some(cmd) = exec {
         let st = tokio::process::Command::new("sh")
@@ -120,9 +144,12 @@ async fn first_byte(url: hyper::Uri, exec: Option<&str>, timeout: Duration) -> R
     }
     let c = client(1);
     loop {
-        if let Ok(resp) = c.get(url.clone()).await {
+        if let Ok(resp) = c.request(request(&url, host)?).await {
+            let wanted = status.is_none_or(|s| resp.status().as_u16() == s);
             let mut body = resp.into_body();
-            if body.frame().await.is_some() {
+            if !wanted {
+                let _ = body.collect().await;
+            } else if body.frame().await.is_some() {
                 println!("{:.1}", start.elapsed().as_secs_f64() * 1000.0);
                 return Ok(());
             }
@@ -174,7 +201,16 @@ async fn main() -> Result<()> {
             let conns: usize = arg(&args, "--connections").unwrap_or("32").parse()?;
             rate(url, r, secs("--duration", 10.0)?, conns).await
         }
-        "first-byte" => first_byte(url, arg(&args, "--exec"), secs("--timeout", 60.0)?).await,
+        "first-byte" => {
+            let status = arg(&args, "--status").map(str::parse).transpose()?;
+            let poll = Poll {
+                exec: arg(&args, "--exec"),
+                host: arg(&args, "--host"),
+                status,
+                timeout: secs("--timeout", 60.0)?,
+            };
+            first_byte(url, poll).await
+        }
         "step" => step(url, arg(&args, "--clients").unwrap_or("5").parse()?).await,
         other => bail!("unknown command {other}"),
     }

@@ -22,7 +22,8 @@ pub struct DaemonArgs {
     /// Do not keep `SERVICE.localhost` lines in /etc/hosts.
     #[arg(long)]
     pub no_manage_hosts: bool,
-    /// Prometheus metrics address (`/metrics`); "off" disables it.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    pub metrics_listen: String,
+    /// Prometheus metrics address (`/metrics`), HOST:PORT; "off" disables it. Default
+    /// 127.0.0.1:9090, skipped with a warning when another process has it.
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub metrics_listen: Option<String>,
 }

@@ -99,38 +99,51 @@ pub struct ServeArgs {
     /// Service name (default: derived from the image name).
     #[arg(long)]
     pub service: Option<String>,
-    /// The port the container listens on; passed as PORT.
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
     /// Where runlet accepts requests for the service.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
     #[command(flatten)]
-    pub container: ContainerArgs,
-    /// Memory limit per instance (e.g. 512Mi, 1Gi).
-    #[arg(long, default_value = "512Mi")]
-    pub memory: String,
-    /// vCPUs per instance (e.g. 1, 0.5, 2).
-    #[arg(long, default_value = "1")]
-    pub cpu: String,
-    /// Requests in flight per instance at most (1-1000).
-    #[arg(long, default_value_t = 80)]
-    pub concurrency: usize,
-    /// Request timeout (1s-3600s), counted from receipt.
-    #[arg(long, default_value = "300")]
-    pub timeout: String,
-    /// Instances kept running even with no traffic.
-    #[arg(long, default_value_t = 0)]
-    pub min_instances: usize,
-    /// Instances at most.
-    #[arg(long, default_value_t = 100)]
-    pub max_instances: usize,
+    pub revision: RevisionArgs,
     /// Idle instances above --min-instances are stopped after this long (at most 15m).
     #[arg(long, default_value = "15m")]
     pub idle_timeout: String,
     /// How long an instance may take to listen (at most 240s).
     #[arg(long, default_value = "240s")]
     pub startup_timeout: String,
+    /// Prometheus metrics address (`/metrics`), HOST:PORT; "off" disables it. Default
+    /// 127.0.0.1:9090, skipped with a warning when another process has it.
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub metrics_listen: Option<String>,
+}
+
+/// What a revision runs and how it scales, gcloud run deploy's names: the same flags for
+/// `runlet serve` and `runlet deploy` (`spec::flags::ServiceFlags` once parsed). Unset
+/// means Cloud Run's default, the one each help text names.
+#[derive(Debug, Args)]
+pub struct RevisionArgs {
+    /// The port the container listens on; passed as PORT [default: 8080].
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[command(flatten)]
+    pub container: ContainerArgs,
+    /// Memory limit per instance (e.g. 512Mi, 1Gi) [default: 512Mi].
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// vCPUs per instance (e.g. 1, 0.5, 2) [default: 1].
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Requests in flight per instance at most (1-1000) [default: 80; 1 below one CPU].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Request timeout (1s-3600s), counted from receipt [default: 300].
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Instances kept running even with no traffic [default: 0].
+    #[arg(long)]
+    pub min_instances: Option<usize>,
+    /// Instances at most [default: 100].
+    #[arg(long)]
+    pub max_instances: Option<usize>,
     /// Startup probe, gcloud syntax: httpGet.path=/ready,periodSeconds=1,failureThreshold=5
     /// (or tcpSocket.port=N, grpc.port=N[,grpc.service=S]; initialDelaySeconds, timeoutSeconds).
     #[arg(long)]
@@ -154,9 +167,6 @@ pub struct ServeArgs {
     /// Give instances their full CPU all the time (the default).
     #[arg(long, overrides_with = "cpu_throttling")]
     pub no_cpu_throttling: bool,
-    /// Prometheus metrics address (`/metrics`); "off" disables it.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    pub metrics_listen: String,
 }
 
 /// What to run in the container and with which environment: the same flags for a service

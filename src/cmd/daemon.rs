@@ -33,7 +33,7 @@ struct Input {
     listen: SocketAddr,
     api: Option<SocketAddr>,
     token: Option<String>,
-    metrics: Option<SocketAddr>,
+    metrics: runlet::metrics::MetricsListen,
     manage_hosts: bool,
 }
 
@@ -85,10 +85,7 @@ fn input(a: &DaemonArgs) -> Result<Input> {
             .into());
         }
     }
-    let metrics = match a.metrics_listen.as_str() {
-        "off" => None,
-        t => Some(addr("--metrics-listen", t)?),
-    };
+    let metrics = super::metrics_listen(a.metrics_listen.as_deref())?;
     Ok(Input {
         listen,
         api,
@@ -105,11 +102,7 @@ async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     net.check()?;
     let store = Arc::new(Store::open(&state_dir.join("daemon"))?);
     let metrics = Metrics::new();
-    if let Some(addr) = input.metrics {
-        runlet::metrics::serve(addr, metrics.clone())
-            .await
-            .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
-    }
+    runlet::metrics::serve_at(input.metrics, metrics.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::by_host(Vec::new())));
     // Instances call services by URL through the bridge's gateway, on the same port.

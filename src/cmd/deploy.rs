@@ -11,10 +11,10 @@ use anyhow::Result;
 use runlet::api::client::{operation_result, Client};
 use runlet::cli::deploy::DeployArgs;
 use runlet::cli::GlobalArgs;
+use runlet::daemon::listener;
 use runlet::pb::longrunning::Operation;
 use runlet::pb::run_v2 as v2;
-use runlet::spec::flags::ServiceFlags;
-use runlet::spec::to_run_v2;
+use runlet::spec::{to_run_v2, SpecError};
 
 use super::print::progress::{self, deploy_steps, render, rewind};
 use super::print::short;
@@ -22,8 +22,13 @@ use super::{api, print};
 
 pub async fn run(global: &GlobalArgs, a: &DeployArgs) -> Result<i32> {
     let name = api::service_name(&a.api, &a.service)?;
-    let mut svc = to_run_v2::service(&flags(a))?;
+    let mut svc = to_run_v2::service(&super::service_flags(&a.image, &a.revision))?;
     svc.name = name.to_string();
+    if let Some(listen) = &a.listen {
+        check_listen(listen)?;
+        svc.annotations
+            .insert(listener::ANNOTATION.to_string(), listen.clone());
+    }
     let client = api::connect(global, &a.api).await?;
     let new_service = match client.get_service(&svc.name).await {
         Ok(_) => false,
@@ -63,31 +68,14 @@ pub async fn run(global: &GlobalArgs, a: &DeployArgs) -> Result<i32> {
     }
 }
 
-fn flags(a: &DeployArgs) -> ServiceFlags {
-    ServiceFlags {
-        image: a.image.clone(),
-        port: a.port,
-        set_env_vars: a.container.set_env_vars.clone(),
-        command: a.container.command.clone(),
-        args: a.container.args.clone(),
-        memory: a.memory.clone(),
-        cpu: a.cpu.clone(),
-        concurrency: a.concurrency,
-        timeout: a.timeout.clone(),
-        min_instances: a.min_instances,
-        max_instances: a.max_instances,
-        startup_probe: a.startup_probe.clone(),
-        liveness_probe: a.liveness_probe.clone(),
-        add_volume: a.add_volume.clone(),
-        add_volume_mount: a.add_volume_mount.clone(),
-        use_http2: a.use_http2,
-        cpu_throttling: if a.cpu_throttling {
-            Some(true)
-        } else if a.no_cpu_throttling {
-            Some(false)
-        } else {
-            None
-        },
+/// `--listen` is HOST:PORT (refused before the daemon is called, exit 64).
+fn check_listen(text: &str) -> Result<(), SpecError> {
+    match text.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(()),
+        _ => Err(SpecError {
+            field: "--listen",
+            detail: format!("{text:?} is not HOST:PORT with a port (e.g. 127.0.0.1:9001)"),
+        }),
     }
 }
 

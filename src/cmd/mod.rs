@@ -9,8 +9,9 @@
 //!   [`revisions`] (`list`) and [`status`]; [`api`] reaches the daemon from their flags, and
 //!   [`print`] holds what they print (gcloud's shapes).
 //!
-//! What the commands share: reaching containerd ([`with_containerd`]) and writing to stdout
-//! ([`print()`]).
+//! What the commands share: reaching containerd ([`with_containerd`]), the metrics address
+//! ([`metrics_listen`]), writing to stdout ([`print()`]), and a revision's flags as given
+//! ([`service_flags`], for `serve` and `deploy`).
 
 pub mod api;
 pub mod daemon;
@@ -29,9 +30,11 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use runlet::cli::GlobalArgs;
+use runlet::cli::{GlobalArgs, RevisionArgs};
+use runlet::metrics::MetricsListen;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::embedded::{self, Connection};
+use runlet::spec::flags::ServiceFlags;
 
 /// Connects to containerd (starting a private one when allowed and needed), runs `f`, and
 /// stops the private containerd afterwards.
@@ -51,6 +54,51 @@ where
         e.stop(&client).await;
     }
     result
+}
+
+/// `--metrics-listen`: HOST:PORT, `off`, or not given (the default address).
+pub fn metrics_listen(flag: Option<&str>) -> Result<MetricsListen, runlet::spec::SpecError> {
+    match flag {
+        None => Ok(MetricsListen::Default),
+        Some("off") => Ok(MetricsListen::Off),
+        Some(text) => text
+            .parse()
+            .map(MetricsListen::Given)
+            .map_err(|_| runlet::spec::SpecError {
+                field: "--metrics-listen",
+                detail: format!("{text:?} is not HOST:PORT or off"),
+            }),
+    }
+}
+
+/// The revision's flags of `runlet serve` and `runlet deploy`, with their `--image`, as
+/// the spec reads them (each checked by [`ServiceFlags::check`]).
+pub fn service_flags(image: &str, a: &RevisionArgs) -> ServiceFlags {
+    ServiceFlags {
+        image: image.to_string(),
+        port: a.port,
+        set_env_vars: a.container.set_env_vars.clone(),
+        command: a.container.command.clone(),
+        args: a.container.args.clone(),
+        memory: a.memory.clone(),
+        cpu: a.cpu.clone(),
+        concurrency: a.concurrency,
+        timeout: a.timeout.clone(),
+        min_instances: a.min_instances,
+        max_instances: a.max_instances,
+        startup_probe: a.startup_probe.clone(),
+        liveness_probe: a.liveness_probe.clone(),
+        add_volume: a.add_volume.clone(),
+        add_volume_mount: a.add_volume_mount.clone(),
+        use_http2: a.use_http2,
+        cpu_throttling: if a.cpu_throttling {
+            Some(true)
+        } else if a.no_cpu_throttling {
+            Some(false)
+        } else {
+            None
+        },
+    }
 }
 
 /// Writes to stdout, ignoring a closed pipe (`| head`).

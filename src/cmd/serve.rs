@@ -3,7 +3,6 @@
 //! until Ctrl-C or SIGTERM, and everything of the service is removed.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,27 +15,25 @@ use runlet::cli::{GlobalArgs, ServeArgs};
 use runlet::control::autoscale::Policy;
 use runlet::control::service::instance::Ctx;
 use runlet::ingress::{self, Demand, IngressConfig, Route, RouteTable, Snapshot};
-use runlet::metrics::Metrics;
+use runlet::metrics::{Metrics, MetricsListen};
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::rootfs::MemoryFs;
 use runlet::runtime::Runtime;
-use runlet::spec::flags::ServiceFlags;
 use runlet::spec::{self, ServiceSpec, SpecError};
 
-use super::{wait_for_signal, with_containerd};
+use super::{metrics_listen, wait_for_signal, with_containerd};
 
 /// `runlet serve` with its input checked.
 struct Input {
     spec: ServiceSpec,
-    /// `None`: `--metrics-listen off`.
-    metrics: Option<SocketAddr>,
+    metrics: MetricsListen,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
     let input = Input {
         spec: service_spec(args)?,
-        metrics: metrics_listen(&args.metrics_listen)?,
+        metrics: metrics_listen(args.metrics_listen.as_deref())?,
     };
     let state_dir = global.state_dir.clone();
     with_containerd(global, |c| serve(c, input, state_dir)).await?;
@@ -44,26 +41,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
 }
 
 fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
-    let flags = ServiceFlags {
-        image: a.image.clone(),
-        port: Some(a.port),
-        set_env_vars: a.container.set_env_vars.clone(),
-        command: a.container.command.clone(),
-        args: a.container.args.clone(),
-        memory: Some(a.memory.clone()),
-        cpu: Some(a.cpu.clone()),
-        concurrency: Some(a.concurrency),
-        timeout: Some(a.timeout.clone()),
-        min_instances: Some(a.min_instances),
-        max_instances: Some(a.max_instances),
-        startup_probe: a.startup_probe.clone(),
-        liveness_probe: a.liveness_probe.clone(),
-        add_volume: a.add_volume.clone(),
-        add_volume_mount: a.add_volume_mount.clone(),
-        use_http2: a.use_http2,
-        cpu_throttling: Some(a.cpu_throttling),
-    }
-    .check()?;
+    let flags = super::service_flags(&a.image, &a.revision).check()?;
     let name = match &a.service {
         Some(n) => {
             spec::check_name("--service", n, 49)?;
@@ -75,25 +53,12 @@ fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
         field: "--listen",
         detail: format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:8080)", a.listen),
     })?;
-    let idle = spec::parse_duration("--idle-timeout", &a.idle_timeout)?;
-    spec::in_range("--idle-timeout", idle.as_secs_f64(), 0.0, 900.0)?;
-    let startup = spec::parse_duration("--startup-timeout", &a.startup_timeout)?;
-    spec::in_range("--startup-timeout", startup.as_secs_f64(), 1.0, 240.0)?;
+    let idle = spec::duration_in("--idle-timeout", &a.idle_timeout, (0, 900))?;
+    let startup = spec::duration_in("--startup-timeout", &a.startup_timeout, (1, 240))?;
     let mut spec = flags.service_spec(&name, &spec::revision_name(&name), listen);
     spec.idle_timeout = idle;
     spec.startup_timeout = startup;
     Ok(spec)
-}
-
-/// `--metrics-listen`: HOST:PORT, or `off`.
-fn metrics_listen(text: &str) -> Result<Option<SocketAddr>, SpecError> {
-    if text == "off" {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| SpecError {
-        field: "--metrics-listen",
-        detail: format!("{text:?} is not HOST:PORT or off"),
-    })
 }
 
 async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
@@ -109,11 +74,7 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         .map_err(|e| e.source)
         .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;
     let metrics = Metrics::new();
-    if let Some(addr) = metrics_addr {
-        runlet::metrics::serve(addr, metrics.clone())
-            .await
-            .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
-    }
+    runlet::metrics::serve_at(metrics_addr, metrics.clone()).await?;
     let spec = Arc::new(spec);
     let ctx = Arc::new(Ctx {
         runtime: Arc::new(c.clone()),

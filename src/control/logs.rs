@@ -5,6 +5,10 @@
 //! is decided instead: [`Pipes::close`], called once the task is deleted, reads what is left
 //! in the pipe until it is empty and stops. That is enough: containerd's shim finishes
 //! copying the container's output into the FIFO before `Tasks.Delete` returns.
+//!
+//! How bytes become lines (the 16 KiB bound) is [`lines`].
+
+mod lines;
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
@@ -14,6 +18,8 @@ use std::time::Duration;
 use tokio::net::unix::pipe::Receiver;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use lines::{Piece, Splitter};
 
 /// Where each line goes.
 pub type Sink = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
@@ -107,7 +113,8 @@ async fn read_lines(
     sink: Sink,
     mut closing: watch::Receiver<bool>,
 ) {
-    let mut pending = Vec::new();
+    let mut lines = Splitter::default();
+    let mut emit = |p: Piece<'_>| sink(stream, &p.text());
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
@@ -117,7 +124,7 @@ async fn read_lines(
                 }
                 match rx.try_read(&mut chunk) {
                     Ok(0) => break,
-                    Ok(n) => emit_lines(&mut pending, &chunk[..n], stream, &sink),
+                    Ok(n) => lines.push(&chunk[..n], &mut emit),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(_) => break,
                 }
@@ -131,30 +138,12 @@ async fn read_lines(
     loop {
         match nix::unistd::read(rx.as_raw_fd(), &mut chunk) {
             Ok(0) => break,
-            Ok(n) => emit_lines(&mut pending, &chunk[..n], stream, &sink),
+            Ok(n) => lines.push(&chunk[..n], &mut emit),
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => break,
         }
     }
-    if !pending.is_empty() {
-        sink(stream, &line_text(&pending));
-    }
-}
-
-/// Appends `data` to `pending` and hands every complete line in it to `sink`.
-fn emit_lines(pending: &mut Vec<u8>, data: &[u8], stream: &str, sink: &Sink) {
-    pending.extend_from_slice(data);
-    let mut start = 0;
-    while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
-        sink(stream, &line_text(&pending[start..start + nl]));
-        start += nl + 1;
-    }
-    pending.drain(..start);
-}
-
-/// A line without its `\r`, invalid UTF-8 replaced rather than ending the stream.
-fn line_text(line: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line))
+    lines.finish(&mut emit);
 }
 
 #[cfg(test)]
@@ -214,21 +203,5 @@ mod tests {
         assert_eq!(stdout[1000], "no newline at the end");
         assert!(seen.contains(&("stderr".into(), "bad \u{fffd} utf-8".into())));
         assert!(!dir.path().join("stdout").exists());
-    }
-
-    #[test]
-    fn lines_are_split_across_chunks() {
-        let (sink, seen) = collecting();
-        let mut pending = Vec::new();
-        emit_lines(&mut pending, b"ab", "stdout", &sink);
-        emit_lines(&mut pending, b"c\nd\n\ne", "stdout", &sink);
-        assert_eq!(pending, b"e");
-        let got: Vec<String> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t)| t.clone())
-            .collect();
-        assert_eq!(got, vec!["abc", "d", ""]);
     }
 }

@@ -29,6 +29,8 @@ pub struct Stopped {
 /// The stop sequence, one function for scale-in, failures and shutdown (LIFE-7, LIFE-8):
 /// SIGTERM to the main process, up to `grace` for it to exit, then SIGKILL to every
 /// process, then delete task, container and snapshot. What is already gone counts as done.
+/// A zero `grace` sends SIGKILL at once, with no SIGTERM: for an instance that went over
+/// its memory limit (LIFE-9), whose requests were already answered.
 ///
 /// The caller has already stopped routing to the instance and let in-flight requests end.
 pub async fn stop_container<R: Runtime>(
@@ -40,22 +42,23 @@ pub async fn stop_container<R: Runtime>(
     let wait = runtime.wait(id);
     tokio::pin!(wait);
     let mut killed = false;
-    let exit = match runtime.kill(id, 15, false).await {
-        Err(e) if e.is_not_found() => None,
-        Err(e) => {
-            warn!(container = id, "SIGTERM failed: {e}");
-            None
-        }
-        Ok(()) => {
-            tokio::select! {
-                r = &mut wait => r.ok(),
-                _ = tokio::time::sleep(grace) => {
-                    info!(container = id, "still running {}s after SIGTERM: sending SIGKILL", grace.as_secs());
-                    killed = true;
-                    match runtime.kill(id, 9, true).await {
-                        Ok(()) => tokio::time::timeout(Duration::from_secs(30), &mut wait).await.ok().and_then(|r| r.ok()),
-                        Err(e) if e.is_not_found() => None,
-                        Err(e) => return Err(e),
+    let exit = if grace.is_zero() {
+        killed = true;
+        sigkill(runtime, id, wait).await?
+    } else {
+        match runtime.kill(id, 15, false).await {
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                warn!(container = id, "SIGTERM failed: {e}");
+                None
+            }
+            Ok(()) => {
+                tokio::select! {
+                    r = &mut wait => r.ok(),
+                    _ = tokio::time::sleep(grace) => {
+                        info!(container = id, "still running {}s after SIGTERM: sending SIGKILL", grace.as_secs());
+                        killed = true;
+                        sigkill(runtime, id, wait).await?
                     }
                 }
             }
@@ -63,6 +66,22 @@ pub async fn stop_container<R: Runtime>(
     };
     runtime.delete(id).await?;
     Ok(Stopped { exit, killed })
+}
+
+/// SIGKILL to every process of container `id`, then up to 30 s for `wait` (its exit).
+async fn sigkill<R: Runtime>(
+    runtime: &R,
+    id: &str,
+    wait: std::pin::Pin<&mut impl std::future::Future<Output = Result<ExitStatus, RuntimeError>>>,
+) -> Result<Option<ExitStatus>, RuntimeError> {
+    match runtime.kill(id, 9, true).await {
+        Ok(()) => Ok(tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .ok()
+            .and_then(|r| r.ok())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +147,29 @@ mod tests {
             signal: 9,
             all: true
         }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_grace_means_sigkill_at_once_without_sigterm() {
+        let rt = FakeRuntime::new();
+        created(&rt, "c3").await;
+        let t0 = tokio::time::Instant::now();
+        let stopped = stop_container(&rt, "c3", Duration::ZERO).await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert!(stopped.killed);
+        assert_eq!(stopped.exit, Some(ExitStatus { code: 137 }));
+        let calls = rt.calls().await;
+        assert_eq!(
+            &calls[2..],
+            &[
+                Call::Kill {
+                    id: "c3".into(),
+                    signal: 9,
+                    all: true
+                },
+                Call::Delete("c3".into()),
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

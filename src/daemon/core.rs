@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{watch, Mutex};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -40,6 +41,9 @@ pub struct Daemon {
     /// Set by [`shut_down`](Self::shut_down): a rollout that has not begun leaves its
     /// operations to the restarted daemon instead of starting an instance.
     pub(super) stopping: AtomicBool,
+    /// Cancelled by [`shut_down`](Self::shut_down): a rollout launching its first
+    /// instance stops and removes it and leaves its operations to the restarted daemon.
+    pub(super) shutdown: CancellationToken,
     /// Deletions under way (their services are no longer in the state); shutting down
     /// waits for them.
     pub(super) deletions: TaskTracker,
@@ -51,6 +55,9 @@ pub struct Daemon {
 pub(super) struct State {
     /// By full name.
     pub services: BTreeMap<String, Entry>,
+    /// Services found marked deleted in the store on start (a deletion a restart
+    /// interrupted): [`Daemon::resume`] finishes their deletion.
+    pub deleting: Vec<v2::Service>,
 }
 
 impl Daemon {
@@ -71,7 +78,11 @@ impl Daemon {
         match store.list::<v2::Service>(SERVICES) {
             Ok(list) => {
                 for (name, svc) in list {
-                    state.services.insert(name, Entry::new(svc));
+                    if svc.delete_time.is_some() {
+                        state.deleting.push(svc);
+                    } else {
+                        state.services.insert(name, Entry::new(svc));
+                    }
                 }
             }
             Err(e) => warn!("reading the stored services: {}", crate::util::Chain(&e)),
@@ -103,6 +114,7 @@ impl Daemon {
             ingress_port: listen.port(),
             listen,
             stopping: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
             deletions: TaskTracker::new(),
             jobs,
         })
@@ -114,11 +126,14 @@ impl Daemon {
     }
 
     /// Starts every stored service again (after removing what an earlier daemon left of
-    /// them in containerd), completing the operations a restart interrupted.
+    /// them in containerd), completing the operations a restart interrupted: those of a
+    /// service with the result of its one rollout, deletions as done (their services'
+    /// containers and records removed first), and those of a deleted service as aborted.
     pub async fn resume(&self) {
         self.resume_jobs().await;
         let pending = self.ops.pending().await;
-        let state = self.state.lock().await;
+        let mut state = self.state.lock().await;
+        let deleting = std::mem::take(&mut state.deleting);
         let mut todo = Vec::new();
         for (full, e) in &state.services {
             let rev = if e.svc.latest_ready_revision.is_empty() || e.svc.reconciling {
@@ -128,7 +143,7 @@ impl Daemon {
             };
             let ops: Vec<String> = pending
                 .iter()
-                .filter(|op| op_target(op).as_deref() == Some(full.as_str()))
+                .filter(|op| !is_deletion(op) && op_target(op).as_deref() == Some(full.as_str()))
                 .map(|op| op.name.clone())
                 .collect();
             if !rev.is_empty() {
@@ -136,23 +151,38 @@ impl Daemon {
             }
         }
         let ids = self.service_ids(&state);
+        self.start_listeners(&mut state);
         drop(state);
-        // Operations of services that are gone (a deletion the restart interrupted) are done.
+        let serving: BTreeMap<String, String> = todo
+            .iter()
+            .map(|(full, rev, _)| (short(full).to_string(), rev.clone()))
+            .collect();
+        // Containers of the services being deleted are removed here too (they serve no
+        // revision); their revisions' records went in `load`.
+        let mut adoptable = self.sort_leftovers(&ids, &serving).await;
+        for svc in &deleting {
+            info!(service = %svc.name, "finishing a deletion a restart interrupted");
+            self.forget_deleted(&svc.name, &[]).await;
+        }
         for op in &pending {
-            let target = op_target(op).unwrap_or_default();
-            if !todo.iter().any(|(f, _, _)| *f == target) {
+            // Jobs' and executions' operations are `resume_jobs`'s.
+            if super::jobs::is_jobs_op(op) {
+                continue;
+            }
+            if is_deletion(op) {
                 let result = op
                     .metadata
                     .clone()
                     .ok_or_else(|| tonic::Status::aborted("interrupted by a restart"));
                 self.ops.finish(&op.name, result).await;
+                continue;
+            }
+            let target = op_target(op).unwrap_or_default();
+            if !todo.iter().any(|(f, _, _)| *f == target) {
+                let gone = tonic::Status::aborted(format!("service {target} was deleted"));
+                self.ops.finish(&op.name, Err(gone)).await;
             }
         }
-        let serving: BTreeMap<String, String> = todo
-            .iter()
-            .map(|(full, rev, _)| (short(full).to_string(), rev.clone()))
-            .collect();
-        let mut adoptable = self.sort_leftovers(&ids, &serving).await;
         self.update_hosts(ids);
         for (full, rev, ops) in todo {
             let adopt = adoptable.remove(short(&full)).unwrap_or_default();
@@ -160,6 +190,38 @@ impl Daemon {
             let d = self.me();
             tokio::spawn(async move { d.roll_out(full, rev, ops, adopt).await });
         }
+    }
+
+    /// Binds again the own addresses of the services that have one (a restart); one that
+    /// cannot be bound any more is reported and left out.
+    fn start_listeners(&self, state: &mut State) {
+        for e in state.services.values_mut() {
+            let addr = match super::listener::wanted(&e.svc) {
+                Ok(Some(a)) => a,
+                Ok(None) => continue,
+                Err(s) => {
+                    warn!(service = %e.svc.name, "{}", s.message());
+                    continue;
+                }
+            };
+            match super::listener::bind(addr) {
+                Ok(b) => e.listener = self.start_listener(b, short(&e.svc.name)),
+                Err(s) => warn!(service = %e.svc.name, "{}", s.message()),
+            }
+        }
+    }
+
+    /// Serves a service's bound own address (`None`, reported, if its threads cannot start).
+    pub(super) fn start_listener(
+        &self,
+        bound: super::listener::Bound,
+        service: &str,
+    ) -> Option<super::listener::ServiceListener> {
+        let addr = bound.addr;
+        bound
+            .start(service, self.host.metrics.clone())
+            .map_err(|e| warn!(service, listen = %addr, "starting the ingress threads: {e}"))
+            .ok()
     }
 
     /// Sorts the containers of services found in containerd by their owner: this daemon's
@@ -210,12 +272,15 @@ impl Daemon {
         adopt
     }
 
-    /// Stops every revision (in-flight requests finish first) and removes the hosts block.
-    /// Rollouts and deletions under way end first (a rollout once its first instance is
-    /// ready or has failed its startup probe): the runtime goes away when this returns, and
-    /// a task cut short there leaves its instance running in containerd.
+    /// Stops every revision (in-flight requests finish first), closes the services' own
+    /// addresses and removes the hosts block. Rollouts and deletions under way end first:
+    /// a rollout still launching its first instance is cancelled (the instance stopped and
+    /// removed, its operations left pending for the restarted daemon to resume). The
+    /// runtime goes away when this returns, and a task cut short there would leave its
+    /// instance running in containerd.
     pub async fn shut_down(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.shutdown.cancel();
         self.stop_jobs().await;
         let rollouts: Vec<_> = {
             let state = self.state.lock().await;
@@ -229,16 +294,24 @@ impl Daemon {
         let _rollouts = futures::future::join_all(rollouts.iter().map(|l| l.lock())).await;
         self.deletions.close();
         self.deletions.wait().await;
-        let runs: Vec<_> = {
+        let (runs, listeners): (Vec<_>, Vec<_>) = {
             let mut state = self.state.lock().await;
+            let listeners: Vec<_> = state
+                .services
+                .values_mut()
+                .filter_map(|e| e.listener.take().map(|l| l.close()))
+                .collect();
             let runs = state
                 .services
                 .values_mut()
                 .filter_map(|e| e.serving.take())
                 .collect();
             self.publish_routes(&state);
-            runs
+            (runs, listeners)
         };
+        // The services' own addresses stop accepting first; their requests in flight end
+        // while the revisions still run.
+        futures::future::join_all(listeners).await;
         futures::future::join_all(runs.into_iter().map(|r| r.retire())).await;
         if let Some(h) = &self.hosts {
             if let Err(e) = h.remove_block() {
@@ -251,7 +324,8 @@ impl Daemon {
         }
     }
 
-    /// Publishes the route of every serving revision to the ingress.
+    /// Publishes the route of every serving revision to the ingress, and to the service's
+    /// own address where it has one.
     pub(super) fn publish_routes(&self, state: &State) {
         let routes = state
             .services
@@ -259,6 +333,11 @@ impl Daemon {
             .filter_map(|e| e.serving.as_ref().map(|r| r.route.clone()));
         self.routes
             .send_replace(Arc::new(RouteTable::by_host(routes)));
+        for e in state.services.values() {
+            if let Some(l) = &e.listener {
+                l.publish(e.serving.as_ref().map(|r| &r.route));
+            }
+        }
     }
 
     /// Every service's short name.
@@ -295,6 +374,15 @@ impl Daemon {
             ),
         }
     }
+}
+
+/// Whether an operation is a service's deletion (its metadata is the service marked
+/// deleted).
+fn is_deletion(op: &crate::pb::longrunning::Operation) -> bool {
+    op.metadata
+        .as_ref()
+        .and_then(|any| any.unpack::<v2::Service>().ok())
+        .is_some_and(|s| s.delete_time.is_some())
 }
 
 /// The service an operation is about (its metadata's name).

@@ -580,6 +580,16 @@ impl Daemon {
         // Operations on executions (RunJob, cancel, delete) a restart interrupted.
         let state = self.jobs.state.lock().await;
         for op in self.ops.pending().await {
+            // A job's own operation a restart interrupted (a deletion waiting for its
+            // executions, which the restart ended): done with the job as it was.
+            if let Some(job) = op
+                .metadata
+                .as_ref()
+                .filter(|m| m.full_name() == "google.cloud.run.v2.Job")
+            {
+                self.ops.finish(&op.name, Ok(job.clone())).await;
+                continue;
+            }
             let Some(exec) = op
                 .metadata
                 .as_ref()

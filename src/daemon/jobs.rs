@@ -134,6 +134,16 @@ fn copy_settable(to: &mut v2::Job, from: &v2::Job) {
     to.template = from.template.clone();
 }
 
+/// Whether operation `op` is about a job or an execution (its metadata's type).
+pub(super) fn is_jobs_op(op: &Operation) -> bool {
+    op.metadata.as_ref().is_some_and(|m| {
+        matches!(
+            m.full_name(),
+            "google.cloud.run.v2.Job" | "google.cloud.run.v2.Execution"
+        )
+    })
+}
+
 pub(super) fn check_etag(given: &str, current: &str, what: &str) -> Result<(), Status> {
     if !given.is_empty() && given != current {
         return Err(Status::aborted(format!(

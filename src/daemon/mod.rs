@@ -10,6 +10,7 @@
 //!   and the calls on executions and tasks; [`job_view`]: their output fields, read from
 //!   the engine's execution records.
 //! - [`revision`]: one running revision (first instance, controller, route).
+//! - [`listener`]: a service's own address (annotation `runlet.io/listen`).
 //! - [`resource`]: the resources' output fields (conditions, uri, etag), plain functions.
 //! - [`operations`]: long-running operations, waited on and stored.
 //! - [`names`]: resource names, parsed and checked.
@@ -22,6 +23,7 @@ mod executions;
 pub mod hosts;
 pub mod job_view;
 mod jobs;
+pub mod listener;
 pub mod lock;
 pub mod names;
 pub mod operations;

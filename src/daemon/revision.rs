@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, Instrument};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
 
 use crate::control::autoscale::Policy;
 use crate::control::service::instance::Ctx;
+use crate::control::{stop_container, KILL_GRACE};
 use crate::ingress::{Demand, IngressConfig, Route, Snapshot};
 use crate::metrics::Metrics;
 use crate::runtime::containerd::Containerd;
@@ -36,6 +38,22 @@ pub struct Host {
     pub peers: Option<watch::Receiver<Arc<str>>>,
 }
 
+/// Why a revision did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotStarted {
+    /// It cannot run: the message the operation and the service's condition carry.
+    Failed(String),
+    /// The daemon is stopping: the first instance was stopped and removed before it was
+    /// ready; the rollout is for the restarted daemon to do.
+    Stopping,
+}
+
+impl From<String> for NotStarted {
+    fn from(m: String) -> Self {
+        NotStarted::Failed(m)
+    }
+}
+
 /// A running revision.
 pub struct RevisionRun {
     pub revision: String,
@@ -46,29 +64,31 @@ pub struct RevisionRun {
 }
 
 impl RevisionRun {
-    /// Resolves the image, starts the first instance and the controller. The error is the
-    /// message the operation and the service's condition carry.
+    /// Resolves the image, starts the first instance and the controller.
     /// Instances in `adopt` (left running by this daemon before a restart) are taken over
-    /// first; only when none answers is a first instance started.
+    /// first; only when none answers is a first instance started. `stopping` cancelled
+    /// while that instance starts stops and removes it ([`NotStarted::Stopping`]): a
+    /// start-up may take minutes, a shutdown must not wait for it.
     pub async fn start(
         host: &Host,
         spec: ServiceSpec,
         adopt: Vec<String>,
-    ) -> Result<RevisionRun, String> {
+        stopping: &CancellationToken,
+    ) -> Result<RevisionRun, NotStarted> {
         let image = match host.runtime.resolve_image(&spec.image).await {
             Ok(i) => i,
             Err(RuntimeError::ImageNotFound { .. }) => {
-                return Err(format!(
+                return Err(NotStarted::Failed(format!(
                     "Image '{}' not found: load it first (runlet image load FILE).",
                     spec.image
-                ))
+                )))
             }
             Err(e) => {
-                return Err(format!(
+                return Err(NotStarted::Failed(format!(
                     "Image '{}' could not be read: {}",
                     spec.image,
                     Chain(&e)
-                ))
+                )))
             }
         };
         let user = host
@@ -100,11 +120,21 @@ impl RevisionRun {
         if initial.is_empty() {
             let first_id = format!("{}-{}", spec.revision, crate::util::random_suffix(5));
             info!(parent: &span, instance = %first_id, image = %spec.image, "starting the first instance");
-            let first = ctx
-                .launch(&first_id)
-                .instrument(span.clone())
-                .await
-                .map_err(|e| format!("The first instance failed to start: {}", Chain(&e)))?;
+            let launch = ctx.launch(&first_id).instrument(span.clone());
+            let first = tokio::select! {
+                r = launch => r
+                    .map_err(|e| format!("The first instance failed to start: {}", Chain(&e)))?,
+                () = stopping.cancelled() => {
+                    // The launch is dropped where it was: the stop sequence and the
+                    // removal take whatever of the instance exists.
+                    info!(parent: &span, instance = %first_id, "daemon stopping: the first instance is stopped and removed");
+                    if let Err(e) = stop_container(host.runtime.as_ref(), &first_id, KILL_GRACE).await {
+                        warn!(parent: &span, instance = %first_id, "stopping: {e}");
+                    }
+                    ctx.teardown(&first_id, None).await;
+                    return Err(NotStarted::Stopping);
+                }
+            };
             initial.push(first);
         }
         let demand = Arc::new(Demand::default());

@@ -7,7 +7,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use super::resource;
-use super::revision::RevisionRun;
+use super::revision::{NotStarted, RevisionRun};
 use super::services::{short, Entry, REVISIONS, SERVICES};
 use super::Daemon;
 use crate::pb::any::Any;
@@ -37,9 +37,14 @@ impl Daemon {
             Ok(s) => s,
             Err(m) => return self.rollout_failed(&full, &rev, &m, &ops).await,
         };
-        let run = match RevisionRun::start(&self.host, spec, adopt).await {
+        let run = match RevisionRun::start(&self.host, spec, adopt, &self.shutdown).await {
             Ok(r) => r,
-            Err(m) => return self.rollout_failed(&full, &rev, &m, &ops).await,
+            Err(NotStarted::Failed(m)) => return self.rollout_failed(&full, &rev, &m, &ops).await,
+            Err(NotStarted::Stopping) => {
+                // Left pending in the store, as above.
+                info!(service = %full, revision = %rev, "daemon stopping: rollout cut short, left to the restart");
+                return;
+            }
         };
         let mut state = self.state.lock().await;
         let Some(e) = state.services.get_mut(&full) else {

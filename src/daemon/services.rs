@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 use tonic::Status;
 use tracing::{info, warn};
 
+use super::listener::{self, ServiceListener};
 use super::names::{check_service_id, Parent, RevisionName, ServiceName};
 use super::resource::{self, etag_of};
 use super::revision::RevisionRun;
@@ -29,6 +30,8 @@ pub(super) struct Entry {
     pub serving: Option<RevisionRun>,
     /// One rollout at a time per service; a later one waits.
     pub rollouts: Arc<Mutex<()>>,
+    /// Its own address (annotation `runlet.io/listen`), served.
+    pub listener: Option<ServiceListener>,
 }
 
 impl Entry {
@@ -38,6 +41,7 @@ impl Entry {
             revisions: BTreeMap::new(),
             serving: None,
             rollouts: Arc::new(Mutex::new(())),
+            listener: None,
         }
     }
 }
@@ -242,6 +246,21 @@ impl Daemon {
                 "invalid service.template: is required",
             ));
         }
+        // The service's own address is bound now, so that a bad or taken one is refused
+        // here and not found out by a rollout.
+        let want = listener::wanted(&svc)?;
+        let have = existing.and_then(|e| e.listener.as_ref()).map(|l| l.addr);
+        let bound = match want {
+            Some(addr) if Some(addr) != have => {
+                if let Some((other, _)) = state.services.iter().find(|(k, e)| {
+                    **k != full && e.listener.as_ref().is_some_and(|l| l.addr == addr)
+                }) {
+                    return Err(listener::taken(addr, other));
+                }
+                Some(listener::bind(addr)?)
+            }
+            _ => None,
+        };
         if validate_only {
             svc.etag = etag_of(&svc);
             return Ok(Operation {
@@ -278,8 +297,20 @@ impl Daemon {
                 .revisions
                 .insert(short(&r.name).to_string(), r.clone());
         }
+        let closing = if want.is_none() || bound.is_some() {
+            entry.listener.take()
+        } else {
+            None
+        };
+        if let Some(b) = bound {
+            entry.listener = self.start_listener(b, &name.service);
+        }
         let names = self.service_ids(&state);
+        self.publish_routes(&state);
         drop(state);
+        if let Some(l) = closing {
+            tokio::spawn(l.close());
+        }
         self.update_hosts(names);
         let op = self.ops.start(&name.parent, Any::pack(&svc)).await;
         match rev_id {
@@ -371,7 +402,12 @@ impl Daemon {
                 )),
             });
         }
-        let entry = state.services.remove(&full).expect("checked above");
+        // The intent is stored before anything else: a daemon killed from here on finds
+        // the service marked on restart and finishes the deletion (never rolls it out).
+        svc.etag = etag_of(&svc);
+        self.put(SERVICES, &full, &svc)?;
+        let mut entry = state.services.remove(&full).expect("checked above");
+        let closing = entry.listener.take().map(ServiceListener::close);
         let names = self.service_ids(&state);
         self.publish_routes(&state);
         drop(state);
@@ -381,20 +417,37 @@ impl Daemon {
         let d = self.me();
         let op_name = op.name.clone();
         self.deletions.spawn(async move {
+            if let Some(closing) = closing {
+                closing.await;
+            }
             // A rollout in progress ends first (it finds the service gone and stops its
             // revision itself).
             let _rollout = entry.rollouts.lock().await;
             if let Some(run) = entry.serving {
                 run.retire().await;
             }
-            for r in entry.revisions.values() {
-                d.delete_stored(REVISIONS, &r.name);
-            }
-            d.delete_stored(SERVICES, &full);
+            let revisions: Vec<String> = entry.revisions.values().map(|r| r.name.clone()).collect();
+            d.forget_deleted(&full, &revisions).await;
             d.ops.finish(&op_name, Ok(Any::pack(&svc))).await;
             info!(service = %full, "deleted");
         });
         Ok(op)
+    }
+
+    /// The end of a deletion (its instances are gone): the records of the service's
+    /// `revisions` (full names) and then its own, the mark of the deletion, are deleted.
+    /// A service of the same name created since keeps its records.
+    pub(super) async fn forget_deleted(&self, full: &str, revisions: &[String]) {
+        let state = self.state.lock().await;
+        let again = state.services.get(full);
+        for r in revisions {
+            if again.is_none_or(|e| !e.revisions.contains_key(short(r))) {
+                self.delete_stored(REVISIONS, r);
+            }
+        }
+        if again.is_none() {
+            self.delete_stored(SERVICES, full);
+        }
     }
 
     pub async fn get_revision(&self, name: &str) -> Result<v2::Revision, Status> {

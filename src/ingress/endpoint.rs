@@ -1,6 +1,12 @@
 //! One routable instance as the data path sees it ([`Endpoint`]: its address, its in-flight
 //! count, this thread's connections to it, why it died, its [`IdleHook`]), and the
 //! [`Snapshot`] of them that the control path publishes.
+//!
+//! Why it died is a `watch` the control path sets and the data path reads, never a call the
+//! other way: a forwarded request that fails asks it whether to answer 500 (out of memory)
+//! or 502 (a crash), and every request in flight selects on [`Endpoint::out_of_memory`],
+//! so an OOM kill ends them all with 500 at once, a response already streaming cut
+//! (LIFE-9), even while the instance's main process lives on.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -15,7 +21,8 @@ use super::worker::{self, MAX_WORKERS};
 use crate::dial::Dial;
 
 /// Why an instance stopped serving; set by the control path, read when a forwarded request
-/// fails, to tell an out-of-memory kill (500, LIFE-9) from a crash (502).
+/// fails, to tell an out-of-memory kill (500, LIFE-9) from a crash (502). An out-of-memory
+/// kill also ends every request in flight on the instance at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Death {
     OutOfMemory,
@@ -99,16 +106,43 @@ impl Endpoint {
             .get_or_init(|| Upstream::new(self.dialer.clone(), self.authority.clone(), self.http2))
     }
 
-    /// Records why the instance died (the first cause wins).
+    /// Records why the instance died, and closes it to new requests. The first cause wins,
+    /// except that an out-of-memory kill replaces a cause found before it (an instance
+    /// being drained after a failed liveness probe can still go over its memory limit):
+    /// then every request in flight on it ends with 500 at once, a response already
+    /// streaming is cut, and a WebSocket tunnel closed (LIFE-9).
     pub fn mark_dead(&self, cause: Death) {
+        self.close();
         self.death.send_if_modified(|cur| {
-            if cur.is_none() {
+            let replace = matches!(
+                (&*cur, &cause),
+                (None, _) | (Some(Death::Exited(_)), Death::OutOfMemory)
+            );
+            if replace {
                 *cur = Some(cause);
-                true
-            } else {
-                false
             }
+            replace
         });
+    }
+
+    /// Whether the instance was marked out of memory.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(*self.death.borrow(), Some(Death::OutOfMemory))
+    }
+
+    /// Resolves once the instance is marked out of memory (at once if it already is): a
+    /// request in flight on it selects on this to end with 500 (LIFE-9). Costs a
+    /// subscription to the `watch`, no call to the control path.
+    pub(super) async fn out_of_memory(&self) {
+        let mut rx = self.death.subscribe();
+        if rx
+            .wait_for(|d| matches!(d, Some(Death::OutOfMemory)))
+            .await
+            .is_err()
+        {
+            // The sender lives in `self`: it cannot be gone while this borrows it.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The cause of death, waiting up to `until` for the control path to learn it.
@@ -147,4 +181,56 @@ pub struct Snapshot {
     pub failed_start: Option<String>,
     /// The service's average observed instance start-up time.
     pub avg_startup: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dial::Loopback;
+
+    fn endpoint() -> Endpoint {
+        let nowhere = "127.0.0.1:9".parse().unwrap();
+        Endpoint::new("i".into(), 9, Arc::new(Loopback(nowhere)), false)
+    }
+
+    #[test]
+    fn the_first_cause_of_death_wins_but_an_out_of_memory_kill_replaces_an_exit() {
+        let exited = || Death::Exited("exit code 1".into());
+        let table = [
+            (vec![exited()], Some(exited())),
+            (vec![Death::OutOfMemory], Some(Death::OutOfMemory)),
+            (vec![exited(), Death::OutOfMemory], Some(Death::OutOfMemory)),
+            (vec![Death::OutOfMemory, exited()], Some(Death::OutOfMemory)),
+        ];
+        for (marks, want) in table {
+            let e = endpoint();
+            for m in marks.clone() {
+                e.mark_dead(m);
+            }
+            assert_eq!(*e.death.borrow(), want, "{marks:?}");
+            assert!(e.closed.load(Ordering::SeqCst), "{marks:?}: closed");
+            assert_eq!(e.is_out_of_memory(), want == Some(Death::OutOfMemory));
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_on_an_endpoint_learn_of_an_out_of_memory_kill_at_once() {
+        let e = Arc::new(endpoint());
+        let waiting = tokio::spawn({
+            let e = e.clone();
+            async move { e.out_of_memory().await }
+        });
+        e.mark_dead(Death::Exited("liveness probe failed".into()));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "an exit is not an OOM kill");
+        e.mark_dead(Death::OutOfMemory);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken by the mark")
+            .unwrap();
+        // One that starts waiting after the mark returns at once.
+        tokio::time::timeout(Duration::from_millis(10), e.out_of_memory())
+            .await
+            .expect("already marked");
+    }
 }

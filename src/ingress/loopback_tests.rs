@@ -1,7 +1,8 @@
 //! The ingress end to end on loopback: real hyper upstream servers on `127.0.0.1:0`, the
 //! ingress in front of them with a route table, and clients speaking HTTP/1.1 (the raw
 //! path and hyper's) and HTTP/2 (prior knowledge). Routing by host, a route replaced while
-//! requests are on it, a single route, and listening on several addresses.
+//! requests are on it, a single route, listening on several addresses, and an instance
+//! marked out of memory under requests in flight, streams and a tunnel (LIFE-9).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,21 +11,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{bind, serve, start, Demand, Endpoint, IngressConfig, Route, RouteTable, Snapshot};
+use super::{
+    bind, serve, start, Death, Demand, Endpoint, IngressConfig, Route, RouteTable, Snapshot,
+};
 use crate::dial::Loopback;
 use crate::metrics::Metrics;
 
 /// An upstream (an instance): a hyper HTTP/1.1 server answering `NAME PATH` (and the
 /// request body after it, if any). `/hold` answers only once `release` is sent true;
-/// `/ws` switches protocols (101) and then writes `NAME` on the upgraded connection.
+/// `/stream` sends `NAME first\n` at once and `last\n` once released; `/ws` switches
+/// protocols (101) and then writes `NAME` on the upgraded connection (and `/ws-hold` keeps
+/// it open until released).
 struct Upstream {
     addr: SocketAddr,
     /// Requests that reached it.
@@ -47,26 +53,40 @@ async fn upstream(name: &'static str) -> Upstream {
                 let mut released = released.clone();
                 async move {
                     let path = req.uri().path().to_string();
-                    if path == "/ws" {
+                    if path.starts_with("/ws") {
                         let upgraded = hyper::upgrade::on(req);
+                        let hold = path == "/ws-hold";
                         tokio::spawn(async move {
                             let mut io = TokioIo::new(upgraded.await.unwrap());
                             io.write_all(name.as_bytes()).await.unwrap();
-                            io.shutdown().await.unwrap();
+                            if hold {
+                                let _ = released.wait_for(|r| *r).await;
+                            }
+                            let _ = io.shutdown().await;
                         });
-                        let mut resp = Response::new(Full::default());
+                        let mut resp = Response::new(Full::default().boxed_unsync());
                         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                         let h = resp.headers_mut();
                         h.insert("connection", "upgrade".parse().unwrap());
                         h.insert("upgrade", "websocket".parse().unwrap());
                         return Ok(resp);
                     }
+                    if path == "/stream" {
+                        let first = Frame::data(Bytes::from(format!("{name} first\n")));
+                        let last = async move {
+                            let _ = released.wait_for(|r| *r).await;
+                            Ok(Frame::data(Bytes::from_static(b"last\n")))
+                        };
+                        let frames = futures::stream::once(async { Ok(first) })
+                            .chain(futures::stream::once(last));
+                        return Ok(Response::new(StreamBody::new(frames).boxed_unsync()));
+                    }
                     if path == "/hold" {
                         let _ = released.wait_for(|r| *r).await;
                     }
                     let body = req.into_body().collect().await.unwrap().to_bytes();
                     let text = format!("{name} {path}{}", String::from_utf8_lossy(&body));
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text)).boxed_unsync()))
                 }
             });
             tokio::spawn(
@@ -443,4 +463,127 @@ async fn every_worker_accepts_on_every_address_and_an_address_in_use_is_refused(
             "{addr} still accepts"
         );
     }
+}
+
+/// Reads from `s` until what was read contains `want`, up to 5 s.
+async fn read_until(s: &mut TcpStream, want: &str) -> String {
+    let mut got = Vec::new();
+    let reading = async {
+        while !String::from_utf8_lossy(&got).contains(want) {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before {want:?}: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), reading)
+        .await
+        .unwrap_or_else(|_| panic!("no {want:?} within 5 s"));
+    String::from_utf8(got).unwrap()
+}
+
+/// What is left to read on `s` until the connection closes; panics if it stays open 2 s.
+async fn rest_until_closed(s: &mut TcpStream) -> String {
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest))
+        .await
+        .expect("the connection stayed open")
+        .ok();
+    String::from_utf8_lossy(&rest).into_owned()
+}
+
+#[tokio::test]
+async fn an_instance_marked_out_of_memory_gets_500_for_its_requests_and_its_streams_cut() {
+    let a = upstream("A").await;
+    let route = route("a", &a, 100);
+    let endpoint = route.snapshot.borrow().endpoints[0].clone();
+    let (addr, _routes, metrics) = ingress(RouteTable::single(route)).await;
+    // Held in flight at the instance: on the raw path (a bodiless HTTP/1.1 GET), through
+    // hyper (a POST with a body), and over HTTP/2.
+    let (mut c1, mut c2, mut c3) = (h1(addr).await, h1(addr).await, h2(addr).await);
+    let held = [
+        tokio::spawn(async move { c1.send("a", "/hold", "").await }),
+        tokio::spawn(async move { c2.send("a", "/hold", "x").await }),
+        tokio::spawn(async move { c3.get("a", "/hold").await }),
+    ];
+    // Streaming, the head and first chunk through: raw HTTP/1.1 (chunked) and HTTP/2.
+    let mut raw_stream = TcpStream::connect(addr).await.unwrap();
+    raw_stream
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut raw_stream, "A first\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let mut c4 = h2(addr).await;
+    c4.0.ready().await.unwrap();
+    let resp =
+        c4.0.send_request(
+            Request::get("http://a/stream")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut h2_stream = resp.into_body();
+    let first = h2_stream
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(&first[..], b"A first\n");
+    // And a WebSocket tunnel, open.
+    let mut ws = TcpStream::connect(addr).await.unwrap();
+    ws.write_all(
+        b"GET /ws-hold HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    read_until(&mut ws, "\r\n\r\nA").await;
+    until("every request at the instance", || {
+        a.arrived.load(Ordering::SeqCst) == 6
+    })
+    .await;
+
+    // The control path learns of an OOM kill (a child's: the instance still holds all of
+    // them) and marks the endpoint; nothing else is told.
+    let marked = tokio::time::Instant::now();
+    endpoint.mark_dead(Death::OutOfMemory);
+    for h in held {
+        let (status, body) = tokio::time::timeout(Duration::from_secs(2), h)
+            .await
+            .expect("a request in flight was not answered at once")
+            .unwrap();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert!(body.contains("exceeded its memory limit"), "{body}");
+    }
+    // The streams are cut, not ended: no last chunk, no chunked terminator; HTTP/2's
+    // stream is reset.
+    let rest = rest_until_closed(&mut raw_stream).await;
+    assert!(
+        !rest.contains("last") && !rest.contains("0\r\n\r\n"),
+        "{rest:?}"
+    );
+    let cut = tokio::time::timeout(Duration::from_secs(2), h2_stream.frame())
+        .await
+        .expect("the HTTP/2 stream was not cut");
+    assert!(matches!(cut, Some(Err(_))), "{cut:?}");
+    assert_eq!(rest_until_closed(&mut ws).await, "", "the tunnel is closed");
+    assert!(marked.elapsed() < Duration::from_secs(1));
+    // Counted as out-of-memory refusals, and the endpoint takes no new request.
+    let refused = || {
+        metrics
+            .refusals
+            .with_label_values(&["a", "out_of_memory"])
+            .get()
+    };
+    until("three out-of-memory refusals counted", || refused() == 3).await;
+    until("every slot given back", || endpoint.in_flight() == 0).await;
+    assert!(endpoint.closed.load(Ordering::SeqCst));
 }

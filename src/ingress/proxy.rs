@@ -232,11 +232,7 @@ async fn forward(
     warn_dropped(&endpoint, &dropped);
     let (parts, body) = resp.into_parts();
     // The body keeps the slot until it ends, and is cut at the request deadline.
-    let body = DeadlineBody {
-        inner: body,
-        sleep: timer,
-        _slot: slot,
-    };
+    let body = DeadlineBody::new(body, timer, slot);
     Ok(Answer::Typed(Response::from_parts(parts, body.boxed())))
 }
 
@@ -260,18 +256,15 @@ async fn forward_raw(
     resp.head.strip_hop_by_hop();
     let dropped = resp.head.drop_invalid();
     warn_dropped(&endpoint, &dropped);
-    let body = DeadlineBody {
-        inner: UpstreamBody::Left(body),
-        sleep: timer,
-        _slot: slot,
-    };
+    let body = DeadlineBody::new(UpstreamBody::Left(body), timer, slot);
     Ok(Answer::Raw(resp, body))
 }
 
 /// The instance's answer to `call`, or the refusal when the request deadline (`timer`)
-/// comes first or the instance does not answer. A broken connection may be the instance
-/// dying: the control path gets a moment to say why (an OOM kill turns into 500, per
-/// LIFE-9).
+/// comes first, the instance is marked out of memory (500 at once, LIFE-9: the kill may
+/// have hit a child while the main process keeps the request), or the instance does not
+/// answer. A broken connection may be the instance dying: the control path gets a moment
+/// to say why (an OOM kill turns into 500 there too).
 async fn answer<T, E: Into<UpstreamError>>(
     call: impl Future<Output = Result<T, E>>,
     timer: &mut Pin<Box<Sleep>>,
@@ -285,6 +278,7 @@ async fn answer<T, E: Into<UpstreamError>>(
             Err(e) => e.into(),
         },
         _ = timer => return Err(Refusal::Timeout),
+        _ = endpoint.out_of_memory() => return Err(Refusal::OutOfMemory),
     };
     let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
     Err(match endpoint.death_by(until).await {
@@ -309,19 +303,39 @@ pub(super) fn strip_and_add(
     headers::add_forwarding(h, client, authority);
 }
 
-/// A response body that ends with an error at the request deadline (the connection is then
-/// closed: a response whose headers were sent cannot become a 504), and holds the
-/// instance slot until it is done.
+/// A response body that ends with an error at the request deadline, or when the instance
+/// is marked out of memory (LIFE-9) (the connection is then closed: a response whose
+/// headers were sent cannot become a 504 or a 500), and holds the instance slot until it
+/// is done.
 pub struct DeadlineBody {
     inner: UpstreamBody,
     sleep: Pin<Box<Sleep>>,
-    _slot: Slot,
+    /// Resolves when the instance is marked out of memory; made the first time the body
+    /// has to wait for the instance, so that a response read in one go costs nothing more.
+    oom: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+    slot: Slot,
+}
+
+impl DeadlineBody {
+    fn new(inner: UpstreamBody, sleep: Pin<Box<Sleep>>, slot: Slot) -> Self {
+        DeadlineBody {
+            inner,
+            sleep,
+            oom: None,
+            slot,
+        }
+    }
 }
 
 /// The request deadline passed while the response was streaming.
 #[derive(Debug, thiserror::Error)]
 #[error("request timeout reached while streaming the response")]
 pub struct CutAtDeadline;
+
+/// The instance was marked out of memory while the response was streaming (LIFE-9).
+#[derive(Debug, thiserror::Error)]
+#[error("the instance ran out of memory while streaming the response")]
+pub struct CutOutOfMemory;
 
 impl Body for DeadlineBody {
     type Data = Bytes;
@@ -331,8 +345,24 @@ impl Body for DeadlineBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Once the body has waited, the out-of-memory mark comes first: a main process
+        // still streaming after its child was killed is cut too.
+        if let Some(oom) = self.oom.as_mut() {
+            if oom.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(CutOutOfMemory))));
+            }
+        }
         if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(r);
+        }
+        if self.oom.is_none() {
+            let endpoint = self.slot.endpoint.clone();
+            let mut oom: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
+                Box::pin(async move { endpoint.out_of_memory().await });
+            if oom.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(CutOutOfMemory))));
+            }
+            self.oom = Some(oom);
         }
         match self.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(CutAtDeadline)))),

@@ -93,7 +93,8 @@ impl Refusal {
             Refusal::RateExceeded => "Rate exceeded.\n".into(),
             Refusal::NoInstance => "Service Unavailable: no instance is available to serve the request.\n".into(),
             Refusal::QueueFull => "Service Unavailable: too many requests are waiting for an instance.\n".into(),
-            Refusal::StartFailed(r) => format!("Service Unavailable: the instance failed to start: {r}\n"),
+            // The reason (containerd's and runc's text, paths and all) is for runlet's log only.
+            Refusal::StartFailed(_) => "Service Unavailable: the instance could not start; see runlet's log.\n".into(),
             Refusal::Timeout => "Gateway Timeout: the request timeout was reached.\n".into(),
             Refusal::OutOfMemory => "Internal Server Error: the instance exceeded its memory limit and was terminated.\n".into(),
             Refusal::Exited(_) | Refusal::Upstream(_) => "Bad Gateway: the instance closed the connection or sent an invalid response.\n".into(),
@@ -152,6 +153,18 @@ mod tests {
         for (r, code) in table {
             assert_eq!(r.response().status().as_u16(), code, "{r:?}");
         }
+    }
+
+    #[test]
+    fn a_start_failure_tells_the_client_nothing_of_containerd_and_the_log_everything() {
+        let why = "creating the task: runc create failed: unable to start container process: \
+                   exec: \"/srv/app\": stat /srv/app: no such file or directory";
+        let r = Refusal::StartFailed(why.into());
+        assert_eq!(
+            r.body(),
+            "Service Unavailable: the instance could not start; see runlet's log.\n"
+        );
+        assert!(r.with_causes().to_string().contains(why));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The tunnel of an upgraded connection (WebSocket): once the instance answers 101, the
-//! client's and the instance's connections are spliced until either closes or the request
-//! deadline passes.
+//! client's and the instance's connections are spliced until either closes, the request
+//! deadline passes or the instance is marked out of memory (LIFE-9).
 
 use bytes::Bytes;
 use http::Response;
@@ -15,7 +15,8 @@ use super::upstream::UpstreamBody;
 
 /// Answers 101 to the client and splices the two upgraded connections until either side
 /// closes or the request deadline passes (Cloud Run applies the request timeout to
-/// WebSockets). The slot is held for the tunnel's life.
+/// WebSockets), or the instance is marked out of memory. The slot is held for the
+/// tunnel's life.
 pub(super) fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     resp: &mut Response<UpstreamBody>,
@@ -24,14 +25,16 @@ pub(super) fn tunnel(
 ) -> Response<ProxyBody> {
     let upstream = hyper::upgrade::on(&mut *resp);
     tokio::spawn(async move {
-        let _slot = slot;
         if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
             let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
             let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
-            if tokio::time::timeout_at(deadline, copy).await.is_err() {
-                debug!("WebSocket closed at the request timeout");
+            tokio::select! {
+                _ = copy => {}
+                _ = tokio::time::sleep_until(deadline) => debug!("WebSocket closed at the request timeout"),
+                _ = slot.endpoint.out_of_memory() => debug!("WebSocket closed: the instance ran out of memory"),
             }
         }
+        drop(slot);
     });
     let body = http_body_util::Empty::<Bytes>::new()
         .map_err(|never| match never {})

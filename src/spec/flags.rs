@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    bad, cpu, defaults, in_range, memory, parse_duration, parse_env_vars, probe, split_list, Probe,
+    bad, cpu, defaults, duration_in, in_range, memory, parse_env_vars, probe, split_list, Probe,
     ServiceSpec, SpecError, VolumeFlags,
 };
 use crate::image::reference;
@@ -77,11 +77,7 @@ impl ServiceFlags {
         }
         let timeout = match &self.timeout {
             None => None,
-            Some(t) => {
-                let d = parse_duration("--timeout", t)?;
-                in_range("--timeout", d.as_secs_f64(), 1.0, 3600.0)?;
-                Some(d)
-            }
+            Some(t) => Some(duration_in("--timeout", t, (1, 3600))?),
         };
         if let Some(c) = self.concurrency {
             in_range("--concurrency", c, 1, 1000)?;

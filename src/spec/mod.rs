@@ -21,11 +21,14 @@ pub mod run_v2;
 pub mod to_run_v2;
 mod volume;
 
+#[cfg(test)]
+mod proptests;
+
 pub use env::{check_env_name, parse_env_list, parse_env_vars, RESERVED_ENV};
 pub use list::split_list;
 pub use name::{check_name, name_from_image, revision_name};
 pub use probe::Probe;
-pub use quantity::{cpu, in_range, memory, parse_duration};
+pub use quantity::{cpu, duration_in, in_range, memory, parse_duration};
 pub use volume::{volumes, MountFlag, VolumeFlag, VolumeFlags};
 
 /// Cloud Run's defaults for what a revision leaves unset; `runlet serve`'s flag defaults, the

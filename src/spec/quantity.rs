@@ -5,8 +5,39 @@ use std::time::Duration;
 
 use super::{bad, SpecError};
 
-/// Parses durations: `90s`, `10m`, `1h`, `500ms`, bare numbers are seconds.
+/// Parses durations: `90s`, `10m`, `1h`, `500ms`, bare numbers are seconds. A duration
+/// too long for any use (beyond `u64::MAX` seconds) is refused, not a panic; a flag with a
+/// range uses [`duration_in`], which names the range.
 pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, SpecError> {
+    let secs = seconds(field, s)?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| bad(field, format!("{} is out of range: too long", s.trim())))
+}
+
+/// A duration flag in `lo..=hi` seconds, refused with the range when outside it (however
+/// far outside).
+pub fn duration_in(
+    field: &'static str,
+    s: &str,
+    (lo, hi): (u64, u64),
+) -> Result<Duration, SpecError> {
+    let secs = seconds(field, s)?;
+    if secs < lo as f64 || secs > hi as f64 {
+        return Err(bad(
+            field,
+            format!(
+                "{} is out of range: allowed {} to {}",
+                s.trim(),
+                seconds_text(lo),
+                seconds_text(hi)
+            ),
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A duration's text as seconds: finite, not negative, maybe huge.
+fn seconds(field: &'static str, s: &str) -> Result<f64, SpecError> {
     let s = s.trim();
     let err = || {
         bad(
@@ -29,7 +60,16 @@ pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, SpecErro
     if !secs.is_finite() || secs < 0.0 {
         return Err(err());
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(secs)
+}
+
+/// `n` seconds as a limit is written: `3600s`, but whole days of hours as `168h`.
+fn seconds_text(n: u64) -> String {
+    if n >= 86_400 && n.is_multiple_of(3600) {
+        format!("{}h", n / 3600)
+    } else {
+        format!("{n}s")
+    }
 }
 
 /// Checks `value` lies in `lo..=hi`.
@@ -113,6 +153,38 @@ mod tests {
         for bad in ["", "x", "10d", "-1"] {
             assert!(parse_duration("--timeout", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_out_of_range_however_far_name_the_range() {
+        let range = (1, 3600);
+        let table = [
+            (
+                "100000000000000000000000",
+                "out of range: allowed 1s to 3600s",
+            ),
+            ("1e400", "is not a duration"),
+            ("99999999999999999999999999999999999999h", "out of range"),
+            ("4000", "4000 is out of range: allowed 1s to 3600s"),
+            ("0.5", "out of range"),
+            ("NaN", "is not a duration"),
+        ];
+        for (s, want) in table {
+            let e = duration_in("--timeout", s, range).unwrap_err();
+            assert_eq!(e.field, "--timeout");
+            assert!(e.detail.contains(want), "{s}: {}", e.detail);
+            assert!(parse_duration("--timeout", s).is_err() || s == "4000" || s == "0.5");
+        }
+        assert_eq!(
+            duration_in("--timeout", "1h", range).unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            duration_in("--task-timeout", "169h", (1, 168 * 3600))
+                .unwrap_err()
+                .detail,
+            "169h is out of range: allowed 1s to 168h"
+        );
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! 1. `log=` / `log_stderr=` print their text; `exit=N` exits the process.
 //! 2. `alloc=MIB` allocates and touches memory; it is released after
 //!    `hold=MS` if given, otherwise when the handler is done (after `sleep`).
+//!    `child_alloc=MIB` starts a child process (the probe in job mode) that
+//!    waits `child_after=MS` (default 0), then allocates and touches MIB and
+//!    exits; the request goes on at once without waiting for it (a server whose
+//!    worker or helper process goes over the memory limit).
 //! 3. `write=MIB` writes and fsyncs a file.
 //! 4. `sleep=MS` waits.
 //! 5. The response: `/ws`, `/readfile`, `/upload` by path; otherwise the
@@ -145,6 +149,14 @@ async fn route(
             memory = None;
         }
     }
+    if let Some(mib) = params.child_alloc_mib {
+        let pid = spawn_allocating_child(mib, params.child_after_ms)
+            .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        extra.insert(
+            "child_alloc".into(),
+            json!({ "mib": mib, "after_ms": params.child_after_ms, "pid": pid }),
+        );
+    }
     if let Some(mib) = params.write_mib {
         let path = params
             .path
@@ -260,6 +272,26 @@ fn alloc_touch(mib: u64) -> Result<Vec<u8>, String> {
     v.resize(len, 0x5a);
     std::hint::black_box(&v);
     Ok(v)
+}
+
+/// Starts this program in job mode as a child that sleeps `after_ms`, then allocates and
+/// touches `mib` MiB, then exits; a thread reaps it. Returns its pid.
+fn spawn_allocating_child(mib: u64, after_ms: u64) -> Result<u32, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding the probe binary: {e}"))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("job")
+        .env("PROBE_ALLOC_MIB", mib.to_string())
+        .env("PROBE_SLEEP_MS", after_ms.to_string())
+        .env("PROBE_JOB_EXIT", "0")
+        .env_remove("PROBE_FAIL_UNTIL_ATTEMPT")
+        .spawn()
+        .map_err(|e| format!("starting the allocating child: {e}"))?;
+    let pid = child.id();
+    std::thread::spawn(move || match child.wait() {
+        Ok(status) => eprintln!("probe: allocating child {pid} ended: {status}"),
+        Err(e) => eprintln!("probe: waiting for allocating child {pid}: {e}"),
+    });
+    Ok(pid)
 }
 
 /// Writes `mib` MiB to `path` and fsyncs it. On failure the error JSON

@@ -65,6 +65,8 @@ pub struct Params {
     pub flush_then_sleep_ms: Option<u64>,
     pub alloc_mib: Option<u64>,
     pub hold_ms: Option<u64>,
+    pub child_alloc_mib: Option<u64>,
+    pub child_after_ms: u64,
     pub write_mib: Option<u64>,
     pub path: Option<String>,
     pub exit: Option<i32>,
@@ -94,6 +96,8 @@ impl Params {
                 "flush_then_sleep" => p.flush_then_sleep_ms = Some(num(&k, &v)?),
                 "alloc" => p.alloc_mib = Some(num(&k, &v)?),
                 "hold" => p.hold_ms = Some(num(&k, &v)?),
+                "child_alloc" => p.child_alloc_mib = Some(num(&k, &v)?),
+                "child_after" => p.child_after_ms = num(&k, &v)?,
                 "write" => p.write_mib = Some(num(&k, &v)?),
                 "path" => p.path = Some(v),
                 "exit" => p.exit = Some(num(&k, &v)?),
@@ -168,7 +172,7 @@ mod tests {
     #[test]
     fn params_values() {
         let p = Params::parse(
-            "sleep=200&status=503&bytes=10&sse=3&interval=5&echo=1&path=%2Ftmp%2Fx&alloc=64&hold=10&write=2&exit=3&badheader&log=hello+world&flush_then_sleep=7",
+            "sleep=200&status=503&bytes=10&sse=3&interval=5&echo=1&path=%2Ftmp%2Fx&alloc=64&hold=10&write=2&exit=3&badheader&log=hello+world&flush_then_sleep=7&child_alloc=512&child_after=1000",
         )
         .unwrap();
         assert_eq!(p.sleep_ms, Some(200));
@@ -185,6 +189,8 @@ mod tests {
         assert_eq!(p.exit, Some(3));
         assert_eq!(p.log.as_deref(), Some("hello world"));
         assert_eq!(p.flush_then_sleep_ms, Some(7));
+        assert_eq!(p.child_alloc_mib, Some(512));
+        assert_eq!(p.child_after_ms, 1000);
     }
 
     #[test]

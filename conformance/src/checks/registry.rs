@@ -126,6 +126,10 @@ pub fn all() -> Vec<Check> {
             .breaks_with(Mangle::RaiseMemory),
         check!("LIFE-9", "over-memory-limit-500", "a request allocating 512 MiB under --memory 128Mi, and one in flight beside it, end with 500", resources::over_memory_limit_500)
             .breaks_with(Mangle::RaiseMemory),
+        check!("LIFE-9", "child-over-memory-limit-500", "a child process allocating 512 MiB under --memory 128Mi while its server (ignoring SIGTERM) holds the request: it and one beside it end with 500 within 5 s", resources::child_over_memory_limit_500)
+            .breaks_with(Mangle::RaiseMemory),
+        check!("LIFE-9", "child-over-memory-limit-cuts-stream", "a streamed response whose headers were sent is cut within 5 s when a child process goes over --memory 128Mi", resources::child_over_memory_limit_cuts_stream)
+            .breaks_with(Mangle::RaiseMemory),
         check!("RES-3", "concurrency-1-no-overlap", "--concurrency 1: 5 clients for 20 s never overlap inside any instance", resources::concurrency_1_no_overlap)
             .slow()
             .breaks_with(Mangle::Concurrency80),

@@ -1,6 +1,7 @@
 //! Resources (RES-1..3) and the memory limit's consequences (LIFE-9): the limits the
 //! container reads from its cgroup (v1 or v2), that it cannot change them, what happens
-//! below and above the memory limit, and per-instance concurrency.
+//! below and above the memory limit (in the main process or a child), and per-instance
+//! concurrency.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -118,6 +119,87 @@ pub(super) async fn over_memory_limit_500(ctx: Ctx) -> Result<()> {
         "allocating 512 MiB under 128 MiB: status {} ({}); the request in flight beside it: {b}; want 500 for both",
         r.status,
         r.brief()
+    );
+    Ok(())
+}
+
+/// The probe as a server whose main process ignores SIGTERM (as one finishing its requests
+/// would): a termination with the usual SIGTERM and 10 s grace would let the request run
+/// on, so only an instance cut at once passes.
+const CHILD_OOM_SERVE: [&str; 6] = [
+    "--image",
+    PROBE,
+    "--memory",
+    "128Mi",
+    "--set-env-vars",
+    "PROBE_IGNORE_SIGTERM=1",
+];
+
+/// How soon after the child's OOM kill its instance's requests must end: well under the
+/// 10 s SIGTERM grace.
+const CHILD_OOM_PROMPT: Duration = Duration::from_secs(5);
+
+pub(super) async fn child_over_memory_limit_500(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&CHILD_OOM_SERVE).await?;
+    // A bystander in flight on the same instance must end with 500 too.
+    let bystander = s.spawn_get("/?sleep=8000", 60);
+    s.wait_probe_in_flight(2).await?;
+    // The main process holds the request for 8 s while its child allocates 512 MiB.
+    let r = s.get_within("/?child_alloc=512&sleep=8000", 60).await?;
+    let b = bystander.await.map_err(|e| anyhow!("request task: {e}"))?;
+    let b = match b {
+        Ok(b) => format!(
+            "status {} after {:.1} s",
+            b.status,
+            b.end_after.as_secs_f64()
+        ),
+        Err(e) => format!("no response ({e:#})"),
+    };
+    ensure!(
+        r.status == 500 && r.end_after < CHILD_OOM_PROMPT,
+        "a child allocating 512 MiB under 128 MiB: status {} after {:.1} s ({}); want 500 within {} s",
+        r.status,
+        r.end_after.as_secs_f64(),
+        r.brief(),
+        CHILD_OOM_PROMPT.as_secs()
+    );
+    ensure!(
+        b.starts_with("status 500"),
+        "the request in flight beside it: {b}; want 500"
+    );
+    Ok(())
+}
+
+pub(super) async fn child_over_memory_limit_cuts_stream(ctx: Ctx) -> Result<()> {
+    let s = ctx.serve(&CHILD_OOM_SERVE).await?;
+    // The head and a first chunk go out at once; the child allocates 1 s later.
+    let r = s
+        .get_within(
+            "/?child_alloc=512&child_after=1000&flush_then_sleep=8000",
+            60,
+        )
+        .await?;
+    ensure!(
+        r.status == 200 && r.head_after < Duration::from_secs(1),
+        "status {} after {:.1} s, want 200 at once (the headers are flushed before the child allocates)",
+        r.status,
+        r.head_after.as_secs_f64()
+    );
+    let body = r.text();
+    ensure!(
+        body.contains("\"started\":true"),
+        "the first chunk is missing: {body:?}"
+    );
+    ensure!(
+        !r.complete && !body.contains("done"),
+        "the body ended normally after {:.1} s ({body:?}); want it cut when the child went over the memory limit",
+        r.end_after.as_secs_f64()
+    );
+    ensure!(
+        r.end_after < CHILD_OOM_PROMPT,
+        "the body was cut after {:.1} s, want within {} s",
+        r.end_after.as_secs_f64(),
+        CHILD_OOM_PROMPT.as_secs()
     );
     Ok(())
 }

@@ -17,7 +17,7 @@ use tracing::{error, info, warn, Instrument};
 use super::{backoff::start_backoff, drain, liveness, Instances};
 use crate::control::autoscale::{self, InstanceLoad, Observation, Policy};
 use crate::control::service::instance::{Running, StartError};
-use crate::ingress::{Death, Demand, Snapshot};
+use crate::ingress::{Death, Demand, Endpoint, Snapshot};
 use crate::metrics::Metrics;
 
 /// How often the controller reconciles when nothing happens (idle timeouts are noticed on
@@ -96,6 +96,9 @@ pub struct Controller<I: Instances> {
     failed_reason: Option<String>,
     exit_watchers: HashMap<String, JoinHandle<()>>,
     live_checks: HashMap<String, JoinHandle<()>>,
+    /// The endpoints of instances being drained and stopped: an OOM kill there still cuts
+    /// their requests in flight.
+    leaving: HashMap<String, Arc<Endpoint>>,
     /// Instances the OOM killer hit, so that their exit is reported as such.
     oom_seen: HashSet<String>,
     startups: StartupTimes,
@@ -127,6 +130,7 @@ impl<I: Instances> Controller<I> {
             failed_reason: None,
             exit_watchers: HashMap::new(),
             live_checks: HashMap::new(),
+            leaving: HashMap::new(),
             oom_seen: HashSet::new(),
             startups: StartupTimes::default(),
         };
@@ -267,20 +271,29 @@ impl<I: Instances> Controller<I> {
         self.stop(running, true);
     }
 
+    /// LIFE-9: the instance is terminated, even if only a child was killed and the main
+    /// process lives on. Marking its endpoint is what the data path acts on, with no call
+    /// back here: it takes no new request, and every request in flight on it ends with 500
+    /// at once (a streaming response is cut); then it is killed without the SIGTERM grace.
     fn on_out_of_memory(&mut self, id: String) {
         self.oom_seen.insert(id.clone());
-        let Some(running) = self.take_ready(&id) else {
-            return;
-        };
-        // LIFE-9: the instance is terminated, even if only a child was killed and the main
-        // process lives on; its in-flight requests get 500.
-        running.endpoint.mark_dead(Death::OutOfMemory);
-        self.metrics.ooms.with_label_values(&[&self.service]).inc();
-        warn!(instance = %id, "instance OOM-killed: it exceeded its memory limit of {} MiB; terminating it", self.ctx.spec().memory_bytes >> 20);
-        self.stop(running, false);
+        let limit = self.ctx.spec().memory_bytes >> 20;
+        if let Some(running) = self.take_ready(&id) {
+            running.endpoint.mark_dead(Death::OutOfMemory);
+            self.metrics.ooms.with_label_values(&[&self.service]).inc();
+            warn!(instance = %id, "instance OOM-killed: it exceeded its memory limit of {limit} MiB; its requests in flight get 500, and it is killed (SIGKILL)");
+            self.stop(running, false);
+        } else if let Some(endpoint) = self.leaving.get(&id) {
+            if !endpoint.is_out_of_memory() {
+                endpoint.mark_dead(Death::OutOfMemory);
+                self.metrics.ooms.with_label_values(&[&self.service]).inc();
+                warn!(instance = %id, "instance OOM-killed while stopping: it exceeded its memory limit of {limit} MiB; its requests in flight get 500");
+            }
+        }
     }
 
     fn on_stopped(&mut self, id: &str) {
+        self.leaving.remove(id);
         if let Some(h) = self.live_checks.remove(id) {
             h.abort();
         }
@@ -363,6 +376,8 @@ impl<I: Instances> Controller<I> {
     /// [`Event::Stopped`].
     fn stop(&mut self, running: Running, drain: bool) {
         self.stopping += 1;
+        self.leaving
+            .insert(running.id.clone(), running.endpoint.clone());
         let span = tracing::info_span!("instance", service = %self.ctx.spec().name, instance = %running.id);
         let (ctx, events) = (self.ctx.clone(), self.events.clone());
         tokio::spawn(
@@ -571,7 +586,7 @@ mod tests {
         fn launched(&self) -> usize {
             self.fake.launched.lock().unwrap().len()
         }
-        fn stopped(&self) -> Vec<(String, Instant)> {
+        fn stopped(&self) -> Vec<(String, Instant, Duration)> {
             self.fake.stopped.lock().unwrap().clone()
         }
         fn ready(&self) -> usize {
@@ -658,6 +673,35 @@ mod tests {
         at(t0, 5.0).await;
         assert_eq!(h.launched(), 2, "min instances brings a new one");
         assert_eq!(h.ready(), 1);
+        h.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oom_kill_in_a_child_cuts_the_instance_off_at_once_and_kills_it_without_grace() {
+        let t0 = Instant::now();
+        let h = start(1, 2, Duration::from_secs(1));
+        at(t0, 2.0).await;
+        let endpoint = h.snap.borrow().endpoints[0].clone();
+        assert!(!endpoint.is_out_of_memory());
+        // The kernel killed a child: the main process (the fake's exit sender) lives on.
+        h.fake.oom(&endpoint.instance);
+        at(t0, 2.001).await;
+        assert!(
+            endpoint.is_out_of_memory(),
+            "the data path is told: its requests in flight end with 500"
+        );
+        assert!(
+            h.snap.borrow().endpoints.is_empty(),
+            "no longer routable (a replacement is starting)"
+        );
+        let stopped = h.stopped();
+        assert_eq!(stopped.len(), 1);
+        let (id, when, grace) = &stopped[0];
+        assert_eq!(id, &endpoint.instance);
+        assert_eq!(*when, t0 + Duration::from_secs(2), "stopped at once");
+        assert_eq!(*grace, Duration::ZERO, "SIGKILL, no SIGTERM grace");
+        at(t0, 3.5).await;
+        assert_eq!(h.ready(), 1, "min instances brings a new one");
         h.shutdown().await;
     }
 

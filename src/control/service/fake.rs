@@ -22,7 +22,8 @@ pub struct Fake {
     /// Every launch fails (the container "exits with code 5" during start-up).
     pub fail: bool,
     pub launched: StdMutex<Vec<(String, Instant)>>,
-    pub stopped: StdMutex<Vec<(String, Instant)>>,
+    /// Every stop: the instance, when, and the grace it was given before SIGKILL.
+    pub stopped: StdMutex<Vec<(String, Instant, Duration)>>,
     /// One sender per ready instance, in launch order: sending an exit status "exits" it.
     pub exits: StdMutex<Vec<watch::Sender<Option<ExitStatus>>>>,
     oom_tx: StdMutex<Option<mpsc::UnboundedSender<String>>>,
@@ -38,6 +39,14 @@ impl Fake {
             stopped: StdMutex::new(vec![]),
             exits: StdMutex::new(vec![]),
             oom_tx: StdMutex::new(None),
+        }
+    }
+
+    /// Reports an OOM kill in instance `id` (its main process lives on), as the runtime's
+    /// OOM events do.
+    pub fn oom(&self, id: &str) {
+        if let Some(tx) = &*self.oom_tx.lock().unwrap() {
+            let _ = tx.send(id.to_string());
         }
     }
 }
@@ -59,11 +68,11 @@ impl Instances for Fake {
         self.exits.lock().unwrap().push(tx);
         Ok(r)
     }
-    async fn stop(&self, running: Running) -> Option<Stopped> {
+    async fn stop(&self, running: Running, grace: Duration) -> Option<Stopped> {
         self.stopped
             .lock()
             .unwrap()
-            .push((running.id, Instant::now()));
+            .push((running.id, Instant::now(), grace));
         None
     }
     async fn oom_events(&self) -> Result<mpsc::UnboundedReceiver<String>, RuntimeError> {

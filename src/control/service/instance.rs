@@ -363,11 +363,12 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
         }
     }
 
-    /// Stops the container (SIGTERM, SIGKILL after 10 s) and removes everything of `id`.
-    pub async fn stop(&self, mut running: Running) -> Option<Stopped> {
+    /// Stops the container (SIGTERM, SIGKILL after `grace`: 10 s but for an instance out of
+    /// memory) and removes everything of `id`.
+    pub async fn stop(&self, mut running: Running, grace: Duration) -> Option<Stopped> {
         // Full CPU to shut down in.
         running.endpoint.release_idle_hook();
-        let stopped = match stop_container(self.runtime.as_ref(), &running.id, KILL_GRACE).await {
+        let stopped = match stop_container(self.runtime.as_ref(), &running.id, grace).await {
             Ok(s) => Some(s),
             Err(e) => {
                 warn!(instance = %running.id, "stopping: {e}");
@@ -494,7 +495,7 @@ mod tests {
         assert_eq!(spec.labels[labels::INSTANCE], "svc-1");
         assert_eq!(spec.labels[labels::CONTAINER], "ingress");
         assert_eq!(spec.labels[labels::MANAGED], "true");
-        let stopped = c.stop(running).await.unwrap();
+        let stopped = c.stop(running, KILL_GRACE).await.unwrap();
         assert_eq!(stopped.exit, Some(ExitStatus { code: 143 }));
         let (id, dir) = ("svc-1".to_string(), c.dir("svc-1"));
         let stop = [

@@ -28,6 +28,7 @@ pub mod probe;
 pub mod throttle;
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -46,8 +47,13 @@ pub trait Instances: Send + Sync + 'static {
     fn spec(&self) -> &ServiceSpec;
     /// Creates and starts an instance and waits until it is ready.
     fn launch(&self, id: &str) -> impl Future<Output = Result<Running, StartError>> + Send;
-    /// Stops an instance (the stop sequence) and removes everything of it.
-    fn stop(&self, running: Running) -> impl Future<Output = Option<Stopped>> + Send;
+    /// Stops an instance (the stop sequence, SIGKILL `grace` after SIGTERM, or at once if
+    /// zero) and removes everything of it.
+    fn stop(
+        &self,
+        running: Running,
+        grace: Duration,
+    ) -> impl Future<Output = Option<Stopped>> + Send;
     /// The ids of containers the kernel's OOM killer hit, as they happen.
     fn oom_events(
         &self,
@@ -63,8 +69,8 @@ impl<R: Runtime> Instances for Ctx<R> {
     async fn launch(&self, id: &str) -> Result<Running, StartError> {
         Ctx::launch(self, id).await
     }
-    async fn stop(&self, running: Running) -> Option<Stopped> {
-        Ctx::stop(self, running).await
+    async fn stop(&self, running: Running, grace: Duration) -> Option<Stopped> {
+        Ctx::stop(self, running, grace).await
     }
     async fn oom_events(&self) -> Result<mpsc::UnboundedReceiver<String>, RuntimeError> {
         self.runtime.oom_events().await

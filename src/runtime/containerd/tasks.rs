@@ -211,28 +211,41 @@ impl Runtime for Containerd {
         let (tx, rx) = mpsc::unbounded_channel();
         let channel = self.channel();
         // containerd sends the stream's headers only with its first event, so the call
-        // itself does not return until then: subscribe in the background.
+        // itself does not return until then: subscribe in the background. The subscription
+        // ends when the receiver goes (the service stopped): before runlet stops a private
+        // containerd, so its going away is not reported as a failure.
         tokio::spawn(async move {
-            let stream = EventsClient::new(channel)
-                .subscribe(SubscribeRequest {
-                    filters: vec![filter],
-                })
-                .await;
-            let mut stream = match stream {
-                Ok(s) => s.into_inner(),
-                Err(e) => {
-                    tracing::warn!("subscribing to containerd's OOM events: {}", e.message());
-                    return;
-                }
-            };
-            while let Ok(Some(env)) = stream.message().await {
-                // The envelope's type_url has no leading '/' in 1.6: decode by topic.
-                let Some(any) = env.event else { continue };
-                if let Ok(ev) = containerd_client::events::TaskOom::decode(any.value.as_slice()) {
-                    if tx.send(ev.container_id).is_err() {
-                        break;
+            let subscribe = async {
+                let stream = EventsClient::new(channel)
+                    .subscribe(SubscribeRequest {
+                        filters: vec![filter],
+                    })
+                    .await;
+                let mut stream = match stream {
+                    Ok(s) => s.into_inner(),
+                    Err(e) if tx.is_closed() => {
+                        tracing::debug!("OOM event subscription ended: {}", e.message());
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("subscribing to containerd's OOM events: {}", e.message());
+                        return;
+                    }
+                };
+                while let Ok(Some(env)) = stream.message().await {
+                    // The envelope's type_url has no leading '/' in 1.6: decode by topic.
+                    let Some(any) = env.event else { continue };
+                    if let Ok(ev) = containerd_client::events::TaskOom::decode(any.value.as_slice())
+                    {
+                        if tx.send(ev.container_id).is_err() {
+                            break;
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                _ = subscribe => {}
+                _ = tx.closed() => {}
             }
         });
         Ok(rx)

@@ -140,7 +140,10 @@ pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, Spec
     )?;
 
     let task_timeout = match (&flags.task_timeout, task.and_then(|t| t.timeout_seconds)) {
-        (Some(s), _) => task_timeout("--task-timeout", svc::parse_duration("--task-timeout", s)?)?,
+        (Some(s), _) => task_timeout(
+            "--task-timeout",
+            svc::duration_in("--task-timeout", s, (1, MAX_TASK_TIMEOUT.as_secs()))?,
+        )?,
         (None, Some(n)) => task_timeout(
             "spec.template.spec.template.spec.timeoutSeconds",
             Duration::from_secs(n),
