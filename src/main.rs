@@ -68,6 +68,7 @@ fn main() {
             Command::Serve(args) => cmd::serve::run(&cli.global, args).await,
             Command::Image(c) => cmd::image::run(&cli.global, c).await,
             Command::Job(c) => cmd::job::run(&cli.global, c).await,
+            Command::Jobs(c) => cmd::jobs::run(&cli.global, c).await,
             Command::Daemon(args) => cmd::daemon::run(&cli.global, args).await,
             Command::Deploy(args) => cmd::deploy::run(&cli.global, args).await,
             Command::Services(c) => cmd::services::run(&cli.global, c).await,

@@ -11,6 +11,8 @@
 mod common;
 #[path = "api/rust_client.rs"]
 mod rust_client;
+#[path = "api/rust_jobs.rs"]
+mod rust_jobs;
 
 use std::process::Command;
 // A plain lock between test threads (no async runtime holds it).
@@ -92,6 +94,58 @@ fn python_flow(transport: &str, service: &str) {
     env.assert_nothing_left(service);
 }
 
+/// The jobs flow (tests/api/python/jobs_test.py) over `transport`, as job `job`.
+fn python_jobs_flow(transport: &str, job: &str) {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let Some(py) = python() else { return };
+    env.load("busybox.oci.tar");
+    let _hosts = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
+    let env = common::daemon::fresh_state(&env, job);
+    let d = daemon(&env);
+    let target = match transport {
+        "--grpc" => d.api.to_string(),
+        _ => format!("http://{}", d.api),
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/python/jobs_test.py");
+    let out = Command::new(py)
+        .arg(script)
+        .args([
+            transport,
+            &target,
+            "--job",
+            job,
+            "--containerd",
+            &env.containerd,
+        ])
+        .env("NO_GCE_CHECK", "True")
+        .output()
+        .expect("run python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the Python client's jobs flow failed:\n{text}\n--- daemon ---\n{}",
+        d.output()
+    );
+    assert!(text.contains("PASS"), "{text}");
+    env.assert_nothing_left(&format!("{job}-"));
+}
+
+#[test]
+fn official_python_client_runs_jobs_over_grpc() {
+    python_jobs_flow("--grpc", "pyjob-grpc");
+}
+
+#[test]
+fn official_python_client_runs_jobs_over_rest() {
+    python_jobs_flow("--rest", "pyjob-rest");
+}
+
 #[test]
 fn official_python_client_over_grpc() {
     python_flow("--grpc", "py-grpc");
@@ -128,4 +182,28 @@ fn official_rust_client_over_rest() {
     for r in &revisions {
         env.assert_nothing_left(r);
     }
+}
+
+#[test]
+fn official_rust_client_runs_jobs_over_rest() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    env.load("busybox.oci.tar");
+    let _hosts = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
+    let env = common::daemon::fresh_state(&env, "rsjob");
+    let d = daemon(&env);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(rust_jobs::jobs_flow(
+        &format!("http://{}", d.api),
+        common::daemon::PARENT,
+        "rsjob",
+    ))
+    .unwrap_or_else(|e| {
+        panic!(
+            "the Rust client's jobs flow failed: {e:#}\n--- daemon ---\n{}",
+            d.output()
+        )
+    });
+    env.assert_nothing_left("rsjob-");
 }

@@ -18,7 +18,10 @@ use tonic::{Code, Request, Status};
 use crate::pb::any::AnyError;
 use crate::pb::longrunning::{self as lro, operation, operations_client::OperationsClient};
 use crate::pb::run_v2::services_client::ServicesClient;
-use crate::pb::run_v2::{self as v2, revisions_client::RevisionsClient};
+use crate::pb::run_v2::{
+    self as v2, executions_client::ExecutionsClient, jobs_client::JobsClient,
+    revisions_client::RevisionsClient, tasks_client::TasksClient,
+};
 use crate::spec::SpecError;
 
 /// The name of the daemon's API socket in its state dir.
@@ -125,7 +128,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-type Authed = InterceptedService<Channel, Bearer>;
+pub(super) type Authed = InterceptedService<Channel, Bearer>;
 
 /// A connection to the daemon's API.
 #[derive(Debug, Clone)]
@@ -134,6 +137,9 @@ pub struct Client {
     services: ServicesClient<Authed>,
     revisions: RevisionsClient<Authed>,
     operations: OperationsClient<Authed>,
+    pub(super) jobs: JobsClient<Authed>,
+    pub(super) executions: ExecutionsClient<Authed>,
+    pub(super) tasks: TasksClient<Authed>,
 }
 
 /// How long a connection attempt may take (the daemon is local, or one hop away).
@@ -179,6 +185,9 @@ impl Client {
         Ok(Client {
             services: ServicesClient::with_interceptor(channel.clone(), bearer.clone()),
             revisions: RevisionsClient::with_interceptor(channel.clone(), bearer.clone()),
+            jobs: JobsClient::with_interceptor(channel.clone(), bearer.clone()),
+            executions: ExecutionsClient::with_interceptor(channel.clone(), bearer.clone()),
+            tasks: TasksClient::with_interceptor(channel.clone(), bearer.clone()),
             operations: OperationsClient::with_interceptor(channel, bearer),
             target,
         })
@@ -189,7 +198,7 @@ impl Client {
     }
 
     /// A refused call as an error; a connection lost mid-call as the daemon being gone.
-    fn status(&self, s: Status) -> ClientError {
+    pub(super) fn status(&self, s: Status) -> ClientError {
         if s.code() == Code::Unavailable {
             return ClientError::Unreachable {
                 target: self.target.to_string(),

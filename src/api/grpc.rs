@@ -8,7 +8,9 @@ use tonic::{Request, Response, Status};
 
 use crate::daemon::Daemon;
 use crate::pb::longrunning::{self as lro, operations_server};
-use crate::pb::run_v2::{self as v2, revisions_server, services_server};
+use crate::pb::run_v2::{
+    self as v2, executions_server, jobs_server, revisions_server, services_server, tasks_server,
+};
 
 /// Every gRPC service of the API, over one daemon.
 #[derive(Clone)]
@@ -19,6 +21,9 @@ pub fn routes(daemon: Arc<Daemon>) -> tonic::service::Routes {
     let api = Api(daemon);
     tonic::service::Routes::new(services_server::ServicesServer::new(api.clone()))
         .add_service(revisions_server::RevisionsServer::new(api.clone()))
+        .add_service(jobs_server::JobsServer::new(api.clone()))
+        .add_service(executions_server::ExecutionsServer::new(api.clone()))
+        .add_service(tasks_server::TasksServer::new(api.clone()))
         .add_service(operations_server::OperationsServer::new(api))
         .prepare()
 }
@@ -113,6 +118,102 @@ impl revisions_server::Revisions for Api {
             .delete_revision(r.into_inner())
             .await
             .map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl jobs_server::Jobs for Api {
+    async fn create_job(
+        &self,
+        r: Request<v2::CreateJobRequest>,
+    ) -> Result<Response<lro::Operation>, Status> {
+        self.0.create_job(r.into_inner()).await.map(Response::new)
+    }
+    async fn get_job(&self, r: Request<v2::GetJobRequest>) -> Result<Response<v2::Job>, Status> {
+        self.0
+            .get_job(&r.into_inner().name)
+            .await
+            .map(Response::new)
+    }
+    async fn list_jobs(
+        &self,
+        r: Request<v2::ListJobsRequest>,
+    ) -> Result<Response<v2::ListJobsResponse>, Status> {
+        self.0.list_jobs(r.into_inner()).await.map(Response::new)
+    }
+    async fn update_job(
+        &self,
+        r: Request<v2::UpdateJobRequest>,
+    ) -> Result<Response<lro::Operation>, Status> {
+        self.0.update_job(r.into_inner()).await.map(Response::new)
+    }
+    async fn delete_job(
+        &self,
+        r: Request<v2::DeleteJobRequest>,
+    ) -> Result<Response<lro::Operation>, Status> {
+        self.0.delete_job(r.into_inner()).await.map(Response::new)
+    }
+    async fn run_job(
+        &self,
+        r: Request<v2::RunJobRequest>,
+    ) -> Result<Response<lro::Operation>, Status> {
+        self.0.run_job(r.into_inner()).await.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl executions_server::Executions for Api {
+    async fn get_execution(
+        &self,
+        r: Request<v2::GetExecutionRequest>,
+    ) -> Result<Response<v2::Execution>, Status> {
+        self.0
+            .get_execution(&r.into_inner().name)
+            .await
+            .map(Response::new)
+    }
+    async fn list_executions(
+        &self,
+        r: Request<v2::ListExecutionsRequest>,
+    ) -> Result<Response<v2::ListExecutionsResponse>, Status> {
+        self.0
+            .list_executions(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn delete_execution(
+        &self,
+        r: Request<v2::DeleteExecutionRequest>,
+    ) -> Result<Response<lro::Operation>, Status> {
+        self.0
+            .delete_execution(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn cancel_execution(
+        &self,
+        r: Request<v2::CancelExecutionRequest>,
+    ) -> Result<Response<lro::Operation>, Status> {
+        self.0
+            .cancel_execution(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl tasks_server::Tasks for Api {
+    async fn get_task(&self, r: Request<v2::GetTaskRequest>) -> Result<Response<v2::Task>, Status> {
+        self.0
+            .get_task(&r.into_inner().name)
+            .await
+            .map(Response::new)
+    }
+    async fn list_tasks(
+        &self,
+        r: Request<v2::ListTasksRequest>,
+    ) -> Result<Response<v2::ListTasksResponse>, Status> {
+        self.0.list_tasks(r.into_inner()).await.map(Response::new)
     }
 }
 

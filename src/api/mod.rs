@@ -11,6 +11,7 @@
 //! - [`client`]: the other end, for the CLI's client commands and the tests.
 
 pub mod client;
+mod client_jobs;
 pub mod grpc;
 pub mod listen;
 pub mod rest;

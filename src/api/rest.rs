@@ -54,7 +54,13 @@ fn enums_to_numbers(v: &mut serde_json::Value) {
                 .map(String::from);
         }
         let name = v.get("name")?.as_str()?;
-        let kind = if name.contains("/revisions/") {
+        let kind = if name.contains("/tasks/") {
+            "Task"
+        } else if name.contains("/executions/") {
+            "Execution"
+        } else if name.contains("/jobs/") {
+            "Job"
+        } else if name.contains("/revisions/") {
             "Revision"
         } else if name.contains("/operations/") {
             return Some("google.longrunning.Operation".into());
@@ -75,7 +81,14 @@ fn enums_to_numbers(v: &mut serde_json::Value) {
             }
         }
     };
-    for list in ["services", "revisions", "operations"] {
+    for list in [
+        "services",
+        "revisions",
+        "operations",
+        "jobs",
+        "executions",
+        "tasks",
+    ] {
         if let Some(items) = v.get_mut(list).and_then(|l| l.as_array_mut()) {
             items.iter_mut().for_each(&mut one);
             return;
@@ -169,6 +182,95 @@ async fn route(d: &Arc<Daemon>, m: &Method, path: &str, q: &Query, body: &[u8]) 
             })
             .await?,
         ),
+        (&Method::POST, ["jobs"]) => {
+            let job: v2::Job = body_json(body)?;
+            operation(
+                &d.create_job(v2::CreateJobRequest {
+                    parent,
+                    job: Some(job),
+                    job_id: q.get("jobId").unwrap_or_default(),
+                    validate_only: q.bool("validateOnly")?,
+                })
+                .await?,
+            )
+        }
+        (&Method::GET, ["jobs"]) => to_json(
+            &d.list_jobs(v2::ListJobsRequest {
+                parent,
+                page_size: q.int("pageSize")?,
+                page_token: q.get("pageToken").unwrap_or_default(),
+                show_deleted: q.bool("showDeleted")?,
+            })
+            .await?,
+        ),
+        (&Method::POST, ["jobs", j]) if j.ends_with(":run") => {
+            let mut req: v2::RunJobRequest = body_or_default(body)?;
+            req.name = rest.trim_end_matches(":run").to_string();
+            operation(&d.run_job(req).await?)
+        }
+        (&Method::GET, ["jobs", _]) => to_json(&d.get_job(&rest).await?),
+        (&Method::PATCH, ["jobs", _]) => {
+            let mut job: v2::Job = body_json(body)?;
+            if job.name.is_empty() {
+                job.name = rest.to_string();
+            } else if job.name != rest {
+                return Err(Status::invalid_argument(format!(
+                    "job.name {:?} does not match the path ({rest})",
+                    job.name
+                )));
+            }
+            operation(
+                &d.update_job(v2::UpdateJobRequest {
+                    job: Some(job),
+                    validate_only: q.bool("validateOnly")?,
+                    allow_missing: q.bool("allowMissing")?,
+                })
+                .await?,
+            )
+        }
+        (&Method::DELETE, ["jobs", _]) => operation(
+            &d.delete_job(v2::DeleteJobRequest {
+                name: rest.to_string(),
+                validate_only: q.bool("validateOnly")?,
+                etag: q.get("etag").unwrap_or_default(),
+            })
+            .await?,
+        ),
+        (&Method::GET, ["jobs", _, "executions"]) => to_json(
+            &d.list_executions(v2::ListExecutionsRequest {
+                parent: seg[..6].join("/"),
+                page_size: q.int("pageSize")?,
+                page_token: q.get("pageToken").unwrap_or_default(),
+                show_deleted: q.bool("showDeleted")?,
+            })
+            .await?,
+        ),
+        (&Method::POST, ["jobs", _, "executions", e]) if e.ends_with(":cancel") => {
+            let mut req: v2::CancelExecutionRequest = body_or_default(body)?;
+            req.name = rest.trim_end_matches(":cancel").to_string();
+            operation(&d.cancel_execution(req).await?)
+        }
+        (&Method::GET, ["jobs", _, "executions", _]) => to_json(&d.get_execution(&rest).await?),
+        (&Method::DELETE, ["jobs", _, "executions", _]) => operation(
+            &d.delete_execution(v2::DeleteExecutionRequest {
+                name: rest.to_string(),
+                validate_only: q.bool("validateOnly")?,
+                etag: q.get("etag").unwrap_or_default(),
+            })
+            .await?,
+        ),
+        (&Method::GET, ["jobs", _, "executions", _, "tasks"]) => to_json(
+            &d.list_tasks(v2::ListTasksRequest {
+                parent: seg[..8].join("/"),
+                page_size: q.int("pageSize")?,
+                page_token: q.get("pageToken").unwrap_or_default(),
+                show_deleted: q.bool("showDeleted")?,
+            })
+            .await?,
+        ),
+        (&Method::GET, ["jobs", _, "executions", _, "tasks", _]) => {
+            to_json(&d.get_task(&rest).await?)
+        }
         (&Method::GET, ["operations"]) => {
             let (ops, next) = d
                 .ops
@@ -216,7 +318,7 @@ async fn route(d: &Arc<Daemon>, m: &Method, path: &str, q: &Query, body: &[u8]) 
 }
 
 fn not_found(m: &Method, path: &str) -> Status {
-    Status::not_found(format!("no route for {m} {path}: this server serves the Cloud Run Admin API v2 (services, revisions, operations) under /v2/projects/*/locations/*"))
+    Status::not_found(format!("no route for {m} {path}: this server serves the Cloud Run Admin API v2 (services, revisions, jobs, executions, tasks, operations) under /v2/projects/*/locations/*"))
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -228,6 +330,15 @@ fn body_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
         return Err(Status::invalid_argument(
             "the request body is empty: expected a JSON resource",
         ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Status::invalid_argument(format!("invalid JSON body: {e}")))
+}
+
+/// A `body: "*"` request: the JSON body, or the defaults when it is empty.
+fn body_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
     }
     serde_json::from_slice(body)
         .map_err(|e| Status::invalid_argument(format!("invalid JSON body: {e}")))

@@ -10,7 +10,8 @@ use clap::{Args, Subcommand, ValueEnum};
 pub enum JobCommand {
     /// Run one execution of a job in the foreground; exit 0 only if every task succeeded.
     Execute(ExecuteArgs),
-    /// Inspect executions (records under --state-dir).
+    /// Inspect executions (records under --state-dir: this command's and the daemon's,
+    /// which `runlet jobs executions` also reads).
     #[command(subcommand)]
     Executions(ExecutionsCommand),
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod daemon;
 pub mod deploy;
 pub mod job;
+pub mod jobs;
 pub mod revisions;
 pub mod services;
 pub mod status;
@@ -68,10 +69,14 @@ pub enum Command {
     /// Manage runlet's image store.
     #[command(subcommand)]
     Image(ImageCommand),
-    /// Run Cloud Run jobs, in the foreground.
+    /// Run Cloud Run jobs, in the foreground (`runlet jobs` is the daemon's).
     #[command(subcommand)]
     Job(job::JobCommand),
-    /// Run the long-lived runtime serving the Cloud Run Admin API v2 (services); `runlet
+    /// The daemon's jobs: create, update, describe, list, delete, execute; their executions
+    /// and tasks (`runlet job execute` runs one in the foreground instead).
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Run the long-lived runtime serving the Cloud Run Admin API v2 (services and jobs); `runlet
     /// deploy`, `runlet services`, `runlet revisions` and `runlet status` talk to it.
     Daemon(daemon::DaemonArgs),
     /// Deploy a service to the daemon (create or update it), like `gcloud run deploy`.

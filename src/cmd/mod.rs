@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod image;
 pub mod job;
+pub mod jobs;
 pub mod print;
 pub mod revisions;
 pub mod serve;

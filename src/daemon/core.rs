@@ -47,6 +47,8 @@ pub struct Daemon {
     /// Deletions under way (their services are no longer in the state); shutting down
     /// waits for them.
     pub(super) deletions: TaskTracker,
+    /// The jobs and their executions (`super::jobs`, `super::executions`).
+    pub(super) jobs: super::jobs::Jobs,
 }
 
 #[derive(Default)]
@@ -69,6 +71,7 @@ impl Daemon {
         hosts: Option<HostsFile>,
     ) -> Arc<Daemon> {
         let ops = Operations::load(store.clone());
+        let jobs = super::jobs::Jobs::load(&store);
         let (peers, peers_rx) = watch::channel(Arc::from(""));
         host.peers = Some(peers_rx);
         let mut state = State::default();
@@ -113,6 +116,7 @@ impl Daemon {
             stopping: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             deletions: TaskTracker::new(),
+            jobs,
         })
     }
 
@@ -126,6 +130,7 @@ impl Daemon {
     /// service with the result of its one rollout, deletions as done (their services'
     /// containers and records removed first), and those of a deleted service as aborted.
     pub async fn resume(&self) {
+        self.resume_jobs().await;
         let pending = self.ops.pending().await;
         let mut state = self.state.lock().await;
         let deleting = std::mem::take(&mut state.deleting);
@@ -160,6 +165,10 @@ impl Daemon {
             self.forget_deleted(&svc.name, &[]).await;
         }
         for op in &pending {
+            // Jobs' and executions' operations are `resume_jobs`'s.
+            if super::jobs::is_jobs_op(op) {
+                continue;
+            }
             if is_deletion(op) {
                 let result = op
                     .metadata
@@ -285,6 +294,7 @@ impl Daemon {
     pub async fn shut_down(&self) {
         self.stopping.store(true, Ordering::Release);
         self.shutdown.cancel();
+        self.stop_jobs().await;
         let rollouts: Vec<_> = {
             let state = self.state.lock().await;
             state

@@ -6,6 +6,9 @@
 //! - [`core`]: the [`Daemon`] and its state; loading, resuming and shutting down.
 //! - `services`: the Admin API's calls on services and revisions.
 //! - `rollout`: starting a new revision, switching traffic to it, retiring the old one.
+//! - `jobs`: the Admin API's calls on jobs; `executions`: running them on the job engine,
+//!   and the calls on executions and tasks; [`job_view`]: their output fields, read from
+//!   the engine's execution records.
 //! - [`revision`]: one running revision (first instance, controller, route).
 //! - [`listener`]: a service's own address (annotation `runlet.io/listen`).
 //! - [`resource`]: the resources' output fields (conditions, uri, etag), plain functions.
@@ -16,7 +19,10 @@
 //!   [`hosts`]: the `/etc/hosts` block that makes `SERVICE.localhost` resolve.
 
 pub mod core;
+mod executions;
 pub mod hosts;
+pub mod job_view;
+mod jobs;
 pub mod listener;
 pub mod lock;
 pub mod names;

@@ -149,6 +149,120 @@ impl OperationName {
     }
 }
 
+/// `{parent}/jobs/{job}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobName {
+    pub parent: Parent,
+    pub job: String,
+}
+
+/// `{job name}/executions/{execution}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionName {
+    pub job: JobName,
+    pub execution: String,
+}
+
+/// `{execution name}/tasks/{task}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskName {
+    pub execution: ExecutionName,
+    pub task: String,
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/jobs/{}", self.parent, self.job)
+    }
+}
+
+impl fmt::Display for ExecutionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/executions/{}", self.job, self.execution)
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/tasks/{}", self.execution, self.task)
+    }
+}
+
+impl JobName {
+    /// Parses `projects/P/locations/L/jobs/J`, checking J as a job id.
+    pub fn parse(field: &str, s: &str) -> Result<JobName, Status> {
+        let want = "projects/{project}/locations/{location}/jobs/{job}";
+        let (parent, job) = s
+            .rsplit_once("/jobs/")
+            .ok_or_else(|| invalid(field, s, want))?;
+        let parent = Parent::parse(field, parent).map_err(|_| invalid(field, s, want))?;
+        check_job_id(job)?;
+        Ok(JobName {
+            parent,
+            job: job.to_string(),
+        })
+    }
+
+    /// Like [`parse`](Self::parse), but the job may be `-` (every job).
+    pub fn parse_or_any(field: &str, s: &str) -> Result<JobName, Status> {
+        match s.strip_suffix("/jobs/-") {
+            Some(parent) => Ok(JobName {
+                parent: Parent::parse(field, parent)?,
+                job: "-".into(),
+            }),
+            None => Self::parse(field, s),
+        }
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.job == "-"
+    }
+}
+
+impl ExecutionName {
+    pub fn parse(field: &str, s: &str) -> Result<ExecutionName, Status> {
+        let want = "projects/{project}/locations/{location}/jobs/{job}/executions/{execution}";
+        let (job, execution) = s
+            .rsplit_once("/executions/")
+            .ok_or_else(|| invalid(field, s, want))?;
+        let job = JobName::parse_or_any(field, job).map_err(|_| invalid(field, s, want))?;
+        if !segment(execution) {
+            return Err(invalid(field, s, want));
+        }
+        Ok(ExecutionName {
+            job,
+            execution: execution.to_string(),
+        })
+    }
+}
+
+impl TaskName {
+    pub fn parse(field: &str, s: &str) -> Result<TaskName, Status> {
+        let want =
+            "projects/{project}/locations/{location}/jobs/{job}/executions/{execution}/tasks/{task}";
+        let (execution, task) = s
+            .rsplit_once("/tasks/")
+            .ok_or_else(|| invalid(field, s, want))?;
+        let execution =
+            ExecutionName::parse(field, execution).map_err(|_| invalid(field, s, want))?;
+        if !segment(task) {
+            return Err(invalid(field, s, want));
+        }
+        Ok(TaskName {
+            execution,
+            task: task.to_string(),
+        })
+    }
+}
+
+/// A job id: a name as for services, short enough that its executions' task containers
+/// get ids containerd accepts.
+pub fn check_job_id(id: &str) -> Result<(), Status> {
+    crate::spec::check_name("job_id", id, crate::control::job::spec::MAX_NAME)
+        .map(|_| ())
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
 /// Cloud Run's rule for a service id: lowercase letters, digits and hyphens, starting with a
 /// letter, not ending with a hyphen, under 50 characters.
 pub fn check_service_id(id: &str) -> Result<(), Status> {
@@ -219,5 +333,31 @@ mod tests {
         let o = OperationName::parse("name", "projects/p/locations/l/operations/abc").unwrap();
         assert_eq!(o.id, "abc");
         assert!(OperationName::parse("name", "projects/p/locations/l/operations").is_err());
+    }
+
+    #[test]
+    fn jobs_executions_tasks() {
+        let t = TaskName::parse(
+            "name",
+            "projects/p/locations/l/jobs/hello/executions/hello-abcde/tasks/hello-abcde-task0",
+        )
+        .unwrap();
+        assert_eq!(t.execution.job.job, "hello");
+        assert_eq!(t.execution.execution, "hello-abcde");
+        assert_eq!(t.task, "hello-abcde-task0");
+        assert_eq!(
+            t.execution.to_string(),
+            "projects/p/locations/l/jobs/hello/executions/hello-abcde"
+        );
+        assert!(JobName::parse("name", "projects/p/locations/l/jobs/Hello").is_err());
+        assert!(JobName::parse("name", "projects/p/locations/l/jobs/").is_err());
+        assert!(
+            JobName::parse_or_any("parent", "projects/p/locations/l/jobs/-")
+                .unwrap()
+                .is_any()
+        );
+        assert!(
+            ExecutionName::parse("name", "projects/p/locations/l/jobs/hello/executions/").is_err()
+        );
     }
 }

@@ -120,6 +120,15 @@ impl Operations {
         e.done.send_replace(true);
     }
 
+    /// Replaces the metadata of `name` (the resource as it is now).
+    pub async fn set_metadata(&self, name: &str, metadata: crate::pb::any::Any) {
+        let mut ops = self.ops.lock().await;
+        if let Some(e) = ops.get_mut(name) {
+            e.op.metadata = Some(metadata);
+            self.put(&e.op);
+        }
+    }
+
     /// Operations not done, as stored (after a restart: the ones to complete).
     pub async fn pending(&self) -> Vec<Operation> {
         let ops = self.ops.lock().await;

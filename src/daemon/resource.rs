@@ -212,6 +212,24 @@ impl Etagged for v2::Revision {
     }
 }
 
+impl Etagged for v2::Job {
+    fn set_etag(&mut self, etag: String) {
+        self.etag = etag;
+    }
+}
+
+impl Etagged for v2::Execution {
+    fn set_etag(&mut self, etag: String) {
+        self.etag = etag;
+    }
+}
+
+impl Etagged for v2::Task {
+    fn set_etag(&mut self, etag: String) {
+        self.etag = etag;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

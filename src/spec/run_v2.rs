@@ -105,7 +105,7 @@ const RESERVED_PREFIXES: &[&str] = &[
     "autoscaling.knative.dev",
 ];
 
-fn check_keys<'a>(
+pub(crate) fn check_keys<'a>(
     field: &'static str,
     keys: impl Iterator<Item = &'a String>,
 ) -> Result<(), SpecError> {

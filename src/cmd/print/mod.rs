@@ -3,6 +3,7 @@
 //! summary ([`describe`]); here, what they share: readiness marks, times, short names.
 
 pub mod describe;
+pub mod jobs;
 pub mod progress;
 pub mod tables;
 

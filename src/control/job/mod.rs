@@ -28,7 +28,7 @@ use crate::runtime::rootfs::{MemoryFs, RootFs};
 use crate::runtime::{Runtime, RuntimeError};
 
 pub use record::{ExecutionRecord, ExecutionState};
-pub use run::{execute, recover, Recovered};
+pub use run::{execute, recover, resume, Recovered};
 pub use schedule::{next_action, Action, Outcome, Scheduler};
 pub use spec::JobSpec;
 pub use store::{RecordError, RecordStore};

@@ -15,6 +15,9 @@ use crate::util::rfc3339;
 
 /// The label of an execution record naming its job (Cloud Run's).
 pub const JOB_LABEL: &str = "run.googleapis.com/job";
+/// The label of an execution record naming the runlet that runs it (as containers carry
+/// it: [`crate::control::owner::Owner::label`]).
+pub const OWNER_LABEL: &str = crate::runtime::labels::OWNER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecutionState {
@@ -151,6 +154,10 @@ impl ExecutionRecord {
     pub fn new(spec: &JobSpec, name: &str, parallelism: u32, now: SystemTime) -> Self {
         let mut labels = BTreeMap::new();
         labels.insert(JOB_LABEL.to_string(), spec.name.clone());
+        labels.insert(
+            OWNER_LABEL.to_string(),
+            crate::control::owner::current().label(),
+        );
         ExecutionRecord {
             api_version: API_VERSION.into(),
             kind: "Execution".into(),
@@ -198,6 +205,20 @@ impl ExecutionRecord {
             .get(JOB_LABEL)
             .map(String::as_str)
             .unwrap_or("")
+    }
+
+    /// The runlet that runs (or ran) it; `None` for records from before owner labels.
+    pub fn owner(&self) -> Option<crate::control::owner::Owner> {
+        self.metadata
+            .labels
+            .get(OWNER_LABEL)
+            .and_then(|o| crate::control::owner::Owner::parse(o))
+    }
+
+    /// Whether a daemon runs it: its recovery after a restart is that daemon's, never a
+    /// job command's.
+    pub fn daemon_owned(&self) -> bool {
+        matches!(self.owner(), Some(crate::control::owner::Owner::Daemon(_)))
     }
 
     pub fn image(&self) -> &str {
@@ -316,6 +337,29 @@ impl ExecutionRecord {
         self.status.message =
             Some("runlet exited while the execution was running; marked failed by the next runlet job command".into());
         self.status.completion_time = Some(rfc3339(now));
+    }
+
+    /// The scheduler's phase of each task, as recorded (to take the execution over): a
+    /// running task is in its latest attempt; a pending one waits for its next.
+    pub fn phases(&self) -> Vec<super::schedule::TaskPhase> {
+        use super::schedule::TaskPhase as P;
+        self.status
+            .tasks
+            .iter()
+            .map(|t| match t.state {
+                TaskState::Pending => P::Pending { attempt: t.retried },
+                TaskState::Running => P::Running {
+                    attempt: t.attempts.saturating_sub(1),
+                },
+                TaskState::Succeeded => P::Succeeded {
+                    attempts: t.attempts,
+                },
+                TaskState::Failed => P::Failed {
+                    attempts: t.attempts,
+                },
+                TaskState::Cancelled => P::Cancelled,
+            })
+            .collect()
     }
 
     /// Recomputes the counts from the tasks.

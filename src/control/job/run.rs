@@ -53,7 +53,41 @@ pub async fn execute<R: Runtime, N: Network, F: RootFs>(
     let span = info_span!("execution", job = %ctx.spec.name, execution = %name);
     let lock = store.lock(name)?;
     let rec = ExecutionRecord::new(&ctx.spec, name, parallelism, SystemTime::now());
-    let result = run_loop(ctx, store, rec, cancel).instrument(span).await;
+    let sched = Scheduler::new(ctx.spec.task_count, parallelism, ctx.spec.max_retries);
+    let result = run_loop(ctx, store, rec, sched, Vec::new(), cancel)
+        .instrument(span)
+        .await;
+    finish_lock(lock, &result);
+    result
+}
+
+/// Takes over execution `rec` where a runlet that died left it (the daemon, restarted),
+/// holding its `lock`: attempts the record says are running are adopted (their containers
+/// still run under containerd's shims: their exit is watched and recorded, retries follow
+/// as usual); one whose container is gone or cannot be adopted counts as a failed attempt.
+/// Pending tasks start as the parallelism allows. Runs to the end like [`execute`].
+pub async fn resume<R: Runtime, N: Network, F: RootFs>(
+    ctx: Arc<Ctx<R, N, F>>,
+    store: &RecordStore,
+    rec: ExecutionRecord,
+    lock: ExecutionLock,
+    cancel: impl Future<Output = ()>,
+) -> Result<ExecutionRecord, JobError> {
+    let span = info_span!("execution", job = %ctx.spec.name, execution = %rec.name());
+    let phases = rec.phases();
+    let adopt: Vec<(u32, u32)> = phases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            super::schedule::TaskPhase::Running { attempt } => Some((i as u32, *attempt)),
+            _ => None,
+        })
+        .collect();
+    let sched = Scheduler::resume(rec.status.parallelism, ctx.spec.max_retries, phases);
+    info!(execution = %rec.name(), adopting = adopt.len(), "resuming the execution");
+    let result = run_loop(ctx, store, rec, sched, adopt, cancel)
+        .instrument(span)
+        .await;
     finish_lock(lock, &result);
     result
 }
@@ -73,6 +107,8 @@ async fn run_loop<R: Runtime, N: Network, F: RootFs>(
     ctx: Arc<Ctx<R, N, F>>,
     store: &RecordStore,
     mut rec: ExecutionRecord,
+    mut sched: Scheduler,
+    adopt: Vec<(u32, u32)>,
     cancel: impl Future<Output = ()>,
 ) -> Result<ExecutionRecord, JobError> {
     let spec = ctx.spec.clone();
@@ -86,7 +122,6 @@ async fn run_loop<R: Runtime, N: Network, F: RootFs>(
         "execution started"
     );
     let execution: Arc<str> = Arc::from(rec.name());
-    let mut sched = Scheduler::new(spec.task_count, parallelism, spec.max_retries);
     let (tx, mut rx) = mpsc::unbounded_channel::<AttemptDone>();
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut first_start: Vec<Option<Instant>> = vec![None; spec.task_count as usize];
@@ -94,6 +129,35 @@ async fn run_loop<R: Runtime, N: Network, F: RootFs>(
     // Every attempt's task, which ends once its network and files are released.
     let mut attempts = JoinSet::new();
     tokio::pin!(cancel);
+    // Attempts a runlet that died left running: watched to their end as if started here.
+    for (index, attempt) in adopt {
+        let span = info_span!("task", index, attempt);
+        let (ctx, execution, cancel_rx, tx) = (
+            ctx.clone(),
+            execution.clone(),
+            cancel_rx.clone(),
+            tx.clone(),
+        );
+        attempts.spawn(
+            async move {
+                let id = container_id(&execution, index, attempt);
+                let which = Attempt {
+                    execution: &execution,
+                    id: &id,
+                    index,
+                    attempt,
+                };
+                let outcome = adopt_attempt(&ctx, &which, cancel_rx).await;
+                let _ = tx.send(AttemptDone {
+                    index,
+                    attempt,
+                    outcome,
+                });
+                release_attempt(&ctx, &id).await;
+            }
+            .instrument(span),
+        );
+    }
     loop {
         let starts = sched.start_ready();
         for &(index, attempt) in &starts {
@@ -257,17 +321,7 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         index,
         attempt,
     } = which;
-    let sink: Sink = {
-        let out = ctx.sink.clone();
-        Arc::new(move |stream: &str, text: &str| {
-            out(&Line {
-                index,
-                attempt,
-                stream,
-                text,
-            })
-        })
-    };
+    let sink = attempt_sink(ctx, index, attempt);
     let cfg = &ctx.image.config;
     let env = ocispec::env(
         cfg.env.as_deref().unwrap_or_default(),
@@ -301,6 +355,79 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
     }
     sandbox.start(ctx.runtime.as_ref()).await?;
     info!(container = %id, "attempt started");
+    watch_attempt(ctx, id, sandbox, cancel).await
+}
+
+/// Where an attempt's output lines go: the context's sink, with the task index and attempt.
+fn attempt_sink<R: Runtime, N: Network, F: RootFs>(
+    ctx: &Ctx<R, N, F>,
+    index: u32,
+    attempt: u32,
+) -> Sink {
+    let out = ctx.sink.clone();
+    Arc::new(move |stream: &str, text: &str| {
+        out(&Line {
+            index,
+            attempt,
+            stream,
+            text,
+        })
+    })
+}
+
+/// An attempt that an earlier runlet started, taken over: its output FIFOs reopened and its
+/// exit watched, as [`run_attempt`] does for one started here. Its container gone (or its
+/// files) makes a failed attempt.
+async fn adopt_attempt<R: Runtime, N: Network, F: RootFs>(
+    ctx: &Ctx<R, N, F>,
+    which: &Attempt<'_>,
+    cancel: watch::Receiver<bool>,
+) -> Outcome {
+    let id = which.id;
+    let sink = attempt_sink(ctx, which.index, which.attempt);
+    let known = match ctx.runtime.list().await {
+        Ok(list) => list.iter().any(|c| c.id == id),
+        Err(e) => {
+            warn!(container = %id, "listing containers to adopt: {e}");
+            false
+        }
+    };
+    let adopted = if known {
+        Sandbox::adopt(&ctx.runtime, id, &ctx.task_dir(id), sink).map_err(|e| e.to_string())
+    } else {
+        Err("its container is gone".to_string())
+    };
+    let mut sandbox = match adopted {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(container = %id, "cannot adopt the attempt: {e}");
+            if known {
+                let _ = stop_container(ctx.runtime.as_ref(), id, Duration::from_secs(1)).await;
+                let _ = ctx.runtime.delete(id).await;
+            }
+            return Outcome::RuntimeError(format!(
+                "runlet exited during this attempt and could not adopt it: {e}"
+            ));
+        }
+    };
+    info!(container = %id, "adopted a running attempt");
+    let outcome = match watch_attempt(ctx, id, &mut sandbox, cancel).await {
+        Ok(o) => o,
+        Err(e) => Outcome::RuntimeError(crate::util::error_chain(&e)),
+    };
+    sandbox.remove(ctx.runtime.as_ref()).await;
+    outcome
+}
+
+/// Races a started attempt's exit against the task timeout and the cancellation; a timeout
+/// or a cancellation stops it (SIGTERM, SIGKILL after the grace).
+async fn watch_attempt<R: Runtime, N: Network, F: RootFs>(
+    ctx: &Ctx<R, N, F>,
+    id: &str,
+    sandbox: &mut Sandbox,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<Outcome, SandboxError> {
+    let spec = &ctx.spec;
     tokio::select! {
         r = sandbox.exited() => {
             let status = r?;
@@ -359,9 +486,10 @@ pub async fn recover<R: Runtime>(
         warn!("{}", crate::util::error_chain(&e));
     }
     let mut claimed = Vec::new();
+    // A daemon's executions are its own to resume after a restart: never marked here.
     for r in records
         .iter()
-        .filter(|r| r.status.state == ExecutionState::Running)
+        .filter(|r| r.status.state == ExecutionState::Running && !r.daemon_owned())
     {
         let Some(lock) = store.try_claim(r.name())? else {
             continue;

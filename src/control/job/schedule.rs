@@ -243,6 +243,56 @@ impl Scheduler {
     pub fn is_done(&self) -> bool {
         self.running == 0 && self.tasks.iter().all(TaskPhase::is_final)
     }
+
+    /// A scheduler taking over an execution where another left it (a daemon restarted):
+    /// each task in `tasks`' phase; pending ones start in index order, running ones are
+    /// reported through [`finished`](Self::finished) as usual.
+    pub fn resume(parallelism: u32, max_retries: u32, tasks: Vec<TaskPhase>) -> Self {
+        let queue = tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.can_start())
+            .map(|(i, _)| i as u32)
+            .collect();
+        let running = tasks.iter().filter(|p| p.can_finish()).count();
+        Scheduler {
+            parallelism: parallelism.max(1) as usize,
+            max_retries,
+            tasks,
+            queue,
+            running,
+            cancelling: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_scheduler_continues_where_the_record_left() {
+        let mut s = Scheduler::resume(
+            2,
+            3,
+            vec![
+                TaskPhase::Succeeded { attempts: 1 },
+                TaskPhase::Running { attempt: 1 },
+                TaskPhase::Pending { attempt: 0 },
+                TaskPhase::Pending { attempt: 2 },
+            ],
+        );
+        assert_eq!(s.running(), 1);
+        assert_eq!(s.start_ready(), [(2, 0)]);
+        let fail = Outcome::Exited(ExitStatus { code: 1 });
+        assert_eq!(s.finished(1, &fail).unwrap(), Action::Retry { attempt: 2 });
+        // A retry goes first, as in a scheduler that never stopped.
+        assert_eq!(s.start_ready(), [(1, 2)]);
+        let ok = Outcome::Exited(ExitStatus { code: 0 });
+        s.finished(2, &ok).unwrap();
+        assert_eq!(s.start_ready(), [(3, 2)]);
+        assert!(!s.is_done());
+    }
 }
 
 #[cfg(test)]

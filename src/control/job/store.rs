@@ -180,6 +180,25 @@ impl RecordStore {
         })
     }
 
+    /// Removes execution `name`'s record and lock file (an execution that has ended);
+    /// a missing record is no error.
+    pub fn delete(&self, name: &str) -> Result<(), RecordError> {
+        for path in [self.json(name), self.lock_path(name)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("delete", &path)(e)),
+            }
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(io_err("fsync directory", &self.dir))
+    }
+
     /// Every record, newest first. Unreadable files are skipped (and returned as errors
     /// beside the records, for the caller to report).
     pub fn list(&self) -> (Vec<ExecutionRecord>, Vec<RecordError>) {
@@ -260,5 +279,12 @@ mod tests {
         assert!(store.is_live("hello-aaaaa"));
         drop(claimed);
         assert!(!store.is_live("hello-aaaaa"));
+
+        store.delete("hello-aaaaa").unwrap();
+        assert!(matches!(
+            store.load("hello-aaaaa"),
+            Err(RecordError::NotFound { .. })
+        ));
+        store.delete("hello-aaaaa").unwrap();
     }
 }

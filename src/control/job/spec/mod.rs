@@ -5,9 +5,13 @@
 //! - `yaml`: the Cloud Run job YAML schema (`-f`), parsed and written.
 //! - `flags`: the `runlet job execute` flags, and resolving flags over the file into a spec.
 //! - `parallelism`: the default parallelism runlet applies on one machine.
+//! - [`run_v2`]: the Admin API's `Job` (and a `RunJob`'s overrides) as a spec: what the
+//!   daemon runs; [`to_run_v2`]: `runlet jobs` flags as a `Job` and as overrides.
 
 mod flags;
 mod parallelism;
+pub mod run_v2;
+pub mod to_run_v2;
 mod yaml;
 
 use std::time::Duration;

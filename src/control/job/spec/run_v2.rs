@@ -1,0 +1,460 @@
+//! The Admin API v2's `Job` (its `ExecutionTemplate`), with a `RunJob` call's overrides, as
+//! a [`JobSpec`]: what the daemon runs for one execution. Mapped: `template.taskCount`,
+//! `template.parallelism`, `template.template.maxRetries`, `template.template.timeout`,
+//! the container's image, command, args, env and `resources.limits`; labels and annotations
+//! are kept (platform prefixes refused). A field runlet cannot honour is refused, naming its
+//! path, where ignoring it would change behaviour (a secret, volumes, VPC access, sidecars);
+//! hints (`serviceAccount`, `executionEnvironment`) are accepted. Defaults are Cloud Run's.
+
+use std::time::Duration;
+
+use super::{
+    bad, task_timeout, JobSpec, DEFAULT_CPU, DEFAULT_MAX_RETRIES, DEFAULT_MEMORY,
+    DEFAULT_TASK_TIMEOUT, MAX_NAME, MAX_RETRIES, MAX_TASKS, RESERVED_ENV,
+};
+use crate::image::reference;
+use crate::pb::run_v2::{self as v2, env_var, run_job_request::Overrides, task_template};
+use crate::spec::{self as svc, SpecError};
+
+/// The spec of job `id` (its short id) from the resource, with `overrides` (a `RunJob`'s)
+/// applied: args replace the container's, env merges by name, task count and timeout
+/// replace.
+pub fn job_spec(
+    id: &str,
+    job: &v2::Job,
+    overrides: Option<&Overrides>,
+) -> Result<JobSpec, SpecError> {
+    svc::check_name("job_id", id, MAX_NAME)?;
+    svc::run_v2::check_keys("job.labels", job.labels.keys())?;
+    svc::run_v2::check_keys("job.annotations", job.annotations.keys())?;
+    let exec = job
+        .template
+        .as_ref()
+        .ok_or_else(|| bad("job.template", "is required"))?;
+    svc::run_v2::check_keys("job.template.labels", exec.labels.keys())?;
+    svc::run_v2::check_keys("job.template.annotations", exec.annotations.keys())?;
+    let task = exec
+        .template
+        .as_ref()
+        .ok_or_else(|| bad("job.template.template", "is required"))?;
+    check_task(task)?;
+    let c = match task.containers.as_slice() {
+        [c] => c,
+        [] => {
+            return Err(bad(
+                "job.template.template.containers",
+                "one container is required",
+            ))
+        }
+        _ => {
+            return Err(bad(
+                "job.template.template.containers",
+                "more than one container (sidecars) is not supported yet: give one",
+            ))
+        }
+    };
+    check_container(c)?;
+    if c.image.is_empty() {
+        return Err(bad(
+            "job.template.template.containers[0].image",
+            "is required",
+        ));
+    }
+    let image = reference::normalize(&c.image)
+        .map_err(|e| bad("job.template.template.containers[0].image", e.to_string()))?;
+
+    let mut task_count = match exec.task_count {
+        0 => 1,
+        n => svc::in_range("job.template.taskCount", n, 1, MAX_TASKS as i32)? as u32,
+    };
+    let parallelism = match exec.parallelism {
+        0 => None,
+        n => Some(svc::in_range("job.template.parallelism", n, 0, MAX_TASKS as i32)? as u32),
+    };
+    let max_retries = match task.retries {
+        None => DEFAULT_MAX_RETRIES,
+        Some(task_template::Retries::MaxRetries(n)) => {
+            svc::in_range("job.template.template.maxRetries", n, 0, MAX_RETRIES as i32)? as u32
+        }
+    };
+    let mut timeout = match &task.timeout {
+        None => DEFAULT_TASK_TIMEOUT,
+        Some(d) => task_timeout("job.template.template.timeout", duration(d)?)?,
+    };
+    let mut env = env_vars("job.template.template.containers[0].env", &c.env)?;
+    let list = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
+    let mut args = list(&c.args);
+
+    if let Some(o) = overrides {
+        match o.container_overrides.as_slice() {
+            [] => {}
+            [co] => {
+                if !co.name.is_empty() && co.name != c.name {
+                    return Err(bad(
+                        "overrides.containerOverrides[0].name",
+                        format!("no container named {:?} in the job", co.name),
+                    ));
+                }
+                if co.clear_args {
+                    args = None;
+                } else if !co.args.is_empty() {
+                    args = Some(co.args.clone());
+                }
+                for (k, v) in env_vars("overrides.containerOverrides[0].env", &co.env)? {
+                    match env.iter_mut().find(|(ek, _)| *ek == k) {
+                        Some(slot) => slot.1 = v,
+                        None => env.push((k, v)),
+                    }
+                }
+            }
+            _ => {
+                return Err(bad(
+                    "overrides.containerOverrides",
+                    "the job has one container: give at most one override",
+                ))
+            }
+        }
+        if o.task_count != 0 {
+            task_count =
+                svc::in_range("overrides.taskCount", o.task_count, 1, MAX_TASKS as i32)? as u32;
+        }
+        if let Some(d) = &o.timeout {
+            timeout = task_timeout("overrides.timeout", duration(d)?)?;
+        }
+    }
+
+    let (memory, memory_bytes, cpu, cpu_value) = resources(c)?;
+    Ok(JobSpec {
+        name: id.to_string(),
+        image,
+        task_count,
+        parallelism,
+        max_retries,
+        task_timeout: timeout,
+        env,
+        command: list(&c.command),
+        args,
+        memory,
+        memory_bytes,
+        cpu,
+        cpu_value,
+    })
+}
+
+fn duration(d: &pbjson_types::Duration) -> Result<Duration, SpecError> {
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(bad("job.template.template.timeout", "must not be negative"));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// Task-level settings runlet cannot honour.
+fn check_task(t: &v2::TaskTemplate) -> Result<(), SpecError> {
+    if !t.volumes.is_empty() {
+        return Err(bad(
+            "job.template.template.volumes",
+            "volumes are not supported for jobs yet; leave it empty",
+        ));
+    }
+    if t.vpc_access.is_some() {
+        return Err(bad(
+            "job.template.template.vpcAccess",
+            "VPC access is not available on one machine: tasks reach the host's network through NAT; leave it unset",
+        ));
+    }
+    if !t.encryption_key.is_empty() {
+        return Err(bad(
+            "job.template.template.encryptionKey",
+            "customer-managed encryption keys are not supported; leave it unset",
+        ));
+    }
+    if t.node_selector.is_some() {
+        return Err(bad(
+            "job.template.template.nodeSelector",
+            "GPU node selection is not supported; leave it unset",
+        ));
+    }
+    Ok(())
+}
+
+/// Container fields runlet cannot honour for a task.
+fn check_container(c: &v2::Container) -> Result<(), SpecError> {
+    let refuse = |field, what: &str| {
+        Err(bad(
+            field,
+            format!("{what} is not supported yet; leave it unset"),
+        ))
+    };
+    if !c.working_dir.is_empty() {
+        return refuse(
+            "job.template.template.containers[0].workingDir",
+            "a working directory",
+        );
+    }
+    if !c.volume_mounts.is_empty() {
+        return refuse(
+            "job.template.template.containers[0].volumeMounts",
+            "a volume mount",
+        );
+    }
+    if !c.depends_on.is_empty() {
+        return refuse(
+            "job.template.template.containers[0].dependsOn",
+            "container dependencies",
+        );
+    }
+    if c.liveness_probe.is_some() || c.startup_probe.is_some() || c.readiness_probe.is_some() {
+        return Err(bad(
+            "job.template.template.containers[0]",
+            "probes are not allowed on a job's container (a task serves nothing); leave them unset",
+        ));
+    }
+    Ok(())
+}
+
+/// (memory as given, bytes, CPU as given, CPUs): `resources.limits`, Cloud Run's defaults
+/// where unset.
+fn resources(c: &v2::Container) -> Result<(String, u64, String, f64), SpecError> {
+    const FIELD: &str = "job.template.template.containers[0].resources.limits";
+    let mut memory = DEFAULT_MEMORY.to_string();
+    let mut cpu = DEFAULT_CPU.to_string();
+    if let Some(r) = &c.resources {
+        for (k, v) in &r.limits {
+            match k.as_str() {
+                "memory" => memory = v.clone(),
+                "cpu" => cpu = v.clone(),
+                other => {
+                    return Err(bad(
+                        FIELD,
+                        format!("{other:?} is not supported: allowed cpu, memory"),
+                    ))
+                }
+            }
+        }
+    }
+    let bytes = svc::memory(
+        "job.template.template.containers[0].resources.limits.memory",
+        &memory,
+    )?;
+    let cpus = svc::cpu(
+        "job.template.template.containers[0].resources.limits.cpu",
+        &cpu,
+    )?;
+    Ok((memory, bytes, cpu, cpus))
+}
+
+fn env_vars(field: &'static str, vars: &[v2::EnvVar]) -> Result<Vec<(String, String)>, SpecError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for e in vars {
+        svc::check_env_name(field, &e.name)?;
+        if RESERVED_ENV.contains(&e.name.as_str()) {
+            return Err(bad(
+                field,
+                format!(
+                    "{} is reserved: runlet sets it in every task (reserved: {})",
+                    e.name,
+                    RESERVED_ENV.join(", ")
+                ),
+            ));
+        }
+        let value = match &e.values {
+            None => String::new(),
+            Some(env_var::Values::Value(v)) => v.clone(),
+            Some(env_var::Values::ValueSource(_)) => {
+                return Err(bad(
+                    field,
+                    format!(
+                        "{}: values from secrets are not supported yet; give a value",
+                        e.name
+                    ),
+                ))
+            }
+        };
+        match out.iter_mut().find(|(k, _)| *k == e.name) {
+            Some(slot) => slot.1 = value,
+            None => out.push((e.name.clone(), value)),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::run_v2::run_job_request::overrides::ContainerOverride;
+
+    fn var(k: &str, v: &str) -> v2::EnvVar {
+        v2::EnvVar {
+            name: k.into(),
+            values: Some(env_var::Values::Value(v.into())),
+        }
+    }
+
+    pub(crate) fn job(image: &str) -> v2::Job {
+        v2::Job {
+            template: Some(v2::ExecutionTemplate {
+                task_count: 4,
+                parallelism: 2,
+                template: Some(v2::TaskTemplate {
+                    containers: vec![v2::Container {
+                        image: image.into(),
+                        args: vec!["a".into()],
+                        env: vec![var("A", "1"), var("B", "2")],
+                        ..Default::default()
+                    }],
+                    retries: Some(task_template::Retries::MaxRetries(1)),
+                    timeout: Some(pbjson_types::Duration {
+                        seconds: 30,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fields_map_with_cloud_run_defaults() {
+        let s = job_spec("hello", &job("busybox"), None).unwrap();
+        assert_eq!(s.image, "docker.io/library/busybox:latest");
+        assert_eq!(
+            (s.task_count, s.parallelism, s.max_retries),
+            (4, Some(2), 1)
+        );
+        assert_eq!(s.task_timeout, Duration::from_secs(30));
+        assert_eq!(s.args.as_deref(), Some(&["a".to_string()][..]));
+        assert_eq!((s.memory.as_str(), s.cpu.as_str()), ("512Mi", "1"));
+
+        let mut bare = job("busybox");
+        let t = bare.template.as_mut().unwrap();
+        (t.task_count, t.parallelism) = (0, 0);
+        let tt = t.template.as_mut().unwrap();
+        (tt.retries, tt.timeout) = (None, None);
+        let s = job_spec("hello", &bare, None).unwrap();
+        assert_eq!((s.task_count, s.parallelism, s.max_retries), (1, None, 3));
+        assert_eq!(s.task_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn overrides_replace_args_count_timeout_and_merge_env() {
+        let o = Overrides {
+            container_overrides: vec![ContainerOverride {
+                args: vec!["x".into(), "y".into()],
+                env: vec![var("B", "3"), var("C", "4")],
+                ..Default::default()
+            }],
+            task_count: 2,
+            timeout: Some(pbjson_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+        };
+        let s = job_spec("hello", &job("busybox"), Some(&o)).unwrap();
+        assert_eq!(s.task_count, 2);
+        assert_eq!(s.task_timeout, Duration::from_secs(5));
+        assert_eq!(s.args, Some(vec!["x".to_string(), "y".to_string()]));
+        let env: Vec<(&str, &str)> = s
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env, [("A", "1"), ("B", "3"), ("C", "4")]);
+        let clear = Overrides {
+            container_overrides: vec![ContainerOverride {
+                clear_args: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            job_spec("hello", &job("busybox"), Some(&clear))
+                .unwrap()
+                .args,
+            None
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        type Change = Box<dyn Fn(&mut v2::Job)>;
+        let table: Vec<(&str, Change)> = vec![
+            ("job.template", Box::new(|j| j.template = None)),
+            (
+                "job.template.taskCount",
+                Box::new(|j| j.template.as_mut().unwrap().task_count = 10_001),
+            ),
+            (
+                "job.template.template.maxRetries",
+                Box::new(|j| {
+                    j.template
+                        .as_mut()
+                        .unwrap()
+                        .template
+                        .as_mut()
+                        .unwrap()
+                        .retries = Some(task_template::Retries::MaxRetries(11))
+                }),
+            ),
+            (
+                "job.template.template.timeout",
+                Box::new(|j| {
+                    j.template
+                        .as_mut()
+                        .unwrap()
+                        .template
+                        .as_mut()
+                        .unwrap()
+                        .timeout = Some(pbjson_types::Duration {
+                        seconds: 0,
+                        nanos: 0,
+                    })
+                }),
+            ),
+            (
+                "job.template.template.containers",
+                Box::new(|j| {
+                    j.template
+                        .as_mut()
+                        .unwrap()
+                        .template
+                        .as_mut()
+                        .unwrap()
+                        .containers
+                        .clear()
+                }),
+            ),
+            (
+                "job.template.template.containers[0].env",
+                Box::new(|j| {
+                    j.template
+                        .as_mut()
+                        .unwrap()
+                        .template
+                        .as_mut()
+                        .unwrap()
+                        .containers[0]
+                        .env
+                        .push(var("CLOUD_RUN_TASK_INDEX", "1"))
+                }),
+            ),
+            (
+                "job.labels",
+                Box::new(|j| {
+                    j.labels.insert("run.googleapis.com/x".into(), "y".into());
+                }),
+            ),
+        ];
+        for (field, change) in table {
+            let mut j = job("busybox");
+            change(&mut j);
+            let e = job_spec("hello", &j, None).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+        assert_eq!(
+            job_spec("Hello", &job("busybox"), None).unwrap_err().field,
+            "job_id"
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! The daemon's jobs through `runlet jobs ...` against real containerd: create, execute with
+//! `--wait` and overrides, executions and tasks listed; `runlet job executions list` (the
+//! foreground command) reads the same store, shows the daemon's running execution and never
+//! marks it; cancel; delete. And `kill -9` of the daemon mid-execution: job commands leave
+//! the execution alone while the daemon is down; the restarted daemon adopts the running
+//! task (its exit is recorded, the other task runs after it, the counts are true) and can
+//! cancel an adopted one.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{fresh_state, Daemon};
+
+/// Task 1's first attempt fails; `sleep` as the first argument waits until SIGTERM.
+const SCRIPT: &str = concat!(
+    r#"trap "exit 143" TERM; "#,
+    r#"if [ "$1" = sleep ]; then sleep 300 & wait; exit 0; fi; "#,
+    r#"if [ "$1" = nap ]; then sleep 4; exit 0; fi; "#,
+    r#"if [ "$CLOUD_RUN_TASK_INDEX" = 1 ] && [ "$CLOUD_RUN_TASK_ATTEMPT" = 0 ]; then exit 3; fi; "#,
+    r#"echo task "$CLOUD_RUN_TASK_INDEX": "$@""#
+);
+
+/// `runlet ARGS --api ADDR`: (exit code, stdout, stderr).
+fn cli(env: &common::Env, d: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = env
+        .runlet()
+        .args(args)
+        .args(["--api", &d.api.to_string(), "--project", "runlet-test"])
+        .output()
+        .expect("run runlet");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(env: &common::Env, d: &Daemon, args: &[&str]) -> String {
+    let (code, out, err) = cli(env, d, args);
+    assert_eq!(
+        code,
+        Some(0),
+        "runlet {args:?}: {out}{err}\n--- daemon ---\n{}",
+        d.output()
+    );
+    out
+}
+
+fn create(env: &common::Env, d: &Daemon, job: &str) {
+    let command = format!("^~^/bin/sh~-c~{SCRIPT}~sh");
+    ok(
+        env,
+        d,
+        &[
+            "jobs",
+            "create",
+            job,
+            "--image",
+            "busybox",
+            "--tasks",
+            "4",
+            "--parallelism",
+            "2",
+            "--max-retries",
+            "2",
+            "--command",
+            &command,
+            "--args",
+            "first",
+        ],
+    );
+}
+
+/// The first execution id in `runlet jobs executions list` output whose row has `word`.
+fn execution_with(list: &str, word: &str) -> Option<String> {
+    list.lines()
+        .skip(1)
+        .find(|l| l.contains(word))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(String::from)
+}
+
+/// Runs the long execution (`how` as the argument: `sleep` until SIGTERM, `nap` for 4 s)
+/// with `tasks` tasks and waits until its first task runs; its id.
+fn start_sleeper(env: &common::Env, d: &Daemon, job: &str) -> String {
+    start_run(env, d, job, "sleep", "1")
+}
+
+fn start_run(env: &common::Env, d: &Daemon, job: &str, how: &str, tasks: &str) -> String {
+    let out = ok(
+        env,
+        d,
+        &["jobs", "execute", job, "--args", how, "--tasks", tasks],
+    );
+    let id = out
+        .split('[')
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or_else(|| panic!("no execution id in {out}"))
+        .to_string();
+    // Counted running from its start (container creation on); wait for the process.
+    let container = format!("{id}-0-0");
+    assert!(
+        common::within(Duration::from_secs(30), || {
+            !ok(env, d, &["jobs", "executions", "describe", &id]).contains("Running       0")
+                && env
+                    .ctr(&["tasks", "ls"])
+                    .lines()
+                    .any(|l| l.starts_with(&container) && l.contains("RUNNING"))
+        }),
+        "{id} never ran a task:\n{}",
+        d.output()
+    );
+    id
+}
+
+#[test]
+fn jobs_through_the_cli_and_one_store_with_runlet_job() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    env.load("busybox.oci.tar");
+    let env = fresh_state(&env, "jobs-cli");
+    let d = Daemon::start(&env);
+    create(&env, &d, "clijob");
+    let described = ok(&env, &d, &["jobs", "describe", "clijob"]);
+    assert!(described.contains("Tasks         4"), "{described}");
+    assert!(ok(&env, &d, &["jobs", "list"]).contains("clijob"));
+
+    let out = ok(&env, &d, &["jobs", "execute", "clijob", "--wait"]);
+    assert!(out.contains("has successfully completed"), "{out}");
+    assert!(out.contains("4 succeeded"), "{out}");
+    let list = ok(&env, &d, &["jobs", "executions", "list", "--job", "clijob"]);
+    let first = execution_with(&list, "Succeeded").unwrap_or_else(|| panic!("{list}"));
+    let tasks = ok(
+        &env,
+        &d,
+        &["jobs", "executions", "tasks", "list", "--execution", &first],
+    );
+    assert_eq!(tasks.lines().count(), 5, "{tasks}");
+    assert!(tasks.contains(&format!("{first}-task1")), "{tasks}");
+
+    // Overrides: 2 tasks with other arguments.
+    let out = ok(
+        &env,
+        &d,
+        &[
+            "jobs", "execute", "clijob", "--wait", "--tasks", "2", "--args", "second",
+        ],
+    );
+    assert!(out.contains("2 succeeded"), "{out}");
+
+    // A running execution of the daemon: the foreground command lists it and leaves it
+    // running (its records are one store; the daemon owns this one).
+    let long = start_sleeper(&env, &d, "clijob");
+    let (code, fg, err) = {
+        let out = env
+            .runlet()
+            .args(["job", "executions", "list"])
+            .output()
+            .expect("run runlet");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "{fg}{err}");
+    assert!(fg.contains(&long) && fg.contains(&first), "{fg}");
+    let described = ok(&env, &d, &["jobs", "executions", "describe", &long]);
+    assert!(described.contains(": Running"), "{described}");
+    let tasks = env.ctr(&["tasks", "ls"]);
+    assert!(
+        tasks.contains(&format!("{long}-0-0")),
+        "the daemon's task container was touched: {tasks}\n{}\n--- daemon ---\n{}",
+        ok(&env, &d, &["jobs", "executions", "describe", &long]),
+        d.output()
+    );
+
+    let out = ok(&env, &d, &["jobs", "executions", "cancel", &long]);
+    assert!(out.contains("cancelled"), "{out}");
+    let described = ok(&env, &d, &["jobs", "executions", "describe", &long]);
+    assert!(described.contains(": Cancelled"), "{described}");
+    ok(&env, &d, &["jobs", "executions", "delete", &first]);
+    let list = ok(&env, &d, &["jobs", "executions", "list"]);
+    assert!(!list.contains(&first), "{list}");
+    ok(&env, &d, &["jobs", "delete", "clijob"]);
+    let (code, _, err) = cli(&env, &d, &["jobs", "describe", "clijob"]);
+    assert_ne!(code, Some(0), "{err}");
+    drop(d);
+    env.assert_nothing_left("clijob-");
+}
+
+#[test]
+fn a_killed_daemon_adopts_its_running_tasks_and_the_execution_goes_on() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    env.load("busybox.oci.tar");
+    let env = fresh_state(&env, "jobs-kill");
+    let mut d = Daemon::start(&env);
+    create(&env, &d, "killjob");
+    // Two tasks of 4 s (the job's parallelism is 2: both run); caught running.
+    let long = start_run(&env, &d, "killjob", "nap", "2");
+    d.child.kill().expect("SIGKILL the daemon");
+    d.child.wait().expect("reap the daemon");
+    let container = format!("{long}-0-0");
+    let tasks = env.ctr(&["tasks", "ls"]);
+    assert!(
+        tasks.contains(&container),
+        "{container} not in {tasks}\n--- daemon ---\n{}",
+        d.output()
+    );
+
+    // A job command while the daemon is down leaves its execution to it.
+    let (code, _) = env.run(&["job", "executions", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        env.ctr(&["tasks", "ls"]).contains(&container),
+        "a job command removed the daemon's task"
+    );
+
+    // Restarted, the daemon adopts the running task: its exit is recorded, the rest runs.
+    let mut d2 = Daemon::start(&env);
+    assert!(
+        common::within(Duration::from_secs(60), || {
+            ok(&env, &d2, &["jobs", "executions", "describe", &long]).contains(": Succeeded")
+        }),
+        "{long} did not complete after the restart:\n{}\n--- daemon ---\n{}",
+        ok(&env, &d2, &["jobs", "executions", "describe", &long]),
+        d2.output()
+    );
+    let described = ok(&env, &d2, &["jobs", "executions", "describe", &long]);
+    assert!(described.contains("Succeeded     2"), "{described}");
+    assert!(described.contains("Running       0"), "{described}");
+    assert!(described.contains("Failed        0"), "{described}");
+    let out = d2.output();
+    assert!(out.contains("adopted a running attempt"), "{out}");
+    // And a cancellation after a restart stops an adopted task.
+    let sleeper = start_sleeper(&env, &d2, "killjob");
+    d2.child.kill().expect("SIGKILL the daemon");
+    d2.child.wait().expect("reap the daemon");
+    let d3 = Daemon::start(&env);
+    assert!(
+        d3.output().contains("adopted a running attempt"),
+        "{}",
+        d3.output()
+    );
+    let out = ok(&env, &d3, &["jobs", "executions", "cancel", &sleeper]);
+    assert!(out.contains("cancelled"), "{out}");
+    ok(&env, &d3, &["jobs", "delete", "killjob"]);
+    drop(d3);
+    env.assert_nothing_left("killjob-");
+}
