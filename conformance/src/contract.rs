@@ -239,6 +239,26 @@ mod tests {
         }
     }
 
+    /// docs/conformance.md lists the runlet-only checks by hand: it must name each one.
+    #[test]
+    fn the_doc_names_every_runlet_only_check() {
+        let doc = include_str!("../../docs/conformance.md");
+        let section = doc
+            .split("### Runlet-only checks")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("docs/conformance.md has a \"### Runlet-only checks\" section");
+        for c in &Contract::embedded().unwrap().clauses {
+            for name in c.runlet_only.keys() {
+                let id = format!("`{}/{name}`", c.id);
+                assert!(
+                    section.contains(&id),
+                    "docs/conformance.md does not list {id}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn parse_refuses_duplicates_unknown_fields_and_empty_reasons() {
         let one =
