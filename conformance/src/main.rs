@@ -33,7 +33,7 @@ use runlet_conformance::report::{self, SelfTestRow};
 use runlet_conformance::runner::{self, Outcome, Planned, Row, Via};
 use runlet_conformance::selftest::{self, Verdict};
 use runlet_conformance::via_api::daemon::{self, Daemon};
-use runlet_conformance::via_api::{ApiTarget, Client};
+use runlet_conformance::via_api::{ApiTarget, Client, LogSource};
 
 /// runlet's conformance suite: black-box checks named after the contract's clauses.
 #[derive(Debug, Parser)]
@@ -93,6 +93,14 @@ struct SuiteArgs {
     /// (on free loopback ports, the suite's containerd) and stops it at the end.
     #[arg(long, value_name = "HOST:PORT")]
     endpoint: Option<String>,
+    /// With --endpoint: the file that endpoint's daemon writes its output to, where the
+    /// checks read container logs (without it, those checks FAIL).
+    #[arg(long, value_name = "PATH", requires = "endpoint")]
+    daemon_log: Option<PathBuf>,
+    /// With --endpoint: that daemon's metrics listener (`--metrics-listen`), where checks
+    /// read the requests in flight when the probe cannot be asked (without it, they FAIL).
+    #[arg(long, value_name = "HOST:PORT", requires = "endpoint")]
+    daemon_metrics: Option<String>,
     /// With --via api: the project of the resources' parent.
     #[arg(long, value_name = "P", default_value = "runlet-conformance")]
     project: String,
@@ -269,6 +277,10 @@ async fn api_target(a: &SuiteArgs, env: &Env) -> Result<(ApiTarget, Option<Daemo
     let parent = format!("projects/{}/locations/{}", a.project, a.region);
     if let Some(e) = &a.endpoint {
         let endpoint = daemon::resolve(e).await?;
+        let metrics = match &a.daemon_metrics {
+            Some(m) => Some(daemon::resolve(m).await?),
+            None => None,
+        };
         return Ok((
             ApiTarget {
                 client: Client {
@@ -276,8 +288,8 @@ async fn api_target(a: &SuiteArgs, env: &Env) -> Result<(ApiTarget, Option<Daemo
                     parent,
                     token,
                 },
-                logs: None,
-                metrics: None,
+                logs: a.daemon_log.clone().map(LogSource::File),
+                metrics,
                 image_prefix: a.image_prefix.clone(),
             },
             None,
@@ -307,7 +319,7 @@ async fn api_target(a: &SuiteArgs, env: &Env) -> Result<(ApiTarget, Option<Daemo
                 parent,
                 token,
             },
-            logs: Some(d.output.clone()),
+            logs: Some(LogSource::Collected(d.output.clone())),
             metrics: Some(d.metrics),
             image_prefix: a.image_prefix.clone(),
         },

@@ -139,7 +139,7 @@ impl Daemon {
 pub async fn resolve(endpoint: &str) -> Result<SocketAddr> {
     tokio::net::lookup_host(endpoint)
         .await
-        .with_context(|| format!("--endpoint {endpoint}"))?
+        .with_context(|| format!("resolving {endpoint}"))?
         .next()
-        .ok_or_else(|| anyhow!("--endpoint {endpoint}: no address"))
+        .ok_or_else(|| anyhow!("{endpoint}: no address"))
 }

@@ -15,6 +15,7 @@ pub mod resources;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use runlet_test_support::Lines;
 
@@ -23,13 +24,34 @@ pub use client::Client;
 /// What the API driver talks to.
 pub struct ApiTarget {
     pub client: Client,
-    /// The daemon's output, when the suite started it: where container logs are read.
-    pub logs: Option<Lines>,
+    /// Where container logs are read: the output of the daemon the suite started, or a
+    /// file the endpoint's daemon writes its output to (`--daemon-log`).
+    pub logs: Option<LogSource>,
     /// The daemon's metrics listener, when known.
     pub metrics: Option<SocketAddr>,
     /// Put before the suite's image names (`probe`, `busybox`, ...), for an endpoint that
     /// pulls them from a registry.
     pub image_prefix: Option<String>,
+}
+
+/// Where the daemon's output is.
+pub enum LogSource {
+    /// Collected from the daemon the suite started.
+    Collected(Lines),
+    /// A file it writes (read again at each look).
+    File(PathBuf),
+}
+
+impl LogSource {
+    fn text(&self) -> String {
+        match self {
+            LogSource::Collected(l) => l.text(),
+            LogSource::File(p) => match std::fs::read(p) {
+                Ok(b) => runlet_test_support::strip_ansi(&String::from_utf8_lossy(&b)),
+                Err(e) => format!("(cannot read the daemon's log {}: {e})\n", p.display()),
+            },
+        }
+    }
 }
 
 impl fmt::Debug for ApiTarget {
@@ -57,7 +79,7 @@ impl ApiTarget {
     pub fn log_lines(&self, needle: &str) -> String {
         match &self.logs {
             Some(l) => filter_lines(&l.text(), needle),
-            None => "(no container logs: the suite did not start this endpoint's daemon, and reading Cloud Logging is not supported)\n".into(),
+            None => "(no container logs: the suite did not start this endpoint's daemon and got no --daemon-log, and reading Cloud Logging is not supported)\n".into(),
         }
     }
 }
@@ -81,5 +103,17 @@ mod tests {
             filter_lines(text, "c01-x-"),
             "a c01-x-00001-abc probe: hi\nc c01-x-00002 bye\n"
         );
+    }
+
+    #[test]
+    fn logs_from_a_file_read_at_each_look() {
+        let path = std::env::temp_dir().join(format!("confapi-log-{}", std::process::id()));
+        std::fs::write(&path, "\x1b[32mINFO\x1b[0m c01-x-1 one\n").unwrap();
+        let src = LogSource::File(path.clone());
+        assert_eq!(filter_lines(&src.text(), "c01-x-"), "INFO c01-x-1 one\n");
+        std::fs::write(&path, "c01-x-1 one\nc01-x-2 two\n").unwrap();
+        assert_eq!(filter_lines(&src.text(), "c01-x-").lines().count(), 2);
+        std::fs::remove_file(&path).unwrap();
+        assert!(src.text().contains("cannot read"));
     }
 }
