@@ -172,16 +172,13 @@ impl Daemon {
             });
         }
         // Each task's file is in place before any task starts.
-        let task_file = match inputs {
-            Some(i) => Some(
-                task_inputs::prepare(&self.host.state_dir, &id, i).map_err(|e| {
-                    Status::internal(format!(
-                        "could not write the task files of {exec_name}: {e}"
-                    ))
-                })?,
-            ),
-            None => None,
-        };
+        if let Some(i) = inputs {
+            task_inputs::prepare(&self.host.state_dir, &id, i).map_err(|e| {
+                Status::internal(format!(
+                    "could not write the task files of {exec_name}: {e}"
+                ))
+            })?;
+        }
         // The record exists before the call returns, so every read finds the execution's
         // tasks (pending until they start).
         let rec = ExecutionRecord::new(&spec, &id, parallelism, SystemTime::now());
@@ -219,7 +216,7 @@ impl Daemon {
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
         info!(job = %full, execution = %id, tasks = spec.task_count, parallelism, "execution started");
 
-        let ctx = self.execution_ctx(&name.job, &id, spec, image, user, argv, task_file);
+        let ctx = self.execution_ctx(&name.job, &id, spec, image, user, argv);
         let records = self.records();
         let run_id = id.clone();
         self.spawn_run(
@@ -247,7 +244,6 @@ impl Daemon {
         image: crate::image::ImageInfo,
         user: (u32, u32),
         argv: Vec<String>,
-        task_file: Option<job::TaskFile>,
     ) -> Arc<Ctx<Containerd, NetConfig, MemoryFs>> {
         let sink: LineSink = {
             let (job, execution) = (job.to_string(), id.to_string());
@@ -266,7 +262,9 @@ impl Daemon {
             state_dir: self.host.state_dir.clone(),
             sink,
             kill_grace: KILL_GRACE,
-            task_file,
+            // A triggered execution's files, written before it starts (or found again
+            // after a restart).
+            task_file: task_inputs::find(&self.host.state_dir, id),
         })
     }
 
@@ -377,8 +375,7 @@ impl Daemon {
             Err(e) => return Err((rec, lock, e)),
         };
         let id = rec.name().to_string();
-        let task_file = task_inputs::find(&self.host.state_dir, &id);
-        let ctx = self.execution_ctx(&job_id, &id, spec, image, user, argv, task_file);
+        let ctx = self.execution_ctx(&job_id, &id, spec, image, user, argv);
         let (cancel, cancel_rx) = watch::channel(false);
         let (ended_tx, ended) = watch::channel(false);
         {

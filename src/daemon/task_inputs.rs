@@ -13,6 +13,9 @@ use crate::control::job::TaskFile;
 
 const DESCRIPTION: &str = "task-file.json";
 
+/// Writes each task's file into the directory given.
+pub(crate) type WriteFiles = Box<dyn FnOnce(&Path) -> std::io::Result<()> + Send>;
+
 /// What a trigger provides for an execution it starts.
 pub(crate) struct TaskInputs {
     /// Added to the execution's annotations (what started it).
@@ -21,7 +24,7 @@ pub(crate) struct TaskInputs {
     pub path: String,
     pub env: String,
     /// Writes `<index>.json` for each task into the directory given.
-    pub write: Box<dyn FnOnce(&Path) -> std::io::Result<()> + Send>,
+    pub write: WriteFiles,
 }
 
 /// Execution `execution`'s inputs directory.

@@ -150,7 +150,12 @@ mod tests {
     #[test]
     fn annotations_to_binding() {
         let sub = "projects/p-1/subscriptions/work-queue";
-        let cases: &[(&[(&str, &str)], Result<Option<(&str, u32)>, &str>)] = &[
+        // (annotations, the binding, or a word of the refused field)
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            Result<Option<(&'a str, u32)>, &'a str>,
+        );
+        let cases: &[Case] = &[
             (&[], Ok(None)),
             (&[("other", "x")], Ok(None)),
             (&[(SUBSCRIPTION, sub)], Ok(Some((sub, 1)))),
