@@ -77,6 +77,8 @@ pub struct JobArgs {
     #[arg(long)]
     pub cpu: Option<String>,
     #[command(flatten)]
+    pub pubsub: super::pubsub::PubsubArgs,
+    #[command(flatten)]
     pub api: ApiArgs,
 }
 

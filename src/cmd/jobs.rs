@@ -14,6 +14,7 @@ use runlet::control::job::spec::to_run_v2::{apply_flags, overrides};
 use runlet::control::job::spec::{JobFlags, MAX_NAME};
 use runlet::daemon::names::JobName;
 use runlet::pb::run_v2 as v2;
+use runlet::pubsub::binding as pubsub;
 use runlet::spec::{self, SpecError};
 
 use super::print::jobs as show;
@@ -123,16 +124,29 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
     };
-    // Checked before the daemon is reached, like every other bad input.
-    apply_flags(&mut v2::Job::default(), &flags, &a.update_env_vars)?;
+    let apply = |job: &mut v2::Job| -> Result<(), SpecError> {
+        apply_flags(job, &flags, &a.update_env_vars)?;
+        let p = &a.pubsub;
+        pubsub::apply_flags(
+            &mut job.annotations,
+            p.pubsub_subscription.as_deref(),
+            p.max_executions.as_deref(),
+            p.clear_pubsub_subscription,
+        )
+    };
+    // Checked before the daemon is reached, like every other bad input (a --max-executions
+    // alone is checked against the stored job).
+    if a.pubsub.max_executions.is_none() || a.pubsub.pubsub_subscription.is_some() {
+        apply(&mut v2::Job::default())?;
+    }
     let client = api::connect(global, &a.api).await?;
     let op = if update {
         let mut job = client.get_job(&name.to_string()).await?;
-        apply_flags(&mut job, &flags, &a.update_env_vars)?;
+        apply(&mut job)?;
         client.update_job(job).await?
     } else {
         let mut job = v2::Job::default();
-        apply_flags(&mut job, &flags, &a.update_env_vars)?;
+        apply(&mut job)?;
         client
             .create_job(&name.parent.to_string(), &name.job, job)
             .await?

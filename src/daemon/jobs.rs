@@ -263,6 +263,7 @@ impl Daemon {
         job.update_time = Some(now);
         job.last_modifier = "runlet".into();
         job_spec(&name.job, &job, None).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let pubsub = super::pubsub_trigger::check(&job)?;
         job_view::job_ready(&mut job);
         job.etag = etag_of(&job);
         if validate_only {
@@ -283,6 +284,7 @@ impl Daemon {
         }
         let view = self.job_view(&state.jobs[&full]);
         drop(state);
+        self.sync_pubsub(&full, pubsub).await;
         info!(job = %full, generation = job.generation, update, "job stored");
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
         self.ops.finish(&op.name, Ok(Any::pack(&view))).await;
@@ -332,6 +334,7 @@ impl Daemon {
         }
         let entry = state.jobs.remove(&full).expect("checked above");
         drop(state);
+        self.sync_pubsub(&full, None).await;
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
         let running: Vec<Running> = entry
             .executions
@@ -359,6 +362,7 @@ impl Daemon {
     /// Removes what is stored of an execution that has ended: its resource and its record.
     pub(super) fn forget_execution(&self, full: &str) {
         self.delete_stored(EXECUTIONS, full);
+        super::task_inputs::remove(&self.host.state_dir, resource::short(full));
         if let Err(e) = self.records().delete(resource::short(full)) {
             warn!("deleting the record of {full}: {}", crate::util::Chain(&e));
         }

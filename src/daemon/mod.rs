@@ -9,6 +9,8 @@
 //! - `jobs`: the Admin API's calls on jobs; `executions`: running them on the job engine,
 //!   and the calls on executions and tasks; [`job_view`]: their output fields, read from
 //!   the engine's execution records.
+//! - `pubsub_trigger`: jobs bound to a Pub/Sub pull subscription, run one task per message;
+//!   `task_inputs`: the per-task files a trigger hands an execution.
 //! - [`revision`]: one running revision (first instance, controller, route).
 //! - [`listener`]: a service's own address (annotation `runlet.io/listen`).
 //! - [`resource`]: the resources' output fields (conditions, uri, etag), plain functions.
@@ -28,10 +30,12 @@ pub mod lock;
 pub mod names;
 pub mod operations;
 mod paging;
+mod pubsub_trigger;
 pub mod resource;
 pub mod revision;
 mod rollout;
 mod services;
 pub mod store;
+mod task_inputs;
 
 pub use self::core::Daemon;
