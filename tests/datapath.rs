@@ -266,7 +266,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn hundred_mib_bodies_stream_both_ways_in_bounded_memory() {
-    let Some((_, s)) = serve_probe("dp-big", &["--memory", "256Mi"]) else {
+    let Some((_, s)) = serve_probe(
+        "dp-big",
+        &["--memory", "256Mi", "--max-request-body-size", "unlimited"],
+    ) else {
         return;
     };
     const SIZE: u64 = 100 << 20;
