@@ -266,7 +266,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn hundred_mib_bodies_stream_both_ways_in_bounded_memory() {
-    let Some((_, s)) = serve_probe("dp-big", &["--memory", "256Mi"]) else {
+    let Some((_, s)) = serve_probe(
+        "dp-big",
+        &["--memory", "256Mi", "--max-request-body-size", "unlimited"],
+    ) else {
         return;
     };
     const SIZE: u64 = 100 << 20;
@@ -334,4 +337,190 @@ fn metrics_are_served_in_prometheus_text() {
     for needle in needles {
         assert!(m.contains(needle), "missing {needle} in:\n{m}");
     }
+}
+
+/// The request headers the probe saw, names lowercased.
+fn seen_headers(r: &common::Response) -> Vec<(String, String)> {
+    let j = r.json().unwrap();
+    let pairs: Vec<(String, String)> =
+        serde_json::from_value(j["request"]["headers"].clone()).unwrap();
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+#[test]
+fn host_cannot_forge_forwarded_and_duplicate_or_missing_host_gets_400() {
+    let Some((_, s)) = serve_probe("dp-host", &[]) else {
+        return;
+    };
+    let before = probe_requests_total(&s);
+    // Two Host fields (served by runlet's own parser, and with a body by hyper's), or none
+    // on HTTP/1.1: 400, and the container sees none of them.
+    for (head, body) in [
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n", ""),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n",
+            "hi",
+        ),
+        ("GET / HTTP/1.1\r\n", ""),
+        ("POST / HTTP/1.1\r\nContent-Length: 2\r\n", "hi"),
+    ] {
+        let mut c = TcpStream::connect(s.listen).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(format!("{head}Connection: close\r\n\r\n{body}").as_bytes())
+            .unwrap();
+        let mut resp = String::new();
+        let _ = c.read_to_string(&mut resp);
+        assert!(resp.starts_with("HTTP/1.1 400 "), "{head:?}: {resp}");
+    }
+    assert_eq!(probe_requests_total(&s), before + 1);
+    // A Host that would end Forwarded's quoted string stays inside it.
+    let evil: &[u8] = b"a\",for=6.6.6.6;host=\"b";
+    let r = http(s.listen, "GET", "/", &[("Host", evil)], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let headers = seen_headers(&r);
+    let fwd: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k == "forwarded")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        fwd,
+        [r#"for=127.0.0.1;proto=http;host="a\",for=6.6.6.6;host=\"b""#],
+        "{headers:?}"
+    );
+    // Names with `_` reach the container (as on Cloud Run).
+    let r = http(s.listen, "GET", "/", &[("X_User_Id", b"7")], b"");
+    assert!(
+        seen_headers(&r).contains(&("x_user_id".into(), "7".into())),
+        "{:?}",
+        seen_headers(&r)
+    );
+}
+
+/// Sends a POST to `/upload` with a body of `size` bytes, chunked in 1 MiB chunks when
+/// `chunked`, else with its length (only the head when `head_only`), while reading the
+/// response; returns the response as text.
+fn upload(addr: std::net::SocketAddr, size: usize, chunked: bool, head_only: bool) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {size}")
+    };
+    c.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{framing}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        if head_only {
+            return;
+        }
+        // The ingress may stop reading (and close) once it has refused: errors end it.
+        let block = vec![b'u'; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(block.len());
+            let r = if chunked {
+                w.write_all(format!("{n:x}\r\n").as_bytes())
+                    .and_then(|()| w.write_all(&block[..n]))
+                    .and_then(|()| w.write_all(b"\r\n"))
+            } else {
+                w.write_all(&block[..n])
+            };
+            if r.is_err() {
+                return;
+            }
+            left -= n;
+        }
+        if chunked {
+            let _ = w.write_all(b"0\r\n\r\n");
+        }
+    });
+    let mut resp = Vec::new();
+    let _ = c.read_to_end(&mut resp);
+    let _ = writer.join();
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+#[test]
+fn request_bodies_over_32_mib_get_413_over_http1_and_pass_with_use_http2() {
+    let Some((env, s)) = serve_probe("dp-body", &[]) else {
+        return;
+    };
+    const LIMIT: usize = 32 << 20;
+    // At the limit, with a length and chunked: the container gets it all.
+    for chunked in [false, true] {
+        let resp = upload(s.listen, LIMIT, chunked, false);
+        assert!(
+            resp.contains(&format!("\"received\":{LIMIT}")),
+            "chunked={chunked}: {resp:.300}"
+        );
+    }
+    // Over it: a length says so before the body is sent (the container never hears of it,
+    // only the counting request reaches it)...
+    let before = probe_requests_total(&s);
+    let resp = upload(s.listen, LIMIT + 1, false, true);
+    assert!(resp.starts_with("HTTP/1.1 413 "), "{resp:.300}");
+    assert_eq!(probe_requests_total(&s), before + 1);
+    // ...and a chunked body is cut as it passes the limit.
+    let resp = upload(s.listen, LIMIT + (1 << 20), true, false);
+    assert!(resp.starts_with("HTTP/1.1 413 "), "{resp:.300}");
+    // HTTP/2 to the container: Cloud Run has no limit.
+    let h2 = env.serve_probe("dp-body-h2", &["--use-http2"]);
+    let size = LIMIT + (1 << 20);
+    let resp = upload(h2.listen, size, true, false);
+    assert!(
+        resp.contains(&format!("\"received\":{size}")),
+        "{resp:.300}"
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_frees_its_slot_at_the_request_timeout() {
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let Some((_, s)) = serve_probe(
+        "dp-zerowin",
+        &[
+            "--timeout",
+            "3s",
+            "--concurrency",
+            "1",
+            "--max-instances",
+            "1",
+            "--metrics-listen",
+            &maddr,
+        ],
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A tiny receive buffer, a request for 1 GiB, and never a read: the window closes.
+    let addr = s.listen;
+    let stuck = rt.block_on(async move {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(2048).unwrap();
+        let mut c = sock.connect(addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        c.write_all(b"GET /?bytes=1073741824 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        c
+    });
+    s.wait_in_flight("dp-zerowin", 1);
+    let t0 = Instant::now();
+    // Released at the request timeout though the client still has not read.
+    s.wait_in_flight("dp-zerowin", 0);
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    let r = s.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(stuck);
 }

@@ -19,6 +19,11 @@ pub struct DaemonArgs {
     /// <token>`; required for a non-loopback --api-listen.
     #[arg(long)]
     pub api_token_file: Option<PathBuf>,
+    /// Largest request body passed to a container served over HTTP/1 (Cloud Run's limit:
+    /// 32 MiB; none with --use-http2), in bytes (or with Ki/Mi/Gi) or "unlimited"; a larger
+    /// body gets 413.
+    #[arg(long, value_name = "BYTES|unlimited", default_value = "32Mi")]
+    pub max_request_body_size: String,
     /// Do not keep `SERVICE.localhost` lines in /etc/hosts.
     #[arg(long)]
     pub no_manage_hosts: bool,

@@ -111,6 +111,11 @@ pub struct ServeArgs {
     /// How long an instance may take to listen (at most 240s).
     #[arg(long, default_value = "240s")]
     pub startup_timeout: String,
+    /// Largest request body passed to a container served over HTTP/1 (Cloud Run's limit:
+    /// 32 MiB; none with --use-http2), in bytes (or with Ki/Mi/Gi) or "unlimited"; a larger
+    /// body gets 413.
+    #[arg(long, value_name = "BYTES|unlimited", default_value = "32Mi")]
+    pub max_request_body_size: String,
     /// Prometheus metrics address (`/metrics`), HOST:PORT; "off" disables it. Default
     /// 127.0.0.1:9090, skipped with a warning when another process has it.
     #[arg(long, value_name = "HOST:PORT|off")]

@@ -35,6 +35,7 @@ struct Input {
     token: Option<String>,
     metrics: runlet::metrics::MetricsListen,
     manage_hosts: bool,
+    max_body: Option<u64>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Result<i32> {
@@ -92,6 +93,7 @@ fn input(a: &DaemonArgs) -> Result<Input> {
         token,
         metrics,
         manage_hosts: !a.no_manage_hosts,
+        max_body: runlet::spec::body_size("--max-request-body-size", &a.max_request_body_size)?,
     })
 }
 
@@ -140,6 +142,7 @@ async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         state_dir: state_dir.clone(),
         metrics,
         peers: None,
+        max_body: input.max_body,
     };
     let daemon = Daemon::load(host, store, input.listen, routes_tx, hosts);
     daemon.resume().await;

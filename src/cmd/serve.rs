@@ -28,12 +28,15 @@ use super::{metrics_listen, wait_for_signal, with_containerd};
 struct Input {
     spec: ServiceSpec,
     metrics: MetricsListen,
+    /// `--max-request-body-size`.
+    max_body: Option<u64>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
     let input = Input {
         spec: service_spec(args)?,
         metrics: metrics_listen(args.metrics_listen.as_deref())?,
+        max_body: spec::body_size("--max-request-body-size", &args.max_request_body_size)?,
     };
     let state_dir = global.state_dir.clone();
     with_containerd(global, |c| serve(c, input, state_dir)).await?;
@@ -65,6 +68,7 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     let Input {
         spec,
         metrics: metrics_addr,
+        max_body,
     } = input;
     let net = NetConfig::new();
     net.check()?;
@@ -117,6 +121,7 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         hold: Duration::from_secs(10),
         timeout: spec.timeout,
         max_queue: 10_000,
+        max_body: ingress::body_limit(spec.use_http2, max_body),
     };
     let policy = Policy {
         min_instances: spec.min_instances,

@@ -36,6 +36,8 @@ pub struct Host {
     pub metrics: Arc<Metrics>,
     /// The services as `/etc/hosts` lines for new instances (set by `Daemon::load`).
     pub peers: Option<watch::Receiver<Arc<str>>>,
+    /// The request body limit for services served over HTTP/1 (`--max-request-body-size`).
+    pub max_body: Option<u64>,
 }
 
 /// Why a revision did not start.
@@ -146,6 +148,7 @@ impl RevisionRun {
                 hold: HOLD,
                 timeout: spec.timeout,
                 max_queue: 10_000,
+                max_body: crate::ingress::body_limit(spec.use_http2, host.max_body),
             },
             snapshot: snap_rx,
             demand: demand.clone(),

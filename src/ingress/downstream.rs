@@ -22,7 +22,7 @@
 //! sent cannot become an error status.
 
 use std::convert::Infallible;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -40,8 +40,9 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use super::body::Limited;
 use super::headers;
-use super::proxy::{handle, Answer, ClientRequest};
+use super::proxy::{handle, Answer, ClientRequest, REFUSAL_WRITE};
 use super::raw::{self, push_field, RawHead, RawRequest};
 use super::refusal::Refusal;
 use super::upstream_h1::{MAX_HEAD, MAX_HEADERS};
@@ -133,6 +134,14 @@ pub(super) fn parse(buf: &mut BytesMut) -> Option<Head> {
         ServedBy::Hyper => return Some(Head::Hyper),
         ServedBy::Here { close, v10 } => (close, v10),
     };
+    let hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
+    if let Err(why) = headers::host_rule(!v10, hosts) {
+        return Some(Head::Refused(Refusal::BadRequest(why.into())));
+    }
     let Ok(method) = Method::from_bytes(req.method.unwrap_or("GET").as_bytes()) else {
         return Some(Head::Refused(Refusal::Malformed("invalid method".into())));
     };
@@ -226,6 +235,8 @@ pub(super) async fn serve_conn(
                 let io = Rewind {
                     prefix: inbox.buf.freeze(),
                     io,
+                    bound: Arc::new(WriteBound::new()),
+                    stall: None,
                 };
                 return serve_with_hyper(io, peer, shared, client, watcher).await;
             }
@@ -233,8 +244,9 @@ pub(super) async fn serve_conn(
                 let service = shared.count_refused_head(refusal.reason());
                 info!(%service, %peer, reason = refusal.reason(), "refused: {refusal}");
                 let resp = Answer::Typed(refusal.response());
-                let _ =
-                    write_response(&mut io, &mut inbox, &mut out, resp, false, false, false).await;
+                let write =
+                    write_response(&mut io, &mut inbox, &mut out, resp, false, false, false);
+                let _ = tokio::time::timeout(REFUSAL_WRITE, write).await;
                 return;
             }
         };
@@ -242,7 +254,7 @@ pub(super) async fn serve_conn(
         let v10 = req.v10;
         let call = handle(&shared, &client, ClientRequest::Raw(req));
         tokio::pin!(call);
-        let resp = loop {
+        let (resp, until) = loop {
             tokio::select! {
                 biased;
                 resp = &mut call => break resp,
@@ -251,9 +263,16 @@ pub(super) async fn serve_conn(
         };
         // At shutdown the connection ends after the response in flight.
         let keep = !close && !stopper.is_stopping();
-        match write_response(&mut io, &mut inbox, &mut out, resp, head_request, keep, v10).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => return,
+        // A client that stops reading does not keep the response (and the instance's slot)
+        // past the request deadline: the write is dropped then, and the connection closed.
+        let write = write_response(&mut io, &mut inbox, &mut out, resp, head_request, keep, v10);
+        match tokio::time::timeout_at(until, write).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => return,
+            Err(_) => {
+                debug!(%peer, "the client did not take its response by the request deadline: closing");
+                return;
+            }
         }
         // A large head or body leaves large buffers: an idle connection does not keep them.
         if out.capacity() > 4 * OUT_BUF {
@@ -274,11 +293,14 @@ async fn serve_with_hyper(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let for_requests = shared.clone();
+    let bound = io.bound.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (shared, client) = (for_requests.clone(), client.clone());
+        let (shared, client, bound) = (for_requests.clone(), client.clone(), bound.clone());
         async move {
-            let req = ClientRequest::Typed(req.map(Either::Right));
-            Ok::<_, Infallible>(handle(&shared, &client, req).await.into_typed())
+            let req = ClientRequest::Typed(req.map(|b| Either::Right(Limited::new(b))));
+            let (answer, until) = handle(&shared, &client, req).await;
+            bound.extend_to(until);
+            Ok::<_, Infallible>(answer.into_typed())
         }
     });
     let conn = shared
@@ -676,10 +698,75 @@ mod date {
     }
 }
 
-/// A connection handed to hyper: the bytes already read come first.
+/// A connection handed to hyper: the bytes already read come first, and a write the
+/// client does not take by the latest time a response handed to hyper must be written by
+/// ([`WriteBound`]) fails, which ends the connection and with it every response on it (their
+/// instance slots are released). hyper stops polling a response body while the client's
+/// socket is full, so the body's own deadline would not be seen.
 pub(super) struct Rewind {
     prefix: Bytes,
     io: TcpStream,
+    bound: Arc<WriteBound>,
+    /// Armed while a write waits for the client.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The latest time by which a response handed to hyper on one connection must have been
+/// written (see [`Rewind`]); none until the first.
+pub(super) struct WriteBound {
+    base: tokio::time::Instant,
+    /// Nanoseconds after `base`; 0: none.
+    until: std::sync::atomic::AtomicU64,
+}
+
+impl WriteBound {
+    fn new() -> Self {
+        WriteBound {
+            base: tokio::time::Instant::now(),
+            until: 0.into(),
+        }
+    }
+
+    /// A response on the connection must be written by `until`.
+    fn extend_to(&self, until: tokio::time::Instant) {
+        let n = until.saturating_duration_since(self.base).as_nanos();
+        let n = u64::try_from(n).unwrap_or(u64::MAX).max(1);
+        self.until.fetch_max(n, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<tokio::time::Instant> {
+        match self.until.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + std::time::Duration::from_nanos(n)),
+        }
+    }
+}
+
+impl Rewind {
+    /// After the client's socket said "not now": whether the bound has passed (the timer
+    /// wakes the connection when it does).
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(until) = self.bound.get() else {
+            return false;
+        };
+        let sleep = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if sleep.deadline() != until {
+            sleep.as_mut().reset(until);
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    fn bounded<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Pending if self.stalled(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not take its response by the request deadline",
+            ))),
+            r => r,
+        }
+    }
 }
 
 impl AsyncRead for Rewind {
@@ -704,7 +791,9 @@ impl tokio::io::AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.bounded(cx, r)
     }
 
     fn poll_write_vectored(
@@ -712,7 +801,9 @@ impl tokio::io::AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.bounded(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -720,7 +811,9 @@ impl tokio::io::AsyncWrite for Rewind {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        this.bounded(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -840,13 +933,27 @@ mod tests {
         assert_eq!(refused(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), 400);
         assert_eq!(refused(b"GET / HTTP/1.1\r\nx: a\x01b\r\n\r\n"), 400);
         assert_eq!(refused(b"GET /a b HTTP/1.1\r\n\r\n"), 400);
+        // RFC 9112 §3.2: no Host in HTTP/1.1, or two in any version.
+        assert_eq!(refused(b"GET / HTTP/1.1\r\nX: y\r\n\r\n"), 400);
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"),
+            400
+        );
+        assert!(matches!(
+            parsed(b"GET / HTTP/1.0\r\n\r\n").0,
+            Some(Head::Request(..))
+        ));
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "x: y\r\n".repeat(101));
         assert_eq!(refused(many.as_bytes()), 431);
         let long = format!("GET / HTTP/1.1\r\nx: {}", "y".repeat(MAX_HEAD));
         assert_eq!(refused(long.as_bytes()), 431);
         // Bytes >= 0x80 in a value parse; the header rules refuse them later (HDR-2).
         assert!(matches!(
-            parsed(b"GET / HTTP/1.1\r\nx: caf\xc3\xa9\r\n\r\n").0,
+            parsed(b"GET / HTTP/1.1\r\nHost: a\r\nx: caf\xc3\xa9\r\n\r\n").0,
             Some(Head::Request(..))
         ));
         // Pipelined: one head at a time, the rest stays buffered.
@@ -882,10 +989,14 @@ mod tests {
                                 }
                             }
                         }
-                        let (n, method, path, len) = loop {
+                        let (n, method, path, len, chunked) = loop {
                             let mut h = [httparse::EMPTY_HEADER; 32];
                             let mut r = httparse::Request::new(&mut h);
                             if let Ok(httparse::Status::Complete(n)) = r.parse(&buf) {
+                                let chunked = r
+                                    .headers
+                                    .iter()
+                                    .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
                                 let len = r
                                     .headers
                                     .iter()
@@ -898,18 +1009,46 @@ mod tests {
                                     r.method.unwrap().to_string(),
                                     r.path.unwrap().to_string(),
                                     len,
+                                    chunked,
                                 );
                             }
                             if !more(&mut s, &mut buf).await {
                                 return;
                             }
                         };
+                        if chunked {
+                            // Counted once the last chunk came: a cut body never is.
+                            while !buf.ends_with(b"\r\n0\r\n\r\n") {
+                                if !more(&mut s, &mut buf).await {
+                                    return;
+                                }
+                            }
+                            CHUNKED_BODIES.fetch_add(1, Ordering::SeqCst);
+                            buf.clear();
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                            continue;
+                        }
                         while buf.len() < n + len {
                             if !more(&mut s, &mut buf).await {
                                 return;
                             }
                         }
                         let body: Vec<u8> = buf.drain(..n + len).skip(n).collect();
+                        if path == "/big" {
+                            // 256 MiB, for as long as the ingress takes it.
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 268435456\r\n\r\n")
+                                .await;
+                            let block = vec![b'x'; 1 << 20];
+                            for _ in 0..256 {
+                                if s.write_all(&block).await.is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
                         let resp = if method == "HEAD" {
                             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_string()
                         } else if !body.is_empty() {
@@ -951,8 +1090,18 @@ mod tests {
         (addr, endpoint)
     }
 
+    /// Complete chunked request bodies the scripted instance got.
+    static CHUNKED_BODIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     /// [`ingress`], with the sender that stops it.
     async fn stoppable_ingress() -> (std::net::SocketAddr, Arc<Endpoint>, watch::Sender<bool>) {
+        configured_ingress(|_| {}).await
+    }
+
+    /// [`stoppable_ingress`] with its route's settings changed by `tweak`.
+    async fn configured_ingress(
+        tweak: impl FnOnce(&mut IngressConfig),
+    ) -> (std::net::SocketAddr, Arc<Endpoint>, watch::Sender<bool>) {
         let inst = instance().await;
         let endpoint = Arc::new(Endpoint::new(
             "i".into(),
@@ -967,13 +1116,15 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop) = watch::channel(false);
-        let cfg = IngressConfig {
+        let mut cfg = IngressConfig {
             service: "downstream-test".into(),
             concurrency: 10,
             hold: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
             max_queue: 10,
+            max_body: None,
         };
+        tweak(&mut cfg);
         let route = Arc::new(Route {
             cfg,
             snapshot,
@@ -1204,5 +1355,95 @@ mod tests {
             .unwrap();
         assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
         assert!(got.ends_with("0\r\n\r\n"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn host_fields_are_checked_here_and_on_hypers_path() {
+        let (addr, _) = ingress().await;
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nhost: a\r\nContent-Length: 4\r\n\r\nping",
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nping",
+        ] {
+            let (got, _) = exchange(addr, raw, "\n").await;
+            assert!(
+                got.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+                "{:?}: {got}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn request_bodies_over_the_limit_get_413_with_a_length_or_chunked() {
+        let (addr, _, _stop) = configured_ingress(|c| c.max_body = Some(1000)).await;
+        let full = "y".repeat(1000);
+        // At the limit: passed on, with a length and chunked.
+        let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n{full}");
+        let (got, _) = exchange(addr, raw.as_bytes(), &full).await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        let before = CHUNKED_BODIES.load(Ordering::SeqCst);
+        let raw = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n{full}\r\n0\r\n\r\n"
+        );
+        let (got, _) = exchange(addr, raw.as_bytes(), "ok").await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert_eq!(CHUNKED_BODIES.load(Ordering::SeqCst), before + 1);
+        // Over it with a length: refused before a byte of the body is read.
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n";
+        let (got, _) = exchange(addr, raw, "bytes.\n").await;
+        assert!(
+            got.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{got}"
+        );
+        // Chunked, over it: cut as it passes the limit, the instance never gets it whole.
+        let raw = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n{full}\r\n1\r\nz\r\n0\r\n\r\n"
+        );
+        let (got, _) = exchange(addr, raw.as_bytes(), "bytes.\n").await;
+        assert!(
+            got.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{got}"
+        );
+        assert_eq!(CHUNKED_BODIES.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_frees_its_slot_at_the_request_deadline() {
+        let (addr, endpoint, _stop) = configured_ingress(|c| {
+            c.timeout = Duration::from_secs(1);
+            c.concurrency = 1;
+        })
+        .await;
+        // Served here, and by hyper (a request with a body).
+        for raw in [
+            &b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+        ] {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            let mut s = sock.connect(addr).await.unwrap();
+            s.write_all(raw).await.unwrap();
+            let busy = async {
+                while endpoint.in_flight() == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(2), busy)
+                .await
+                .expect("the request never reached the instance");
+            let freed = async {
+                while endpoint.in_flight() != 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(4), freed)
+                .await
+                .expect("a client that never reads kept its slot past the request deadline");
+            let (got, _) = exchange(addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "hello").await;
+            assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+            drop(s);
+        }
     }
 }

@@ -237,9 +237,12 @@ pub fn forwarding(
         None => (b"", b""),
     };
     let fwd = client.forwarded_for.as_bytes();
-    match authority.filter(|h| h.iter().all(u8::is_ascii_graphic)) {
-        Some(h) => put(&FORWARDED, &[prev, sep, fwd, b";host=\"", h, b"\""]),
-        None => put(&FORWARDED, &[prev, sep, fwd]),
+    match authority.map(forwarded_host) {
+        Some(ForwardedHost::AsIs(h)) => put(&FORWARDED, &[prev, sep, fwd, b";host=\"", h, b"\""]),
+        Some(ForwardedHost::Escaped(h)) => {
+            put(&FORWARDED, &[prev, sep, fwd, b";host=\"", &h, b"\""])
+        }
+        Some(ForwardedHost::Omitted) | None => put(&FORWARDED, &[prev, sep, fwd]),
     }
     if seen.host.is_none() {
         if let Some(a) = authority {
@@ -277,6 +280,106 @@ pub fn forwarding(
         let mut dec = itoa::Buffer::new();
         let opts: &[u8] = if sampled { b";o=1" } else { b";o=0" };
         put(&X_CLOUD_TRACE, &[&v, dec.format(span).as_bytes(), opts]);
+    }
+}
+
+/// How a request's host goes into its `Forwarded` element's `host="..."` (RFC 7239 §5.3):
+/// the host is the client's, so it must never end the quoted string early and forge an
+/// element or parameter of its own (`Host: a",for=6.6.6.6;host="b`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ForwardedHost<'a> {
+    /// An authority (RFC 3986 §3.2: a reg-name or IP-literal and an optional port): it holds
+    /// no `"`, `\` nor whitespace, and goes in as it is.
+    AsIs(&'a [u8]),
+    /// Anything else of visible ASCII, space and tab: a quoted-string with `"` and `\`
+    /// escaped (RFC 7230 §3.2.6 quoted-pair).
+    Escaped(Vec<u8>),
+    /// Empty, or bytes a quoted-string cannot hold: no `host` parameter.
+    Omitted,
+}
+
+/// See [`ForwardedHost`].
+pub fn forwarded_host(h: &[u8]) -> ForwardedHost<'_> {
+    if h.is_empty() {
+        ForwardedHost::Omitted
+    } else if is_authority(h) {
+        ForwardedHost::AsIs(h)
+    } else if valid_value(h) {
+        let mut out = Vec::with_capacity(h.len() + 4);
+        for &b in h {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        ForwardedHost::Escaped(out)
+    } else {
+        ForwardedHost::Omitted
+    }
+}
+
+/// Whether `h` is `host [":" port]` as RFC 3986 §3.2 has it: host an IP-literal (`[...]`,
+/// hex digits, `:` and `.` inside, or an IPvFuture of unreserved, sub-delims and `:`) or a
+/// reg-name (unreserved, `%XX` and sub-delims), port digits only.
+pub fn is_authority(h: &[u8]) -> bool {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    let sub_delim = |b: u8| b"!$&'()*+,;=".contains(&b);
+    let (host, port) = if let Some(rest) = h.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &rest[..end];
+        if inside.is_empty()
+            || !inside
+                .iter()
+                .all(|&b| unreserved(b) || sub_delim(b) || b == b':')
+        {
+            return false;
+        }
+        (None, &rest[end + 1..])
+    } else {
+        match h.iter().position(|&b| b == b':') {
+            Some(i) => (Some(&h[..i]), &h[i..]),
+            None => (Some(h), &h[h.len()..]),
+        }
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    let host_ok = host.is_none_or(|host| {
+        let mut i = 0;
+        while i < host.len() {
+            let b = host[i];
+            if b == b'%' {
+                if !(i + 2 < host.len()
+                    && host[i + 1].is_ascii_hexdigit()
+                    && host[i + 2].is_ascii_hexdigit())
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            if !(unreserved(b) || sub_delim(b)) {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    });
+    port_ok && host_ok
+}
+
+/// RFC 9112 §3.2: a request with more than one `Host` field, or an HTTP/1.1 request with
+/// none, gets 400 (`host_fields` is how many it has). HTTP/1.0 may leave it out, and
+/// HTTP/2 names its host in `:authority`.
+pub fn host_rule(http11: bool, host_fields: usize) -> Result<(), &'static str> {
+    match host_fields {
+        0 if http11 => Err("an HTTP/1.1 request needs a Host header"),
+        0 | 1 => Ok(()),
+        _ => Err("more than one Host header"),
     }
 }
 
@@ -451,6 +554,96 @@ mod tests {
     }
 
     #[test]
+    fn authorities_are_recognised() {
+        let table: [(&[u8], bool); 17] = [
+            (b"example.com", true),
+            (b"example.com:8080", true),
+            (b"svc.localhost:", true),
+            (b"127.0.0.1:80", true),
+            (b"[::1]:8080", true),
+            (b"[fe80::1%25eth0]", false),
+            (b"[v1.x]", true),
+            (b"a%41b", true),
+            (b"a,b;c=d", true),
+            (b"a%4", false),
+            (b"a\",for=6.6.6.6;host=\"b", false),
+            (b"bad host", false),
+            (b"a\\b", false),
+            (b"h:80x", false),
+            (b"[::1", false),
+            (b"[::1]x", false),
+            (b"a:1:2", false),
+        ];
+        for (h, want) in table {
+            assert_eq!(is_authority(h), want, "{:?}", String::from_utf8_lossy(h));
+        }
+    }
+
+    #[test]
+    fn a_host_cannot_forge_a_forwarded_element() {
+        // (Host, the Forwarded header sent on)
+        let table: [(&str, &str); 5] = [
+            (
+                "ok.example:1",
+                r#"for=10.0.0.1;proto=http;host="ok.example:1""#,
+            ),
+            (
+                r#"a",for=6.6.6.6;host="b"#,
+                r#"for=10.0.0.1;proto=http;host="a\",for=6.6.6.6;host=\"b""#,
+            ),
+            (r"a\", r#"for=10.0.0.1;proto=http;host="a\\""#),
+            ("bad host", r#"for=10.0.0.1;proto=http;host="bad host""#),
+            ("", "for=10.0.0.1;proto=http"),
+        ];
+        for (host, want) in table {
+            let mut h = HeaderMap::new();
+            let client = Client::new("10.0.0.1".parse().unwrap());
+            add_forwarding(&mut h, &client, Some(host));
+            assert_eq!(h["forwarded"], want, "{host:?}");
+            // Whatever the host, one element, its quotes closed.
+            let (mut quoted, mut escaped, mut elements) = (false, false, 1);
+            for &b in h["forwarded"].as_bytes() {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' if quoted => escaped = true,
+                    b'"' => quoted = !quoted,
+                    b',' if !quoted => elements += 1,
+                    _ => {}
+                }
+            }
+            assert_eq!((elements, quoted), (1, false), "{host:?}");
+        }
+        assert_eq!(forwarded_host(b"caf\xc3\xa9"), ForwardedHost::Omitted);
+    }
+
+    #[test]
+    fn host_fields_rule() {
+        // (HTTP/1.1, Host fields) -> allowed
+        let table = [
+            (true, 0, false),
+            (true, 1, true),
+            (true, 2, false),
+            (false, 0, true),
+            (false, 1, true),
+            (false, 3, false),
+        ];
+        for (http11, n, ok) in table {
+            assert_eq!(host_rule(http11, n).is_ok(), ok, "{http11} {n}");
+        }
+    }
+
+    #[test]
+    fn names_with_underscores_are_passed_on() {
+        // runlet's choice, as Cloud Run's front end: see docs/architecture.md.
+        let mut h = HeaderMap::new();
+        h.insert("x_user_id", HeaderValue::from_static("7"));
+        assert!(check(&h).is_ok());
+        strip_hop_by_hop(&mut h);
+        add_forwarding(&mut h, &Client::new("::1".parse().unwrap()), None);
+        assert_eq!(h["x_user_id"], "7");
+    }
+
+    #[test]
     fn trace_is_propagated_not_replaced() {
         let mut h = HeaderMap::new();
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -493,7 +686,7 @@ mod tests {
                 None,
                 Some("bad host"),
                 "1.1.1.1, 2.2.2.2, 10.0.0.1",
-                "for=10.0.0.1;proto=http",
+                "for=10.0.0.1;proto=http;host=\"bad host\"",
             ),
         ];
         for (ip, xff, fwd, host, want_xff, want_fwd) in cases {

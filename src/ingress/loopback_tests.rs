@@ -124,6 +124,7 @@ fn route(service: &str, to: &Upstream, concurrency: usize) -> Arc<Route> {
             hold: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
             max_queue: 10,
+            max_body: None,
         },
         snapshot,
         demand: Arc::new(Demand::default()),

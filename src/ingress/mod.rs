@@ -50,8 +50,8 @@ pub mod upstream_h1;
 mod worker;
 
 pub use admission::{hold_for, Demand};
-pub use body::{BoxError, ClientBody, ProxyBody};
+pub use body::{BoxError, ClientBody, Limited, ProxyBody};
 pub use endpoint::{Death, Endpoint, IdleHook, Snapshot};
 pub use proxy::{Answer, ClientRequest, CutAtDeadline, DeadlineBody};
-pub use route::{Asked, IngressConfig, Route, RouteTable, Unrouted};
+pub use route::{body_limit, Asked, IngressConfig, Route, RouteTable, Unrouted, DEFAULT_MAX_BODY};
 pub use worker::{bind, default_workers, serve, start, BindError, Ingress};

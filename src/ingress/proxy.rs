@@ -5,18 +5,19 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either};
 use hyper::body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 use tracing::{info, warn, Instrument};
 
 use super::admission::{acquire, Slot};
-use super::body::{BoxError, ClientBody, ProxyBody};
+use super::body::{self, BoxError, ClientBody, ProxyBody};
 use super::endpoint::{Death, Endpoint};
 use super::headers;
 use super::lane::Lane;
@@ -94,14 +95,31 @@ impl Answer {
     }
 }
 
+/// How long a refusal's response may take to write to a client that reads slowly.
+pub(super) const REFUSAL_WRITE: Duration = Duration::from_secs(10);
+
 /// Proxies one request on the lane of its route; a refusal becomes its response here
-/// (logged and counted), a request no route takes included (404).
+/// (logged and counted), a request no route takes included (404). With the response, the
+/// time by which it must have been written to the client: the request deadline for the
+/// instance's response (a client that stops reading must not keep the instance's slot past
+/// it), [`REFUSAL_WRITE`] from now for a refusal.
 pub(super) async fn handle(
     shared: &Shared,
     client: &headers::Client,
     req: ClientRequest,
-) -> Answer {
+) -> (Answer, Instant) {
+    let refused = |a| (a, Instant::now() + REFUSAL_WRITE);
     let received = Instant::now();
+    // (A raw request's were checked as its head was read.)
+    if let ClientRequest::Typed(r) = &req {
+        let hosts = r.headers().get_all(http::header::HOST).iter().count();
+        if let Err(why) = headers::host_rule(r.version() == http::Version::HTTP_11, hosts) {
+            let refusal = Refusal::BadRequest(why.into());
+            let service = shared.count_refused_head(refusal.reason());
+            info!(%service, method = %req.method(), reason = refusal.reason(), "refused: {refusal}");
+            return refused(Answer::Typed(refusal.response()));
+        }
+    }
     let lane = match shared.lane(|| req.authority()) {
         Ok(lane) => lane,
         Err(unrouted) => {
@@ -110,7 +128,7 @@ pub(super) async fn handle(
             let path = path.as_ref().map_or("/", |t| t.path());
             info!(service = "", method = %req.method(), path, reason = refusal.reason(), "refused: {refusal}");
             shared.count_unrouted(refusal.reason());
-            return Answer::Typed(refusal.response());
+            return refused(Answer::Typed(refusal.response()));
         }
     };
     let deadline = received + lane.cfg().timeout;
@@ -121,17 +139,17 @@ pub(super) async fn handle(
     let span = tracing::debug_span!("request", method = %req.method(), path = %path);
     let method = req.method().clone();
     let result = forward(&lane, client, req, deadline).instrument(span).await;
-    let resp = match result {
-        Ok(r) => r,
+    let (resp, until) = match result {
+        Ok(r) => (r, deadline),
         Err(refusal) => {
             info!(service = %lane.cfg().service, %method, path, reason = refusal.reason(), "refused: {}", refusal.with_causes());
             lane.count_refusal(refusal.reason());
-            Answer::Typed(refusal.response())
+            refused(Answer::Typed(refusal.response()))
         }
     };
     let class = (resp.status().as_u16() / 100).min(5) as usize;
     lane.record(class, received.elapsed());
-    resp
+    (resp, until)
 }
 
 async fn forward(
@@ -155,6 +173,18 @@ async fn forward(
     };
     // One timer for the whole request: the wait for a slot, the wait for the response
     // headers, and the body (registering a timer per phase costs on every request).
+    // A body over the service's limit: refused before a slot is taken when its length says
+    // so, else cut as it passes the limit (see `body::Limited`).
+    let mut tripped = None;
+    let mut req = req;
+    if let (ClientRequest::Typed(r), Some(limit)) = (&mut req, lane.cfg().max_body) {
+        if let Either::Right(body) = r.body_mut() {
+            if body::over_limit_up_front(&body.size_hint(), Some(limit)) {
+                return Err(Refusal::BodyTooLarge(limit));
+            }
+            tripped = Some((body.limit(limit), limit));
+        }
+    }
     let mut timer = Box::pin(tokio::time::sleep_until(deadline));
     let slot = tokio::select! {
         biased;
@@ -221,7 +251,8 @@ async fn forward(
     };
     let endpoint = slot.endpoint.clone();
     let call = endpoint.upstream().send(req);
-    let mut resp = answer(call, &mut timer, &endpoint, deadline).await?;
+    let cut = tripped.as_ref().map(|(t, limit)| (t.as_ref(), *limit));
+    let mut resp = answer(call, &mut timer, &endpoint, deadline, cut).await?;
     if let Some(upgrade) = client_upgrade {
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Answer::Typed(tunnel(upgrade, &mut resp, slot, deadline)));
@@ -252,7 +283,7 @@ async fn forward_raw(
         req.method.is_idempotent(),
         req.method == http::Method::HEAD,
     );
-    let (mut resp, body) = answer(call, &mut timer, &endpoint, deadline).await?;
+    let (mut resp, body) = answer(call, &mut timer, &endpoint, deadline, None).await?;
     resp.head.strip_hop_by_hop();
     let dropped = resp.head.drop_invalid();
     warn_dropped(&endpoint, &dropped);
@@ -264,12 +295,14 @@ async fn forward_raw(
 /// comes first, the instance is marked out of memory (500 at once, LIFE-9: the kill may
 /// have hit a child while the main process keeps the request), or the instance does not
 /// answer. A broken connection may be the instance dying: the control path gets a moment
-/// to say why (an OOM kill turns into 500 there too).
+/// to say why (an OOM kill turns into 500 there too). `cut`: the flag [`body::Limited`]
+/// sets, and its limit: a failure after it is set is the body going past the limit (413).
 async fn answer<T, E: Into<UpstreamError>>(
     call: impl Future<Output = Result<T, E>>,
     timer: &mut Pin<Box<Sleep>>,
     endpoint: &Endpoint,
     deadline: Instant,
+    cut: Option<(&AtomicBool, u64)>,
 ) -> Result<T, Refusal> {
     let e = tokio::select! {
         biased;
@@ -280,6 +313,11 @@ async fn answer<T, E: Into<UpstreamError>>(
         _ = timer => return Err(Refusal::Timeout),
         _ = endpoint.out_of_memory() => return Err(Refusal::OutOfMemory),
     };
+    if let Some((tripped, limit)) = cut {
+        if tripped.load(Ordering::Acquire) {
+            return Err(Refusal::BodyTooLarge(limit));
+        }
+    }
     let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
     Err(match endpoint.death_by(until).await {
         Some(Death::OutOfMemory) => Refusal::OutOfMemory,

@@ -334,7 +334,7 @@ mod tests {
         }
         // Trace ids are made when the client sent none, one for both headers.
         let client = headers::Client::new("10.1.2.3".parse().unwrap());
-        let got = request(b"GET / HTTP/1.1\r\n\r\n").encode(&client, "h");
+        let got = request(b"GET / HTTP/1.0\r\n\r\n").encode(&client, "h");
         let text = String::from_utf8(got).unwrap();
         let tp = text.split("traceparent: ").nth(1).unwrap();
         let xc = text.split("x-cloud-trace-context: ").nth(1).unwrap();

@@ -19,6 +19,10 @@ pub enum Refusal {
     Malformed(String),
     #[error("request head too large (more than 64 KiB or 100 header fields)")]
     HeadTooLarge,
+    /// The request body is larger than the service's limit (Cloud Run: 32 MiB for an
+    /// HTTP/1 container).
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
     #[error("the request head did not arrive within 30 s")]
     HeadTimeout,
     /// The host names no deployed service (routing by host).
@@ -52,6 +56,7 @@ impl Refusal {
             Refusal::BadRequest(_) => "bad_request",
             Refusal::Malformed(_) => "malformed",
             Refusal::HeadTooLarge => "head_too_large",
+            Refusal::BodyTooLarge(_) => "body_too_large",
             Refusal::HeadTimeout => "head_timeout",
             Refusal::UnknownHost(_) => "unknown_host",
             Refusal::RateExceeded => "rate_exceeded",
@@ -70,6 +75,7 @@ impl Refusal {
                 StatusCode::BAD_REQUEST
             }
             Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::UnknownHost(_) => StatusCode::NOT_FOUND,
             Refusal::RateExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -88,6 +94,7 @@ impl Refusal {
             Refusal::BadRequest(d) => format!("Bad Request: {d}.\n"),
             Refusal::Malformed(d) => format!("Bad Request: malformed request: {d}.\n"),
             Refusal::HeadTooLarge => "Request Header Fields Too Large: at most 64 KiB and 100 fields.\n".into(),
+            Refusal::BodyTooLarge(n) => format!("Payload Too Large: the request body is larger than {n} bytes.\n"),
             Refusal::HeadTimeout => "Request Timeout: the request head did not arrive within 30 s.\n".into(),
             Refusal::UnknownHost(u) => format!("Not Found: {u}.\n"),
             Refusal::RateExceeded => "Rate exceeded.\n".into(),
@@ -133,6 +140,7 @@ mod tests {
             (Refusal::BadHeader("x".into()), 400),
             (Refusal::Malformed("invalid token".into()), 400),
             (Refusal::HeadTooLarge, 431),
+            (Refusal::BodyTooLarge(32 << 20), 413),
             (Refusal::HeadTimeout, 408),
             (
                 Refusal::UnknownHost(Unrouted {

@@ -28,6 +28,23 @@ pub struct IngressConfig {
     pub timeout: Duration,
     /// Largest number of waiting requests; beyond it requests are refused at once.
     pub max_queue: usize,
+    /// Largest request body passed on, in bytes; a larger one gets 413 (see
+    /// [`body_limit`]). `None`: no limit.
+    pub max_body: Option<u64>,
+}
+
+/// Cloud Run's request body limit: "32 MiB if using an HTTP/1 server".
+pub const DEFAULT_MAX_BODY: u64 = 32 << 20;
+
+/// The request body limit of a service whose container gets HTTP/2 (`use_http2`) or
+/// HTTP/1.1, given the limit set for runlet (`--max-request-body-size`, `None` for
+/// unlimited): Cloud Run has none for an HTTP/2 server.
+pub fn body_limit(use_http2: bool, set: Option<u64>) -> Option<u64> {
+    if use_http2 {
+        None
+    } else {
+        set
+    }
 }
 
 /// One service's (revision's) way in: the ingress admits a request routed here against
@@ -230,6 +247,20 @@ impl fmt::Display for Unrouted {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_body_limit_holds_for_http1_containers_only() {
+        // (--use-http2, --max-request-body-size) -> the limit
+        let table = [
+            (false, Some(DEFAULT_MAX_BODY), Some(32 << 20)),
+            (false, None, None),
+            (true, Some(DEFAULT_MAX_BODY), None),
+            (true, Some(5), None),
+        ];
+        for (http2, set, want) in table {
+            assert_eq!(body_limit(http2, set), want, "{http2} {set:?}");
+        }
+    }
+
     fn route(service: &str) -> Arc<Route> {
         Arc::new(Route {
             cfg: IngressConfig {
@@ -238,6 +269,7 @@ mod tests {
                 hold: Duration::from_secs(1),
                 timeout: Duration::from_secs(1),
                 max_queue: 1,
+                max_body: None,
             },
             snapshot: watch::channel(Snapshot::default()).1,
             demand: Arc::default(),

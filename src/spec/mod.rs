@@ -28,7 +28,7 @@ pub use env::{check_env_name, parse_env_list, parse_env_vars, RESERVED_ENV};
 pub use list::split_list;
 pub use name::{check_name, name_from_image, revision_name};
 pub use probe::Probe;
-pub use quantity::{cpu, duration_in, in_range, memory, parse_duration};
+pub use quantity::{body_size, cpu, duration_in, in_range, memory, parse_duration};
 pub use volume::{volumes, MountFlag, VolumeFlag, VolumeFlags};
 
 /// Cloud Run's defaults for what a revision leaves unset; `runlet serve`'s flag defaults, the

@@ -95,6 +95,20 @@ pub(super) fn memory_quantity(field: &'static str, s: &str) -> Result<u64, SpecE
         .ok_or_else(|| bad(field, format!("{s:?} is not a size (e.g. 64Mi)")))
 }
 
+/// A request body limit (`--max-request-body-size`): a size in bytes (or with a unit, e.g.
+/// 32Mi), or `unlimited` (`None`).
+pub fn body_size(field: &'static str, s: &str) -> Result<Option<u64>, SpecError> {
+    if s.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    crate::util::parse_memory(s).map(Some).ok_or_else(|| {
+        bad(
+            field,
+            format!("{s:?} is not a size in bytes (e.g. 33554432, 64Mi) nor \"unlimited\""),
+        )
+    })
+}
+
 /// An instance's memory limit (`--memory`), 6Mi to 32Gi.
 pub fn memory(field: &'static str, s: &str) -> Result<u64, SpecError> {
     let v = crate::util::parse_memory(s).ok_or_else(|| {
@@ -132,6 +146,27 @@ pub fn cpu(field: &'static str, s: &str) -> Result<f64, SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_sizes() {
+        let table = [
+            ("32Mi", Ok(Some(32 << 20))),
+            ("33554432", Ok(Some(33554432))),
+            ("0", Ok(Some(0))),
+            ("unlimited", Ok(None)),
+            ("Unlimited", Ok(None)),
+            ("32MiB", Err(())),
+            ("-1", Err(())),
+            ("99999999999999999999", Err(())),
+        ];
+        for (s, want) in table {
+            assert_eq!(
+                body_size("--max-request-body-size", s).map_err(|_| ()),
+                want,
+                "{s}"
+            );
+        }
+    }
 
     #[test]
     fn durations() {

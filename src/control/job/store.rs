@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -91,7 +92,7 @@ impl RecordStore {
     }
 
     fn flock(&self, name: &str) -> Result<Option<ExecutionLock>, RecordError> {
-        std::fs::create_dir_all(&self.dir).map_err(io_err("create directory", &self.dir))?;
+        private_dir(&self.dir).map_err(io_err("create directory", &self.dir))?;
         let path = self.lock_path(name);
         let file = OpenOptions::new()
             .create(true)
@@ -140,10 +141,19 @@ impl RecordStore {
             path: self.json(rec.name()).display().to_string(),
             source,
         })?;
-        std::fs::create_dir_all(&self.dir).map_err(io_err("create directory", &self.dir))?;
+        private_dir(&self.dir).map_err(io_err("create directory", &self.dir))?;
         let path = self.json(rec.name());
         let tmp = self.dir.join(format!(".{}.json.tmp", rec.name()));
-        let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        // Records hold the job's environment values: the owner's alone (0600).
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err("chmod", &tmp))?;
         f.write_all(&bytes).map_err(io_err("write", &tmp))?;
         f.sync_all().map_err(io_err("fsync", &tmp))?;
         drop(f);
@@ -235,6 +245,16 @@ impl RecordStore {
     }
 }
 
+/// Creates `dir` (and its missing parents) for the owner alone (0700), and makes an
+/// existing one so: the records in it hold environment values.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::record::tests::{spec, t0};
@@ -256,6 +276,10 @@ mod tests {
             list.iter().map(|r| r.name()).collect::<Vec<_>>(),
             ["hello-bbbbb", "hello-aaaaa"]
         );
+        // The owner's alone: the records hold environment values.
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(store.dir()), 0o700);
+        assert_eq!(mode(&store.dir().join("hello-bbbbb.json")), 0o600);
         // No temp file is left behind.
         let names: Vec<String> = std::fs::read_dir(store.dir())
             .unwrap()
