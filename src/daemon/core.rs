@@ -131,6 +131,7 @@ impl Daemon {
     /// containers and records removed first), and those of a deleted service as aborted.
     pub async fn resume(&self) {
         self.resume_jobs().await;
+        self.start_schedule_trigger();
         let pending = self.ops.pending().await;
         let mut state = self.state.lock().await;
         let deleting = std::mem::take(&mut state.deleting);

@@ -76,6 +76,16 @@ fn find<'a>(
 
 impl Daemon {
     pub async fn run_job(&self, req: v2::RunJobRequest) -> Result<Operation, Status> {
+        self.run_job_as(req, None).await
+    }
+
+    /// `RunJob`, for a trigger when `triggered_by` names one (the execution's
+    /// `runlet.io/triggered-by` annotation).
+    pub(super) async fn run_job_as(
+        &self,
+        req: v2::RunJobRequest,
+        triggered_by: Option<&str>,
+    ) -> Result<Operation, Status> {
         let name = JobName::parse("name", &req.name)?;
         let full = name.to_string();
         let job = {
@@ -123,6 +133,10 @@ impl Daemon {
         let parallelism = effective_parallelism(&spec, &HostResources::detect());
 
         let mut state = self.jobs.state.lock().await;
+        // Checked under the lock `stop_jobs` cancels under: no execution starts unseen.
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Status::unavailable("the daemon is shutting down"));
+        }
         let entry = state
             .jobs
             .get_mut(&full)
@@ -139,6 +153,11 @@ impl Daemon {
         };
         let mut stored =
             job_view::new_execution(&entry.job, &exec_name.to_string(), &spec, parallelism);
+        if let Some(t) = triggered_by {
+            stored
+                .annotations
+                .insert(crate::control::job::cron::TRIGGERED_BY.into(), t.into());
+        }
         stored.etag = etag_of(&stored);
         if req.validate_only {
             return Ok(done_op(Any::pack(&job_view::execution(&stored, None))));

@@ -8,7 +8,8 @@
 //! - `rollout`: starting a new revision, switching traffic to it, retiring the old one.
 //! - `jobs`: the Admin API's calls on jobs; `executions`: running them on the job engine,
 //!   and the calls on executions and tasks; [`job_view`]: their output fields, read from
-//!   the engine's execution records.
+//!   the engine's execution records; `schedule_trigger`: starting executions of jobs with
+//!   a schedule at their due times.
 //! - [`revision`]: one running revision (first instance, controller, route).
 //! - [`listener`]: a service's own address (annotation `runlet.io/listen`).
 //! - [`resource`]: the resources' output fields (conditions, uri, etag), plain functions.
@@ -31,6 +32,7 @@ mod paging;
 pub mod resource;
 pub mod revision;
 mod rollout;
+mod schedule_trigger;
 mod services;
 pub mod store;
 
