@@ -376,6 +376,21 @@ mod tests {
                 "2026-03-29T01:00:00Z",
             ),
         ];
+        // 02:30 happens twice in Paris on 2026-10-25 (clocks go 03:00 → 02:00).
+        let table = table.into_iter().chain([
+            (
+                "30 2 * * *",
+                Some("Europe/Paris"),
+                "2026-10-24T12:00:00Z",
+                "2026-10-25T00:30:00Z",
+            ),
+            (
+                "30 2 * * *",
+                Some("Europe/Paris"),
+                "2026-10-25T00:30:00Z",
+                "2026-10-26T01:30:00Z",
+            ),
+        ]);
         for (expr, zone, after, next) in table {
             let s = sched(expr, zone);
             assert_eq!(
