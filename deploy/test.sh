@@ -46,5 +46,17 @@ export RUNLET_TEST_STATE_DIR=$root/state
 cargo test --release --workspace 2>&1
 # The conformance suite: any FAIL, a check the self-test's broken runlet cannot fail, or a
 # docs/conformance.md that no longer matches the results fails the run.
+outcomes=target/conformance-outcomes
+mkdir -p "$outcomes"
 target/release/runlet-conformance --runlet target/release/runlet --containerd-address "$sock" \
-  --images target/images --state-dir "$root/state" --self-test --check-doc docs/conformance.md
+  --images target/images --state-dir "$root/state" --self-test --check-doc docs/conformance.md \
+  --outcomes "$outcomes/cli.tsv"
+# The same suite through the Admin API: the suite starts `runlet daemon` (free loopback
+# ports, this containerd, a state dir beside $root/state) and stops it when it ends. Every
+# check not listed as runlet-only in contract/clauses.toml must give the CLI driver's result.
+api_rc=0
+target/release/runlet-conformance --via api --runlet target/release/runlet \
+  --containerd-address "$sock" --images target/images --state-dir "$root/state" \
+  --logs target/conformance-logs/api --outcomes "$outcomes/api.tsv" || api_rc=$?
+diff -u "$outcomes/cli.tsv" "$outcomes/api.tsv"
+[ "$api_rc" = 0 ]

@@ -14,6 +14,7 @@ pub mod image;
 pub mod ingress;
 pub mod metrics;
 pub mod pb;
+pub mod pubsub;
 pub mod runtime;
 pub mod spec;
 pub mod util;

@@ -66,6 +66,11 @@ pub struct Clause {
     /// Parts of the clause that are not checked: check name → reason.
     #[serde(default)]
     pub skip: BTreeMap<String, String>,
+    /// Checks that need what only runlet's own command line offers (a flag the Admin API
+    /// has no field for, `runlet image load`, ...): check name → reason. They run under the
+    /// CLI driver and SKIP, with the reason, under the API driver only.
+    #[serde(default)]
+    pub runlet_only: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +121,9 @@ impl Contract {
             if c.skip.values().any(|r| r.trim().is_empty()) {
                 return Err(empty("skip reason"));
             }
+            if c.runlet_only.values().any(|r| r.trim().is_empty()) {
+                return Err(empty("runlet_only reason"));
+            }
         }
         Ok(Contract {
             clauses: file.clause,
@@ -130,6 +138,12 @@ impl Contract {
 
     pub fn get(&self, id: &str) -> Option<&Clause> {
         self.clauses.iter().find(|c| c.id == id)
+    }
+
+    /// The reason check `id` (`CLAUSE/name`) is runlet-only, if it is.
+    pub fn runlet_only(&self, id: &str) -> Option<&str> {
+        let (clause, name) = id.split_once('/')?;
+        self.get(clause)?.runlet_only.get(name).map(String::as_str)
     }
 
     /// Position of a clause in the file (the order of the tables).
@@ -203,6 +217,15 @@ mod tests {
             );
         }
         for clause in &c.clauses {
+            for name in clause.runlet_only.keys() {
+                assert!(
+                    registry
+                        .iter()
+                        .any(|k| k.clause == clause.id && k.name == name),
+                    "{}: runlet_only names {name}, which is not a registered check of the clause",
+                    clause.id
+                );
+            }
             for name in clause.skip.keys() {
                 assert!(
                     !name.is_empty()
@@ -211,6 +234,26 @@ mod tests {
                             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
                     "{}: skip name {name:?} should be kebab-case",
                     clause.id
+                );
+            }
+        }
+    }
+
+    /// docs/conformance.md lists the runlet-only checks by hand: it must name each one.
+    #[test]
+    fn the_doc_names_every_runlet_only_check() {
+        let doc = include_str!("../../docs/conformance.md");
+        let section = doc
+            .split("### Runlet-only checks")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("docs/conformance.md has a \"### Runlet-only checks\" section");
+        for c in &Contract::embedded().unwrap().clauses {
+            for name in c.runlet_only.keys() {
+                let id = format!("`{}/{name}`", c.id);
+                assert!(
+                    section.contains(&id),
+                    "docs/conformance.md does not list {id}"
                 );
             }
         }
@@ -236,6 +279,13 @@ mod tests {
             Contract::parse(&format!("{one}[clause.skip]\nx = \"\"\n")),
             Err(ContractError::Empty { .. })
         ));
+        assert!(matches!(
+            Contract::parse(&format!("{one}[clause.runlet_only]\nx = \" \"\n")),
+            Err(ContractError::Empty { .. })
+        ));
+        let only = Contract::parse(&format!("{one}[clause.runlet_only]\nx = \"why\"\n")).unwrap();
+        assert_eq!(only.runlet_only("A-1/x"), Some("why"));
+        assert_eq!(only.runlet_only("A-1/y"), None);
         let with_skip = Contract::parse(&format!("{one}[clause.skip]\npart = \"why\"\n")).unwrap();
         assert_eq!(with_skip.clauses[0].skip["part"], "why");
     }

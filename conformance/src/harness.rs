@@ -1,5 +1,8 @@
-//! Driving a runlet binary from outside: `runlet serve` and `runlet job execute` as child
-//! processes, their output, their shutdown, and what containerd holds for them.
+//! Driving the runtime under test from outside, by one of two drivers the checks do not see:
+//! the CLI driver runs `runlet serve` and `runlet job execute` as child processes (their
+//! output, their shutdown); the API driver ([`crate::via_api`]) creates the same services and
+//! jobs through the Admin API and reaches them at the URL it returns. Both see what
+//! containerd holds for a check.
 //!
 //! Every runlet the suite starts gets its own process group and `SIGINT` as its parent-death
 //! signal, and is always stopped with `SIGINT` (runlet's Ctrl-C: it stops its instances and
@@ -26,6 +29,7 @@ use runlet_test_support::{metrics, Lines};
 
 use crate::http::{self, Request, Response};
 use crate::selftest::{Mangle, BREAK_VAR};
+use crate::via_api::{client, resources, ApiTarget};
 
 /// How long a stopped runlet may take before it is killed (the stop sequence allows 10 s
 /// per container after SIGTERM, and a request timeout for draining).
@@ -46,6 +50,8 @@ pub struct Env {
     pub state_dir: Option<PathBuf>,
     /// The test image archives (`runlet-conformance build-images`).
     pub images: PathBuf,
+    /// The API driver's target; `None`: the CLI driver.
+    pub api: Option<Arc<ApiTarget>>,
 }
 
 impl Env {
@@ -395,6 +401,15 @@ pub struct Ctx {
     logs: Logs,
     /// For the self-test's broken runlet: the one mangling to apply.
     breaks: Option<Mangle>,
+    /// What the API driver created for this check, deleted by [`Ctx::teardown`].
+    created: Shared<Created>,
+}
+
+/// A resource the API driver created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Created {
+    Service(String),
+    Job(String),
 }
 
 impl Ctx {
@@ -405,7 +420,52 @@ impl Ctx {
             reaper: Reaper::default(),
             logs: Logs::default(),
             breaks: None,
+            created: Shared::default(),
         }
+    }
+
+    /// After the check (API driver): deletes the services and jobs it created, waiting for
+    /// each deletion (the instances stopped), and keeps the daemon's lines about them in
+    /// the check's log. Returns what went wrong. Nothing to do for the CLI driver.
+    pub async fn teardown(&self) -> Vec<String> {
+        let Some(t) = self.env.api.clone() else {
+            return Vec::new();
+        };
+        let created: Vec<Created> = match self.created.lock() {
+            Some(mut v) => v.drain(..).collect(),
+            None => Vec::new(),
+        };
+        let mut problems = Vec::new();
+        let mut seen = Vec::new();
+        for c in created {
+            if seen.contains(&c) {
+                continue;
+            }
+            seen.push(c.clone());
+            let r = match &c {
+                Created::Service(n) => match t.client.delete_service(n).await {
+                    Ok(op) => t
+                        .client
+                        .wait(&op, Duration::from_secs(120))
+                        .await
+                        .and_then(client::ok_response)
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                },
+                Created::Job(n) => t.client.delete_job(n).await,
+            };
+            match r {
+                Err(e) if !client::not_found(&e) => problems.push(format!("deleting {c:?}: {e:#}")),
+                _ => {}
+            }
+        }
+        let out = Lines::new();
+        for l in t.log_lines(&format!("{}-", self.name)).lines() {
+            out.push(l);
+        }
+        self.logs
+            .add("runlet daemon (its lines about this check)".into(), out);
+        problems
     }
 
     /// Asks the self-test's broken runlet for this one mangling (see [`crate::selftest`]);
@@ -460,6 +520,14 @@ impl Ctx {
 
     /// Like [`Ctx::serve`] with another service name (which must start with [`Ctx::name`]).
     pub async fn serve_as(&self, service: &str, args: &[&str]) -> Result<Served> {
+        if let Some(t) = &self.env.api {
+            return match self.deploy(t, service, args).await? {
+                Ok(s) => Ok(s),
+                Err(message) => {
+                    bail!("deploying {service} through the Admin API failed: {message}")
+                }
+            };
+        }
         let mut last_err = None;
         // A free port can be taken between the probe and runlet's bind; try again then.
         for _ in 0..3 {
@@ -474,8 +542,9 @@ impl Ctx {
                         service: svc,
                         revision: rev,
                         addr,
+                        host: None,
                         metrics: metrics_listen(args),
-                        proc: p,
+                        backend: Backend::Cli(Box::new(p)),
                     });
                 }
                 if p.try_exited() {
@@ -506,14 +575,142 @@ impl Ctx {
         Err(last_err.unwrap_or_else(|| anyhow!("no free port for --listen")))
     }
 
-    /// `runlet job execute NAME ARGS`, to completion (stopped after `timeout`), with the
-    /// probe's job-mode report lines picked out of its output.
+    /// API driver: CreateService with `args` as the resource, waited for. `Ok(Err(message))`
+    /// when the operation failed (the service exists, not ready).
+    async fn deploy(
+        &self,
+        t: &Arc<ApiTarget>,
+        service: &str,
+        args: &[&str],
+    ) -> Result<std::result::Result<Served, String>> {
+        let body = resources::service(args, &|i| t.image(i))?;
+        let op = t.client.create_service(service, &body).await?;
+        self.created.push(Created::Service(service.to_string()));
+        let done = t.client.wait(&op, SERVE_TIMEOUT).await?;
+        let svc = match client::ok_response(done) {
+            Ok(svc) => svc,
+            Err(e) => return Ok(Err(format!("{e:#}"))),
+        };
+        let uri = svc["uri"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the ready service has no uri: {svc}"))?;
+        let (addr, host) = client::url_target(uri).await?;
+        let revision = svc["latestReadyRevision"].as_str().unwrap_or_default();
+        Ok(Ok(Served {
+            service: service.to_string(),
+            revision: client_short(revision).to_string(),
+            addr,
+            host: Some(host),
+            metrics: t.metrics,
+            backend: Backend::Api(ApiServed {
+                target: t.clone(),
+                stopping: Mutex::new(None),
+            }),
+        }))
+    }
+
+    /// Deploys a service that must fail to start: with the CLI driver, `runlet serve ARGS`
+    /// run to its end (stopped after `timeout`); with the API driver, CreateService whose
+    /// operation must fail (its error is the output). Returns how it ended.
+    pub async fn serve_fails(&self, args: &[&str], timeout: Duration) -> Result<Exited> {
+        let Some(t) = &self.env.api else {
+            let listen = format!("127.0.0.1:{}", free_port()?);
+            return self
+                .run(&serve_args(&self.name, &listen, args), timeout)
+                .await;
+        };
+        let t0 = Instant::now();
+        let (code, output) =
+            match tokio::time::timeout(timeout, self.deploy(t, &self.name, args)).await {
+                Err(_) => (None, String::new()),
+                Ok(r) => match r? {
+                    Ok(s) => (
+                        Some(0),
+                        format!(
+                            "Service [{}] revision [{}] is serving at http://{}",
+                            s.service,
+                            s.revision,
+                            s.host.clone().unwrap_or_default()
+                        ),
+                    ),
+                    Err(message) => (Some(1), message),
+                },
+            };
+        Ok(Exited {
+            code,
+            stdout: String::new(),
+            timed_out: code.is_none(),
+            output,
+            elapsed: t0.elapsed(),
+        })
+    }
+
+    /// A job run to completion (stopped after `timeout`), with the probe's job-mode report
+    /// lines picked out of its output: `runlet job execute NAME ARGS` (CLI driver), or
+    /// CreateJob with `ARGS` as the resource and RunJob, waited for, the execution's outcome
+    /// read with GetExecution and its tasks' lines from the daemon's output (API driver).
     pub async fn job(&self, args: &[&str], timeout: Duration) -> Result<JobRun> {
+        if let Some(t) = &self.env.api {
+            let exited = self.job_via_api(t, args, timeout).await?;
+            let lines = probe_job_lines(&exited.output);
+            return Ok(JobRun { exited, lines });
+        }
         let mut full = vec!["job", "execute", self.name.as_str()];
         full.extend_from_slice(args);
         let exited = self.run(&full, timeout).await?;
         let lines = probe_job_lines(&exited.output);
         Ok(JobRun { exited, lines })
+    }
+
+    async fn job_via_api(
+        &self,
+        t: &Arc<ApiTarget>,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Exited> {
+        let body = resources::job(args, &|i| t.image(i))?;
+        t.client.create_job(&self.name, &body).await?;
+        self.created.push(Created::Job(self.name.clone()));
+        let t0 = Instant::now();
+        let op = t.client.run_job(&self.name).await?;
+        let execution = op["metadata"]["name"]
+            .as_str()
+            .ok_or_else(|| anyhow!("RunJob's operation names no execution: {op}"))?
+            .to_string();
+        let waited = t.client.wait(&op, timeout).await;
+        let elapsed = t0.elapsed();
+        let timed_out = waited.is_err();
+        if timed_out {
+            // Stopped by the suite, as the CLI driver stops runlet.
+            let _ = t
+                .client
+                .call(
+                    "POST",
+                    &format!("{execution}:cancel"),
+                    Some(&serde_json::json!({})),
+                )
+                .await;
+        }
+        let exec = t.client.call("GET", &execution, None).await?;
+        let succeeded = exec["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Completed" && c["state"] == "CONDITION_SUCCEEDED");
+        // The tasks' last lines trail their exit in the daemon's output.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let id = client_short(&execution);
+        let mut output = t.log_lines(id);
+        if !succeeded {
+            output.push_str(&format!("execution {id}: {}\n", completed_message(&exec)));
+        }
+        Ok(Exited {
+            code: (!timed_out).then_some(if succeeded { 0 } else { 1 }),
+            stdout: String::new(),
+            output,
+            elapsed,
+            timed_out,
+        })
     }
 
     /// This check's containers in containerd (ids start with its name).
@@ -556,6 +753,28 @@ impl Ctx {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// The last segment of a resource name.
+fn client_short(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+/// An execution's `Completed` condition message (why it failed).
+fn completed_message(exec: &Value) -> String {
+    exec["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Completed")
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["state"].as_str().unwrap_or("?"),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+        .unwrap_or_else(|| "no Completed condition".into())
 }
 
 /// `serve --service SERVICE --listen LISTEN ARGS`, with `--metrics-listen off` unless
@@ -610,20 +829,83 @@ pub fn probe_job_lines(out: &str) -> Vec<Value> {
     found
 }
 
-/// A `runlet serve` that said it is serving.
+/// Where a service's requests go: an address and, for a service reached by name (the API
+/// driver's URL), the `Host` that routes to it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Sent as `Host` (and h2c's `:authority`) unless a request gives its own.
+    pub host: Option<String>,
+}
+
+impl Target {
+    pub async fn send(&self, req: &Request) -> Result<Response> {
+        match &self.host {
+            Some(h)
+                if !req
+                    .headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("host")) =>
+            {
+                http::send(self.addr, &req.clone().header("Host", h.clone())).await
+            }
+            _ => http::send(self.addr, req).await,
+        }
+    }
+
+    /// GET `path` over cleartext HTTP/2 (prior knowledge); status and body.
+    pub async fn h2c_get(&self, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>)> {
+        let authority = self.host.clone().unwrap_or_else(|| self.addr.to_string());
+        http::h2c_get_at(self.addr, &authority, path, timeout).await
+    }
+}
+
+/// A service that serves: a `runlet serve` that said it is serving (CLI driver), or a
+/// service whose CreateService operation succeeded (API driver).
 pub struct Served {
     pub service: String,
     pub revision: String,
-    /// Where it listens (`--listen`).
+    /// Where its requests go (`--listen`, or the daemon's ingress).
     pub addr: SocketAddr,
-    /// Its metrics listener ([`Ctx::serve_with_metrics`]), if any.
+    /// The `Host` that routes to it (API driver); `None`: any.
+    host: Option<String>,
+    /// Its metrics listener ([`Ctx::serve_with_metrics`], or the daemon's), if any.
     pub metrics: Option<SocketAddr>,
-    proc: Proc,
+    backend: Backend,
 }
 
+enum Backend {
+    Cli(Box<Proc>),
+    Api(ApiServed),
+}
+
+/// A service deployed through the API; stopping it is DeleteService.
+struct ApiServed {
+    target: Arc<ApiTarget>,
+    /// The deletion under way: accepted (routes removed) once the receiver turns true; the
+    /// task ends when the operation is done (the instances stopped).
+    stopping: Mutex<Option<Stopping>>,
+}
+
+type Stopping = (JoinHandle<Result<()>>, tokio::sync::watch::Receiver<bool>);
+
 impl Served {
+    /// Where its requests go.
+    pub fn target(&self) -> Target {
+        Target {
+            addr: self.addr,
+            host: self.host.clone(),
+        }
+    }
+
+    /// The `Host` a client names it by: the one that routes to it (API driver), else
+    /// `fallback`.
+    pub fn host_or(&self, fallback: &str) -> String {
+        self.host.clone().unwrap_or_else(|| fallback.to_string())
+    }
+
     pub async fn send(&self, req: &Request) -> Result<Response> {
-        http::send(self.addr, req).await
+        self.target().send(req).await
     }
 
     pub async fn get(&self, path: &str) -> Result<Response> {
@@ -633,17 +915,22 @@ impl Served {
     /// Sends GET `path` (within `secs` seconds) from a task of its own, to have a request
     /// in flight while the check does something else.
     pub fn spawn_get(&self, path: &str, secs: u64) -> JoinHandle<Result<Response>> {
-        let (addr, req) = (
-            self.addr,
+        let (target, req) = (
+            self.target(),
             Request::get(path).timeout(Duration::from_secs(secs)),
         );
-        tokio::spawn(async move { http::send(addr, &req).await })
+        tokio::spawn(async move { target.send(&req).await })
     }
 
     /// GET `path`, the whole exchange within `secs` seconds.
     pub async fn get_within(&self, path: &str, secs: u64) -> Result<Response> {
         self.send(&Request::get(path).timeout(Duration::from_secs(secs)))
             .await
+    }
+
+    /// GET `path` over h2c.
+    pub async fn h2c_get(&self, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>)> {
+        self.target().h2c_get(path, timeout).await
     }
 
     /// The probe's JSON report for `path` (which must answer 200).
@@ -688,11 +975,12 @@ impl Served {
 
     /// Waits until runlet's metrics (`runlet_instance_in_flight`) show at least `n` requests
     /// in flight on this service: evidence for checks that cannot ask the probe (its one
-    /// slot is taken). Needs [`Ctx::serve_with_metrics`].
+    /// slot is taken). Needs [`Ctx::serve_with_metrics`] (CLI driver) or the daemon's
+    /// metrics listener (API driver).
     pub async fn wait_in_flight(&self, n: u64) -> Result<()> {
         let addr = self
             .metrics
-            .ok_or_else(|| anyhow!("runlet was started without a metrics listener"))?;
+            .ok_or_else(|| anyhow!("no metrics listener to read requests in flight from"))?;
         let seen = metrics::wait_in_flight(addr, &self.service, n, IN_FLIGHT_TIMEOUT).await?;
         ensure!(
             seen,
@@ -703,11 +991,16 @@ impl Served {
         Ok(())
     }
 
+    /// Its output: runlet's (CLI driver), or the daemon's lines about this service (API
+    /// driver); the container's logs are in it.
     pub fn output(&self) -> String {
-        self.proc.output()
+        match &self.backend {
+            Backend::Cli(p) => p.output(),
+            Backend::Api(a) => a.target.log_lines(&format!("{}-", self.service)),
+        }
     }
 
-    /// Waits until runlet's output contains `needle` (log lines trail what caused them).
+    /// Waits until [`Served::output`] contains `needle` (log lines trail what caused them).
     pub async fn wait_output(&self, needle: &str, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         while !self.output().contains(needle) {
@@ -722,23 +1015,105 @@ impl Served {
         Ok(())
     }
 
-    pub fn pid(&self) -> i32 {
-        self.proc.pid()
-    }
-
-    /// Sends `SIGINT` without waiting.
+    /// Begins its shutdown without waiting: `SIGINT` to runlet (CLI driver), DeleteService
+    /// (API driver).
     pub fn interrupt(&self) {
-        self.proc.interrupt()
+        match &self.backend {
+            Backend::Cli(p) => p.interrupt(),
+            Backend::Api(a) => {
+                let Ok(mut slot) = a.stopping.lock() else {
+                    return;
+                };
+                if slot.is_some() {
+                    return;
+                }
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                let (t, name) = (a.target.clone(), self.service.clone());
+                let task = tokio::spawn(async move {
+                    let op = t.client.delete_service(&name).await?;
+                    let _ = tx.send(true);
+                    t.client
+                        .wait(&op, Duration::from_secs(120))
+                        .await
+                        .and_then(client::ok_response)
+                        .map(|_| ())
+                });
+                *slot = Some((task, rx));
+            }
+        }
     }
 
-    /// Waits for the runlet to end (after [`Served::interrupt`]).
+    /// After [`Served::interrupt`]: waits until the shutdown has begun, i.e. new requests
+    /// are no longer routed to it (runlet logs that it drains; DeleteService answered).
+    pub async fn wait_shutdown_began(&self, limit: Duration) -> Result<()> {
+        match &self.backend {
+            Backend::Cli(_) => self.wait_output("shutting down: draining", limit).await,
+            Backend::Api(a) => {
+                let rx = a
+                    .stopping
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.as_ref().map(|(_, rx)| rx.clone()));
+                let Some(mut rx) = rx else {
+                    bail!("the service is not being deleted");
+                };
+                tokio::time::timeout(limit, rx.wait_for(|a| *a))
+                    .await
+                    .map_err(|_| {
+                        anyhow!(
+                            "DeleteService did not answer within {}",
+                            crate::checks::secs(limit)
+                        )
+                    })?
+                    .map_err(|_| anyhow!("DeleteService failed"))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for the shutdown to end (after [`Served::interrupt`]): runlet's exit, or the
+    /// DeleteService operation done (its instances stopped; exit code 0 when it succeeded).
     pub async fn wait(self, timeout: Duration) -> Exited {
-        self.proc.finish(timeout).await
+        let service = self.service.clone();
+        match self.backend {
+            Backend::Cli(p) => p.finish(timeout).await,
+            Backend::Api(a) => {
+                let t0 = Instant::now();
+                let stopping = a.stopping.lock().ok().and_then(|mut s| s.take());
+                let (code, note) = match stopping {
+                    None => (Some(1), "the service was not being deleted".to_string()),
+                    Some((task, _)) => match tokio::time::timeout(timeout, task).await {
+                        Err(_) => (None, "DeleteService not done in time".into()),
+                        Ok(Ok(Ok(()))) => (Some(0), String::new()),
+                        Ok(Ok(Err(e))) => (Some(1), format!("DeleteService: {e:#}")),
+                        Ok(Err(e)) => (Some(1), format!("DeleteService task: {e}")),
+                    },
+                };
+                // The containers' last lines trail their exit in the daemon's output.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let mut output = a.target.log_lines(&format!("{service}-"));
+                output.push_str(&note);
+                Exited {
+                    timed_out: code.is_none(),
+                    code,
+                    stdout: String::new(),
+                    output,
+                    elapsed: t0.elapsed(),
+                }
+            }
+        }
     }
 
-    /// `SIGINT` and wait: runlet stops its instances.
+    /// Shuts it down and waits: runlet stops its instances (`SIGINT`), or the service is
+    /// deleted.
     pub async fn stop(self) -> Exited {
-        self.proc.stop().await
+        match self.backend {
+            Backend::Cli(p) => p.stop().await,
+            Backend::Api(_) => {
+                self.interrupt();
+                self.wait(Duration::from_secs(120)).await
+            }
+        }
     }
 }
 

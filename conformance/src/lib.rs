@@ -2,7 +2,8 @@
 //!
 //! * [`contract`]: the contract clauses as data (`contract/clauses.toml`, embedded).
 //! * [`checks`]: the checks, each named after the clause it exercises.
-//! * [`harness`]: driving a runlet binary from outside (serve, jobs, shutdown, containerd).
+//! * [`harness`]: driving the runtime from outside, by either driver (serve, jobs,
+//!   shutdown, containerd); [`via_api`]: the API driver's Admin API client and daemon.
 //! * [`http`]: the HTTP/1.1 and h2c clients the checks talk with (from the test-support
 //!   crate, shared with runlet's integration tests).
 //! * [`runner`]: selection, parallel runs, cleanup; [`report`]: table, JSON, docs.
@@ -23,3 +24,4 @@ pub mod imagebuild;
 pub mod report;
 pub mod runner;
 pub mod selftest;
+pub mod via_api;

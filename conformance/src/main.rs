@@ -4,6 +4,9 @@
 //!   [--state-dir DIR] [--only PREFIX[,PREFIX...]] [--format table|json]
 //!   [--write-doc PATH | --check-doc PATH] [--self-test] [--parallel N]` runs the checks
 //!   against a runlet binary and prints a table (clause, check, PASS/FAIL/SKIP, duration).
+//! * `--via api [--endpoint HOST:PORT] [--project P --region R]` runs them through the Admin
+//!   API instead: against the `runlet daemon` the suite starts (without `--endpoint`), or
+//!   against the endpoint given. `--outcomes PATH` writes what both drivers must agree on.
 //!   Exit status: 0 when nothing FAILs (and the doc matches, and the self-test found no
 //!   defect), 1 otherwise, 2 when the suite could not run.
 //! * `runlet-conformance --list` prints the checks without running them.
@@ -27,8 +30,10 @@ use runlet_conformance::contract::Contract;
 use runlet_conformance::harness::Env;
 use runlet_conformance::imagebuild::{build_test_images, TestImageSources};
 use runlet_conformance::report::{self, SelfTestRow};
-use runlet_conformance::runner::{self, Outcome, Planned, Row};
+use runlet_conformance::runner::{self, Outcome, Planned, Row, Via};
 use runlet_conformance::selftest::{self, Verdict};
+use runlet_conformance::via_api::daemon::{self, Daemon};
+use runlet_conformance::via_api::{ApiTarget, Client, LogSource};
 
 /// runlet's conformance suite: black-box checks named after the contract's clauses.
 #[derive(Debug, Parser)]
@@ -70,8 +75,50 @@ enum Format {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Driver {
+    /// `runlet serve` and `runlet job execute`.
+    Cli,
+    /// The Cloud Run Admin API v2.
+    Api,
+}
+
 #[derive(Debug, Args)]
 struct SuiteArgs {
+    /// How the checks deploy services and run jobs: runlet's command line, or the Admin API
+    /// (checks listed as runlet-only in contract/clauses.toml SKIP).
+    #[arg(long, value_enum, default_value_t = Driver::Cli)]
+    via: Driver,
+    /// With --via api: the Admin API to use. Without it, the suite starts `runlet daemon`
+    /// (on free loopback ports, the suite's containerd) and stops it at the end.
+    #[arg(long, value_name = "HOST:PORT")]
+    endpoint: Option<String>,
+    /// With --endpoint: the file that endpoint's daemon writes its output to, where the
+    /// checks read container logs (without it, those checks FAIL).
+    #[arg(long, value_name = "PATH", requires = "endpoint")]
+    daemon_log: Option<PathBuf>,
+    /// With --endpoint: that daemon's metrics listener (`--metrics-listen`), where checks
+    /// read the requests in flight when the probe cannot be asked (without it, they FAIL).
+    #[arg(long, value_name = "HOST:PORT", requires = "endpoint")]
+    daemon_metrics: Option<String>,
+    /// With --via api: the project of the resources' parent.
+    #[arg(long, value_name = "P", default_value = "runlet-conformance")]
+    project: String,
+    /// With --via api: the region (location) of the resources' parent.
+    #[arg(long, value_name = "R", default_value = "local")]
+    region: String,
+    /// With --via api: a file holding a token sent as `Authorization: Bearer` (runlet's
+    /// --api-token-file).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// With --via api: put before the image names (probe, probe-user, busybox) for an
+    /// endpoint that pulls them from a registry; the suite then loads no archive.
+    #[arg(long, value_name = "PREFIX")]
+    image_prefix: Option<String>,
+    /// Write `CHECK<TAB>OUTCOME` per row, runlet-only checks left out: the lines both
+    /// drivers must agree on (deploy/test.sh diffs them).
+    #[arg(long, value_name = "PATH")]
+    outcomes: Option<PathBuf>,
     /// The runlet binary to test.
     #[arg(long, value_name = "PATH")]
     runlet: Option<PathBuf>,
@@ -154,7 +201,11 @@ fn main() {
 fn suite(a: SuiteArgs) -> Result<i32> {
     let contract = Contract::embedded()?;
     let registry = checks::all();
-    let planned = runner::plan(&contract, &registry, a.only.as_deref());
+    let via = match a.via {
+        Driver::Cli => Via::Cli,
+        Driver::Api => Via::Api,
+    };
+    let planned = runner::plan(&contract, &registry, a.only.as_deref(), via);
     if a.list {
         for p in &planned {
             match p {
@@ -176,6 +227,9 @@ fn suite(a: SuiteArgs) -> Result<i32> {
     if a.only.is_some() && (a.write_doc.is_some() || a.check_doc.is_some()) {
         bail!("--write-doc / --check-doc need the whole suite: drop --only");
     }
+    if via == Via::Api && (a.self_test || a.write_doc.is_some() || a.check_doc.is_some()) {
+        bail!("--self-test, --write-doc and --check-doc are for the CLI driver (the doc holds its table)");
+    }
     if planned.is_empty() {
         bail!("nothing matches --only {}", a.only.as_deref().unwrap_or(""));
     }
@@ -184,12 +238,93 @@ fn suite(a: SuiteArgs) -> Result<i32> {
         containerd: a.containerd_address.clone(),
         state_dir: a.state_dir.clone(),
         images: a.images.clone(),
+        api: None,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_suite(a, contract, env, planned))
+    rt.block_on(async move {
+        if via == Via::Cli {
+            return run_suite(a, contract, env, planned).await;
+        }
+        let (target, mut started) = api_target(&a, &env).await?;
+        let env = Arc::new(Env {
+            api: Some(Arc::new(target)),
+            ..(*env).clone()
+        });
+        let r = run_suite(a, contract, env, planned).await;
+        if let Some(d) = started.as_mut() {
+            let how = d.stop().await;
+            eprintln!("runlet daemon stopped ({how})");
+        }
+        r
+    })
+}
+
+/// The API driver's target: `--endpoint`, or a daemon the suite starts (returned too, to
+/// stop at the end).
+async fn api_target(a: &SuiteArgs, env: &Env) -> Result<(ApiTarget, Option<Daemon>)> {
+    let token = match &a.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("--token-file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let parent = format!("projects/{}/locations/{}", a.project, a.region);
+    if let Some(e) = &a.endpoint {
+        let endpoint = daemon::resolve(e).await?;
+        let metrics = match &a.daemon_metrics {
+            Some(m) => Some(daemon::resolve(m).await?),
+            None => None,
+        };
+        return Ok((
+            ApiTarget {
+                client: Client {
+                    endpoint,
+                    parent,
+                    token,
+                },
+                logs: a.daemon_log.clone().map(LogSource::File),
+                metrics,
+                image_prefix: a.image_prefix.clone(),
+            },
+            None,
+        ));
+    }
+    // The daemon's state dir beside the suite's (a daemon locks its own).
+    let state = match &env.state_dir {
+        Some(d) => {
+            let mut name = d.file_name().unwrap_or_default().to_os_string();
+            name.push("-api-daemon");
+            d.with_file_name(name)
+        }
+        None => {
+            std::env::temp_dir().join(format!("runlet-conformance-daemon-{}", std::process::id()))
+        }
+    };
+    let d = Daemon::start(&env.runlet, &env.containerd, &state).await?;
+    eprintln!(
+        "runlet daemon: Admin API at {}, state dir {}",
+        d.api,
+        d.state_dir.display()
+    );
+    Ok((
+        ApiTarget {
+            client: Client {
+                endpoint: d.api,
+                parent,
+                token,
+            },
+            logs: Some(LogSource::Collected(d.output.clone())),
+            metrics: Some(d.metrics),
+            image_prefix: a.image_prefix.clone(),
+        },
+        Some(d),
+    ))
 }
 
 /// Turns true on Ctrl-C or SIGTERM: running checks are abandoned, their runlets stopped.
@@ -227,7 +362,13 @@ async fn run_suite(
         label: "suite",
         break_each: false,
     };
-    let before = runner::prepare(&env).await?;
+    // An endpoint pulling the images from a registry needs no archive loaded.
+    let load = env.api.as_ref().is_none_or(|t| t.image_prefix.is_none());
+    let before = if load {
+        Some(runner::prepare(&env).await?)
+    } else {
+        None
+    };
     let rows = runner::run(env.clone(), &planned, &opts, cancel.clone()).await;
 
     let selftest_rows = if a.self_test && !*cancel.borrow() {
@@ -235,8 +376,14 @@ async fn run_suite(
     } else {
         None
     };
-    if let Err(e) = runner::cleanup(&env, &before).await {
-        eprintln!("warning: removing the images the suite loaded: {e:#}");
+    if let Some(before) = &before {
+        if let Err(e) = runner::cleanup(&env, before).await {
+            eprintln!("warning: removing the images the suite loaded: {e:#}");
+        }
+    }
+    if let Some(path) = &a.outcomes {
+        std::fs::write(path, runner::outcomes(&contract, &rows))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
 
     match a.format {

@@ -114,9 +114,22 @@ pub fn selected(id: &str, only: Option<&str>) -> bool {
     }
 }
 
+/// Which driver runs the checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `runlet serve` / `runlet job execute` (and runlet's own flags).
+    Cli,
+    /// The Admin API: the clauses' `runlet_only` checks SKIP.
+    Api,
+}
+
+/// The reason prefix of a runlet-only check's SKIP under the API driver.
+pub const RUNLET_ONLY: &str = "runlet-only";
+
 /// The rows of a selection, in the contract's order: each clause's checks (registry order),
-/// then its skipped parts; or one row for a clause that does not apply.
-pub fn plan(contract: &Contract, checks: &[Check], only: Option<&str>) -> Vec<Planned> {
+/// then its skipped parts; or one row for a clause that does not apply. Under the API
+/// driver a clause's runlet-only checks are SKIP rows with their reason.
+pub fn plan(contract: &Contract, checks: &[Check], only: Option<&str>, via: Via) -> Vec<Planned> {
     let mut rows = Vec::new();
     for clause in &contract.clauses {
         if let Some(reason) = &clause.not_applicable {
@@ -126,12 +139,16 @@ pub fn plan(contract: &Contract, checks: &[Check], only: Option<&str>) -> Vec<Pl
             });
             continue;
         }
-        rows.extend(
-            checks
-                .iter()
-                .filter(|c| c.clause == clause.id)
-                .map(|c| Planned::Run(*c)),
-        );
+        rows.extend(checks.iter().filter(|c| c.clause == clause.id).map(|c| {
+            match clause.runlet_only.get(c.name) {
+                Some(reason) if via == Via::Api => Planned::Skip {
+                    clause: clause.id.clone(),
+                    name: c.name.to_string(),
+                    reason: format!("{RUNLET_ONLY}: {reason}"),
+                },
+                _ => Planned::Run(*c),
+            }
+        }));
         rows.extend(clause.skip.iter().map(|(name, reason)| Planned::Skip {
             clause: clause.id.clone(),
             name: name.clone(),
@@ -350,17 +367,26 @@ pub async fn run(
         .collect()
 }
 
-/// After a check: waits for its runlets (stopped with SIGINT when the check dropped them)
-/// and looks for what they left in containerd.
+/// After a check: deletes what it created through the API, waits for its runlets (stopped
+/// with SIGINT when the check dropped them) and looks for what they left in containerd.
 async fn finish(ctx: &Ctx, outcome: Outcome) -> Outcome {
+    let mut problems = ctx.teardown().await;
     let killed = ctx.reaper().reap().await;
-    let mut problems = Vec::new();
     if killed > 0 {
         problems.push(format!(
             "{killed} runlet(s) still ran 45 s after SIGINT and were killed"
         ));
     }
-    match ctx.containers().await {
+    let left = if ctx.env.api.is_some() {
+        // A deleted service's or job's containers are removed just after the operation.
+        let _ = ctx
+            .wait_containers(|n| n == 0, Duration::from_secs(10))
+            .await;
+        ctx.containers().await
+    } else {
+        ctx.containers().await
+    };
+    match left {
         Ok(left) if !left.is_empty() => problems.push(format!(
             "runlet left containers behind: {}",
             left.join(", ")
@@ -384,6 +410,15 @@ pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `ID<TAB>PASS|FAIL|SKIP` per row, leaving out the checks `contract` lists as runlet-only:
+/// what must be the same whichever driver ran the suite (deploy/test.sh diffs the two).
+pub fn outcomes(contract: &Contract, rows: &[Row]) -> String {
+    rows.iter()
+        .filter(|r| contract.runlet_only(&r.id()).is_none())
+        .map(|r| format!("{}\t{}\n", r.id(), r.outcome.word()))
+        .collect()
+}
+
 /// Are all rows PASS or SKIP?
 pub fn all_passed(rows: &[Row]) -> bool {
     rows.iter().all(|r| !matches!(r.outcome, Outcome::Fail(_)))
@@ -398,7 +433,7 @@ mod tests {
     fn plan_follows_the_contract_and_selects_by_prefix() {
         let contract = Contract::embedded().unwrap();
         let all = checks::all();
-        let full = plan(&contract, &all, None);
+        let full = plan(&contract, &all, None, Via::Cli);
         assert_eq!(
             full.first().map(|p| p.clause().to_string()).as_deref(),
             Some("IMG-1")
@@ -416,16 +451,66 @@ mod tests {
             .iter()
             .any(|p| matches!(p, Planned::Skip { name, .. } if name == "absent-in-sidecars")));
 
-        let life = plan(&contract, &all, Some("LIFE-"));
+        let life = plan(&contract, &all, Some("LIFE-"), Via::Cli);
         assert!(!life.is_empty());
         assert!(life.iter().all(|p| p.clause().starts_with("LIFE-")));
         assert!(life.iter().any(|p| p.clause() == "LIFE-J2"));
-        let two = plan(&contract, &all, Some("LIFE-8/,SBX-1"));
+        let two = plan(&contract, &all, Some("LIFE-8/,SBX-1"), Via::Cli);
         assert!(two
             .iter()
             .all(|p| p.clause() == "LIFE-8" || p.clause() == "SBX-1"));
         assert_eq!(two.iter().filter(|p| p.clause() == "SBX-1").count(), 1);
-        assert!(plan(&contract, &all, Some("NOPE-")).is_empty());
+        assert!(plan(&contract, &all, Some("NOPE-"), Via::Cli).is_empty());
+    }
+
+    #[test]
+    fn runlet_only_checks_skip_under_the_api_driver_only() {
+        let contract = Contract::embedded().unwrap();
+        let all = checks::all();
+        let id = "LIFE-6/idle-instance-stopped";
+        assert!(contract.runlet_only(id).is_some());
+        let cli = plan(&contract, &all, Some(id), Via::Cli);
+        assert!(matches!(cli.as_slice(), [Planned::Run(_)]));
+        let api = plan(&contract, &all, Some(id), Via::Api);
+        assert!(
+            matches!(api.as_slice(), [Planned::Skip { reason, .. }] if reason.starts_with(RUNLET_ONLY)),
+            "{}",
+            api.len()
+        );
+        // Same rows in the same order either way; only runlet-only ones change.
+        let (c, a) = (
+            plan(&contract, &all, None, Via::Cli),
+            plan(&contract, &all, None, Via::Api),
+        );
+        assert_eq!(c.len(), a.len());
+        for (c, a) in c.iter().zip(&a) {
+            assert_eq!(c.id(), a.id());
+            if contract.runlet_only(&c.id()).is_none() {
+                assert_eq!(
+                    matches!(c, Planned::Run(_)),
+                    matches!(a, Planned::Run(_)),
+                    "{}",
+                    c.id()
+                );
+            }
+        }
+        let rows = vec![
+            Row {
+                clause: "LIFE-6".into(),
+                check: Some("idle-instance-stopped".into()),
+                verifies: String::new(),
+                outcome: Outcome::Pass,
+                duration: None,
+            },
+            Row {
+                clause: "LIFE-6".into(),
+                check: Some("x".into()),
+                verifies: String::new(),
+                outcome: Outcome::Fail("no".into()),
+                duration: None,
+            },
+        ];
+        assert_eq!(outcomes(&contract, &rows), "LIFE-6/x\tFAIL\n");
     }
 
     #[test]

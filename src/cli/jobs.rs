@@ -79,6 +79,8 @@ pub struct JobArgs {
     #[command(flatten)]
     pub schedule: ScheduleArgs,
     #[command(flatten)]
+    pub pubsub: super::pubsub::PubsubArgs,
+    #[command(flatten)]
     pub api: ApiArgs,
 }
 

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod job;
 pub mod jobs;
+pub mod pubsub;
 pub mod revisions;
 pub mod services;
 pub mod status;

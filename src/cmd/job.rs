@@ -177,6 +177,7 @@ async fn execute(
         state_dir: state_dir.to_path_buf(),
         sink,
         kill_grace: KILL_GRACE,
+        task_file: None,
     });
     let rec = job::execute(ctx, store, &name, parallelism, cancel).await?;
     print(&table::finished(&rec));

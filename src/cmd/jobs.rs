@@ -15,6 +15,7 @@ use runlet::control::job::spec::to_run_v2::{apply_flags, overrides};
 use runlet::control::job::spec::{JobFlags, MAX_NAME};
 use runlet::daemon::names::JobName;
 use runlet::pb::run_v2 as v2;
+use runlet::pubsub::binding as pubsub;
 use runlet::spec::{self, SpecError};
 
 use super::print::jobs as show;
@@ -130,23 +131,36 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         overlap: a.schedule.schedule_overlap.clone(),
         clear: a.schedule.clear_schedule,
     };
-    // Checked before the daemon is reached, like every other bad input (an update's job
-    // may have a schedule already: whether it does is checked again on the job read).
-    apply_flags(&mut v2::Job::default(), &flags, &a.update_env_vars)?;
+    let apply = |job: &mut v2::Job| -> Result<(), SpecError> {
+        apply_flags(job, &flags, &a.update_env_vars)?;
+        let p = &a.pubsub;
+        pubsub::apply_flags(
+            &mut job.annotations,
+            p.pubsub_subscription.as_deref(),
+            p.max_executions.as_deref(),
+            p.clear_pubsub_subscription,
+        )
+    };
+    // Checked before the daemon is reached, like every other bad input (a --max-executions
+    // alone is checked against the stored job).
+    if a.pubsub.max_executions.is_none() || a.pubsub.pubsub_subscription.is_some() {
+        apply(&mut v2::Job::default())?;
+    }
     let mut probe = std::collections::BTreeMap::new();
     if update {
+        // An update's job may have a schedule already: checked again on the job read.
         probe.insert(cron::SCHEDULE.to_string(), "* * * * *".to_string());
     }
     cron::apply_flags(&mut probe, &schedule)?;
     let client = api::connect(global, &a.api).await?;
     let op = if update {
         let mut job = client.get_job(&name.to_string()).await?;
-        apply_flags(&mut job, &flags, &a.update_env_vars)?;
+        apply(&mut job)?;
         cron::apply_flags(&mut job.annotations, &schedule)?;
         client.update_job(job).await?
     } else {
         let mut job = v2::Job::default();
-        apply_flags(&mut job, &flags, &a.update_env_vars)?;
+        apply(&mut job)?;
         cron::apply_flags(&mut job.annotations, &schedule)?;
         client
             .create_job(&name.parent.to_string(), &name.job, job)

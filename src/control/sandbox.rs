@@ -67,6 +67,8 @@ pub struct Plan<'a> {
     pub cpu: f64,
     /// In-memory volumes: (mount path, size in bytes).
     pub tmpfs: Vec<(String, u64)>,
+    /// Host files bind-mounted read-only: (path in the container, path on the host).
+    pub files: Vec<(String, String)>,
     /// The caller's labels; [`labels::MANAGED`] and [`labels::NETNS`] are added.
     pub labels: HashMap<String, String>,
     /// Where the container's output lines go.
@@ -166,7 +168,7 @@ impl Sandbox {
             memory_bytes: plan.memory_bytes,
             cpu: plan.cpu,
             netns: Some(netns.clone()),
-            etc_files: etc,
+            etc_files: etc.into_iter().chain(plan.files).collect(),
             tmpfs: plan.tmpfs,
         })?;
         let mut lbl = plan.labels;
@@ -318,6 +320,7 @@ pub(crate) mod tests {
             memory_bytes: 256 << 20,
             cpu: 1.0,
             tmpfs: vec![],
+            files: vec![],
             labels,
             sink: Arc::new(|_, _| {}),
             extra_hosts: String::new(),

@@ -49,6 +49,8 @@ pub struct Daemon {
     pub(super) deletions: TaskTracker,
     /// The jobs and their executions (`super::jobs`, `super::executions`).
     pub(super) jobs: super::jobs::Jobs,
+    /// Jobs bound to Pub/Sub subscriptions (`super::pubsub_trigger`).
+    pub(super) pubsub: super::pubsub_trigger::PubsubTriggers,
 }
 
 #[derive(Default)]
@@ -117,6 +119,7 @@ impl Daemon {
             shutdown: CancellationToken::new(),
             deletions: TaskTracker::new(),
             jobs,
+            pubsub: Default::default(),
         })
     }
 
@@ -132,6 +135,7 @@ impl Daemon {
     pub async fn resume(&self) {
         self.resume_jobs().await;
         self.start_schedule_trigger();
+        self.start_pubsub_triggers().await;
         let pending = self.ops.pending().await;
         let mut state = self.state.lock().await;
         let deleting = std::mem::take(&mut state.deleting);
@@ -295,7 +299,10 @@ impl Daemon {
     pub async fn shut_down(&self) {
         self.stopping.store(true, Ordering::Release);
         self.shutdown.cancel();
+        // No pull after this; the executions' cancelled tasks give their messages back.
+        self.stop_pubsub_triggers().await;
         self.stop_jobs().await;
+        self.wait_pubsub_drivers().await;
         let rollouts: Vec<_> = {
             let state = self.state.lock().await;
             state

@@ -25,6 +25,7 @@ use super::jobs::{
 };
 use super::names::{ExecutionName, JobName, TaskName};
 use super::resource::{self, etag_of, short};
+use super::task_inputs::{self, TaskInputs};
 use super::{paging, Daemon};
 use crate::control::job::spec::run_v2::job_spec;
 use crate::control::job::spec::{effective_parallelism, HostResources};
@@ -74,18 +75,28 @@ fn find<'a>(
         .ok_or_else(|| not_found_execution(name))
 }
 
+/// An execution just started: its `RunJob` operation, its id, and a watch that turns true
+/// when it has ended.
+pub(super) struct Started {
+    pub op: Operation,
+    pub execution: String,
+    pub ended: watch::Receiver<bool>,
+}
+
 impl Daemon {
     pub async fn run_job(&self, req: v2::RunJobRequest) -> Result<Operation, Status> {
-        self.run_job_as(req, None).await
+        Ok(self.start_execution(req, None, None).await?.op)
     }
 
-    /// `RunJob`, for a trigger when `triggered_by` names one (the execution's
-    /// `runlet.io/triggered-by` annotation).
-    pub(super) async fn run_job_as(
+    /// `RunJob`, with per-task `inputs` when a trigger starts it (a file per task; `None`
+    /// for a `RunJob` call), and `triggered_by` naming the trigger (the execution's
+    /// `runlet.io/triggered-by` annotation) when one starts it.
+    pub(super) async fn start_execution(
         &self,
         req: v2::RunJobRequest,
+        inputs: Option<TaskInputs>,
         triggered_by: Option<&str>,
-    ) -> Result<Operation, Status> {
+    ) -> Result<Started, Status> {
         let name = JobName::parse("name", &req.name)?;
         let full = name.to_string();
         let job = {
@@ -158,9 +169,26 @@ impl Daemon {
                 .annotations
                 .insert(crate::control::job::cron::TRIGGERED_BY.into(), t.into());
         }
+        if let Some(i) = &inputs {
+            stored.annotations.extend(i.annotations.clone());
+        }
         stored.etag = etag_of(&stored);
         if req.validate_only {
-            return Ok(done_op(Any::pack(&job_view::execution(&stored, None))));
+            let op = done_op(Any::pack(&job_view::execution(&stored, None)));
+            let (_, ended) = watch::channel(true);
+            return Ok(Started {
+                op,
+                execution: id,
+                ended,
+            });
+        }
+        // Each task's file is in place before any task starts.
+        if let Some(i) = inputs {
+            task_inputs::prepare(&self.host.state_dir, &id, i).map_err(|e| {
+                Status::internal(format!(
+                    "could not write the task files of {exec_name}: {e}"
+                ))
+            })?;
         }
         // The record exists before the call returns, so every read finds the execution's
         // tasks (pending until they start).
@@ -190,7 +218,7 @@ impl Daemon {
                 exec: stored.clone(),
                 running: Some(Running {
                     cancel: Arc::new(cancel),
-                    ended,
+                    ended: ended.clone(),
                 }),
             },
         );
@@ -211,7 +239,11 @@ impl Daemon {
                 job::execute(ctx, &records, &run_id, parallelism, cancelled).await
             },
         );
-        Ok(op)
+        Ok(Started {
+            op,
+            execution: id,
+            ended,
+        })
     }
 
     /// What every attempt of execution `id` of job `job` shares.
@@ -241,6 +273,9 @@ impl Daemon {
             state_dir: self.host.state_dir.clone(),
             sink,
             kill_grace: KILL_GRACE,
+            // A triggered execution's files, written before it starts (or found again
+            // after a restart).
+            task_file: task_inputs::find(&self.host.state_dir, id),
         })
     }
 

@@ -273,6 +273,7 @@ impl Daemon {
                 e.field, e.detail
             ))
         })?;
+        let pubsub = super::pubsub_trigger::check(&job)?;
         job_view::job_ready(&mut job);
         job.etag = etag_of(&job);
         if validate_only {
@@ -293,6 +294,7 @@ impl Daemon {
         }
         let view = self.job_view(&state.jobs[&full]);
         drop(state);
+        self.sync_pubsub(&full, pubsub).await;
         info!(job = %full, generation = job.generation, update, "job stored");
         self.jobs.schedules_changed.notify_one();
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
@@ -344,6 +346,7 @@ impl Daemon {
         let entry = state.jobs.remove(&full).expect("checked above");
         drop(state);
         self.jobs.schedules_changed.notify_one();
+        self.sync_pubsub(&full, None).await;
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
         let running: Vec<Running> = entry
             .executions
@@ -371,6 +374,7 @@ impl Daemon {
     /// Removes what is stored of an execution that has ended: its resource and its record.
     pub(super) fn forget_execution(&self, full: &str) {
         self.delete_stored(EXECUTIONS, full);
+        super::task_inputs::remove(&self.host.state_dir, resource::short(full));
         if let Err(e) = self.records().delete(resource::short(full)) {
             warn!("deleting the record of {full}: {}", crate::util::Chain(&e));
         }

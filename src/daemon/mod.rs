@@ -10,6 +10,8 @@
 //!   and the calls on executions and tasks; [`job_view`]: their output fields, read from
 //!   the engine's execution records; `schedule_trigger`: starting executions of jobs with
 //!   a schedule at their due times.
+//! - `pubsub_trigger`: jobs bound to a Pub/Sub pull subscription, run one task per message;
+//!   `task_inputs`: the per-task files a trigger hands an execution.
 //! - [`revision`]: one running revision (first instance, controller, route).
 //! - [`listener`]: a service's own address (annotation `runlet.io/listen`).
 //! - [`resource`]: the resources' output fields (conditions, uri, etag), plain functions.
@@ -29,11 +31,13 @@ pub mod lock;
 pub mod names;
 pub mod operations;
 mod paging;
+mod pubsub_trigger;
 pub mod resource;
 pub mod revision;
 mod rollout;
 mod schedule_trigger;
 mod services;
 pub mod store;
+mod task_inputs;
 
 pub use self::core::Daemon;

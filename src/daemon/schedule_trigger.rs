@@ -255,15 +255,11 @@ impl ScheduledJobs for DaemonJobs {
             name: job.to_string(),
             ..Default::default()
         };
-        let op = d
-            .run_job_as(req, Some("schedule"))
+        let started = d
+            .start_execution(req, None, Some("schedule"))
             .await
             .map_err(|s| s.message().to_string())?;
-        Ok(op
-            .metadata
-            .and_then(|m| m.unpack::<v2::Execution>().ok())
-            .map(|e| e.name)
-            .unwrap_or_default())
+        Ok(started.execution)
     }
 }
 

@@ -331,6 +331,17 @@ fn dechunk(mut b: &[u8]) -> (Vec<u8>, bool) {
 
 /// GET `path` from `addr` over HTTP/2 with prior knowledge; returns status and body.
 pub async fn h2c_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>)> {
+    h2c_get_at(addr, &addr.to_string(), path, timeout).await
+}
+
+/// Like [`h2c_get`] with `authority` as the request's `:authority` (a server that routes by
+/// host, such as runlet's daemon).
+pub async fn h2c_get_at(
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>)> {
     let fut = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -340,7 +351,7 @@ pub async fn h2c_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<
                 .await
                 .context("HTTP/2 handshake (prior knowledge)")?;
         let driver = tokio::spawn(conn);
-        let req = http::Request::get(format!("http://{addr}{path}"))
+        let req = http::Request::get(format!("http://{authority}{path}"))
             .body(Empty::<Bytes>::new())
             .context("building the HTTP/2 request")?;
         let resp = sender.send_request(req).await.context("HTTP/2 request")?;

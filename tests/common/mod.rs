@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
+pub mod pubsub;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

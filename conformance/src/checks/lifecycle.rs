@@ -9,16 +9,16 @@ use tokio::time::Instant;
 
 use super::jobs::sigterm_at;
 use super::{cpu_limit, now_millis, num, secs, PROBE};
-use crate::harness::{free_port, serve_args, Ctx, Exited, Served};
-use crate::http::{self, Request, Response};
+use crate::harness::{Ctx, Exited, Served};
+use crate::http::{Request, Response};
 
 /// Sends `n` requests at once; returns the responses (in order).
 async fn burst(s: &Served, n: usize, path: &str) -> Result<Vec<Response>> {
     let mut tasks = Vec::new();
     for _ in 0..n {
-        let addr = s.addr;
+        let target = s.target();
         let req = Request::get(path).timeout(Duration::from_secs(60));
-        tasks.push(tokio::spawn(async move { http::send(addr, &req).await }));
+        tasks.push(tokio::spawn(async move { target.send(&req).await }));
     }
     let mut out = Vec::new();
     for t in tasks {
@@ -136,10 +136,7 @@ pub(super) async fn waits_for_listen(ctx: Ctx) -> Result<()> {
 
 /// Runs `runlet serve ARGS` that must fail on its own; returns how it ended.
 async fn serve_fails(ctx: &Ctx, args: &[&str], timeout: Duration) -> Result<Exited> {
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let e = ctx
-        .run(&serve_args(ctx.name(), &listen, args), timeout)
-        .await?;
+    let e = ctx.serve_fails(args, timeout).await?;
     ensure!(
         !e.timed_out,
         "runlet serve {} was still running after {}: {}",
@@ -402,9 +399,9 @@ pub(super) async fn in_flight_finish_on_shutdown(ctx: Ctx) -> Result<()> {
     let busy = s.spawn_get("/?sleep=3000", 30);
     s.wait_probe_in_flight(2).await?;
     s.interrupt();
-    // Routing stops when the service's controller says it is draining.
-    s.wait_output("shutting down: draining", Duration::from_secs(10))
-        .await?;
+    // Routing stops when the service's controller says it is draining (or DeleteService
+    // has answered).
+    s.wait_shutdown_began(Duration::from_secs(10)).await?;
     let late = s.get_within("/", 15).await;
     let busy = busy.await.map_err(|e| anyhow!("request task: {e}"))?;
     let exited = s.wait(Duration::from_secs(40)).await;

@@ -1,6 +1,7 @@
 //! The checks. A check is named after the clause it exercises (`CLAUSE/name`), says in
 //! one line what it verifies, and runs black-box against the runlet under test through a
-//! [`Ctx`]: it starts `runlet serve` / `runlet job execute` with the probe image, talks
+//! [`Ctx`]: it deploys a service or runs a job with the probe image (by `runlet serve` /
+//! `runlet job execute`, or through the Admin API: the check does not know which), talks
 //! HTTP to it, and reads what the probe reports from inside. This module holds the
 //! [`Check`] type and what checks of several areas share; [`registry`] lists them all, and
 //! each area's file holds its checks' bodies.

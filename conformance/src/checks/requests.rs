@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{secs, PROBE};
 use crate::harness::{Ctx, Served};
-use crate::http::{h2c_get, Request};
+use crate::http::Request;
 
 /// The request headers the probe saw, as (lower-case name, value).
 fn seen_headers(report: &Value) -> Vec<(String, String)> {
@@ -42,7 +42,7 @@ fn seen_one<'a>(headers: &'a [(String, String)], name: &str) -> Result<&'a str> 
 
 async fn version_seen(s: &Served) -> Result<(String, String)> {
     let h1 = s.report().await?;
-    let (status, body) = h2c_get(s.addr, "/", Duration::from_secs(30)).await?;
+    let (status, body) = s.h2c_get("/", Duration::from_secs(30)).await?;
     ensure!(
         status == 200,
         "h2c GET /: status {status}: {}",
@@ -149,7 +149,8 @@ fn node_ip(node: &str) -> Option<IpAddr> {
 
 pub(super) async fn forwarding_headers(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
-    let host = format!("conformance.example:{}", s.addr.port());
+    // Any Host is kept; through a server that routes by host, the service's own.
+    let host = s.host_or(&format!("conformance.example:{}", s.addr.port()));
     let r = s
         .send(
             &Request::get("/")

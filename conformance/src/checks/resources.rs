@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{cpu_limit, memory_limit, PROBE};
 use crate::harness::Ctx;
-use crate::http::{self, Request};
+use crate::http::Request;
 
 pub(super) async fn cpu_limit_visible(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--cpu", "2"]).await?;
@@ -209,15 +209,13 @@ pub(super) async fn concurrency_1_no_overlap(ctx: Ctx) -> Result<()> {
     let until = Instant::now() + Duration::from_secs(20);
     let mut clients = Vec::new();
     for _ in 0..5 {
-        let addr = s.addr;
+        let target = s.target();
         clients.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             while Instant::now() < until {
-                let r = http::send(
-                    addr,
-                    &Request::get("/?sleep=200").timeout(Duration::from_secs(30)),
-                )
-                .await;
+                let r = target
+                    .send(&Request::get("/?sleep=200").timeout(Duration::from_secs(30)))
+                    .await;
                 seen.push(r);
             }
             seen
@@ -277,13 +275,11 @@ pub(super) async fn default_concurrent(ctx: Ctx) -> Result<()> {
         .await?;
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let addr = s.addr;
+        let target = s.target();
         tasks.push(tokio::spawn(async move {
-            http::send(
-                addr,
-                &Request::get("/?sleep=2000").timeout(Duration::from_secs(30)),
-            )
-            .await
+            target
+                .send(&Request::get("/?sleep=2000").timeout(Duration::from_secs(30)))
+                .await
         }));
     }
     let mut max = 0;

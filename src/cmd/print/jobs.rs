@@ -223,7 +223,22 @@ pub fn job(j: &v2::Job) -> String {
             out.push_str(&format!("{k:<14}{v}\n"));
         }
     }
+    out.push_str(&pubsub_line(j));
     out
+}
+
+/// The job's Pub/Sub binding, if any (annotations `runlet.io/pubsub-*`).
+fn pubsub_line(j: &v2::Job) -> String {
+    match runlet::pubsub::binding::from_annotations(&j.annotations) {
+        Ok(Some(b)) => format!(
+            "{:<14}{} (one task per message; at most {} execution{} at once)\n",
+            "Pub/Sub",
+            b.subscription,
+            b.max_executions,
+            if b.max_executions == 1 { "" } else { "s" }
+        ),
+        _ => String::new(),
+    }
 }
 
 /// `runlet jobs executions describe EXECUTION`.

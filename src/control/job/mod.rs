@@ -17,6 +17,7 @@ pub mod run;
 pub mod schedule;
 pub mod spec;
 pub mod store;
+pub mod task_file;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use run::{execute, recover, resume, Recovered};
 pub use schedule::{next_action, Action, Outcome, Scheduler};
 pub use spec::JobSpec;
 pub use store::{RecordError, RecordStore};
+pub use task_file::TaskFile;
 
 #[derive(Debug, Error)]
 pub enum JobError {
@@ -73,6 +75,9 @@ pub struct Ctx<R: Runtime, N: Network = NetConfig, F: RootFs = MemoryFs> {
     pub sink: LineSink,
     /// SIGKILL follows SIGTERM after this long (10 s, LIFE-J2).
     pub kill_grace: Duration,
+    /// A read-only file of its own for each task (the daemon's Pub/Sub trigger: its
+    /// message), if any.
+    pub task_file: Option<TaskFile>,
 }
 
 impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {

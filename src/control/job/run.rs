@@ -323,11 +323,17 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
     } = which;
     let sink = attempt_sink(ctx, index, attempt);
     let cfg = &ctx.image.config;
-    let env = ocispec::env(
+    let mut env = ocispec::env(
         cfg.env.as_deref().unwrap_or_default(),
         &spec.env,
         &spec.contract_env(execution, index, attempt),
     );
+    let mut files = Vec::new();
+    if let Some(f) = &ctx.task_file {
+        let (var, mount) = f.for_task(index);
+        env.push(var);
+        files.push(mount);
+    }
     let mut lbl = HashMap::new();
     lbl.insert(labels::JOB.to_string(), spec.name.clone());
     lbl.insert(labels::EXECUTION.to_string(), execution.to_string());
@@ -343,6 +349,7 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         memory_bytes: spec.memory_bytes,
         cpu: spec.cpu_value,
         tmpfs: vec![],
+        files,
         labels: lbl,
         sink,
         extra_hosts: String::new(),

@@ -183,6 +183,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             memory_bytes: spec.memory_bytes,
             cpu: spec.cpu,
             tmpfs: spec.volumes.clone(),
+            files: vec![],
             labels: lbl,
             sink,
             extra_hosts: self

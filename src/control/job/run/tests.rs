@@ -50,6 +50,7 @@ fn ctx(rt: &FakeRuntime, spec: JobSpec, state_dir: &Path) -> Arc<TestCtx> {
         state_dir: state_dir.to_path_buf(),
         sink,
         kill_grace: KILL_GRACE,
+        task_file: None,
     })
 }
 
@@ -611,4 +612,36 @@ async fn a_result_is_on_disk_before_the_next_task_starts() {
         2,
         "tasks 0 and 1 were recorded before task 2 started"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_task_gets_its_own_read_only_file_and_its_path_in_the_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::new();
+    rt.exit_after(Duration::from_secs(1), 0).await;
+    let store = RecordStore::new(dir.path());
+    let mut c = ctx(&rt, spec(3, 0, "10m"), dir.path());
+    Arc::get_mut(&mut c).unwrap().task_file = Some(super::super::TaskFile {
+        dir: dir.path().join("inputs"),
+        path: "/run/runlet/message.json".into(),
+        env: "MESSAGE_FILE".into(),
+    });
+    let rec = execute(c, &store, "hello-files", 3, never()).await.unwrap();
+    assert_eq!(rec.status.succeeded_count, 3);
+    for index in 0..3 {
+        let spec = rt
+            .spec(&container_id("hello-files", index, 0))
+            .await
+            .unwrap();
+        assert_eq!(env_of(&spec)["MESSAGE_FILE"], "/run/runlet/message.json");
+        let source = dir.path().join(format!("inputs/{index}.json"));
+        let mounts = spec.oci_spec["mounts"].as_array().unwrap();
+        let m = mounts
+            .iter()
+            .find(|m| m["destination"] == "/run/runlet/message.json")
+            .unwrap_or_else(|| panic!("no mount of the task's file: {mounts:?}"));
+        assert_eq!(m["source"], source.display().to_string());
+        assert_eq!(m["type"], "bind");
+        assert!(m["options"].as_array().unwrap().contains(&"ro".into()));
+    }
 }
