@@ -77,9 +77,29 @@ pub struct JobArgs {
     #[arg(long)]
     pub cpu: Option<String>,
     #[command(flatten)]
+    pub schedule: ScheduleArgs,
+    #[command(flatten)]
     pub pubsub: super::pubsub::PubsubArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+}
+
+/// A job's schedule: the daemon starts an execution at each due time (Cloud Scheduler's
+/// unix-cron; kept as `runlet.io/schedule*` annotations).
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Run on this unix-cron schedule, 5 fields: "*/5 * * * *", "0 9 * * MON-FRI".
+    #[arg(long, conflicts_with = "clear_schedule")]
+    pub schedule: Option<String>,
+    /// The IANA time zone the schedule is read in (Europe/Paris) [default: Etc/UTC].
+    #[arg(long, conflicts_with = "clear_schedule")]
+    pub time_zone: Option<String>,
+    /// A run due while an execution still runs: skip it, or start another [default: skip].
+    #[arg(long, conflicts_with = "clear_schedule")]
+    pub schedule_overlap: Option<String>,
+    /// Remove the schedule (update).
+    #[arg(long)]
+    pub clear_schedule: bool,
 }
 
 /// `runlet jobs execute JOB`: the overrides are gcloud's.

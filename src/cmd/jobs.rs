@@ -10,6 +10,7 @@ use runlet::cli::client::ApiArgs;
 use runlet::cli::jobs::{ExecuteArgs, ExecutionsCommand, JobArgs, JobsCommand, TasksCommand};
 use runlet::cli::services::Format;
 use runlet::cli::GlobalArgs;
+use runlet::control::job::cron::{self, ScheduleFlags};
 use runlet::control::job::spec::to_run_v2::{apply_flags, overrides};
 use runlet::control::job::spec::{JobFlags, MAX_NAME};
 use runlet::daemon::names::JobName;
@@ -124,6 +125,12 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
     };
+    let schedule = ScheduleFlags {
+        schedule: a.schedule.schedule.clone(),
+        time_zone: a.schedule.time_zone.clone(),
+        overlap: a.schedule.schedule_overlap.clone(),
+        clear: a.schedule.clear_schedule,
+    };
     let apply = |job: &mut v2::Job| -> Result<(), SpecError> {
         apply_flags(job, &flags, &a.update_env_vars)?;
         let p = &a.pubsub;
@@ -139,14 +146,22 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
     if a.pubsub.max_executions.is_none() || a.pubsub.pubsub_subscription.is_some() {
         apply(&mut v2::Job::default())?;
     }
+    let mut probe = std::collections::BTreeMap::new();
+    if update {
+        // An update's job may have a schedule already: checked again on the job read.
+        probe.insert(cron::SCHEDULE.to_string(), "* * * * *".to_string());
+    }
+    cron::apply_flags(&mut probe, &schedule)?;
     let client = api::connect(global, &a.api).await?;
     let op = if update {
         let mut job = client.get_job(&name.to_string()).await?;
         apply(&mut job)?;
+        cron::apply_flags(&mut job.annotations, &schedule)?;
         client.update_job(job).await?
     } else {
         let mut job = v2::Job::default();
         apply(&mut job)?;
+        cron::apply_flags(&mut job.annotations, &schedule)?;
         client
             .create_job(&name.parent.to_string(), &name.job, job)
             .await?

@@ -134,6 +134,7 @@ impl Daemon {
     /// containers and records removed first), and those of a deleted service as aborted.
     pub async fn resume(&self) {
         self.resume_jobs().await;
+        self.start_schedule_trigger();
         self.start_pubsub_triggers().await;
         let pending = self.ops.pending().await;
         let mut state = self.state.lock().await;

@@ -85,15 +85,17 @@ pub(super) struct Started {
 
 impl Daemon {
     pub async fn run_job(&self, req: v2::RunJobRequest) -> Result<Operation, Status> {
-        Ok(self.start_execution(req, None).await?.op)
+        Ok(self.start_execution(req, None, None).await?.op)
     }
 
     /// `RunJob`, with per-task `inputs` when a trigger starts it (a file per task; `None`
-    /// for a `RunJob` call).
+    /// for a `RunJob` call), and `triggered_by` naming the trigger (the execution's
+    /// `runlet.io/triggered-by` annotation) when one starts it.
     pub(super) async fn start_execution(
         &self,
         req: v2::RunJobRequest,
         inputs: Option<TaskInputs>,
+        triggered_by: Option<&str>,
     ) -> Result<Started, Status> {
         let name = JobName::parse("name", &req.name)?;
         let full = name.to_string();
@@ -142,6 +144,10 @@ impl Daemon {
         let parallelism = effective_parallelism(&spec, &HostResources::detect());
 
         let mut state = self.jobs.state.lock().await;
+        // Checked under the lock `stop_jobs` cancels under: no execution starts unseen.
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Status::unavailable("the daemon is shutting down"));
+        }
         let entry = state
             .jobs
             .get_mut(&full)
@@ -158,6 +164,11 @@ impl Daemon {
         };
         let mut stored =
             job_view::new_execution(&entry.job, &exec_name.to_string(), &spec, parallelism);
+        if let Some(t) = triggered_by {
+            stored
+                .annotations
+                .insert(crate::control::job::cron::TRIGGERED_BY.into(), t.into());
+        }
         if let Some(i) = &inputs {
             stored.annotations.extend(i.annotations.clone());
         }

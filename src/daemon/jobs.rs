@@ -21,6 +21,7 @@ use super::names::{check_job_id, JobName, Parent};
 use super::resource::{self, etag_of};
 use super::store::Store;
 use super::{paging, Daemon};
+use crate::control::job::cron::Schedule;
 use crate::control::job::spec::run_v2::job_spec;
 use crate::control::job::RecordStore;
 use crate::pb::any::Any;
@@ -36,6 +37,8 @@ pub struct Jobs {
     /// Every execution's run (and every deletion that waits for runs); shutting down
     /// waits for them.
     pub(super) runs: tokio_util::task::TaskTracker,
+    /// Notified when a job is stored or deleted (the schedule trigger looks again).
+    pub(super) schedules_changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -119,6 +122,7 @@ impl Jobs {
         Jobs {
             state: Mutex::new(state),
             runs: tokio_util::task::TaskTracker::new(),
+            schedules_changed: Arc::default(),
         }
     }
 }
@@ -263,6 +267,12 @@ impl Daemon {
         job.update_time = Some(now);
         job.last_modifier = "runlet".into();
         job_spec(&name.job, &job, None).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Schedule::from_annotations(&job.annotations).map_err(|e| {
+            Status::invalid_argument(format!(
+                "invalid job.annotations[{}]: {}",
+                e.field, e.detail
+            ))
+        })?;
         let pubsub = super::pubsub_trigger::check(&job)?;
         job_view::job_ready(&mut job);
         job.etag = etag_of(&job);
@@ -286,6 +296,7 @@ impl Daemon {
         drop(state);
         self.sync_pubsub(&full, pubsub).await;
         info!(job = %full, generation = job.generation, update, "job stored");
+        self.jobs.schedules_changed.notify_one();
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
         self.ops.finish(&op.name, Ok(Any::pack(&view))).await;
         self.ops.get(&op.name).await
@@ -334,6 +345,7 @@ impl Daemon {
         }
         let entry = state.jobs.remove(&full).expect("checked above");
         drop(state);
+        self.jobs.schedules_changed.notify_one();
         self.sync_pubsub(&full, None).await;
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
         let running: Vec<Running> = entry

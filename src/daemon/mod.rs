@@ -8,7 +8,8 @@
 //! - `rollout`: starting a new revision, switching traffic to it, retiring the old one.
 //! - `jobs`: the Admin API's calls on jobs; `executions`: running them on the job engine,
 //!   and the calls on executions and tasks; [`job_view`]: their output fields, read from
-//!   the engine's execution records.
+//!   the engine's execution records; `schedule_trigger`: starting executions of jobs with
+//!   a schedule at their due times.
 //! - `pubsub_trigger`: jobs bound to a Pub/Sub pull subscription, run one task per message;
 //!   `task_inputs`: the per-task files a trigger hands an execution.
 //! - [`revision`]: one running revision (first instance, controller, route).
@@ -34,6 +35,7 @@ mod pubsub_trigger;
 pub mod resource;
 pub mod revision;
 mod rollout;
+mod schedule_trigger;
 mod services;
 pub mod store;
 mod task_inputs;

@@ -204,7 +204,7 @@ impl Daemon {
             env: message::ENV.to_string(),
             write,
         };
-        let started = match self.start_execution(req, Some(inputs)).await {
+        let started = match self.start_execution(req, Some(inputs), None).await {
             Ok(s) => s,
             Err(status) => {
                 // Given back at once: another try, or another subscriber, gets them.

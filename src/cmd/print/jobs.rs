@@ -204,6 +204,10 @@ pub fn job(j: &v2::Job) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
+        (
+            "Schedule",
+            runlet::control::job::cron::describe(&j.annotations).unwrap_or_default(),
+        ),
         ("Executions", j.execution_count.to_string()),
         (
             "Last run",
@@ -257,6 +261,13 @@ pub fn execution(e: &v2::Execution) -> String {
         ("Retried", e.retried_count.to_string()),
         ("Started", time_rfc3339(e.start_time.as_ref())),
         ("Completed", time_rfc3339(e.completion_time.as_ref())),
+        (
+            "Triggered by",
+            e.annotations
+                .get(runlet::control::job::cron::TRIGGERED_BY)
+                .cloned()
+                .unwrap_or_default(),
+        ),
     ];
     for (k, v) in lines {
         if !v.is_empty() {

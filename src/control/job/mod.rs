@@ -4,12 +4,14 @@
 //! LIFE-J2); attempts over their memory limit are reported as out of memory.
 //!
 //! - [`spec`]: the job from flags and Cloud Run job YAML, validated; default parallelism.
-//! - [`schedule`]: the decisions, as plain functions (`next_action`, [`Scheduler`]).
+//! - [`schedule`]: the task scheduler's decisions (which task runs next), as plain functions (`next_action`, [`Scheduler`]).
+//! - [`cron`]: a job's schedule (unix-cron annotations) and the schedule trigger's decisions.
 //! - [`record`]: execution records in Cloud Run's vocabulary.
 //! - [`store`]: where records are written, durably; the owner lock.
 //! - [`run`]: the execution loop, one attempt (its container is a
 //!   [`Sandbox`](crate::control::sandbox::Sandbox)), recovery after a crash.
 
+pub mod cron;
 pub mod record;
 pub mod run;
 pub mod schedule;
