@@ -35,6 +35,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
         spec: service_spec(args)?,
         metrics: metrics_listen(args.metrics_listen.as_deref())?,
     };
+    runlet::fdlimit::raise();
     let state_dir = global.state_dir.clone();
     with_containerd(global, |c| serve(c, input, state_dir)).await?;
     Ok(0)
