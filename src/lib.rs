@@ -10,6 +10,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod dial;
+pub mod fdlimit;
 pub mod image;
 pub mod ingress;
 pub mod metrics;

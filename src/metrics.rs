@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tracing::{debug, warn};
 
@@ -36,6 +37,13 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// `runlet_instance_in_flight{service,instance}`
     pub in_flight: IntGaugeVec,
+    /// `runlet_ingress_connections`: client connections open on the ingress.
+    pub connections: IntGauge,
+    /// `runlet_ingress_connection_limit`: how many may be open (`RUNLET_MAX_CONNECTIONS`).
+    pub connection_limit: IntGauge,
+    /// `runlet_ingress_connection_limit_waits_total`: accepts that waited for a
+    /// connection to close because the limit was reached.
+    pub connection_limit_waits: IntCounter,
 }
 
 impl Metrics {
@@ -123,6 +131,21 @@ impl Metrics {
                 &["service", "instance"],
             )
             .expect("valid metric"),
+            connections: IntGauge::new(
+                "runlet_ingress_connections",
+                "Client connections open on the ingress",
+            )
+            .expect("valid metric"),
+            connection_limit: IntGauge::new(
+                "runlet_ingress_connection_limit",
+                "Client connections the ingress keeps open at most",
+            )
+            .expect("valid metric"),
+            connection_limit_waits: IntCounter::new(
+                "runlet_ingress_connection_limit_waits_total",
+                "Accepts that waited for a connection to close, the limit being reached",
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -136,6 +159,9 @@ impl Metrics {
             Box::new(m.ooms.clone()),
             Box::new(m.queue_depth.clone()),
             Box::new(m.in_flight.clone()),
+            Box::new(m.connections.clone()),
+            Box::new(m.connection_limit.clone()),
+            Box::new(m.connection_limit_waits.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }
@@ -217,45 +243,94 @@ pub async fn serve_at(
 
 /// Serves `/metrics` on `addr`.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
+    let listener = Arc::new(tokio::net::TcpListener::bind(addr).await?);
+    let accept = move || {
+        let l = listener.clone();
+        async move { l.accept().await.map(|(s, _)| s) }
+    };
+    tokio::spawn(accept_loop(accept, move |stream| {
+        let metrics = metrics.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let metrics = metrics.clone();
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    async move {
-                        let resp = if req.uri().path() == "/metrics" {
-                            hyper::Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4")
-                                .body(Full::new(Bytes::from(metrics.render())))
-                        } else {
-                            hyper::Response::builder()
-                                .status(404)
-                                .body(Full::new(Bytes::from_static(b"see /metrics\n")))
-                        };
-                        Ok::<_, Infallible>(resp.unwrap_or_default())
-                    }
-                });
-            tokio::spawn(async move {
-                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await
-                {
-                    debug!("metrics connection: {e}");
-                }
-            });
-        }
-    });
+            async move {
+                let resp = if req.uri().path() == "/metrics" {
+                    hyper::Response::builder()
+                        .header("content-type", "text/plain; version=0.0.4")
+                        .body(Full::new(Bytes::from(metrics.render())))
+                } else {
+                    hyper::Response::builder()
+                        .status(404)
+                        .body(Full::new(Bytes::from_static(b"see /metrics\n")))
+                };
+                Ok::<_, Infallible>(resp.unwrap_or_default())
+            }
+        });
+        tokio::spawn(async move {
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                debug!("metrics connection: {e}");
+            }
+        });
+    }));
     Ok(())
+}
+
+/// How long the metrics listener pauses after a failed accept.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Hands every connection `accept` gives to `serve`, forever. A failed accept (out of file
+/// descriptors: `EMFILE` fails every call at once) is logged and retried after
+/// [`ACCEPT_PAUSE`], not in a loop that takes a core.
+async fn accept_loop<S, F, Fut>(mut accept: F, mut serve: impl FnMut(S))
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+{
+    loop {
+        match accept().await {
+            Ok(s) => serve(s),
+            Err(e) => {
+                warn!("metrics listener: accept: {e}; trying again in {ACCEPT_PAUSE:?}");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_accept_is_retried_after_a_pause_not_in_a_spin() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let accept = move || {
+            let n = counted.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if n == 3 {
+                    Ok(n)
+                } else {
+                    Err(std::io::Error::from_raw_os_error(24)) // EMFILE
+                }
+            }
+        };
+        let served = Arc::new(AtomicUsize::new(0));
+        let s = served.clone();
+        let task = tokio::spawn(accept_loop(accept, move |_| {
+            s.fetch_add(1, Ordering::Relaxed);
+        }));
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        task.abort();
+        // 10 s of failures at one try per 500 ms: about 20 tries (a spin makes millions),
+        // and the one accept that worked was served.
+        let n = calls.load(Ordering::Relaxed);
+        assert!((18..=23).contains(&n), "{n} accepts in 10 s");
+        assert_eq!(served.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn only_the_default_address_in_use_is_let_go() {

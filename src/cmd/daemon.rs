@@ -40,6 +40,7 @@ struct Input {
 
 pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Result<i32> {
     let input = input(args)?;
+    runlet::fdlimit::raise();
     std::fs::create_dir_all(&global.state_dir)
         .with_context(|| format!("creating the state dir {}", global.state_dir.display()))?;
     let _lock = StateLock::acquire(&global.state_dir)?;

@@ -40,6 +40,9 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
         JobCommand::Execute(a) => Plan::Execute(Box::new(job_spec(a)?)),
         JobCommand::Executions(c) => Plan::Executions(c),
     };
+    if matches!(plan, Plan::Execute(_)) {
+        runlet::fdlimit::raise();
+    }
     let state_dir = global.state_dir.as_path();
     with_containerd(global, |client| async move {
         let store = RecordStore::new(state_dir);

@@ -41,6 +41,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::body::Limited;
+use super::head_timer::{self, HeadTimed, Heads};
 use super::headers;
 use super::proxy::{handle, Answer, ClientRequest, REFUSAL_WRITE};
 use super::raw::{self, push_field, RawHead, RawRequest};
@@ -232,13 +233,16 @@ pub(super) async fn serve_conn(
             Head::Hyper => {
                 // hyper's graceful watcher tells this connection of a shutdown from now on.
                 drop(stop);
+                let http2 = inbox.buf.starts_with(PREFACE);
+                let bound = Arc::new(WriteBound::new());
                 let io = Rewind {
                     prefix: inbox.buf.freeze(),
                     io,
-                    bound: Arc::new(WriteBound::new()),
+                    bound: bound.clone(),
                     stall: None,
                 };
-                return serve_with_hyper(io, peer, shared, client, watcher).await;
+                let io = head_timer::wrap(io, http2, HEAD_TIMEOUT);
+                return serve_with_hyper(io, bound, peer, shared, client, watcher).await;
             }
             Head::Refused(refusal) => {
                 let service = shared.count_refused_head(refusal.reason());
@@ -286,21 +290,24 @@ pub(super) async fn serve_conn(
 
 /// Serves the rest of a connection with hyper (HTTP/2, requests with a body, upgrades).
 async fn serve_with_hyper(
-    io: Rewind,
+    (io, heads): (HeadTimed<Rewind>, Heads),
+    bound: Arc<WriteBound>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     client: Arc<headers::Client>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let for_requests = shared.clone();
-    let bound = io.bound.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (shared, client, bound) = (for_requests.clone(), client.clone(), bound.clone());
+        let (shared, client) = (for_requests.clone(), client.clone());
+        let (heads, bound) = (heads.clone(), bound.clone());
+        let in_flight = heads.arrived();
         async move {
+            let connect = req.method() == Method::CONNECT;
             let req = ClientRequest::Typed(req.map(|b| Either::Right(Limited::new(b))));
             let (answer, until) = handle(&shared, &client, req).await;
             bound.extend_to(until);
-            Ok::<_, Infallible>(answer.into_typed())
+            Ok::<_, Infallible>(heads.respond(connect, answer.into_typed(), in_flight))
         }
     });
     let conn = shared
@@ -313,6 +320,11 @@ async fn serve_with_hyper(
             Some(h) if h.is_parse() || h.is_parse_too_large() => {
                 let service = shared.count_refused_head("malformed");
                 info!(%service, %peer, reason = "malformed", "refused: malformed request: {e}");
+            }
+            // The head timer closed it (no response: hyper has none to write).
+            Some(h) if head_timer::timed_out(h) => {
+                let service = shared.count_refused_head("head_timeout");
+                info!(%service, %peer, reason = "head_timeout", "closed: {e}");
             }
             _ => debug!("connection from {peer}: {e}"),
         }
@@ -1315,6 +1327,48 @@ mod tests {
         assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 200 OK\r\n"));
         let r = tokio::time::timeout(HEAD_TIMEOUT * 2, s.read(&mut got)).await;
         assert!(r.is_err(), "an idle connection got {r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_a_connection_hyper_serves_a_head_is_timed_and_idleness_is_not() {
+        async fn until(s: &mut TcpStream, want: &str) -> String {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&got).contains(want) {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&got).into_owned()
+        }
+        let (addr, _) = ingress().await;
+        // A request with a body: hyper serves the connection from then on.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nping")
+            .await
+            .unwrap();
+        until(&mut s, "\r\n\r\nping").await;
+        // Idle twice the head timeout: still open (a pooled request sent now must not race
+        // a close), and served.
+        let mut got = [0u8; 256];
+        let r = tokio::time::timeout(HEAD_TIMEOUT * 2, s.read(&mut got)).await;
+        assert!(r.is_err(), "an idle connection got {r:?}");
+        // (A head in pieces within the time is served: head_timer's tests, in real time.)
+        // A head not complete HEAD_TIMEOUT after its first bytes: the connection closes.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(HEAD_TIMEOUT * 2, s.read_to_end(&mut rest))
+            .await
+            .expect("the connection was not closed")
+            .unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= HEAD_TIMEOUT && waited < HEAD_TIMEOUT + Duration::from_secs(1),
+            "{waited:?}"
+        );
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     }
 
     #[tokio::test]

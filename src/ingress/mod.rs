@@ -34,8 +34,10 @@
 
 mod admission;
 mod body;
+mod conn_limit;
 mod downstream;
 mod endpoint;
+mod head_timer;
 pub mod headers;
 mod lane;
 #[cfg(test)]
@@ -51,6 +53,7 @@ mod worker;
 
 pub use admission::{hold_for, Demand};
 pub use body::{BoxError, ClientBody, Limited, ProxyBody};
+pub use conn_limit::{default_limit, max_connections};
 pub use endpoint::{Death, Endpoint, IdleHook, Snapshot};
 pub use proxy::{Answer, ClientRequest, CutAtDeadline, DeadlineBody};
 pub use route::{body_limit, Asked, IngressConfig, Route, RouteTable, Unrouted, DEFAULT_MAX_BODY};

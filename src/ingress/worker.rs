@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{warn, Instrument};
 
+use super::conn_limit::ConnLimit;
 use super::downstream;
 use super::headers;
 use super::lane::{Lane, Lanes};
@@ -241,6 +242,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let metrics_for_limit = metrics.clone();
     let shared = Arc::new(Shared {
         lanes: LanesLock::new(Lanes::new(routes, metrics)),
         hyper: hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()),
@@ -249,12 +251,20 @@ pub async fn serve(
     // Every connection holds a watcher until it ends: `shutdown()` below waits for them.
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let stopper = Arc::new(downstream::Stopper::default());
+    let limit = ConnLimit::new(&metrics_for_limit);
     let mut next = 0;
     loop {
+        // A place under the connection cap first: at the cap, connections wait in the
+        // backlog (see `conn_limit`).
+        let permit = tokio::select! {
+            p = limit.acquire() => p,
+            _ = stopped(&mut shutdown) => break,
+        };
         let (stream, peer) = tokio::select! {
             c = accept(&listeners, &mut next) => c,
             _ = stopped(&mut shutdown) => break,
         };
+        let permit = limit.open(permit);
         let client = Arc::new(headers::Client::new(peer.ip()));
         let conn = downstream::serve_conn(
             stream,
@@ -264,7 +274,10 @@ pub async fn serve(
             stopper.clone(),
             graceful.watcher(),
         );
-        tokio::spawn(conn);
+        tokio::spawn(async move {
+            conn.await;
+            drop(permit);
+        });
     }
     // Connections arriving from now on are refused, not left unaccepted in the backlog.
     drop(listeners);

@@ -115,15 +115,16 @@ async fn start(bin: &Path, state_dir: &Path) -> Result<Embedded, RuntimeError> {
     let logf2 = logf.try_clone().map_err(|e| fail(e.to_string()))?;
     // Its own process group: a Ctrl-C in runlet's terminal must not stop containerd before
     // runlet has removed its containers.
-    let child = std::process::Command::new(bin)
-        .arg("--config")
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--config")
         .arg(&config_path)
         .stdin(std::process::Stdio::null())
         .stdout(logf)
         .stderr(logf2)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| fail(e.to_string()))?;
+        .process_group(0);
+    // The containers get the open-file limit they would without runlet's raise.
+    crate::fdlimit::restore_in_child(&mut cmd);
+    let child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
     let mut emb = Embedded {
         child,
         address: address.display().to_string(),
