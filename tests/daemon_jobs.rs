@@ -23,28 +23,12 @@ const SCRIPT: &str = concat!(
 
 /// `runlet ARGS --api ADDR`: (exit code, stdout, stderr).
 fn cli(env: &common::Env, d: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = env
-        .runlet()
-        .args(args)
-        .args(["--api", &d.api.to_string(), "--project", "runlet-test"])
-        .output()
-        .expect("run runlet");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    d.cli(env, args)
 }
 
+/// [`cli`] that must succeed: its stdout.
 fn ok(env: &common::Env, d: &Daemon, args: &[&str]) -> String {
-    let (code, out, err) = cli(env, d, args);
-    assert_eq!(
-        code,
-        Some(0),
-        "runlet {args:?}: {out}{err}\n--- daemon ---\n{}",
-        d.output()
-    );
-    out
+    d.cli_ok(env, args).0
 }
 
 fn create(env: &common::Env, d: &Daemon, job: &str) {

@@ -17,29 +17,10 @@ use common::pubsub::{base64, Emulator};
 /// A task prints its message file on one line, prefixed, and exits with `$1`.
 const SCRIPT: &str = r#"echo "handled: $(cat "$RUNLET_PUBSUB_MESSAGE_FILE")"; exit "${1:-0}""#;
 
-/// `runlet ARGS --api ADDR`: (exit code, stdout + stderr).
-fn cli(env: &common::Env, d: &Daemon, args: &[&str]) -> (Option<i32>, String) {
-    let out = env
-        .runlet()
-        .args(args)
-        .args(["--api", &d.api.to_string(), "--project", "runlet-test"])
-        .output()
-        .expect("run runlet");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
+/// `runlet ARGS --api ADDR` that must succeed: stdout + stderr.
 fn ok(env: &common::Env, d: &Daemon, args: &[&str]) -> String {
-    let (code, out) = cli(env, d, args);
-    assert_eq!(
-        code,
-        Some(0),
-        "runlet {args:?}: {out}\n--- daemon ---\n{}",
-        d.output()
-    );
-    out
+    let (out, err) = d.cli_ok(env, args);
+    out + &err
 }
 
 /// `runlet jobs create JOB` running [`SCRIPT`] with `exit_code`, bound by `bind`.

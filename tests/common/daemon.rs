@@ -116,6 +116,35 @@ impl Daemon {
         self.child.id()
     }
 
+    /// `runlet ARGS --api ADDR --project runlet-test` against this daemon: (exit code,
+    /// stdout, stderr).
+    pub fn cli(&self, env: &Env, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = env
+            .runlet()
+            .args(args)
+            .args(["--api", &self.api.to_string(), "--project", "runlet-test"])
+            .output()
+            .expect("run runlet");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// [`Daemon::cli`] that must succeed (else the test fails showing the daemon's output):
+    /// (stdout, stderr).
+    pub fn cli_ok(&self, env: &Env, args: &[&str]) -> (String, String) {
+        let (code, out, err) = self.cli(env, args);
+        assert_eq!(
+            code,
+            Some(0),
+            "runlet {args:?}: {out}{err}\n--- daemon ---\n{}",
+            self.output()
+        );
+        (out, err)
+    }
+
     pub fn output(&self) -> String {
         self.output.text()
     }
