@@ -64,7 +64,9 @@ out=$run/results.md
 : > "$out"
 # Other work on this shared machine (other sessions' builds) competes for its 2 cores: every
 # 5 s, note whether a compiler is running; the doc says how often one was.
-( while :; do if pgrep -x 'rustc|cc1|cc1plus|ld|ld.lld' >/dev/null; then echo 1; else echo 0; fi; sleep 5; done ) >"$run/busy" &
+# (pgrep matches at most 15 characters of a name: one short pattern per compiler.)
+busy() { local p; for p in rustc cc1 cc1plus ld ld.lld; do pgrep -x "$p" >/dev/null && return 0; done; return 1; }
+( while :; do if busy; then echo 1; else echo 0; fi; sleep 5; done ) >"$run/busy" &
 sampler_pid=$!
 
 serve() { # name port args... ; waits until serving
