@@ -106,10 +106,15 @@ async fn upstream(name: &'static str) -> Upstream {
 /// A route for `service` to the one instance `to`; the snapshot's sender is kept by the
 /// route's test for its life (leaked: tests are short).
 fn route(service: &str, to: &Upstream, concurrency: usize) -> Arc<Route> {
+    route_to(service, to.addr, concurrency)
+}
+
+/// A route for `service` to the one instance listening at `addr` (see [`route`]).
+pub(super) fn route_to(service: &str, addr: SocketAddr, concurrency: usize) -> Arc<Route> {
     let endpoint = Endpoint::new(
-        format!("{service}-{}", to.addr.port()),
-        to.addr.port(),
-        Arc::new(Loopback(to.addr)),
+        format!("{service}-{}", addr.port()),
+        addr.port(),
+        Arc::new(Loopback(addr)),
         false,
     );
     let (tx, snapshot) = watch::channel(Snapshot {
@@ -132,7 +137,9 @@ fn route(service: &str, to: &Upstream, concurrency: usize) -> Arc<Route> {
 }
 
 /// The ingress serving `table` on loopback: its address, the table's sender, its metrics.
-async fn ingress(table: RouteTable) -> (SocketAddr, watch::Sender<Arc<RouteTable>>, Arc<Metrics>) {
+pub(super) async fn ingress(
+    table: RouteTable,
+) -> (SocketAddr, watch::Sender<Arc<RouteTable>>, Arc<Metrics>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, routes) = watch::channel(Arc::new(table));

@@ -35,6 +35,8 @@
 mod admission;
 mod body;
 mod conn_limit;
+#[cfg(test)]
+mod differential_tests;
 mod downstream;
 mod endpoint;
 mod head_timer;

@@ -609,6 +609,9 @@ impl Drop for H1Body {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::dial::Loopback;

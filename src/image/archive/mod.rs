@@ -15,6 +15,8 @@ mod docker;
 mod layers;
 mod oci;
 mod plan;
+#[cfg(test)]
+mod proptests;
 mod scan;
 #[cfg(test)]
 mod tests;

@@ -28,13 +28,13 @@ fn oci(out: &Path, name: &str, platform: &ib::Platform) {
 /// Writes one archive into `dir` and returns its path.
 type Make = fn(&Path) -> PathBuf;
 
-fn good_oci(dir: &Path) -> PathBuf {
+pub(super) fn good_oci(dir: &Path) -> PathBuf {
     let out = dir.join("probe.oci.tar");
     oci(&out, "probe", &ib::Platform::linux_amd64());
     out
 }
 
-fn good_docker(dir: &Path) -> PathBuf {
+pub(super) fn good_docker(dir: &Path) -> PathBuf {
     let out = dir.join("probe.docker.tar");
     let layers = [
         layer(None),
@@ -71,7 +71,7 @@ fn index(dir: &Path, platforms: &[ib::Platform]) -> PathBuf {
     out
 }
 
-fn good_index(dir: &Path) -> PathBuf {
+pub(super) fn good_index(dir: &Path) -> PathBuf {
     index(
         dir,
         &[ib::Platform::linux_arm64(), ib::Platform::linux_amd64()],
