@@ -5,6 +5,7 @@
 //! ([`control`]) creates, probes, scales and stops instances through the [`runtime::Runtime`]
 //! trait, and publishes the set of routable instances to the data path.
 
+pub mod accept_retry;
 pub mod api;
 pub mod cli;
 pub mod control;

@@ -14,6 +14,8 @@ use prometheus::{
 };
 use tracing::{debug, warn};
 
+use crate::accept_retry::AcceptRetry;
+
 /// Every metric runlet exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -277,24 +279,22 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
     Ok(())
 }
 
-/// How long the metrics listener pauses after a failed accept.
-const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// Hands every connection `accept` gives to `serve`, forever. A failed accept (out of file
-/// descriptors: `EMFILE` fails every call at once) is logged and retried after
-/// [`ACCEPT_PAUSE`], not in a loop that takes a core.
+/// descriptors: `EMFILE` fails every call at once) is retried after a growing pause and
+/// logged at most every 10 s ([`AcceptRetry`]), not in a loop that takes a core.
 async fn accept_loop<S, F, Fut>(mut accept: F, mut serve: impl FnMut(S))
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::io::Result<S>>,
 {
+    let mut retry = AcceptRetry::new("metrics listener");
     loop {
         match accept().await {
-            Ok(s) => serve(s),
-            Err(e) => {
-                warn!("metrics listener: accept: {e}; trying again in {ACCEPT_PAUSE:?}");
-                tokio::time::sleep(ACCEPT_PAUSE).await;
+            Ok(s) => {
+                retry.succeeded();
+                serve(s)
             }
+            Err(e) => retry.failed(&e).await,
         }
     }
 }
@@ -325,8 +325,8 @@ mod tests {
         }));
         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
         task.abort();
-        // 10 s of failures at one try per 500 ms: about 20 tries (a spin makes millions),
-        // and the one accept that worked was served.
+        // 10 s of failures, the pause doubling from 5 ms to 1 s and starting again after the
+        // accept that worked: about 21 tries (a spin makes millions), and that one was served.
         let n = calls.load(Ordering::Relaxed);
         assert!((18..=23).contains(&n), "{n} accepts in 10 s");
         assert_eq!(served.load(Ordering::Relaxed), 1);

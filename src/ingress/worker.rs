@@ -21,6 +21,7 @@ use super::downstream;
 use super::headers;
 use super::lane::{Lane, Lanes};
 use super::route::{RouteTable, Unrouted};
+use crate::accept_retry::AcceptRetry;
 use crate::metrics::Metrics;
 
 /// Most ingress worker threads (more are folded onto these slots).
@@ -253,6 +254,7 @@ pub async fn serve(
     let stopper = Arc::new(downstream::Stopper::default());
     let limit = ConnLimit::new(&metrics_for_limit);
     let mut next = 0;
+    let mut retry = AcceptRetry::new("ingress");
     loop {
         // A place under the connection cap first: at the cap, connections wait in the
         // backlog (see `conn_limit`).
@@ -261,7 +263,7 @@ pub async fn serve(
             _ = stopped(&mut shutdown) => break,
         };
         let (stream, peer) = tokio::select! {
-            c = accept(&listeners, &mut next) => c,
+            c = accept(&listeners, &mut next, &mut retry) => c,
             _ = stopped(&mut shutdown) => break,
         };
         let permit = limit.open(permit);
@@ -294,9 +296,13 @@ pub async fn serve(
 }
 
 /// The next connection on any of `listeners` (taking turns from `next`), with Nagle's
-/// algorithm off. A failed accept (out of file descriptors, say) is logged and tried again
-/// after a pause.
-async fn accept(listeners: &[TcpListener], next: &mut usize) -> (TcpStream, SocketAddr) {
+/// algorithm off. A failed accept (out of file descriptors, say) is retried after a pause
+/// and logged at most every 10 s ([`AcceptRetry`]).
+async fn accept(
+    listeners: &[TcpListener],
+    next: &mut usize,
+    retry: &mut AcceptRetry,
+) -> (TcpStream, SocketAddr) {
     loop {
         let accepted = poll_fn(|cx| {
             let n = listeners.len();
@@ -311,13 +317,11 @@ async fn accept(listeners: &[TcpListener], next: &mut usize) -> (TcpStream, Sock
         .await;
         match accepted {
             Ok((stream, peer)) => {
+                retry.succeeded();
                 let _ = stream.set_nodelay(true);
                 return (stream, peer);
             }
-            Err(e) => {
-                warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => retry.failed(&e).await,
         }
     }
 }
