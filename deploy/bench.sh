@@ -13,6 +13,9 @@
 # 6. The daemon: RSS per idle service (50 at min-instances 0), deploy → first 200 beside
 #    `runlet serve`'s start → first 200, Host-routed data path beside serve's single route.
 # 7. Pub/Sub trigger: message published → task container started (median of 20).
+# soak (only when named: BENCH_SECTIONS=soak, 10 min; BENCH_SOAK_SECONDS changes it): a mixed
+#    load at 80% of the measured capacity, runlet's RSS and fds every 10 s. Its result is
+#    copied by hand into docs/benchmarks.md's history part.
 # All traffic stays on loopback (the instance's own loopback, reached inside its namespace).
 # BENCH_SECTIONS="datapath cold" runs only those sections and prints, without writing docs/.
 # BENCH_DAEMON_IDLE=timeout lets section 6's services go idle by the daemon's own 15 min idle
@@ -601,6 +604,44 @@ sorted=$(printf '%s\n' "${trig_ms[@]}" | sort -n)
   echo
 } >>"$out"
 fi
+# ---- soak (only when named) ---------------------------------------------------------------
+# One service at Cloud Run's default concurrency (80), instances idle out after 20 s. The
+# capacity is what runlet-bench's open loop achieves against it when asked for far more;
+# the soak then runs at 80% of it for BENCH_SOAK_SECONDS (600) with streams, 20 WebSockets
+# held open and a burst of 100 three-second requests every 60 s (scale up, then in).
+if want soak; then
+serve soak 18099 --concurrency 80 --max-instances 10 --idle-timeout 20s
+soak_pid=${pids[-1]}
+U=http://127.0.0.1:18099/
+cap=$($B rate "$U" --rate 30000 --duration 10 --connections 64 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["achieved_rps"]))')
+srate=$(( cap * 8 / 10 ))
+secs=${BENCH_SOAK_SECONDS:-600}
+( while :; do echo "$(containers_of soak)"; sleep 5; done ) >"$run/soak-instances" &
+inst_pid=$!
+j=$($B soak "$U" --rate "$srate" --duration "$secs" --pid "$soak_pid" --websockets 20 --burst 100 --every 60 2>"$run/soak-samples")
+kill "$inst_pid" 2>/dev/null || true
+field() { echo "$j" | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+{
+  echo "## Soak: ${secs} s of mixed load on one service"
+  echo
+  echo "\`BENCH_SECTIONS=soak bash deploy/bench.sh\` ($(date -u +%Y-%m-%d)): \`runlet serve\` of the probe at concurrency 80,"
+  echo "\`--idle-timeout 20s\`; capacity measured first ($cap req/s, runlet-bench's open loop asked for"
+  echo "30,000/s), then at 80% of it ($srate req/s) short requests, a streamed response every 200 ms, 20"
+  echo "WebSockets held open (a message each 5 s), and every 60 s a burst of 100 requests of 3 s"
+  echo "(instances seen: $(sort -n "$run/soak-instances" | head -1) to $(sort -n "$run/soak-instances" | tail -1))."
+  echo
+  echo "| kind | sent | non-2xx or failed |"
+  echo "|---|---:|---:|"
+  for k in short streamed websockets burst; do
+    echo "| $k | $(field "d['$k']['sent']") | $(field "d['$k']['non_2xx_or_failed']") |"
+  done
+  echo
+  echo "Short requests: p50 $(field "'%.2f' % d['short_p50_ms']") ms, p99 $(field "'%.2f' % d['short_p99_ms']") ms (from each request's scheduled time)."
+  echo "runlet's RSS moved $(field "'%+.1f' % d['rss_drift_pct']")% and its open fds $(field "'%+.1f' % d['fd_drift_pct']")% from the first sample after the first"
+  echo "burst cycle to the last. Samples (s, RSS KiB, fds): $(field "' '.join('%d/%d/%d' % tuple(x) for x in d['samples'])")"
+  echo
+} >>"$out"
+fi
 if [ -n "${BENCH_SECTIONS:-}" ]; then cat "$out"; echo "(a compiler was running in $(grep -c 1 "$run/busy" || true) of $(wc -l < "$run/busy") samples)"; exit 0; fi
 
 # The hand-kept part of docs/benchmarks.md (the measurements behind design choices, and
@@ -612,7 +653,7 @@ history=$(sed -n '/^## History: measurements behind the design/,$p' docs/benchma
   echo "Measured with \`${BENCH_DAEMON_IDLE:+BENCH_DAEMON_IDLE=$BENCH_DAEMON_IDLE }bash deploy/bench.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r), containerd $(ctr -a "$sock" version | awk '/Version/ {print $2; exit}')."
   echo "Each section compares its rows side by side in one run; absolute numbers vary between"
   echo "runs on these shared machines, ratios much less. The load generator (wrk, and"
-  echo "\`runlet-bench rate\`, an open-loop fixed-rate client in \`src/bin/runlet-bench.rs\`) shares"
+  echo "\`runlet-bench rate\`, an open-loop fixed-rate client in \`src/bin/runlet-bench/\`) shares"
   echo "the $(nproc) cores with the server under test. The machine is shared with other work: a"
   echo "compiler (another session's build) was running in $(grep -c 1 "$run/busy" || true) of the $(wc -l < "$run/busy") samples taken every 5 s"
   echo "during this run."

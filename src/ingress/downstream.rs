@@ -834,6 +834,9 @@ impl tokio::io::AsyncWrite for Rewind {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::dial::Loopback;

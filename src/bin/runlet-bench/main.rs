@@ -7,6 +7,8 @@
 //!   the start. `--host` sends that `Host` header (the daemon routes by it); `--status` waits
 //!   for a response with that status (a daemon answers 404 until the service is routed).
 //! - `step URL --clients N`: N requests at once; prints each one's time to first byte.
+//! - `soak URL --rate R --duration D --pid PID`: a long mixed load watching runlet's RSS
+//!   and file descriptors ([`soak`]).
 
 // A load generator measures wall-clock latencies of another process; its one lock guards a
 // push per request and is never held across an await.
@@ -21,6 +23,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
+
+mod soak;
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
@@ -187,7 +191,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, url) = match (args.first(), args.get(1)) {
         (Some(c), Some(u)) => (c.as_str(), u.parse::<hyper::Uri>().context("URL")?),
-        _ => bail!("usage: runlet-bench rate|first-byte|step URL [options]"),
+        _ => bail!("usage: runlet-bench rate|first-byte|step|soak URL [options]"),
     };
     let secs = |name: &str, default: f64| {
         arg(&args, name)
@@ -212,6 +216,22 @@ async fn main() -> Result<()> {
             first_byte(url, poll).await
         }
         "step" => step(url, arg(&args, "--clients").unwrap_or("5").parse()?).await,
+        "soak" => {
+            let num =
+                |name: &str, default: &str| arg(&args, name).unwrap_or(default).parse::<usize>();
+            soak::soak(soak::Soak {
+                url,
+                rate: arg(&args, "--rate").unwrap_or("1000").parse()?,
+                duration: secs("--duration", 600.0)?,
+                pid: arg(&args, "--pid")
+                    .context("--pid PID (runlet's)")?
+                    .parse()?,
+                websockets: num("--websockets", "20")?,
+                burst: num("--burst", "40")?,
+                every: secs("--every", 60.0)?,
+            })
+            .await
+        }
         other => bail!("unknown command {other}"),
     }
 }
