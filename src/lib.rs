@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod pb;
 pub mod pubsub;
 pub mod runtime;
+pub mod secrets;
 pub mod spec;
 pub mod util;
