@@ -221,10 +221,18 @@ impl SecretBindings {
             }
         }
         for (mount, files) in self.mounts() {
-            if mount == "/" || !mount.starts_with('/') {
+            let inner = mount.trim_end_matches('/');
+            if inner.is_empty()
+                || !mount.starts_with('/')
+                || inner[1..]
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+            {
                 return Err(bad(
                     field,
-                    format!("{mount:?}: a secret's directory must be absolute and not /"),
+                    format!(
+                        "{mount:?}: a secret's directory must be an absolute path other than /"
+                    ),
                 ));
             }
             let first = &files[0].secret.secret;
@@ -347,9 +355,9 @@ impl SecretFlags {
 
 /// A key is a variable name or an absolute file path (`/dir/file`).
 fn check_key(field: &'static str, k: &str) -> Result<(), SpecError> {
-    if k.starts_with('/') {
-        match k.rsplit_once('/') {
-            Some((dir, file)) if !dir.is_empty() && !file.is_empty() => check_rel_path(field, file),
+    if let Some(rest) = k.strip_prefix('/') {
+        match rest.rsplit_once('/') {
+            Some((dir, file)) if !dir.is_empty() && !file.is_empty() => check_rel_path(field, rest),
             _ => Err(bad(
                 field,
                 format!("{k:?}: a secret file's path is /DIRECTORY/FILE (e.g. /secrets/api/key)"),
@@ -622,7 +630,7 @@ mod tests {
                     ..Default::default()
                 },
                 vec![],
-                "absolute and not /",
+                "absolute path other than /",
             ),
             (
                 SecretBindings {
