@@ -81,7 +81,6 @@ fn runlet_files(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 fn assert_no_value_in_files(state_dir: &Path, values: &[&str]) {
     let mut files = Vec::new();
     runlet_files(state_dir, state_dir, &mut files);
-    assert!(!files.is_empty(), "no files under {}", state_dir.display());
     for f in files {
         let bytes = std::fs::read(&f).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);

@@ -11,12 +11,12 @@ use crate::spec::secrets::{SecretBindings, SecretRef};
 /// A reference that could not be read, with where the container wanted it.
 #[derive(Debug, Error)]
 pub enum ResolveError {
-    #[error("{key}: {source}")]
+    /// The cause is in the message (not a source, so that a chain says it once).
+    #[error("{key}: {cause}")]
     Store {
         /// The variable or file path the secret was for.
         key: String,
-        #[source]
-        source: SecretError,
+        cause: SecretError,
     },
     #[error("{key}: secret {secret} is not UTF-8 text without NUL bytes, which an environment variable needs; mount it as a file instead")]
     NotText { key: String, secret: String },
@@ -26,7 +26,7 @@ impl ResolveError {
     /// The reference names nothing in the store (a missing secret or version).
     pub fn is_not_found(&self) -> bool {
         match self {
-            ResolveError::Store { source, .. } => source.is_not_found(),
+            ResolveError::Store { cause, .. } => cause.is_not_found(),
             ResolveError::NotText { .. } => false,
         }
     }
@@ -77,7 +77,7 @@ pub fn resolve(b: &SecretBindings, store: &SecretStore) -> Result<Resolved, Reso
         let (p, s) = r.qualified(project);
         store
             .access(p, s, r.version)
-            .map_err(|source| ResolveError::Store { key, source })
+            .map_err(|cause| ResolveError::Store { key, cause })
     };
     let mut out = Resolved::default();
     for (k, r) in &b.env {
