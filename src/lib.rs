@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod pb;
 pub mod pubsub;
 pub mod runtime;
+pub mod secrets;
 pub mod spec;
 pub mod util;

@@ -74,6 +74,7 @@ fn main() {
             Command::Services(c) => cmd::services::run(&cli.global, c).await,
             Command::Revisions(c) => cmd::revisions::run(&cli.global, c).await,
             Command::Status(args) => cmd::status::run(&cli.global, args).await,
+            Command::Secrets(c) => cmd::secrets::run(&cli.global, c),
         };
         result.unwrap_or_else(|e| {
             // The error and each of its causes, once: `: `-separated.

@@ -12,6 +12,7 @@ pub mod job;
 pub mod jobs;
 pub mod pubsub;
 pub mod revisions;
+pub mod secrets;
 pub mod services;
 pub mod status;
 
@@ -90,6 +91,10 @@ pub enum Command {
     Revisions(revisions::RevisionsCommand),
     /// Whether the daemon and containerd answer, and the services at a glance.
     Status(status::StatusArgs),
+    /// The local secret store (Secret Manager's names): create, list, delete secrets and
+    /// add versions; containers get them with --set-secrets.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +196,8 @@ pub struct ContainerArgs {
     /// delimiter, as gcloud).
     #[arg(long, allow_hyphen_values = true)]
     pub args: Option<String>,
+    #[command(flatten)]
+    pub secrets: secrets::SecretArgs,
 }
 
 #[derive(Debug, Subcommand)]

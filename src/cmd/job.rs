@@ -37,7 +37,11 @@ enum Plan<'a> {
 pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
     // Bad input is refused before containerd is reached (or started).
     let plan = match cmd {
-        JobCommand::Execute(a) => Plan::Execute(Box::new(job_spec(a)?)),
+        JobCommand::Execute(a) => {
+            let spec = job_spec(a)?;
+            super::check_secrets(&spec.secrets, &global.state_dir)?;
+            Plan::Execute(Box::new(spec))
+        }
         JobCommand::Executions(c) => Plan::Executions(c),
     };
     if matches!(plan, Plan::Execute(_)) {
@@ -88,6 +92,7 @@ fn job_spec(a: &ExecuteArgs) -> Result<JobSpec, SpecError> {
         args: a.container.args.as_deref().map(runlet::spec::split_list),
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
+        secrets: a.container.secrets.flags(),
     };
     jobspec::resolve(&flags, file.as_ref())
 }

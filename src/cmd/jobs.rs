@@ -124,6 +124,7 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         args: a.container.args.as_deref().map(spec::split_list),
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
+        secrets: a.container.secrets.flags(),
     };
     let schedule = ScheduleFlags {
         schedule: a.schedule.schedule.clone(),

@@ -21,6 +21,7 @@ pub mod job;
 pub mod jobs;
 pub mod print;
 pub mod revisions;
+pub mod secrets;
 pub mod serve;
 pub mod services;
 pub mod status;
@@ -98,6 +99,30 @@ pub fn service_flags(image: &str, a: &RevisionArgs) -> ServiceFlags {
         } else {
             None
         },
+        secrets: a.container.secrets.flags(),
+    }
+}
+
+/// Refuses (exit 64, the secret named) references to what the store does not hold, before
+/// anything is started; the values read are dropped at once.
+pub fn check_secrets(
+    b: &runlet::spec::secrets::SecretBindings,
+    state_dir: &std::path::Path,
+) -> Result<()> {
+    let store = runlet::secrets::SecretStore::new(state_dir);
+    match runlet::secrets::resolve::check(b, &store) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.is_not_found()
+                || matches!(e, runlet::secrets::resolve::ResolveError::NotText { .. }) =>
+        {
+            Err(runlet::spec::SpecError {
+                field: "--set-secrets",
+                detail: e.to_string(),
+            }
+            .into())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("reading the secret store")),
     }
 }
 

@@ -38,6 +38,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
         metrics: metrics_listen(args.metrics_listen.as_deref())?,
         max_body: spec::body_size("--max-request-body-size", &args.max_request_body_size)?,
     };
+    super::check_secrets(&input.spec.secrets, &global.state_dir)?;
     runlet::fdlimit::raise();
     let state_dir = global.state_dir.clone();
     with_containerd(global, |c| serve(c, input, state_dir)).await?;

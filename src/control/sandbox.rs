@@ -30,10 +30,13 @@ use crate::runtime::network::{self, Attachment, NetError, Network};
 use crate::runtime::ocispec::{self, SpecError};
 use crate::runtime::rootfs::RootFs;
 use crate::runtime::{labels, ContainerSpec, ExitStatus, Runtime, RuntimeError};
+use crate::secrets::{self, resolve::SecretDir};
 
 /// What went wrong, by the step that was being done (the cause is the error's source).
 #[derive(Debug, Error)]
 pub enum SandboxError {
+    #[error("reading the container's secrets")]
+    Secrets(#[source] crate::secrets::resolve::ResolveError),
     #[error("creating the container's files")]
     Files(#[source] io::Error),
     #[error("attaching the container's network")]
@@ -69,6 +72,9 @@ pub struct Plan<'a> {
     pub tmpfs: Vec<(String, u64)>,
     /// Host files bind-mounted read-only: (path in the container, path on the host).
     pub files: Vec<(String, String)>,
+    /// Secret directories, written on the root fs's tmpfs and bind-mounted read-only
+    /// ([`crate::secrets::files`]).
+    pub secret_dirs: Vec<SecretDir>,
     /// The caller's labels; [`labels::MANAGED`] and [`labels::NETNS`] are added.
     pub labels: HashMap<String, String>,
     /// Where the container's output lines go.
@@ -157,6 +163,7 @@ impl Sandbox {
         )
         .map_err(SandboxError::Files)?;
         let netns = att.netns.display().to_string();
+        let secret_binds = secrets::files::binds(&dir.join("rootfs"), &plan.secret_dirs);
         let oci = ocispec::build(&ocispec::SpecInput {
             id: id.clone(),
             hostname,
@@ -168,7 +175,11 @@ impl Sandbox {
             memory_bytes: plan.memory_bytes,
             cpu: plan.cpu,
             netns: Some(netns.clone()),
-            etc_files: etc.into_iter().chain(plan.files).collect(),
+            etc_files: etc
+                .into_iter()
+                .chain(plan.files)
+                .chain(secret_binds)
+                .collect(),
             tmpfs: plan.tmpfs,
         })?;
         let mut lbl = plan.labels;
@@ -182,6 +193,8 @@ impl Sandbox {
             .await
             .map_err(SandboxError::RootFs)?;
         crash_hook::after(crash_hook::Step::RootFsMount);
+        secrets::files::write(&dir.join("rootfs"), &plan.secret_dirs)
+            .map_err(SandboxError::Files)?;
         let t_create = Instant::now();
         runtime
             .create(&ContainerSpec {
@@ -321,6 +334,7 @@ pub(crate) mod tests {
             cpu: 1.0,
             tmpfs: vec![],
             files: vec![],
+            secret_dirs: vec![],
             labels,
             sink: Arc::new(|_, _| {}),
             extra_hosts: String::new(),

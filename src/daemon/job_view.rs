@@ -66,6 +66,13 @@ pub fn new_execution(job: &v2::Job, name: &str, spec: &JobSpec, parallelism: u32
                 name: k.clone(),
                 values: Some(v2::env_var::Values::Value(v.clone())),
             })
+            // Secrets stay references.
+            .chain(
+                spec.secrets
+                    .env
+                    .iter()
+                    .map(|(k, r)| crate::spec::secrets_v2::env_var(k, r)),
+            )
             .collect();
     }
     task.timeout = Some(duration(spec.task_timeout));

@@ -98,6 +98,8 @@ impl Daemon {
         let e = state.services.get(full)?;
         let r = e.revisions.get(rev)?;
         let svc = v2::Service {
+            // Its project: where the template's short secret names are.
+            name: full.to_string(),
             template: Some(template_of(r)),
             scaling: e.svc.scaling,
             ..Default::default()

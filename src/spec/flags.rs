@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::secrets::{SecretBindings, SecretFlags};
 use super::{
     bad, cpu, defaults, duration_in, in_range, memory, parse_env_vars, probe, split_list, Probe,
     ServiceSpec, SpecError, VolumeFlags,
@@ -38,6 +39,8 @@ pub struct ServiceFlags {
     /// `--cpu-throttling` (true) or `--no-cpu-throttling` (false); unset is off: on one
     /// machine nobody bills by request (docs/usage.md).
     pub cpu_throttling: Option<bool>,
+    /// `--set-secrets`, `--update-secrets`, `--remove-secrets`, `--clear-secrets`.
+    pub secrets: SecretFlags,
 }
 
 /// [`ServiceFlags`] checked: each value parsed, with the text the Admin API carries kept
@@ -65,6 +68,9 @@ pub struct Checked {
     pub volumes: VolumeFlags,
     pub use_http2: bool,
     pub cpu_throttling: bool,
+    /// The secret flags applied to none (`runlet serve` and `runlet deploy` describe a
+    /// whole revision).
+    pub secrets: SecretBindings,
 }
 
 impl ServiceFlags {
@@ -102,11 +108,15 @@ impl ServiceFlags {
                 .transpose()
         };
         let memory_bytes = memory.as_ref().map_or(defaults::MEMORY, |m| m.1);
+        let env = parse_env_vars(&self.set_env_vars)?;
+        let mut secrets = SecretBindings::default();
+        secrets.apply(&self.secrets.parse()?);
+        secrets.check("--set-secrets", &env)?;
         Ok(Checked {
             image: self.image.clone(),
             image_ref,
             port: self.port,
-            env: parse_env_vars(&self.set_env_vars)?,
+            env,
             command: self.command.as_deref().map(split_list),
             args: self.args.as_deref().map(split_list),
             memory,
@@ -120,6 +130,7 @@ impl ServiceFlags {
             volumes: VolumeFlags::parse(&self.add_volume, &self.add_volume_mount, memory_bytes)?,
             use_http2: self.use_http2,
             cpu_throttling: self.cpu_throttling.unwrap_or(false),
+            secrets,
         })
     }
 }
@@ -164,6 +175,7 @@ impl Checked {
             startup_probe: self.startup_probe.clone(),
             liveness_probe: self.liveness_probe.clone(),
             volumes: self.volumes.mounted(),
+            secrets: self.secrets.clone(),
         }
     }
 }
@@ -242,6 +254,14 @@ pub(crate) mod tests {
             (
                 |f| f.add_volume_mount = vec!["volume=v,mount-path=/v".into()],
                 "--add-volume-mount",
+            ),
+            (|f| f.secrets.set = vec!["A=a".into()], "--set-secrets"),
+            (
+                |f| {
+                    f.set_env_vars = vec!["A=1".into()];
+                    f.secrets.update = vec!["A=a:1".into()]
+                },
+                "--set-secrets",
             ),
         ];
         for (i, (edit, field)) in table.into_iter().enumerate() {

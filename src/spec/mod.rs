@@ -18,6 +18,8 @@ mod name;
 pub mod probe;
 mod quantity;
 pub mod run_v2;
+pub mod secrets;
+pub mod secrets_v2;
 pub mod to_run_v2;
 mod volume;
 
@@ -104,6 +106,8 @@ pub struct ServiceSpec {
     pub liveness_probe: Option<Probe>,
     /// In-memory volumes mounted into the container: (mount path, size limit in bytes).
     pub volumes: Vec<(String, u64)>,
+    /// Secrets, by reference (read from the store when an instance is created).
+    pub secrets: secrets::SecretBindings,
 }
 
 impl ServiceSpec {

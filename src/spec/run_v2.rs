@@ -1,6 +1,6 @@
 //! The Admin API v2's `Service` (its `RevisionTemplate`) as a [`ServiceSpec`]: what the
 //! daemon runs for a revision. Every field runlet honours is mapped; a field it cannot honour
-//! is refused, naming it, where ignoring it would change behaviour (a secret, a VPC
+//! is refused, naming it, where ignoring it would change behaviour (a VPC
 //! connector, a traffic split), and accepted where Cloud Run treats it as a hint
 //! (`startupCpuBoost`, `serviceAccount`). Defaults are Cloud Run's.
 
@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::probe::{Action, Probe};
-use super::{bad, check_env_name, cpu, in_range, memory, ServiceSpec, SpecError, RESERVED_ENV};
+use super::{
+    bad, check_env_name, cpu, in_range, memory, secrets_v2, ServiceSpec, SpecError, RESERVED_ENV,
+};
 use crate::image::reference;
 use crate::pb::run_v2::{self as v2, env_var, probe, volume};
 
@@ -94,8 +96,25 @@ pub fn service_spec(
             &c.liveness_probe,
         )?,
         volumes: volumes(t, c, memory_bytes)?,
+        secrets: {
+            let b = secrets_v2::bindings(
+                SECRET_FIELDS,
+                secrets_v2::project_of(&svc.name),
+                &c.env,
+                &t.volumes,
+                &c.volume_mounts,
+            )?;
+            b.check("service.template.containers[0]", &env(c)?)?;
+            b
+        },
     })
 }
+
+const SECRET_FIELDS: secrets_v2::Fields = secrets_v2::Fields {
+    env: "service.template.containers[0].env",
+    volumes: "service.template.volumes",
+    mounts: "service.template.containers[0].volumeMounts",
+};
 
 /// Label and annotation keys under these prefixes are the platform's, refused from users.
 const RESERVED_PREFIXES: &[&str] = &[
@@ -304,15 +323,8 @@ fn env(c: &v2::Container) -> Result<Vec<(String, String)>, SpecError> {
         let value = match &e.values {
             None => String::new(),
             Some(env_var::Values::Value(v)) => v.clone(),
-            Some(env_var::Values::ValueSource(_)) => {
-                return Err(bad(
-                    FIELD,
-                    format!(
-                        "{}: values from secrets are not supported yet; give a value",
-                        e.name
-                    ),
-                ))
-            }
+            // A secret's reference: the container's secrets (see `secrets_v2`).
+            Some(env_var::Values::ValueSource(_)) => continue,
         };
         match out.iter_mut().find(|(k, _)| *k == e.name) {
             Some(slot) => slot.1 = value,
@@ -400,8 +412,9 @@ fn volumes(
     const VOLS: &str = "service.template.volumes";
     const MOUNTS: &str = "service.template.containers[0].volumeMounts";
     let mut sizes: Vec<(&str, u64)> = Vec::new();
+    let mut secret_vols: Vec<&str> = Vec::new();
     for v in &t.volumes {
-        if sizes.iter().any(|(n, _)| *n == v.name) {
+        if sizes.iter().any(|(n, _)| *n == v.name) || secret_vols.contains(&v.name.as_str()) {
             return Err(bad(VOLS, format!("volume {} is defined twice", v.name)));
         }
         match &v.volume_type {
@@ -420,16 +433,19 @@ fn volumes(
                 };
                 sizes.push((&v.name, size.min(memory)));
             }
+            // Mounted as the container's secrets (see `secrets_v2`).
+            Some(volume::VolumeType::Secret(_)) => secret_vols.push(&v.name),
             _ => {
                 return Err(bad(
                     VOLS,
-                    format!("{}: only in-memory emptyDir volumes are supported (secrets, Cloud SQL, NFS and GCS are not yet)", v.name),
+                    format!("{}: only in-memory emptyDir and secret volumes are supported (Cloud SQL, NFS and GCS are not yet)", v.name),
                 ))
             }
         }
     }
     c.volume_mounts
         .iter()
+        .filter(|m| !secret_vols.contains(&m.name.as_str()))
         .map(|m| {
             if !m.sub_path.is_empty() {
                 return Err(bad(

@@ -94,6 +94,12 @@ pub fn service_of(f: &Checked) -> v2::Service {
         max_instance_request_concurrency: f.concurrency.unwrap_or(0) as i32,
         ..Default::default()
     };
+    let mut template = template;
+    super::secrets_v2::replace(
+        &mut template.containers[0],
+        &mut template.volumes,
+        &f.secrets,
+    );
     v2::Service {
         template: Some(template),
         client: "runlet".into(),
@@ -223,6 +229,17 @@ mod tests {
             (
                 "a volume without a mount",
                 flags(|f| f.add_volume = strings(&["name=unused,type=in-memory"])),
+            ),
+            (
+                "secrets",
+                flags(|f| {
+                    f.secrets.set = strings(&[
+                        "A=a:1,B=projects/p/secrets/b:latest",
+                        "/s/api/key=k:2,/s/api/old=k:1,/certs/tls=c:latest",
+                    ]);
+                    f.add_volume = strings(&["name=secret-1,type=in-memory"]);
+                    f.add_volume_mount = strings(&["volume=secret-1,mount-path=/m"]);
+                }),
             ),
             (
                 "qualified image",

@@ -81,6 +81,19 @@ pub fn service(svc: &v2::Service) -> String {
             let _ = writeln!(out, "    {k:<width$}  {v}");
         }
     }
+    if !spec.secrets.is_empty() {
+        // References only: values are read when an instance is created.
+        out.push_str("  Secrets:\n");
+        let refs: Vec<(String, String)> = spec
+            .secrets
+            .refs()
+            .map(|(k, r)| (k, r.to_string()))
+            .collect();
+        let width = refs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, r) in refs {
+            let _ = writeln!(out, "    {k:<width$}  {r}");
+        }
+    }
     item(&mut out, "Memory", &bytes(spec.memory_bytes));
     item(&mut out, "CPU", &spec.cpu.to_string());
     let throttling = if spec.cpu_throttling { "on" } else { "off" };

@@ -32,6 +32,7 @@ use crate::control::stop_container;
 use crate::runtime::network::Network;
 use crate::runtime::rootfs::RootFs;
 use crate::runtime::{labels, ocispec, Runtime};
+use crate::secrets::SecretStore;
 
 struct AttemptDone {
     index: u32,
@@ -323,9 +324,12 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
     } = which;
     let sink = attempt_sink(ctx, index, attempt);
     let cfg = &ctx.image.config;
+    // Secret values are read now, for this attempt only (never kept in the spec or record).
+    let secrets = crate::secrets::resolve(&spec.secrets, &SecretStore::new(&ctx.state_dir))
+        .map_err(SandboxError::Secrets)?;
     let mut env = ocispec::env(
         cfg.env.as_deref().unwrap_or_default(),
-        &spec.env,
+        &[spec.env.as_slice(), &secrets.env].concat(),
         &spec.contract_env(execution, index, attempt),
     );
     let mut files = Vec::new();
@@ -350,6 +354,7 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         cpu: spec.cpu_value,
         tmpfs: vec![],
         files,
+        secret_dirs: secrets.dirs,
         labels: lbl,
         sink,
         extra_hosts: String::new(),

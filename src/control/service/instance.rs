@@ -27,6 +27,7 @@ use crate::ingress::Endpoint;
 use crate::runtime::network::{NetConfig, NetnsDialer, Network};
 use crate::runtime::rootfs::{MemoryFs, RootFs};
 use crate::runtime::{labels, ocispec, ExitStatus, Runtime};
+use crate::secrets::SecretStore;
 use crate::spec::ServiceSpec;
 
 /// Why an instance did not become ready.
@@ -162,9 +163,12 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             spec.args.as_deref(),
         )
         .map_err(SandboxError::from)?;
+        // Secret values are read now, for this container only (never kept in the spec).
+        let secrets = crate::secrets::resolve(&spec.secrets, &SecretStore::new(&self.state_dir))
+            .map_err(SandboxError::Secrets)?;
         let env = ocispec::env(
             cfg.env.as_deref().unwrap_or_default(),
-            &spec.env,
+            &[spec.env.as_slice(), &secrets.env].concat(),
             &spec.contract_env(),
         );
         let mut lbl = HashMap::new();
@@ -184,6 +188,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             cpu: spec.cpu,
             tmpfs: spec.volumes.clone(),
             files: vec![],
+            secret_dirs: secrets.dirs,
             labels: lbl,
             sink,
             extra_hosts: self
@@ -468,6 +473,7 @@ mod tests {
             startup_probe: None,
             liveness_probe: None,
             volumes: vec![],
+            secrets: Default::default(),
         };
         Ctx {
             runtime: Arc::new(rt.clone()),

@@ -198,6 +198,7 @@ mod tests {
                 memory_bytes: 1 << 20,
                 cpu: 1.0,
                 tmpfs: vec![],
+                secret_dirs: vec![],
                 files: vec![],
                 labels: Default::default(),
                 sink: std::sync::Arc::new(|_, _| {}),

@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use super::yaml::{JobYaml, LimitsYaml, Quantity};
+use super::yaml_secrets;
 use super::{
     bad, JobSpec, DEFAULT_CPU, DEFAULT_MAX_RETRIES, DEFAULT_MEMORY, DEFAULT_TASK_TIMEOUT, MAX_NAME,
     MAX_RETRIES, MAX_TASKS, MAX_TASK_TIMEOUT, RESERVED_ENV,
 };
 use crate::image::reference;
+use crate::spec::secrets::{SecretBindings, SecretFlags};
 use crate::spec::{self as svc, SpecError};
 
 /// The `runlet job execute` flags, as given (`None`: not given). Numbers stay text so that a
@@ -26,6 +28,9 @@ pub struct JobFlags {
     pub args: Option<Vec<String>>,
     pub memory: Option<String>,
     pub cpu: Option<String>,
+    /// `--set-secrets`, `--update-secrets`, `--remove-secrets`, `--clear-secrets`: applied
+    /// to the file's secrets.
+    pub secrets: SecretFlags,
 }
 
 fn parse_u32(field: &'static str, s: &str) -> Result<u32, SpecError> {
@@ -158,11 +163,26 @@ pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, Spec
             "spec.template.spec.template.spec.containers[0].env",
             &var.name,
         )?;
-        put_env(&mut env, &var.name, var.value.as_deref().unwrap_or(""));
+        if var.value_from.is_none() {
+            put_env(&mut env, &var.name, var.value.as_deref().unwrap_or(""));
+        }
     }
     for (k, v) in parse_env_flags(&flags.set_env_vars)? {
         put_env(&mut env, &k, &v);
     }
+    // The file's secrets, then the flags' (`--set-secrets` replaces them, as gcloud).
+    let mut secrets = match (container, task) {
+        (Some(c), Some(t)) => yaml_secrets::bindings(c, &t.volumes)?,
+        _ => SecretBindings::default(),
+    };
+    let ops = flags.secrets.parse()?;
+    for (k, _) in &ops.put {
+        if !k.starts_with('/') {
+            check_env_name("--set-secrets", k)?;
+        }
+    }
+    secrets.apply(&ops);
+    secrets.check("--set-secrets", &env)?;
 
     let command = flags
         .command
@@ -201,6 +221,7 @@ pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, Spec
         memory_bytes,
         cpu,
         cpu_value,
+        secrets,
     })
 }
 

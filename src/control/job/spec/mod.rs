@@ -13,6 +13,7 @@ mod parallelism;
 pub mod run_v2;
 pub mod to_run_v2;
 mod yaml;
+mod yaml_secrets;
 
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ pub use parallelism::{effective_parallelism, parallelism_cap, HostResources, TAS
 pub use yaml::{
     parse_yaml, ContainerYaml, EnvVarYaml, ExecutionSpecYaml, ExecutionTemplateYaml, JobSpecYaml,
     JobYaml, LimitsYaml, MetadataYaml, Quantity, ResourcesYaml, TaskSpecYaml, TaskTemplateYaml,
+};
+pub use yaml_secrets::{
+    EnvVarSourceYaml, KeyToPathYaml, SecretKeyRefYaml, SecretVolumeYaml, VolumeMountYaml,
+    VolumeYaml,
 };
 
 /// Names runlet sets in every task's container (ENV-J1); a user may not set them.
@@ -73,6 +78,8 @@ pub struct JobSpec {
     /// The vCPU limit as given (e.g. `1`, `500m`) and as a number.
     pub cpu: String,
     pub cpu_value: f64,
+    /// Secrets, by reference (read from the store when an attempt's container is created).
+    pub secrets: crate::spec::secrets::SecretBindings,
 }
 
 impl JobSpec {

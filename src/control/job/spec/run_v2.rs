@@ -3,7 +3,8 @@
 //! `template.parallelism`, `template.template.maxRetries`, `template.template.timeout`,
 //! the container's image, command, args, env and `resources.limits`; labels and annotations
 //! are kept (platform prefixes refused). A field runlet cannot honour is refused, naming its
-//! path, where ignoring it would change behaviour (a secret, volumes, VPC access, sidecars);
+//! path, where ignoring it would change behaviour (volumes other than secrets, VPC access,
+//! sidecars); secrets are kept as references;
 //! hints (`serviceAccount`, `executionEnvironment`) are accepted. Defaults are Cloud Run's.
 
 use std::time::Duration;
@@ -14,7 +15,7 @@ use super::{
 };
 use crate::image::reference;
 use crate::pb::run_v2::{self as v2, env_var, run_job_request::Overrides, task_template};
-use crate::spec::{self as svc, SpecError};
+use crate::spec::{self as svc, secrets_v2, SpecError};
 
 /// The spec of job `id` (its short id) from the resource, with `overrides` (a `RunJob`'s)
 /// applied: args replace the container's, env merges by name, task count and timeout
@@ -124,6 +125,24 @@ pub fn job_spec(
     }
 
     let (memory, memory_bytes, cpu, cpu_value) = resources(c)?;
+    let secrets = secrets_v2::bindings(
+        SECRET_FIELDS,
+        secrets_v2::project_of(&job.name),
+        &c.env,
+        &task.volumes,
+        &c.volume_mounts,
+    )?;
+    if let Some(m) = c
+        .volume_mounts
+        .iter()
+        .find(|m| !task.volumes.iter().any(|v| v.name == m.name))
+    {
+        return Err(bad(
+            SECRET_FIELDS.mounts,
+            format!("{} is not a volume of the task template", m.name),
+        ));
+    }
+    secrets.check("job.template.template.containers[0]", &env)?;
     Ok(JobSpec {
         name: id.to_string(),
         image,
@@ -138,8 +157,15 @@ pub fn job_spec(
         memory_bytes,
         cpu,
         cpu_value,
+        secrets,
     })
 }
+
+const SECRET_FIELDS: secrets_v2::Fields = secrets_v2::Fields {
+    env: "job.template.template.containers[0].env",
+    volumes: "job.template.template.volumes",
+    mounts: "job.template.template.containers[0].volumeMounts",
+};
 
 fn duration(d: &pbjson_types::Duration) -> Result<Duration, SpecError> {
     if d.seconds < 0 || d.nanos < 0 {
@@ -150,10 +176,10 @@ fn duration(d: &pbjson_types::Duration) -> Result<Duration, SpecError> {
 
 /// Task-level settings runlet cannot honour.
 fn check_task(t: &v2::TaskTemplate) -> Result<(), SpecError> {
-    if !t.volumes.is_empty() {
+    if let Some(v) = t.volumes.iter().find(|v| !secrets_v2::is_secret_volume(v)) {
         return Err(bad(
             "job.template.template.volumes",
-            "volumes are not supported for jobs yet; leave it empty",
+            format!("{}: only secret volumes are supported for jobs yet", v.name),
         ));
     }
     if t.vpc_access.is_some() {
@@ -189,12 +215,6 @@ fn check_container(c: &v2::Container) -> Result<(), SpecError> {
         return refuse(
             "job.template.template.containers[0].workingDir",
             "a working directory",
-        );
-    }
-    if !c.volume_mounts.is_empty() {
-        return refuse(
-            "job.template.template.containers[0].volumeMounts",
-            "a volume mount",
         );
     }
     if !c.depends_on.is_empty() {
@@ -260,15 +280,8 @@ fn env_vars(field: &'static str, vars: &[v2::EnvVar]) -> Result<Vec<(String, Str
         let value = match &e.values {
             None => String::new(),
             Some(env_var::Values::Value(v)) => v.clone(),
-            Some(env_var::Values::ValueSource(_)) => {
-                return Err(bad(
-                    field,
-                    format!(
-                        "{}: values from secrets are not supported yet; give a value",
-                        e.name
-                    ),
-                ))
-            }
+            // A secret's reference: the container's secrets (see `secrets_v2`).
+            Some(env_var::Values::ValueSource(_)) => continue,
         };
         match out.iter_mut().find(|(k, _)| *k == e.name) {
             Some(slot) => slot.1 = value,

@@ -6,7 +6,7 @@
 
 use super::{bad, parse_env_flags, task_timeout, JobFlags};
 use crate::pb::run_v2::{self as v2, run_job_request::Overrides};
-use crate::spec::{self as svc, SpecError};
+use crate::spec::{self as svc, secrets_v2, SpecError};
 
 fn int(field: &'static str, s: &str) -> Result<i32, SpecError> {
     s.trim()
@@ -71,7 +71,10 @@ pub fn apply_flags(
         c.args = a.clone();
     }
     if !f.set_env_vars.is_empty() {
-        c.env = env_vars(parse_env_flags(&f.set_env_vars)?);
+        // Plain variables only: secrets have their own flags (as gcloud).
+        c.env
+            .retain(|e| matches!(e.values, Some(v2::env_var::Values::ValueSource(_))));
+        c.env.extend(env_vars(parse_env_flags(&f.set_env_vars)?));
     }
     if !update_env.is_empty() {
         let given =
@@ -83,6 +86,14 @@ pub fn apply_flags(
             }
         }
     }
+    let ops = f.secrets.parse()?;
+    if !ops.is_empty() {
+        let mut b = secrets_v2::bindings(FIELDS, "", &c.env, &task.volumes, &c.volume_mounts)?;
+        b.apply(&ops);
+        b.check("--set-secrets", &plain_env(c))?;
+        secrets_v2::replace(c, &mut task.volumes, &b);
+    }
+    let c = &mut task.containers[0];
     if let Some(m) = &f.memory {
         svc::memory("--memory", m)?;
         limits(c).insert("memory".into(), m.clone());
@@ -92,6 +103,21 @@ pub fn apply_flags(
         limits(c).insert("cpu".into(), cpu.clone());
     }
     Ok(())
+}
+
+const FIELDS: secrets_v2::Fields = secrets_v2::Fields {
+    env: "--update-secrets",
+    volumes: "--update-secrets",
+    mounts: "--update-secrets",
+};
+
+/// The container's plain variables (names only matter here).
+fn plain_env(c: &v2::Container) -> Vec<(String, String)> {
+    c.env
+        .iter()
+        .filter(|e| !matches!(e.values, Some(v2::env_var::Values::ValueSource(_))))
+        .map(|e| (e.name.clone(), String::new()))
+        .collect()
 }
 
 fn limits(c: &mut v2::Container) -> &mut std::collections::BTreeMap<String, String> {

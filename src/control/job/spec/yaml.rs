@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::yaml_secrets::{self, EnvVarSourceYaml, VolumeMountYaml, VolumeYaml};
 use super::{bad, JobSpec, API_VERSION};
 use crate::spec::SpecError;
 
@@ -20,6 +21,7 @@ impl JobSpec {
                 spec: TaskSpecYaml {
                     max_retries: Some(self.max_retries),
                     timeout_seconds: Some(self.task_timeout.as_secs()),
+                    volumes: yaml_secrets::volumes_yaml(&self.secrets),
                     containers: vec![ContainerYaml {
                         name: None,
                         image: self.image.clone(),
@@ -31,8 +33,11 @@ impl JobSpec {
                             .map(|(k, v)| EnvVarYaml {
                                 name: k.clone(),
                                 value: Some(v.clone()),
+                                value_from: None,
                             })
+                            .chain(yaml_secrets::env_yaml(&self.secrets))
                             .collect(),
+                        volume_mounts: yaml_secrets::mounts_yaml(&self.secrets),
                         resources: Some(ResourcesYaml {
                             limits: Some(LimitsYaml {
                                 memory: Some(Quantity(self.memory.clone())),
@@ -135,6 +140,9 @@ pub struct TaskSpecYaml {
     pub timeout_seconds: Option<u64>,
     #[serde(default)]
     pub containers: Vec<ContainerYaml>,
+    /// Secret volumes (the only kind runlet's jobs take).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeYaml>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,15 +159,19 @@ pub struct ContainerYaml {
     pub env: Vec<EnvVarYaml>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesYaml>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMountYaml>,
 }
 
-/// `valueFrom` (secrets) is not supported: refused as an unknown field.
+/// A value, or `valueFrom.secretKeyRef` (a secret's version).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvVarYaml {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSourceYaml>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -372,11 +384,90 @@ spec:
         assert_eq!(again, s, "{text}");
     }
 
+    const SECRETS: &str = r#"
+          volumes:
+          - name: api
+            secret:
+              secretName: api-key
+              items:
+              - key: "1"
+                path: key
+              - key: latest
+                path: sub/new
+          - name: whole
+            secret:
+              secretName: projects/p1/secrets/cert
+          containers:
+          - image: probe
+            env:
+            - name: PLAIN
+              value: x
+            - name: DB
+              valueFrom:
+                secretKeyRef:
+                  name: db
+                  key: latest
+            volumeMounts:
+            - name: api
+              mountPath: /secrets/api
+            - name: whole
+              mountPath: /certs
+"#;
+
+    fn with_secrets() -> String {
+        let head = YAML.split("          containers:").next().unwrap();
+        format!("{head}{}", SECRETS.trim_start_matches('\n'))
+    }
+
+    #[test]
+    fn secrets_map_as_references_and_round_trip() {
+        use crate::spec::secrets::{SecretFlags, Version};
+        let file = parse_yaml(&with_secrets()).unwrap();
+        let s = resolve(&JobFlags::default(), Some(&file)).unwrap();
+        assert_eq!(s.env, vec![("PLAIN".into(), "x".into())]);
+        assert_eq!(s.secrets.env.len(), 1);
+        assert_eq!(s.secrets.env[0].1.version, Version::Latest);
+        let keys: Vec<String> = s.secrets.files.iter().map(|f| f.key()).collect();
+        assert_eq!(
+            keys,
+            ["/secrets/api/key", "/secrets/api/sub/new", "/certs/cert"]
+        );
+        // Written back (what execution records hold): references, read back the same.
+        let text = serde_yaml_ng::to_string(&s.to_yaml()).unwrap();
+        assert!(text.contains("secretKeyRef"), "{text}");
+        let again = resolve(&JobFlags::default(), Some(&parse_yaml(&text).unwrap())).unwrap();
+        assert_eq!(again, s, "{text}");
+        // Flags change the file's secrets.
+        let over = JobFlags {
+            secrets: SecretFlags {
+                remove: vec!["DB,/certs/cert".into()],
+                update: vec!["NEW=n:2".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = resolve(&over, Some(&file)).unwrap();
+        assert_eq!(s.secrets.env[0].0, "NEW");
+        assert_eq!(s.secrets.files.len(), 2);
+        let clear = JobFlags {
+            secrets: SecretFlags {
+                clear: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(resolve(&clear, Some(&file)).unwrap().secrets.is_empty());
+    }
+
     #[test]
     fn bad_yaml_names_the_field() {
         let table = [
             (YAML.replace("maxRetries: 1", "maxRetries: 1\n          serviceAccountName: sa"), "spec.template.spec.template.spec: unknown field `serviceAccountName`"),
-            (YAML.replace("value: file", "valueFrom: {}"), "spec.template.spec.template.spec.containers[0].env[1]: unknown field `valueFrom`"),
+            (YAML.replace("value: file", "valueFrom: {}"), "spec.template.spec.template.spec.containers[0].env[1].valueFrom: missing field `secretKeyRef`"),
+            (YAML.replace("value: file", "valueFrom: {secretKeyRef: {name: s, key: x}}"), "version \"x\" is not latest or a number"),
+            (YAML.replace("value: file", "value: v\n              valueFrom: {secretKeyRef: {name: s, key: '1'}}"), "not both"),
+            (YAML.replace("          containers:", "          volumes: [{name: m, emptyDir: {}}]\n          containers:"), "unknown field `emptyDir`"),
+            (YAML.replace("            resources:", "            volumeMounts: [{name: nov, mountPath: /x}]\n            resources:"), "nov is not a volume"),
             (YAML.replace("taskCount: 4", "taskCount: -4"), "spec.template.spec.taskCount"),
             (YAML.replace("taskCount: 4", "taskCount: 0"), "spec.template.spec.taskCount: 0 is out of range"),
             (YAML.replace("maxRetries: 1", "maxRetries: 20"), "spec.template.spec.template.spec.maxRetries: 20 is out of range"),
