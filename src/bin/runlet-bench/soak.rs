@@ -172,8 +172,11 @@ pub async fn soak(s: Soak) -> Result<()> {
         );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            while Instant::now() < end {
+            loop {
                 tick.tick().await;
+                if Instant::now() >= end {
+                    break;
+                }
                 let all: Vec<_> = (0..n)
                     .map(|_| {
                         let (c, url, burst) = (c.clone(), url.clone(), burst.clone());
