@@ -29,7 +29,7 @@ const EXIT_CANCELLED: i32 = 130;
 
 /// A job command with its input checked.
 enum Plan<'a> {
-    Execute(Box<JobSpec>),
+    Execute(Box<JobSpec>, runlet::cli::registry::PullArgs),
     Executions(&'a ExecutionsCommand),
 }
 
@@ -37,10 +37,10 @@ enum Plan<'a> {
 pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
     // Bad input is refused before containerd is reached (or started).
     let plan = match cmd {
-        JobCommand::Execute(a) => Plan::Execute(Box::new(job_spec(a)?)),
+        JobCommand::Execute(a) => Plan::Execute(Box::new(job_spec(a)?), a.pull.clone()),
         JobCommand::Executions(c) => Plan::Executions(c),
     };
-    if matches!(plan, Plan::Execute(_)) {
+    if matches!(plan, Plan::Execute(..)) {
         runlet::fdlimit::raise();
     }
     let state_dir = global.state_dir.as_path();
@@ -54,7 +54,9 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
             warn!(execution = %e, "marked failed: it was running when its runlet exited");
         }
         match plan {
-            Plan::Execute(spec) => execute(client, net, *spec, &store, state_dir).await,
+            Plan::Execute(spec, pull) => {
+                execute(client, net, *spec, &pull, &store, state_dir).await
+            }
             Plan::Executions(c) => {
                 print(&executions(c, &store)?);
                 Ok(0)
@@ -129,11 +131,12 @@ async fn execute(
     client: Containerd,
     net: NetConfig,
     spec: JobSpec,
+    pull: &runlet::cli::registry::PullArgs,
     store: &RecordStore,
     state_dir: &Path,
 ) -> Result<i32> {
     net.check()?;
-    let image = client.resolve_image(&spec.image).await?;
+    let image = super::image::resolve_or_pull(&client, &spec.image, pull).await?;
     let user = client.image_user(&image).await?;
     let argv = ocispec::argv(
         &image.name,
