@@ -18,8 +18,8 @@ use runlet::control::job::{self, Ctx, ExecutionState, Line, LineSink, RecordStor
 use runlet::control::KILL_GRACE;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
+use runlet::runtime::ocispec;
 use runlet::runtime::rootfs::MemoryFs;
-use runlet::runtime::{ocispec, Runtime};
 use runlet::spec::SpecError;
 
 use super::{print, with_containerd};

@@ -19,7 +19,6 @@ use runlet::metrics::{Metrics, MetricsListen};
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::rootfs::MemoryFs;
-use runlet::runtime::Runtime;
 use runlet::spec::{self, ServiceSpec, SpecError};
 
 use super::{metrics_listen, wait_for_signal, with_containerd};

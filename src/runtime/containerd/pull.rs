@@ -112,8 +112,15 @@ impl Containerd {
                 bytes: &d.bytes,
                 reference: &plan.name,
             };
-            self.store_blob(lease, &digest, d.bytes.len() as u64, &d.labels, &doc, &NoPullProgress)
-                .await?;
+            self.store_blob(
+                lease,
+                &digest,
+                d.bytes.len() as u64,
+                &d.labels,
+                &doc,
+                &NoPullProgress,
+            )
+            .await?;
         }
         let layers: Vec<_> = plan
             .layers
@@ -168,7 +175,7 @@ impl Containerd {
         }
         Err(other(
             "content write",
-            &digest,
+            digest,
             "another writer holds this blob's ingest".into(),
         ))
     }
@@ -351,7 +358,8 @@ struct Doc<'a> {
 
 impl BlobFetch for Doc<'_> {
     fn fetch<'a>(&'a self, _: &'a str, _: u64, offset: u64) -> FetchFuture<'a> {
-        let rest = bytes::Bytes::copy_from_slice(&self.bytes[(offset as usize).min(self.bytes.len())..]);
+        let rest =
+            bytes::Bytes::copy_from_slice(&self.bytes[(offset as usize).min(self.bytes.len())..]);
         Box::pin(async move {
             let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(rest) }));
             Ok((offset, stream))
