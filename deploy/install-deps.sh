@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what runlet needs from Debian packages, only what is missing.
 set -euo pipefail
-pkgs=(containerd runc protobuf-compiler libprotobuf-dev containernetworking-plugins iptables busybox-static curl iproute2 ca-certificates)
+pkgs=(containerd runc protobuf-compiler libprotobuf-dev containernetworking-plugins iptables busybox-static curl iproute2 ca-certificates docker-registry skopeo)
 need=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")

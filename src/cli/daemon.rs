@@ -7,6 +7,9 @@ use clap::Args;
 /// Run the long-lived runtime that serves the Cloud Run Admin API v2.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
+    /// When a service's or job's image is pulled, and how registries are reached.
+    #[command(flatten)]
+    pub pull: super::registry::PullArgs,
     /// Where services are served, routed by Host (`SERVICE.localhost[:PORT]`).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,

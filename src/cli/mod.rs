@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod job;
 pub mod jobs;
 pub mod pubsub;
+pub mod registry;
 pub mod revisions;
 pub mod secrets;
 pub mod services;
@@ -110,6 +111,8 @@ pub struct ServeArgs {
     pub listen: String,
     #[command(flatten)]
     pub revision: RevisionArgs,
+    #[command(flatten)]
+    pub pull: registry::PullArgs,
     /// Idle instances above --min-instances are stopped after this long (at most 15m).
     #[arg(long, default_value = "15m")]
     pub idle_timeout: String,
@@ -211,6 +214,16 @@ pub enum ImageCommand {
         /// Print no progress.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Pull an image from its registry into the store (Docker Registry v2 / OCI).
+    Pull {
+        /// The image, e.g. localhost:5000/app:tag or registry/app@sha256:...
+        image: String,
+        /// Print only the summary.
+        #[arg(long, short)]
+        quiet: bool,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
     },
     /// List images.
     Ls,

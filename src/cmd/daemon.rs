@@ -36,6 +36,8 @@ struct Input {
     metrics: runlet::metrics::MetricsListen,
     manage_hosts: bool,
     max_body: Option<u64>,
+    pull: runlet::image::registry::PullPolicy,
+    registry: runlet::image::registry::RegistryOptions,
 }
 
 pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Result<i32> {
@@ -95,6 +97,8 @@ fn input(a: &DaemonArgs) -> Result<Input> {
         metrics,
         manage_hosts: !a.no_manage_hosts,
         max_body: runlet::spec::body_size("--max-request-body-size", &a.max_request_body_size)?,
+        pull: a.pull.pull,
+        registry: a.pull.registry.options(),
     })
 }
 
@@ -144,6 +148,8 @@ async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         metrics,
         peers: None,
         max_body: input.max_body,
+        pull: input.pull,
+        registry: input.registry.clone(),
     };
     let daemon = Daemon::load(host, store, input.listen, routes_tx, hosts);
     daemon.resume().await;

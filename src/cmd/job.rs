@@ -18,8 +18,8 @@ use runlet::control::job::{self, Ctx, ExecutionState, Line, LineSink, RecordStor
 use runlet::control::KILL_GRACE;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
+use runlet::runtime::ocispec;
 use runlet::runtime::rootfs::MemoryFs;
-use runlet::runtime::{ocispec, Runtime};
 use runlet::spec::SpecError;
 
 use super::{print, with_containerd};
@@ -29,7 +29,7 @@ const EXIT_CANCELLED: i32 = 130;
 
 /// A job command with its input checked.
 enum Plan<'a> {
-    Execute(Box<JobSpec>),
+    Execute(Box<JobSpec>, runlet::cli::registry::PullArgs),
     Executions(&'a ExecutionsCommand),
 }
 
@@ -40,11 +40,11 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
         JobCommand::Execute(a) => {
             let spec = job_spec(a)?;
             super::check_secrets(&spec.secrets, &global.state_dir)?;
-            Plan::Execute(Box::new(spec))
+            Plan::Execute(Box::new(spec), a.pull.clone())
         }
         JobCommand::Executions(c) => Plan::Executions(c),
     };
-    if matches!(plan, Plan::Execute(_)) {
+    if matches!(plan, Plan::Execute(..)) {
         runlet::fdlimit::raise();
     }
     let state_dir = global.state_dir.as_path();
@@ -58,7 +58,9 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
             warn!(execution = %e, "marked failed: it was running when its runlet exited");
         }
         match plan {
-            Plan::Execute(spec) => execute(client, net, *spec, &store, state_dir).await,
+            Plan::Execute(spec, pull) => {
+                execute(client, net, *spec, &pull, &store, state_dir).await
+            }
             Plan::Executions(c) => {
                 print(&executions(c, &store)?);
                 Ok(0)
@@ -134,11 +136,12 @@ async fn execute(
     client: Containerd,
     net: NetConfig,
     spec: JobSpec,
+    pull: &runlet::cli::registry::PullArgs,
     store: &RecordStore,
     state_dir: &Path,
 ) -> Result<i32> {
     net.check()?;
-    let image = client.resolve_image(&spec.image).await?;
+    let image = super::image::resolve_or_pull(&client, &spec.image, pull).await?;
     let user = client.image_user(&image).await?;
     let argv = ocispec::argv(
         &image.name,

@@ -19,7 +19,6 @@ use runlet::metrics::{Metrics, MetricsListen};
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::rootfs::MemoryFs;
-use runlet::runtime::Runtime;
 use runlet::spec::{self, ServiceSpec, SpecError};
 
 use super::{metrics_listen, wait_for_signal, with_containerd};
@@ -30,6 +29,7 @@ struct Input {
     metrics: MetricsListen,
     /// `--max-request-body-size`.
     max_body: Option<u64>,
+    pull: runlet::cli::registry::PullArgs,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
@@ -37,6 +37,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
         spec: service_spec(args)?,
         metrics: metrics_listen(args.metrics_listen.as_deref())?,
         max_body: spec::body_size("--max-request-body-size", &args.max_request_body_size)?,
+        pull: args.pull.clone(),
     };
     super::check_secrets(&input.spec.secrets, &global.state_dir)?;
     runlet::fdlimit::raise();
@@ -71,10 +72,11 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         spec,
         metrics: metrics_addr,
         max_body,
+        pull,
     } = input;
     let net = NetConfig::new();
     net.check()?;
-    let image = c.resolve_image(&spec.image).await?;
+    let image = super::image::resolve_or_pull(&c, &spec.image, &pull).await?;
     let user = c.image_user(&image).await?;
     let listeners = ingress::bind(&[spec.listen], ingress::default_workers())
         .map_err(|e| e.source)

@@ -107,11 +107,13 @@ impl Daemon {
         };
         let spec = job_spec(&name.job, &job, req.overrides.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let image = match self.host.runtime.resolve_image(&spec.image).await {
+        let image = match self.host.image(&spec.image).await {
             Ok(i) => i,
-            Err(RuntimeError::ImageNotFound { .. }) => {
+            Err(crate::image::registry::RegistryError::Store(RuntimeError::ImageNotFound {
+                ..
+            })) => {
                 return Err(Status::failed_precondition(format!(
-                    "Image '{}' not found: load it first (runlet image load FILE).",
+                    "Image '{}' not found: load it first (runlet image load FILE) or let the daemon pull it (--pull).",
                     spec.image
                 )))
             }
@@ -361,8 +363,7 @@ impl Daemon {
             let spec = job_spec(&job_id, &job, None).map_err(|e| e.to_string())?;
             let image = self
                 .host
-                .runtime
-                .resolve_image(&spec.image)
+                .image(&spec.image)
                 .await
                 .map_err(|e| crate::util::Chain(&e).to_string())?;
             let user = self

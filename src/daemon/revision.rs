@@ -15,12 +15,13 @@ use tracing::{info, warn, Instrument};
 use crate::control::autoscale::Policy;
 use crate::control::service::instance::Ctx;
 use crate::control::{stop_container, KILL_GRACE};
+use crate::image::registry::RegistryError;
 use crate::ingress::{Demand, IngressConfig, Route, Snapshot};
 use crate::metrics::Metrics;
 use crate::runtime::containerd::Containerd;
 use crate::runtime::network::NetConfig;
 use crate::runtime::rootfs::MemoryFs;
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::RuntimeError;
 use crate::spec::ServiceSpec;
 use crate::util::Chain;
 
@@ -38,6 +39,28 @@ pub struct Host {
     pub peers: Option<watch::Receiver<Arc<str>>>,
     /// The request body limit for services served over HTTP/1 (`--max-request-body-size`).
     pub max_body: Option<u64>,
+    /// When an image not in the store is pulled (`runlet daemon --pull`), and how
+    /// registries are reached.
+    pub pull: crate::image::registry::PullPolicy,
+    pub registry: crate::image::registry::RegistryOptions,
+}
+
+impl Host {
+    /// The image `name`, pulled first when `--pull` says so (no progress: the daemon logs).
+    pub async fn image(
+        &self,
+        name: &str,
+    ) -> Result<crate::image::ImageInfo, crate::image::registry::RegistryError> {
+        self.runtime
+            .resolve_or_pull(
+                name,
+                self.pull,
+                &self.registry,
+                &crate::image::registry::NoPullProgress,
+                &CancellationToken::new(),
+            )
+            .await
+    }
 }
 
 /// Why a revision did not start.
@@ -77,11 +100,11 @@ impl RevisionRun {
         adopt: Vec<String>,
         stopping: &CancellationToken,
     ) -> Result<RevisionRun, NotStarted> {
-        let image = match host.runtime.resolve_image(&spec.image).await {
+        let image = match host.image(&spec.image).await {
             Ok(i) => i,
-            Err(RuntimeError::ImageNotFound { .. }) => {
+            Err(RegistryError::Store(RuntimeError::ImageNotFound { .. })) => {
                 return Err(NotStarted::Failed(format!(
-                    "Image '{}' not found: load it first (runlet image load FILE).",
+                    "Image '{}' not found: load it first (runlet image load FILE) or let the daemon pull it (--pull).",
                     spec.image
                 )))
             }

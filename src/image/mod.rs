@@ -4,6 +4,7 @@ pub mod archive;
 pub mod config;
 pub mod media;
 pub mod reference;
+pub mod registry;
 
 use std::collections::HashMap;
 

@@ -68,6 +68,8 @@ impl Env {
             .arg(&self.state_dir)
             .arg("--no-embedded-containerd");
         c.env_remove("RUST_BACKTRACE");
+        // No test pulls from a registry it did not start (tests/registry.rs passes --pull).
+        c.env("RUNLET_PULL", "never");
         c
     }
 

@@ -135,7 +135,11 @@ impl Containerd {
     }
 
     /// Creates or updates an image record; true if it was new.
-    async fn put_image(&self, name: &str, target: &Descriptor) -> Result<bool, RuntimeError> {
+    pub(super) async fn put_image(
+        &self,
+        name: &str,
+        target: &Descriptor,
+    ) -> Result<bool, RuntimeError> {
         let image = Image {
             name: name.to_string(),
             labels: HashMap::new(),

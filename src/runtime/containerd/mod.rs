@@ -9,16 +9,18 @@
 //!
 //! One concern per file: [`client`] (the connection, namespaced requests, gRPC errors),
 //! [`leases`], [`content`] (the content store), [`images`] (import, list, remove, read an
-//! image's config and files), [`snapshots`] (unpacking layers), [`tasks`] (the `Runtime`
+//! image's config and files), [`snapshots`] (unpacking layers), [`pull`] (a registry pull into the store), [`tasks`] (the `Runtime`
 //! implementation: containers, tasks, OOM events).
 
 mod client;
 mod content;
 mod images;
 mod leases;
+mod pull;
 mod snapshots;
 mod tasks;
 
 pub use client::{Containerd, NAMESPACE, SNAPSHOTTER};
 pub use images::ImageUserError;
 pub use leases::Lease;
+pub use pull::Pulled;

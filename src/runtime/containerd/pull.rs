@@ -1,0 +1,371 @@
+//! Pulling into the store: layers stream from a [`BlobFetch`] into the content store (at
+//! most four at a time), each under an ingest ref named by its digest so that a pull killed
+//! half-way resumes where it stopped (`Range`); containerd checks every blob against its
+//! digest when it is committed. Blobs already present are skipped. Then the documents are
+//! written, the layers unpacked (the archive import's path) and the image record created,
+//! last. Everything happens under a lease: a failure or a cancellation (Ctrl-C) removes
+//! the image record if this pull made it and releases the lease with a synchronous garbage
+//! collection, so nothing is left.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::{AbortRequest, WriteAction, WriteContentRequest};
+use containerd_client::tonic::Code;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::client::{grpc, Containerd, SNAPSHOTTER};
+use super::Lease;
+use crate::image::registry::{
+    BlobFetch, ByteStream, FetchFuture, NoPullProgress, PullPlan, PullProgress, RegistryError,
+    RemoteLayer,
+};
+use crate::image::ImageInfo;
+use crate::runtime::RuntimeError;
+
+/// Layers fetched at the same time.
+const PARALLEL: usize = 4;
+/// Bytes gathered before one write message.
+const CHUNK: usize = 1 << 20;
+/// How long a lease (and so a killed pull's partial blobs) outlives its pull.
+const LEASE_TTL: Duration = Duration::from_secs(3600);
+
+/// One layer being stored.
+type LayerFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, RegistryError>> + Send + 'a>>;
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub name: String,
+    pub digest: String,
+    /// Bytes of the image (layers and documents).
+    pub size: u64,
+    /// Bytes that came over the network.
+    pub fetched: u64,
+}
+
+fn other(op: &'static str, id: &str, detail: String) -> RegistryError {
+    RegistryError::Store(RuntimeError::Other {
+        op,
+        id: id.to_string(),
+        detail,
+    })
+}
+
+impl Containerd {
+    /// Stores the image `plan` describes, reading blobs from `fetch`.
+    pub async fn pull(
+        &self,
+        plan: &PullPlan,
+        fetch: &dyn BlobFetch,
+        progress: &dyn PullProgress,
+        cancel: &CancellationToken,
+    ) -> Result<Pulled, RegistryError> {
+        let lease = self.lease("pull", LEASE_TTL).await?;
+        let mut created = false;
+        let result = tokio::select! {
+            r = self.pull_under(plan, &lease, fetch, progress, &mut created) => r,
+            () = cancel.cancelled() => Err(other("pull", &plan.name, "interrupted".into())),
+        };
+        if result.is_err() && created {
+            let _ = self.remove_image(&plan.name).await;
+        }
+        self.release(lease, result.is_err()).await?;
+        result
+    }
+
+    async fn pull_under(
+        &self,
+        plan: &PullPlan,
+        lease: &Lease,
+        fetch: &dyn BlobFetch,
+        progress: &dyn PullProgress,
+        created: &mut bool,
+    ) -> Result<Pulled, RegistryError> {
+        // Boxed, so the stream's type names no closure over borrowed arguments (which
+        // would make the future not `Send` for every lifetime, as the daemon needs).
+        let layers: Vec<LayerFuture<'_>> = plan
+            .layers
+            .iter()
+            .map(|l: &RemoteLayer| -> LayerFuture<'_> {
+                let digest = l.desc.digest().to_string();
+                Box::pin(async move {
+                    self.store_blob(lease, &digest, l.desc.size(), &l.labels, fetch, progress)
+                        .await
+                })
+            })
+            .collect();
+        let fetched: Vec<u64> = futures::stream::iter(layers)
+            .buffer_unordered(PARALLEL)
+            .try_collect()
+            .await?;
+        for d in &plan.docs {
+            let digest = d.desc.digest().to_string();
+            let doc = Doc {
+                bytes: &d.bytes,
+                reference: &plan.name,
+            };
+            self.store_blob(
+                lease,
+                &digest,
+                d.bytes.len() as u64,
+                &d.labels,
+                &doc,
+                &NoPullProgress,
+            )
+            .await?;
+        }
+        let layers: Vec<_> = plan
+            .layers
+            .iter()
+            .map(|l| (l.desc.clone(), l.diff_id.clone()))
+            .collect();
+        let top = self.unpack(lease, &layers).await?;
+        let mut labels = HashMap::new();
+        labels.insert(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top);
+        if let Some(config) = plan.docs.first() {
+            self.set_content_labels(config.desc.digest().as_ref(), &labels)
+                .await?;
+        }
+        *created = self.put_image(&plan.name, &plan.target).await?;
+        info!(image = %plan.name, digest = %plan.target.digest(), "image pulled");
+        Ok(Pulled {
+            name: plan.name.clone(),
+            digest: plan.target.digest().to_string(),
+            size: plan.total_bytes(),
+            fetched: fetched.iter().sum(),
+        })
+    }
+
+    /// One blob into the content store; returns the bytes fetched.
+    async fn store_blob(
+        &self,
+        lease: &Lease,
+        digest: &str,
+        size: u64,
+        labels: &HashMap<String, String>,
+        fetch: &dyn BlobFetch,
+        progress: &dyn PullProgress,
+    ) -> Result<u64, RegistryError> {
+        // Another pull may hold the ingest of the same blob: wait for it.
+        for _ in 0..1200 {
+            if self.content_exists(digest).await? {
+                self.set_content_labels(digest, labels).await?;
+                progress.stored(digest, size, 0);
+                return Ok(0);
+            }
+            match self
+                .ingest(lease, digest, size, labels, fetch, progress)
+                .await
+            {
+                Err(Ingest::Locked) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(Ingest::Failed(e)) => return Err(e),
+                Ok(n) => {
+                    progress.stored(digest, size, n);
+                    return Ok(n);
+                }
+            }
+        }
+        Err(other(
+            "content write",
+            digest,
+            "another writer holds this blob's ingest".into(),
+        ))
+    }
+
+    /// Streams one blob in under the ingest ref `runlet-pull-<digest>`, resuming at what an
+    /// earlier writer left.
+    async fn ingest(
+        &self,
+        lease: &Lease,
+        digest: &str,
+        size: u64,
+        labels: &HashMap<String, String>,
+        fetch: &dyn BlobFetch,
+        progress: &dyn PullProgress,
+    ) -> Result<u64, Ingest> {
+        let reference = format!("runlet-pull-{digest}");
+        let msg = |action: WriteAction, offset: u64, data: Vec<u8>| WriteContentRequest {
+            action: action as i32,
+            r#ref: reference.clone(),
+            total: size as i64,
+            expected: digest.to_string(),
+            offset: offset as i64,
+            data,
+            labels: HashMap::new(),
+        };
+        let (tx, rx) = mpsc::channel::<WriteContentRequest>(4);
+        let _ = tx.send(msg(WriteAction::Stat, 0, Vec::new())).await;
+        let mut client = ContentClient::new(self.channel());
+        let status = |s: containerd_client::tonic::Status| match s.code() {
+            Code::Unavailable | Code::Aborted => Ingest::Locked,
+            _ => Ingest::Failed(grpc("content write", digest)(s).into()),
+        };
+        let mut stream = match client
+            .write(self.req_lease(ReceiverStream::new(rx), lease))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::AlreadyExists => return Ok(0),
+            Err(s) => return Err(status(s)),
+        };
+        let offset = match stream.message().await {
+            Ok(Some(stat)) => (stat.offset.max(0) as u64).min(size),
+            Ok(None) => return Err(Ingest::Locked),
+            Err(s) if s.code() == Code::AlreadyExists => return Ok(0),
+            Err(s) => return Err(status(s)),
+        };
+        // Answers come for every message; drain them so the stream never stalls.
+        let answers = tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                match stream.message().await {
+                    Ok(Some(r)) => last = Some(r),
+                    Ok(None) => return Ok(last),
+                    Err(s) => return Err(s),
+                }
+            }
+        });
+        progress.fetching(digest, size, offset);
+        let sent = async {
+            let (start, mut body) = fetch.fetch(digest, size, offset).await?;
+            let mut pos = start;
+            let mut fetched = 0u64;
+            let mut buf = BytesMut::with_capacity(CHUNK);
+            let closed = || {
+                other(
+                    "content write",
+                    digest,
+                    "containerd closed the write stream".into(),
+                )
+            };
+            loop {
+                let chunk = body.try_next().await?;
+                let end = chunk.is_none();
+                if let Some(c) = chunk {
+                    fetched += c.len() as u64;
+                    buf.extend_from_slice(&c);
+                }
+                if buf.len() >= CHUNK || (end && !buf.is_empty()) {
+                    let data = buf.split().freeze().to_vec();
+                    let n = data.len() as u64;
+                    tx.send(msg(WriteAction::Write, pos, data))
+                        .await
+                        .map_err(|_| closed())?;
+                    pos += n;
+                }
+                if end {
+                    break;
+                }
+            }
+            let mut commit = msg(WriteAction::Commit, pos, Vec::new());
+            commit.labels = labels.clone();
+            tx.send(commit).await.map_err(|_| closed())?;
+            Ok::<u64, RegistryError>(fetched)
+        }
+        .await;
+        drop(tx);
+        let answer = answers
+            .await
+            .map_err(|e| Ingest::Failed(other("content write", digest, e.to_string())))?;
+        let mismatch = |detail: String| RegistryError::DigestMismatch {
+            reference: fetch.reference().to_string(),
+            digest: digest.to_string(),
+            detail,
+        };
+        match (sent, answer) {
+            (Err(e @ RegistryError::DigestMismatch { .. }), _) => {
+                self.abort_ingest(&reference).await;
+                Err(Ingest::Failed(e))
+            }
+            (Err(e), _) => Err(Ingest::Failed(e)),
+            (Ok(fetched), Ok(Some(last)))
+                if last.action == WriteAction::Commit as i32 && last.digest == digest =>
+            {
+                Ok(fetched)
+            }
+            (Ok(_), Err(s)) if s.code() == Code::AlreadyExists => Ok(0),
+            (Ok(_), Err(s))
+                if s.code() == Code::FailedPrecondition || s.code() == Code::InvalidArgument =>
+            {
+                // containerd refused the commit: the bytes are not the blob the manifest names.
+                self.abort_ingest(&reference).await;
+                Err(Ingest::Failed(mismatch(s.message().to_string())))
+            }
+            (Ok(_), Err(s)) => Err(Ingest::Failed(grpc("content write", digest)(s).into())),
+            (Ok(_), Ok(_)) => Err(Ingest::Failed(other(
+                "content write",
+                digest,
+                "containerd did not confirm the commit".into(),
+            ))),
+        }
+    }
+
+    async fn abort_ingest(&self, reference: &str) {
+        let _ = ContentClient::new(self.channel())
+            .abort(self.req(AbortRequest {
+                r#ref: reference.to_string(),
+            }))
+            .await;
+    }
+
+    /// The image `name` as `policy` wants it: looked up, pulled when missing, or pulled
+    /// every time. `connect` reaches the registry only when a pull is needed.
+    pub async fn resolve_or_pull(
+        &self,
+        name: &str,
+        policy: crate::image::registry::PullPolicy,
+        opts: &crate::image::registry::RegistryOptions,
+        progress: &dyn PullProgress,
+        cancel: &CancellationToken,
+    ) -> Result<ImageInfo, RegistryError> {
+        use crate::image::registry::PullPolicy;
+        let pull = match policy {
+            PullPolicy::Never => false,
+            PullPolicy::Always => true,
+            PullPolicy::Missing => match self.resolve(name).await {
+                Ok(i) => return Ok(i),
+                Err(RuntimeError::ImageNotFound { .. }) => true,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if pull {
+            crate::image::registry::pull(self, opts, name, progress, cancel).await?;
+        }
+        Ok(self.resolve(name).await?)
+    }
+}
+
+/// Why one ingest attempt ended without the blob.
+enum Ingest {
+    /// Another writer holds the ref; try again shortly.
+    Locked,
+    Failed(RegistryError),
+}
+
+/// A document runlet holds in memory, served like a remote blob.
+struct Doc<'a> {
+    bytes: &'a [u8],
+    reference: &'a str,
+}
+
+impl BlobFetch for Doc<'_> {
+    fn fetch<'a>(&'a self, _: &'a str, _: u64, offset: u64) -> FetchFuture<'a> {
+        let rest =
+            bytes::Bytes::copy_from_slice(&self.bytes[(offset as usize).min(self.bytes.len())..]);
+        Box::pin(async move {
+            let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(rest) }));
+            Ok((offset, stream))
+        })
+    }
+    fn reference(&self) -> &str {
+        self.reference
+    }
+}
