@@ -98,6 +98,7 @@ pub fn service_flags(image: &str, a: &RevisionArgs) -> ServiceFlags {
         } else {
             None
         },
+        containers: Vec::new(),
     }
 }
 

@@ -42,6 +42,7 @@ fn all_flags(s: &str) -> ServiceFlags {
         add_volume_mount: vec![s.to_string()],
         use_http2: false,
         cpu_throttling: None,
+        containers: Vec::new(),
     }
 }
 

@@ -94,6 +94,7 @@ pub fn service_spec(
             &c.liveness_probe,
         )?,
         volumes: volumes(t, c, memory_bytes)?,
+        sidecars: Default::default(),
     })
 }
 

@@ -535,6 +535,7 @@ mod tests {
             startup_probe: None,
             liveness_probe: None,
             volumes: vec![],
+            sidecars: Default::default(),
         }
     }
 

@@ -198,6 +198,8 @@ mod tests {
                 memory_bytes: 1 << 20,
                 cpu: 1.0,
                 tmpfs: vec![],
+                shared: vec![],
+                join: None,
                 files: vec![],
                 labels: Default::default(),
                 sink: std::sync::Arc::new(|_, _| {}),
