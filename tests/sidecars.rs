@@ -34,7 +34,7 @@ fn three_containers_share_localhost_and_a_volume_and_start_in_order() {
         "--command",
         "/bin/sh",
         "--args",
-        &format!("^|^-c|{INGRESS}"),
+        &format!("^@^-c@{INGRESS}"),
         "--add-volume-mount",
         "volume=shared,mount-path=/data",
         "--depends-on",
@@ -55,7 +55,7 @@ fn three_containers_share_localhost_and_a_volume_and_start_in_order() {
         "--command",
         "/bin/sh",
         "--args",
-        "^|^-c|echo hello-from-writer > /shared/msg && exec sleep 3600",
+        "^@^-c@echo hello-from-writer > /shared/msg; trap 'exit 0' TERM; while :; do sleep 1; done",
         "--add-volume-mount",
         "volume=shared,mount-path=/shared",
     ]);

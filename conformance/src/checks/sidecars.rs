@@ -24,7 +24,10 @@ fn busybox<'a>(name: &'a str, script: &'a str) -> Vec<&'a str> {
 
 pub(super) async fn sidecars(ctx: Ctx) -> Result<()> {
     let mut args = vec!["--container", "app", "--image", PROBE, "--port", "8080"];
-    args.extend(busybox("side", "^|^-c|exec sleep 3600"));
+    args.extend(busybox(
+        "side",
+        "^@^-c@trap 'exit 0' TERM; while :; do sleep 1; done",
+    ));
     let s = ctx.serve(&args).await?;
     s.report().await?;
     let ids = ctx.containers().await?;
@@ -51,7 +54,7 @@ pub(super) async fn absent_in_sidecars(ctx: Ctx) -> Result<()> {
     ];
     args.extend(busybox(
         "side",
-        "^|^-c|env > /shared/env.tmp && busybox mv /shared/env.tmp /shared/env && exec sleep 3600",
+        "^@^-c@env > /shared/env.tmp && busybox mv /shared/env.tmp /shared/env; trap 'exit 0' TERM; while :; do sleep 1; done",
     ));
     args.extend(["--add-volume-mount", "volume=shared,mount-path=/shared"]);
     let s = ctx.serve(&args).await?;
@@ -85,7 +88,7 @@ pub(super) async fn absent_in_sidecars(ctx: Ctx) -> Result<()> {
 /// So the instance is ready only if the ingress container started after the sidecar's
 /// startup probe passed.
 pub(super) async fn start_order(ctx: Ctx) -> Result<()> {
-    let script = "^|^-c|busybox mkdir -p /www \
+    let script = "^@^-c@busybox mkdir -p /www \
         && wget -q -O /www/report.json http://127.0.0.1:8080/ || exit 3; \
         exec httpd -f -p $PORT -h /www";
     let mut args = busybox("app", script);
