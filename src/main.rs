@@ -8,8 +8,6 @@ use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use clap::Parser;
-
 use runlet::api::client::ClientError;
 use runlet::cli::{Cli, Command};
 use runlet::spec::SpecError;
@@ -24,7 +22,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_USAGE: i32 = 64;
 
 fn main() {
-    let cli = Cli::try_parse().unwrap_or_else(|e| {
+    let args = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cli = Cli::parse_from_args(args).unwrap_or_else(|e| {
         // clap's own refusals (a number too large for its type, an unknown flag) are bad
         // input like runlet's: 64, not clap's 2. --help and --version exit 0.
         let _ = e.print();

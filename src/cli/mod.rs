@@ -100,9 +100,21 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The image to serve (loaded with `runlet image load`).
+    /// The image to serve (loaded with `runlet image load`); with --container, each
+    /// container's --image follows its --container instead.
     #[arg(long)]
-    pub image: String,
+    pub image: Option<String>,
+    /// Specifies a container by name (gcloud): the flags following it, up to the next
+    /// --container, apply to that container (--image, --port on the ingress container only,
+    /// --command, --args, --set-env-vars, --memory, --cpu, --startup-probe, --liveness-probe,
+    /// --add-volume-mount, --depends-on). Up to 10; flags that are not per-container come
+    /// before the first --container.
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// The `--container` groups, taken from the command line before clap sees it
+    /// ([`Cli::parse_from_args`]).
+    #[arg(skip)]
+    pub containers: Vec<crate::spec::container_flags::ContainerFlags>,
     /// Service name (default: derived from the image name).
     #[arg(long)]
     pub service: Option<String>,
@@ -201,6 +213,81 @@ pub struct ContainerArgs {
     pub args: Option<String>,
     #[command(flatten)]
     pub secrets: secrets::SecretArgs,
+}
+
+/// The flags of one `--container NAME` group (gcloud's container flags).
+#[derive(Debug, Parser)]
+#[command(name = "--container NAME", no_binary_name = true)]
+pub struct ContainerGroupArgs {
+    /// The container's image.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The ingress container's port (only one container has one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[arg(long = "set-env-vars")]
+    pub set_env_vars: Vec<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub command: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub args: Option<String>,
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long)]
+    pub cpu: Option<String>,
+    #[arg(long)]
+    pub startup_probe: Option<String>,
+    #[arg(long)]
+    pub liveness_probe: Option<String>,
+    #[arg(long)]
+    pub add_volume_mount: Vec<String>,
+    /// Containers that must have started (passed their startup probe) before this one.
+    #[arg(long)]
+    pub depends_on: Vec<String>,
+}
+
+impl ContainerGroupArgs {
+    fn flags(self, name: String) -> crate::spec::container_flags::ContainerFlags {
+        crate::spec::container_flags::ContainerFlags {
+            name,
+            image: self.image,
+            port: self.port,
+            set_env_vars: self.set_env_vars,
+            command: self.command,
+            args: self.args,
+            memory: self.memory,
+            cpu: self.cpu,
+            startup_probe: self.startup_probe,
+            liveness_probe: self.liveness_probe,
+            add_volume_mount: self.add_volume_mount,
+            depends_on: self.depends_on,
+        }
+    }
+}
+
+impl Cli {
+    /// Parses a command line, `--container NAME` groups included: clap parses what comes
+    /// before the first `--container`, each group is parsed on its own
+    /// ([`ContainerGroupArgs`]) and given to `runlet serve`.
+    pub fn parse_from_args(args: Vec<String>) -> Result<Cli, clap::Error> {
+        use clap::CommandFactory;
+        let (head, groups) = crate::spec::container_flags::split_groups(&args);
+        let mut cli = Cli::try_parse_from(head)?;
+        if groups.is_empty() {
+            return Ok(cli);
+        }
+        let Command::Serve(serve) = &mut cli.command else {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::UnknownArgument,
+                "--container is for `runlet serve` only",
+            ));
+        };
+        for (name, rest) in groups {
+            let group = ContainerGroupArgs::try_parse_from(rest)?;
+            serve.containers.push(group.flags(name));
+        }
+        Ok(cli)
+    }
 }
 
 #[derive(Debug, Subcommand)]

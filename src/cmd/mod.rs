@@ -99,6 +99,7 @@ pub fn service_flags(image: &str, a: &RevisionArgs) -> ServiceFlags {
         } else {
             None
         },
+        containers: Vec::new(),
         secrets: a.container.secrets.flags(),
     }
 }

@@ -14,6 +14,7 @@ use tracing::info;
 use runlet::cli::{GlobalArgs, ServeArgs};
 use runlet::control::autoscale::Policy;
 use runlet::control::service::instance::Ctx;
+use runlet::control::service::sidecars::SidecarImage;
 use runlet::ingress::{self, Demand, IngressConfig, Route, RouteTable, Snapshot};
 use runlet::metrics::{Metrics, MetricsListen};
 use runlet::runtime::containerd::Containerd;
@@ -47,7 +48,15 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
 }
 
 fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
-    let flags = super::service_flags(&a.image, &a.revision).check()?;
+    if a.image.is_none() && a.containers.is_empty() {
+        return Err(SpecError {
+            field: "--image",
+            detail: "is required (or --container NAME --image IMAGE ...)".into(),
+        });
+    }
+    let mut flags = super::service_flags(a.image.as_deref().unwrap_or_default(), &a.revision);
+    flags.containers = a.containers.clone();
+    let flags = flags.check()?;
     let name = match &a.service {
         Some(n) => {
             spec::check_name("--service", n, 49)?;
@@ -78,6 +87,12 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     net.check()?;
     let image = super::image::resolve_or_pull(&c, &spec.image, &pull).await?;
     let user = c.image_user(&image).await?;
+    let mut sidecar_images = Vec::new();
+    for s in &spec.sidecars.containers {
+        let image = c.resolve_image(&s.image).await?;
+        let user = c.image_user(&image).await?;
+        sidecar_images.push(SidecarImage { image, user });
+    }
     let listeners = ingress::bind(&[spec.listen], ingress::default_workers())
         .map_err(|e| e.source)
         .with_context(|| format!("cannot listen on {} (--listen)", spec.listen))?;
@@ -93,6 +108,7 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         user,
         state_dir,
         peers: None,
+        sidecar_images,
     });
     runlet::control::service::clean_leftovers(&ctx).await;
 

@@ -70,6 +70,12 @@ pub struct Plan<'a> {
     pub cpu: f64,
     /// In-memory volumes: (mount path, size in bytes).
     pub tmpfs: Vec<(String, u64)>,
+    /// In-memory volumes shared with other containers of the instance: (mount path,
+    /// directory on the host), bind-mounted read-write.
+    pub shared: Vec<(String, String)>,
+    /// The network namespace to join (another container of the instance made it); `None`:
+    /// this container's own, made here ([`Network::attach`]) and its id's.
+    pub join: Option<Attachment>,
     /// Host files bind-mounted read-only: (path in the container, path on the host).
     pub files: Vec<(String, String)>,
     /// Secret directories, written on the root fs's tmpfs and bind-mounted read-only
@@ -144,8 +150,14 @@ impl Sandbox {
         // First, so that a runlet that dies before the container exists leaves a leftover
         // with an owner ([`crate::control::service::leftovers::release_orphans`]).
         super::owner::record(dir).map_err(SandboxError::Files)?;
-        let att = net.attach(&id).await?;
-        crash_hook::after(crash_hook::Step::NetworkAttach);
+        let att = match plan.join {
+            Some(att) => att,
+            None => {
+                let att = net.attach(&id).await?;
+                crash_hook::after(crash_hook::Step::NetworkAttach);
+                att
+            }
+        };
         self.timings.network = t0.elapsed();
         let pipes = self
             .pipes
@@ -154,7 +166,8 @@ impl Sandbox {
             pipes.stdout.display().to_string(),
             pipes.stderr.display().to_string(),
         );
-        let hostname = ocispec::hostname(&id);
+        // The instance's hostname: the id of whoever made the network namespace.
+        let hostname = ocispec::hostname(&att.id);
         let etc = network::write_etc_files(
             &dir.join("etc"),
             &hostname,
@@ -181,6 +194,7 @@ impl Sandbox {
                 .chain(secret_binds)
                 .collect(),
             tmpfs: plan.tmpfs,
+            shared: plan.shared,
         })?;
         let mut lbl = plan.labels;
         lbl.insert(labels::MANAGED.to_string(), "true".to_string());
@@ -291,10 +305,20 @@ fn watch_exit<R: Runtime>(
 }
 
 /// Removes what is left of container `id` once it is deleted: its network namespace and
-/// address, its root filesystem's memory, its files in `dir`.
+/// address, its root filesystem's memory, its files in `dir`. For an instance with
+/// sidecars, also their root filesystems (`dir/containers/NAME/rootfs`) and the shared
+/// in-memory volumes (`dir/volumes/NAME`), so a leftover's are released too.
 pub async fn release(net: &impl Network, rootfs: &impl RootFs, id: &str, dir: &Path) {
     net.detach(id).await;
     rootfs.unmount(&dir.join("rootfs")).await;
+    for (sub, inner) in [("containers", "rootfs"), ("volumes", "")] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            rootfs.unmount(&e.path().join(inner)).await;
+        }
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -333,6 +357,8 @@ pub(crate) mod tests {
             memory_bytes: 256 << 20,
             cpu: 1.0,
             tmpfs: vec![],
+            shared: vec![],
+            join: None,
             files: vec![],
             secret_dirs: vec![],
             labels,

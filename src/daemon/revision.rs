@@ -132,6 +132,8 @@ impl RevisionRun {
             user,
             state_dir: host.state_dir.clone(),
             peers: host.peers.clone(),
+            // The Admin API's template has one container (`spec::run_v2`).
+            sidecar_images: Vec::new(),
         });
         let mut initial = Vec::new();
         for id in adopt {

@@ -218,6 +218,9 @@ pub struct SpecInput {
     pub etc_files: Vec<(String, String)>,
     /// Extra in-memory volumes: (mount path, size in bytes).
     pub tmpfs: Vec<(String, u64)>,
+    /// In-memory volumes shared with the instance's other containers, bind-mounted
+    /// read-write: (mount path, directory on the instance's tmpfs on the host).
+    pub shared: Vec<(String, String)>,
 }
 
 /// Builds the OCI runtime spec as JSON (what containerd receives).
@@ -364,6 +367,14 @@ fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
             &["rbind", "ro", "nosuid", "nodev", "noexec"],
         )?);
     }
+    for (dest, src) in &input.shared {
+        out.push(mount(
+            dest,
+            "bind",
+            src,
+            &["rbind", "rw", "nosuid", "nodev"],
+        )?);
+    }
     for (dest, size) in &input.tmpfs {
         let size = format!("size={size}");
         out.push(mount(
@@ -499,6 +510,7 @@ mod tests {
                 .map(|(d, s)| (d.to_string(), s.to_string()))
                 .collect(),
             tmpfs: tmpfs.iter().map(|(d, s)| (d.to_string(), *s)).collect(),
+            shared: vec![],
         }
     }
 
@@ -624,11 +636,26 @@ mod tests {
             netns: Some("/run/netns/x".into()),
             etc_files: vec![("/etc/hosts".into(), "/tmp/hosts".into())],
             tmpfs: vec![],
+            shared: vec![("/shared".into(), "/run/x/volumes/v/upper".into())],
         })
         .unwrap();
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 512 << 20);
         assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(s["linux"]["cgroupsPath"], "/runlet/i1");
+        let shared = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/shared")
+            .unwrap();
+        assert_eq!(
+            (&shared["type"], &shared["source"], &shared["options"][1]),
+            (
+                &serde_json::json!("bind"),
+                &serde_json::json!("/run/x/volumes/v/upper"),
+                &serde_json::json!("rw")
+            )
+        );
         assert_eq!(s["process"]["noNewPrivileges"], true);
         assert!(s["linux"]["namespaces"]
             .as_array()

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::secrets::{SecretBindings, SecretFlags};
+use super::container::{self, Sidecars};
+use super::container_flags::ContainerFlags;
 use super::{
     bad, cpu, defaults, duration_in, in_range, memory, parse_env_vars, probe, split_list, Probe,
     ServiceSpec, SpecError, VolumeFlags,
@@ -41,6 +43,9 @@ pub struct ServiceFlags {
     pub cpu_throttling: Option<bool>,
     /// `--set-secrets`, `--update-secrets`, `--remove-secrets`, `--clear-secrets`.
     pub secrets: SecretFlags,
+    /// `--container NAME` groups; when given, the per-container flags above stay unset
+    /// and the ingress container is the group with `--port`.
+    pub containers: Vec<ContainerFlags>,
 }
 
 /// [`ServiceFlags`] checked: each value parsed, with the text the Admin API carries kept
@@ -71,11 +76,100 @@ pub struct Checked {
     /// The secret flags applied to none (`runlet serve` and `runlet deploy` describe a
     /// whole revision).
     pub secrets: SecretBindings,
+    /// The other containers (`--container` groups besides the ingress one).
+    pub sidecars: Sidecars,
 }
 
 impl ServiceFlags {
     /// Checks every flag, refusing the first bad one with its name and what is allowed.
     pub fn check(&self) -> Result<Checked, SpecError> {
+        if self.containers.is_empty() {
+            self.check_one()
+        } else {
+            self.check_groups()
+        }
+    }
+
+    /// With `--container` groups: gcloud's rule first (per-container flags only after a
+    /// `--container`), then each group, then the instance's containers together
+    /// ([`container::check`]); the ingress group fills the fields a single container has.
+    fn check_groups(&self) -> Result<Checked, SpecError> {
+        let top = [
+            ("--image", !self.image.is_empty()),
+            ("--port", self.port.is_some()),
+            ("--set-env-vars", !self.set_env_vars.is_empty()),
+            ("--command", self.command.is_some()),
+            ("--args", self.args.is_some()),
+            ("--memory", self.memory.is_some()),
+            ("--cpu", self.cpu.is_some()),
+            ("--startup-probe", self.startup_probe.is_some()),
+            ("--liveness-probe", self.liveness_probe.is_some()),
+            ("--add-volume-mount", !self.add_volume_mount.is_empty()),
+        ];
+        if let Some((field, _)) = top.iter().find(|(_, given)| *given) {
+            return Err(bad(
+                field,
+                "with --container, container flags may only follow a --container (as gcloud)",
+            ));
+        }
+        // A volume without a size limit may take the whole instance's memory.
+        let mut total = 0;
+        for g in &self.containers {
+            total += match &g.memory {
+                Some(m) => memory("--memory", m)?,
+                None => defaults::MEMORY,
+            };
+        }
+        let volumes = VolumeFlags::parse(&self.add_volume, &[], total)?.volumes;
+        let checked = self
+            .containers
+            .iter()
+            .map(|g| g.check(&volumes))
+            .collect::<Result<Vec<_>, _>>()?;
+        let list: Vec<_> = checked.iter().map(|c| c.container.clone()).collect();
+        let ingress = container::check(&list)?;
+        if let Some(c) = list
+            .iter()
+            .enumerate()
+            .find(|(i, c)| *i != ingress && c.liveness_probe.is_some())
+        {
+            return Err(bad(
+                "--liveness-probe",
+                format!(
+                    "container {} is a sidecar: runlet runs liveness probes on the ingress container only for now",
+                    c.1.name
+                ),
+            ));
+        }
+        let g = &self.containers[ingress];
+        let mut one = self.clone();
+        one.containers = Vec::new();
+        one.image = g.image.clone().unwrap_or_default();
+        one.port = g.port;
+        one.set_env_vars = g.set_env_vars.clone();
+        one.command = g.command.clone();
+        one.args = g.args.clone();
+        one.memory = g.memory.clone();
+        one.cpu = g.cpu.clone();
+        one.startup_probe = g.startup_probe.clone();
+        one.liveness_probe = g.liveness_probe.clone();
+        one.add_volume_mount = g.add_volume_mount.clone();
+        let mut out = one.check_one()?;
+        out.volumes = VolumeFlags::parse(&self.add_volume, &g.add_volume_mount, total)?;
+        let mut others = list;
+        let me = others.remove(ingress);
+        out.sidecars = Sidecars {
+            ingress_name: me.name,
+            ingress_depends_on: me.depends_on,
+            ingress_mounts: me.mounts,
+            volumes: volumes.iter().map(|v| (v.name.clone(), v.size)).collect(),
+            containers: others,
+        };
+        Ok(out)
+    }
+
+    /// One container: the per-container flags apply to it.
+    fn check_one(&self) -> Result<Checked, SpecError> {
         let image_ref =
             reference::normalize(&self.image).map_err(|e| bad("--image", e.to_string()))?;
         if self.port == Some(0) {
@@ -131,6 +225,7 @@ impl ServiceFlags {
             use_http2: self.use_http2,
             cpu_throttling: self.cpu_throttling.unwrap_or(false),
             secrets,
+            sidecars: Sidecars::default(),
         })
     }
 }
@@ -176,6 +271,7 @@ impl Checked {
             liveness_probe: self.liveness_probe.clone(),
             volumes: self.volumes.mounted(),
             secrets: self.secrets.clone(),
+            sidecars: self.sidecars.clone(),
         }
     }
 }
@@ -267,6 +363,113 @@ pub(crate) mod tests {
         for (i, (edit, field)) in table.into_iter().enumerate() {
             let e = flags(edit).check().unwrap_err();
             assert_eq!(e.field, field, "case {i}: {e}");
+        }
+    }
+
+    fn group(name: &str, port: Option<u16>, deps: &str) -> ContainerFlags {
+        ContainerFlags {
+            name: name.into(),
+            image: Some("busybox".into()),
+            port,
+            depends_on: if deps.is_empty() {
+                vec![]
+            } else {
+                vec![deps.into()]
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn container_groups_make_the_ingress_container_and_its_sidecars() {
+        let listen = "127.0.0.1:8080".parse().unwrap();
+        let f = ServiceFlags {
+            add_volume: vec!["name=v,type=in-memory".into()],
+            containers: vec![
+                ContainerFlags {
+                    add_volume_mount: vec!["volume=v,mount-path=/log".into()],
+                    memory: Some("128Mi".into()),
+                    ..group("log", None, "")
+                },
+                ContainerFlags {
+                    image: Some("probe".into()),
+                    set_env_vars: vec!["A=1".into()],
+                    add_volume_mount: vec!["volume=v,mount-path=/data".into()],
+                    ..group("app", Some(8081), "log")
+                },
+            ],
+            ..Default::default()
+        };
+        let s = f.check().unwrap().service_spec("web", "web-1", listen);
+        assert_eq!(
+            (s.image.as_str(), s.port),
+            ("docker.io/library/probe:latest", 8081)
+        );
+        assert_eq!(s.env, vec![("A".to_string(), "1".to_string())]);
+        assert_eq!(s.sidecars.ingress_name, "app");
+        assert_eq!(s.sidecars.ingress_depends_on, vec!["log".to_string()]);
+        // A volume without a limit may take the instance's whole memory: 512Mi + 128Mi.
+        assert_eq!(s.sidecars.volumes, vec![("v".to_string(), 640 << 20)]);
+        let names: Vec<_> = s.containers().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["app", "log"]);
+        let log = &s.sidecars.containers[0];
+        assert_eq!((log.port, log.memory_bytes), (None, 128 << 20));
+        assert_eq!(log.mounts[0].path, "/log");
+
+        type Edit = fn(&mut ServiceFlags);
+        let table: Vec<(Edit, &str, &str)> = vec![
+            (
+                |f| f.image = "probe".into(),
+                "--image",
+                "may only follow a --container",
+            ),
+            (
+                |f| f.memory = Some("1Gi".into()),
+                "--memory",
+                "may only follow",
+            ),
+            (
+                |f| f.containers[0].port = Some(9),
+                "--port",
+                "given on log, app",
+            ),
+            (
+                |f| f.containers[1].port = None,
+                "--port",
+                "no container has a port",
+            ),
+            (
+                |f| f.containers[0].depends_on = vec!["app".into()],
+                "--depends-on",
+                "a dependency cycle among log, app",
+            ),
+            (
+                |f| f.containers[1].depends_on = vec!["db".into()],
+                "--depends-on",
+                "depends on db, which is not defined",
+            ),
+            (
+                |f| f.containers[0].name = "app".into(),
+                "--container",
+                "container app is given twice",
+            ),
+            (
+                |f| f.containers[0].liveness_probe = Some("tcpSocket.port=9".into()),
+                "--liveness-probe",
+                "sidecar",
+            ),
+            (
+                |f| f.containers[0].image = None,
+                "--image",
+                "container log has no --image",
+            ),
+        ];
+        for (edit, field, detail) in table {
+            let mut g = f.clone();
+            edit(&mut g);
+            let e = g.check().unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.detail.contains(detail), "{e}");
         }
     }
 }

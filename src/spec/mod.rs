@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub mod container;
+pub mod container_flags;
 mod env;
 pub mod flags;
 mod list;
@@ -26,6 +28,7 @@ mod volume;
 #[cfg(test)]
 mod proptests;
 
+pub use container::{Container, Sidecars};
 pub use env::{check_env_name, parse_env_list, parse_env_vars, RESERVED_ENV};
 pub use list::split_list;
 pub use name::{check_name, name_from_image, revision_name};
@@ -108,6 +111,8 @@ pub struct ServiceSpec {
     pub volumes: Vec<(String, u64)>,
     /// Secrets, by reference (read from the store when an instance is created).
     pub secrets: secrets::SecretBindings,
+    /// The instance's other containers (empty: a single-container service).
+    pub sidecars: Sidecars,
 }
 
 impl ServiceSpec {
@@ -119,5 +124,40 @@ impl ServiceSpec {
             ("K_REVISION".into(), self.revision.clone()),
             ("K_CONFIGURATION".into(), self.name.clone()),
         ]
+    }
+
+    /// The environment of a sidecar: the ingress container's but `PORT` (PORT-3).
+    pub fn sidecar_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("K_SERVICE".into(), self.name.clone()),
+            ("K_REVISION".into(), self.revision.clone()),
+            ("K_CONFIGURATION".into(), self.name.clone()),
+        ]
+    }
+
+    /// Every container of an instance, the ingress container first.
+    pub fn containers(&self) -> Vec<Container> {
+        let name = if self.sidecars.ingress_name.is_empty() {
+            container::DEFAULT_INGRESS_NAME.to_string()
+        } else {
+            self.sidecars.ingress_name.clone()
+        };
+        let ingress = Container {
+            name,
+            image: self.image.clone(),
+            port: Some(self.port),
+            command: self.command.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            memory_bytes: self.memory_bytes,
+            cpu: self.cpu,
+            startup_probe: self.startup_probe.clone(),
+            liveness_probe: self.liveness_probe.clone(),
+            mounts: self.sidecars.ingress_mounts.clone(),
+            depends_on: self.sidecars.ingress_depends_on.clone(),
+        };
+        std::iter::once(ingress)
+            .chain(self.sidecars.containers.iter().cloned())
+            .collect()
     }
 }

@@ -43,6 +43,7 @@ fn all_flags(s: &str) -> ServiceFlags {
         use_http2: false,
         cpu_throttling: None,
         secrets: Default::default(),
+        containers: Vec::new(),
     }
 }
 

@@ -107,6 +107,7 @@ pub fn service_spec(
             b.check("service.template.containers[0]", &env(c)?)?;
             b
         },
+        sidecars: Default::default(),
     })
 }
 

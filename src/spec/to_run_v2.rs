@@ -12,7 +12,14 @@ use crate::pb::run_v2::{self as v2, empty_dir_volume_source::Medium, env_var, pr
 
 /// The `Service` `runlet deploy` sends for `flags` (its `name` is the caller's to set).
 pub fn service(flags: &ServiceFlags) -> Result<v2::Service, SpecError> {
-    Ok(service_of(&flags.check()?))
+    let checked = flags.check()?;
+    if !checked.sidecars.is_empty() {
+        return Err(super::bad(
+            "--container",
+            "runlet deploy takes one container for now; run sidecars with `runlet serve`",
+        ));
+    }
+    Ok(service_of(&checked))
 }
 
 /// The `Service` of flags already checked.

@@ -114,6 +114,11 @@ fn volume(v: &str, memory: u64) -> Result<VolumeFlag, SpecError> {
     }
 }
 
+/// One `--add-volume-mount` value of a `--container` group, of a volume in `vols`.
+pub(super) fn mount_of(m: &str, vols: &[VolumeFlag]) -> Result<MountFlag, SpecError> {
+    mount(m, vols)
+}
+
 /// One `--add-volume-mount` value, of a volume in `vols`.
 fn mount(m: &str, vols: &[VolumeFlag]) -> Result<MountFlag, SpecError> {
     const FIELD: &str = "--add-volume-mount";

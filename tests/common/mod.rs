@@ -273,13 +273,12 @@ impl Served {
         let port = free_port();
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut cmd = env.runlet();
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(listen.to_string())
-            .args(args);
+        cmd.arg("serve").arg("--listen").arg(listen.to_string());
+        // Before `args`: after a `--container`, flags belong to that container.
         if !args.contains(&"--metrics-listen") {
             cmd.args(["--metrics-listen", "off"]);
         }
+        cmd.args(args);
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("RUNLET_LOG", "info")

@@ -19,6 +19,7 @@ mod port_env;
 mod registry;
 mod requests;
 mod resources;
+mod sidecars;
 
 pub use registry::all;
 

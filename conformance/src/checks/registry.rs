@@ -2,7 +2,9 @@
 //! docs/conformance.md list them): its clause, its name, what it verifies, the function that
 //! runs it, and the broken-runlet mangling it must catch.
 
-use super::{check, fs, image, jobs, lifecycle, outbound, port_env, requests, resources, Check};
+use super::{
+    check, fs, image, jobs, lifecycle, outbound, port_env, requests, resources, sidecars, Check,
+};
 use crate::selftest::Mangle;
 
 /// Every check.
@@ -24,6 +26,7 @@ pub fn all() -> Vec<Check> {
         check!("IMG-3", "index-without-amd64-refused", "an index without linux/amd64 is refused at load, naming linux/amd64, and no image is created", image::index_without_amd64_refused),
         check!("NAME-1", "non-utf8-refused", "an image with a non-UTF-8 file name is refused at load with an error saying so, and no image is created", image::non_utf8_refused),
         check!("PORT-1", "one-container-per-instance", "a serving instance is exactly one container in containerd", port_env::one_container_per_instance),
+        check!("PORT-1", "sidecars", "--container app (--port) and --container side: one instance is two containers, served by the ingress one", sidecars::sidecars),
         check!("PORT-2", "default-port-8080", "without --port the container gets PORT=8080, listens there, and is served", port_env::default_port_8080),
         check!("PORT-2", "configured-port", "with --port 8801 the container listens on 0.0.0.0:8801 and runlet routes requests there", port_env::configured_port)
             .breaks_with(Mangle::DropPort),
@@ -31,6 +34,7 @@ pub fn all() -> Vec<Check> {
             .breaks_with(Mangle::DropPort),
         check!("ENV-S1", "k-vars-match-names", "K_SERVICE and K_CONFIGURATION equal the service name, K_REVISION the revision runlet reports", port_env::k_vars_match_names)
             .breaks_with(Mangle::RenameService),
+        check!("PORT-3", "absent-in-sidecars", "a sidecar has K_SERVICE and no PORT (its env read back through a shared in-memory volume)", sidecars::absent_in_sidecars),
         check!("PORT-3", "absent-in-jobs", "a job's container has no PORT variable", jobs::absent_in_jobs),
         check!("JOB-1", "exit-0-succeeds", "tasks that exit 0 make the execution succeed (runlet exits 0)", jobs::exit_0_succeeds),
         check!("JOB-1", "non-zero-fails", "a task that exits 3 (no retries) makes the execution fail (runlet exits non-zero)", jobs::non_zero_fails)
@@ -102,6 +106,7 @@ pub fn all() -> Vec<Check> {
         check!("LIFE-3", "held-through-slow-startup", "instances take 12 s to start: a request arriving at zero instances is held until one is up (past 10 s), then served", lifecycle::held_through_slow_startup)
             .slow()
             .breaks_with(Mangle::DropEnvVars),
+        check!("LIFE-4", "start-order", "--depends-on: the ingress container starts once the sidecar it depends on passed its startup probe (it fetches the sidecar's report from localhost at start)", sidecars::start_order),
         check!("LIFE-5", "cpu-during-request", "while a request is in flight the container is not frozen, has its CPU quota, and answers", lifecycle::cpu_during_request),
         check!("LIFE-5", "cpu-during-request-throttled", "with --cpu-throttling, a request in flight gets the full CPU quota back", lifecycle::cpu_during_request_throttled),
         check!("LIFE-6", "idle-instance-stopped", "--idle-timeout 3s: an idle instance is stopped after about 3 s, not before", lifecycle::idle_instance_stopped)

@@ -353,6 +353,8 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         memory_bytes: spec.memory_bytes,
         cpu: spec.cpu_value,
         tmpfs: vec![],
+        shared: vec![],
+        join: None,
         files,
         secret_dirs: secrets.dirs,
         labels: lbl,

@@ -536,6 +536,7 @@ mod tests {
             liveness_probe: None,
             volumes: vec![],
             secrets: Default::default(),
+            sidecars: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::probe;
+use super::sidecars::{self, SidecarImage};
 use super::throttle::CpuThrottle;
 use crate::control::logs::Sink;
 use crate::control::sandbox::{self, Plan, Sandbox, SandboxError};
@@ -28,7 +29,7 @@ use crate::runtime::network::{NetConfig, NetnsDialer, Network};
 use crate::runtime::rootfs::{MemoryFs, RootFs};
 use crate::runtime::{labels, ocispec, ExitStatus, Runtime};
 use crate::secrets::SecretStore;
-use crate::spec::ServiceSpec;
+use crate::spec::{container, ServiceSpec};
 
 /// Why an instance did not become ready.
 #[derive(Debug, Error)]
@@ -47,6 +48,8 @@ pub enum StartError {
     Dialer(#[source] std::io::Error),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error("an instance with sidecars is not adopted after a restart: it is replaced")]
+    NotAdoptable,
 }
 
 /// What every instance of a service shares.
@@ -63,6 +66,8 @@ pub struct Ctx<R: Runtime, N: Network = NetConfig, F: RootFs = MemoryFs> {
     /// The daemon's services as `/etc/hosts` lines for new instances (`None` outside the
     /// daemon).
     pub peers: Option<watch::Receiver<Arc<str>>>,
+    /// The images of `spec.sidecars.containers`, in their order.
+    pub sidecar_images: Vec<SidecarImage>,
 }
 
 /// Start-up time by phase.
@@ -102,6 +107,8 @@ pub struct Running {
     pub phases: Phases,
     /// Boxed: a `Running` travels in the controller's events.
     sandbox: Option<Box<Sandbox>>,
+    /// The sidecars' containers, in `spec.sidecars.containers`'s order.
+    sidecars: Vec<Sandbox>,
 }
 
 impl Running {
@@ -117,6 +124,7 @@ impl Running {
             startup: Duration::ZERO,
             phases: Phases::default(),
             sandbox: None,
+            sidecars: Vec::new(),
         };
         (running, tx)
     }
@@ -131,30 +139,87 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
     pub async fn launch(&self, id: &str) -> Result<Running, StartError> {
         let t0 = Instant::now();
         let mut sandbox = Sandbox::new(id);
-        match self.create_and_start(&mut sandbox, t0).await {
+        let mut sidecars = Vec::new();
+        match self.create_and_start(&mut sandbox, &mut sidecars, t0).await {
             Ok(mut running) => {
                 running.sandbox = Some(Box::new(sandbox));
+                running.sidecars = sidecars;
                 Ok(running)
             }
             Err(e) => {
                 // A container that is still running (never listened, failed its probe)
                 // gets the same stop sequence as any other.
-                if let Err(stop_err) = stop_container(self.runtime.as_ref(), id, KILL_GRACE).await {
-                    warn!(instance = id, "stopping a failed instance: {stop_err}");
+                if self.spec.sidecars.is_empty() {
+                    if let Err(stop_err) =
+                        stop_container(self.runtime.as_ref(), id, KILL_GRACE).await
+                    {
+                        warn!(instance = id, "stopping a failed instance: {stop_err}");
+                    }
+                } else {
+                    sidecars::stop_all(self.runtime.as_ref(), &self.container_ids(id), KILL_GRACE)
+                        .await;
                 }
-                self.teardown(id, Some(sandbox)).await;
+                self.teardown_all(id, Some(sandbox), sidecars).await;
                 Err(e)
             }
         }
     }
 
+    /// The ids of instance `id`'s containers, the ingress container's first.
+    fn container_ids(&self, id: &str) -> Vec<String> {
+        std::iter::once(id.to_string())
+            .chain(
+                self.spec
+                    .sidecars
+                    .containers
+                    .iter()
+                    .map(|c| sidecars::container_id(id, &c.name)),
+            )
+            .collect()
+    }
+
+    /// Creates every container of the instance (the ingress container first: it makes the
+    /// network namespace the sidecars join), then starts them in dependency order, a
+    /// container once those it depends on passed their startup probes; ready once every
+    /// container passed its own.
     async fn create_and_start(
         &self,
         sandbox: &mut Sandbox,
+        sidecar_boxes: &mut Vec<Sandbox>,
         t0: Instant,
     ) -> Result<Running, StartError> {
         let spec = &self.spec;
         let id = sandbox.id().to_string();
+        let dir = self.dir(&id);
+        let containers = spec.containers();
+        let extra_hosts = self
+            .peers
+            .as_ref()
+            .map(|p| p.borrow().to_string())
+            .unwrap_or_default();
+        let shared = if spec.sidecars.is_empty() {
+            HashMap::new()
+        } else {
+            std::fs::create_dir_all(&dir).map_err(SandboxError::Files)?;
+            crate::control::owner::record(&dir).map_err(SandboxError::Files)?;
+            sidecars::mount_volumes(&self.rootfs, &dir, &spec.sidecars.volumes)
+                .await
+                .map_err(SandboxError::Files)?
+        };
+        let shared_of = |c: &container::Container| -> Vec<(String, String)> {
+            c.mounts
+                .iter()
+                .filter_map(|m| shared.get(&m.volume).map(|h| (m.path.clone(), h.clone())))
+                .collect()
+        };
+        let labels_of = |name: &str| {
+            let mut lbl = HashMap::new();
+            lbl.insert(labels::SERVICE.to_string(), spec.name.clone());
+            lbl.insert(labels::REVISION.to_string(), spec.revision.clone());
+            lbl.insert(labels::INSTANCE.to_string(), id.clone());
+            lbl.insert(labels::CONTAINER.to_string(), name.to_string());
+            lbl
+        };
         let cfg = &self.image.config;
         let args = ocispec::argv(
             &self.image.name,
@@ -171,13 +236,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             &[spec.env.as_slice(), &secrets.env].concat(),
             &spec.contract_env(),
         );
-        let mut lbl = HashMap::new();
-        lbl.insert(labels::SERVICE.to_string(), spec.name.clone());
-        lbl.insert(labels::REVISION.to_string(), spec.revision.clone());
-        lbl.insert(labels::INSTANCE.to_string(), id.clone());
-        lbl.insert(labels::CONTAINER.to_string(), "ingress".to_string());
-        let sink = log_sink(&id);
-        let dir = self.dir(&id);
+        let ingress = &containers[0];
         let plan = Plan {
             dir: &dir,
             image: &self.image,
@@ -186,43 +245,128 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             user: self.user,
             memory_bytes: spec.memory_bytes,
             cpu: spec.cpu,
-            tmpfs: spec.volumes.clone(),
+            // A single container's volumes are its own tmpfs mounts; shared ones are
+            // bind-mounted.
+            tmpfs: if spec.sidecars.is_empty() {
+                spec.volumes.clone()
+            } else {
+                Vec::new()
+            },
+            shared: shared_of(ingress),
+            join: None,
             files: vec![],
             secret_dirs: secrets.dirs,
-            labels: lbl,
-            sink,
-            extra_hosts: self
-                .peers
-                .as_ref()
-                .map(|p| p.borrow().to_string())
-                .unwrap_or_default(),
+            labels: labels_of(&ingress.name),
+            sink: log_sink(&id, &ingress.name),
+            extra_hosts: extra_hosts.clone(),
         };
         let att = sandbox
             .create(&self.runtime, &self.net, &self.rootfs, plan)
             .await?;
-        sandbox.start(self.runtime.as_ref()).await?;
-        let t_before_probe = Instant::now();
+        for (c, img) in containers[1..].iter().zip(&self.sidecar_images) {
+            let cfg = &img.image.config;
+            let args = ocispec::argv(
+                &img.image.name,
+                cfg,
+                c.command.as_deref(),
+                c.args.as_deref(),
+            )
+            .map_err(SandboxError::from)?;
+            let env = ocispec::env(
+                cfg.env.as_deref().unwrap_or_default(),
+                &c.env,
+                &spec.sidecar_env(),
+            );
+            let sdir = dir.join("containers").join(&c.name);
+            let plan = Plan {
+                dir: &sdir,
+                image: &img.image,
+                args,
+                env,
+                user: img.user,
+                memory_bytes: c.memory_bytes,
+                cpu: c.cpu,
+                tmpfs: Vec::new(),
+                shared: shared_of(c),
+                join: Some(att.clone()),
+                files: vec![],
+                secret_dirs: vec![],
+                labels: labels_of(&c.name),
+                sink: log_sink(&id, &c.name),
+                extra_hosts: extra_hosts.clone(),
+            };
+            let mut sb = Sandbox::new(&sidecars::container_id(&id, &c.name));
+            let made = sb
+                .create(&self.runtime, &self.net, &self.rootfs, plan)
+                .await;
+            sidecar_boxes.push(sb);
+            made?;
+        }
         let dialer = Arc::new(
             self.net
                 .dialer(&att, spec.port)
                 .map_err(StartError::Dialer)?,
         );
-        self.probe(dialer.as_ref(), sandbox.exit(), t0).await?;
+        let exit = if sidecar_boxes.is_empty() {
+            sandbox.exit()
+        } else {
+            let named = containers
+                .iter()
+                .map(|c| c.name.clone())
+                .zip(std::iter::once(sandbox.exit()).chain(sidecar_boxes.iter().map(Sandbox::exit)))
+                .collect();
+            sidecars::any_exit(named)
+        };
+        // Checked when the spec was made; one wave of everything if not.
+        let waves = container::start_order(&containers)
+            .unwrap_or_else(|_| vec![(0..containers.len()).collect()]);
+        let mut t_before_probe = None;
+        for wave in waves {
+            for &i in &wave {
+                if i == 0 {
+                    sandbox.start(self.runtime.as_ref()).await?;
+                } else {
+                    sidecar_boxes[i - 1].start(self.runtime.as_ref()).await?;
+                }
+                if !sidecar_boxes.is_empty() {
+                    info!(instance = %id, container = %containers[i].name, "container started");
+                }
+            }
+            t_before_probe.get_or_insert_with(Instant::now);
+            let probes = wave.iter().map(|&i| {
+                let (exit, dialer) = (exit.clone(), dialer.clone());
+                let c = &containers[i];
+                async move {
+                    match (i, &c.startup_probe) {
+                        (0, _) => self.probe(dialer.as_ref(), exit, t0).await,
+                        (_, Some(p)) => {
+                            let deadline = t0 + spec.startup_timeout;
+                            self.configured_probe(p, dialer.as_ref(), exit, deadline)
+                                .await
+                        }
+                        // A sidecar without a startup probe has started once it runs.
+                        (_, None) => Ok(()),
+                    }
+                }
+            });
+            futures::future::try_join_all(probes).await?;
+        }
         let endpoint = self.endpoint(&id, &dialer);
         let t = sandbox.timings;
         Ok(Running {
             id,
             endpoint,
             dialer: Some(dialer),
-            exit: sandbox.exit(),
+            exit,
             startup: t0.elapsed(),
             phases: Phases {
                 network: t.network,
                 create: t.create,
                 start: t.start,
-                probe: t_before_probe.elapsed(),
+                probe: t_before_probe.map_or(Duration::ZERO, |t| t.elapsed()),
             },
             sandbox: None,
+            sidecars: Vec::new(),
         })
     }
 
@@ -243,7 +387,17 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
     /// `kill -9`): its output and exit are watched again, and it must still accept a
     /// connection on its port within [`ADOPT_PROBE`]. No cold start: it serves at once.
     pub async fn adopt(&self, id: &str) -> Result<Running, StartError> {
-        let sandbox = Sandbox::adopt(&self.runtime, id, &self.dir(id), log_sink(id))?;
+        if !self.spec.sidecars.is_empty() {
+            sidecars::stop_all(self.runtime.as_ref(), &self.container_ids(id), KILL_GRACE).await;
+            self.teardown(id, None).await;
+            return Err(StartError::NotAdoptable);
+        }
+        let sandbox = Sandbox::adopt(
+            &self.runtime,
+            id,
+            &self.dir(id),
+            log_sink(id, container::DEFAULT_INGRESS_NAME),
+        )?;
         let att = crate::runtime::network::Attachment {
             id: id.to_string(),
             netns: NetConfig::netns_path(id),
@@ -290,6 +444,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             startup: Duration::ZERO,
             phases: Phases::default(),
             sandbox: Some(Box::new(sandbox)),
+            sidecars: Vec::new(),
         })
     }
 
@@ -374,20 +529,48 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
     pub async fn stop(&self, mut running: Running, grace: Duration) -> Option<Stopped> {
         // Full CPU to shut down in.
         running.endpoint.release_idle_hook();
-        let stopped = match stop_container(self.runtime.as_ref(), &running.id, grace).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                warn!(instance = %running.id, "stopping: {e}");
-                None
+        let stopped = if self.spec.sidecars.is_empty() {
+            match stop_container(self.runtime.as_ref(), &running.id, grace).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(instance = %running.id, "stopping: {e}");
+                    None
+                }
             }
+        } else {
+            // Every container at once: SIGTERM to all, SIGKILL `grace` later.
+            sidecars::stop_all(
+                self.runtime.as_ref(),
+                &self.container_ids(&running.id),
+                grace,
+            )
+            .await
         };
-        self.teardown(&running.id, running.sandbox.take().map(|b| *b))
-            .await;
+        let sidecar_boxes = std::mem::take(&mut running.sidecars);
+        self.teardown_all(
+            &running.id,
+            running.sandbox.take().map(|b| *b),
+            sidecar_boxes,
+        )
+        .await;
         stopped
     }
 
-    /// Removes container, network and files of `id`; safe on partial state.
+    /// Removes containers, network and files of `id`; safe on partial state.
     pub async fn teardown(&self, id: &str, sandbox: Option<Sandbox>) {
+        self.teardown_all(id, sandbox, Vec::new()).await
+    }
+
+    /// [`teardown`](Self::teardown) with the sidecars' sandboxes runlet holds (those it
+    /// does not hold are removed by id).
+    async fn teardown_all(&self, id: &str, sandbox: Option<Sandbox>, mut held: Vec<Sandbox>) {
+        for sid in self.container_ids(id).into_iter().skip(1) {
+            let sb = match held.iter().position(|s| s.id() == sid) {
+                Some(i) => held.swap_remove(i),
+                None => Sandbox::new(&sid),
+            };
+            sb.remove(self.runtime.as_ref()).await;
+        }
         let sandbox = sandbox.unwrap_or_else(|| Sandbox::new(id));
         sandbox.remove(self.runtime.as_ref()).await;
         sandbox::release(&self.net, &self.rootfs, id, &self.dir(id)).await;
@@ -397,11 +580,12 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
 /// How long an adopted instance has to accept a connection again.
 const ADOPT_PROBE: Duration = Duration::from_secs(5);
 
-/// Where an instance's output lines go: the log, tagged with the instance.
-fn log_sink(id: &str) -> Sink {
-    let id = id.to_string();
+/// Where a container's output lines go: the log, tagged with the instance and the
+/// container's name.
+fn log_sink(id: &str, container: &str) -> Sink {
+    let (id, container) = (id.to_string(), container.to_string());
     Arc::new(
-        move |stream, line| info!(target: "runlet::container", instance = %id, stream, "{line}"),
+        move |stream, line| info!(target: "runlet::container", instance = %id, container = %container, stream, "{line}"),
     )
 }
 
@@ -474,6 +658,7 @@ mod tests {
             liveness_probe: None,
             volumes: vec![],
             secrets: Default::default(),
+            sidecars: Default::default(),
         };
         Ctx {
             runtime: Arc::new(rt.clone()),
@@ -484,6 +669,7 @@ mod tests {
             user: (0, 0),
             state_dir: dir.to_path_buf(),
             peers: None,
+            sidecar_images: Vec::new(),
         }
     }
 
@@ -547,5 +733,195 @@ mod tests {
         );
         assert!(rt.list().await.unwrap().is_empty());
         assert!(!c.dir("svc-2").exists());
+    }
+
+    /// `ctx` with two sidecars: `proxy` (its startup probe a TCP check of `proxy_port`),
+    /// which the ingress container depends on, and `log`; an in-memory volume mounted in
+    /// the ingress container and `proxy`.
+    fn with_sidecars(
+        rt: &FakeRuntime,
+        port: u16,
+        proxy_port: u16,
+        dir: &std::path::Path,
+    ) -> Ctx<FakeRuntime, FakeNetwork, FakeRootFs> {
+        use crate::spec::container::{Container, Mount};
+        let mut c = ctx(rt, port, dir);
+        let sidecar = |name: &str| Container {
+            name: name.into(),
+            image: "busybox".into(),
+            command: Some(vec!["/bin/sh".into()]),
+            env: vec![("SIDE".into(), name.into())],
+            memory_bytes: 64 << 20,
+            cpu: 0.5,
+            ..Default::default()
+        };
+        let mut proxy = sidecar("proxy");
+        proxy.startup_probe = Some(probe::Probe {
+            period: Duration::from_millis(50),
+            failure_threshold: 1000,
+            ..probe::Probe::tcp(proxy_port)
+        });
+        let shared = |path: &str| Mount {
+            volume: "v".into(),
+            path: path.into(),
+        };
+        proxy.mounts = vec![shared("/shared")];
+        let mut spec = (*c.spec).clone();
+        spec.sidecars = crate::spec::Sidecars {
+            ingress_name: "app".into(),
+            ingress_depends_on: vec!["proxy".into()],
+            ingress_mounts: vec![shared("/data")],
+            volumes: vec![("v".into(), 1 << 20)],
+            containers: vec![proxy, sidecar("log")],
+        };
+        c.spec = Arc::new(spec);
+        let image = SidecarImage {
+            image: ImageInfo {
+                name: "busybox".into(),
+                ..Default::default()
+            },
+            user: (0, 0),
+        };
+        c.sidecar_images = vec![image.clone(), image];
+        c
+    }
+
+    fn env_of(spec: &crate::runtime::ContainerSpec) -> Vec<String> {
+        spec.oci_spec["process"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn bind_source(spec: &crate::runtime::ContainerSpec, dest: &str) -> String {
+        let mounts = spec.oci_spec["mounts"].as_array().unwrap();
+        let m = mounts.iter().find(|m| m["destination"] == dest).unwrap();
+        m["source"].as_str().unwrap().to_string()
+    }
+
+    /// Start order: `proxy` and `log` first; the ingress container once `proxy` passed its
+    /// startup probe. Sidecars join the ingress container's network namespace, get no
+    /// PORT, share the volume's one directory; any container's exit ends the instance.
+    #[tokio::test]
+    async fn sidecars_start_before_their_dependents_and_share_the_instance() {
+        let tmp = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let proxy_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rt = FakeRuntime::new();
+        rt.exit_on(&[15]).await;
+        let c = Arc::new(with_sidecars(&rt, port, proxy_port, tmp.path()));
+        let launch = tokio::spawn({
+            let c = c.clone();
+            async move { c.launch("svc-1").await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let calls = rt.calls().await;
+        let started =
+            |calls: &[Call], id: &str| calls.iter().position(|c| *c == Call::Start(id.to_string()));
+        assert!(started(&calls, "svc-1-proxy").is_some(), "{calls:?}");
+        assert!(started(&calls, "svc-1-log").is_some(), "{calls:?}");
+        assert_eq!(started(&calls, "svc-1"), None, "waits for proxy: {calls:?}");
+        // The proxy listens: its probe passes, the ingress container starts.
+        let _proxy = std::net::TcpListener::bind(("127.0.0.1", proxy_port)).unwrap();
+        let running = launch.await.unwrap().unwrap();
+        let calls = rt.calls().await;
+        assert!(started(&calls, "svc-1-proxy") < started(&calls, "svc-1"));
+        // One network namespace (the ingress container's), made once.
+        let attaches: Vec<_> = calls
+            .iter()
+            .filter(|c| matches!(c, Call::Attach(_)))
+            .collect();
+        assert_eq!(attaches, [&Call::Attach("svc-1".into())]);
+        let app = rt.spec("svc-1").await.unwrap();
+        let proxy = rt.spec("svc-1-proxy").await.unwrap();
+        assert_eq!(app.labels[labels::CONTAINER], "app");
+        assert_eq!(proxy.labels[labels::CONTAINER], "proxy");
+        assert_eq!(proxy.labels[labels::INSTANCE], "svc-1");
+        assert_eq!(proxy.labels[labels::NETNS], app.labels[labels::NETNS]);
+        assert!(env_of(&app).contains(&format!("PORT={port}")));
+        let side = env_of(&proxy);
+        assert!(!side.iter().any(|e| e.starts_with("PORT=")), "{side:?}");
+        assert!(side.contains(&"K_SERVICE=svc".to_string()), "{side:?}");
+        assert!(side.contains(&"SIDE=proxy".to_string()), "{side:?}");
+        assert_eq!(
+            bind_source(&app, "/data"),
+            bind_source(&proxy, "/shared"),
+            "one directory for the volume"
+        );
+        assert_eq!(proxy.oci_spec["linux"]["resources"]["cpu"]["quota"], 50_000);
+        // The log sidecar exits: the instance ends.
+        let mut exit = running.exit.clone();
+        rt.exit("svc-1-log", 1).await;
+        let status = *exit.wait_for(Option::is_some).await.unwrap();
+        assert_eq!(status, Some(ExitStatus { code: 1 }));
+        c.stop(running, KILL_GRACE).await;
+        let calls = rt.calls().await;
+        for id in ["svc-1", "svc-1-proxy", "svc-1-log"] {
+            let term = Call::Kill {
+                id: id.into(),
+                signal: 15,
+                all: false,
+            };
+            assert!(calls.contains(&term), "{id}: {calls:?}");
+        }
+        let dir = c.dir("svc-1");
+        assert!(
+            calls.contains(&Call::Unmount(dir.join("volumes/v"))),
+            "{calls:?}"
+        );
+        assert!(
+            calls.contains(&Call::Unmount(dir.join("containers/proxy/rootfs"))),
+            "{calls:?}"
+        );
+        assert!(!dir.exists());
+    }
+
+    /// Stop: SIGTERM to every container at once, SIGKILL exactly 10 s later to those that
+    /// ignored it.
+    #[tokio::test(start_paused = true)]
+    async fn stopping_an_instance_signals_all_its_containers_together() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = FakeRuntime::new();
+        let c = with_sidecars(&rt, 1, 1, tmp.path());
+        let ids = ["svc-1", "svc-1-proxy", "svc-1-log"];
+        for id in ids {
+            let spec = crate::runtime::ContainerSpec {
+                id: id.into(),
+                image: Default::default(),
+                oci_spec: serde_json::Value::Null,
+                labels: Default::default(),
+                stdout: String::new(),
+                stderr: String::new(),
+                upper_dir: None,
+            };
+            rt.create(&spec).await.unwrap();
+            rt.start(id).await.unwrap();
+        }
+        let (running, _exit) = Running::without_container("svc-1");
+        let t0 = Instant::now();
+        let stopped = c.stop(running, KILL_GRACE).await.unwrap();
+        assert_eq!(t0.elapsed(), KILL_GRACE);
+        assert!(stopped.killed);
+        let kills: Vec<(String, u32)> = rt
+            .calls()
+            .await
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Kill { id, signal, .. } => Some((id, signal)),
+                _ => None,
+            })
+            .collect();
+        let signals: Vec<u32> = kills.iter().map(|k| k.1).collect();
+        assert_eq!(signals, [15, 15, 15, 9, 9, 9], "{kills:?}");
+        for id in ids {
+            assert!(kills.contains(&(id.to_string(), 15)), "{kills:?}");
+        }
     }
 }

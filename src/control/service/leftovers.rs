@@ -199,6 +199,8 @@ mod tests {
                 cpu: 1.0,
                 tmpfs: vec![],
                 secret_dirs: vec![],
+                shared: vec![],
+                join: None,
                 files: vec![],
                 labels: Default::default(),
                 sink: std::sync::Arc::new(|_, _| {}),

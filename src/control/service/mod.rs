@@ -25,6 +25,7 @@ pub mod instance;
 pub mod leftovers;
 pub mod liveness;
 pub mod probe;
+pub mod sidecars;
 pub mod throttle;
 
 use std::future::Future;
