@@ -48,6 +48,8 @@ pub struct ExecuteArgs {
     /// vCPUs per task (e.g. 1, 0.5, 2) [default: 1].
     #[arg(long)]
     pub cpu: Option<String>,
+    #[command(flatten)]
+    pub identity: super::identity::IdentityArgs,
 }
 
 #[derive(Debug, Subcommand)]

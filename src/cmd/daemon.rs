@@ -36,6 +36,8 @@ struct Input {
     metrics: runlet::metrics::MetricsListen,
     manage_hosts: bool,
     max_body: Option<u64>,
+    /// `--token-command`.
+    token_command: Option<String>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Result<i32> {
@@ -95,6 +97,7 @@ fn input(a: &DaemonArgs) -> Result<Input> {
         metrics,
         manage_hosts: !a.no_manage_hosts,
         max_body: runlet::spec::body_size("--max-request-body-size", &a.max_request_body_size)?,
+        token_command: a.token.token_command.clone(),
     })
 }
 
@@ -103,6 +106,15 @@ async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     runlet::control::owner::set_daemon(&state_dir);
     let net = NetConfig::new();
     net.check()?;
+    // Isolation rules and the metadata server, before any instance; instances may call
+    // services through the ingress on the gateway (same port as --listen).
+    let meta = runlet::metadata::host::MetaConfig {
+        identity: Default::default(),
+        token_command: input.token_command.clone(),
+    };
+    let (net, _sandboxing) = runlet::metadata::host::secure(net, meta, &[input.listen.port()])
+        .await
+        .context("setting up network isolation and the metadata server")?;
     let store = Arc::new(Store::open(&state_dir.join("daemon"))?);
     let metrics = Metrics::new();
     runlet::metrics::serve_at(input.metrics, metrics.clone()).await?;

@@ -40,6 +40,10 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
         JobCommand::Execute(a) => Plan::Execute(Box::new(job_spec(a)?)),
         JobCommand::Executions(c) => Plan::Executions(c),
     };
+    let meta = match cmd {
+        JobCommand::Execute(a) => a.identity.config(),
+        JobCommand::Executions(_) => Default::default(),
+    };
     if matches!(plan, Plan::Execute(_)) {
         runlet::fdlimit::raise();
     }
@@ -54,7 +58,7 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
             warn!(execution = %e, "marked failed: it was running when its runlet exited");
         }
         match plan {
-            Plan::Execute(spec) => execute(client, net, *spec, &store, state_dir).await,
+            Plan::Execute(spec) => execute(client, net, *spec, meta, &store, state_dir).await,
             Plan::Executions(c) => {
                 print(&executions(c, &store)?);
                 Ok(0)
@@ -129,10 +133,15 @@ async fn execute(
     client: Containerd,
     net: NetConfig,
     spec: JobSpec,
+    meta: runlet::metadata::host::MetaConfig,
     store: &RecordStore,
     state_dir: &Path,
 ) -> Result<i32> {
     net.check()?;
+    // Isolation rules and the metadata server, before any task (dropped last).
+    let (net, _sandboxing) = runlet::metadata::host::secure(net, meta, &[])
+        .await
+        .context("setting up network isolation and the metadata server")?;
     let image = client.resolve_image(&spec.image).await?;
     let user = client.image_user(&image).await?;
     let argv = ocispec::argv(

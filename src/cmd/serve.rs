@@ -30,6 +30,8 @@ struct Input {
     metrics: MetricsListen,
     /// `--max-request-body-size`.
     max_body: Option<u64>,
+    /// `--project`, `--region`, `--service-account`, `--token-command`.
+    meta: runlet::metadata::host::MetaConfig,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
@@ -37,6 +39,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
         spec: service_spec(args)?,
         metrics: metrics_listen(args.metrics_listen.as_deref())?,
         max_body: spec::body_size("--max-request-body-size", &args.max_request_body_size)?,
+        meta: args.identity.config(),
     };
     runlet::fdlimit::raise();
     let state_dir = global.state_dir.clone();
@@ -70,9 +73,14 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         spec,
         metrics: metrics_addr,
         max_body,
+        meta,
     } = input;
     let net = NetConfig::new();
     net.check()?;
+    // Isolation rules and the metadata server, before any instance (dropped last).
+    let (net, _sandboxing) = runlet::metadata::host::secure(net, meta, &[])
+        .await
+        .context("setting up network isolation and the metadata server")?;
     let image = c.resolve_image(&spec.image).await?;
     let user = c.image_user(&image).await?;
     let listeners = ingress::bind(&[spec.listen], ingress::default_workers())
