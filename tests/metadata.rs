@@ -43,7 +43,7 @@ fn busybox_job(env: &Env, name: &str, flags: &[&str], script: &str) -> String {
         ])
         .args(flags)
         .arg("--args")
-        .arg(format!("^|^-c|{guard}; {script}"))
+        .arg(format!("^@^-c@{guard}; {script}"))
         .env("NO_COLOR", "1")
         .output()
         .expect("run runlet");
