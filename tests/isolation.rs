@@ -162,9 +162,9 @@ fn instances_reach_neither_each_other_nor_the_gateway_nor_link_local() {
     let (st, _) = served.interrupt();
     assert!(st.success());
     // Our port rules are gone with us.
-    let me = format!("runlet pid");
+    let me = "runlet pid";
     let ports = chain("RUNLET-ISOLATION-PORTS");
-    let live = ports.lines().filter(|l| l.contains(&me)).count();
+    let live = ports.lines().filter(|l| l.contains(me)).count();
     let others = file_names("/run/runlet/isolation").len();
     assert!(
         others > 0 || live == 0,

@@ -309,11 +309,14 @@ mod tests {
         }
     }
 
+    /// Path, query, status, body.
+    type Case = (&'static str, Vec<(&'static str, &'static str)>, u16, String);
+
     #[test]
     fn values_and_errors() {
         let num = numeric_project_id("p1");
         let iid = instance_id("svc-00001-abc-x1");
-        let cases: Vec<(&str, Vec<(&str, &str)>, u16, String)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "/computeMetadata/v1/project/project-id",
                 vec![],
