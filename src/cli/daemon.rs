@@ -34,4 +34,6 @@ pub struct DaemonArgs {
     /// 127.0.0.1:9090, skipped with a warning when another process has it.
     #[arg(long, value_name = "HOST:PORT|off")]
     pub metrics_listen: Option<String>,
+    #[command(flatten)]
+    pub token: super::identity::TokenArgs,
 }

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod daemon;
 pub mod deploy;
+pub mod identity;
 pub mod job;
 pub mod jobs;
 pub mod pubsub;
@@ -140,6 +141,8 @@ pub struct ServeArgs {
     /// 127.0.0.1:9090, skipped with a warning when another process has it.
     #[arg(long, value_name = "HOST:PORT|off")]
     pub metrics_listen: Option<String>,
+    #[command(flatten)]
+    pub identity: identity::IdentityArgs,
 }
 
 /// What a revision runs and how it scales, gcloud run deploy's names: the same flags for

@@ -38,6 +38,8 @@ struct Input {
     max_body: Option<u64>,
     pull: runlet::image::registry::PullPolicy,
     registry: runlet::image::registry::RegistryOptions,
+    /// `--token-command`.
+    token_command: Option<String>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Result<i32> {
@@ -99,6 +101,7 @@ fn input(a: &DaemonArgs) -> Result<Input> {
         max_body: runlet::spec::body_size("--max-request-body-size", &a.max_request_body_size)?,
         pull: a.pull.pull,
         registry: a.pull.registry.options(),
+        token_command: a.token.token_command.clone(),
     })
 }
 
@@ -107,6 +110,15 @@ async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     runlet::control::owner::set_daemon(&state_dir);
     let net = NetConfig::new();
     net.check()?;
+    // Isolation rules and the metadata server, before any instance; instances may call
+    // services through the ingress on the gateway (same port as --listen).
+    let meta = runlet::metadata::host::MetaConfig {
+        identity: Default::default(),
+        token_command: input.token_command.clone(),
+    };
+    let (net, _sandboxing) = runlet::metadata::host::secure(net, meta, &[input.listen.port()])
+        .await
+        .context("setting up network isolation and the metadata server")?;
     let store = Arc::new(Store::open(&state_dir.join("daemon"))?);
     let metrics = Metrics::new();
     runlet::metrics::serve_at(input.metrics, metrics.clone()).await?;

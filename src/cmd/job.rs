@@ -44,6 +44,10 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
         }
         JobCommand::Executions(c) => Plan::Executions(c),
     };
+    let meta = match cmd {
+        JobCommand::Execute(a) => a.identity.config(),
+        JobCommand::Executions(_) => Default::default(),
+    };
     if matches!(plan, Plan::Execute(..)) {
         runlet::fdlimit::raise();
     }
@@ -59,7 +63,7 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
         }
         match plan {
             Plan::Execute(spec, pull) => {
-                execute(client, net, *spec, &pull, &store, state_dir).await
+                execute(client, net, *spec, &pull, meta, &store, state_dir).await
             }
             Plan::Executions(c) => {
                 print(&executions(c, &store)?);
@@ -137,10 +141,15 @@ async fn execute(
     net: NetConfig,
     spec: JobSpec,
     pull: &runlet::cli::registry::PullArgs,
+    meta: runlet::metadata::host::MetaConfig,
     store: &RecordStore,
     state_dir: &Path,
 ) -> Result<i32> {
     net.check()?;
+    // Isolation rules and the metadata server, before any task (dropped last).
+    let (net, _sandboxing) = runlet::metadata::host::secure(net, meta, &[])
+        .await
+        .context("setting up network isolation and the metadata server")?;
     let image = super::image::resolve_or_pull(&client, &spec.image, pull).await?;
     let user = client.image_user(&image).await?;
     let argv = ocispec::argv(

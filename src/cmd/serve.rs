@@ -31,6 +31,8 @@ struct Input {
     /// `--max-request-body-size`.
     max_body: Option<u64>,
     pull: runlet::cli::registry::PullArgs,
+    /// `--project`, `--region`, `--service-account`, `--token-command`.
+    meta: runlet::metadata::host::MetaConfig,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
@@ -39,6 +41,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
         metrics: metrics_listen(args.metrics_listen.as_deref())?,
         max_body: spec::body_size("--max-request-body-size", &args.max_request_body_size)?,
         pull: args.pull.clone(),
+        meta: args.identity.config(),
     };
     super::check_secrets(&input.spec.secrets, &global.state_dir)?;
     runlet::fdlimit::raise();
@@ -81,10 +84,15 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
         spec,
         metrics: metrics_addr,
         max_body,
+        meta,
         pull,
     } = input;
     let net = NetConfig::new();
     net.check()?;
+    // Isolation rules and the metadata server, before any instance (dropped last).
+    let (net, _sandboxing) = runlet::metadata::host::secure(net, meta, &[])
+        .await
+        .context("setting up network isolation and the metadata server")?;
     let image = super::image::resolve_or_pull(&c, &spec.image, &pull).await?;
     let user = c.image_user(&image).await?;
     let mut sidecar_images = Vec::new();

@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod containerd;
 pub mod embedded;
 pub mod fake;
+pub mod isolation;
 pub mod network;
 pub mod ocispec;
 pub mod rootfs;

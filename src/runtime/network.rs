@@ -50,6 +50,8 @@ pub enum NetError {
         id: String,
         detail: String,
     },
+    #[error("isolation of the instance: {0}")]
+    Isolation(String),
     #[error("outbound NAT rule for {subnet}: {detail}")]
     Nat { subnet: String, detail: String },
 }
@@ -73,6 +75,17 @@ pub struct NetConfig {
     pub ipam_dir: PathBuf,
     /// When the outbound NAT rule was last seen in place (shared by clones).
     nat_checked: std::sync::Arc<Mutex<Option<Instant>>>,
+    /// The metadata server instances are sent to ([`crate::metadata`]); `None`: none.
+    meta: Option<MetaHook>,
+}
+
+/// Where an instance's metadata requests go, and who the instance is.
+#[derive(Debug, Clone)]
+pub struct MetaHook {
+    /// The metadata server's port on [`GATEWAY`].
+    pub port: u16,
+    pub registry: std::sync::Arc<crate::metadata::Registry>,
+    pub identity: std::sync::Arc<crate::metadata::Identity>,
 }
 
 impl NetConfig {
@@ -85,7 +98,56 @@ impl NetConfig {
             subnet: SUBNET.into(),
             ipam_dir: PathBuf::from(IPAM_DIR),
             nat_checked: Default::default(),
+            meta: None,
         }
+    }
+
+    /// The same network, its instances sent to this metadata server.
+    pub fn with_metadata(mut self, hook: MetaHook) -> Self {
+        self.meta = Some(hook);
+        self
+    }
+
+    /// The same network and metadata server, its instances with this identity (the
+    /// daemon's services and jobs each have theirs).
+    pub fn with_identity(&self, identity: crate::metadata::Identity) -> Self {
+        let mut n = self.clone();
+        if let Some(m) = n.meta.as_mut() {
+            m.identity = std::sync::Arc::new(identity);
+        }
+        n
+    }
+
+    /// Isolates the new instance (its bridge port), sends its `169.254.169.254:80` to the
+    /// metadata server and registers it there ([`super::isolation`]).
+    async fn secure(
+        &self,
+        att: &Attachment,
+        cni_result: &serde_json::Value,
+    ) -> Result<(), NetError> {
+        use super::isolation;
+        match isolation::host_veth(cni_result, &self.bridge) {
+            Some(veth) => {
+                if let Err(e) = isolation::isolate_port(&veth) {
+                    warn!(instance = %att.id, "marking bridge port {veth} isolated: {e}");
+                }
+            }
+            None => warn!(instance = %att.id, "no host interface in the CNI result"),
+        }
+        let Some(m) = &self.meta else {
+            return Ok(());
+        };
+        isolation::iptables_in(&att.netns, &isolation::metadata_dnat(GATEWAY, m.port))
+            .await
+            .map_err(|e| NetError::Isolation(e.detail))?;
+        if let Some(ip) = att.ip.as_deref().and_then(|s| s.parse().ok()) {
+            let inst = crate::metadata::Instance {
+                container_id: att.id.clone(),
+                identity: m.identity.clone(),
+            };
+            m.registry.insert(ip, inst).await;
+        }
+        Ok(())
     }
 
     fn plugin(&self, name: &str) -> Result<PathBuf, NetError> {
@@ -276,7 +338,12 @@ impl Network for NetConfig {
                 let ip = out["ips"][0]["address"]
                     .as_str()
                     .map(|s| s.split('/').next().unwrap_or(s).to_string());
-                Ok(Attachment { ip, ..att })
+                let att = Attachment { ip, ..att };
+                if let Err(e) = self.secure(&att, &out).await {
+                    self.detach(id).await;
+                    return Err(e);
+                }
+                Ok(att)
             }
             Err(e) => {
                 self.detach(id).await;
@@ -289,6 +356,9 @@ impl Network for NetConfig {
     /// pair in it, so no `bridge DEL` is needed to remove the link. Then `host-local DEL`
     /// releases the address (it also works when the namespace never existed).
     async fn detach(&self, id: &str) {
+        if let Some(m) = &self.meta {
+            m.registry.remove(id).await;
+        }
         let path = Self::netns_path(id);
         let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&path);
@@ -487,6 +557,8 @@ pub fn write_etc_files(
     let mut hosts =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     hosts.push_str(&format!("{}\t{hostname}\n", ip.unwrap_or("127.0.1.1")));
+    // runlet's metadata server, reached through a DNAT in the namespace (crate::metadata).
+    hosts.push_str("169.254.169.254\tmetadata.google.internal metadata\n");
     hosts.push_str(extra_hosts);
     let resolv = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
         .iter()

@@ -14,6 +14,7 @@ mod fs;
 mod image;
 mod jobs;
 mod lifecycle;
+mod metadata;
 mod outbound;
 mod port_env;
 mod registry;

@@ -3,7 +3,8 @@
 //! runs it, and the broken-runlet mangling it must catch.
 
 use super::{
-    check, fs, image, jobs, lifecycle, outbound, port_env, requests, resources, sidecars, Check,
+    check, fs, image, jobs, lifecycle, metadata, outbound, port_env, requests, resources, sidecars,
+    Check,
 };
 use crate::selftest::Mangle;
 
@@ -139,6 +140,8 @@ pub fn all() -> Vec<Check> {
             .slow()
             .breaks_with(Mangle::Concurrency80),
         check!("RES-3", "default-concurrent", "by default one instance receives several requests at once", resources::default_concurrent),
+        check!("META-1", "metadata-flavor", "metadata.google.internal answers with Metadata-Flavor: Google and refuses (403) without it", metadata::flavor_required),
+        check!("META-2", "metadata-values", "project id and number, region, zone, instance id, service account email and (with --token-command) token are served", metadata::values),
         check!("OUT-1", "outbound-http", "a container can open an HTTP connection to a server outside it (on this host's address)", outbound::outbound_http),
     ]
 }
