@@ -3,7 +3,7 @@
 use clap::Args;
 
 /// Who instances are, as the metadata server tells them (metadata.google.internal).
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct IdentityArgs {
     /// Project id instances see on the metadata server [default: runlet-local].
     #[arg(long)]
@@ -20,7 +20,7 @@ pub struct IdentityArgs {
 }
 
 /// Where access tokens come from.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct TokenArgs {
     /// Command (run with sh -c) printing an access token or Google's token JSON, served as
     /// the service account's token, e.g. "gcloud auth print-access-token"; without it the
