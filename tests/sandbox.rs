@@ -180,7 +180,7 @@ fn read_number(path: &std::path::Path) -> u64 {
 
 /// busybox: a loop that starts `sleep` processes until fork fails, and keeps trying,
 /// beside httpd.
-const BOMB: &str = "mkdir -p /w; echo up > /w/index.html; (while :; do sleep 1000 & done) >/dev/null 2>&1 & exec httpd -f -p 8080 -h /w";
+const BOMB: &str = "echo up > /tmp/index.html; (while :; do sleep 1000 & done) >/dev/null 2>&1 & exec httpd -f -p 8080 -h /tmp";
 
 #[test]
 fn a_fork_bomb_stays_inside_its_instance() {
@@ -205,13 +205,15 @@ fn a_fork_bomb_stays_inside_its_instance() {
         let dirs = pids_dirs("sec-bomb");
         if let Some(d) = dirs
             .iter()
-            .find(|d| read_number(&d.join("pids.current")) >= 4096)
+            // The loop forks until the kernel refuses: the count ends at the limit or a
+            // process or two below it (a child exiting as another forks).
+            .find(|d| read_number(&d.join("pids.current")) >= 4096 - 8)
         {
             break d.clone();
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "the bomb did not reach 4096 processes within 120 s: {:?}",
+            "the bomb did not reach ~4096 processes within 120 s: {:?}",
             dirs.iter()
                 .map(|d| read_number(&d.join("pids.current")))
                 .collect::<Vec<_>>()

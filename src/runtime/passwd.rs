@@ -192,7 +192,8 @@ mod tests {
 
     #[test]
     fn users_resolve_as_docker_does() {
-        let table: &[(&str, (u32, u32, &[u32]))] = &[
+        type Want = (u32, u32, &'static [u32]);
+        let table: &[(&str, Want)] = &[
             ("", (0, 0, &[50, 10])),
             ("0", (0, 0, &[50, 10])),
             ("root", (0, 0, &[50, 10])),
