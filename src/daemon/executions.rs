@@ -255,7 +255,7 @@ impl Daemon {
         id: &str,
         spec: JobSpec,
         image: crate::image::ImageInfo,
-        user: (u32, u32),
+        user: crate::runtime::passwd::ImageUser,
         argv: Vec<String>,
     ) -> Arc<Ctx<Containerd, NetConfig, MemoryFs>> {
         let sink: LineSink = {

@@ -11,10 +11,13 @@ pub mod cgroup;
 pub mod containerd;
 pub mod embedded;
 pub mod fake;
+pub mod hardening;
 pub mod isolation;
 pub mod network;
 pub mod ocispec;
+pub mod passwd;
 pub mod rootfs;
+pub mod seccomp;
 
 use std::collections::HashMap;
 use std::future::Future;

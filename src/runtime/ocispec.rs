@@ -1,31 +1,35 @@
 //! Builds the OCI runtime spec of a container: process (argv, env, cwd, user) from the image
 //! config and the service's overrides, resource limits, namespaces, and a default security
-//! profile like Docker's (default capability set, no new privileges, masked and read-only
-//! paths). The spec is built with oci-spec's typed builders, so a misspelled field does not
+//! profile like Docker's (default capability set without `CAP_NET_RAW`, Docker's seccomp
+//! filter ([`super::seccomp`]), no new privileges, masked and read-only paths, the limits of
+//! [`super::hardening`]). The spec is built with oci-spec's typed builders, so a misspelled field does not
 //! compile instead of being silently dropped.
 
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
     LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use oci_spec::OciSpecError;
 use thiserror::Error;
 
+use super::{hardening, seccomp};
 use crate::image::config::RunConfig;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 pub const CPU_PERIOD: u64 = 100_000;
 
-/// Docker's default capability set.
+/// Docker's default capability set without `CAP_NET_RAW` (raw and packet sockets): Cloud
+/// Run's gen2 does without it, and `ping` works through unprivileged ICMP sockets
+/// ([`super::hardening::sysctls`]). A non-root user gets it in the bounding set only: its
+/// effective and permitted sets are empty after `execve`.
 const DEFAULT_CAPS: &[Capability] = &[
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
     Capability::Fowner,
     Capability::Mknod,
-    Capability::NetRaw,
     Capability::Setgid,
     Capability::Setuid,
     Capability::Setfcap,
@@ -68,6 +72,8 @@ pub enum SpecError {
     UnknownUser { image: String, user: String },
     #[error("building the OCI runtime spec")]
     Build(#[from] OciSpecError),
+    #[error("building the seccomp filter")]
+    Seccomp(#[from] super::seccomp::SeccompError),
     #[error("encoding the OCI runtime spec as JSON")]
     Encode(#[source] serde_json::Error),
 }
@@ -94,6 +100,11 @@ pub fn argv(
         });
     }
     Ok(out)
+}
+
+/// The capabilities of every container (bounding, effective and permitted sets).
+pub fn default_capabilities() -> &'static [Capability] {
+    DEFAULT_CAPS
 }
 
 /// Where a container's cgroups live (relative to each hierarchy's root). Set explicitly, or
@@ -146,60 +157,6 @@ pub fn env(
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// Resolves an image `User` (`uid`, `uid:gid`, `name`, `name:group`) to numeric ids, using the
-/// image's /etc/passwd and /etc/group text when names are used. Empty means root.
-pub fn resolve_user(
-    image: &str,
-    user: &str,
-    passwd: Option<&str>,
-    group: Option<&str>,
-) -> Result<(u32, u32), SpecError> {
-    let unknown = || SpecError::UnknownUser {
-        image: image.to_string(),
-        user: user.to_string(),
-    };
-    if user.is_empty() {
-        return Ok((0, 0));
-    }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    // name:x:ID:GID:... in passwd; name:x:ID:... in group.
-    let lookup = |text: Option<&str>, name: &str| -> Option<(u32, Option<u32>)> {
-        text?.lines().find_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() > 2 && f[0] == name {
-                Some((f[2].parse().ok()?, f.get(3).and_then(|g| g.parse().ok())))
-            } else {
-                None
-            }
-        })
-    };
-    let (uid, primary_gid) = match u.parse::<u32>() {
-        Ok(uid) => (
-            uid,
-            passwd.and_then(|p| {
-                p.lines().find_map(|l| {
-                    let f: Vec<&str> = l.split(':').collect();
-                    (f.len() > 3 && f[2].parse::<u32>().ok() == Some(uid))
-                        .then(|| f[3].parse().ok())
-                        .flatten()
-                })
-            }),
-        ),
-        Err(_) => lookup(passwd, u).ok_or_else(unknown)?,
-    };
-    let gid = match g {
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => lookup(group, g).map(|(id, _)| id).ok_or_else(unknown)?,
-        },
-        None => primary_gid.unwrap_or(0),
-    };
-    Ok((uid, gid))
-}
-
 /// What the spec builder needs.
 #[derive(Debug, Clone)]
 pub struct SpecInput {
@@ -210,6 +167,8 @@ pub struct SpecInput {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups ([`super::passwd::resolve`]).
+    pub additional_gids: Vec<u32>,
     pub memory_bytes: u64,
     pub cpu: f64,
     /// Path of the network namespace to join; `None` makes runc create a private one.
@@ -243,12 +202,13 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         .build()?;
     capabilities.set_inheritable(None).set_ambient(None);
 
-    let mut process = ProcessBuilder::default()
+    let process = ProcessBuilder::default()
         .terminal(false)
         .user(
             UserBuilder::default()
                 .uid(input.uid)
                 .gid(input.gid)
+                .additional_gids(input.additional_gids.clone())
                 .build()?,
         )
         .args(input.args.clone())
@@ -256,8 +216,8 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         .cwd(&input.cwd)
         .capabilities(capabilities)
         .no_new_privileges(true)
+        .rlimits(hardening::rlimits()?)
         .build()?;
-    process.set_rlimits(None);
 
     let mut root = RootBuilder::default().path("rootfs").build()?;
     root.set_readonly(None);
@@ -280,6 +240,11 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
                 .period(CPU_PERIOD)
                 .build()?,
         )
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(hardening::PIDS_LIMIT)
+                .build()?,
+        )
         .build()?;
     let linux = LinuxBuilder::default()
         .cgroups_path(cgroups_path(&input.id))
@@ -287,6 +252,11 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec, SpecError> {
         .namespaces(namespaces(input.netns.as_deref())?)
         .masked_paths(strings(MASKED_PATHS))
         .readonly_paths(strings(READONLY_PATHS))
+        .seccomp(seccomp::docker_default(
+            DEFAULT_CAPS,
+            &seccomp::Host::current(),
+        )?)
+        .sysctl(hardening::sysctls())
         .build()?;
 
     let mut spec = SpecBuilder::default()
@@ -421,7 +391,6 @@ mod tests {
             "CAP_FSETID",
             "CAP_FOWNER",
             "CAP_MKNOD",
-            "CAP_NET_RAW",
             "CAP_SETGID",
             "CAP_SETUID",
             "CAP_SETFCAP",
@@ -463,12 +432,13 @@ mod tests {
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": false,
-                "user": {"uid": input.uid, "gid": input.gid},
+                "user": {"uid": input.uid, "gid": input.gid, "additionalGids": input.additional_gids},
                 "args": input.args,
                 "env": input.env,
                 "cwd": input.cwd,
                 "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-                "noNewPrivileges": true
+                "noNewPrivileges": true,
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
             },
             "root": {"path": "rootfs"},
             "hostname": input.hostname,
@@ -478,11 +448,14 @@ mod tests {
                 "resources": {
                     "devices": [{"allow": false, "access": "rwm"}],
                     "memory": {"limit": input.memory_bytes as i64, "swap": input.memory_bytes as i64},
-                    "cpu": {"quota": quota, "period": CPU_PERIOD}
+                    "cpu": {"quota": quota, "period": CPU_PERIOD},
+                    "pids": {"limit": 4096}
                 },
                 "namespaces": namespaces,
                 "maskedPaths": MASKED_PATHS,
-                "readonlyPaths": READONLY_PATHS
+                "readonlyPaths": READONLY_PATHS,
+                "seccomp": seccomp::docker_default(DEFAULT_CAPS, &seccomp::Host::current()).unwrap(),
+                "sysctl": {"net.ipv4.ping_group_range": "0 2147483647"}
             }
         });
         // Round-trip through oci-spec's types: a typo in a field name or type fails here, not in runc.
@@ -499,6 +472,7 @@ mod tests {
             cwd: "/tmp".into(),
             uid: 65534,
             gid: 65533,
+            additional_gids: vec![50, 10],
             memory_bytes: 512 << 20,
             cpu: 1.5,
             netns: netns.map(str::to_string),
@@ -597,31 +571,6 @@ mod tests {
     }
 
     #[test]
-    fn users() {
-        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:1000:1001::/app:/bin/sh\n";
-        let group = "root:x:0:\nstaff:x:50:\n";
-        let table = [
-            ("", (0, 0)),
-            ("0", (0, 0)),
-            ("1000", (1000, 1001)),
-            ("1234", (1234, 0)),
-            ("1234:77", (1234, 77)),
-            ("nobody", (65534, 65534)),
-            ("app", (1000, 1001)),
-            ("app:staff", (1000, 50)),
-        ];
-        for (u, want) in table {
-            assert_eq!(
-                resolve_user("img", u, Some(passwd), Some(group)).unwrap(),
-                want,
-                "{u}"
-            );
-        }
-        assert!(resolve_user("img", "ghost", Some(passwd), Some(group)).is_err());
-        assert!(resolve_user("img", "app", None, None).is_err());
-    }
-
-    #[test]
     fn spec_has_limits_namespaces_and_security_defaults() {
         let s = build(&SpecInput {
             id: "i1".into(),
@@ -631,6 +580,7 @@ mod tests {
             cwd: "/".into(),
             uid: 0,
             gid: 0,
+            additional_gids: vec![],
             memory_bytes: 512 << 20,
             cpu: 0.5,
             netns: Some("/run/netns/x".into()),
@@ -672,10 +622,22 @@ mod tests {
             .unwrap()
             .iter()
             .any(|m| m["destination"] == "/etc/hosts"));
-        assert!(!s["process"]["capabilities"]["bounding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c == "CAP_SYS_ADMIN"));
+        for cap in ["CAP_SYS_ADMIN", "CAP_NET_RAW"] {
+            assert!(!s["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == cap));
+        }
+        assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(s["linux"]["resources"]["pids"]["limit"], 4096);
+        assert_eq!(
+            s["process"]["rlimits"],
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}])
+        );
+        assert_eq!(
+            s["linux"]["sysctl"]["net.ipv4.ping_group_range"],
+            "0 2147483647"
+        );
     }
 }

@@ -11,7 +11,8 @@
 //!    worker or helper process goes over the memory limit).
 //! 3. `write=MIB` writes and fsyncs a file.
 //! 4. `sleep=MS` waits.
-//! 5. The response: `/ws`, `/readfile`, `/upload` by path; otherwise the
+//! 5. The response: `/ws`, `/readfile`, `/upload`, `/syscalls` (see
+//!    [`crate::syscalls`]) by path; otherwise the
 //!    first of `flush_then_sleep`, `sse`, `bytes`, `echo`; otherwise the
 //!    JSON report (which includes the `alloc` / `write` results).
 //! 6. `status=N` and `badheader=1` adjust whatever response was chosen
@@ -191,6 +192,7 @@ async fn route(
             json_response(StatusCode::OK, &Value::Object(report::readfile(path)))
         }
         "/upload" => upload(req.into_body()).await?,
+        "/syscalls" => json_response(StatusCode::OK, &crate::syscalls::report()),
         "/grpc.health.v1.Health/Check" => grpc_health_serving(),
         "/unhealthy" => {
             crate::state::STATE

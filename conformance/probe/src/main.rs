@@ -31,6 +31,7 @@ mod handler;
 mod query;
 mod report;
 mod state;
+mod syscalls;
 mod ws;
 
 use std::io::Write;
@@ -311,7 +312,8 @@ async fn serve(cfg: Arc<Config>) -> i32 {
     }
 }
 
-/// Job mode: print `{"probe":"job","env":{..},"argv":[..]}` on one line;
+/// Job mode: print `{"probe":"job","env":{..},"argv":[..],"proc_status":{..},"syscalls":{..}}`
+/// on one line (`syscalls` as `/syscalls` reports it);
 /// fail with 1 if `CLOUD_RUN_TASK_ATTEMPT < PROBE_FAIL_UNTIL_ATTEMPT`;
 /// sleep `PROBE_SLEEP_MS`; allocate `PROBE_ALLOC_MIB`; exit `PROBE_JOB_EXIT`.
 async fn run_job(cfg: Config, job: JobConfig) -> i32 {
@@ -321,6 +323,10 @@ async fn run_job(cfg: Config, job: JobConfig) -> i32 {
         "env": report::env_map(),
         "argv": report::argv(),
         "pid": std::process::id(),
+        "proc_status": report::parse_status(
+            &std::fs::read_to_string("/proc/self/status").unwrap_or_default()
+        ),
+        "syscalls": syscalls::report(),
     });
     say(&line.to_string());
     if job.should_fail() {

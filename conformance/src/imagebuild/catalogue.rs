@@ -35,8 +35,10 @@ pub const DEFAULT_PATH_ENV: &str =
 /// `/etc/passwd` of the test images.
 pub const ETC_PASSWD: &str =
     "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
-/// `/etc/group` of the test images.
-pub const ETC_GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
+/// `/etc/group` of the test images. `staff` lists root and nobody as members: root (no
+/// `USER`) gets it as a supplementary group, as Docker gives it; `USER 65534:65534` names
+/// its group, so it gets none.
+pub const ETC_GROUP: &str = "root:x:0:\nstaff:x:50:root,nobody\nnogroup:x:65534:\n";
 
 /// Applets linked to `/bin/busybox` in the busybox image.
 pub const BUSYBOX_APPLETS: &[&str] = &[

@@ -68,7 +68,7 @@ pub struct Ctx<R: Runtime, N: Network = NetConfig, F: RootFs = MemoryFs> {
     pub spec: Arc<JobSpec>,
     pub image: ImageInfo,
     /// Numeric user and group resolved from the image's `User`.
-    pub user: (u32, u32),
+    pub user: crate::runtime::passwd::ImageUser,
     /// The container's argv, resolved once from the image and the spec.
     pub argv: Vec<String>,
     pub state_dir: PathBuf,

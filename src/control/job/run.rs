@@ -349,7 +349,7 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         image: &ctx.image,
         args: ctx.argv.clone(),
         env,
-        user: ctx.user,
+        user: ctx.user.clone(),
         memory_bytes: spec.memory_bytes,
         cpu: spec.cpu_value,
         tmpfs: vec![],

@@ -61,7 +61,7 @@ pub struct Ctx<R: Runtime, N: Network = NetConfig, F: RootFs = MemoryFs> {
     pub spec: Arc<ServiceSpec>,
     pub image: ImageInfo,
     /// Numeric user and group resolved from the image's `User`.
-    pub user: (u32, u32),
+    pub user: crate::runtime::passwd::ImageUser,
     pub state_dir: PathBuf,
     /// The daemon's services as `/etc/hosts` lines for new instances (`None` outside the
     /// daemon).
@@ -242,7 +242,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             image: &self.image,
             args,
             env,
-            user: self.user,
+            user: self.user.clone(),
             memory_bytes: spec.memory_bytes,
             cpu: spec.cpu,
             // A single container's volumes are its own tmpfs mounts; shared ones are
@@ -666,7 +666,7 @@ mod tests {
             rootfs: rt.root_fs(),
             spec: Arc::new(spec),
             image: Default::default(),
-            user: (0, 0),
+            user: Default::default(),
             state_dir: dir.to_path_buf(),
             peers: None,
             sidecar_images: Vec::new(),

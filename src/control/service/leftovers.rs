@@ -194,7 +194,7 @@ mod tests {
                 image: &image,
                 args: vec![],
                 env: vec![],
-                user: (0, 0),
+                user: Default::default(),
                 memory_bytes: 1 << 20,
                 cpu: 1.0,
                 tmpfs: vec![],

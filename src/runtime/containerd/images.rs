@@ -24,6 +24,7 @@ use crate::image::archive::{self, ImportPlan, Progress};
 use crate::image::config::{self, is_linux_amd64, RunConfig};
 use crate::image::{chain_ids, ImageInfo};
 use crate::runtime::ocispec;
+use crate::runtime::passwd::{self, ImageUser};
 use crate::runtime::RuntimeError;
 
 /// Why the user an image runs as could not be found.
@@ -269,13 +270,12 @@ impl Containerd {
         Err(bad("image indexes nest too deep".into()))
     }
 
-    /// The numeric user and group to run an image as: its `User`, numeric, or a name looked
-    /// up in the image's own /etc/passwd and /etc/group. Shared by services and jobs.
-    pub async fn image_user(&self, image: &ImageInfo) -> Result<(u32, u32), ImageUserError> {
+    /// The numeric user, group and supplementary groups to run an image as: its `User`
+    /// resolved with the image's own /etc/passwd and /etc/group as Docker does
+    /// ([`passwd::resolve`]; numeric users too, for their primary and supplementary groups).
+    /// Shared by services and jobs.
+    pub async fn image_user(&self, image: &ImageInfo) -> Result<ImageUser, ImageUserError> {
         let field = image.config.user.clone().unwrap_or_default();
-        if field.is_empty() || field.split(':').all(|p| p.parse::<u32>().is_ok()) {
-            return Ok(ocispec::resolve_user(&image.name, &field, None, None)?);
-        }
         let files = self
             .read_image_files(image, &["/etc/passwd", "/etc/group"])
             .await?;
@@ -286,7 +286,7 @@ impl Containerd {
                 .flatten()
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
         };
-        Ok(ocispec::resolve_user(
+        Ok(passwd::resolve(
             &image.name,
             &field,
             text(0).as_deref(),
@@ -295,7 +295,9 @@ impl Containerd {
     }
 
     /// Reads small files (e.g. /etc/passwd) from an image's unpacked root filesystem, without
-    /// mounting it: a read-only view's mounts name the layer directories, searched top first.
+    /// mounting it: a read-only view's mounts name the layer directories, searched top first
+    /// ([`passwd::read_in_layers`]: regular files of at most 4 MiB, symbolic links kept
+    /// inside the layer).
     pub async fn read_image_files(
         &self,
         image: &ImageInfo,
@@ -328,11 +330,7 @@ impl Containerd {
         tracing::debug!(?mounts, ?dirs, "image view");
         let out = paths
             .iter()
-            .map(|p| {
-                dirs.iter()
-                    .find_map(|d| std::fs::read(d.join(p.trim_start_matches('/'))).ok())
-                    .filter(|b| b.len() < 4 << 20)
-            })
+            .map(|p| passwd::read_in_layers(&dirs, p))
             .collect();
         let _ = snaps
             .remove(self.req(RemoveSnapshotRequest {

@@ -45,7 +45,7 @@ fn ctx(rt: &FakeRuntime, spec: JobSpec, state_dir: &Path) -> Arc<TestCtx> {
         rootfs: rt.root_fs(),
         spec: Arc::new(spec),
         image: Default::default(),
-        user: (0, 0),
+        user: Default::default(),
         argv: vec!["/probe".into(), "job".into()],
         state_dir: state_dir.to_path_buf(),
         sink,
