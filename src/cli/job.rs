@@ -50,6 +50,7 @@ pub struct ExecuteArgs {
     pub cpu: Option<String>,
     #[command(flatten)]
     pub pull: super::registry::PullArgs,
+    #[command(flatten)]
     pub identity: super::identity::IdentityArgs,
 }
 

@@ -97,7 +97,7 @@ async fn serve(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     let user = c.image_user(&image).await?;
     let mut sidecar_images = Vec::new();
     for s in &spec.sidecars.containers {
-        let image = c.resolve_image(&s.image).await?;
+        let image = super::image::resolve_or_pull(&c, &s.image, &pull).await?;
         let user = c.image_user(&image).await?;
         sidecar_images.push(SidecarImage { image, user });
     }

@@ -8,9 +8,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::secrets::{SecretBindings, SecretFlags};
 use super::container::{self, Sidecars};
 use super::container_flags::ContainerFlags;
+use super::secrets::{SecretBindings, SecretFlags};
 use super::{
     bad, cpu, defaults, duration_in, in_range, memory, parse_env_vars, probe, split_list, Probe,
     ServiceSpec, SpecError, VolumeFlags,

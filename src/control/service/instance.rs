@@ -283,7 +283,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
                 image: &img.image,
                 args,
                 env,
-                user: img.user,
+                user: img.user.clone(),
                 memory_bytes: c.memory_bytes,
                 cpu: c.cpu,
                 tmpfs: Vec::new(),
@@ -780,7 +780,7 @@ mod tests {
                 name: "busybox".into(),
                 ..Default::default()
             },
-            user: (0, 0),
+            user: Default::default(),
         };
         c.sidecar_images = vec![image.clone(), image];
         c

@@ -25,8 +25,8 @@ use crate::runtime::{ExitStatus, Runtime};
 #[derive(Debug, Clone)]
 pub struct SidecarImage {
     pub image: ImageInfo,
-    /// Numeric user and group from the image's `User`.
-    pub user: (u32, u32),
+    /// The user, group and supplementary groups from the image's `User`.
+    pub user: crate::runtime::passwd::ImageUser,
 }
 
 /// The container id of sidecar `name` of instance `instance`.
