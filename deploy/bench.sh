@@ -630,6 +630,9 @@ field() { echo "$j" | python3 -c "import json,sys; d=json.load(sys.stdin); print
   echo "WebSockets held open (a message each 5 s), and every 60 s a burst of 100 requests of 3 s"
   echo "(instances seen: $(sort -n "$run/soak-instances" | head -1) to $(sort -n "$run/soak-instances" | tail -1))."
   echo
+  echo "WebSocket sessions that runlet closed at the request timeout (300 s, as Cloud Run does),"
+  echo "each then opened again by the client: $(field "d['websockets_closed_at_request_timeout']") (counted as expected)."
+  echo
   echo "| kind | sent | non-2xx or failed |"
   echo "|---|---:|---:|"
   for k in short streamed websockets burst; do

@@ -229,6 +229,7 @@ async fn main() -> Result<()> {
                 websockets: num("--websockets", "20")?,
                 burst: num("--burst", "40")?,
                 every: secs("--every", 60.0)?,
+                request_timeout: secs("--request-timeout", 300.0)?,
             })
             .await
         }

@@ -6,7 +6,8 @@
 //! - a streamed response every 200 ms (`?flush_then_sleep=300`: a first chunk at once, the
 //!   rest 300 ms later);
 //! - `N` WebSockets (default 20) held open the whole time, each sending a message every
-//!   5 s and expecting it echoed;
+//!   5 s and expecting it echoed; one that the request timeout (`--request-timeout`, 300 s
+//!   as runlet's default) closes is expected, counted apart, and opened again;
 //! - every `S` seconds (default 60) a burst of `N` (default 40) requests that each take 3 s
 //!   (`?sleep=3000`): more than the running instances take at once, so the service scales
 //!   up, and scales in again during the quiet part of the cycle (start runlet with a short
@@ -36,6 +37,8 @@ pub struct Soak {
     pub websockets: usize,
     pub burst: usize,
     pub every: Duration,
+    /// The service's request timeout (a WebSocket is closed then).
+    pub request_timeout: Duration,
 }
 
 /// Requests of one kind: how many, and how many did not get a 2xx (or failed).
@@ -131,10 +134,26 @@ pub async fn soak(s: Soak) -> Result<()> {
 
     // WebSockets, each on its own thread (tungstenite is blocking).
     let std_end = std::time::Instant::now() + s.duration;
+    // Cloud Run closes a WebSocket at the request timeout (runlet too): a session that ends
+    // then is expected, and the client connects again, as a Cloud Run client must.
+    let at_timeout = Arc::new(AtomicUsize::new(0));
     let ws_threads: Vec<_> = (0..s.websockets)
         .map(|_| {
-            let (url, ws) = (s.url.clone(), ws.clone());
-            std::thread::spawn(move || ws.count(websocket(&url, std_end)))
+            let (url, ws, at_timeout) = (s.url.clone(), ws.clone(), at_timeout.clone());
+            let timeout = s.request_timeout;
+            std::thread::spawn(move || {
+                while std::time::Instant::now() < std_end {
+                    let began = std::time::Instant::now();
+                    let ok = websocket(&url, std_end);
+                    // (A second's slack for the close to arrive.)
+                    if !ok && began.elapsed() + Duration::from_secs(1) >= timeout {
+                        at_timeout.fetch_add(1, Relaxed);
+                        ws.count(true);
+                    } else {
+                        ws.count(ok);
+                    }
+                }
+            })
         })
         .collect();
 
@@ -270,7 +289,7 @@ pub async fn soak(s: Soak) -> Result<()> {
         "{}",
         serde_json::json!({
             "duration_s": s.duration.as_secs(), "rate": s.rate,
-            "short": short.json(), "streamed": stream.json(), "websockets": ws.json(), "burst": burst.json(),
+            "short": short.json(), "streamed": stream.json(), "websockets": ws.json(), "websockets_closed_at_request_timeout": at_timeout.load(Relaxed), "burst": burst.json(),
             "short_p50_ms": percentile(&v, 50.0), "short_p99_ms": percentile(&v, 99.0),
             "short_achieved_rps": (v.len() as f64 / s.duration.as_secs_f64()).round(),
             "samples": samples.iter().map(|(t, r, f)| serde_json::json!([t, r, f])).collect::<Vec<_>>(),
