@@ -64,7 +64,10 @@ impl Env {
         if let Some(d) = &self.state_dir {
             c.arg("--state-dir").arg(d);
         }
+        // The suite's images are loaded from archives; nothing is pulled (traffic stays on
+        // this machine), so an image that is not there fails at once.
         c.env("RUNLET_LOG", "info")
+            .env("RUNLET_PULL", "never")
             .env_remove(BREAK_VAR)
             .env("NO_COLOR", "1")
             .env_remove("RUST_BACKTRACE")

@@ -447,7 +447,8 @@ mod tests {
         assert!(full
             .iter()
             .any(|p| matches!(p, Planned::NotApplicable { clause, .. } if clause == "SBX-1")));
-        assert!(full
+        // Sidecars run now (issue 16): their checks are no longer skipped.
+        assert!(!full
             .iter()
             .any(|p| matches!(p, Planned::Skip { name, .. } if name == "absent-in-sidecars")));
 

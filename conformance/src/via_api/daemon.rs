@@ -60,6 +60,8 @@ impl Daemon {
             .args(["--metrics-listen", &metrics.to_string()])
             .arg("--no-manage-hosts")
             .env("RUNLET_LOG", "info")
+            // Nothing is pulled: the suite's images are loaded from archives.
+            .env("RUNLET_PULL", "never")
             .env("NO_COLOR", "1")
             .env_remove(crate::selftest::BREAK_VAR)
             .stdin(Stdio::null())

@@ -79,8 +79,12 @@ pub enum RegistryError {
     Unsupported { reference: String, detail: String },
     #[error("image {reference} has no linux/amd64 variant (found: {found}); runlet runs linux/amd64 images only (contract IMG-1, IMG-3)")]
     NoAmd64 { reference: String, found: String },
-    #[error("registry {registry}: {detail}")]
-    Transport { registry: String, detail: String },
+    #[error("pulling {reference} from registry {registry}: {detail}")]
+    Transport {
+        reference: String,
+        registry: String,
+        detail: String,
+    },
     #[error("reading {path}")]
     Config {
         path: PathBuf,

@@ -91,6 +91,7 @@ impl Remote {
         let api_host = reference.resolve_registry().to_string();
         let certs = certificates(opts)?;
         let transport = |detail: String| RegistryError::Transport {
+            reference: name.to_string(),
             registry: host.clone(),
             detail,
         };
@@ -214,6 +215,7 @@ impl Remote {
                     }
                 } else {
                     RegistryError::Transport {
+                        reference: self.name.clone(),
                         registry: self.host.clone(),
                         detail: text,
                     }
@@ -224,6 +226,7 @@ impl Remote {
                 self.unauthorized(format!("{e}"))
             }
             other => RegistryError::Transport {
+                reference: self.name.clone(),
                 registry: self.host.clone(),
                 detail: crate::util::Chain(&other).to_string(),
             },
@@ -248,6 +251,7 @@ impl Remote {
             self.reference.repository()
         );
         let transport = |detail: String| RegistryError::Transport {
+            reference: self.name.clone(),
             registry: self.host.clone(),
             detail,
         };
@@ -355,7 +359,7 @@ impl Remote {
             size: size as i64,
             ..Default::default()
         };
-        let name = self.name.clone();
+        let (name, host) = (self.name.clone(), self.host.clone());
         let digest_s = digest.to_string();
         let map = move |e: std::io::Error| {
             let text = crate::util::Chain(&e).to_string();
@@ -367,7 +371,8 @@ impl Remote {
                 }
             } else {
                 RegistryError::Transport {
-                    registry: name.clone(),
+                    reference: name.clone(),
+                    registry: host.clone(),
                     detail: format!("reading blob {digest_s}: {text}"),
                 }
             }
