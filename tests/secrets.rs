@@ -300,7 +300,7 @@ fn the_daemon_resolves_secrets_when_it_creates_instances() {
     assert_eq!(r.json().unwrap()["contents"], json!(v));
 
     // The API and describe show references.
-    let svc = d.ok("GET", &format!("/v2/{}", service_path("sec")), None);
+    let svc = d.ok("GET", &service_path("sec"), None);
     let text = svc.to_string();
     assert!(text.contains("secretKeyRef"), "{text}");
     assert_absent("GET service", &text, &[&v]);
