@@ -89,20 +89,9 @@ async fn sigkill<R: Runtime>(
 mod tests {
     use super::*;
     use crate::runtime::fake::{Call, FakeRuntime};
-    use crate::runtime::ContainerSpec;
 
     async fn created(rt: &FakeRuntime, id: &str) {
-        let spec = ContainerSpec {
-            id: id.into(),
-            image: Default::default(),
-            oci_spec: serde_json::Value::Null,
-            labels: Default::default(),
-            stdout: String::new(),
-            stderr: String::new(),
-            upper_dir: None,
-        };
-        rt.create(&spec).await.unwrap();
-        rt.start(id).await.unwrap();
+        rt.started(id, Default::default()).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -107,6 +107,7 @@ impl Daemon {
         };
         let spec = job_spec(&name.job, &job, req.overrides.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let identity = job_identity(&full, &job);
         let image = match self.host.image(&spec.image).await {
             Ok(i) => i,
             Err(crate::image::registry::RegistryError::Store(RuntimeError::ImageNotFound {
@@ -229,7 +230,13 @@ impl Daemon {
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
         info!(job = %full, execution = %id, tasks = spec.task_count, parallelism, "execution started");
 
-        let ctx = self.execution_ctx(&name.job, &id, spec, image, user, argv);
+        let ctx = self.execution_ctx(
+            &name.job,
+            &id,
+            spec,
+            identity,
+            TaskImage { image, user, argv },
+        );
         let records = self.records();
         let run_id = id.clone();
         self.spawn_run(
@@ -254,9 +261,8 @@ impl Daemon {
         job: &str,
         id: &str,
         spec: JobSpec,
-        image: crate::image::ImageInfo,
-        user: crate::runtime::passwd::ImageUser,
-        argv: Vec<String>,
+        identity: crate::metadata::Identity,
+        run: TaskImage,
     ) -> Arc<Ctx<Containerd, NetConfig, MemoryFs>> {
         let sink: LineSink = {
             let (job, execution) = (job.to_string(), id.to_string());
@@ -266,12 +272,12 @@ impl Daemon {
         };
         Arc::new(Ctx {
             runtime: self.host.runtime.clone(),
-            net: self.host.net.clone(),
+            net: self.host.net.with_identity(identity),
             rootfs: MemoryFs,
             spec: Arc::new(spec),
-            image,
-            user,
-            argv,
+            image: run.image,
+            user: run.user,
+            argv: run.argv,
             state_dir: self.host.state_dir.clone(),
             sink,
             kill_grace: KILL_GRACE,
@@ -387,7 +393,14 @@ impl Daemon {
             Err(e) => return Err((rec, lock, e)),
         };
         let id = rec.name().to_string();
-        let ctx = self.execution_ctx(&job_id, &id, spec, image, user, argv);
+        let identity = job_identity(&stored.name, &job);
+        let ctx = self.execution_ctx(
+            &job_id,
+            &id,
+            spec,
+            identity,
+            TaskImage { image, user, argv },
+        );
         let (cancel, cancel_rx) = watch::channel(false);
         let (ended_tx, ended) = watch::channel(false);
         {
@@ -741,4 +754,23 @@ impl JobOf for v2::Execution {
             .rsplit_once("/executions/")
             .map_or_else(String::new, |(j, _)| j.to_string())
     }
+}
+
+/// Who a job's tasks are on the metadata server: the project and region of `name` (the
+/// job's or an execution's resource name) and the task template's service account.
+fn job_identity(name: &str, job: &v2::Job) -> crate::metadata::Identity {
+    let account = job
+        .template
+        .as_ref()
+        .and_then(|t| t.template.as_ref())
+        .map(|t| t.service_account.as_str())
+        .unwrap_or("");
+    crate::metadata::Identity::from_resource(name, account)
+}
+
+/// What a job's tasks run: the image, its user, and the command line.
+struct TaskImage {
+    image: crate::image::ImageInfo,
+    user: crate::runtime::passwd::ImageUser,
+    argv: Vec<String>,
 }

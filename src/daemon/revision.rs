@@ -97,6 +97,7 @@ impl RevisionRun {
     pub async fn start(
         host: &Host,
         spec: ServiceSpec,
+        identity: crate::metadata::Identity,
         adopt: Vec<String>,
         stopping: &CancellationToken,
     ) -> Result<RevisionRun, NotStarted> {
@@ -125,7 +126,9 @@ impl RevisionRun {
         let span = tracing::info_span!("service", service = %spec.name, revision = %spec.revision);
         let ctx = Arc::new(Ctx {
             runtime: host.runtime.clone(),
-            net: host.net.clone(),
+            // Its instances are the service's project, region and service account on the
+            // metadata server.
+            net: host.net.with_identity(identity),
             rootfs: MemoryFs,
             spec: spec.clone(),
             image,

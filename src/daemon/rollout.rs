@@ -24,7 +24,7 @@ impl Daemon {
         ops: Vec<String>,
         adopt: Vec<String>,
     ) {
-        let Some((lock, spec)) = self.rollout_input(&full, &rev).await else {
+        let Some((lock, spec, identity)) = self.rollout_input(&full, &rev).await else {
             return self.finish_ops(&ops, Err(deleted_during(&full))).await;
         };
         let _one_at_a_time = lock.lock().await;
@@ -37,7 +37,8 @@ impl Daemon {
             Ok(s) => s,
             Err(m) => return self.rollout_failed(&full, &rev, &m, &ops).await,
         };
-        let run = match RevisionRun::start(&self.host, spec, adopt, &self.shutdown).await {
+        let run = match RevisionRun::start(&self.host, spec, identity, adopt, &self.shutdown).await
+        {
             Ok(r) => r,
             Err(NotStarted::Failed(m)) => return self.rollout_failed(&full, &rev, &m, &ops).await,
             Err(NotStarted::Stopping) => {
@@ -84,8 +85,8 @@ impl Daemon {
         }
     }
 
-    /// The rollout's lock and the revision's spec (or why it cannot run), or `None` when the
-    /// service or revision is gone.
+    /// The rollout's lock, the revision's spec (or why it cannot run) and who its instances
+    /// are on the metadata server, or `None` when the service or revision is gone.
     async fn rollout_input(
         &self,
         full: &str,
@@ -93,6 +94,7 @@ impl Daemon {
     ) -> Option<(
         std::sync::Arc<tokio::sync::Mutex<()>>,
         Result<crate::spec::ServiceSpec, String>,
+        crate::metadata::Identity,
     )> {
         let state = self.state.lock().await;
         let e = state.services.get(full)?;
@@ -106,7 +108,8 @@ impl Daemon {
         };
         let spec = crate::spec::run_v2::service_spec(short(full), rev, &svc, self.listen)
             .map_err(|e| e.to_string());
-        Some((e.rollouts.clone(), spec))
+        let identity = crate::metadata::Identity::from_resource(full, &r.service_account);
+        Some((e.rollouts.clone(), spec, identity))
     }
 
     async fn rollout_failed(&self, full: &str, rev: &str, message: &str, ops: &[String]) {

@@ -151,6 +151,22 @@ impl FakeRuntime {
             .await;
     }
 
+    /// Container `id` created (with `labels`, nothing else) and started, as a test's
+    /// starting state.
+    pub async fn started(&self, id: &str, labels: HashMap<String, String>) {
+        let spec = ContainerSpec {
+            id: id.into(),
+            image: Default::default(),
+            oci_spec: serde_json::Value::Null,
+            labels,
+            stdout: String::new(),
+            stderr: String::new(),
+            upper_dir: None,
+        };
+        self.create(&spec).await.expect("the fake creates");
+        self.start(id).await.expect("the fake starts");
+    }
+
     /// The spec container `id` was created with (also after it was deleted).
     pub async fn spec(&self, id: &str) -> Option<ContainerSpec> {
         self.state.lock().await.specs.get(id).cloned()

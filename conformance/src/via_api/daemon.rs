@@ -38,6 +38,9 @@ fn loopback() -> Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 
+/// The access token the daemon the suite starts serves to instances (`--token-command`).
+pub const TOKEN: &str = "conf-token";
+
 impl Daemon {
     /// Starts `runlet daemon` and waits until it prints `runlet daemon:`.
     pub async fn start(runlet: &Path, containerd: &str, state_dir: &Path) -> Result<Daemon> {
@@ -59,6 +62,8 @@ impl Daemon {
             .args(["--api-listen", &api.to_string()])
             .args(["--metrics-listen", &metrics.to_string()])
             .arg("--no-manage-hosts")
+            // What instances get as the service account's token (META-2).
+            .args(["--token-command", &format!("echo {TOKEN}")])
             .env("RUNLET_LOG", "info")
             // Nothing is pulled: the suite's images are loaded from archives.
             .env("RUNLET_PULL", "never")

@@ -892,17 +892,7 @@ mod tests {
         let c = with_sidecars(&rt, 1, 1, tmp.path());
         let ids = ["svc-1", "svc-1-proxy", "svc-1-log"];
         for id in ids {
-            let spec = crate::runtime::ContainerSpec {
-                id: id.into(),
-                image: Default::default(),
-                oci_spec: serde_json::Value::Null,
-                labels: Default::default(),
-                stdout: String::new(),
-                stderr: String::new(),
-                upper_dir: None,
-            };
-            rt.create(&spec).await.unwrap();
-            rt.start(id).await.unwrap();
+            rt.started(id, Default::default()).await;
         }
         let (running, _exit) = Running::without_container("svc-1");
         let t0 = Instant::now();

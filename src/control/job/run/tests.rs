@@ -519,18 +519,7 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
         let mut lbl = HashMap::new();
         lbl.insert(labels::MANAGED.to_string(), "true".to_string());
         lbl.insert(labels::EXECUTION.to_string(), exec.to_string());
-        rt.create(&ContainerSpec {
-            id: id.into(),
-            image: Default::default(),
-            oci_spec: serde_json::Value::Null,
-            labels: lbl,
-            stdout: String::new(),
-            stderr: String::new(),
-            upper_dir: None,
-        })
-        .await
-        .unwrap();
-        rt.start(id).await.unwrap();
+        rt.started(id, lbl).await;
     }
     // And an attempt directory of the dead execution whose container was never created.
     std::fs::create_dir_all(super::super::tasks_dir(dir.path()).join("hello-dead1-2-0")).unwrap();
