@@ -161,6 +161,52 @@ fn services_call_each_other_by_url_from_inside() {
     assert!(hosts.contains("10.209.0.1\tlate.localhost"), "{hosts}");
 }
 
+/// An adopted instance still reaches the metadata server: the restarted daemon's server
+/// listens on another port, so the instance's DNAT rule is rewritten and the instance
+/// registered again. Its identity is its service's project and region.
+#[test]
+fn an_adopted_instance_still_reaches_the_metadata_server() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    env.load("busybox.oci.tar");
+    let env = fresh_state(&env, "adoptmd");
+    let mut d = Daemon::start(&env);
+    // busybox asks the metadata server every half second and serves the last answer.
+    let md = "http://metadata.google.internal/computeMetadata/v1/project/project-id";
+    let script = format!(
+        "mkdir -p /w; while true; do timeout 3 wget -O /w/md.new --header 'Metadata-Flavor: Google' {md} 2>/w/err || cat /w/err > /w/md.new; mv /w/md.new /w/md; sleep 0.5; done & exec httpd -f -p 8080 -h /w"
+    );
+    let mut svc = service_with_image("busybox", &[]);
+    svc["template"]["containers"][0]["command"] = json!(["sh", "-c", script]);
+    d.deploy("adoptmd", &svc);
+    let project = common::daemon::PARENT.split('/').nth(1).unwrap();
+    let mut last = String::new();
+    let answered = common::within(Duration::from_secs(10), || {
+        last = d.get_via("adoptmd", "/md").text().trim().to_string();
+        last == project
+    });
+    assert!(answered, "before the restart: {last:?}");
+    kill9(&mut d);
+
+    let d2 = Daemon::start(&env);
+    let mut last = String::new();
+    let answered = common::within(Duration::from_secs(30), || {
+        last = d2.get_via("adoptmd", "/md").text().trim().to_string();
+        last == project
+    });
+    assert!(
+        answered,
+        "after the restart the instance's metadata request gave {last:?}:\n{}",
+        d2.output()
+    );
+    let out = d2.output();
+    assert!(out.contains("adopted a running instance"), "{out}");
+    assert!(!out.contains("starting the first instance"), "{out}");
+    drop(d2);
+    env.assert_nothing_left("adoptmd-");
+}
+
 #[test]
 fn a_deletion_cut_short_by_kill_9_is_finished_by_the_restart() {
     let Some(env) = common::probe_env() else {

@@ -31,6 +31,8 @@ pub enum Call {
     /// [`FakeNetwork`]: a namespace made or removed for a container id.
     Attach(String),
     Detach(String),
+    /// A namespace taken over after a restart.
+    Readopt(String),
     /// [`FakeRootFs`]: a root filesystem mounted or unmounted at a path.
     Mount(PathBuf),
     Unmount(PathBuf),
@@ -343,6 +345,12 @@ impl Network for FakeNetwork {
 
     fn dialer(&self, _att: &Attachment, port: u16) -> io::Result<NetnsDialer> {
         NetnsDialer::here(port)
+    }
+
+    async fn readopt(&self, id: &str) -> Result<(), NetError> {
+        let call = Call::Readopt(id.to_string());
+        self.state.lock().await.calls.push(call);
+        Ok(())
     }
 }
 

@@ -134,12 +134,34 @@ impl NetConfig {
             }
             None => warn!(instance = %att.id, "no host interface in the CNI result"),
         }
+        self.route_metadata(att, false).await
+    }
+
+    /// Sends the namespace's `169.254.169.254:80` to this process's metadata server
+    /// (replacing an earlier process's rule when `replace`) and registers the instance by
+    /// its address.
+    async fn route_metadata(&self, att: &Attachment, replace: bool) -> Result<(), NetError> {
+        use super::isolation;
         let Some(m) = &self.meta else {
             return Ok(());
         };
-        isolation::iptables_in(&att.netns, &isolation::metadata_dnat(GATEWAY, m.port))
-            .await
-            .map_err(|e| NetError::Isolation(e.detail))?;
+        let iptables = |args: Vec<String>| async move {
+            isolation::iptables_in(&att.netns, &args)
+                .await
+                .map_err(|e| NetError::Isolation(e.detail))
+        };
+        if replace {
+            // The namespace is the instance's own: its nat OUTPUT chain holds only
+            // runlet's rule.
+            iptables(vec![
+                "-t".into(),
+                "nat".into(),
+                "-F".into(),
+                "OUTPUT".into(),
+            ])
+            .await?;
+        }
+        iptables(isolation::metadata_dnat(GATEWAY, m.port)).await?;
         if let Some(ip) = att.ip.as_deref().and_then(|s| s.parse().ok()) {
             let inst = crate::metadata::Instance {
                 container_id: att.id.clone(),
@@ -321,6 +343,10 @@ pub trait Network: Send + Sync + 'static {
     fn detach(&self, id: &str) -> impl Future<Output = ()> + Send;
     /// A dialer to `127.0.0.1:port` inside the attachment's namespace.
     fn dialer(&self, att: &Attachment, port: u16) -> io::Result<NetnsDialer>;
+    /// Takes over the namespace of `id`, attached by an earlier process (a daemon before
+    /// its restart): its metadata requests are sent to this process's metadata server
+    /// (whose port changed) and it is registered there.
+    fn readopt(&self, id: &str) -> impl Future<Output = Result<(), NetError>> + Send;
 }
 
 impl Network for NetConfig {
@@ -374,6 +400,20 @@ impl Network for NetConfig {
 
     fn dialer(&self, att: &Attachment, port: u16) -> io::Result<NetnsDialer> {
         NetnsDialer::new(&att.netns, port)
+    }
+
+    async fn readopt(&self, id: &str) -> Result<(), NetError> {
+        if self.meta.is_none() {
+            return Ok(());
+        }
+        let netns = Self::netns_path(id);
+        let ip = netns_address(&netns).await?;
+        let att = Attachment {
+            id: id.to_string(),
+            netns,
+            ip: Some(ip),
+        };
+        self.route_metadata(&att, true).await
     }
 }
 
@@ -577,4 +617,49 @@ pub fn write_etc_files(
         out.push((format!("/etc/{name}"), p.display().to_string()));
     }
     Ok(out)
+}
+
+/// The IPv4 address of `eth0` in namespace `netns` (what CNI gave it).
+async fn netns_address(netns: &Path) -> Result<String, NetError> {
+    let out = tokio::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| NetError::Isolation(format!("running nsenter ip: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    address_of(&text).ok_or_else(|| {
+        NetError::Isolation(format!(
+            "no IPv4 address on eth0 in {}: {}",
+            netns.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    })
+}
+
+/// The address in `ip -4 -o addr show` output (`2: eth0    inet 10.209.0.5/16 brd ...`).
+fn address_of(ip_output: &str) -> Option<String> {
+    let mut words = ip_output.split_whitespace();
+    words.find(|w| *w == "inet")?;
+    let cidr = words.next()?;
+    Some(cidr.split('/').next().unwrap_or(cidr).to_string())
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::address_of;
+
+    #[test]
+    fn the_address_is_read_from_ip_output() {
+        let cases = [
+            ("2: eth0    inet 10.209.0.5/16 brd 10.209.255.255 scope global eth0\\       valid_lft forever", Some("10.209.0.5")),
+            ("", None),
+            ("2: eth0    inet6 fe80::1/64 scope link", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(address_of(text).as_deref(), want, "{text:?}");
+        }
+    }
 }
