@@ -306,7 +306,13 @@ mod tests {
     #[test]
     fn trace_from_either_header() {
         let t = "105445aa7843bc8bf206b12000100000";
-        let table: &[(Option<&str>, Option<&str>, Option<(&str, Option<&str>)>)] = &[
+        /// (X-Cloud-Trace-Context, traceparent, the trace and span wanted)
+        type Row<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<(&'a str, Option<&'a str>)>,
+        );
+        let table: &[Row] = &[
             (Some(&format!("{t}/1;o=1")), None, Some((t, Some("1")))),
             (Some(t), None, Some((t, None))),
             (
