@@ -14,6 +14,7 @@ pub mod dial;
 pub mod fdlimit;
 pub mod image;
 pub mod ingress;
+pub mod log_format;
 pub mod metadata;
 pub mod metrics;
 pub mod pb;

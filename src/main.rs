@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use runlet::api::client::ClientError;
 use runlet::cli::{Cli, Command};
+use runlet::log_format::{self, LogFormat};
 use runlet::spec::SpecError;
 
 /// mimalloc rather than glibc's malloc: the data path allocates a few small buffers per
@@ -35,15 +36,24 @@ fn main() {
         Ok(f) => (f, None),
         Err(e) => (tracing_subscriber::EnvFilter::new("info"), Some(e)),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        ))
-        .with_target(false)
-        .init();
+    match cli.global.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .with_target(false)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .fmt_fields(log_format::SpanFields)
+            .event_format(log_format::CloudJson)
+            .init(),
+    }
     if let Some(e) = bad_filter {
         tracing::warn!(
             "--log-level {:?} is not a log filter ({e}): logging at info",

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{env, http, probe_env, serve_probe};
 
 #[test]
@@ -357,4 +359,76 @@ fn a_serve_killed_between_network_and_container_leaves_nothing_after_the_next_se
     let (status, output) = served.interrupt();
     assert!(status.success(), "{output}");
     env.assert_nothing_left(&format!("{name}-"));
+}
+
+/// `--log-format json`: a container's JSON line is passed through as a structured entry
+/// (its severity, message and trace kept), and a request's refusal line carries its trace
+/// (from `X-Cloud-Trace-Context`) and an `httpRequest`.
+#[test]
+fn json_logs_pass_a_containers_structured_line_through_and_trace_requests() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    let s = env.serve_probe(
+        "logjson",
+        &[
+            "--log-format",
+            "json",
+            "--timeout",
+            "1",
+            "--project",
+            "proj-1",
+        ],
+    );
+    let app_line = r#"{"severity":"warning","message":"from the app","logging.googleapis.com/trace":"projects/p/traces/abc","n":7}"#;
+    let mut encoded = String::new();
+    for b in app_line.bytes() {
+        encoded.push_str(&format!("%{b:02X}"));
+    }
+    assert_eq!(s.get(&format!("/?log={encoded}")).status, 200);
+    let trace = "105445aa7843bc8bf206b12000100000";
+    let r = http(
+        s.listen,
+        "GET",
+        "/?sleep=3000",
+        &[(
+            "X-Cloud-Trace-Context",
+            format!("{trace}/42;o=1").as_bytes(),
+        )],
+        b"",
+    );
+    assert_eq!(r.status, 504);
+    let entry = |needle: &str| -> serde_json::Value {
+        let mut found = None;
+        let seen = common::within(Duration::from_secs(5), || {
+            found = s
+                .output()
+                .lines()
+                .find(|l| l.contains(needle) && l.starts_with('{'))
+                .map(str::to_string);
+            found.is_some()
+        });
+        assert!(seen, "no JSON line with {needle}:\n{}", s.output());
+        serde_json::from_str(&found.unwrap()).expect("one JSON object a line")
+    };
+    let app = entry("from the app");
+    assert_eq!(app["severity"], "WARNING", "{app}");
+    assert_eq!(app["message"], "from the app");
+    assert_eq!(app["logging.googleapis.com/trace"], "projects/p/traces/abc");
+    assert_eq!(app["n"], 7);
+    assert!(app["time"].is_string(), "{app}");
+    assert!(app["logging.googleapis.com/labels"]["instance"]
+        .as_str()
+        .unwrap()
+        .starts_with("logjson-"));
+    let refused = entry("refused");
+    assert_eq!(
+        refused["logging.googleapis.com/trace"],
+        format!("projects/proj-1/traces/{trace}"),
+        "{refused}"
+    );
+    assert_eq!(refused["logging.googleapis.com/spanId"], "42");
+    assert_eq!(refused["httpRequest"]["status"], 504);
+    assert_eq!(refused["httpRequest"]["requestMethod"], "GET");
+    assert_eq!(refused["severity"], "INFO");
 }

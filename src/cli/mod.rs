@@ -64,6 +64,15 @@ pub struct GlobalArgs {
     /// Log filter (e.g. info, debug, runlet=debug).
     #[arg(long, global = true, env = "RUNLET_LOG", default_value = "info")]
     pub log_level: String,
+    /// runlet's log: text, or json (Cloud Logging structured entries, one a line).
+    #[arg(
+        long,
+        global = true,
+        env = "RUNLET_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::log_format::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -61,6 +61,13 @@ pub async fn run(global: &GlobalArgs, cmd: &JobCommand) -> Result<i32> {
         for e in &recovered.executions {
             warn!(execution = %e, "marked failed: it was running when its runlet exited");
         }
+        if !recovered.executions.is_empty() {
+            // The killed runlet's isolation port rule goes with its tasks.
+            let pruned = tokio::task::spawn_blocking(runlet::runtime::isolation::prune).await;
+            if let Ok(Err(e)) = pruned {
+                warn!("removing a dead runlet's isolation rules: {e}");
+            }
+        }
         match plan {
             Plan::Execute(spec, pull) => {
                 execute(client, net, *spec, &pull, meta, &store, state_dir).await

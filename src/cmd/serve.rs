@@ -44,6 +44,9 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
         meta: args.identity.config(),
     };
     super::check_secrets(&input.spec.secrets, &global.state_dir)?;
+    if let Some(p) = &args.identity.project {
+        runlet::log_format::set_project(p);
+    }
     runlet::fdlimit::raise();
     let state_dir = global.state_dir.clone();
     with_containerd(global, |c| serve(c, input, state_dir)).await?;

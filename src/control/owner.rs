@@ -108,7 +108,14 @@ pub const OWNER_FILE: &str = "owner";
 
 /// Records this process's [`current`] owner in container directory `dir` (which exists).
 pub fn record(dir: &Path) -> std::io::Result<()> {
-    std::fs::write(dir.join(OWNER_FILE), current().label())
+    // Written aside and renamed: a full state dir leaves no empty or cut owner file.
+    let tmp = dir.join(format!(".{OWNER_FILE}.tmp"));
+    let r = std::fs::write(&tmp, current().label())
+        .and_then(|()| std::fs::rename(&tmp, dir.join(OWNER_FILE)));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// The owner [`record`]ed in `dir`; `None` if there is no such file (a directory made by

@@ -37,8 +37,8 @@ use crate::secrets::{self, resolve::SecretDir};
 pub enum SandboxError {
     #[error("reading the container's secrets")]
     Secrets(#[source] crate::secrets::resolve::ResolveError),
-    #[error("creating the container's files")]
-    Files(#[source] io::Error),
+    #[error("creating the container's files in {}", .0.display())]
+    Files(std::path::PathBuf, #[source] io::Error),
     #[error("attaching the container's network")]
     Network(#[from] NetError),
     #[error("building the container's OCI spec")]
@@ -146,10 +146,10 @@ impl Sandbox {
         let t0 = Instant::now();
         let id = self.id.clone();
         let dir = plan.dir;
-        std::fs::create_dir_all(dir).map_err(SandboxError::Files)?;
+        std::fs::create_dir_all(dir).map_err(files(dir))?;
         // First, so that a runlet that dies before the container exists leaves a leftover
         // with an owner ([`crate::control::service::leftovers::release_orphans`]).
-        super::owner::record(dir).map_err(SandboxError::Files)?;
+        super::owner::record(dir).map_err(files(dir))?;
         let att = match plan.join {
             Some(att) => att,
             None => {
@@ -161,7 +161,7 @@ impl Sandbox {
         self.timings.network = t0.elapsed();
         let pipes = self
             .pipes
-            .insert(Pipes::open(&dir.join("io"), plan.sink).map_err(SandboxError::Files)?);
+            .insert(Pipes::open(&dir.join("io"), plan.sink).map_err(files(dir))?);
         let (stdout, stderr) = (
             pipes.stdout.display().to_string(),
             pipes.stderr.display().to_string(),
@@ -174,7 +174,7 @@ impl Sandbox {
             att.ip.as_deref(),
             &plan.extra_hosts,
         )
-        .map_err(SandboxError::Files)?;
+        .map_err(files(dir))?;
         let netns = att.netns.display().to_string();
         let secret_binds = secrets::files::binds(&dir.join("rootfs"), &plan.secret_dirs);
         let oci = ocispec::build(&ocispec::SpecInput {
@@ -208,8 +208,7 @@ impl Sandbox {
             .await
             .map_err(SandboxError::RootFs)?;
         crash_hook::after(crash_hook::Step::RootFsMount);
-        secrets::files::write(&dir.join("rootfs"), &plan.secret_dirs)
-            .map_err(SandboxError::Files)?;
+        secrets::files::write(&dir.join("rootfs"), &plan.secret_dirs).map_err(files(dir))?;
         let t_create = Instant::now();
         runtime
             .create(&ContainerSpec {
@@ -238,7 +237,7 @@ impl Sandbox {
         dir: &Path,
         sink: Sink,
     ) -> Result<Sandbox, SandboxError> {
-        let pipes = Pipes::reattach(&dir.join("io"), sink).map_err(SandboxError::Files)?;
+        let pipes = Pipes::reattach(&dir.join("io"), sink).map_err(files(dir))?;
         let (watcher, exit) = watch_exit(runtime.clone(), id.to_string());
         Ok(Sandbox {
             id: id.to_string(),
@@ -284,6 +283,12 @@ impl Sandbox {
     }
 }
 
+/// [`SandboxError::Files`] for files under `dir`: the error names where it could not write
+/// (a full state dir says which).
+pub fn files(dir: &Path) -> impl FnOnce(io::Error) -> SandboxError + '_ {
+    move |e| SandboxError::Files(dir.to_path_buf(), e)
+}
+
 /// Watches for the exit of container `id` from now on: the returned handle ends with it,
 /// the receiver becomes `Some` with it.
 fn watch_exit<R: Runtime>(
@@ -292,17 +297,38 @@ fn watch_exit<R: Runtime>(
 ) -> (Watcher, watch::Receiver<Option<ExitStatus>>) {
     let (tx, rx) = watch::channel(None);
     let watcher = tokio::spawn(async move {
-        let r = runtime.wait(&id).await;
-        match &r {
-            Ok(status) => {
-                let _ = tx.send(Some(*status));
+        let mut failures = 0;
+        loop {
+            let r = runtime.wait(&id).await;
+            match &r {
+                Ok(status) => {
+                    let _ = tx.send(Some(*status));
+                }
+                Err(e) if e.is_not_found() => {}
+                // containerd restarting: the call broke, the container (its shim) lives on.
+                // Ask again once it answers, or the exit would never be seen.
+                Err(e) if !tx.is_closed() => {
+                    if failures == 0 {
+                        warn!(container = %id, "waiting for exit: {e}; asking again until containerd answers");
+                    }
+                    tokio::time::sleep(rewait_after(failures)).await;
+                    failures += 1;
+                    continue;
+                }
+                Err(e) => warn!(container = %id, "waiting for exit: {e}"),
             }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => warn!(container = %id, "waiting for exit: {e}"),
+            return r;
         }
-        r
     });
     (watcher, rx)
+}
+
+/// How long to wait before asking containerd for an exit again after `failures` failed
+/// waits in a row: 100 ms doubled each time, at most 5 s (a containerd restart takes a
+/// second or two; one that stays away is not asked in a hot loop).
+pub fn rewait_after(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(2u64.saturating_pow(failures.min(10))))
+        .min(Duration::from_secs(5))
 }
 
 /// Removes what is left of container `id` once it is deleted: its network namespace and
@@ -327,6 +353,25 @@ pub async fn release(net: &impl Network, rootfs: &impl RootFs, id: &str, dir: &P
 pub(crate) mod tests {
     //! A sandbox's life on the fake runtime, network and root fs, asserting the call order.
     use super::*;
+
+    #[test]
+    fn waits_are_asked_again_sooner_then_later() {
+        let table: &[(u32, u64)] = &[
+            (0, 100),
+            (1, 200),
+            (2, 400),
+            (5, 3_200),
+            (6, 5_000),
+            (u32::MAX, 5_000),
+        ];
+        for &(failures, ms) in table {
+            assert_eq!(
+                rewait_after(failures),
+                Duration::from_millis(ms),
+                "{failures}"
+            );
+        }
+    }
     use crate::runtime::fake::{Call, FakeRuntime, FAKE_IP};
 
     /// What [`Sandbox::create`] of `id` in `dir` records, in order.

@@ -56,6 +56,22 @@ impl ClientRequest {
         }
     }
 
+    /// The first value of header `name` (lower case).
+    fn header(&self, name: &'static str) -> Option<&[u8]> {
+        match self {
+            ClientRequest::Typed(r) => r.headers().get(name).map(|h| h.as_bytes()),
+            ClientRequest::Raw(r) => r.head.get(name.as_bytes()),
+        }
+    }
+
+    /// The request's trace (`X-Cloud-Trace-Context` or `traceparent`), for its log lines.
+    fn trace(&self) -> Option<(String, Option<String>)> {
+        crate::log_format::trace_context(
+            self.header("x-cloud-trace-context"),
+            self.header("traceparent"),
+        )
+    }
+
     /// The request target's path and query (for logs).
     fn target(&self) -> Option<http::uri::PathAndQuery> {
         match self {
@@ -138,13 +154,18 @@ pub(super) async fn handle(
     // logged at info with the request's method and path.
     let span = tracing::debug_span!("request", method = %req.method(), path = %path);
     let method = req.method().clone();
+    let trace = req.trace();
     let result = forward(&lane, client, req, deadline).instrument(span).await;
     let (resp, until) = match result {
         Ok(r) => (r, deadline),
         Err(refusal) => {
-            info!(service = %lane.cfg().service, %method, path, reason = refusal.reason(), "refused: {}", refusal.with_causes());
+            let resp = refusal.response();
+            let (trace, span_id) = trace
+                .as_ref()
+                .map_or((None, None), |(t, s)| (Some(t.as_str()), s.as_deref()));
+            info!(service = %lane.cfg().service, %method, path, status = resp.status().as_u16(), reason = refusal.reason(), trace, span_id, "refused: {}", refusal.with_causes());
             lane.count_refusal(refusal.reason());
-            refused(Answer::Typed(refusal.response()))
+            refused(Answer::Typed(resp))
         }
     };
     let class = (resp.status().as_u16() / 100).min(5) as usize;

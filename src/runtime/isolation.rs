@@ -389,6 +389,15 @@ fn registered() -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Removes the registrations and port rules of runlet processes that are gone, under the
+/// lock: for a command that cleans up after a killed runlet without installing rules
+/// itself (`runlet job executions`). Blocking (runs `iptables`).
+pub fn prune() -> Result<(), IsolationError> {
+    let _lock = lock()?;
+    prune_dead();
+    Ok(())
+}
+
 /// Removes the registrations and port rules of processes that are gone.
 fn prune_dead() {
     for pid in registered().into_iter().filter(|p| !alive(*p)) {

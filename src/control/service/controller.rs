@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn, Instrument};
 
-use super::{backoff::start_backoff, drain, liveness, Instances};
+use super::backoff::{exited_early, start_backoff};
+use super::{drain, liveness, Instances};
 use crate::control::autoscale::{self, InstanceLoad, Observation, Policy};
 use crate::control::service::instance::{Running, StartError};
 use crate::ingress::{Death, Demand, Endpoint, Snapshot};
@@ -38,9 +39,11 @@ pub enum Event {
     Stopped(String),
 }
 
-/// A routable instance and since when it has had no request in flight.
+/// A routable instance, since when it is ready and since when it has had no request in
+/// flight.
 struct Ready {
     running: Running,
+    ready_at: Instant,
     idle_since: Instant,
 }
 
@@ -90,6 +93,10 @@ pub struct Controller<I: Instances> {
     stopping: usize,
     /// Failed starts in a row; they set the backoff.
     failures: u32,
+    /// Instances in a row that exited soon after they became ready (a crash loop: each
+    /// passes its start-up probe, then dies); they set the backoff too, until an instance
+    /// stays up.
+    early_exits: u32,
     /// No start before this (the backoff after a failed start).
     not_before: Instant,
     /// Why the last start failed, until one succeeds: told to waiting requests.
@@ -126,6 +133,7 @@ impl<I: Instances> Controller<I> {
             starting: 0,
             stopping: 0,
             failures: 0,
+            early_exits: 0,
             not_before: Instant::now(),
             failed_reason: None,
             exit_watchers: HashMap::new(),
@@ -189,9 +197,11 @@ impl<I: Instances> Controller<I> {
         info!(instance = %running.id, "instance ready after {} ms ({})", running.startup.as_millis(), running.phases);
         self.watch_exit(&running);
         self.watch_liveness(&running);
+        let now = Instant::now();
         self.ready.push(Ready {
             running,
-            idle_since: Instant::now(),
+            ready_at: now,
+            idle_since: now,
         });
     }
 
@@ -243,9 +253,12 @@ impl<I: Instances> Controller<I> {
     }
 
     async fn on_exited(&mut self, id: String) {
-        let Some(running) = self.take_ready(&id) else {
+        let Some(pos) = self.ready.iter().position(|r| r.running.id == id) else {
             return;
         };
+        let Ready {
+            running, ready_at, ..
+        } = self.ready.remove(pos);
         let status = (*running.exit.borrow())
             .map(|s| s.to_string())
             .unwrap_or_default();
@@ -255,7 +268,15 @@ impl<I: Instances> Controller<I> {
             warn!(instance = %id, "instance OOM-killed ({status}): it exceeded its memory limit of {} MiB", self.ctx.spec().memory_bytes >> 20);
         } else {
             running.endpoint.mark_dead(Death::Exited(status.clone()));
-            warn!(instance = %id, "instance exited while serving ({status}); removing it");
+            let lived = Instant::now() - ready_at;
+            if exited_early(lived) {
+                self.early_exits += 1;
+                let backoff = start_backoff(self.early_exits);
+                self.not_before = self.not_before.max(Instant::now() + backoff);
+                warn!(instance = %id, "instance exited while serving ({status}) {} ms after it became ready; {} such exit(s) in a row, next start in {} ms at the earliest", lived.as_millis(), self.early_exits, backoff.as_millis());
+            } else {
+                warn!(instance = %id, "instance exited while serving ({status}); removing it");
+            }
         }
         self.stop(running, false);
     }
@@ -321,6 +342,9 @@ impl<I: Instances> Controller<I> {
         for r in &mut self.ready {
             if r.running.endpoint.in_flight() > 0 {
                 r.idle_since = now;
+            }
+            if !exited_early(now - r.ready_at) {
+                self.early_exits = 0;
             }
         }
         let obs = self.observe(now);
@@ -704,6 +728,63 @@ mod tests {
         assert_eq!(*grace, Duration::ZERO, "SIGKILL, no SIGTERM grace");
         at(t0, 3.5).await;
         assert_eq!(h.ready(), 1, "min instances brings a new one");
+        h.shutdown().await;
+    }
+
+    /// A crash loop: every instance passes its start-up and exits at once. Before the
+    /// backoff covered exits after ready, min instances restarted it as fast as launches
+    /// went (about 200 launches in these 30 s).
+    #[tokio::test(start_paused = true)]
+    async fn instances_exiting_right_after_ready_are_restarted_with_backoff() {
+        let t0 = Instant::now();
+        let h = start(1, 2, Duration::from_millis(100));
+        let mut exited = 0;
+        while Instant::now() < t0 + Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let exits = h.fake.exits.lock().unwrap();
+            for tx in exits.iter().skip(exited) {
+                let _ = tx.send(Some(ExitStatus { code: 3 }));
+            }
+            exited = exits.len();
+        }
+        let times: Vec<f64> = h
+            .fake
+            .launched
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| (*t - t0).as_secs_f64())
+            .collect();
+        assert!(
+            (4..=7).contains(&times.len()),
+            "restarted with 1, 2, 4, 8, 16 s between: {times:?}"
+        );
+        let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        for g in gaps.windows(2) {
+            assert!(g[1] > g[0] * 1.5, "gaps grow: {gaps:?}");
+        }
+        h.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_that_stayed_up_resets_the_crash_backoff() {
+        let t0 = Instant::now();
+        let h = start(1, 2, Duration::from_millis(100));
+        // Two quick exits: 1 s, then 2 s before the next start.
+        for at_s in [0.5, 2.0] {
+            at(t0, at_s).await;
+            let exits = h.fake.exits.lock().unwrap();
+            let _ = exits.last().unwrap().send(Some(ExitStatus { code: 3 }));
+        }
+        // The third instance (started ~4.1 s) stays up past the window, then exits.
+        at(t0, 30.0).await;
+        assert_eq!(h.launched(), 3);
+        {
+            let exits = h.fake.exits.lock().unwrap();
+            let _ = exits.last().unwrap().send(Some(ExitStatus { code: 3 }));
+        }
+        at(t0, 30.3).await;
+        assert_eq!(h.launched(), 4, "restarted at once: the backoff was reset");
         h.shutdown().await;
     }
 

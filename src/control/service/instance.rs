@@ -200,11 +200,11 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
         let shared = if spec.sidecars.is_empty() {
             HashMap::new()
         } else {
-            std::fs::create_dir_all(&dir).map_err(SandboxError::Files)?;
-            crate::control::owner::record(&dir).map_err(SandboxError::Files)?;
+            std::fs::create_dir_all(&dir).map_err(crate::control::sandbox::files(&dir))?;
+            crate::control::owner::record(&dir).map_err(crate::control::sandbox::files(&dir))?;
             sidecars::mount_volumes(&self.rootfs, &dir, &spec.sidecars.volumes)
                 .await
-                .map_err(SandboxError::Files)?
+                .map_err(crate::control::sandbox::files(&dir))?
         };
         let shared_of = |c: &container::Container| -> Vec<(String, String)> {
             c.mounts

@@ -215,32 +215,53 @@ impl Runtime for Containerd {
         // ends when the receiver goes (the service stopped): before runlet stops a private
         // containerd, so its going away is not reported as a failure.
         tokio::spawn(async move {
+            // The stream ends when containerd restarts: subscribe again (OOM kills during
+            // the gap are still told by the exit, from the cgroup's counter).
             let subscribe = async {
-                let stream = EventsClient::new(channel)
-                    .subscribe(SubscribeRequest {
-                        filters: vec![filter],
-                    })
-                    .await;
-                let mut stream = match stream {
-                    Ok(s) => s.into_inner(),
-                    Err(e) if tx.is_closed() => {
-                        tracing::debug!("OOM event subscription ended: {}", e.message());
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!("subscribing to containerd's OOM events: {}", e.message());
-                        return;
-                    }
-                };
-                while let Ok(Some(env)) = stream.message().await {
-                    // The envelope's type_url has no leading '/' in 1.6: decode by topic.
-                    let Some(any) = env.event else { continue };
-                    if let Ok(ev) = containerd_client::events::TaskOom::decode(any.value.as_slice())
-                    {
-                        if tx.send(ev.container_id).is_err() {
-                            break;
+                let mut failures = 0;
+                loop {
+                    let stream = EventsClient::new(channel.clone())
+                        .subscribe(SubscribeRequest {
+                            filters: vec![filter.clone()],
+                        })
+                        .await;
+                    match stream {
+                        Ok(s) => {
+                            let mut stream = s.into_inner();
+                            failures = 0;
+                            while let Ok(Some(env)) = stream.message().await {
+                                // The envelope's type_url has no leading '/' in 1.6: decode
+                                // by topic.
+                                let Some(any) = env.event else { continue };
+                                if let Ok(ev) =
+                                    containerd_client::events::TaskOom::decode(any.value.as_slice())
+                                {
+                                    if tx.send(ev.container_id).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            if !tx.is_closed() {
+                                tracing::info!(
+                                    "containerd's OOM event stream ended: subscribing again"
+                                );
+                            }
+                        }
+                        Err(e) if tx.is_closed() => {
+                            tracing::debug!("OOM event subscription ended: {}", e.message());
+                            return;
+                        }
+                        Err(e) => {
+                            if failures == 0 {
+                                tracing::warn!(
+                                    "subscribing to containerd's OOM events: {}; trying again until it answers",
+                                    e.message()
+                                );
+                            }
+                            failures += 1;
                         }
                     }
+                    tokio::time::sleep(crate::control::sandbox::rewait_after(failures)).await;
                 }
             };
             tokio::select! {
