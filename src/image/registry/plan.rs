@@ -35,7 +35,7 @@ pub enum Documents {
     /// image record points at (the index when the reference named one, else the manifest).
     Ready {
         docs: Vec<DocBlob>,
-        target: Descriptor,
+        target: Box<Descriptor>,
     },
     /// A schema-1 manifest: the config and manifest are made after the unpack, which tells
     /// the layers' diff_ids ([`Schema1::documents`]).
@@ -253,7 +253,7 @@ pub async fn plan(remote: &Remote, name: &str) -> Result<PullPlan, RegistryError
         name: name.to_string(),
         documents: Documents::Ready {
             docs: ordered,
-            target,
+            target: Box::new(target),
         },
         layers,
     })

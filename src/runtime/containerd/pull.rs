@@ -116,7 +116,7 @@ impl Containerd {
                     .map(|l| (l.desc.clone(), l.diff_id.clone()))
                     .collect();
                 let top = self.unpack(lease, &layers).await?;
-                (top, docs.clone(), target.clone())
+                (top, docs.clone(), (**target).clone())
             }
             Documents::Schema1(s1) => {
                 // The diff_ids come from the unpack; the documents after it.
