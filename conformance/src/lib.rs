@@ -9,7 +9,8 @@
 //! * [`runner`]: selection, parallel runs, cleanup; [`report`]: table, JSON, docs.
 //! * [`selftest`]: the deliberately broken runlet the checks must catch.
 //! * [`imagebuild`]: deterministic builder for the OCI / docker-save image archives the
-//!   checks load into runlet.
+//!   checks load into runlet; [`local_registry`]: a registry on loopback for the checks
+//!   that pull.
 
 // A separate program that drives or serves runlet from outside and measures it by the wall
 // clock: clippy.toml's ban on std's Instant and Mutex (for runlet's own, virtual-time code)
@@ -21,6 +22,7 @@ pub mod contract;
 pub mod harness;
 pub use runlet_test_support::http;
 pub mod imagebuild;
+pub mod local_registry;
 pub mod report;
 pub mod runner;
 pub mod selftest;

@@ -324,6 +324,19 @@ pub enum ImageCommand {
         #[command(flatten)]
         registry: registry::RegistryArgs,
     },
+    /// Push an image from the store to a registry (its linux/amd64 manifest and blobs).
+    Push {
+        /// The image in the store, e.g. localhost:5000/app:tag.
+        image: String,
+        /// Push under another name (another registry, repository or tag).
+        #[arg(long = "as", value_name = "TARGET")]
+        target: Option<String>,
+        /// Print only the summary.
+        #[arg(long, short)]
+        quiet: bool,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+    },
     /// List images.
     Ls,
     /// Remove images.

@@ -1,4 +1,4 @@
-//! `runlet image load|ls|rm`: runlet's image store in containerd. An archive is read and
+//! `runlet image load|pull|push|ls|rm`: runlet's image store in containerd. An archive is read and
 //! checked, and names are normalised, before containerd is reached.
 
 use anyhow::Result;
@@ -7,6 +7,7 @@ use runlet::cli::registry::PullArgs;
 use runlet::cli::{GlobalArgs, ImageCommand};
 use runlet::image::archive::{self, Progress};
 use runlet::image::reference;
+use runlet::image::registry::push::PushProgress;
 use runlet::image::registry::{self, PullProgress};
 use runlet::image::ImageInfo;
 use runlet::runtime::containerd::Containerd;
@@ -56,6 +57,39 @@ pub async fn run(global: &GlobalArgs, cmd: &ImageCommand) -> Result<i32> {
                     took.as_secs_f64(),
                     human(pulled.fetched as i64),
                     pulled.digest
+                );
+                Ok(())
+            })
+            .await?;
+        }
+        ImageCommand::Push {
+            image,
+            target,
+            quiet,
+            registry: reg,
+        } => {
+            let opts = reg.options();
+            let quiet = *quiet;
+            let (image, target) = (image.clone(), target.clone());
+            with_containerd(global, |c| async move {
+                // A wall-clock duration for the summary (see `Pull`).
+                let started = std::time::SystemTime::now();
+                let pushed = registry::push_image(
+                    &c,
+                    &opts,
+                    &image,
+                    target.as_deref(),
+                    &LinePrinter { quiet },
+                )
+                .await?;
+                let took = started.elapsed().unwrap_or_default();
+                println!(
+                    "Pushed {}: {} in {:.1}s ({} uploaded), digest {}",
+                    pushed.name,
+                    human(pushed.size as i64),
+                    took.as_secs_f64(),
+                    human(pushed.uploaded as i64),
+                    pushed.digest
                 );
                 Ok(())
             })
@@ -151,6 +185,20 @@ impl PullProgress for LinePrinter {
             eprintln!("{short}: already present ({})", human(size as i64));
         } else {
             eprintln!("{short}: done ({} fetched)", human(fetched as i64));
+        }
+    }
+}
+
+impl PushProgress for LinePrinter {
+    fn blob(&self, digest: &str, size: u64, present: bool) {
+        if self.quiet {
+            return;
+        }
+        let short = &digest[..digest.len().min(19)];
+        if present {
+            eprintln!("{short}: already in the registry ({})", human(size as i64));
+        } else {
+            eprintln!("{short}: uploading {}", human(size as i64));
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{BUSYBOX, PROBE, PROBE_USER};
 use crate::harness::{require_file, Ctx};
+use crate::local_registry::LocalRegistry;
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -146,6 +147,38 @@ pub(super) async fn oci_archive(ctx: Ctx) -> Result<()> {
 pub(super) async fn docker_archive(ctx: Ctx) -> Result<()> {
     load_ok(&ctx, "probe.docker.tar", "probe-docker:latest").await?;
     serves_the_probe(&ctx, "probe-docker:latest").await
+}
+
+/// A schema-1 signed manifest, written by `skopeo copy --format v2s1` into a registry on
+/// loopback, is pulled (converted to a runnable image) and serves.
+pub(super) async fn docker_schema_1(ctx: Ctx) -> Result<()> {
+    let archive = ctx.env.archive("probe.docker.tar");
+    require_file(&archive)?;
+    let reg = LocalRegistry::start().await?;
+    let repo = format!("{}/probe-schema1:v1", ctx.name());
+    reg.copy(
+        &format!("docker-archive:{}", archive.display()),
+        &repo,
+        &["--format", "v2s1"],
+    )
+    .await?;
+    let raw = reg.raw_manifest(&repo).await?;
+    ensure!(
+        raw.contains("\"schemaVersion\":1") && raw.contains("fsLayers"),
+        "the registry does not hold a schema-1 manifest: {}",
+        &raw[..raw.len().min(200)]
+    );
+    let image = format!("{}/{repo}", reg.host());
+    let out = ctx.run(&["image", "pull", &image], LOAD_TIMEOUT).await?;
+    ensure!(
+        out.success(),
+        "runlet image pull {image}: {}: {}",
+        out.describe_code(),
+        out.tail(4)
+    );
+    let served = serves_the_probe(&ctx, &image).await;
+    let _ = ctx.run(&["image", "rm", &image], LOAD_TIMEOUT).await;
+    served
 }
 
 pub(super) async fn index_selects_amd64(ctx: Ctx) -> Result<()> {

@@ -23,6 +23,7 @@ pub fn all() -> Vec<Check> {
             .breaks_with(Mangle::SwapImage),
         check!("IMG-2", "oci-archive", "an OCI image-layout archive loads and serves", image::oci_archive),
         check!("IMG-2", "docker-archive", "a docker-save archive (manifest schema 2) loads and serves", image::docker_archive),
+        check!("IMG-2", "docker-schema-1", "a Docker schema-1 signed manifest (skopeo --format v2s1, in a registry on loopback) is pulled, converted and serves", image::docker_schema_1),
         check!("IMG-3", "index-selects-amd64", "an index with linux/arm64 and linux/amd64 loads and serves the amd64 image", image::index_selects_amd64),
         check!("IMG-3", "index-without-amd64-refused", "an index without linux/amd64 is refused at load, naming linux/amd64, and no image is created", image::index_without_amd64_refused),
         check!("NAME-1", "non-utf8-refused", "an image with a non-UTF-8 file name is refused at load with an error saying so, and no image is created", image::non_utf8_refused),

@@ -3,13 +3,16 @@
 //! The protocol is `oci-client`'s (auth handshake, bearer tokens, blob streams with `Range`);
 //! runlet adds what it needs around it: which scheme a registry is reached with
 //! ([`transport`]), where credentials come from ([`auth`]), fetching and checking manifests
-//! and choosing linux/amd64 from an index ([`remote`], [`plan`]). Writing blobs into
+//! and choosing linux/amd64 from an index ([`remote`], [`plan`]), converting schema-1
+//! manifests ([`schema1`]). Writing blobs into
 //! containerd's content store, unpacking and registering the image is the containerd side's
 //! (`runtime::containerd::pull`), which reads blobs through [`BlobFetch`].
 
 pub mod auth;
 pub mod plan;
+pub mod push;
 pub mod remote;
+pub mod schema1;
 pub mod transport;
 
 use std::future::Future;
@@ -22,7 +25,7 @@ use thiserror::Error;
 
 use crate::runtime::RuntimeError;
 
-pub use plan::{PullPlan, RemoteLayer};
+pub use plan::{Documents, PullPlan, RemoteLayer};
 pub use remote::Remote;
 
 /// When an image named by `serve`, `job execute` or the daemon is pulled.
@@ -143,4 +146,23 @@ pub async fn pull(
     let remote = Remote::connect(opts, &name, oci_client::RegistryOperation::Pull).await?;
     let plan = plan::plan(&remote, &name).await?;
     store.pull(&plan, &remote, progress, cancel).await
+}
+
+/// Pushes image `name` from the store to the registry of `target` (`name` when `None`),
+/// under that reference.
+pub async fn push_image(
+    store: &crate::runtime::containerd::Containerd,
+    opts: &RegistryOptions,
+    name: &str,
+    target: Option<&str>,
+    progress: &dyn push::PushProgress,
+) -> Result<push::Pushed, RegistryError> {
+    let name = super::reference::normalize(name)?;
+    let target = match target {
+        Some(t) => super::reference::normalize(t)?,
+        None => name.clone(),
+    };
+    let manifest = store.stored_manifest(&name).await?;
+    let remote = Remote::connect(opts, &target, oci_client::RegistryOperation::Push).await?;
+    push::push(&remote, store, &manifest, progress).await
 }

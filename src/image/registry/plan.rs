@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use super::remote::{Fetched, Remote};
+use super::schema1::{self, Schema1};
 use super::RegistryError;
 use crate::image::config;
 use crate::image::media::{self, Kind};
@@ -27,24 +28,38 @@ pub struct RemoteLayer {
     pub labels: HashMap<String, String>,
 }
 
+/// The documents a pull stores beside the layers.
+#[derive(Debug, Clone)]
+pub enum Documents {
+    /// Fetched and checked: children before parents (config, manifest, index), and what the
+    /// image record points at (the index when the reference named one, else the manifest).
+    Ready {
+        docs: Vec<DocBlob>,
+        target: Box<Descriptor>,
+    },
+    /// A schema-1 manifest: the config and manifest are made after the unpack, which tells
+    /// the layers' diff_ids ([`Schema1::documents`]).
+    Schema1(Schema1),
+}
+
 /// Everything a pull stores, checked and ready.
 #[derive(Debug, Clone)]
 pub struct PullPlan {
     /// The normalised name the image is stored under.
     pub name: String,
-    /// What the image record points at: the index when the reference named one, else the
-    /// manifest.
-    pub target: Descriptor,
-    /// Children before parents: config, manifest, index.
-    pub docs: Vec<DocBlob>,
+    pub documents: Documents,
+    /// The layers, base first. A schema-1 image's have no diff_id (empty) until unpacked.
     pub layers: Vec<RemoteLayer>,
 }
 
 impl PullPlan {
-    /// Bytes of the image: layers plus documents.
+    /// Bytes of the image: layers plus the documents known before the pull.
     pub fn total_bytes(&self) -> u64 {
-        self.layers.iter().map(|l| l.desc.size()).sum::<u64>()
-            + self.docs.iter().map(|d| d.bytes.len() as u64).sum::<u64>()
+        let docs = match &self.documents {
+            Documents::Ready { docs, .. } => docs.iter().map(|d| d.bytes.len() as u64).sum(),
+            Documents::Schema1(_) => 0,
+        };
+        self.layers.iter().map(|l| l.desc.size()).sum::<u64>() + docs
     }
 }
 
@@ -108,12 +123,7 @@ pub async fn plan(remote: &Remote, name: &str) -> Result<PullPlan, RegistryError
     let top = remote.manifest(tag_or_digest(name)).await?;
     let mut docs = Vec::new();
     let (manifest, target) = match doc_kind(&top.media_type, &top.bytes) {
-        DocKind::Schema1 => {
-            return Err(bad(
-                name,
-                "Docker schema 1 manifests are not supported by this runlet".into(),
-            ))
-        }
+        DocKind::Schema1 => return plan_schema1(remote, name, &top.bytes).await,
         DocKind::Manifest => {
             let mt = media_type_or(&top, "application/vnd.oci.image.manifest.v1+json");
             let target = descriptor(&mt, &top.digest, top.bytes.len() as u64)?;
@@ -241,8 +251,34 @@ pub async fn plan(remote: &Remote, name: &str) -> Result<PullPlan, RegistryError
     ordered.append(&mut docs);
     Ok(PullPlan {
         name: name.to_string(),
-        target,
-        docs: ordered,
+        documents: Documents::Ready {
+            docs: ordered,
+            target: Box::new(target),
+        },
+        layers,
+    })
+}
+
+/// A schema-1 manifest's plan: its layers (sizes asked of the registry, which schema 1
+/// does not list); the documents come after the unpack.
+async fn plan_schema1(
+    remote: &Remote,
+    name: &str,
+    bytes: &[u8],
+) -> Result<PullPlan, RegistryError> {
+    let s1 = schema1::parse(bytes).map_err(|e| bad(name, e))?;
+    let mut layers = Vec::with_capacity(s1.layers.len());
+    for digest in &s1.layers {
+        let size = remote.blob_size(digest).await?;
+        layers.push(RemoteLayer {
+            desc: descriptor(media::DOCKER_LAYER_GZIP, digest, size)?,
+            diff_id: String::new(),
+            labels: HashMap::new(),
+        });
+    }
+    Ok(PullPlan {
+        name: name.to_string(),
+        documents: Documents::Schema1(s1),
         layers,
     })
 }

@@ -165,6 +165,11 @@ impl Remote {
         Ok(remote)
     }
 
+    /// The normalised reference.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The registry host (`localhost:5000`).
     pub fn host(&self) -> &str {
         &self.host
@@ -322,6 +327,46 @@ impl Remote {
             digest,
             media_type,
         })
+    }
+
+    /// The size of blob `digest`, from a `HEAD` (schema-1 manifests do not list sizes).
+    pub async fn blob_size(&self, digest: &str) -> Result<u64, RegistryError> {
+        let url = format!(
+            "{}/v2/{}/blobs/{digest}",
+            self.base,
+            self.reference.repository()
+        );
+        let r = self.http.head(&url);
+        let r = match &self.authorization {
+            Some(a) => r.header(reqwest::header::AUTHORIZATION, a),
+            None => r,
+        };
+        let resp = r.send().await.map_err(|e| RegistryError::Transport {
+            reference: self.name.clone(),
+            registry: self.host.clone(),
+            detail: crate::util::Chain(&e).to_string(),
+        })?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound {
+                reference: self.name.clone(),
+                registry: self.host.clone(),
+                detail: format!("blob {digest}: 404"),
+            });
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(self.unauthorized(format!("{status}")));
+        }
+        resp.headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .filter(|_| status.is_success())
+            .ok_or_else(|| RegistryError::Transport {
+                reference: self.name.clone(),
+                registry: self.host.clone(),
+                detail: format!("HEAD blob {digest}: {status}, no Content-Length"),
+            })
     }
 
     /// Fetches a small blob (an image config) whole, checked against its digest.

@@ -17,6 +17,7 @@ mod content;
 mod images;
 mod leases;
 mod pull;
+mod push;
 mod snapshots;
 mod tasks;
 

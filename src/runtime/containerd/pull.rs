@@ -22,9 +22,10 @@ use tracing::info;
 
 use super::client::{grpc, Containerd, SNAPSHOTTER};
 use super::Lease;
+use crate::image::registry::plan::DocBlob;
 use crate::image::registry::{
-    BlobFetch, ByteStream, FetchFuture, NoPullProgress, PullPlan, PullProgress, RegistryError,
-    RemoteLayer,
+    BlobFetch, ByteStream, Documents, FetchFuture, NoPullProgress, PullPlan, PullProgress,
+    RegistryError, RemoteLayer,
 };
 use crate::image::ImageInfo;
 use crate::runtime::RuntimeError;
@@ -106,11 +107,60 @@ impl Containerd {
             .buffer_unordered(PARALLEL)
             .try_collect()
             .await?;
-        for d in &plan.docs {
+        let (top, docs, target) = match &plan.documents {
+            Documents::Ready { docs, target } => {
+                self.store_docs(lease, &plan.name, docs).await?;
+                let layers: Vec<_> = plan
+                    .layers
+                    .iter()
+                    .map(|l| (l.desc.clone(), l.diff_id.clone()))
+                    .collect();
+                let top = self.unpack(lease, &layers).await?;
+                (top, docs.clone(), (**target).clone())
+            }
+            Documents::Schema1(s1) => {
+                // The diff_ids come from the unpack; the documents after it.
+                let descs: Vec<_> = plan.layers.iter().map(|l| l.desc.clone()).collect();
+                let (top, diff_ids) = self.unpack_discovering(lease, &descs).await?;
+                for (l, d) in descs.iter().zip(&diff_ids) {
+                    let mut labels = HashMap::new();
+                    labels.insert("containerd.io/uncompressed".to_string(), d.clone());
+                    self.set_content_labels(l.digest().as_ref(), &labels)
+                        .await?;
+                }
+                let (docs, target) = s1.documents(&plan.name, &descs, &diff_ids)?;
+                self.store_docs(lease, &plan.name, &docs).await?;
+                (top, docs, target)
+            }
+        };
+        let mut labels = HashMap::new();
+        labels.insert(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top);
+        if let Some(config) = docs.first() {
+            self.set_content_labels(config.desc.digest().as_ref(), &labels)
+                .await?;
+        }
+        *created = self.put_image(&plan.name, &target).await?;
+        info!(image = %plan.name, digest = %target.digest(), "image pulled");
+        Ok(Pulled {
+            name: plan.name.clone(),
+            digest: target.digest().to_string(),
+            size: plan.total_bytes(),
+            fetched: fetched.iter().sum(),
+        })
+    }
+
+    /// Documents runlet holds in memory into the content store, children first.
+    async fn store_docs(
+        &self,
+        lease: &Lease,
+        name: &str,
+        docs: &[DocBlob],
+    ) -> Result<(), RegistryError> {
+        for d in docs {
             let digest = d.desc.digest().to_string();
             let doc = Doc {
                 bytes: &d.bytes,
-                reference: &plan.name,
+                reference: name,
             };
             self.store_blob(
                 lease,
@@ -122,26 +172,7 @@ impl Containerd {
             )
             .await?;
         }
-        let layers: Vec<_> = plan
-            .layers
-            .iter()
-            .map(|l| (l.desc.clone(), l.diff_id.clone()))
-            .collect();
-        let top = self.unpack(lease, &layers).await?;
-        let mut labels = HashMap::new();
-        labels.insert(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top);
-        if let Some(config) = plan.docs.first() {
-            self.set_content_labels(config.desc.digest().as_ref(), &labels)
-                .await?;
-        }
-        *created = self.put_image(&plan.name, &plan.target).await?;
-        info!(image = %plan.name, digest = %plan.target.digest(), "image pulled");
-        Ok(Pulled {
-            name: plan.name.clone(),
-            digest: plan.target.digest().to_string(),
-            size: plan.total_bytes(),
-            fetched: fetched.iter().sum(),
-        })
+        Ok(())
     }
 
     /// One blob into the content store; returns the bytes fetched.

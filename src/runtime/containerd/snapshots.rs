@@ -37,7 +37,6 @@ impl Containerd {
     ) -> Result<String, RuntimeError> {
         let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.clone()).collect();
         let chains = chain_ids(&diff_ids);
-        let mut snaps = SnapshotsClient::new(self.channel());
         for (i, ((desc, diff_id), chain)) in layers.iter().zip(&chains).enumerate() {
             if self.snapshot_exists(chain).await? {
                 continue;
@@ -48,84 +47,137 @@ impl Containerd {
                 chains[i - 1].clone()
             };
             let key = format!("extract-{} {chain}", crate::util::random_suffix(8));
-            let mounts = snaps
-                .prepare(self.req_lease(
-                    PrepareSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        key: key.clone(),
-                        parent,
-                        labels: HashMap::new(),
-                    },
-                    lease,
-                ))
-                .await
-                .map_err(grpc("prepare snapshot", chain))?
-                .into_inner()
-                .mounts;
-            let applied = DiffClient::new(self.channel())
-                .apply(self.req_lease(
-                    ApplyRequest {
-                        diff: Some(pb_descriptor(desc)),
-                        mounts,
-                        payloads: HashMap::new(),
-                        sync_fs: false,
-                    },
-                    lease,
-                ))
-                .await;
-            let applied = match applied {
-                Ok(r) => r.into_inner().applied.map(|d| d.digest).unwrap_or_default(),
-                Err(s) => {
-                    let _ = snaps
-                        .remove(self.req(RemoveSnapshotRequest {
-                            snapshotter: SNAPSHOTTER.into(),
-                            key: key.clone(),
-                        }))
-                        .await;
-                    return Err(grpc("apply layer", desc.digest().to_string())(s));
-                }
-            };
+            let applied = self.apply_layer(lease, desc, &key, parent).await?;
             if &applied != diff_id {
-                let _ = snaps
-                    .remove(self.req(RemoveSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        key: key.clone(),
-                    }))
-                    .await;
+                self.remove_active(&key).await;
                 return Err(RuntimeError::Other {
                     op: "apply layer",
                     id: desc.digest().to_string(),
                     detail: format!("unpacked to {applied}, expected {diff_id}"),
                 });
             }
-            match snaps
-                .commit(self.req_lease(
-                    CommitSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        name: chain.clone(),
-                        key: key.clone(),
-                        labels: HashMap::new(),
-                    },
-                    lease,
-                ))
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::AlreadyExists => {
-                    let _ = snaps
-                        .remove(self.req(RemoveSnapshotRequest {
-                            snapshotter: SNAPSHOTTER.into(),
-                            key,
-                        }))
-                        .await;
-                }
-                Err(s) => return Err(grpc("commit snapshot", chain)(s)),
-            }
+            self.commit_layer(lease, &key, chain).await?;
         }
         chains.last().cloned().ok_or_else(|| RuntimeError::Other {
             op: "unpack",
             id: String::new(),
             detail: "image has no layers".into(),
         })
+    }
+
+    /// Unpacks layers whose diff_ids are not known (a schema-1 image's): each is applied,
+    /// and what containerd reports it unpacked to is its diff_id, which names the next
+    /// snapshot's chain. Returns the top chain ID and the diff_ids. Unlike [`Self::unpack`]
+    /// nothing can be skipped before applying, so a second pull applies again (and drops
+    /// the duplicate snapshot).
+    pub(super) async fn unpack_discovering(
+        &self,
+        lease: &Lease,
+        layers: &[Descriptor],
+    ) -> Result<(String, Vec<String>), RuntimeError> {
+        let mut diff_ids = Vec::with_capacity(layers.len());
+        let mut parent = String::new();
+        for desc in layers {
+            let key = format!(
+                "extract-{} {}",
+                crate::util::random_suffix(8),
+                desc.digest()
+            );
+            let applied = self.apply_layer(lease, desc, &key, parent.clone()).await?;
+            diff_ids.push(applied);
+            let chain = chain_ids(&diff_ids).pop().unwrap_or_default();
+            self.commit_layer(lease, &key, &chain).await?;
+            parent = chain;
+        }
+        if parent.is_empty() {
+            return Err(RuntimeError::Other {
+                op: "unpack",
+                id: String::new(),
+                detail: "image has no layers".into(),
+            });
+        }
+        Ok((parent, diff_ids))
+    }
+
+    /// Prepares the active snapshot `key` over `parent` and applies `desc` into it; returns
+    /// the digest of what was unpacked (the layer's diff_id). On failure the active snapshot
+    /// is removed.
+    async fn apply_layer(
+        &self,
+        lease: &Lease,
+        desc: &Descriptor,
+        key: &str,
+        parent: String,
+    ) -> Result<String, RuntimeError> {
+        let mounts = SnapshotsClient::new(self.channel())
+            .prepare(self.req_lease(
+                PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: key.to_string(),
+                    parent,
+                    labels: HashMap::new(),
+                },
+                lease,
+            ))
+            .await
+            .map_err(grpc("prepare snapshot", key))?
+            .into_inner()
+            .mounts;
+        let applied = DiffClient::new(self.channel())
+            .apply(self.req_lease(
+                ApplyRequest {
+                    diff: Some(pb_descriptor(desc)),
+                    mounts,
+                    payloads: HashMap::new(),
+                    sync_fs: false,
+                },
+                lease,
+            ))
+            .await;
+        match applied {
+            Ok(r) => Ok(r.into_inner().applied.map(|d| d.digest).unwrap_or_default()),
+            Err(s) => {
+                self.remove_active(key).await;
+                Err(grpc("apply layer", desc.digest().to_string())(s))
+            }
+        }
+    }
+
+    /// Commits the active snapshot `key` as `chain`; when another unpack committed that
+    /// chain first, the active one is dropped.
+    async fn commit_layer(
+        &self,
+        lease: &Lease,
+        key: &str,
+        chain: &str,
+    ) -> Result<(), RuntimeError> {
+        match SnapshotsClient::new(self.channel())
+            .commit(self.req_lease(
+                CommitSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    name: chain.to_string(),
+                    key: key.to_string(),
+                    labels: HashMap::new(),
+                },
+                lease,
+            ))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::AlreadyExists => {
+                self.remove_active(key).await;
+                Ok(())
+            }
+            Err(s) => Err(grpc("commit snapshot", chain)(s)),
+        }
+    }
+
+    async fn remove_active(&self, key: &str) {
+        let _ = SnapshotsClient::new(self.channel())
+            .remove(self.req(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.to_string(),
+            }))
+            .await;
     }
 }
