@@ -51,11 +51,16 @@ fn python() -> Option<String> {
     }
 }
 
-fn python_flow(transport: &str, service: &str) {
+/// The flow of tests/api/python/`script` over `transport`, as service `service`, with the
+/// archives `images` loaded besides the probe.
+fn python_flow(script: &str, transport: &str, service: &str, images: &[&str]) {
     let Some(env) = common::probe_env() else {
         return;
     };
     let Some(py) = python() else { return };
+    for i in images {
+        env.load(i);
+    }
     let _hosts = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
     let env = common::daemon::fresh_state(&env, service);
     let d = daemon(&env);
@@ -63,10 +68,7 @@ fn python_flow(transport: &str, service: &str) {
         "--grpc" => d.api.to_string(),
         _ => format!("http://{}", d.api),
     };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/api/python/services_test.py"
-    );
+    let script = format!("{}/tests/api/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(py)
         .arg(script)
         .args([
@@ -148,12 +150,25 @@ fn official_python_client_runs_jobs_over_rest() {
 
 #[test]
 fn official_python_client_over_grpc() {
-    python_flow("--grpc", "py-grpc");
+    python_flow("services_test.py", "--grpc", "py-grpc", &[]);
 }
 
 #[test]
 fn official_python_client_over_rest() {
-    python_flow("--rest", "py-rest");
+    python_flow("services_test.py", "--rest", "py-rest", &[]);
+}
+
+/// A service with a sidecar (issue 16): the ingress container reaches it on localhost and
+/// starts after its startup probe passed; GET returns the containers as stored; a bad
+/// `dependsOn` is INVALID_ARGUMENT naming `template.containers[1].dependsOn`.
+#[test]
+fn official_python_client_deploys_sidecars() {
+    python_flow(
+        "sidecars_test.py",
+        "--rest",
+        "py-sidecars",
+        &["busybox.oci.tar"],
+    );
 }
 
 #[test]

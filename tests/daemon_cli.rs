@@ -290,3 +290,80 @@ fn deploy_list_describe_delete_through_the_daemon() {
         "{err}"
     );
 }
+
+/// `runlet deploy --container` (issue 16): the groups `runlet serve` takes become the
+/// template's containers; the ingress container (busybox) fetches the sidecar's report from
+/// localhost at its start, which works only if the sidecar (the probe, listening 1.5 s late)
+/// passed its startup probe first, and serves it on `$PORT`.
+#[test]
+fn deploy_with_sidecars_through_the_daemon() {
+    let Some(shared) = probe_env() else {
+        return;
+    };
+    shared.load("busybox.oci.tar");
+    let env = shared.isolated("daemon-cli-sidecars");
+    let _ = std::fs::remove_dir_all(&env.state_dir);
+    let daemon = Daemon::start(&env);
+    let ingress = "busybox mkdir -p /www \
+        && wget -q -O /www/index.html http://127.0.0.1:8080/ || exit 3; \
+        exec httpd -f -p $PORT -h /www";
+    let args = format!("^@^-c@{ingress}");
+    ok(
+        &env,
+        &[
+            "deploy",
+            "cli-sidecars",
+            "--container",
+            "app",
+            "--image",
+            "busybox",
+            "--port",
+            "8081",
+            "--command",
+            "/bin/sh",
+            "--args",
+            &args,
+            "--depends-on",
+            "report",
+            "--container",
+            "report",
+            "--image",
+            "probe",
+            "--set-env-vars",
+            "PROBE_LISTEN_DELAY_MS=1500",
+            "--startup-probe",
+            "tcpSocket.port=8080,periodSeconds=1,failureThreshold=20",
+        ],
+    );
+    let r = daemon.get("cli-sidecars");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), daemon.output.text());
+    let j = r.json().unwrap();
+    assert!(j["env"].get("PORT").is_none(), "a sidecar has no PORT: {j}");
+    assert_eq!(j["env"]["K_SERVICE"], "cli-sidecars", "{j}");
+    let ids = env.ctr(&["containers", "ls", "-q"]);
+    let ours = ids
+        .lines()
+        .filter(|l| l.starts_with("cli-sidecars-"))
+        .count();
+    assert_eq!(ours, 2, "{ids}");
+    // Refused before the daemon: no container has a port.
+    let o = runlet(
+        &env,
+        &[
+            "deploy",
+            "cli-sidecars-bad",
+            "--container",
+            "a",
+            "--image",
+            "probe",
+            "--container",
+            "b",
+            "--image",
+            "busybox",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(64), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--port"), "{:?}", text(&o));
+    ok(&env, &["services", "delete", "cli-sidecars"]);
+    env.assert_nothing_left("cli-sidecars");
+}

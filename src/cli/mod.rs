@@ -280,7 +280,7 @@ impl ContainerGroupArgs {
 impl Cli {
     /// Parses a command line, `--container NAME` groups included: clap parses what comes
     /// before the first `--container`, each group is parsed on its own
-    /// ([`ContainerGroupArgs`]) and given to `runlet serve`.
+    /// ([`ContainerGroupArgs`]) and given to `runlet serve` or `runlet deploy`.
     pub fn parse_from_args(args: Vec<String>) -> Result<Cli, clap::Error> {
         use clap::CommandFactory;
         let (head, groups) = crate::spec::container_flags::split_groups(&args);
@@ -288,15 +288,19 @@ impl Cli {
         if groups.is_empty() {
             return Ok(cli);
         }
-        let Command::Serve(serve) = &mut cli.command else {
-            return Err(Cli::command().error(
-                clap::error::ErrorKind::UnknownArgument,
-                "--container is for `runlet serve` only",
-            ));
+        let containers = match &mut cli.command {
+            Command::Serve(serve) => &mut serve.containers,
+            Command::Deploy(deploy) => &mut deploy.containers,
+            _ => {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::UnknownArgument,
+                    "--container is for `runlet serve` and `runlet deploy` only",
+                ))
+            }
         };
         for (name, rest) in groups {
             let group = ContainerGroupArgs::try_parse_from(rest)?;
-            serve.containers.push(group.flags(name));
+            containers.push(group.flags(name));
         }
         Ok(cli)
     }

@@ -22,7 +22,9 @@ use super::{api, print};
 
 pub async fn run(global: &GlobalArgs, a: &DeployArgs) -> Result<i32> {
     let name = api::service_name(&a.api, &a.service)?;
-    let mut svc = to_run_v2::service(&super::service_flags(&a.image, &a.revision))?;
+    let mut flags = super::service_flags(a.image.as_deref().unwrap_or_default(), &a.revision);
+    flags.containers = a.containers.clone();
+    let mut svc = to_run_v2::service(&flags)?;
     svc.name = name.to_string();
     if let Some(listen) = &a.listen {
         check_listen(listen)?;

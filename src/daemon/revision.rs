@@ -14,6 +14,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::control::autoscale::Policy;
 use crate::control::service::instance::Ctx;
+use crate::control::service::sidecars::SidecarImage;
 use crate::control::{stop_container, KILL_GRACE};
 use crate::image::registry::RegistryError;
 use crate::ingress::{Demand, IngressConfig, Route, Snapshot};
@@ -89,7 +90,7 @@ pub struct RevisionRun {
 }
 
 impl RevisionRun {
-    /// Resolves the image, starts the first instance and the controller.
+    /// Resolves every container's image, starts the first instance and the controller.
     /// Instances in `adopt` (left running by this daemon before a restart) are taken over
     /// first; only when none answers is a first instance started. `stopping` cancelled
     /// while that instance starts stops and removes it ([`NotStarted::Stopping`]): a
@@ -101,27 +102,12 @@ impl RevisionRun {
         adopt: Vec<String>,
         stopping: &CancellationToken,
     ) -> Result<RevisionRun, NotStarted> {
-        let image = match host.image(&spec.image).await {
-            Ok(i) => i,
-            Err(RegistryError::Store(RuntimeError::ImageNotFound { .. })) => {
-                return Err(NotStarted::Failed(format!(
-                    "Image '{}' not found: load it first (runlet image load FILE) or let the daemon pull it (--pull).",
-                    spec.image
-                )))
-            }
-            Err(e) => {
-                return Err(NotStarted::Failed(format!(
-                    "Image '{}' could not be read: {}",
-                    spec.image,
-                    Chain(&e)
-                )))
-            }
-        };
-        let user = host
-            .runtime
-            .image_user(&image)
-            .await
-            .map_err(|e| format!("Image '{}': {}", spec.image, Chain(&e)))?;
+        let (image, user) = resolve(host, &spec.image, None).await?;
+        let mut sidecar_images = Vec::new();
+        for c in &spec.sidecars.containers {
+            let (image, user) = resolve(host, &c.image, Some(&c.name)).await?;
+            sidecar_images.push(SidecarImage { image, user });
+        }
         let spec = Arc::new(spec);
         let span = tracing::info_span!("service", service = %spec.name, revision = %spec.revision);
         let ctx = Arc::new(Ctx {
@@ -135,8 +121,7 @@ impl RevisionRun {
             user,
             state_dir: host.state_dir.clone(),
             peers: host.peers.clone(),
-            // The Admin API's template has one container (`spec::run_v2`).
-            sidecar_images: Vec::new(),
+            sidecar_images,
         });
         let mut initial = Vec::new();
         for id in adopt {
@@ -229,6 +214,36 @@ impl RevisionRun {
         let _ = self.task.await;
         info!(revision = %self.revision, "revision retired: its instances are stopped");
     }
+}
+
+/// The image of a container (`sidecar`: its name, for a sidecar), pulled first when the
+/// daemon's `--pull` says so, and the user it runs as.
+async fn resolve(
+    host: &Host,
+    image: &str,
+    sidecar: Option<&str>,
+) -> Result<(crate::image::ImageInfo, crate::runtime::passwd::ImageUser), NotStarted> {
+    let of = sidecar.map_or(String::new(), |n| format!(" (container {n})"));
+    let info = match host.image(image).await {
+        Ok(i) => i,
+        Err(RegistryError::Store(RuntimeError::ImageNotFound { .. })) => {
+            return Err(NotStarted::Failed(format!(
+                "Image '{image}'{of} not found: load it first (runlet image load FILE) or let the daemon pull it (--pull)."
+            )))
+        }
+        Err(e) => {
+            return Err(NotStarted::Failed(format!(
+                "Image '{image}'{of} could not be read: {}",
+                Chain(&e)
+            )))
+        }
+    };
+    let user = host
+        .runtime
+        .image_user(&info)
+        .await
+        .map_err(|e| format!("Image '{image}'{of}: {}", Chain(&e)))?;
+    Ok((info, user))
 }
 
 /// Resolves once `rx` turns true (or its sender is gone).

@@ -20,6 +20,7 @@ mod name;
 pub mod probe;
 mod quantity;
 pub mod run_v2;
+pub mod run_v2_containers;
 pub mod secrets;
 pub mod secrets_v2;
 pub mod to_run_v2;

@@ -7,9 +7,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::container::{self, Container, Mount};
 use super::probe::{Action, Probe};
+use super::run_v2_containers::{self, field, F};
 use super::{
-    bad, check_env_name, cpu, in_range, memory, secrets_v2, ServiceSpec, SpecError, RESERVED_ENV,
+    bad, check_env_name, cpu, in_range, memory, secrets_v2, ServiceSpec, Sidecars, SpecError,
+    RESERVED_ENV,
 };
 use crate::image::reference;
 use crate::pb::run_v2::{self as v2, env_var, probe, volume};
@@ -17,6 +20,9 @@ use crate::pb::run_v2::{self as v2, env_var, probe, volume};
 use super::defaults::{self, IDLE_TIMEOUT, STARTUP_TIMEOUT, TIMEOUT as DEFAULT_TIMEOUT};
 
 /// The spec of revision `revision` of service `name` (its short id), from the resource.
+/// With several containers, the ingress container (the one with `ports`) fills the fields a
+/// single container has and the others become [`Sidecars`], the model `runlet serve
+/// --container` builds.
 pub fn service_spec(
     name: &str,
     revision: &str,
@@ -29,29 +35,28 @@ pub fn service_spec(
         .as_ref()
         .ok_or_else(|| bad("service.template", "is required"))?;
     check_template(t)?;
-    let c = match t.containers.as_slice() {
-        [c] => c,
-        [] => {
-            return Err(bad(
-                "service.template.containers",
-                "one container is required",
-            ))
-        }
-        _ => {
-            return Err(bad(
-                "service.template.containers",
-                "more than one container (sidecars) is not supported yet: give one",
-            ))
-        }
-    };
-    check_container(c)?;
-    if c.image.is_empty() {
-        return Err(bad("service.template.containers[0].image", "is required"));
+    let ingress = run_v2_containers::ingress(&t.containers)?;
+    for (i, c) in t.containers.iter().enumerate() {
+        check_container(i, c)?;
     }
-    let image = reference::normalize(&c.image)
-        .map_err(|e| bad("service.template.containers[0].image", e.to_string()))?;
-    let (port, use_http2) = port(c)?;
-    let (memory_bytes, cpu_count, cpu_throttling) = resources(c)?;
+    let i = ingress;
+    let c = &t.containers[i];
+    let image = image(i, c)?;
+    let (port, use_http2) = port(i, c)?;
+    let (memory_bytes, cpu_count, cpu_throttling) = resources(i, c)?;
+    let several = t.containers.len() > 1;
+    // A volume without a size limit may take the instance's memory: every container's.
+    let instance_memory = if several {
+        let mut total = 0;
+        for (j, o) in t.containers.iter().enumerate() {
+            total += resources(j, o)?.0;
+        }
+        total
+    } else {
+        memory_bytes
+    };
+    let vols = template_volumes(t, instance_memory)?;
+    let ingress_mounts = mounts(i, c, &vols)?;
     let (min_instances, max_instances) = scaling(svc, t)?;
     let concurrency = match t.max_instance_request_concurrency {
         0 => defaults::concurrency(cpu_count),
@@ -67,14 +72,30 @@ pub fn service_spec(
     };
     let probe =
         |field, p: &Option<v2::Probe>| p.as_ref().map(|p| probe(field, p, port)).transpose();
-    let list = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
+    let sidecars = if several {
+        Sidecars {
+            ingress_name: c.name.clone(),
+            ingress_depends_on: c.depends_on.clone(),
+            ingress_mounts: ingress_mounts.clone(),
+            volumes: vols.sizes.clone(),
+            containers: t
+                .containers
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(j, o)| sidecar(j, o, &vols))
+                .collect::<Result<_, _>>()?,
+        }
+    } else {
+        Sidecars::default()
+    };
     Ok(ServiceSpec {
         name: name.to_string(),
         revision: revision.to_string(),
         image,
         port,
         listen,
-        env: env(c)?,
+        env: env(i, c)?,
         command: list(&c.command),
         args: list(&c.args),
         memory_bytes,
@@ -87,35 +108,133 @@ pub fn service_spec(
         startup_timeout: STARTUP_TIMEOUT,
         use_http2,
         cpu_throttling,
-        startup_probe: probe(
-            "service.template.containers[0].startupProbe",
-            &c.startup_probe,
-        )?,
-        liveness_probe: probe(
-            "service.template.containers[0].livenessProbe",
-            &c.liveness_probe,
-        )?,
-        volumes: volumes(t, c, memory_bytes)?,
+        startup_probe: probe(field(i, F::StartupProbe), &c.startup_probe)?,
+        liveness_probe: probe(field(i, F::LivenessProbe), &c.liveness_probe)?,
+        volumes: ingress_mounts
+            .iter()
+            .map(|m| (m.path.clone(), vols.size(&m.volume)))
+            .collect(),
         secrets: {
+            let fields = secrets_v2::Fields {
+                env: field(i, F::Env),
+                volumes: VOLS,
+                mounts: field(i, F::VolumeMounts),
+            };
             let b = secrets_v2::bindings(
-                SECRET_FIELDS,
+                fields,
                 secrets_v2::project_of(&svc.name),
                 &c.env,
                 &t.volumes,
                 &c.volume_mounts,
             )?;
-            b.check("service.template.containers[0]", &env(c)?)?;
+            b.check(
+                CONTAINER_FIELDS[i.min(CONTAINER_FIELDS.len() - 1)],
+                &env(i, c)?,
+            )?;
             b
         },
-        sidecars: Default::default(),
+        sidecars,
     })
 }
 
-const SECRET_FIELDS: secrets_v2::Fields = secrets_v2::Fields {
-    env: "service.template.containers[0].env",
-    volumes: "service.template.volumes",
-    mounts: "service.template.containers[0].volumeMounts",
-};
+/// `service.template.containers[i]`, for refusals about a container as a whole.
+const CONTAINER_FIELDS: [&str; container::MAX_CONTAINERS] = [
+    "service.template.containers[0]",
+    "service.template.containers[1]",
+    "service.template.containers[2]",
+    "service.template.containers[3]",
+    "service.template.containers[4]",
+    "service.template.containers[5]",
+    "service.template.containers[6]",
+    "service.template.containers[7]",
+    "service.template.containers[8]",
+    "service.template.containers[9]",
+];
+
+const VOLS: &str = "service.template.volumes";
+
+fn list(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+fn image(i: usize, c: &v2::Container) -> Result<String, SpecError> {
+    if c.image.is_empty() {
+        return Err(bad(field(i, F::Image), "is required"));
+    }
+    reference::normalize(&c.image).map_err(|e| bad(field(i, F::Image), e.to_string()))
+}
+
+/// Container `i`, a sidecar: what it runs, with no port, no secrets and no liveness probe
+/// (runlet runs those on the ingress container only, as `runlet serve --container` does).
+fn sidecar(i: usize, c: &v2::Container, vols: &Vols) -> Result<Container, SpecError> {
+    if let Some(e) = c
+        .env
+        .iter()
+        .find(|e| matches!(e.values, Some(env_var::Values::ValueSource(_))))
+    {
+        return Err(bad(
+            field(i, F::Env),
+            format!(
+                "{}: secrets are given to the ingress container only for now (container {} is a sidecar)",
+                e.name, c.name
+            ),
+        ));
+    }
+    if let Some(m) = c
+        .volume_mounts
+        .iter()
+        .find(|m| vols.secret.contains(&m.name))
+    {
+        return Err(bad(
+            field(i, F::VolumeMounts),
+            format!(
+                "{}: secret volumes are mounted into the ingress container only for now (container {} is a sidecar)",
+                m.name, c.name
+            ),
+        ));
+    }
+    if c.liveness_probe.is_some() {
+        return Err(bad(
+            field(i, F::LivenessProbe),
+            format!(
+                "container {} is a sidecar: runlet runs liveness probes on the ingress container only for now",
+                c.name
+            ),
+        ));
+    }
+    let (memory_bytes, cpu, _) = resources(i, c)?;
+    let startup_probe = match &c.startup_probe {
+        None => None,
+        Some(p) => {
+            let f = field(i, F::StartupProbe);
+            let p = probe(f, p, 0)?;
+            if action_port(&p.action) == 0 {
+                return Err(bad(
+                    f,
+                    format!(
+                        "container {} is a sidecar and has no port: its probe must name one (tcpSocket.port, httpGet.port or grpc.port)",
+                        c.name
+                    ),
+                ));
+            }
+            Some(p)
+        }
+    };
+    Ok(Container {
+        name: c.name.clone(),
+        image: image(i, c)?,
+        port: None,
+        command: list(&c.command),
+        args: list(&c.args),
+        env: env(i, c)?,
+        memory_bytes,
+        cpu,
+        startup_probe,
+        liveness_probe: None,
+        mounts: mounts(i, c, vols)?,
+        depends_on: c.depends_on.clone(),
+    })
+}
 
 /// Label and annotation keys under these prefixes are the platform's, refused from users.
 const RESERVED_PREFIXES: &[&str] = &[
@@ -194,7 +313,7 @@ fn check_template(t: &v2::RevisionTemplate) -> Result<(), SpecError> {
 }
 
 /// Container fields runlet cannot honour yet.
-fn check_container(c: &v2::Container) -> Result<(), SpecError> {
+fn check_container(i: usize, c: &v2::Container) -> Result<(), SpecError> {
     let refuse = |field, what: &str| {
         Err(bad(
             field,
@@ -202,55 +321,49 @@ fn check_container(c: &v2::Container) -> Result<(), SpecError> {
         ))
     };
     if !c.working_dir.is_empty() {
-        return refuse(
-            "service.template.containers[0].workingDir",
-            "a working directory",
-        );
-    }
-    if !c.depends_on.is_empty() {
-        return refuse(
-            "service.template.containers[0].dependsOn",
-            "container dependencies",
-        );
+        return refuse(field(i, F::WorkingDir), "a working directory");
     }
     if c.readiness_probe.is_some() {
-        return refuse(
-            "service.template.containers[0].readinessProbe",
-            "a readiness probe",
-        );
+        return refuse(field(i, F::ReadinessProbe), "a readiness probe");
     }
     Ok(())
 }
 
+fn action_port(a: &Action) -> u16 {
+    match a {
+        Action::Http { port, .. } | Action::Tcp { port } | Action::Grpc { port, .. } => *port,
+    }
+}
+
 /// The ingress port and whether it speaks h2c: `ports[0]`, default 8080 / http1.
-fn port(c: &v2::Container) -> Result<(u16, bool), SpecError> {
-    const FIELD: &str = "service.template.containers[0].ports";
+fn port(i: usize, c: &v2::Container) -> Result<(u16, bool), SpecError> {
+    let field = field(i, F::Ports);
     match c.ports.as_slice() {
         [] => Ok((defaults::PORT, false)),
         [p] => {
             let port = match p.container_port {
                 0 => defaults::PORT,
-                n => in_range(FIELD, n, 1, 65535)? as u16,
+                n => in_range(field, n, 1, 65535)? as u16,
             };
             let h2 = match p.name.as_str() {
                 "" | "http1" => false,
                 "h2c" => true,
                 other => {
                     return Err(bad(
-                        FIELD,
+                        field,
                         format!("name {other:?} is not allowed: allowed http1, h2c"),
                     ))
                 }
             };
             Ok((port, h2))
         }
-        _ => Err(bad(FIELD, "at most one port may be given")),
+        _ => Err(bad(field, "at most one port may be given")),
     }
 }
 
 /// (memory bytes, CPUs, CPU throttled outside requests). Without `resources`, Cloud Run's
 /// defaults: 512Mi, 1 CPU, CPU only during requests.
-fn resources(c: &v2::Container) -> Result<(u64, f64, bool), SpecError> {
+fn resources(i: usize, c: &v2::Container) -> Result<(u64, f64, bool), SpecError> {
     let Some(r) = &c.resources else {
         return Ok((defaults::MEMORY, defaults::CPU, true));
     };
@@ -258,11 +371,11 @@ fn resources(c: &v2::Container) -> Result<(u64, f64, bool), SpecError> {
     let mut cpus = defaults::CPU;
     for (k, v) in &r.limits {
         match k.as_str() {
-            "memory" => mem = memory("service.template.containers[0].resources.limits.memory", v)?,
-            "cpu" => cpus = cpu("service.template.containers[0].resources.limits.cpu", v)?,
+            "memory" => mem = memory(field(i, F::Memory), v)?,
+            "cpu" => cpus = cpu(field(i, F::Cpu), v)?,
             other => {
                 return Err(bad(
-                    "service.template.containers[0].resources.limits",
+                    field(i, F::Limits),
                     format!("{other:?} is not supported: allowed cpu, memory"),
                 ))
             }
@@ -306,14 +419,14 @@ fn scaling(svc: &v2::Service, t: &v2::RevisionTemplate) -> Result<(usize, usize)
     Ok((min as usize, max as usize))
 }
 
-fn env(c: &v2::Container) -> Result<Vec<(String, String)>, SpecError> {
-    const FIELD: &str = "service.template.containers[0].env";
+fn env(i: usize, c: &v2::Container) -> Result<Vec<(String, String)>, SpecError> {
+    let field = field(i, F::Env);
     let mut out: Vec<(String, String)> = Vec::new();
     for e in &c.env {
-        check_env_name(FIELD, &e.name)?;
+        check_env_name(field, &e.name)?;
         if RESERVED_ENV.contains(&e.name.as_str()) {
             return Err(bad(
-                FIELD,
+                field,
                 format!(
                     "{} is reserved: runlet sets it (reserved: {})",
                     e.name,
@@ -404,18 +517,27 @@ fn probe(field: &'static str, p: &v2::Probe, port: u16) -> Result<Probe, SpecErr
     })
 }
 
-/// In-memory volumes mounted by the container: (mount path, size limit).
-fn volumes(
-    t: &v2::RevisionTemplate,
-    c: &v2::Container,
-    memory: u64,
-) -> Result<Vec<(String, u64)>, SpecError> {
-    const VOLS: &str = "service.template.volumes";
-    const MOUNTS: &str = "service.template.containers[0].volumeMounts";
-    let mut sizes: Vec<(&str, u64)> = Vec::new();
-    let mut secret_vols: Vec<&str> = Vec::new();
+/// The template's volumes: the in-memory ones with their sizes (a size limit, at most
+/// `memory`: the instance's), and the names of the secret ones.
+#[derive(Debug, Default)]
+struct Vols {
+    sizes: Vec<(String, u64)>,
+    secret: Vec<String>,
+}
+
+impl Vols {
+    fn size(&self, name: &str) -> u64 {
+        self.sizes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, s)| *s)
+    }
+}
+
+fn template_volumes(t: &v2::RevisionTemplate, memory: u64) -> Result<Vols, SpecError> {
+    let mut vols = Vols::default();
     for v in &t.volumes {
-        if sizes.iter().any(|(n, _)| *n == v.name) || secret_vols.contains(&v.name.as_str()) {
+        if vols.sizes.iter().any(|(n, _)| *n == v.name) || vols.secret.contains(&v.name) {
             return Err(bad(VOLS, format!("volume {} is defined twice", v.name)));
         }
         match &v.volume_type {
@@ -432,10 +554,10 @@ fn volumes(
                         .filter(|s| *s > 0)
                         .ok_or_else(|| bad(VOLS, format!("{}: sizeLimit {:?} is not a size (e.g. 64Mi)", v.name, e.size_limit)))?
                 };
-                sizes.push((&v.name, size.min(memory)));
+                vols.sizes.push((v.name.clone(), size.min(memory)));
             }
             // Mounted as the container's secrets (see `secrets_v2`).
-            Some(volume::VolumeType::Secret(_)) => secret_vols.push(&v.name),
+            Some(volume::VolumeType::Secret(_)) => vols.secret.push(v.name.clone()),
             _ => {
                 return Err(bad(
                     VOLS,
@@ -444,33 +566,38 @@ fn volumes(
             }
         }
     }
+    Ok(vols)
+}
+
+/// Container `i`'s mounts of in-memory volumes (secret volumes are `secrets_v2`'s).
+fn mounts(i: usize, c: &v2::Container, vols: &Vols) -> Result<Vec<Mount>, SpecError> {
+    let field = field(i, F::VolumeMounts);
     c.volume_mounts
         .iter()
-        .filter(|m| !secret_vols.contains(&m.name.as_str()))
+        .filter(|m| !vols.secret.contains(&m.name))
         .map(|m| {
             if !m.sub_path.is_empty() {
                 return Err(bad(
-                    MOUNTS,
+                    field,
                     format!("{}: subPath is not supported yet", m.name),
                 ));
             }
             if !m.mount_path.starts_with('/') {
                 return Err(bad(
-                    MOUNTS,
+                    field,
                     format!("{}: mountPath {:?} must be absolute", m.name, m.mount_path),
                 ));
             }
-            let size = sizes
-                .iter()
-                .find(|(n, _)| *n == m.name)
-                .map(|(_, s)| *s)
-                .ok_or_else(|| {
-                    bad(
-                        MOUNTS,
-                        format!("{} is not a volume of the template", m.name),
-                    )
-                })?;
-            Ok((m.mount_path.clone(), size))
+            if !vols.sizes.iter().any(|(n, _)| *n == m.name) {
+                return Err(bad(
+                    field,
+                    format!("{} is not a volume of the template", m.name),
+                ));
+            }
+            Ok(Mount {
+                volume: m.name.clone(),
+                path: m.mount_path.clone(),
+            })
         })
         .collect()
 }
@@ -621,7 +748,7 @@ mod tests {
                     let c = c0(s).clone();
                     s.template.as_mut().unwrap().containers.push(c)
                 },
-                "service.template.containers",
+                "service.template.containers[0].name",
             ),
             (
                 |s| {
@@ -716,5 +843,260 @@ mod tests {
         for (i, (f, want)) in table.into_iter().enumerate() {
             assert_eq!(with(f), want, "case {i}");
         }
+    }
+
+    /// An ingress container `app` (with a port) and a sidecar `log`.
+    fn two() -> v2::Service {
+        let mut log = image("busybox");
+        log.name = "log".into();
+        let mut app = image("probe");
+        app.name = "app".into();
+        app.ports = vec![v2::ContainerPort::default()];
+        let mut s = svc(log);
+        let t = s.template.as_mut().unwrap();
+        t.containers.push(app);
+        t.volumes = vec![v2::Volume {
+            name: "shared".into(),
+            volume_type: Some(volume::VolumeType::EmptyDir(Default::default())),
+        }];
+        s
+    }
+
+    #[test]
+    fn several_containers_map_to_sidecars() {
+        let mut s = two();
+        let t = s.template.as_mut().unwrap();
+        let mount = |path: &str| v2::VolumeMount {
+            name: "shared".into(),
+            mount_path: path.into(),
+            ..Default::default()
+        };
+        let log = &mut t.containers[0];
+        log.command = vec!["/bin/sh".into()];
+        log.args = vec!["-c".into(), "sleep 1d".into()];
+        log.env = vec![v2::EnvVar {
+            name: "A".into(),
+            values: Some(env_var::Values::Value("1".into())),
+        }];
+        log.resources = Some(v2::ResourceRequirements {
+            limits: [("memory".to_string(), "128Mi".to_string())].into(),
+            ..Default::default()
+        });
+        log.startup_probe = Some(v2::Probe {
+            probe_type: Some(probe::ProbeType::TcpSocket(v2::TcpSocketAction {
+                port: 9000,
+            })),
+            ..Default::default()
+        });
+        log.volume_mounts = vec![mount("/logs")];
+        let app = &mut t.containers[1];
+        app.depends_on = vec!["log".into()];
+        app.volume_mounts = vec![mount("/shared")];
+        let got = spec(&s).unwrap();
+        assert_eq!(got.image, "docker.io/library/probe:latest");
+        assert_eq!((got.port, got.memory_bytes), (8080, 512 << 20));
+        // A volume without a size limit may take the instance's memory: 512Mi + 128Mi.
+        let instance = (512 << 20) + (128 << 20);
+        assert_eq!(got.volumes, vec![("/shared".to_string(), instance)]);
+        let sc = &got.sidecars;
+        assert_eq!(sc.ingress_name, "app");
+        assert_eq!(sc.ingress_depends_on, vec!["log".to_string()]);
+        assert_eq!(
+            sc.ingress_mounts,
+            vec![Mount {
+                volume: "shared".into(),
+                path: "/shared".into()
+            }]
+        );
+        assert_eq!(sc.volumes, vec![("shared".to_string(), instance)]);
+        assert_eq!(
+            sc.containers,
+            vec![Container {
+                name: "log".into(),
+                image: "docker.io/library/busybox:latest".into(),
+                port: None,
+                command: Some(vec!["/bin/sh".into()]),
+                args: Some(vec!["-c".into(), "sleep 1d".into()]),
+                env: vec![("A".into(), "1".into())],
+                memory_bytes: 128 << 20,
+                cpu: 1.0,
+                startup_probe: Some(Probe {
+                    action: Action::Tcp { port: 9000 },
+                    initial_delay: Duration::ZERO,
+                    period: Duration::from_secs(10),
+                    timeout: Duration::from_secs(1),
+                    failure_threshold: 3,
+                }),
+                liveness_probe: None,
+                mounts: vec![Mount {
+                    volume: "shared".into(),
+                    path: "/logs".into()
+                }],
+                depends_on: vec![],
+            }]
+        );
+        assert_eq!(got.containers().len(), 2);
+        // One container keeps the single-container shape, named or not.
+        let mut one = svc(image("probe"));
+        one.template.as_mut().unwrap().containers[0].name = "app".into();
+        assert_eq!(spec(&one).unwrap().sidecars, Sidecars::default());
+    }
+
+    #[test]
+    fn container_refusals_name_the_container() {
+        type Edit = fn(&mut [v2::Container]);
+        let table: Vec<(Edit, &str, &str)> = vec![
+            (
+                |c| c[0].image.clear(),
+                "service.template.containers[0].image",
+                "is required",
+            ),
+            (
+                |c| c[0].depends_on = vec!["db".into()],
+                "service.template.containers[0].dependsOn",
+                "\"db\" is not a container of the template",
+            ),
+            (
+                |c| {
+                    c[0].depends_on = vec!["app".into()];
+                    c[1].depends_on = vec!["log".into()];
+                },
+                "service.template.containers[0].dependsOn",
+                "a dependency cycle among log, app",
+            ),
+            (
+                |c| c[0].ports = vec![v2::ContainerPort::default()],
+                "service.template.containers[1].ports",
+                "containers log and app both do",
+            ),
+            (
+                |c| c[1].ports.clear(),
+                "service.template.containers",
+                "exactly one container (the ingress container) must declare ports",
+            ),
+            (
+                |c| c[0].name.clear(),
+                "service.template.containers[0].name",
+                "is required when the template has more than one container",
+            ),
+            (
+                |c| c[0].name = "app".into(),
+                "service.template.containers[1].name",
+                "given twice",
+            ),
+            (
+                |c| c[0].liveness_probe = Some(Default::default()),
+                "service.template.containers[0].livenessProbe",
+                "liveness probes on the ingress container only",
+            ),
+            (
+                |c| c[0].startup_probe = Some(Default::default()),
+                "service.template.containers[0].startupProbe",
+                "its probe must name one",
+            ),
+            (
+                |c| {
+                    c[0].startup_probe = Some(v2::Probe {
+                        probe_type: Some(probe::ProbeType::HttpGet(Default::default())),
+                        ..Default::default()
+                    })
+                },
+                "service.template.containers[0].startupProbe",
+                "its probe must name one",
+            ),
+            (
+                |c| {
+                    c[0].resources = Some(v2::ResourceRequirements {
+                        limits: [("memory".to_string(), "lots".to_string())].into(),
+                        ..Default::default()
+                    })
+                },
+                "service.template.containers[0].resources.limits.memory",
+                "",
+            ),
+            (
+                |c| {
+                    c[1].resources = Some(v2::ResourceRequirements {
+                        limits: [("gpu".to_string(), "1".to_string())].into(),
+                        ..Default::default()
+                    })
+                },
+                "service.template.containers[1].resources.limits",
+                "allowed cpu, memory",
+            ),
+            (
+                |c| {
+                    c[0].env = vec![v2::EnvVar {
+                        name: "PORT".into(),
+                        values: None,
+                    }]
+                },
+                "service.template.containers[0].env",
+                "PORT is reserved",
+            ),
+            (
+                |c| {
+                    c[0].env = vec![v2::EnvVar {
+                        name: "S".into(),
+                        values: Some(env_var::Values::ValueSource(v2::EnvVarSource {
+                            secret_key_ref: Some(v2::SecretKeySelector {
+                                secret: "s".into(),
+                                version: "1".into(),
+                            }),
+                        })),
+                    }]
+                },
+                "service.template.containers[0].env",
+                "secrets are given to the ingress container only",
+            ),
+            (
+                |c| {
+                    c[0].volume_mounts = vec![v2::VolumeMount {
+                        name: "nope".into(),
+                        mount_path: "/x".into(),
+                        ..Default::default()
+                    }]
+                },
+                "service.template.containers[0].volumeMounts",
+                "nope is not a volume of the template",
+            ),
+            (
+                |c| c[1].readiness_probe = Some(Default::default()),
+                "service.template.containers[1].readinessProbe",
+                "not supported yet",
+            ),
+            (
+                |c| c[0].working_dir = "/x".into(),
+                "service.template.containers[0].workingDir",
+                "not supported yet",
+            ),
+        ];
+        for (i, (edit, field, detail)) in table.into_iter().enumerate() {
+            let mut s = two();
+            edit(&mut s.template.as_mut().unwrap().containers);
+            let e = spec(&s).unwrap_err();
+            assert_eq!(e.field, field, "case {i}: {e}");
+            assert!(e.detail.contains(detail), "case {i}: {e}");
+        }
+        // A secret volume mounted into a sidecar.
+        let mut s = two();
+        let t = s.template.as_mut().unwrap();
+        t.volumes.push(v2::Volume {
+            name: "key".into(),
+            volume_type: Some(volume::VolumeType::Secret(v2::SecretVolumeSource {
+                secret: "k".into(),
+                ..Default::default()
+            })),
+        });
+        t.containers[0].volume_mounts = vec![v2::VolumeMount {
+            name: "key".into(),
+            mount_path: "/key".into(),
+            ..Default::default()
+        }];
+        let e = spec(&s).unwrap_err();
+        assert_eq!(
+            e.field, "service.template.containers[0].volumeMounts",
+            "{e}"
+        );
     }
 }

@@ -5,21 +5,76 @@
 //! (tested below by the round trip flags → `Service` → [`ServiceSpec`](super::ServiceSpec),
 //! against what `runlet serve` builds from the same flags).
 
+use super::container_flags::CheckedContainer;
 use super::flags::{Checked, ServiceFlags};
 use super::probe::{Action, Probe};
 use super::SpecError;
 use crate::pb::run_v2::{self as v2, empty_dir_volume_source::Medium, env_var, probe, volume};
 
 /// The `Service` `runlet deploy` sends for `flags` (its `name` is the caller's to set).
+/// With `--container` groups, the ingress container comes first (named, with its
+/// `dependsOn`), then the others in the order given, each with its fields as given.
 pub fn service(flags: &ServiceFlags) -> Result<v2::Service, SpecError> {
     let checked = flags.check()?;
-    if !checked.sidecars.is_empty() {
-        return Err(super::bad(
-            "--container",
-            "runlet deploy takes one container for now; run sidecars with `runlet serve`",
+    let mut svc = service_of(&checked);
+    if flags.containers.is_empty() {
+        return Ok(svc);
+    }
+    let t = svc.template.as_mut().expect("service_of sets the template");
+    let s = &checked.sidecars;
+    t.containers[0].name = s.ingress_name.clone();
+    t.containers[0].depends_on = s.ingress_depends_on.clone();
+    for g in flags.containers.iter().filter(|g| g.name != s.ingress_name) {
+        t.containers.push(sidecar_of(
+            &g.check(&checked.volumes.volumes)?,
+            checked.cpu_throttling,
         ));
     }
-    Ok(service_of(&checked))
+    Ok(svc)
+}
+
+/// A sidecar's container: what its `--container` group gave.
+fn sidecar_of(g: &CheckedContainer, cpu_idle: bool) -> v2::Container {
+    let c = &g.container;
+    let mut limits = std::collections::BTreeMap::new();
+    if let Some((text, _)) = &g.memory {
+        limits.insert("memory".to_string(), text.clone());
+    }
+    if let Some((text, _)) = &g.cpu {
+        limits.insert("cpu".to_string(), text.clone());
+    }
+    v2::Container {
+        name: c.name.clone(),
+        image: g.image.clone(),
+        command: c.command.clone().unwrap_or_default(),
+        args: c.args.clone().unwrap_or_default(),
+        env: c
+            .env
+            .iter()
+            .map(|(k, v)| v2::EnvVar {
+                name: k.clone(),
+                values: Some(env_var::Values::Value(v.clone())),
+            })
+            .collect(),
+        resources: (!limits.is_empty()).then_some(v2::ResourceRequirements {
+            limits,
+            cpu_idle,
+            startup_cpu_boost: false,
+        }),
+        volume_mounts: c
+            .mounts
+            .iter()
+            .map(|m| v2::VolumeMount {
+                name: m.volume.clone(),
+                mount_path: m.path.clone(),
+                sub_path: String::new(),
+            })
+            .collect(),
+        startup_probe: c.startup_probe.as_ref().map(probe_of),
+        liveness_probe: c.liveness_probe.as_ref().map(probe_of),
+        depends_on: c.depends_on.clone(),
+        ..Default::default()
+    }
 }
 
 /// The `Service` of flags already checked.
@@ -143,6 +198,7 @@ fn probe_of(p: &Probe) -> v2::Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::container_flags::ContainerFlags;
     use crate::spec::flags::tests::flags;
     use crate::spec::run_v2::service_spec;
 
@@ -252,6 +308,49 @@ mod tests {
                 "qualified image",
                 flags(|f| f.image = "example.com/a/b:v1".into()),
             ),
+            (
+                "sidecars",
+                flags(|f| {
+                    f.image = String::new();
+                    f.add_volume = strings(&[
+                        "name=shared,type=in-memory,size-limit=32Mi",
+                        "name=all,type=in-memory",
+                    ]);
+                    f.containers = vec![
+                        ContainerFlags {
+                            name: "log".into(),
+                            image: Some("busybox".into()),
+                            command: Some("/bin/sh".into()),
+                            args: Some("^@^-c@sleep 1d".into()),
+                            set_env_vars: strings(&["A=1"]),
+                            memory: Some("128Mi".into()),
+                            cpu: Some("500m".into()),
+                            startup_probe: Some("tcpSocket.port=9000".into()),
+                            add_volume_mount: strings(&["volume=shared,mount-path=/s"]),
+                            depends_on: strings(&["db"]),
+                            ..Default::default()
+                        },
+                        ContainerFlags {
+                            name: "app".into(),
+                            image: Some("probe".into()),
+                            port: Some(8081),
+                            memory: Some("1Gi".into()),
+                            liveness_probe: Some("httpGet.path=/".into()),
+                            add_volume_mount: strings(&[
+                                "volume=shared,mount-path=/shared",
+                                "volume=all,mount-path=/all",
+                            ]),
+                            depends_on: strings(&["log,db"]),
+                            ..Default::default()
+                        },
+                        ContainerFlags {
+                            name: "db".into(),
+                            image: Some("example.com/db:1".into()),
+                            ..Default::default()
+                        },
+                    ];
+                }),
+            ),
         ]
     }
 
@@ -263,7 +362,7 @@ mod tests {
         for (case, f) in table() {
             let checked = f.check().unwrap_or_else(|e| panic!("{case}: {e}"));
             let want = checked.service_spec("hello", "hello-00001-abc", listen);
-            let svc = service_of(&checked);
+            let svc = service(&f).unwrap_or_else(|e| panic!("{case}: {e}"));
             let got = service_spec("hello", "hello-00001-abc", &svc, listen)
                 .unwrap_or_else(|e| panic!("{case}: the daemon refuses it: {e}"));
             assert_eq!(got, want, "{case}");

@@ -120,25 +120,158 @@ fn container_flag(
     Ok(true)
 }
 
+/// `args` split at each `--container NAME`: the flags before the first, then each group's
+/// name and flags (gcloud's container flag groups).
+type Groups<'a> = Vec<(&'a str, Vec<&'a str>)>;
+
+fn groups<'a>(args: &[&'a str]) -> Result<(Vec<&'a str>, Groups<'a>)> {
+    let mut head = Vec::new();
+    let mut groups: Groups<'a> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if *a == "--container" {
+            let name = it
+                .next()
+                .ok_or_else(|| anyhow!("--container needs a name"))?;
+            groups.push((name, Vec::new()));
+        } else if let Some(g) = groups.last_mut() {
+            g.1.push(a);
+        } else {
+            head.push(*a);
+        }
+    }
+    Ok((head, groups))
+}
+
+/// A gcloud probe (`httpGet.path=/x,periodSeconds=1`, `tcpSocket.port=N`, `grpc.port=N`)
+/// as the API's `Probe`.
+fn probe(flag: &str, v: &str) -> Result<Value> {
+    let mut p = Map::new();
+    let mut action = Map::new();
+    let mut kind = None;
+    for (k, val) in key_values(flag, v)? {
+        let number = || int(flag, &val);
+        match k.split_once('.') {
+            Some((t @ ("httpGet" | "tcpSocket" | "grpc"), field)) => {
+                let t: &'static str = match t {
+                    "httpGet" => "httpGet",
+                    "grpc" => "grpc",
+                    _ => "tcpSocket",
+                };
+                if kind.is_some_and(|k| k != t) {
+                    bail!("{flag} {v}: one of httpGet, tcpSocket, grpc");
+                }
+                kind = Some(t);
+                let value = if field == "port" {
+                    json!(number()?)
+                } else {
+                    json!(val)
+                };
+                action.insert(field.to_string(), value);
+            }
+            _ => match k.as_str() {
+                "initialDelaySeconds" | "periodSeconds" | "timeoutSeconds" | "failureThreshold" => {
+                    p.insert(k.clone(), json!(number()?));
+                }
+                _ => bail!("{flag} {v}: {k} is not mapped"),
+            },
+        }
+    }
+    p.insert(
+        kind.unwrap_or("tcpSocket").to_string(),
+        Value::Object(action),
+    );
+    Ok(Value::Object(p))
+}
+
+/// A `--container` group's flags (or the one container's) beyond [`container_flag`]'s.
+#[derive(Default)]
+struct ServiceContainer {
+    c: Map<String, Value>,
+    port: Option<i64>,
+    mounts: Vec<Value>,
+}
+
+impl ServiceContainer {
+    fn new() -> Self {
+        let mut c = Map::new();
+        // Always there: without it the API means Cloud Run's CPU throttling, which `runlet
+        // serve` leaves off unless asked (as `runlet deploy` does).
+        c.insert("resources".into(), json!({"limits": {}, "cpuIdle": false}));
+        ServiceContainer {
+            c,
+            ..Default::default()
+        }
+    }
+
+    /// `false` when `flag` is not a container's.
+    fn flag(&mut self, flag: &str, v: &str, image: &dyn Fn(&str) -> String) -> Result<bool> {
+        if container_flag(&mut self.c, flag, v, image)? {
+            return Ok(true);
+        }
+        match flag {
+            "--port" => self.port = Some(int(flag, v)?),
+            "--startup-probe" => {
+                self.c.insert("startupProbe".into(), probe(flag, v)?);
+            }
+            "--liveness-probe" => {
+                self.c.insert("livenessProbe".into(), probe(flag, v)?);
+            }
+            "--depends-on" => {
+                let deps = self.c.entry("dependsOn").or_insert_with(|| json!([]));
+                if let Value::Array(a) = deps {
+                    a.extend(list(v).into_iter().map(Value::from));
+                }
+            }
+            "--add-volume-mount" => {
+                let kv: std::collections::BTreeMap<_, _> =
+                    key_values(flag, v)?.into_iter().collect();
+                self.mounts.push(json!({
+                    "name": kv.get("volume").cloned().unwrap_or_default(),
+                    "mountPath": kv.get("mount-path").cloned().unwrap_or_default(),
+                }));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn finish(mut self, h2c: bool, cpu_idle: bool) -> Value {
+        if self.port.is_some() || h2c {
+            self.c.insert(
+                "ports".into(),
+                json!([{"name": if h2c { "h2c" } else { "http1" }, "containerPort": self.port.unwrap_or(8080)}]),
+            );
+        }
+        if cpu_idle {
+            self.c["resources"]["cpuIdle"] = json!(true);
+        }
+        if !self.mounts.is_empty() {
+            self.c.insert("volumeMounts".into(), json!(self.mounts));
+        }
+        Value::Object(self.c)
+    }
+}
+
 /// The `Service` for `runlet serve` flags; `image` maps the checks' image names (the
-/// images the suite loaded) to what the endpoint can run.
+/// images the suite loaded) to what the endpoint can run. `--container NAME` groups become
+/// the template's `containers[]`, named, in the order given.
 pub fn service(args: &[&str], image: &dyn Fn(&str) -> String) -> Result<Value> {
-    let mut c = Map::new();
-    // Always there: without it the API means Cloud Run's CPU throttling, which `runlet
-    // serve` leaves off unless asked (as `runlet deploy` does).
-    c.insert("resources".into(), json!({"limits": {}, "cpuIdle": false}));
+    let (head, groups) = groups(args)?;
+    let mut one = ServiceContainer::new();
     let mut t = Map::new();
-    let (mut port, mut h2c) = (None, false);
+    let (mut h2c, mut cpu_idle) = (false, false);
     let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
-    for (flag, v) in pairs(args)? {
-        if container_flag(&mut c, flag, v, image)? {
+    for (flag, v) in pairs(&head)? {
+        if one.flag(flag, v, image)? {
+            if !groups.is_empty() {
+                bail!("{flag}: with --container, container flags follow a --container");
+            }
             continue;
         }
         match flag {
-            "--port" => port = Some(int(flag, v)?),
             "--use-http2" => h2c = true,
-            "--cpu-throttling" => c["resources"]["cpuIdle"] = json!(true),
+            "--cpu-throttling" => cpu_idle = true,
             "--timeout" => {
                 t.insert("timeout".into(), json!(duration(flag, v)?));
             }
@@ -166,31 +299,31 @@ pub fn service(args: &[&str], image: &dyn Fn(&str) -> String) -> Result<Value> {
                 }
                 volumes.push(json!({"name": kv.get("name").cloned().unwrap_or_default(), "emptyDir": empty_dir}));
             }
-            "--add-volume-mount" => {
-                let kv: std::collections::BTreeMap<_, _> =
-                    key_values(flag, v)?.into_iter().collect();
-                mounts.push(json!({
-                    "name": kv.get("volume").cloned().unwrap_or_default(),
-                    "mountPath": kv.get("mount-path").cloned().unwrap_or_default(),
-                }));
-            }
             f if DRIVER_FLAGS.contains(&f) => {}
             _ => return Err(no_field(flag)),
         }
     }
-    if port.is_some() || h2c {
-        c.insert(
-            "ports".into(),
-            json!([{"name": if h2c { "h2c" } else { "http1" }, "containerPort": port.unwrap_or(8080)}]),
-        );
-    }
-    if !mounts.is_empty() {
-        c.insert("volumeMounts".into(), json!(mounts));
-    }
+    let containers: Vec<Value> = if groups.is_empty() {
+        vec![one.finish(h2c, cpu_idle)]
+    } else {
+        let mut out = Vec::new();
+        for (name, flags) in groups {
+            let mut c = ServiceContainer::new();
+            c.c.insert("name".into(), json!(name));
+            for (flag, v) in pairs(&flags)? {
+                if !c.flag(flag, v, image)? {
+                    bail!("--container {name}: {flag} is not a container's flag");
+                }
+            }
+            let ingress = c.port.is_some();
+            out.push(c.finish(h2c && ingress, cpu_idle));
+        }
+        out
+    };
     if !volumes.is_empty() {
         t.insert("volumes".into(), json!(volumes));
     }
-    t.insert("containers".into(), json!([Value::Object(c)]));
+    t.insert("containers".into(), json!(containers));
     Ok(json!({ "template": Value::Object(t) }))
 }
 
@@ -322,6 +455,75 @@ mod tests {
                 ["image"],
             "registry.example/probe"
         );
+    }
+
+    #[test]
+    fn container_groups_as_containers() {
+        let args = [
+            "--add-volume",
+            "name=shared,type=in-memory",
+            "--container",
+            "app",
+            "--image",
+            "busybox",
+            "--port",
+            "8081",
+            "--depends-on",
+            "report,log",
+            "--add-volume-mount",
+            "volume=shared,mount-path=/shared",
+            "--container",
+            "report",
+            "--image",
+            "probe",
+            "--set-env-vars",
+            "PROBE_LISTEN_DELAY_MS=2000",
+            "--startup-probe",
+            "tcpSocket.port=8080,periodSeconds=1,failureThreshold=20",
+            "--container",
+            "log",
+            "--image",
+            "busybox",
+            "--startup-probe",
+            "httpGet.path=/ready,httpGet.port=9000",
+        ];
+        assert_eq!(
+            service(&args, &same).unwrap(),
+            json!({"template": {
+                "volumes": [{"name": "shared", "emptyDir": {"medium": "MEMORY"}}],
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "busybox",
+                        "resources": {"limits": {}, "cpuIdle": false},
+                        "ports": [{"name": "http1", "containerPort": 8081}],
+                        "dependsOn": ["report", "log"],
+                        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+                    },
+                    {
+                        "name": "report",
+                        "image": "probe",
+                        "resources": {"limits": {}, "cpuIdle": false},
+                        "env": [{"name": "PROBE_LISTEN_DELAY_MS", "value": "2000"}],
+                        "startupProbe": {
+                            "tcpSocket": {"port": 8080},
+                            "periodSeconds": 1,
+                            "failureThreshold": 20,
+                        },
+                    },
+                    {
+                        "name": "log",
+                        "image": "busybox",
+                        "resources": {"limits": {}, "cpuIdle": false},
+                        "startupProbe": {"httpGet": {"path": "/ready", "port": 9000}},
+                    },
+                ],
+            }})
+        );
+        // gcloud's rule: container flags follow a --container.
+        assert!(service(&["--image", "probe", "--container", "app"], &same).is_err());
+        assert!(service(&["--container", "app", "--timeout", "1"], &same).is_err());
+        assert!(service(&["--container", "a", "--startup-probe", "exec=1"], &same).is_err());
     }
 
     #[test]
