@@ -551,7 +551,9 @@ fn volume(
 fn traffic(i: usize, t: &Traffic) -> Result<v2::TrafficTarget, SpecError> {
     let latest = t.latest_revision.unwrap_or(false);
     let revision = t.revision_name.clone().unwrap_or_default();
-    if latest == !revision.is_empty() {
+    // Exactly one of the two.
+    let named = !revision.is_empty();
+    if latest == named {
         return Err(refuse(
             format!("spec.traffic[{i}]"),
             "give latestRevision: true or a revisionName",
