@@ -114,6 +114,13 @@ pub struct ServeArgs {
     /// container's --image follows its --container instead.
     #[arg(long)]
     pub image: Option<String>,
+    /// A service.yaml (the Knative Service `gcloud run services describe --format export`
+    /// writes): the service, its containers and settings come from the file, and the flags
+    /// that describe a revision (--image, --port, --set-env-vars, --memory, ...) are
+    /// refused beside it, as `gcloud run services replace` takes none; --listen, the
+    /// timeouts of this machine, metrics, pull and identity flags still apply.
+    #[arg(long = "file", short = 'f', value_name = "SERVICE_YAML")]
+    pub file: Option<PathBuf>,
     /// Specifies a container by name (gcloud): the flags following it, up to the next
     /// --container, apply to that container (--image, --port on the ingress container only,
     /// --command, --args, --set-env-vars, --memory, --cpu, --startup-probe, --liveness-probe,

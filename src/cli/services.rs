@@ -1,5 +1,5 @@
-//! `runlet services list|describe|delete`: reading and deleting the daemon's services
-//! (gcloud run services).
+//! `runlet services list|describe|replace|delete`: the daemon's services (gcloud run
+//! services).
 
 use clap::{Subcommand, ValueEnum};
 
@@ -16,9 +16,23 @@ pub enum ServicesCommand {
     Describe {
         service: String,
         /// `json`: the resource in proto3 JSON (as the REST API returns it); `yaml`: the same
-        /// as YAML. Without it, a summary.
+        /// as YAML; `export`: the service.yaml gcloud's `--format export` writes (Knative
+        /// `serving.knative.dev/v1`), which `runlet services replace`, `runlet serve -f`,
+        /// `gcloud run services replace` and `kubectl apply` read. Without it, a summary.
         #[arg(long, value_enum)]
-        format: Option<Format>,
+        format: Option<ServiceFormat>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Create or update a service from a service.yaml, like `gcloud run services replace`:
+    /// the file says everything (what it leaves out takes Cloud Run's default); a file
+    /// whose template is unchanged makes no new revision.
+    Replace {
+        /// The service.yaml (`-` for standard input).
+        file: std::path::PathBuf,
+        /// Return once the daemon has accepted the change, without waiting for the rollout.
+        #[arg(long = "async")]
+        no_wait: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -38,4 +52,12 @@ pub enum ServicesCommand {
 pub enum Format {
     Json,
     Yaml,
+}
+
+/// `runlet services describe`'s forms: [`Format`]'s and gcloud's `export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceFormat {
+    Json,
+    Yaml,
+    Export,
 }

@@ -1,5 +1,5 @@
-//! `runlet serve`: the flags become a [`ServiceSpec`] (bad input exits 64 before containerd
-//! is reached), then the first instance starts, the ingress and the service controller run
+//! `runlet serve`: the flags (or a service.yaml, `-f`) become a [`ServiceSpec`] (bad input
+//! exits 64 before containerd is reached), then the first instance starts, the ingress and the service controller run
 //! until Ctrl-C or SIGTERM, and everything of the service is removed.
 
 use std::io::Write;
@@ -20,7 +20,7 @@ use runlet::metrics::{Metrics, MetricsListen};
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::network::NetConfig;
 use runlet::runtime::rootfs::MemoryFs;
-use runlet::spec::{self, ServiceSpec, SpecError};
+use runlet::spec::{self, service_yaml, service_yaml_to_v2, ServiceSpec, SpecError};
 
 use super::{metrics_listen, wait_for_signal, with_containerd};
 
@@ -36,12 +36,21 @@ struct Input {
 }
 
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
+    let (spec, account) = match &args.file {
+        Some(file) => from_file(args, file)?,
+        None => (service_spec(args)?, None),
+    };
+    // The file's serviceAccountName is who instances are, unless --service-account says.
+    let mut identity = args.identity.clone();
+    if identity.service_account.is_none() {
+        identity.service_account = account;
+    }
     let input = Input {
-        spec: service_spec(args)?,
+        spec,
         metrics: metrics_listen(args.metrics_listen.as_deref())?,
         max_body: spec::body_size("--max-request-body-size", &args.max_request_body_size)?,
         pull: args.pull.clone(),
-        meta: args.identity.config(),
+        meta: identity.config(),
     };
     super::check_secrets(&input.spec.secrets, &global.state_dir)?;
     if let Some(p) = &args.identity.project {
@@ -51,6 +60,87 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
     let state_dir = global.state_dir.clone();
     with_containerd(global, |c| serve(c, input, state_dir)).await?;
     Ok(0)
+}
+
+/// `runlet serve -f service.yaml`: the service from the file (mapped as `runlet services
+/// replace` maps it, then resolved as the daemon resolves a template), and its
+/// `serviceAccountName`. The flags that describe a revision are refused beside the file:
+/// `gcloud run services replace` takes the file alone, and a flag quietly winning over a
+/// file the user may also send to Cloud Run would make the two run different services.
+fn from_file(a: &ServeArgs, file: &std::path::Path) -> Result<(ServiceSpec, Option<String>)> {
+    if let Some(flag) = revision_flags_given(a).first() {
+        return Err(SpecError {
+            field: flag,
+            detail: "cannot be given with -f: the service.yaml describes the revision; edit the file (flags allowed with -f: --listen, --idle-timeout, --startup-timeout, --max-request-body-size, --metrics-listen, the pull and identity flags)".into(),
+        }
+        .into());
+    }
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let m = service_yaml_to_v2::service(&service_yaml::parse(&text)?)?;
+    warn_no_local_effect(&m.no_local_effect);
+    let listen = a.listen.parse().map_err(|_| SpecError {
+        field: "--listen",
+        detail: format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:8080)", a.listen),
+    })?;
+    let mut spec = service_yaml_to_v2::service_spec(&m, listen)?;
+    spec.idle_timeout = spec::duration_in("--idle-timeout", &a.idle_timeout, (0, 900))?;
+    spec.startup_timeout = spec::duration_in("--startup-timeout", &a.startup_timeout, (1, 240))?;
+    let account = m
+        .service
+        .template
+        .map(|t| t.service_account)
+        .filter(|s| !s.is_empty());
+    Ok((spec, account))
+}
+
+/// Lists, once, the keys of a service.yaml accepted with no effect on one machine.
+pub fn warn_no_local_effect(keys: &[String]) {
+    if !keys.is_empty() {
+        eprintln!(
+            "Warning: these settings configure Google Cloud's infrastructure and have no effect on runlet: {}",
+            keys.join(", ")
+        );
+    }
+}
+
+/// The revision flags given on the command line (refused beside `-f`).
+fn revision_flags_given(a: &ServeArgs) -> Vec<&'static str> {
+    let r = &a.revision;
+    let c = &r.container;
+    [
+        ("--image", a.image.is_some()),
+        (
+            "--container",
+            !a.containers.is_empty() || a.container.is_some(),
+        ),
+        ("--service", a.service.is_some()),
+        ("--port", r.port.is_some()),
+        ("--set-env-vars", !c.set_env_vars.is_empty()),
+        ("--command", c.command.is_some()),
+        ("--args", c.args.is_some()),
+        ("--set-secrets", !c.secrets.set_secrets.is_empty()),
+        ("--update-secrets", !c.secrets.update_secrets.is_empty()),
+        ("--remove-secrets", !c.secrets.remove_secrets.is_empty()),
+        ("--clear-secrets", c.secrets.clear_secrets),
+        ("--memory", r.memory.is_some()),
+        ("--cpu", r.cpu.is_some()),
+        ("--concurrency", r.concurrency.is_some()),
+        ("--timeout", r.timeout.is_some()),
+        ("--min-instances", r.min_instances.is_some()),
+        ("--max-instances", r.max_instances.is_some()),
+        ("--startup-probe", r.startup_probe.is_some()),
+        ("--liveness-probe", r.liveness_probe.is_some()),
+        ("--add-volume", !r.add_volume.is_empty()),
+        ("--add-volume-mount", !r.add_volume_mount.is_empty()),
+        ("--use-http2", r.use_http2),
+        ("--cpu-throttling", r.cpu_throttling),
+        ("--no-cpu-throttling", r.no_cpu_throttling),
+    ]
+    .into_iter()
+    .filter(|(_, given)| *given)
+    .map(|(f, _)| f)
+    .collect()
 }
 
 fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {

@@ -23,11 +23,17 @@ pub mod run_v2;
 pub mod run_v2_containers;
 pub mod secrets;
 pub mod secrets_v2;
+pub mod service_yaml;
+pub mod service_yaml_annotations;
+pub mod service_yaml_export;
+pub mod service_yaml_to_v2;
 pub mod to_run_v2;
 mod volume;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod service_yaml_tests;
 
 pub use container::{Container, Sidecars};
 pub use env::{check_env_name, parse_env_list, parse_env_vars, RESERVED_ENV};
