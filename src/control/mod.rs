@@ -100,6 +100,7 @@ mod tests {
             stdout: String::new(),
             stderr: String::new(),
             upper_dir: None,
+            runtime_binary: None,
         };
         rt.create(&spec).await.unwrap();
         rt.start(id).await.unwrap();

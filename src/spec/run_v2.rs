@@ -108,6 +108,10 @@ pub fn service_spec(
             b
         },
         sidecars: Default::default(),
+        execution_environment: super::ExecutionEnvironment::from_v2(
+            "service.template.executionEnvironment",
+            t.execution_environment,
+        )?,
     })
 }
 

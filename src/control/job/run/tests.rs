@@ -527,6 +527,7 @@ async fn recovery_marks_abandoned_executions_failed_and_removes_their_containers
             stdout: String::new(),
             stderr: String::new(),
             upper_dir: None,
+            runtime_binary: None,
         })
         .await
         .unwrap();
