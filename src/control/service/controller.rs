@@ -537,6 +537,7 @@ mod tests {
             volumes: vec![],
             secrets: Default::default(),
             sidecars: Default::default(),
+            execution_environment: Default::default(),
         }
     }
 

@@ -668,6 +668,7 @@ mod tests {
             volumes: vec![],
             secrets: Default::default(),
             sidecars: Default::default(),
+            execution_environment: Default::default(),
         };
         Ctx {
             runtime: Arc::new(rt.clone()),
