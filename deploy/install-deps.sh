@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what runlet needs from Debian packages, only what is missing.
 set -euo pipefail
-pkgs=(containerd runc protobuf-compiler libprotobuf-dev containernetworking-plugins iptables busybox-static curl iproute2 ca-certificates docker-registry skopeo)
+# runsc: gVisor, for `--execution-environment gen1` (src/runtime/gvisor.rs, tests/gen1.rs).
+pkgs=(containerd runc runsc protobuf-compiler libprotobuf-dev containernetworking-plugins iptables busybox-static curl iproute2 ca-certificates docker-registry skopeo)
 need=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")

@@ -48,6 +48,10 @@ pub struct ExecuteArgs {
     /// vCPUs per task (e.g. 1, 0.5, 2) [default: 1].
     #[arg(long)]
     pub cpu: Option<String>,
+    /// gen2 only: Cloud Run's jobs always run in the second generation (runc); gen1
+    /// (gVisor) is refused, as Cloud Run does.
+    #[arg(long)]
+    pub execution_environment: Option<String>,
     #[command(flatten)]
     pub pull: super::registry::PullArgs,
     #[command(flatten)]

@@ -78,7 +78,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve an image as a Cloud Run service, in the foreground (until Ctrl-C).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage runlet's image store.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -212,6 +212,10 @@ pub struct RevisionArgs {
     /// Give instances their full CPU all the time (the default).
     #[arg(long, overrides_with = "cpu_throttling")]
     pub no_cpu_throttling: bool,
+    /// gen2: containers run with runc, full Linux (the default). gen1: under gVisor's runsc
+    /// (must be installed), which emulates Linux and does not implement every system call.
+    #[arg(long, value_name = "gen1|gen2")]
+    pub execution_environment: Option<String>,
 }
 
 /// What to run in the container and with which environment: the same flags for a service

@@ -93,6 +93,13 @@ fn job_spec(a: &ExecuteArgs) -> Result<JobSpec, SpecError> {
         }
         None => None,
     };
+    if let Some(env) = &a.execution_environment {
+        let field = "--execution-environment";
+        runlet::spec::execution::job_environment(
+            field,
+            runlet::spec::ExecutionEnvironment::parse(field, env)?,
+        )?;
+    }
     let flags = JobFlags {
         name: a.name.clone(),
         image: a.image.clone(),

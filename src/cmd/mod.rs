@@ -101,6 +101,7 @@ pub fn service_flags(image: &str, a: &RevisionArgs) -> ServiceFlags {
         },
         containers: Vec::new(),
         secrets: a.container.secrets.flags(),
+        execution_environment: a.execution_environment.clone(),
     }
 }
 

@@ -56,6 +56,10 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
     if let Some(p) = &args.identity.project {
         runlet::log_format::set_project(p);
     }
+    if input.spec.execution_environment == spec::ExecutionEnvironment::Gen1 {
+        // Before anything starts: a missing runsc is named at once, not per instance.
+        runlet::runtime::gvisor::install(&global.state_dir)?;
+    }
     runlet::fdlimit::raise();
     let state_dir = global.state_dir.clone();
     with_containerd(global, |c| serve(c, input, state_dir)).await?;

@@ -39,6 +39,8 @@ pub enum SandboxError {
     Secrets(#[source] crate::secrets::resolve::ResolveError),
     #[error("creating the container's files in {}", .0.display())]
     Files(std::path::PathBuf, #[source] io::Error),
+    #[error(transparent)]
+    Gvisor(#[from] crate::runtime::gvisor::GvisorError),
     #[error("attaching the container's network")]
     Network(#[from] NetError),
     #[error("building the container's OCI spec")]
@@ -87,6 +89,9 @@ pub struct Plan<'a> {
     pub sink: Sink,
     /// Lines to end the container's `/etc/hosts` with (the daemon's services).
     pub extra_hosts: String,
+    /// The OCI runtime binary instead of runc: gen1's gVisor wrapper
+    /// ([`crate::runtime::gvisor::install`]); `None`: runc (gen2).
+    pub runtime_binary: Option<std::path::PathBuf>,
 }
 
 /// Time spent in each step of [`Sandbox::create`] and [`Sandbox::start`].
@@ -219,6 +224,7 @@ impl Sandbox {
                 stdout,
                 stderr,
                 upper_dir: Some(upper.display().to_string()),
+                runtime_binary: plan.runtime_binary.map(|p| p.display().to_string()),
             })
             .await
             .map_err(SandboxError::Create)?;
@@ -410,6 +416,7 @@ pub(crate) mod tests {
             labels,
             sink: Arc::new(|_, _| {}),
             extra_hosts: String::new(),
+            runtime_binary: None,
         }
     }
 

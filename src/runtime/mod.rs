@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod containerd;
 pub mod embedded;
 pub mod fake;
+pub mod gvisor;
 pub mod hardening;
 pub mod isolation;
 pub mod network;
@@ -91,6 +92,9 @@ pub struct ContainerSpec {
     /// here instead of the snapshotter's directory: on a tmpfs, writes then count against
     /// the container's memory (contract FS-2).
     pub upper_dir: Option<String>,
+    /// The OCI runtime binary containerd's runc shim runs instead of `runc` (the gVisor
+    /// wrapper of [`gvisor::install`] for gen1); `None`: runc (gen2).
+    pub runtime_binary: Option<String>,
 }
 
 /// How a container's main process ended.

@@ -12,8 +12,8 @@ use super::container::{self, Sidecars};
 use super::container_flags::ContainerFlags;
 use super::secrets::{SecretBindings, SecretFlags};
 use super::{
-    bad, cpu, defaults, duration_in, in_range, memory, parse_env_vars, probe, split_list, Probe,
-    ServiceSpec, SpecError, VolumeFlags,
+    bad, cpu, defaults, duration_in, in_range, memory, parse_env_vars, probe, split_list,
+    ExecutionEnvironment, Probe, ServiceSpec, SpecError, VolumeFlags,
 };
 use crate::image::reference;
 
@@ -46,6 +46,8 @@ pub struct ServiceFlags {
     /// `--container NAME` groups; when given, the per-container flags above stay unset
     /// and the ingress container is the group with `--port`.
     pub containers: Vec<ContainerFlags>,
+    /// `--execution-environment gen1|gen2`.
+    pub execution_environment: Option<String>,
 }
 
 /// [`ServiceFlags`] checked: each value parsed, with the text the Admin API carries kept
@@ -78,6 +80,8 @@ pub struct Checked {
     pub secrets: SecretBindings,
     /// The other containers (`--container` groups besides the ingress one).
     pub sidecars: Sidecars,
+    /// `None`: not given (gen2, [`ExecutionEnvironment`]'s default).
+    pub execution_environment: Option<ExecutionEnvironment>,
 }
 
 impl ServiceFlags {
@@ -158,6 +162,12 @@ impl ServiceFlags {
         out.volumes = VolumeFlags::parse(&self.add_volume, &g.add_volume_mount, total)?;
         let mut others = list;
         let me = others.remove(ingress);
+        if !others.is_empty() && out.execution_environment == Some(ExecutionEnvironment::Gen1) {
+            return Err(bad(
+                "--execution-environment",
+                "gen1 runs each container in its own gVisor sandbox, so an instance's containers could not share one: gen1 takes one container; use gen2 for sidecars",
+            ));
+        }
         out.sidecars = Sidecars {
             ingress_name: me.name,
             ingress_depends_on: me.depends_on,
@@ -226,6 +236,11 @@ impl ServiceFlags {
             cpu_throttling: self.cpu_throttling.unwrap_or(false),
             secrets,
             sidecars: Sidecars::default(),
+            execution_environment: self
+                .execution_environment
+                .as_deref()
+                .map(|t| ExecutionEnvironment::parse("--execution-environment", t))
+                .transpose()?,
         })
     }
 }
@@ -272,6 +287,7 @@ impl Checked {
             volumes: self.volumes.mounted(),
             secrets: self.secrets.clone(),
             sidecars: self.sidecars.clone(),
+            execution_environment: self.execution_environment.unwrap_or_default(),
         }
     }
 }
@@ -378,6 +394,45 @@ pub(crate) mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn execution_environment_flag() {
+        let listen = "127.0.0.1:8080".parse().unwrap();
+        let spec = |f: ServiceFlags| f.check().map(|c| c.service_spec("s", "s-1", listen));
+        let env = |v: &str| flags(|f| f.execution_environment = Some(v.into()));
+        assert_eq!(
+            spec(flags(|_| {})).unwrap().execution_environment,
+            ExecutionEnvironment::Gen2
+        );
+        assert_eq!(
+            spec(env("gen1")).unwrap().execution_environment,
+            ExecutionEnvironment::Gen1
+        );
+        assert_eq!(
+            spec(env("gen2")).unwrap().execution_environment,
+            ExecutionEnvironment::Gen2
+        );
+        assert_eq!(
+            spec(env("gen3")).unwrap_err().field,
+            "--execution-environment"
+        );
+        // One `--container` group is one container: gen1 takes it.
+        let one = ServiceFlags {
+            execution_environment: Some("gen1".into()),
+            containers: vec![group("app", Some(8080), "")],
+            ..Default::default()
+        };
+        assert_eq!(
+            spec(one.clone()).unwrap().execution_environment,
+            ExecutionEnvironment::Gen1
+        );
+        // Sidecars would each be their own gVisor sandbox: refused.
+        let mut two = one;
+        two.containers.push(group("log", None, ""));
+        let e = spec(two).unwrap_err();
+        assert_eq!(e.field, "--execution-environment");
+        assert!(e.detail.contains("sidecars"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use thiserror::Error;
 pub mod container;
 pub mod container_flags;
 mod env;
+pub mod execution;
 pub mod flags;
 mod list;
 mod name;
@@ -37,6 +38,7 @@ mod service_yaml_tests;
 
 pub use container::{Container, Sidecars};
 pub use env::{check_env_name, parse_env_list, parse_env_vars, RESERVED_ENV};
+pub use execution::ExecutionEnvironment;
 pub use list::split_list;
 pub use name::{check_name, name_from_image, revision_name};
 pub use probe::Probe;
@@ -120,6 +122,8 @@ pub struct ServiceSpec {
     pub secrets: secrets::SecretBindings,
     /// The instance's other containers (empty: a single-container service).
     pub sidecars: Sidecars,
+    /// gen2 (runc) or gen1 (gVisor).
+    pub execution_environment: ExecutionEnvironment,
 }
 
 impl ServiceSpec {

@@ -44,6 +44,7 @@ fn all_flags(s: &str) -> ServiceFlags {
         cpu_throttling: None,
         secrets: Default::default(),
         containers: Vec::new(),
+        execution_environment: one(),
     }
 }
 

@@ -134,6 +134,10 @@ pub fn service_spec(
             b
         },
         sidecars,
+        execution_environment: super::ExecutionEnvironment::from_v2(
+            "service.template.executionEnvironment",
+            t.execution_environment,
+        )?,
     })
 }
 

@@ -154,6 +154,8 @@ pub fn service_of(f: &Checked) -> v2::Service {
             nanos: d.subsec_nanos() as i32,
         }),
         max_instance_request_concurrency: f.concurrency.unwrap_or(0) as i32,
+        // Unset (0): the daemon's default, gen2, as `runlet serve`'s.
+        execution_environment: f.execution_environment.map_or(0, |e| e.to_v2() as i32),
         ..Default::default()
     };
     let mut template = template;
@@ -241,6 +243,14 @@ mod tests {
                 }),
             ),
             ("no throttling", flags(|f| f.cpu_throttling = Some(false))),
+            (
+                "gen1",
+                flags(|f| f.execution_environment = Some("gen1".into())),
+            ),
+            (
+                "gen2",
+                flags(|f| f.execution_environment = Some("gen2".into())),
+            ),
             (
                 "fractional timeout",
                 flags(|f| f.timeout = Some("1.5".into())),

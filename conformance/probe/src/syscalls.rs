@@ -7,6 +7,11 @@
 //! this multi-threaded process is `EINVAL` and `perf_event_open` with no attributes `EFAULT`;
 //! Docker's filter makes both `EPERM`, and `mount` onto a missing directory is `ENOENT`
 //! without a filter.
+//!
+//! `sched_getattr` (for the calling process) succeeds on Linux, also under Docker's filter,
+//! and is `ENOSYS` under gVisor, which does not implement it: the first-generation
+//! environment's mark (SBX-1). `ioprio_get` is reported beside it (gVisor: `ENOSYS` for
+//! `runsc do`, `EPERM` in a container without `CAP_SYS_ADMIN`).
 
 use serde_json::{json, Value};
 
@@ -55,6 +60,8 @@ pub fn report() -> Value {
     const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;
     const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
     const BPF_MAP_CREATE: libc::c_long = 0;
+    // `struct sched_attr` (56 bytes since Linux 4.13) for sched_getattr to fill.
+    let mut attr = [0u8; 56];
     // SAFETY: each call gets integer arguments or null/static pointers the kernel only reads
     // (or rejects); none of them changes this process's memory.
     unsafe {
@@ -92,6 +99,16 @@ pub fn report() -> Value {
                 std::ptr::null::<u8>(),
             )),
             "getpid": outcome(libc::syscall(libc::SYS_getpid)),
+            // Allowed by Docker's profile and implemented by Linux, not by gVisor: they
+            // tell gen1 (SBX-1) from gen2.
+            "sched_getattr": outcome(libc::syscall(
+                libc::SYS_sched_getattr,
+                0,
+                attr.as_mut_ptr(),
+                attr.len(),
+                0,
+            )),
+            "ioprio_get": outcome(libc::syscall(libc::SYS_ioprio_get, 1, 0)),
             "socket_raw": socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
             "socket_icmp_dgram": socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
             "socket_tcp": socket(libc::AF_INET, libc::SOCK_STREAM, 0),

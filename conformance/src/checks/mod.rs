@@ -20,6 +20,7 @@ mod port_env;
 mod registry;
 mod requests;
 mod resources;
+mod sandbox;
 mod sidecars;
 
 pub use registry::all;

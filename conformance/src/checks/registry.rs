@@ -3,8 +3,8 @@
 //! runs it, and the broken-runlet mangling it must catch.
 
 use super::{
-    check, fs, image, jobs, lifecycle, metadata, outbound, port_env, requests, resources, sidecars,
-    Check,
+    check, fs, image, jobs, lifecycle, metadata, outbound, port_env, requests, resources, sandbox,
+    sidecars, Check,
 };
 use crate::selftest::Mangle;
 
@@ -78,6 +78,8 @@ pub fn all() -> Vec<Check> {
             .breaks_with(Mangle::RaiseMemory),
         check!("FS-3", "writes-do-not-survive", "files written to / and /tmp are gone when the service runs again", fs::writes_do_not_survive),
         check!("FS-4", "memory-volume-size-limit", "--add-volume type=in-memory,size-limit=32Mi mounted at /scratch: 16 MiB fit, 64 MiB do not", fs::memory_volume_size_limit),
+        check!("SBX-1", "gen1-lacks-syscalls", "with --execution-environment gen1 the code runs under gVisor: sched_getattr (implemented by Linux) answers ENOSYS, ordinary calls work", sandbox::gen1_lacks_syscalls),
+        check!("SBX-1", "gen2-has-them", "by default (gen2) sched_getattr works", sandbox::gen2_has_them),
         check!("SBX-2", "pid-1", "the service's code runs as PID 1 of its container", fs::pid_1),
         check!("SBX-2", "stdin-eof", "reading stdin returns EOF at once", fs::stdin_eof),
         check!("SBX-2", "dev-files", "/dev/fd and /dev/std{in,out,err} link to /proc/self/fd; null, zero, random, urandom, full, ptmx, tty exist; console does not", fs::dev_files),

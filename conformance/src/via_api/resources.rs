@@ -278,6 +278,14 @@ pub fn service(args: &[&str], image: &dyn Fn(&str) -> String) -> Result<Value> {
             "--concurrency" => {
                 t.insert("maxInstanceRequestConcurrency".into(), json!(int(flag, v)?));
             }
+            "--execution-environment" => {
+                let e = match v {
+                    "gen1" => "EXECUTION_ENVIRONMENT_GEN1",
+                    "gen2" => "EXECUTION_ENVIRONMENT_GEN2",
+                    _ => bail!("{flag} {v}: want gen1 or gen2"),
+                };
+                t.insert("executionEnvironment".into(), json!(e));
+            }
             "--min-instances" | "--max-instances" => {
                 let key = if flag == "--min-instances" {
                     "minInstanceCount"

@@ -360,6 +360,7 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         labels: lbl,
         sink,
         extra_hosts: String::new(),
+        runtime_binary: None,
     };
     sandbox
         .create(&ctx.runtime, &ctx.net, &ctx.rootfs, plan)

@@ -561,6 +561,7 @@ mod tests {
             volumes: vec![],
             secrets: Default::default(),
             sidecars: Default::default(),
+            execution_environment: Default::default(),
         }
     }
 

@@ -29,7 +29,7 @@ use crate::runtime::network::{NetConfig, NetnsDialer, Network};
 use crate::runtime::rootfs::{MemoryFs, RootFs};
 use crate::runtime::{labels, ocispec, ExitStatus, Runtime};
 use crate::secrets::SecretStore;
-use crate::spec::{container, ServiceSpec};
+use crate::spec::{container, ExecutionEnvironment, ServiceSpec};
 
 /// Why an instance did not become ready.
 #[derive(Debug, Error)]
@@ -236,6 +236,13 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             &[spec.env.as_slice(), &secrets.env].concat(),
             &spec.contract_env(),
         );
+        // gen1: the runc shim runs gVisor's runsc (through runlet's wrapper) instead of runc.
+        let runtime_binary = match spec.execution_environment {
+            ExecutionEnvironment::Gen1 => {
+                Some(crate::runtime::gvisor::install(&self.state_dir).map_err(SandboxError::from)?)
+            }
+            ExecutionEnvironment::Gen2 => None,
+        };
         let ingress = &containers[0];
         let plan = Plan {
             dir: &dir,
@@ -259,6 +266,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             labels: labels_of(&ingress.name),
             sink: log_sink(&id, &ingress.name),
             extra_hosts: extra_hosts.clone(),
+            runtime_binary: runtime_binary.clone(),
         };
         let att = sandbox
             .create(&self.runtime, &self.net, &self.rootfs, plan)
@@ -294,6 +302,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
                 labels: labels_of(&c.name),
                 sink: log_sink(&id, &c.name),
                 extra_hosts: extra_hosts.clone(),
+                runtime_binary: runtime_binary.clone(),
             };
             let mut sb = Sandbox::new(&sidecars::container_id(&id, &c.name));
             let made = sb
@@ -659,6 +668,7 @@ mod tests {
             volumes: vec![],
             secrets: Default::default(),
             sidecars: Default::default(),
+            execution_environment: Default::default(),
         };
         Ctx {
             runtime: Arc::new(rt.clone()),

@@ -286,7 +286,8 @@ mod tests {
 
     #[test]
     fn layers_are_reversed_and_empty_entries_skipped() {
-        let table: Vec<(Vec<(&str, Value)>, Result<Vec<&str>, &str>)> = vec![
+        type Case<'a> = (Vec<(&'a str, Value)>, Result<Vec<&'a str>, &'a str>);
+        let table: Vec<Case> = vec![
             // top: an empty USER step; then B over A.
             (
                 vec![

@@ -28,6 +28,26 @@ fn spec_any(spec: &serde_json::Value) -> prost_types::Any {
     }
 }
 
+/// The runc shim's options (`containerd.runc.v1.Options` of containerd 1.6's
+/// `runtime/v2/runc/options`), with only the field runlet sets: the OCI runtime binary the
+/// shim runs instead of `runc` (gen1's gVisor, [`crate::runtime::gvisor`]).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    #[prost(string, tag = "6")]
+    binary_name: String,
+}
+
+fn runc_options(binary: &str) -> prost_types::Any {
+    use prost::Message;
+    prost_types::Any {
+        type_url: "containerd.runc.v1.Options".into(),
+        value: RuncOptions {
+            binary_name: binary.to_string(),
+        }
+        .encode_to_vec(),
+    }
+}
+
 /// Points an overlay rootfs's upperdir and workdir at `dir/upper` and `dir/work`.
 fn redirect_upper(mounts: &mut [Mount], dir: &str) {
     for m in mounts.iter_mut().filter(|m| m.r#type == "overlay") {
@@ -58,7 +78,7 @@ impl Runtime for Containerd {
                 image: spec.image.name.clone(),
                 runtime: Some(ContainerRuntime {
                     name: "io.containerd.runc.v2".into(),
-                    options: None,
+                    options: spec.runtime_binary.as_deref().map(runc_options),
                 }),
                 spec: Some(spec_any(&spec.oci_spec)),
                 snapshotter: SNAPSHOTTER.into(),
@@ -319,6 +339,15 @@ fn parse_oom_kill(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runtime_binary_is_field_6_of_the_runc_options() {
+        let any = runc_options("/x/runsc");
+        assert_eq!(any.type_url, "containerd.runc.v1.Options");
+        // Field 6, wire type 2 (length-delimited): tag byte 0x32, then the length.
+        assert_eq!(any.value[..2], [0x32, 8]);
+        assert_eq!(&any.value[2..], b"/x/runsc");
+    }
 
     #[test]
     fn oom_kill_counters() {

@@ -176,6 +176,11 @@ fn duration(d: &pbjson_types::Duration) -> Result<Duration, SpecError> {
 
 /// Task-level settings runlet cannot honour.
 fn check_task(t: &v2::TaskTemplate) -> Result<(), SpecError> {
+    let field = "job.template.template.executionEnvironment";
+    crate::spec::execution::job_environment(
+        field,
+        crate::spec::ExecutionEnvironment::from_v2(field, t.execution_environment)?,
+    )?;
     if let Some(v) = t.volumes.iter().find(|v| !secrets_v2::is_secret_volume(v)) {
         return Err(bad(
             "job.template.template.volumes",

@@ -237,6 +237,9 @@ impl<'de> Deserialize<'de> for Quantity {
     }
 }
 
+/// The annotation that names the execution environment (jobs: gen2 only).
+pub const EXECUTION_ENVIRONMENT: &str = "run.googleapis.com/execution-environment";
+
 /// Parses Cloud Run job YAML; an unknown field or a wrong type is named with its path.
 pub fn parse_yaml(text: &str) -> Result<JobYaml, SpecError> {
     let job: JobYaml = serde_yaml_ng::from_str(text).map_err(|e| bad("job YAML", e.to_string()))?;
@@ -254,6 +257,20 @@ pub fn parse_yaml(text: &str) -> Result<JobYaml, SpecError> {
             "job YAML",
             format!("kind: {:?} is not supported: use Job", job.kind),
         ));
+    }
+    // The execution template's annotation gcloud exports (`gen2` for every job).
+    if let Some(env) = job
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.get(EXECUTION_ENVIRONMENT))
+    {
+        let field = "spec.template.metadata.annotations[run.googleapis.com/execution-environment]";
+        crate::spec::execution::job_environment(
+            field,
+            crate::spec::ExecutionEnvironment::parse(field, env)?,
+        )?;
     }
     let containers = &job.spec.template.spec.template.spec.containers;
     if containers.len() != 1 {
@@ -457,6 +474,17 @@ spec:
             ..Default::default()
         };
         assert!(resolve(&clear, Some(&file)).unwrap().secrets.is_empty());
+    }
+
+    #[test]
+    fn the_execution_environment_annotation_is_gen2_for_jobs() {
+        assert!(parse_yaml(YAML).is_ok());
+        let gen1 = YAML.replace("execution-environment: gen2", "execution-environment: gen1");
+        let e = parse_yaml(&gen1).unwrap_err();
+        assert!(e.field.contains("execution-environment"), "{e}");
+        assert!(e.detail.contains("gen2"), "{e}");
+        let bad = YAML.replace("execution-environment: gen2", "execution-environment: gen9");
+        assert!(parse_yaml(&bad).is_err());
     }
 
     #[test]
