@@ -425,10 +425,10 @@ async fn adopt_attempt<R: Runtime, N: Network, F: RootFs>(
             ));
         }
     };
+    info!(container = %id, "adopted a running attempt");
     if let Err(e) = ctx.net.readopt(id).await {
         warn!(container = %id, "the adopted attempt cannot reach the metadata server: {e}");
     }
-    info!(container = %id, "adopted a running attempt");
     let outcome = match watch_attempt(ctx, id, &mut sandbox, cancel).await {
         Ok(o) => o,
         Err(e) => Outcome::RuntimeError(crate::util::error_chain(&e)),
