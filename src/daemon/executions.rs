@@ -108,24 +108,18 @@ impl Daemon {
         let spec = job_spec(&name.job, &job, req.overrides.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let identity = job_identity(&full, &job);
-        let image = match self.host.image(&spec.image).await {
-            Ok(i) => i,
-            Err(crate::image::registry::RegistryError::Store(RuntimeError::ImageNotFound {
-                ..
-            })) => {
-                return Err(Status::failed_precondition(format!(
-                    "Image '{}' not found: load it first (runlet image load FILE) or let the daemon pull it (--pull).",
-                    spec.image
-                )))
+        let image = self.host.image(&spec.image).await.map_err(|e| {
+            let message = super::revision::image_failure(&spec.image, "", &e);
+            match e {
+                crate::image::registry::RegistryError::Store(RuntimeError::ImageNotFound {
+                    ..
+                }) => Status::failed_precondition(message),
+                // containerd could not be read: runlet's failure, not the caller's.
+                crate::image::registry::RegistryError::Store(_) => Status::internal(message),
+                // The registry's answer (not found, refused, ...).
+                _ => Status::failed_precondition(message),
             }
-            Err(e) => {
-                return Err(Status::internal(format!(
-                    "Image '{}' could not be read: {}",
-                    spec.image,
-                    crate::util::Chain(&e)
-                )))
-            }
-        };
+        })?;
         let user = self.host.runtime.image_user(&image).await.map_err(|e| {
             Status::failed_precondition(format!(
                 "Image '{}': {}",

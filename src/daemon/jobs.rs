@@ -1,8 +1,9 @@
 //! Jobs: the Admin API's calls on jobs (create, get, list, update, delete, run), each checked
 //! at the door (`control::job::spec::run_v2` names the refused field), written to the
 //! store, and answered with an operation. A job has nothing to deploy, so its create and
-//! update operations are done at once; `RunJob`'s completes when the execution ends
-//! ([`super::executions`] runs it).
+//! update operations are done when the call returns: after its image is pulled, when the
+//! daemon pulls and the image is not in the store (a failed pull fails the operation);
+//! `RunJob`'s completes when the execution ends ([`super::executions`] runs it).
 //!
 //! Deleting a job with running executions does what Cloud Run does (it deletes a job's
 //! dependents in the background, like a Kubernetes cascading delete): the job is gone at
@@ -231,6 +232,18 @@ impl Daemon {
         validate_only: bool,
     ) -> Result<Operation, Status> {
         let full = name.to_string();
+        if !validate_only {
+            // Cloud Run resolves a job's image when the job is created or updated: pulled
+            // here when missing (the state is not locked meanwhile), and a failure fails
+            // the operation, naming the image and the registry's answer.
+            if let Err(message) = self.pull_job_image(&name, &desired).await {
+                let op = self.ops.start(&name.parent, Any::pack(&desired)).await;
+                self.ops
+                    .finish(&op.name, Err(Status::failed_precondition(message)))
+                    .await;
+                return self.ops.get(&op.name).await;
+            }
+        }
         let mut state = self.jobs.state.lock().await;
         if let Some(other) = state
             .jobs
@@ -300,6 +313,27 @@ impl Daemon {
         let op = self.ops.start(&name.parent, Any::pack(&view)).await;
         self.ops.finish(&op.name, Ok(Any::pack(&view))).await;
         self.ops.get(&op.name).await
+    }
+
+    /// Pulls the image of job `desired` when the daemon pulls at all (`--pull missing` or
+    /// `always`); with `--pull never` the image is looked up when the job runs. A template
+    /// that does not make a job is left to `put_job`'s checks.
+    async fn pull_job_image(&self, name: &JobName, desired: &v2::Job) -> Result<(), String> {
+        if self.host.pull == crate::image::registry::PullPolicy::Never {
+            return Ok(());
+        }
+        let mut job = v2::Job::default();
+        copy_settable(&mut job, desired);
+        let Ok(spec) = job_spec(&name.job, &job, None) else {
+            return Ok(());
+        };
+        match self.host.image(&spec.image).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                warn!(job = %name, image = %spec.image, "{}", crate::util::Chain(&e));
+                Err(super::revision::image_failure(&spec.image, "", &e))
+            }
+        }
     }
 
     pub async fn get_job(&self, name: &str) -> Result<v2::Job, Status> {

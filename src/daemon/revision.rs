@@ -47,7 +47,7 @@ pub struct Host {
 }
 
 impl Host {
-    /// The image `name`, pulled first when `--pull` says so (no progress: the daemon logs).
+    /// The image `name`, pulled first when `--pull` says so (each layer logged).
     pub async fn image(
         &self,
         name: &str,
@@ -57,10 +57,23 @@ impl Host {
                 name,
                 self.pull,
                 &self.registry,
-                &crate::image::registry::NoPullProgress,
+                &crate::image::registry::LogPullProgress { image: name },
                 &CancellationToken::new(),
             )
             .await
+    }
+}
+
+/// What an operation says when image `image` (`of`: which container, or empty) cannot be
+/// had: not in the store (and not pulled), or the pull's error, which names the registry
+/// and carries its answer.
+pub(super) fn image_failure(image: &str, of: &str, e: &RegistryError) -> String {
+    match e {
+        RegistryError::Store(RuntimeError::ImageNotFound { .. }) => format!(
+            "Image '{image}'{of} not found: load it first (runlet image load FILE) or let the daemon pull it (--pull)."
+        ),
+        RegistryError::Store(_) => format!("Image '{image}'{of} could not be read: {}", Chain(e)),
+        _ => format!("Image '{image}'{of} could not be pulled: {}", Chain(e)),
     }
 }
 
@@ -224,20 +237,10 @@ async fn resolve(
     sidecar: Option<&str>,
 ) -> Result<(crate::image::ImageInfo, crate::runtime::passwd::ImageUser), NotStarted> {
     let of = sidecar.map_or(String::new(), |n| format!(" (container {n})"));
-    let info = match host.image(image).await {
-        Ok(i) => i,
-        Err(RegistryError::Store(RuntimeError::ImageNotFound { .. })) => {
-            return Err(NotStarted::Failed(format!(
-                "Image '{image}'{of} not found: load it first (runlet image load FILE) or let the daemon pull it (--pull)."
-            )))
-        }
-        Err(e) => {
-            return Err(NotStarted::Failed(format!(
-                "Image '{image}'{of} could not be read: {}",
-                Chain(&e)
-            )))
-        }
-    };
+    let info = host
+        .image(image)
+        .await
+        .map_err(|e| image_failure(image, &of, &e))?;
     let user = host
         .runtime
         .image_user(&info)

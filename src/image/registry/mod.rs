@@ -122,16 +122,32 @@ pub trait BlobFetch: Send + Sync {
 pub trait PullProgress: Send + Sync {
     /// A layer is being fetched (`from` > 0 when an earlier, interrupted pull is resumed).
     fn fetching(&self, digest: &str, size: u64, from: u64);
+    /// `bytes` more of a layer arrived.
+    fn advanced(&self, _digest: &str, _bytes: u64) {}
     /// A layer is in the store: `fetched` bytes came over the network (0 when it was
     /// already there).
     fn stored(&self, digest: &str, size: u64, fetched: u64);
 }
 
-/// A progress sink that reports nothing (the daemon logs instead).
+/// A progress sink that reports nothing (documents runlet writes from memory).
 pub struct NoPullProgress;
 impl PullProgress for NoPullProgress {
     fn fetching(&self, _: &str, _: u64, _: u64) {}
     fn stored(&self, _: &str, _: u64, _: u64) {}
+}
+
+/// Progress as log lines, one when a layer starts and one when it is stored (the daemon's:
+/// a create or update that pulls shows in its log layer by layer).
+pub struct LogPullProgress<'a> {
+    pub image: &'a str,
+}
+impl PullProgress for LogPullProgress<'_> {
+    fn fetching(&self, digest: &str, size: u64, from: u64) {
+        tracing::info!(image = %self.image, layer = %digest, size, from, "pulling layer");
+    }
+    fn stored(&self, digest: &str, size: u64, fetched: u64) {
+        tracing::info!(image = %self.image, layer = %digest, size, fetched, "layer stored");
+    }
 }
 
 /// Pulls `name` (any spelling; normalised here) into the store: connect, plan, store.

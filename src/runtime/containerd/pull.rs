@@ -282,6 +282,7 @@ impl Containerd {
                 let end = chunk.is_none();
                 if let Some(c) = chunk {
                     fetched += c.len() as u64;
+                    progress.advanced(digest, c.len() as u64);
                     buf.extend_from_slice(&c);
                 }
                 if buf.len() >= CHUNK || (end && !buf.is_empty()) {
@@ -368,6 +369,7 @@ impl Containerd {
             },
         };
         if pull {
+            info!(image = %name, "pulling image");
             crate::image::registry::pull(self, opts, name, progress, cancel).await?;
         }
         Ok(self.resolve(name).await?)
