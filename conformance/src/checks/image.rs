@@ -150,7 +150,9 @@ pub(super) async fn docker_archive(ctx: Ctx) -> Result<()> {
 }
 
 /// A schema-1 signed manifest, written by `skopeo copy --format v2s1` into a registry on
-/// loopback, is pulled (converted to a runnable image) and serves.
+/// loopback, is pulled (converted to a runnable image) and serves. With the CLI driver
+/// `runlet image pull` pulls it; with the API driver the deployment does (the daemon pulls
+/// an image that is not in the store, as Cloud Run pulls every image).
 pub(super) async fn docker_schema_1(ctx: Ctx) -> Result<()> {
     let archive = ctx.env.archive("probe.docker.tar");
     require_file(&archive)?;
@@ -169,13 +171,18 @@ pub(super) async fn docker_schema_1(ctx: Ctx) -> Result<()> {
         &raw[..raw.len().min(200)]
     );
     let image = format!("{}/{repo}", reg.host());
-    let out = ctx.run(&["image", "pull", &image], LOAD_TIMEOUT).await?;
-    ensure!(
-        out.success(),
-        "runlet image pull {image}: {}: {}",
-        out.describe_code(),
-        out.tail(4)
-    );
+    if ctx.env.api.is_some() {
+        // Not in the store (an earlier run may have left it): the deployment must pull.
+        let _ = ctx.run(&["image", "rm", &image], LOAD_TIMEOUT).await;
+    } else {
+        let out = ctx.run(&["image", "pull", &image], LOAD_TIMEOUT).await?;
+        ensure!(
+            out.success(),
+            "runlet image pull {image}: {}: {}",
+            out.describe_code(),
+            out.tail(4)
+        );
+    }
     let served = serves_the_probe(&ctx, &image).await;
     let _ = ctx.run(&["image", "rm", &image], LOAD_TIMEOUT).await;
     served

@@ -212,7 +212,10 @@ pub(super) async fn exit_at_startup_clear_error(ctx: Ctx) -> Result<()> {
 }
 
 pub(super) async fn missing_image_clear_error(ctx: Ctx) -> Result<()> {
-    let image = format!("never-loaded-{}:v9", ctx.name());
+    // On a registry on loopback where nothing listens (port 9, discard): a runtime that
+    // pulls missing images (the API driver's daemon) fails at once, and no traffic leaves
+    // this machine.
+    let image = format!("127.0.0.1:9/never-loaded-{}:v9", ctx.name());
     let named = format!("never-loaded-{}", ctx.name());
     serve_fails_saying(&ctx, &["--image", &image], &named, "name the image").await
 }

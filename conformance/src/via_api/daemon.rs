@@ -65,8 +65,9 @@ impl Daemon {
             // What instances get as the service account's token (META-2).
             .args(["--token-command", &format!("echo {TOKEN}")])
             .env("RUNLET_LOG", "info")
-            // Nothing is pulled: the suite's images are loaded from archives.
-            .env("RUNLET_PULL", "never")
+            // The suite's images are loaded from archives; an image not in the store is
+            // pulled, as Cloud Run pulls (IMG-2's schema 1, from a registry on loopback).
+            .args(["--pull", "missing"])
             .env("NO_COLOR", "1")
             .env_remove(crate::selftest::BREAK_VAR)
             .stdin(Stdio::null())
