@@ -2,7 +2,7 @@
 # Installs what runlet needs from Debian packages, only what is missing.
 set -euo pipefail
 # runsc: gVisor, for `--execution-environment gen1` (src/runtime/gvisor.rs, tests/gen1.rs).
-pkgs=(containerd runc runsc protobuf-compiler libprotobuf-dev containernetworking-plugins iptables busybox-static curl iproute2 ca-certificates docker-registry skopeo)
+pkgs=(containerd runc runsc protobuf-compiler libprotobuf-dev containernetworking-plugins iptables busybox-static curl iproute2 ca-certificates docker-registry skopeo apache2-utils openssl)
 need=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")

@@ -1,25 +1,23 @@
 //! `runlet image pull` (and `--pull` on `serve` / `job execute`) against real registries:
 //! Debian's `docker-registry` (the CNCF distribution registry), started per test on a free
 //! loopback port with its own config and storage, and filled with `skopeo`.
-//! Needs `docker-registry` and `skopeo` (deploy/install-deps.sh); under CI their absence is
-//! a failure, elsewhere the tests skip.
+//! Needs `docker-registry`, `skopeo`, `htpasswd` and `openssl` (deploy/install-deps.sh);
+//! their absence is a failure.
 // These tests wait on separate processes by the wall clock: std's Instant is right here.
 #![allow(clippy::disallowed_types)]
 
 mod common;
+mod registry_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{env, free_port, Env};
-
-/// A `docker-registry` on 127.0.0.1, removed (process and storage) when dropped.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+use common::daemon::{fresh_state, service_with_image, Daemon, Launch};
+use common::{env, Env};
+use registry_support::{
+    basic, htpasswd, random_image, ConnectProxy, Registry, Relay, Tls, TokenKey, TokenServer,
+};
 
 /// Whether a program is on PATH.
 fn have(program: &str) -> bool {
@@ -31,129 +29,35 @@ fn have(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The test environment with the registry tools, or `None` (skip) outside CI.
-fn registry_env() -> Option<Env> {
+/// The test environment, held by one test at a time: the tests share blobs (the probe's)
+/// and one test's `image rm` collects what it no longer references, which a concurrent
+/// pull of another may have just found present.
+struct Serial {
+    env: Env,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Serial {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.env
+    }
+}
+
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The test environment (`None` where containerd's is not set up, outside CI); a registry
+/// tool that is missing fails the test.
+fn registry_env() -> Option<Serial> {
     let env = env()?;
-    for tool in ["docker-registry", "skopeo"] {
-        if !have(tool) {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "CI is set but {tool} is not installed (deploy/install-deps.sh installs it)"
-                );
-            }
-            eprintln!("SKIPPED: {tool} is not installed (deploy/install-deps.sh installs it)");
-            return None;
-        }
-    }
-    Some(env)
-}
-
-impl Registry {
-    /// Starts a plain-HTTP registry; `extra` is appended to its YAML config.
-    fn start(extra: &str) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
-            dir.path().join("storage").display()
-        );
-        let path = dir.path().join("config.yml");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let r = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        r
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The `data` files of the blobs in the registry's storage.
-    fn blobs(&self) -> Vec<PathBuf> {
-        let root = self
-            ._dir
-            .path()
-            .join("storage/docker/registry/v2/blobs/sha256");
-        let mut out = Vec::new();
-        for prefix in std::fs::read_dir(&root).unwrap() {
-            for blob in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
-                out.push(blob.unwrap().path().join("data"));
-            }
-        }
-        out
-    }
-
-    /// `skopeo copy SRC docker://HOST/DEST` (plain HTTP).
-    fn push(&self, src: &str, dest: &str, extra: &[&str]) {
-        let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .args(extra)
-            .arg(src)
-            .arg(format!("docker://{}/{dest}", self.host()))
-            .output()
-            .expect("run skopeo");
+    for tool in ["docker-registry", "skopeo", "htpasswd", "openssl"] {
         assert!(
-            out.status.success(),
-            "skopeo copy {src} {dest}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            have(tool),
+            "{tool} is not installed (deploy/install-deps.sh installs it)"
         );
     }
-
-    /// The manifest a tag resolves to, as the registry serves it.
-    fn raw(&self, repo_tag: &str) -> String {
-        let out = Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false", "--raw"])
-            .arg(format!("docker://{}/{repo_tag}", self.host()))
-            .output()
-            .expect("run skopeo");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The digest a tag resolves to, as skopeo reads it.
-    fn digest(&self, repo_tag: &str) -> String {
-        let out = Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false", "--raw"])
-            .arg(format!("docker://{}/{repo_tag}", self.host()))
-            .output()
-            .expect("run skopeo");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        use sha2::Digest;
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&out.stdout)))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    Some(Serial { env, _turn: turn })
 }
 
 fn archive(env: &Env, name: &str) -> PathBuf {
@@ -474,6 +378,412 @@ fn a_tampered_blob_is_refused_as_a_digest_mismatch_and_nothing_is_created() {
     );
     assert!(!images(&env).contains(&name), "{}", images(&env));
     // The ingest was aborted: no partial write is left behind.
+    let active = env.ctr(&["content", "active"]);
+    assert!(!active.contains("runlet-pull-"), "{active}");
+}
+
+#[test]
+fn the_daemon_pulls_a_missing_image_when_a_service_or_job_is_created() {
+    let Some(env) = registry_env() else { return };
+    let reg = Registry::start("");
+    reg.push(
+        &docker_archive(&archive(&env, "probe.docker.tar")),
+        "walk-daemon-pull/probe:v1",
+        &[],
+    );
+    let name = format!("{}/walk-daemon-pull/probe:v1", reg.host());
+    let missing = format!("{}/walk-daemon-pull/probe:nope", reg.host());
+    runlet(&env, &["image", "rm", &name]);
+    let env = fresh_state(&env, "pull");
+    let d = Daemon::launch(
+        &env,
+        Launch {
+            extra: &["--pull", "missing"],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|f| panic!("runlet daemon did not start: {f:?}"));
+
+    // A service: the deployment pulls the image (its log shows each layer), then serves.
+    d.deploy("walk-daemon-pull", &service_with_image(&name, &[]));
+    assert_eq!(d.report("walk-daemon-pull")["probe"], "server");
+    assert!(images(&env).contains(&name), "{}", images(&env));
+    let log = d.output();
+    assert!(
+        log.contains("pulling image") && log.contains("layer stored"),
+        "{log}"
+    );
+    // A tag the registry does not have: the operation fails naming the image, the
+    // registry and its answer.
+    let done = d.wait(&d.create("walk-daemon-missing", &service_with_image(&missing, &[])));
+    let message = done["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&missing) && message.contains(&reg.host()) && message.contains("404"),
+        "{done}"
+    );
+
+    // A job: created once its image is pulled.
+    runlet(&env, &["image", "rm", &name]);
+    d.cli_ok(
+        &env,
+        &["jobs", "create", "walk-daemon-job", "--image", &name],
+    );
+    assert!(images(&env).contains(&name), "{}", images(&env));
+    let (code, out, err) = d.cli(
+        &env,
+        &[
+            "jobs",
+            "create",
+            "walk-daemon-job-missing",
+            "--image",
+            &missing,
+        ],
+    );
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains(&missing) && err.contains("not found") && err.contains(&reg.host()),
+        "{err}"
+    );
+    // ...and not created.
+    let (code, out, err) = d.cli(&env, &["jobs", "describe", "walk-daemon-job-missing"]);
+    assert_ne!(code, Some(0), "{out}{err}");
+
+    d.wait_ok(&d.delete("walk-daemon-pull"));
+    d.wait(&d.delete("walk-daemon-missing"));
+    d.cli_ok(&env, &["jobs", "delete", "walk-daemon-job"]);
+    drop(d);
+    runlet(&env, &["image", "rm", &name]);
+    env.assert_nothing_left("walk-daemon");
+}
+
+/// `runlet ARGS` with a home of its own (`home`, for `~/.docker/config.json`), no
+/// credentials or proxies from this process's environment but `vars`, and debug logs (so
+/// that a credential logged anywhere would show): (exit code, stdout, stderr).
+fn runlet_as(
+    env: &Env,
+    home: &Path,
+    vars: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let mut c = env.runlet();
+    for v in [
+        "DOCKER_CONFIG",
+        "REGISTRY_AUTH_FILE",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("HOME", home)
+        .env("RUNLET_LOG", "debug")
+        .envs(vars.iter().copied());
+    let out = c.args(args).output().expect("run runlet");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Fails if `secret` shows anywhere in `outputs`.
+fn assert_not_leaked(secret: &str, outputs: &[String]) {
+    for o in outputs {
+        assert!(!o.contains(secret), "a credential was printed:\n{o}");
+    }
+}
+
+/// A docker config / containers-auth.json with one `auths` entry.
+fn auth_json(host: &str, user: &str, password: &str) -> String {
+    serde_json::json!({"auths": {host: {"auth": basic(user, password)}}}).to_string()
+}
+
+#[test]
+fn a_tls_registry_with_basic_auth_takes_credentials_from_every_place_runlet_looks() {
+    let Some(env) = registry_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::new(dir.path());
+    let (user, password) = ("walker", "pw-9f2Kq-basic");
+    let reg = Registry::start_with(&tls.http_config(), &htpasswd(dir.path(), user, password));
+    let creds = format!("{user}:{password}");
+    reg.push(
+        &docker_archive(&archive(&env, "probe.docker.tar")),
+        "walk-tls/probe:v1",
+        &["--dest-creds", &creds],
+    );
+    let host = reg.host();
+    let name = format!("{host}/walk-tls/probe:v1");
+    let ca = tls.ca.to_str().unwrap().to_string();
+    let mut outputs = Vec::new();
+    let home = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(&auth_file, auth_json(&host, user, password)).unwrap();
+    let auth_path = auth_file.to_str().unwrap();
+
+    // No credentials anywhere: refused, naming the registry and where runlet looked.
+    let (code, out, err) = runlet_as(
+        &env,
+        home.path(),
+        &[],
+        &["image", "pull", &name, "--registry-ca", &ca],
+    );
+    assert_ne!(code, Some(0), "{out}{err}");
+    let config = home.path().join(".docker/config.json");
+    assert!(
+        err.contains(&host)
+            && err.contains("credentials looked for in")
+            && err.contains("REGISTRY_AUTH_FILE")
+            && err.contains(config.to_str().unwrap()),
+        "{err}"
+    );
+    outputs.extend([out, err]);
+
+    // --registry-auth-file, then REGISTRY_AUTH_FILE.
+    for (vars, flag) in [
+        (vec![], vec!["--registry-auth-file", auth_path]),
+        (vec![("REGISTRY_AUTH_FILE", auth_path)], vec![]),
+    ] {
+        let mut args = vec!["image", "pull", &name, "--registry-ca", &ca];
+        args.extend(flag);
+        let (code, out, err) = runlet_as(&env, home.path(), &vars, &args);
+        assert_eq!(code, Some(0), "{vars:?}: {out}{err}");
+        assert!(out.contains(&format!("Pulled {name}")), "{out}");
+        outputs.extend([out, err]);
+    }
+
+    // ~/.docker/config.json `auths`.
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, auth_json(&host, user, password)).unwrap();
+    let (code, out, err) = runlet_as(
+        &env,
+        home.path(),
+        &[],
+        &["image", "pull", &name, "--registry-ca", &ca],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    outputs.extend([out, err]);
+
+    // `credHelpers`: docker-credential-runlet-test on PATH, asked with the registry on stdin.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let asked = dir.path().join("helper-asked");
+    let helper = bin.join("docker-credential-runlet-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread -r server\necho \"$server\" >> {}\n[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}\\n' \"$server\"\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &config,
+        serde_json::json!({"credHelpers": {host.clone(): "runlet-test"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (code, out, err) = runlet_as(
+        &env,
+        home.path(),
+        &[("PATH", &path)],
+        &["image", "pull", &name, "--registry-ca", &ca],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(&asked).unwrap_or_default().trim(),
+        host,
+        "the helper was asked for the registry"
+    );
+    outputs.extend([out, err]);
+
+    // A wrong password: refused, naming the registry and the file the credentials came from.
+    runlet(&env, &["image", "rm", &name]);
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, auth_json(&host, user, "not-the-password")).unwrap();
+    let (code, out, err) = runlet_as(
+        &env,
+        home.path(),
+        &[],
+        &[
+            "image",
+            "pull",
+            &name,
+            "--registry-ca",
+            &ca,
+            "--registry-auth-file",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains(&host) && err.contains("refused") && err.contains(wrong.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-password"), "{err}");
+    assert!(!images(&env).contains(&name), "{}", images(&env));
+
+    assert_not_leaked(password, &outputs);
+    assert_not_leaked(&basic(user, password), &outputs);
+}
+
+#[test]
+fn the_bearer_token_flow_pulls_and_no_credential_or_token_is_printed() {
+    let Some(env) = registry_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = TokenKey::new(dir.path());
+    let (user, password) = ("walker", "pw-7Hx2-bearer");
+    let token = key.jwt("walk-bearer/probe");
+    let server = TokenServer::start(user, password, token.clone());
+    let reg = Registry::start_with("", &key.registry_config(&server.realm()));
+    let creds = format!("{user}:{password}");
+    reg.push(
+        &docker_archive(&archive(&env, "probe.docker.tar")),
+        "walk-bearer/probe:v1",
+        &["--dest-creds", &creds],
+    );
+    let host = reg.host();
+    let name = format!("{host}/walk-bearer/probe:v1");
+    let home = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(&auth_file, auth_json(&host, user, password)).unwrap();
+    server.requests.lock().unwrap().clear();
+
+    let (code, out, err) = runlet_as(
+        &env,
+        home.path(),
+        &[],
+        &[
+            "image",
+            "pull",
+            &name,
+            "--registry-auth-file",
+            auth_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(&format!("Pulled {name}")), "{out}");
+    let asked = server.requests.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|r| r.authorized
+            && (r
+                .query
+                .contains("scope=repository%3Awalk-bearer%2Fprobe%3Apull")
+                || r.query.contains("scope=repository:walk-bearer/probe:pull"))),
+        "the token server was asked for pull on the repository: {asked:?}"
+    );
+    let outputs = vec![out, err];
+
+    // Without credentials the token server says no: refused, naming the registry.
+    runlet(&env, &["image", "rm", &name]);
+    let (code, out, err) = runlet_as(&env, home.path(), &[], &["image", "pull", &name]);
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains(&host) && err.contains("credentials looked for in"),
+        "{err}"
+    );
+    assert!(!images(&env).contains(&name), "{}", images(&env));
+
+    assert_not_leaked(password, &outputs);
+    assert_not_leaked(&basic(user, password), &outputs);
+    // The JWT's signature part (its header and claims are not secret).
+    let signature = token.rsplit('.').next().unwrap();
+    assert_not_leaked(signature, &outputs);
+    assert_not_leaked(signature, &[out, err]);
+}
+
+#[test]
+fn https_proxy_carries_the_pull_and_no_proxy_bypasses_it() {
+    let Some(env) = registry_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::new(dir.path());
+    let reg = Registry::start_with(&tls.http_config(), "");
+    reg.push(
+        &docker_archive(&archive(&env, "probe.docker.tar")),
+        "walk-proxy/probe:v1",
+        &[],
+    );
+    let host = reg.host();
+    let name = format!("{host}/walk-proxy/probe:v1");
+    let ca = tls.ca.to_str().unwrap().to_string();
+    let proxy = ConnectProxy::start();
+    let url = proxy.url();
+    let home = tempfile::tempdir().unwrap();
+    let pull = ["image", "pull", &name, "--registry-ca", &ca];
+
+    let (code, out, err) = runlet_as(&env, home.path(), &[("HTTPS_PROXY", &url)], &pull);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let through = proxy.targets.lock().unwrap().clone();
+    assert!(
+        !through.is_empty() && through.iter().all(|t| *t == format!("CONNECT {host}")),
+        "every connection went through the proxy to the registry: {through:?}"
+    );
+
+    proxy.targets.lock().unwrap().clear();
+    let (code, out, err) = runlet_as(
+        &env,
+        home.path(),
+        &[("HTTPS_PROXY", &url), ("NO_PROXY", "127.0.0.1")],
+        &pull,
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let through = proxy.targets.lock().unwrap().clone();
+    assert!(through.is_empty(), "NO_PROXY bypasses it: {through:?}");
+    runlet(&env, &["image", "rm", &name]);
+}
+
+#[test]
+fn a_pull_killed_half_way_resumes_and_fetches_less_the_second_time() {
+    let Some(env) = registry_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    const LAYER: usize = 24 << 20;
+    let src = random_image(dir.path(), "v1", &[LAYER]);
+    let reg = Registry::start("");
+    reg.push(&src, "walk-resume/random:v1", &[]);
+    // Pulled through a relay that sends slowly, so the pull can be killed half-way.
+    let relay = Relay::start(reg.port);
+    let name = format!("127.0.0.1:{}/walk-resume/random:v1", relay.port);
+    let mut child = env
+        .runlet()
+        .args(["image", "pull", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run runlet");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relay.down.load(std::sync::atomic::Ordering::SeqCst) < (LAYER / 2) as u64 {
+        assert!(Instant::now() < deadline, "the pull did not get going");
+        assert!(child.try_wait().unwrap().is_none(), "the pull ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first = relay.down.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(!images(&env).contains(&name), "{}", images(&env));
+
+    relay.slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    relay.down.store(0, std::sync::atomic::Ordering::SeqCst);
+    let (code, out, err) = runlet(&env, &["image", "pull", &name]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(err.contains("resuming at"), "{err}");
+    let second = relay.down.load(std::sync::atomic::Ordering::SeqCst);
+    // What the killed pull had handed to containerd is not fetched again (less what was
+    // still buffered in runlet when it was killed: a few MiB at most).
+    assert!(
+        second + (4 << 20) < LAYER as u64,
+        "the second pull fetched {second} bytes of a {LAYER}-byte layer ({first} came before the kill)"
+    );
+    let (code, _, err) = runlet(&env, &["image", "rm", &name]);
+    assert_eq!(code, Some(0), "{err}");
     let active = env.ctr(&["content", "active"]);
     assert!(!active.contains("runlet-pull-"), "{active}");
 }
