@@ -47,8 +47,10 @@ pub async fn run(global: &GlobalArgs, cmd: &ImageCommand) -> Result<i32> {
                 // clippy.toml bans std::time::Instant for virtual time; a wall-clock
                 // duration for the summary is what is wanted here.
                 let started = std::time::SystemTime::now();
-                let pulled =
-                    registry::pull(&c, &opts, &name, &LinePrinter { quiet }, &cancel).await?;
+                let progress = PullOutput::new(quiet);
+                let pulled = registry::pull(&c, &opts, &name, progress.sink(), &cancel).await;
+                progress.finish();
+                let pulled = pulled?;
                 let took = started.elapsed().unwrap_or_default();
                 println!(
                     "Pulled {}: {} in {:.1}s ({} fetched), digest {}",
@@ -145,17 +147,51 @@ fn interrupt_token() -> CancellationToken {
 /// time), with a pull's progress on stderr. For `serve` and `job execute`.
 pub async fn resolve_or_pull(c: &Containerd, name: &str, args: &PullArgs) -> Result<ImageInfo> {
     let cancel = interrupt_token();
-    Ok(c.resolve_or_pull(
-        name,
-        args.pull,
-        &args.registry.options(),
-        &LinePrinter { quiet: false },
-        &cancel,
-    )
-    .await?)
+    let progress = PullOutput::new(false);
+    let image = c
+        .resolve_or_pull(
+            name,
+            args.pull,
+            &args.registry.options(),
+            progress.sink(),
+            &cancel,
+        )
+        .await;
+    progress.finish();
+    Ok(image?)
 }
 
-/// A pull's progress: one line per layer, on stderr.
+/// Where a pull's progress goes: bars on a terminal, one line per layer otherwise.
+enum PullOutput {
+    Bars(super::pull_bars::Bars),
+    Lines(LinePrinter),
+}
+
+impl PullOutput {
+    fn new(quiet: bool) -> PullOutput {
+        use std::io::IsTerminal;
+        if !quiet && std::io::stderr().is_terminal() {
+            PullOutput::Bars(super::pull_bars::Bars::new())
+        } else {
+            PullOutput::Lines(LinePrinter { quiet })
+        }
+    }
+
+    fn sink(&self) -> &dyn PullProgress {
+        match self {
+            PullOutput::Bars(b) => b,
+            PullOutput::Lines(l) => l,
+        }
+    }
+
+    fn finish(&self) {
+        if let PullOutput::Bars(b) = self {
+            b.finish();
+        }
+    }
+}
+
+/// A pull's progress off a terminal: one line per layer, on stderr.
 struct LinePrinter {
     quiet: bool,
 }

@@ -20,6 +20,7 @@ pub mod image;
 pub mod job;
 pub mod jobs;
 pub mod print;
+pub mod pull_bars;
 pub mod revisions;
 pub mod secrets;
 pub mod serve;

@@ -75,6 +75,24 @@ fn certificates(opts: &RegistryOptions) -> Result<Vec<Certificate>, RegistryErro
         .collect()
 }
 
+/// Whether `e` is a TLS handshake that failed on the server's certificate (rustls's
+/// `InvalidCertificate`), as opposed to no TLS server at all.
+fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>());
+        let direct = err.downcast_ref::<rustls::Error>();
+        if let Some(rustls::Error::InvalidCertificate(_)) = direct.or(inner) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 impl Remote {
     /// Connects to the registry of `name` (a normalised reference) for `op`.
     pub async fn connect(
@@ -112,7 +130,18 @@ impl Remote {
                     .timeout(Duration::from_secs(5))
                     .send()
                     .await;
-                probe.is_ok()
+                match probe {
+                    Ok(_) => true,
+                    // It speaks TLS with a certificate runlet does not trust: say so,
+                    // rather than fall back to plain HTTP and fail on what that answers.
+                    Err(e) if certificate_refused(&e) => {
+                        return Err(transport(format!(
+                            "TLS: {} (a registry with a private CA: --registry-ca FILE)",
+                            crate::util::Chain(&e)
+                        )))
+                    }
+                    Err(_) => false,
+                }
             }
         };
         let scheme = if https { "https" } else { "http" };
