@@ -13,6 +13,8 @@
 # 6. The daemon: RSS per idle service (50 at min-instances 0), deploy → first 200 beside
 #    `runlet serve`'s start → first 200, Host-routed data path beside serve's single route.
 # 7. Pub/Sub trigger: message published → task container started (median of 20).
+# 8. Registry pull of a 240 MiB, 5-layer image from a registry on loopback, cold and warm:
+#    runlet against `ctr image pull --plain-http` and `skopeo copy` to an OCI directory.
 # soak (only when named: BENCH_SECTIONS=soak, 10 min; BENCH_SOAK_SECONDS changes it): a mixed
 #    load at 80% of the measured capacity, runlet's RSS and fds every 10 s. Its result is
 #    copied by hand into docs/benchmarks.md's history part.
@@ -86,7 +88,7 @@ tck=$(getconf CLK_TCK)
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-sections=${BENCH_SECTIONS:-datapath cold scale jobs instructions daemon pubsub}
+sections=${BENCH_SECTIONS:-datapath cold scale jobs instructions daemon pubsub pull}
 want() { [[ " $sections " == *" $1 "* ]]; }
 
 # ---- 1. data path ------------------------------------------------------------------------
@@ -601,6 +603,85 @@ sorted=$(printf '%s\n' "${trig_ms[@]}" | sort -n)
   echo
   echo "Most of it is the idle poll (uniform over 0-2 s at the cap); the rest is the pull, the"
   echo "execution's record, and the task's sandbox and container start (section 4's per-task cost)."
+  echo
+} >>"$out"
+fi
+# ---- 8. registry pull ----------------------------------------------------------------------
+# A 5-layer image of 5 x 48 MiB random bytes (gzip, so about 240 MiB on the wire) in Debian's
+# docker-registry on loopback (plain HTTP), pulled with a cold store (the image removed and
+# its blobs collected in every namespace) by runlet, by containerd's own client (`ctr image
+# pull --plain-http`, which also unpacks) and by `skopeo copy` to an OCI directory (no
+# unpack); three runs each, interleaved. Warm: `runlet image pull` again with every blob and
+# snapshot present.
+if want pull; then
+preg=$run/pull-registry
+rm -rf "$preg"; mkdir -p "$preg"
+python3 - "$preg/oci" <<'PY'
+import gzip, hashlib, io, json, os, sys, tarfile
+root = sys.argv[1]; blobs = os.path.join(root, "blobs", "sha256"); os.makedirs(blobs)
+def put(b):
+    h = hashlib.sha256(b).hexdigest(); open(os.path.join(blobs, h), "wb").write(b); return "sha256:" + h, len(b)
+layers, diffs = [], []
+for i in range(5):
+    data = os.urandom(48 << 20); raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as t:
+        ti = tarfile.TarInfo("layer-%d.bin" % i); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+    raw = raw.getvalue(); diffs.append("sha256:" + hashlib.sha256(raw).hexdigest())
+    layers.append(put(gzip.compress(raw, 1)))
+cfg = put(json.dumps({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diffs}}).encode())
+man = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg[0], "size": cfg[1]},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n} for d, n in layers]}).encode())
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man[0], "size": man[1],
+    "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}, open(os.path.join(root, "index.json"), "w"))
+open(os.path.join(root, "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}')
+PY
+rport=18500
+printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$preg/storage" "$rport" > "$preg/config.yml"
+docker-registry serve "$preg/config.yml" >"$preg/registry.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$rport/v2/" >/dev/null && break; sleep 0.1; done
+skopeo copy --quiet --dest-tls-verify=false "oci:$preg/oci:v1" "docker://127.0.0.1:$rport/bench/big:v1"
+img=127.0.0.1:$rport/bench/big:v1
+wire=$(du -cb "$preg"/oci/blobs/sha256/* | tail -1 | cut -f1)
+CTRP="ctr -a $sock -n bench-pull"
+cold() { # every copy of the image gone, its blobs and snapshots collected
+  $R image rm "$img" >/dev/null 2>&1 || true
+  $CTRP images rm --sync "$img" >/dev/null 2>&1 || true
+  rm -rf "$preg/skopeo"
+  if $CTR content ls -q | grep -qf <(ls "$preg/oci/blobs/sha256"); then echo "pull bench: blobs left in the store" >&2; exit 1; fi
+}
+secs() { python3 -c "print('%.2f' % ($2 - $1))"; }
+timed() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(date +%s.%N); secs "$t0" "$t1"; }
+p_runlet=() p_ctr=() p_skopeo=() p_warm=() p_ctr_warm=()
+for i in 1 2 3; do
+  cold; p_runlet+=("$(timed $R image pull --quiet "$img")")
+  for _ in 1 2 3; do p_warm+=("$(timed $R image pull --quiet "$img")"); done
+  cold; p_ctr+=("$(timed $CTRP image pull --plain-http "$img")")
+  p_ctr_warm+=("$(timed $CTRP image pull --plain-http "$img")")
+  cold; p_skopeo+=("$(timed skopeo copy --quiet --src-tls-verify=false "docker://$img" "oci:$preg/skopeo:v1")")
+done
+cold
+pr=$(median "${p_runlet[@]}") pc=$(median "${p_ctr[@]}") ps=$(median "${p_skopeo[@]}")
+pw=$(median "${p_warm[@]}") pcw=$(median "${p_ctr_warm[@]}")
+{
+  echo "## 8. Registry pull: a 5-layer, $((wire >> 20)) MiB image from a registry on loopback"
+  echo
+  echo "Debian's docker-registry on 127.0.0.1 (plain HTTP), five gzip layers of 48 MiB random bytes."
+  echo "Cold: the image removed and its blobs and snapshots collected in every namespace before"
+  echo "each run. runlet and ctr fetch, verify, store and unpack (overlayfs); skopeo only fetches"
+  echo "and writes an OCI directory. Three runs each, interleaved; wall-clock seconds of the"
+  echo "whole command."
+  echo
+  echo "| client | median s | runs (s) | vs ctr |"
+  echo "|---|---:|---|---:|"
+  echo "| \`runlet image pull\` | $pr | ${p_runlet[*]} | $(ratio "$pr" "$pc") |"
+  echo "| \`ctr image pull --plain-http\` | $pc | ${p_ctr[*]} | 1.00 |"
+  echo "| \`skopeo copy\` to an OCI dir | $ps | ${p_skopeo[*]} | $(ratio "$ps" "$pc") |"
+  echo
+  echo "Warm (every blob and snapshot present; the manifest and config are fetched again):"
+  echo "\`runlet image pull\` median $pw s (runs: ${p_warm[*]}); \`ctr image pull\` median $pcw s (runs: ${p_ctr_warm[*]})."
+  echo "A command's time includes its process start and its containerd connection."
   echo
 } >>"$out"
 fi
