@@ -256,7 +256,12 @@ fn containerd_restarted_while_serving_loses_no_request_and_runlet_carries_on() {
         let now = netns_ids(name);
         now.len() == 2 && now.iter().all(|id| !before.contains(id))
     });
-    assert!(replaced, "not replaced: {:?}\n{}", netns_ids(name), s.output());
+    assert!(
+        replaced,
+        "not replaced: {:?}\n{}",
+        netns_ids(name),
+        s.output()
+    );
     let after = netns_ids(name);
     let r = s.get("/");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -649,7 +654,11 @@ fn oom_in_a_child_or_in_pid_1_ends_every_request_in_flight_with_500_at_once() {
             r.text(),
             s.output()
         );
-        assert!(r.text().contains("exceeded its memory limit"), "{}", r.text());
+        assert!(
+            r.text().contains("exceeded its memory limit"),
+            "{}",
+            r.text()
+        );
         let b_after = b_end.saturating_duration_since(t0);
         assert!(
             b.status == 500 && b_after < Duration::from_secs(5),
@@ -713,9 +722,11 @@ fn an_instance_that_never_listens_gets_its_held_request_503_at_the_startup_limit
     let ids = netns_ids(name);
     assert_eq!(ids.len(), 1, "{ids:?}");
     // The first instance goes idle and is stopped; wait past `until`.
-    wait_until("the first instance stopped", Duration::from_secs(30), || {
-        s.output().contains("instance stopped")
-    });
+    wait_until(
+        "the first instance stopped",
+        Duration::from_secs(30),
+        || s.output().contains("instance stopped"),
+    );
     while std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -781,7 +792,11 @@ fn a_second_serve_of_the_same_name_leaves_the_first_ones_instances_alone() {
     );
     let b = hostname(&second.get("/"));
     assert!(!b.is_empty() && b != a, "{a} {b}");
-    assert_eq!(hostname(&first.get("/")), a, "the first's instance serves on");
+    assert_eq!(
+        hostname(&first.get("/")),
+        a,
+        "the first's instance serves on"
+    );
     let (status, out) = second.interrupt();
     assert!(status.success(), "{out}");
     let r = first.get("/");

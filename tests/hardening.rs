@@ -281,6 +281,10 @@ fn the_state_dir_is_made_private_and_a_loose_one_tightened() {
     std::fs::set_permissions(&env.state_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (code, err) = env.run(&["image", "ls"]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(mode(&env.state_dir), 0o700, "a 0755 state dir, after image ls");
+    assert_eq!(
+        mode(&env.state_dir),
+        0o700,
+        "a 0755 state dir, after image ls"
+    );
     env.assert_nothing_left("hard-private");
 }

@@ -96,7 +96,9 @@ pub(super) struct ConnLimit {
 /// A connection's place under the cap, given back when its last clone is dropped: the
 /// connection's task holds one, and the tunnel of an upgraded connection another.
 #[derive(Clone)]
-pub(super) struct Permit(Arc<Held>);
+pub(super) struct Permit {
+    _held: Arc<Held>,
+}
 
 struct Held {
     _permit: OwnedSemaphorePermit,
@@ -141,10 +143,12 @@ impl ConnLimit {
     /// `permit` now held by an accepted connection, until the returned value is dropped.
     pub(super) fn open(&self, permit: OwnedSemaphorePermit) -> Permit {
         self.open.inc();
-        Permit(Arc::new(Held {
-            _permit: permit,
-            open: self.open.clone(),
-        }))
+        Permit {
+            _held: Arc::new(Held {
+                _permit: permit,
+                open: self.open.clone(),
+            }),
+        }
     }
 
     fn warn(&self) {

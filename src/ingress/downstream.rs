@@ -245,8 +245,7 @@ pub(super) async fn serve_conn(
                     stall: None,
                 };
                 let io = head_timer::wrap(io, http2, HEAD_TIMEOUT);
-                return serve_with_hyper(io, bound, peer, shared, client, watcher, permit)
-                    .await;
+                return serve_with_hyper(io, bound, peer, shared, client, watcher, permit).await;
             }
             Head::Refused(refusal) => {
                 let service = shared.count_refused_head(refusal.reason());

@@ -18,12 +18,12 @@ use tracing::{info, warn, Instrument};
 
 use super::admission::{acquire, Slot};
 use super::body::{self, BoxError, ClientBody, ProxyBody};
+use super::conn_limit::Permit;
 use super::endpoint::{Death, Endpoint};
 use super::headers;
 use super::lane::Lane;
 use super::raw;
 use super::refusal::Refusal;
-use super::conn_limit::Permit;
 use super::tunnel::tunnel;
 use super::upstream::{UpstreamBody, UpstreamError};
 use super::worker::Shared;
