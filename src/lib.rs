@@ -22,4 +22,5 @@ pub mod pubsub;
 pub mod runtime;
 pub mod secrets;
 pub mod spec;
+pub mod state_dir;
 pub mod util;

@@ -187,10 +187,13 @@ impl Drop for OwnContainerd {
     }
 }
 
-/// (a) containerd restarted (`kill -9`, then started again) while `runlet serve` serves:
-/// the data path never calls containerd, so requests on the running instance, in flight
-/// across the restart and sent while containerd is away, succeed; once it is back runlet
-/// still sees its instance's exit (the wait is made again) and starts the next one.
+/// (a) containerd restarted (`kill -9`, then started again) while `runlet serve` serves
+/// two instances: the data path never calls containerd, so requests on the running
+/// instances, in flight across the restart and sent while containerd is away, succeed. Once
+/// it is back, runlet still hears of what happens to the instances it started before:
+/// a child process of one goes over the memory limit (PID 1 lives on, so only the OOM event,
+/// subscribed again, tells it: LIFE-9's 500 at once) and the other exits (its exit wait is
+/// made again); both are replaced.
 #[test]
 fn containerd_restarted_while_serving_loses_no_request_and_runlet_carries_on() {
     let Some(shared) = env() else { return };
@@ -202,41 +205,71 @@ fn containerd_restarted_while_serving_loses_no_request_and_runlet_carries_on() {
     };
     env.load("probe.oci.tar");
     let name = "ft-ctd";
-    let s = env.serve_probe(name, &[]);
-    let first = hostname(&s.get("/"));
+    let s = env.serve_probe(name, &["--memory", "128Mi", "--min-instances", "2"]);
+    wait_until("two instances", Duration::from_secs(20), || {
+        netns_ids(name).len() == 2
+    });
+    let before = netns_ids(name);
     let addr = s.listen;
     let across = std::thread::spawn(move || http(addr, "GET", "/?sleep=4000", &[], b""));
-    s.wait_probe_in_flight(2);
+    std::thread::sleep(Duration::from_millis(500));
 
     ctd.kill9();
     assert!(!ctd.answers(), "containerd is down");
     for _ in 0..5 {
         let r = s.get("/");
         assert_eq!(r.status, 200, "while containerd is down: {}", r.text());
-        assert_eq!(hostname(&r), first);
+        assert!(before.contains(&hostname(&r)), "{}", hostname(&r));
     }
     ctd.spawn();
     let r = across.join().unwrap();
     assert_eq!(r.status, 200, "in flight across the restart: {}", r.text());
 
-    // The instance exits: runlet must notice it through the new containerd and start the
-    // next instance for the next request.
+    // One instance holds a request for 8 s while a child of its server allocates 512 MiB;
+    // the other, the less loaded, gets the request that makes it exit.
+    let oom = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let r = http(addr, "GET", "/?child_alloc=512&sleep=8000", &[], b"");
+        (r, t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
     let _ = s.get("/?exit=3");
+    let mut missed = Vec::new();
+    let (r, took) = oom.join().unwrap();
+    if !(r.status == 500 && took < Duration::from_secs(5)) {
+        missed.push(format!(
+            "a child's OOM kill: {} after {took:?} ({}), want 500 at once",
+            r.status,
+            r.text().trim()
+        ));
+    }
+    if !s.wait_for_output("exited while serving", Duration::from_secs(20)) {
+        missed.push("the instance's exit was not seen".to_string());
+    }
     assert!(
-        s.wait_for_output("exited while serving", Duration::from_secs(20)),
-        "the exit after containerd's restart was not seen:\n{}",
+        missed.is_empty(),
+        "after containerd's restart: {missed:#?}\n{}",
         s.output()
     );
-    let mut next = String::new();
-    let started = within(Duration::from_secs(30), || {
-        let r = s.get("/");
-        next = hostname(&r);
-        r.status == 200 && next != first
+    // Both replaced (min instances 2), by instances that serve.
+    let replaced = within(Duration::from_secs(30), || {
+        let now = netns_ids(name);
+        now.len() == 2 && now.iter().all(|id| !before.contains(id))
     });
-    assert!(started, "no new instance:\n{}", s.output());
+    assert!(
+        replaced,
+        "not replaced: {:?}\n{}",
+        netns_ids(name),
+        s.output()
+    );
+    let after = netns_ids(name);
+    let r = s.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(after.contains(&hostname(&r)), "{}", hostname(&r));
     let (status, out) = s.interrupt();
     assert!(status.success(), "{out}");
-    assert_no_trace(&env, &format!("{name}-"), &[first, next], None);
+    let all: Vec<String> = before.into_iter().chain(after).collect();
+    assert_no_trace(&env, &format!("{name}-"), &all, None);
 }
 
 /// Requests in a loop from `n` threads until `stop`; counts the answers.
@@ -577,4 +610,199 @@ fn a_full_state_dir_gives_a_clear_error_and_nothing_half_written() {
     let (status, out) = s.interrupt();
     assert!(status.success(), "{out}");
     assert_no_trace(&env, &format!("{name}-"), &ids, None);
+}
+
+/// (h) Out of memory in a child process, then in PID 1 (LIFE-9). Either way the instance is
+/// cut off at once: the request that went over the limit and one in flight beside it end
+/// with 500 well inside the 10 s SIGTERM grace (the probe ignores SIGTERM, so only a kill
+/// without grace ends them in time), the next request gets a new instance, and nothing of
+/// the killed ones is left.
+#[test]
+fn oom_in_a_child_or_in_pid_1_ends_every_request_in_flight_with_500_at_once() {
+    let Some(env) = probe_env() else { return };
+    let name = "ft-oom";
+    let s = env.serve_probe(
+        name,
+        &[
+            "--memory",
+            "128Mi",
+            "--set-env-vars",
+            "PROBE_IGNORE_SIGTERM=1",
+        ],
+    );
+    let mut killed = Vec::new();
+    for (case, path) in [
+        ("a child", "/?child_alloc=512&sleep=8000"),
+        ("PID 1", "/?alloc=512"),
+    ] {
+        let id = hostname(&s.get("/"));
+        assert!(!id.is_empty() && !killed.contains(&id), "{case}: {id}");
+        let addr = s.listen;
+        let beside = std::thread::spawn(move || {
+            let r = http(addr, "GET", "/?sleep=8000", &[], b"");
+            (r, Instant::now())
+        });
+        s.wait_probe_in_flight(2);
+        let t0 = Instant::now();
+        let r = s.get(path);
+        let took = t0.elapsed();
+        let (b, b_end) = beside.join().unwrap();
+        assert!(
+            r.status == 500 && took < Duration::from_secs(5),
+            "{case} over the limit: {} after {took:?} ({})\n{}",
+            r.status,
+            r.text(),
+            s.output()
+        );
+        assert!(
+            r.text().contains("exceeded its memory limit"),
+            "{}",
+            r.text()
+        );
+        let b_after = b_end.saturating_duration_since(t0);
+        assert!(
+            b.status == 500 && b_after < Duration::from_secs(5),
+            "{case}: the request beside it: {} {b_after:?} after ({})",
+            b.status,
+            b.text()
+        );
+        assert!(
+            s.wait_for_output("OOM-killed", Duration::from_secs(5)),
+            "{}",
+            s.output()
+        );
+        killed.push(id);
+    }
+    let r = s.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let next = hostname(&r);
+    assert!(!killed.contains(&next), "{next} was killed: {killed:?}");
+    let (status, out) = s.interrupt();
+    assert!(status.success(), "{out}");
+    assert_eq!(out.matches("OOM-killed").count(), 2, "{out}");
+    killed.push(next);
+    assert_no_trace(&env, &format!("{name}-"), &killed, None);
+}
+
+/// (i) An instance that never listens, started while the service serves (its first
+/// instance listened; the next ones do not). The 4-minute start-up limit is shortened with
+/// `--startup-timeout 3s` (the same code path; the default 240 s is checked under paused
+/// time in `control::service::instance`): the request held for it gets 503 once the limit
+/// passes, without containerd's text; the log says why; the next start waits (backoff),
+/// and nothing of the failed instances is left.
+#[test]
+fn an_instance_that_never_listens_gets_its_held_request_503_at_the_startup_limit() {
+    let Some(env) = env() else { return };
+    env.load("busybox.oci.tar");
+    let name = "ft-deaf";
+    // Instances started before `until` listen; later ones never do.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let until = now + 8;
+    let script = format!(
+        "^@^-c@trap 'exit 0' TERM; if [ $(date +%s) -lt {until} ]; then httpd -f -p 8080 & wait; fi; \
+         echo never listening; while :; do sleep 1; done"
+    );
+    let s = env.serve(&[
+        "--service",
+        name,
+        "--image",
+        "busybox",
+        "--startup-timeout",
+        "3s",
+        "--idle-timeout",
+        "1s",
+        "--command",
+        "/bin/sh",
+        "--args",
+        &script,
+    ]);
+    let ids = netns_ids(name);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    // The first instance goes idle and is stopped; wait past `until`.
+    wait_until(
+        "the first instance stopped",
+        Duration::from_secs(30),
+        || s.output().contains("instance stopped"),
+    );
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        <= until
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t0 = Instant::now();
+    let r = s.get("/");
+    let took = t0.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(10),
+        "answered after {took:?}"
+    );
+    assert!(
+        r.text().contains("could not start") && !r.text().contains("8080"),
+        "the body is generic: {}",
+        r.text()
+    );
+    assert!(
+        s.wait_for_output(
+            "did not listen on port 8080 within 3 s",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        s.output()
+    );
+    // In the backoff the next request is told at once.
+    let t0 = Instant::now();
+    let r = s.get("/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let (status, out) = s.interrupt();
+    assert!(status.success(), "{out}");
+    assert_no_trace(&env, &format!("{name}-"), &ids, None);
+}
+
+/// (j) Two `runlet serve` of one service name side by side (each on its own port): the
+/// second's start-up cleanup leaves the first's live instance alone (its owner, the first
+/// process, runs: `control::owner`), each serves from its own instance, and stopping one
+/// leaves the other serving.
+#[test]
+fn a_second_serve_of_the_same_name_leaves_the_first_ones_instances_alone() {
+    let Some(env) = probe_env() else { return };
+    let name = "ft-twice";
+    let first = env.serve_probe(name, &["--min-instances", "1"]);
+    let a = hostname(&first.get("/"));
+    let second = env.serve_probe(name, &[]);
+    assert!(
+        second.wait_for_output(
+            "leaving a container of the same service name",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        second.output()
+    );
+    assert!(
+        !second.output().contains("an earlier runlet left behind"),
+        "{}",
+        second.output()
+    );
+    let b = hostname(&second.get("/"));
+    assert!(!b.is_empty() && b != a, "{a} {b}");
+    assert_eq!(
+        hostname(&first.get("/")),
+        a,
+        "the first's instance serves on"
+    );
+    let (status, out) = second.interrupt();
+    assert!(status.success(), "{out}");
+    let r = first.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(hostname(&r), a, "after the second stopped");
+    let (status, out) = first.interrupt();
+    assert!(status.success(), "{out}");
+    assert_no_trace(&env, &format!("{name}-"), &[a, b], None);
 }

@@ -263,3 +263,28 @@ fn a_clean_shutdown_with_the_private_containerd_logs_no_warning() {
         "a warning after the shutdown began:\n{after}"
     );
 }
+
+/// The state dir holds env values (job records, the daemon's store), secrets and instance
+/// files: every command makes it 0700, or tightens one found looser.
+#[test]
+fn the_state_dir_is_made_private_and_a_loose_one_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(env) = probe_env() else { return };
+    let env = env.isolated("private");
+    let _ = std::fs::remove_dir_all(&env.state_dir);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let s = env.serve_probe("hard-private", &[]);
+    assert_eq!(s.get("/").status, 200);
+    assert_eq!(mode(&env.state_dir), 0o700, "serve on a new state dir");
+    let (status, out) = s.interrupt();
+    assert!(status.success(), "{out}");
+    std::fs::set_permissions(&env.state_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, err) = env.run(&["image", "ls"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        mode(&env.state_dir),
+        0o700,
+        "a 0755 state dir, after image ls"
+    );
+    env.assert_nothing_left("hard-private");
+}

@@ -45,8 +45,12 @@ struct Input {
 pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Result<i32> {
     let input = input(args)?;
     runlet::fdlimit::raise();
-    std::fs::create_dir_all(&global.state_dir)
-        .with_context(|| format!("creating the state dir {}", global.state_dir.display()))?;
+    runlet::state_dir::prepare(&global.state_dir).with_context(|| {
+        format!(
+            "preparing the state dir {} (mode 0700)",
+            global.state_dir.display()
+        )
+    })?;
     let _lock = StateLock::acquire(&global.state_dir)?;
     let state_dir = global.state_dir.clone();
     with_containerd(global, |c| daemon(c, input, state_dir)).await?;

@@ -45,6 +45,13 @@ where
     F: FnOnce(Containerd) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    // Before anything is written to it (the private containerd's files included).
+    runlet::state_dir::prepare(&global.state_dir).map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "preparing the state dir {} (mode 0700)",
+            global.state_dir.display()
+        ))
+    })?;
     let Connection { client, embedded } = embedded::connect_or_start(
         &global.containerd_address,
         &global.state_dir,

@@ -380,6 +380,24 @@ pub(crate) mod tests {
     }
     use crate::runtime::fake::{Call, FakeRuntime, FAKE_IP};
 
+    /// A wait for the exit that breaks (containerd restarting under it) is made again, so
+    /// the exit that follows is still seen: the fault suite found the watch ending for good
+    /// (tests/faults.rs, the containerd restart).
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_exit_wait_is_made_again_and_the_exit_still_seen() {
+        let rt = Arc::new(FakeRuntime::new());
+        rt.exit_on(&[9]).await;
+        rt.started("c1", Default::default()).await;
+        rt.break_waits(3).await;
+        let (_watcher, mut exit) = watch_exit(rt.clone(), "c1".to_string());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rt.kill("c1", 9, false).await.unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some))
+            .await
+            .expect("the exit after broken waits was not seen");
+        assert_eq!(*seen.unwrap(), Some(ExitStatus { code: 137 }));
+    }
+
     /// What [`Sandbox::create`] of `id` in `dir` records, in order.
     pub(crate) fn made(id: &str, dir: &Path) -> Vec<Call> {
         vec![

@@ -6,6 +6,10 @@
 //! (`runlet_ingress_connection_limit_waits_total`); the connections open are a gauge
 //! (`runlet_ingress_connections`).
 //!
+//! A connection upgraded to a tunnel (WebSocket) keeps its place until the tunnel closes:
+//! hyper's connection future ends at the upgrade, so the tunnel holds a share of the
+//! connection's [`Permit`] (see `tunnel.rs`).
+//!
 //! The cap is `RUNLET_MAX_CONNECTIONS`, else [`default_limit`] of the open-file limit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,13 +93,19 @@ pub(super) struct ConnLimit {
     waited: IntCounter,
 }
 
-/// A connection's place under the cap, given back when dropped.
+/// A connection's place under the cap, given back when its last clone is dropped: the
+/// connection's task holds one, and the tunnel of an upgraded connection another.
+#[derive(Clone)]
 pub(super) struct Permit {
+    _held: Arc<Held>,
+}
+
+struct Held {
     _permit: OwnedSemaphorePermit,
     open: IntGauge,
 }
 
-impl Drop for Permit {
+impl Drop for Held {
     fn drop(&mut self) {
         self.open.dec();
     }
@@ -134,8 +144,10 @@ impl ConnLimit {
     pub(super) fn open(&self, permit: OwnedSemaphorePermit) -> Permit {
         self.open.inc();
         Permit {
-            _permit: permit,
-            open: self.open.clone(),
+            _held: Arc::new(Held {
+                _permit: permit,
+                open: self.open.clone(),
+            }),
         }
     }
 

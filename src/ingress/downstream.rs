@@ -41,6 +41,8 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::body::Limited;
+use super::conn_limit::Permit;
+use super::h2_deadline;
 use super::head_timer::{self, HeadTimed, Heads};
 use super::headers;
 use super::proxy::{handle, Answer, ClientRequest, REFUSAL_WRITE};
@@ -177,6 +179,7 @@ pub(super) async fn serve_conn(
     client: Arc<headers::Client>,
     stopper: Arc<Stopper>,
     watcher: hyper_util::server::graceful::Watcher,
+    permit: Permit,
 ) {
     let mut stop = stopper.watch();
     let mut inbox = Inbox {
@@ -242,7 +245,7 @@ pub(super) async fn serve_conn(
                     stall: None,
                 };
                 let io = head_timer::wrap(io, http2, HEAD_TIMEOUT);
-                return serve_with_hyper(io, bound, peer, shared, client, watcher).await;
+                return serve_with_hyper(io, bound, peer, shared, client, watcher, permit).await;
             }
             Head::Refused(refusal) => {
                 let service = shared.count_refused_head(refusal.reason());
@@ -296,18 +299,31 @@ async fn serve_with_hyper(
     shared: Arc<Shared>,
     client: Arc<headers::Client>,
     watcher: hyper_util::server::graceful::Watcher,
+    permit: Permit,
 ) {
     let for_requests = shared.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let (shared, client) = (for_requests.clone(), client.clone());
         let (heads, bound) = (heads.clone(), bound.clone());
         let in_flight = heads.arrived();
+        // A request that may become a tunnel carries the connection's place under the
+        // cap: hyper's connection future ends at the upgrade, the tunnel lives on.
+        if req.headers().contains_key(http::header::UPGRADE) {
+            req.extensions_mut().insert(permit.clone());
+        }
         async move {
             let connect = req.method() == Method::CONNECT;
+            let http2 = req.version() == http::Version::HTTP_2;
             let req = ClientRequest::Typed(req.map(|b| Either::Right(Limited::new(b))));
             let (answer, until) = handle(&shared, &client, req).await;
             bound.extend_to(until);
-            Ok::<_, Infallible>(heads.respond(connect, answer.into_typed(), in_flight))
+            let mut resp = answer.into_typed();
+            if http2 {
+                // An HTTP/2 client can stall a response through flow control alone, and
+                // hyper then polls nothing of it: freed at `until` all the same.
+                resp = resp.map(|body| h2_deadline::bound(body, until));
+            }
+            Ok::<_, Infallible>(heads.respond(connect, resp, in_flight))
         }
     });
     let conn = shared
@@ -1502,5 +1518,53 @@ mod tests {
             assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
             drop(s);
         }
+    }
+
+    /// HTTP/2: the socket keeps flowing, the client stalls the response through flow
+    /// control alone (a 1 KiB stream window it never opens again, since it never reads).
+    #[tokio::test]
+    async fn an_http2_client_that_stalls_through_flow_control_frees_its_slot_at_the_deadline() {
+        let (addr, endpoint, _stop) = configured_ingress(|c| {
+            c.timeout = Duration::from_secs(1);
+            c.concurrency = 1;
+        })
+        .await;
+        let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+        let (mut send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(1024)
+                .handshake::<_, http_body_util::Empty<Bytes>>(io)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("http://a/big")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(2), send.send_request(req))
+            .await
+            .expect("no response head")
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(endpoint.in_flight(), 1);
+        let freed = async {
+            while endpoint.in_flight() != 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(4), freed)
+            .await
+            .expect("an HTTP/2 client stalling through flow control kept its slot past the request deadline");
+        // The next request gets the slot, on this connection and on another.
+        let req = Request::get("http://a/")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(2), send.send_request(req))
+            .await
+            .expect("the connection took no other request")
+            .unwrap();
+        assert_eq!(next.status(), StatusCode::OK);
+        let (got, _) = exchange(addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "hello").await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        drop(resp);
     }
 }

@@ -595,3 +595,42 @@ async fn an_instance_marked_out_of_memory_gets_500_for_its_requests_and_its_stre
     until("every slot given back", || endpoint.in_flight() == 0).await;
     assert!(endpoint.closed.load(Ordering::SeqCst));
 }
+
+/// A WebSocket keeps its client connection counted against the connection cap for as long
+/// as the tunnel is open: hyper's connection ends at the upgrade, the connection does not.
+#[tokio::test]
+async fn an_open_websocket_counts_as_an_open_connection_until_it_closes() {
+    let a = upstream("A").await;
+    let (addr, _routes, metrics) = ingress(RouteTable::single(route("a", &a, 10))).await;
+    let mut ws = TcpStream::connect(addr).await.unwrap();
+    ws.write_all(
+        b"GET /ws-hold HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    read_until(&mut ws, "\r\n\r\nA").await;
+    // Given time to (wrongly) give its place back.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        metrics.connections.get(),
+        1,
+        "the open tunnel's connection is not counted"
+    );
+    // A plain request beside it: two open, then one again once it is closed.
+    let mut c = h1(addr).await;
+    assert_eq!(c.send("a", "/x", "").await, (StatusCode::OK, "A /x".into()));
+    assert_eq!(metrics.connections.get(), 2);
+    drop(c);
+    until("the plain connection given back", || {
+        metrics.connections.get() == 1
+    })
+    .await;
+    // The tunnel closes: its place is given back.
+    a.release.send(true).unwrap();
+    assert_eq!(rest_until_closed(&mut ws).await, "");
+    drop(ws);
+    until("the tunnel's connection given back", || {
+        metrics.connections.get() == 0
+    })
+    .await;
+}

@@ -23,7 +23,8 @@
 //! - `downstream.rs`: the client side of a connection (heads read and answered here, or the
 //!   connection handed to hyper);
 //! - `proxy.rs`: one request from its headers to its response: routed, then cut at the
-//!   request deadline;
+//!   request deadline; `h2_deadline.rs`: the same deadline for an HTTP/2 response the
+//!   client stalls through flow control;
 //! - `admission.rs`: a slot on an instance, or the wait for one (hold time, queue, demand);
 //! - `endpoint.rs`: an instance as the data path sees it, and the snapshot of them;
 //! - `upstream.rs`, `upstream_h1.rs`: the connections to an instance;
@@ -39,6 +40,7 @@ mod conn_limit;
 mod differential_tests;
 mod downstream;
 mod endpoint;
+mod h2_deadline;
 mod head_timer;
 pub mod headers;
 mod lane;

@@ -18,6 +18,7 @@ use tracing::{info, warn, Instrument};
 
 use super::admission::{acquire, Slot};
 use super::body::{self, BoxError, ClientBody, ProxyBody};
+use super::conn_limit::Permit;
 use super::endpoint::{Death, Endpoint};
 use super::headers;
 use super::lane::Lane;
@@ -266,7 +267,8 @@ async fn forward(
                 http::HeaderValue::from_static("upgrade"),
             );
             req.headers_mut().insert(http::header::UPGRADE, proto);
-            Some(hyper::upgrade::on(&mut req))
+            let place = req.extensions_mut().remove::<Permit>();
+            Some((hyper::upgrade::on(&mut req), place))
         }
         _ => None,
     };
@@ -274,9 +276,11 @@ async fn forward(
     let call = endpoint.upstream().send(req);
     let cut = tripped.as_ref().map(|(t, limit)| (t.as_ref(), *limit));
     let mut resp = answer(call, &mut timer, &endpoint, deadline, cut).await?;
-    if let Some(upgrade) = client_upgrade {
+    if let Some((upgrade, place)) = client_upgrade {
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(Answer::Typed(tunnel(upgrade, &mut resp, slot, deadline)));
+            return Ok(Answer::Typed(tunnel(
+                upgrade, &mut resp, slot, deadline, place,
+            )));
         }
     }
     headers::strip_hop_by_hop(resp.headers_mut());

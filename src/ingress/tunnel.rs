@@ -1,6 +1,8 @@
 //! The tunnel of an upgraded connection (WebSocket): once the instance answers 101, the
 //! client's and the instance's connections are spliced until either closes, the request
-//! deadline passes or the instance is marked out of memory (LIFE-9).
+//! deadline passes or the instance is marked out of memory (LIFE-9). The client
+//! connection's place under the connection cap is held until then (hyper's connection
+//! future ends at the upgrade).
 
 use bytes::Bytes;
 use http::Response;
@@ -11,17 +13,19 @@ use tracing::debug;
 
 use super::admission::Slot;
 use super::body::ProxyBody;
+use super::conn_limit::Permit;
 use super::upstream::UpstreamBody;
 
 /// Answers 101 to the client and splices the two upgraded connections until either side
 /// closes or the request deadline passes (Cloud Run applies the request timeout to
-/// WebSockets), or the instance is marked out of memory. The slot is held for the
-/// tunnel's life.
+/// WebSockets), or the instance is marked out of memory. The slot, and the client
+/// connection's `place` under the connection cap, are held for the tunnel's life.
 pub(super) fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     resp: &mut Response<UpstreamBody>,
     slot: Slot,
     deadline: Instant,
+    place: Option<Permit>,
 ) -> Response<ProxyBody> {
     let upstream = hyper::upgrade::on(&mut *resp);
     tokio::spawn(async move {
@@ -35,6 +39,7 @@ pub(super) fn tunnel(
             }
         }
         drop(slot);
+        drop(place);
     });
     let body = http_body_util::Empty::<Bytes>::new()
         .map_err(|never| match never {})

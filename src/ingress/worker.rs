@@ -266,20 +266,18 @@ pub async fn serve(
             c = accept(&listeners, &mut next, &mut retry) => c,
             _ = stopped(&mut shutdown) => break,
         };
+        // Held by the connection until it ends (and by its tunnel, if it is upgraded).
         let permit = limit.open(permit);
         let client = Arc::new(headers::Client::new(peer.ip()));
-        let conn = downstream::serve_conn(
+        tokio::spawn(downstream::serve_conn(
             stream,
             peer,
             shared.clone(),
             client,
             stopper.clone(),
             graceful.watcher(),
-        );
-        tokio::spawn(async move {
-            conn.await;
-            drop(permit);
-        });
+            permit,
+        ));
     }
     // Connections arriving from now on are refused, not left unaccepted in the backlog.
     drop(listeners);

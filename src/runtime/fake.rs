@@ -49,6 +49,8 @@ struct State {
     exit_on_signal: Vec<u32>,
     fail_create: bool,
     fail_attach: bool,
+    /// Waits to fail at once as a broken call does (containerd restarting).
+    broken_waits: u32,
     oom_subscribers: Vec<tokio::sync::mpsc::UnboundedSender<String>>,
     /// What a started container does by itself (see [`FakeRuntime::on_start`]).
     on_start: Option<Script>,
@@ -94,6 +96,12 @@ impl FakeRuntime {
     /// Containers exit (status 128 + signal) when they receive one of these signals.
     pub async fn exit_on(&self, signals: &[u32]) {
         self.state.lock().await.exit_on_signal = signals.to_vec();
+    }
+
+    /// Makes the next `n` waits fail at once with a transport error, as when containerd
+    /// restarts under a wait.
+    pub async fn break_waits(&self, n: u32) {
+        self.state.lock().await.broken_waits = n;
     }
 
     /// Makes every following `create` fail.
@@ -237,7 +245,15 @@ impl Runtime for FakeRuntime {
 
     async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
         let mut rx = {
-            let s = self.state.lock().await;
+            let mut s = self.state.lock().await;
+            if s.broken_waits > 0 {
+                s.broken_waits -= 1;
+                return Err(RuntimeError::Other {
+                    op: "wait",
+                    id: id.to_string(),
+                    detail: "transport error".into(),
+                });
+            }
             let (_, tx) = s.containers.get(id).ok_or_else(|| RuntimeError::NotFound {
                 op: "wait",
                 id: id.to_string(),

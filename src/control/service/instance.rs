@@ -745,6 +745,40 @@ mod tests {
         assert!(!c.dir("svc-2").exists());
     }
 
+    /// LIFE-1/LIFE-2: an instance that never listens fails its launch after the default
+    /// start-up limit, 4 minutes (paused time), with the port and the limit named, and
+    /// leaves nothing.
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_that_never_listens_fails_after_four_minutes_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rt = FakeRuntime::new();
+        rt.exit_on(&[15, 9]).await;
+        let mut c = ctx(&rt, port, tmp.path());
+        let mut spec = (*c.spec).clone();
+        spec.startup_timeout = crate::spec::defaults::STARTUP_TIMEOUT;
+        c.spec = Arc::new(spec);
+        let t0 = Instant::now();
+        let err = c.launch("svc-3").await.err().unwrap();
+        let took = t0.elapsed();
+        assert!(
+            matches!(err, StartError::Timeout { port: p, secs: 240 } if p == port),
+            "{err}"
+        );
+        assert!(
+            took >= Duration::from_secs(240) && took < Duration::from_secs(241),
+            "{took:?}"
+        );
+        assert!(err.to_string().contains("within 240 s"), "{err}");
+        assert!(rt.list().await.unwrap().is_empty());
+        assert!(!c.dir("svc-3").exists());
+    }
+
     /// `ctx` with two sidecars: `proxy` (its startup probe a TCP check of `proxy_port`),
     /// which the ingress container depends on, and `log`; an in-memory volume mounted in
     /// the ingress container and `proxy`.
