@@ -21,5 +21,6 @@ pub mod pb;
 pub mod pubsub;
 pub mod runtime;
 pub mod secrets;
+pub mod setup;
 pub mod spec;
 pub mod util;
