@@ -21,6 +21,7 @@ pub mod pb;
 pub mod pubsub;
 pub mod runtime;
 pub mod secrets;
+pub mod setup;
 pub mod spec;
 pub mod state_dir;
 pub mod util;

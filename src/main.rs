@@ -86,6 +86,7 @@ fn main() {
             Command::Revisions(c) => cmd::revisions::run(&cli.global, c).await,
             Command::Status(args) => cmd::status::run(&cli.global, args).await,
             Command::Secrets(c) => cmd::secrets::run(&cli.global, c),
+            Command::Setup(c) => cmd::setup::run(c),
         };
         result.unwrap_or_else(|e| {
             // The error and each of its causes, once: `: `-separated.

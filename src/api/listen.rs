@@ -84,9 +84,15 @@ impl Handler {
             }
         };
         debug!(method = %parts.method, uri = %parts.uri, "API call");
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
         rest::handle(
             &self.daemon,
             &parts.method,
+            host,
             parts.uri.path(),
             parts.uri.query(),
             body,

@@ -21,14 +21,23 @@ use crate::pb::run_v2 as v2;
 /// What a route answers: a JSON document, or an error.
 type Answer = Result<serde_json::Value, Status>;
 
-/// Serves one REST call. `query` is the raw query string.
+/// Serves one REST call. `host` is the request's `Host` (the v1 API reads the region from
+/// it); `query` is the raw query string. The v1 API's routes ([`super::v1`]) are tried
+/// first, then v2's.
 pub async fn handle(
     daemon: &Arc<Daemon>,
     method: &Method,
+    host: Option<&str>,
     path: &str,
     query: Option<&str>,
     body: Bytes,
 ) -> Response<Full<Bytes>> {
+    if let Some(answer) = super::v1::route(daemon, method, host, path, query, &body).await {
+        return match answer {
+            Ok(v) => reply(StatusCode::OK, &v),
+            Err(s) => error(&s),
+        };
+    }
     let q = Query::parse(query.unwrap_or(""));
     let enums_as_ints = q.enums_as_ints();
     match route(daemon, method, path, &q, &body).await {

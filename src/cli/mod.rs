@@ -16,6 +16,7 @@ pub mod registry;
 pub mod revisions;
 pub mod secrets;
 pub mod services;
+pub mod setup;
 pub mod status;
 
 use std::path::PathBuf;
@@ -106,6 +107,9 @@ pub enum Command {
     /// add versions; containers get them with --set-secrets.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Point other tools at the daemon: `runlet setup gcloud`.
+    #[command(subcommand)]
+    Setup(setup::SetupCommand),
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 //! - [`job`]: `runlet job execute` and `runlet job executions list|describe`.
 //! - [`image`]: `runlet image load|ls|rm`.
 //! - [`daemon`]: `runlet daemon`, the long-lived runtime serving the Admin API.
+//! - [`setup`]: `runlet setup gcloud`, pointing gcloud at the daemon.
 //! - The daemon's clients: [`deploy`], [`services`] (`list|describe|delete`),
 //!   [`revisions`] (`list`) and [`status`]; [`api`] reaches the daemon from their flags, and
 //!   [`print`] holds what they print (gcloud's shapes).
@@ -25,6 +26,7 @@ pub mod revisions;
 pub mod secrets;
 pub mod serve;
 pub mod services;
+pub mod setup;
 pub mod status;
 
 use std::future::Future;

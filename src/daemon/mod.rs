@@ -16,6 +16,8 @@
 //! - [`listener`]: a service's own address (annotation `runlet.io/listen`).
 //! - [`resource`]: the resources' output fields (conditions, uri, etag), plain functions.
 //! - [`operations`]: long-running operations, waited on and stored.
+//! - `iam`: the IAM policies the v1 API's `getIamPolicy` / `setIamPolicy` store (never
+//!   enforced: locally every caller is allowed).
 //! - [`names`]: resource names, parsed and checked.
 //! - `paging`: list pages and tokens.
 //! - [`store`]: durable records (atomic writes); [`lock`]: one daemon per state dir;
@@ -24,6 +26,7 @@
 pub mod core;
 mod executions;
 pub mod hosts;
+mod iam;
 pub mod job_view;
 mod jobs;
 pub mod listener;

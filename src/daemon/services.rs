@@ -143,6 +143,20 @@ fn revision_id(
     Ok(asked.to_string())
 }
 
+/// Whether the service named in full is under `parent`; location `-` stands for every
+/// location (as Cloud Run's list calls take it, and the v1 API's lists across regions).
+fn under(service: &str, parent: &Parent) -> bool {
+    if parent.location == "-" {
+        let prefix = format!("projects/{}/locations/", parent.project);
+        service
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once("/services/"))
+            .is_some_and(|(loc, _)| !loc.contains('/'))
+    } else {
+        service.starts_with(&format!("{parent}/services/"))
+    }
+}
+
 fn check_etag(given: &str, current: &str, what: &str) -> Result<(), Status> {
     if !given.is_empty() && given != current {
         return Err(Status::aborted(format!(
@@ -340,12 +354,11 @@ impl Daemon {
         req: v2::ListServicesRequest,
     ) -> Result<v2::ListServicesResponse, Status> {
         let parent = Parent::parse("parent", &req.parent)?;
-        let prefix = format!("{parent}/services/");
         let state = self.state.lock().await;
         let mut list: Vec<v2::Service> = state
             .services
             .values()
-            .filter(|e| e.svc.name.starts_with(&prefix))
+            .filter(|e| under(&e.svc.name, &parent))
             .map(|e| e.svc.clone())
             .collect();
         newest_first(&mut list, |s| s.create_time);
@@ -446,6 +459,7 @@ impl Daemon {
             }
         }
         if again.is_none() {
+            self.delete_stored(super::iam::KIND, full);
             self.delete_stored(SERVICES, full);
         }
     }
@@ -471,13 +485,12 @@ impl Daemon {
         if !sn.is_any() && !state.services.contains_key(&sn.to_string()) {
             return Err(not_found_service(&sn));
         }
-        let parent = format!("{}/services/", sn.parent);
         let mut list: Vec<v2::Revision> = state
             .services
             .values()
             .filter(|e| {
                 if sn.is_any() {
-                    e.svc.name.starts_with(&parent)
+                    under(&e.svc.name, &sn.parent)
                 } else {
                     e.svc.name == sn.to_string()
                 }
@@ -625,5 +638,20 @@ mod tests {
             check_etag("\"b\"", "\"a\"", "s").unwrap_err().code(),
             tonic::Code::Aborted
         );
+    }
+
+    #[test]
+    fn services_under_a_parent() {
+        let p = |s: &str| Parent::parse("parent", s).unwrap();
+        let svc = "projects/p/locations/us-central1/services/hello";
+        for (parent, want) in [
+            ("projects/p/locations/us-central1", true),
+            ("projects/p/locations/-", true),
+            ("projects/p/locations/europe-west1", false),
+            ("projects/q/locations/-", false),
+            ("projects/p/locations/us", false),
+        ] {
+            assert_eq!(under(svc, &p(parent)), want, "{parent}");
+        }
     }
 }

@@ -181,8 +181,10 @@ fn count(path: &str, v: &str) -> Result<i32, SpecError> {
         .ok_or_else(|| refuse(path, format!("{v:?} is not a count (0 or more)")))
 }
 
+/// `true` or `false`, in any case: gcloud writes `run.googleapis.com/startup-cpu-boost:
+/// 'True'`.
 fn boolean(path: &str, v: &str) -> Result<bool, SpecError> {
-    match v {
+    match v.to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(refuse(path, format!("{v:?}: allowed 'true', 'false'"))),
