@@ -159,6 +159,27 @@ pub fn plan(contract: &Contract, checks: &[Check], only: Option<&str>, via: Via)
     rows
 }
 
+/// The reason prefix of a gen2-only check's SKIP under `--execution-environment gen1`.
+pub const GEN2_ONLY: &str = "gen2-only";
+
+/// The rows of a run under gen1 (gVisor): the clauses' `gen2_only` checks become SKIP rows
+/// with their reason; the rest is `rows` unchanged.
+pub fn under_gen1(contract: &Contract, rows: Vec<Planned>) -> Vec<Planned> {
+    rows.into_iter()
+        .map(|r| match r {
+            Planned::Run(c) => match contract.gen2_only(&c.id()) {
+                Some(reason) => Planned::Skip {
+                    clause: c.clause.to_string(),
+                    name: c.name.to_string(),
+                    reason: format!("{GEN2_ONLY}: {reason}"),
+                },
+                None => Planned::Run(c),
+            },
+            other => other,
+        })
+        .collect()
+}
+
 /// The service / job name of a check: `c<registry index>-<clause>-<name>`, at most 40
 /// characters. The index makes it unique and never a prefix of another check's name.
 pub fn service_name(index: usize, check: &Check) -> String {
