@@ -244,8 +244,7 @@ fn a_key_file_gives_tasks_tokens_signed_with_its_key() {
     let parts: Vec<&str> = jwt.split('.').collect();
     assert_eq!(parts.len(), 3, "{jwt}");
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
     assert_eq!(claims["iss"], account, "{claims}");
     assert_eq!(
         claims["scope"], "https://www.googleapis.com/auth/cloud-platform",

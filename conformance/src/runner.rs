@@ -487,6 +487,30 @@ mod tests {
     }
 
     #[test]
+    fn gen2_only_checks_skip_under_gen1_only() {
+        let contract = Contract::embedded().unwrap();
+        let all = checks::all();
+        let id = "SBX-1/gen2-has-them";
+        assert!(contract.gen2_only(id).is_some());
+        let rows = plan(&contract, &all, Some("SBX-1"), Via::Cli);
+        assert!(rows.iter().all(|r| matches!(r, Planned::Run(_))));
+        let gen1 = under_gen1(&contract, rows);
+        let ids: Vec<(String, bool)> = gen1
+            .iter()
+            .map(|r| {
+                let skip =
+                    matches!(r, Planned::Skip { reason, .. } if reason.starts_with(GEN2_ONLY));
+                (r.id(), skip)
+            })
+            .collect();
+        assert!(ids.contains(&(id.to_string(), true)), "{ids:?}");
+        assert!(
+            ids.contains(&("SBX-1/gen1-lacks-syscalls".to_string(), false)),
+            "{ids:?}"
+        );
+    }
+
+    #[test]
     fn runlet_only_checks_skip_under_the_api_driver_only() {
         let contract = Contract::embedded().unwrap();
         let all = checks::all();

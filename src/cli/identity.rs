@@ -53,7 +53,11 @@ fn key_file_account(path: &std::path::Path) -> Option<String> {
 impl IdentityArgs {
     pub fn config(&self) -> crate::metadata::host::MetaConfig {
         // The key file's account is the one whose tokens instances get.
-        let key_account = self.token.token_key_file.as_deref().and_then(key_file_account);
+        let key_account = self
+            .token
+            .token_key_file
+            .as_deref()
+            .and_then(key_file_account);
         crate::metadata::host::MetaConfig {
             identity: crate::metadata::Identity::new(
                 self.project.as_deref(),

@@ -223,22 +223,22 @@ impl TokenSource {
 
 /// Runs the token command and reads its token.
 async fn from_command(cmd: &str) -> Result<Token, TokenError> {
-        let out = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| TokenError::Command(format!("running the token command: {e}")))?;
-        if !out.status.success() {
-            return Err(TokenError::Command(format!(
-                "the token command failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        parse(&String::from_utf8_lossy(&out.stdout))
-            .ok_or_else(|| TokenError::Command("the token command printed no token".into()))
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| TokenError::Command(format!("running the token command: {e}")))?;
+    if !out.status.success() {
+        return Err(TokenError::Command(format!(
+            "the token command failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    parse(&String::from_utf8_lossy(&out.stdout))
+        .ok_or_else(|| TokenError::Command("the token command printed no token".into()))
 }
 
 #[cfg(test)]
@@ -334,11 +334,14 @@ mod tests {
         assert_eq!(claims["iss"], "sa@p1.iam.gserviceaccount.com", "{claims}");
         assert_eq!(claims["sub"], "sa@p1.iam.gserviceaccount.com", "{claims}");
         assert_eq!(claims["scope"], super::super::SCOPES.join(" "), "{claims}");
-        let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap(),
+            claims["exp"].as_u64().unwrap(),
+        );
         assert!((3600..=3630).contains(&(exp - iat)), "{claims}");
         let key = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(public);
-        let sig = rsa::pkcs1v15::Signature::try_from(b64.decode(parts[2]).unwrap().as_slice())
-            .unwrap();
+        let sig =
+            rsa::pkcs1v15::Signature::try_from(b64.decode(parts[2]).unwrap().as_slice()).unwrap();
         key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
             .expect("signed with the key file's key");
     }
@@ -358,10 +361,7 @@ mod tests {
                 write("user.json", r#"{"type":"authorized_user"}"#),
                 "not a service-account key",
             ),
-            (
-                write("nokey.json", r#"{"type":"service_account"}"#),
-                "",
-            ),
+            (write("nokey.json", r#"{"type":"service_account"}"#), ""),
         ];
         for (path, want) in cases {
             let e = TokenSource::from_config(&TokenConfig::KeyFile(path.clone()))
