@@ -248,8 +248,17 @@ for i in $(seq 1 10); do
   $CTR tasks rm -f "$c" >/dev/null 2>&1 || true; $CTR containers rm "$c" >/dev/null 2>&1 || true
 done
 rm_=$(median "${runlet_ms[@]}"); cm=$(median "${ctr_ms[@]}")
+# The same under gen1: the instance's containers run under gVisor's runsc.
+serve coldg1 18091 --idle-timeout 1s --execution-environment gen1
+gen1_ms=()
+for i in $(seq 1 10); do
+  for _ in $(seq 1 200); do [ "$(containers_of coldg1)" = 0 ] && break; sleep 0.1; done
+  gen1_ms+=("$($B first-byte 'http://127.0.0.1:18091/?bytes=1')")
+done
+g1=$(median "${gen1_ms[@]}")
 phases=$(grep "instance ready after" "$run/cold.log" | tail -n +2 | sed -E 's/.*\((network [^)]*)\).*/\1/' | head -10)
-phase_median() { echo "$phases" | sed -E "s/.*$1 ([0-9.]+) ms.*/\1/" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+g1phases=$(grep "instance ready after" "$run/coldg1.log" | tail -n +2 | sed -E 's/.*\((network [^)]*)\).*/\1/' | head -10)
+phase_median() { echo "${2-$phases}" | sed -E "s/.*$1 ([0-9.]+) ms.*/\1/" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 {
   echo "## 2. Cold start (request at zero instances → first response byte; 10 runs, median)"
   echo
@@ -257,9 +266,11 @@ phase_median() { echo "$phases" | sed -E "s/.*$1 ([0-9.]+) ms.*/\1/" | sort -n |
   echo "|---|---:|---|"
   echo "| runlet (held request, scale from zero, own netns + CNI) | $rm_ | ${runlet_ms[*]} |"
   echo "| bare \`ctr run -d --net-host\` + first byte (incl. the ctr process) | $cm | ${ctr_ms[*]} |"
+  echo "| runlet, \`--execution-environment gen1\` (gVisor's runsc through the runc shim) | $g1 | ${gen1_ms[*]} |"
   echo
-  echo "- runlet / bare ctr: $(ratio "$rm_" "$cm")"
+  echo "- runlet / bare ctr: $(ratio "$rm_" "$cm"); gen1 / gen2: $(ratio "$g1" "$rm_")"
   echo "- runlet's share, median of the same runs: network $(phase_median network) ms, create $(phase_median create) ms, start $(phase_median start) ms, first successful probe $(phase_median probe) ms"
+  echo "- the same under gen1: network $(phase_median network "$g1phases") ms, create $(phase_median create "$g1phases") ms, start $(phase_median start "$g1phases") ms, first successful probe $(phase_median probe "$g1phases") ms"
   echo
 } >>"$out"
 fi

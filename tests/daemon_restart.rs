@@ -162,8 +162,9 @@ fn services_call_each_other_by_url_from_inside() {
 }
 
 /// An adopted instance still reaches the metadata server: the restarted daemon's server
-/// listens on another port, so the instance's DNAT rule is rewritten and the instance
-/// registered again. Its identity is its service's project and region.
+/// (on another port) answers it, with the service's identity. Its namespace's DNAT named the
+/// killed daemon's port, so without re-routing (`Network::readopt` on adoption) the
+/// instance's requests are refused.
 #[test]
 fn an_adopted_instance_still_reaches_the_metadata_server() {
     let Some(env) = common::probe_env() else {
@@ -172,32 +173,40 @@ fn an_adopted_instance_still_reaches_the_metadata_server() {
     env.load("busybox.oci.tar");
     let env = fresh_state(&env, "adoptmd");
     let mut d = Daemon::start(&env);
-    // busybox asks the metadata server every half second and serves the last answer.
+    // busybox asks the metadata server every half second and serves the last answer, then
+    // a line with the attempt's number (so that a stale answer cannot pass for a new one).
     let md = "http://metadata.google.internal/computeMetadata/v1/project/project-id";
     let script = format!(
-        "mkdir -p /w; while true; do timeout 3 wget -O /w/md.new --header 'Metadata-Flavor: Google' {md} 2>/w/err || cat /w/err > /w/md.new; mv /w/md.new /w/md; sleep 0.5; done & exec httpd -f -p 8080 -h /w"
+        "mkdir -p /w; i=0; while true; do i=$((i+1)); timeout 3 wget -O /w/md.new --header 'Metadata-Flavor: Google' {md} 2>/w/err || cat /w/err > /w/md.new; printf '\\n%s\\n' $i >> /w/md.new; mv /w/md.new /w/md; sleep 0.5; done & exec httpd -f -p 8080 -h /w"
     );
     let mut svc = service_with_image("busybox", &[]);
     svc["template"]["containers"][0]["command"] = json!(["sh", "-c", script]);
     d.deploy("adoptmd", &svc);
     let project = common::daemon::PARENT.split('/').nth(1).unwrap();
-    let mut last = String::new();
+    // (the answer, the attempt's number)
+    let read = |d: &Daemon| -> (String, u64) {
+        let text = d.get_via("adoptmd", "/md").text();
+        let text = text.trim();
+        let (answer, n) = text.rsplit_once('\n').unwrap_or((text, "0"));
+        (answer.trim().to_string(), n.trim().parse().unwrap_or(0))
+    };
+    let mut last = (String::new(), 0);
     let answered = common::within(Duration::from_secs(10), || {
-        last = d.get_via("adoptmd", "/md").text().trim().to_string();
-        last == project
+        last = read(&d);
+        last.0 == project
     });
     assert!(answered, "before the restart: {last:?}");
     kill9(&mut d);
 
     let d2 = Daemon::start(&env);
-    let mut last = String::new();
+    let (_, since) = read(&d2);
     let answered = common::within(Duration::from_secs(30), || {
-        last = d2.get_via("adoptmd", "/md").text().trim().to_string();
-        last == project
+        last = read(&d2);
+        last.0 == project && last.1 > since + 1
     });
     assert!(
         answered,
-        "after the restart the instance's metadata request gave {last:?}:\n{}",
+        "after the restart the instance's metadata request gave {last:?} (attempt {since} when the daemon was back):\n{}",
         d2.output()
     );
     let out = d2.output();

@@ -197,3 +197,81 @@ fn google_auth_finds_the_project_and_a_token() {
     let (st, _) = served.interrupt();
     assert!(st.success());
 }
+
+/// `--token-key-file`: tasks get access tokens made from a service-account key file by
+/// Google's auth crate (self-signed JWTs: nothing is sent to Google), verified here with the
+/// key's public half; the key's account is the default service account.
+#[test]
+fn a_key_file_gives_tasks_tokens_signed_with_its_key() {
+    use base64::Engine;
+    use rsa::pkcs8::EncodePrivateKey;
+    use rsa::signature::Verifier;
+    let Some(env) = env() else { return };
+    env.load("busybox.oci.tar");
+    let dir = tempfile::tempdir().unwrap();
+    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+    let pem = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+    let path = dir.path().join("key.json");
+    let account = "keyed@meta-proj.iam.gserviceaccount.com";
+    let json = serde_json::json!({
+        "type": "service_account",
+        "project_id": "meta-proj",
+        "private_key_id": "kid-meta",
+        "private_key": pem.as_str(),
+        "client_email": account,
+        "client_id": "1",
+        // Never contacted: tokens are self-signed.
+        "token_uri": "http://127.0.0.1:9/token",
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    let h = "--header 'Metadata-Flavor: Google'";
+    let script = [
+        format!("echo email=$(wget -q -O- {h} {MD}/instance/service-accounts/default/email)"),
+        format!("echo token=$(wget -q -O- {h} {MD}/instance/service-accounts/default/token)"),
+    ]
+    .join("; ");
+    let text = busybox_job(
+        &env,
+        "meta-key",
+        &["--token-key-file", path.to_str().unwrap()],
+        &script,
+    );
+    assert_eq!(value(&text, "email"), account, "{text}");
+    let token: serde_json::Value = serde_json::from_str(value(&text, "token")).unwrap();
+    let expires = token["expires_in"].as_u64().unwrap();
+    assert!((3500..=3610).contains(&expires), "{token}");
+    let jwt = token["access_token"].as_str().unwrap();
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "{jwt}");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(claims["iss"], account, "{claims}");
+    assert_eq!(
+        claims["scope"], "https://www.googleapis.com/auth/cloud-platform",
+        "{claims}"
+    );
+    let verifier = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key.to_public_key());
+    let sig = rsa::pkcs1v15::Signature::try_from(b64.decode(parts[2]).unwrap().as_slice()).unwrap();
+    verifier
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+        .expect("signed with the key file's key");
+
+    // A file that is no service-account key stops runlet before any task, naming it.
+    let bad = dir.path().join("user.json");
+    std::fs::write(&bad, r#"{"type":"authorized_user"}"#).unwrap();
+    let out = env
+        .runlet()
+        .args(["job", "execute", "meta-badkey", "--image", "busybox"])
+        .args(["--command", "/bin/true", "--token-key-file"])
+        .arg(&bad)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run runlet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("user.json") && err.contains("not a service-account key"),
+        "{err}"
+    );
+    assert!(!err.contains("attempt started"), "{err}");
+}

@@ -71,6 +71,11 @@ pub struct Clause {
     /// CLI driver and SKIP, with the reason, under the API driver only.
     #[serde(default)]
     pub runlet_only: BTreeMap<String, String>,
+    /// Checks that cannot apply under gVisor (`--execution-environment gen1`): check name →
+    /// reason. They SKIP, with the reason, when the suite runs with
+    /// `--execution-environment gen1` only.
+    #[serde(default)]
+    pub gen2_only: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +129,9 @@ impl Contract {
             if c.runlet_only.values().any(|r| r.trim().is_empty()) {
                 return Err(empty("runlet_only reason"));
             }
+            if c.gen2_only.values().any(|r| r.trim().is_empty()) {
+                return Err(empty("gen2_only reason"));
+            }
         }
         Ok(Contract {
             clauses: file.clause,
@@ -144,6 +152,12 @@ impl Contract {
     pub fn runlet_only(&self, id: &str) -> Option<&str> {
         let (clause, name) = id.split_once('/')?;
         self.get(clause)?.runlet_only.get(name).map(String::as_str)
+    }
+
+    /// The reason check `id` (`CLAUSE/name`) cannot apply under gVisor, if it cannot.
+    pub fn gen2_only(&self, id: &str) -> Option<&str> {
+        let (clause, name) = id.split_once('/')?;
+        self.get(clause)?.gen2_only.get(name).map(String::as_str)
     }
 
     /// Position of a clause in the file (the order of the tables).
@@ -217,6 +231,15 @@ mod tests {
             );
         }
         for clause in &c.clauses {
+            for name in clause.gen2_only.keys() {
+                assert!(
+                    registry
+                        .iter()
+                        .any(|k| k.clause == clause.id && k.name == name),
+                    "{}: gen2_only names {name}, which is not a registered check of the clause",
+                    clause.id
+                );
+            }
             for name in clause.runlet_only.keys() {
                 assert!(
                     registry

@@ -52,6 +52,23 @@ pub struct Env {
     pub images: PathBuf,
     /// The API driver's target; `None`: the CLI driver.
     pub api: Option<Arc<ApiTarget>>,
+    /// `--execution-environment gen1|gen2` given to every service the suite deploys that
+    /// does not choose its own (`None`: runlet's default, gen2).
+    pub execution_environment: Option<String>,
+}
+
+impl Env {
+    /// `args` with the suite's execution environment, unless they choose one.
+    pub fn with_environment<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut full = Vec::with_capacity(args.len() + 2);
+        if let Some(e) = &self.execution_environment {
+            if !args.contains(&"--execution-environment") {
+                full.extend_from_slice(&["--execution-environment", e.as_str()]);
+            }
+        }
+        full.extend_from_slice(args);
+        full
+    }
 }
 
 impl Env {
@@ -523,6 +540,8 @@ impl Ctx {
 
     /// Like [`Ctx::serve`] with another service name (which must start with [`Ctx::name`]).
     pub async fn serve_as(&self, service: &str, args: &[&str]) -> Result<Served> {
+        let env = self.env.clone();
+        let args = &env.with_environment(args)[..];
         if let Some(t) = &self.env.api {
             return match self.deploy(t, service, args).await? {
                 Ok(s) => Ok(s),
@@ -616,6 +635,8 @@ impl Ctx {
     /// run to its end (stopped after `timeout`); with the API driver, CreateService whose
     /// operation must fail (its error is the output). Returns how it ended.
     pub async fn serve_fails(&self, args: &[&str], timeout: Duration) -> Result<Exited> {
+        let env = self.env.clone();
+        let args = &env.with_environment(args)[..];
         let Some(t) = &self.env.api else {
             let listen = format!("127.0.0.1:{}", free_port()?);
             return self

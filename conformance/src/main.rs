@@ -85,6 +85,11 @@ enum Driver {
 
 #[derive(Debug, Args)]
 struct SuiteArgs {
+    /// Deploy every service in this execution environment (`runlet serve/deploy
+    /// --execution-environment`, the API's `executionEnvironment`) unless the check chooses
+    /// one: `gen1` runs the suite under gVisor (the second column of docs/conformance.md).
+    #[arg(long, value_name = "gen1|gen2", value_parser = ["gen1", "gen2"])]
+    execution_environment: Option<String>,
     /// How the checks deploy services and run jobs: runlet's command line, or the Admin API
     /// (checks listed as runlet-only in contract/clauses.toml SKIP).
     #[arg(long, value_enum, default_value_t = Driver::Cli)]
@@ -205,7 +210,14 @@ fn suite(a: SuiteArgs) -> Result<i32> {
         Driver::Cli => Via::Cli,
         Driver::Api => Via::Api,
     };
-    let planned = runner::plan(&contract, &registry, a.only.as_deref(), via);
+    let mut planned = runner::plan(&contract, &registry, a.only.as_deref(), via);
+    let gen1 = a.execution_environment.as_deref() == Some("gen1");
+    if gen1 {
+        planned = runner::under_gen1(&contract, planned);
+        if a.self_test {
+            bail!("--self-test runs with the default execution environment only");
+        }
+    }
     if a.list {
         for p in &planned {
             match p {
@@ -239,6 +251,7 @@ fn suite(a: SuiteArgs) -> Result<i32> {
         state_dir: a.state_dir.clone(),
         images: a.images.clone(),
         api: None,
+        execution_environment: a.execution_environment.clone(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -411,13 +424,18 @@ async fn run_suite(
             ok = false;
         }
     }
+    // Under gen1 the results are the doc's second table (the gen1 column).
+    let section = match a.execution_environment.as_deref() {
+        Some("gen1") => "suite-gen1",
+        _ => "suite",
+    };
     if let Some(path) = &a.write_doc {
-        let doc = render_doc(path, &contract, &rows, selftest_rows.as_deref())?;
+        let doc = render_doc(path, section, &contract, &rows, selftest_rows.as_deref())?;
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &a.check_doc {
-        let want = render_doc(path, &contract, &rows, selftest_rows.as_deref())?;
+        let want = render_doc(path, section, &contract, &rows, selftest_rows.as_deref())?;
         let have = std::fs::read_to_string(path).unwrap_or_default();
         if let Some((line, h, w)) = report::first_difference(&have, &want) {
             eprintln!(
@@ -436,9 +454,11 @@ async fn run_suite(
     Ok(if ok { 0 } else { 1 })
 }
 
-/// The doc at `path` (or the template) with this run's generated sections.
+/// The doc at `path` (or the template) with this run's generated sections (the suite's
+/// results in `section`).
 fn render_doc(
     path: &Path,
+    section: &str,
     contract: &Contract,
     rows: &[Row],
     selftest_rows: Option<&[SelfTestRow]>,
@@ -448,7 +468,7 @@ fn render_doc(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => report::DOC_TEMPLATE.to_string(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let mut doc = report::replace_section(&current, "suite", &report::doc_suite(contract, rows));
+    let mut doc = report::replace_section(&current, section, &report::doc_suite(contract, rows));
     if let Some(st) = selftest_rows {
         doc = report::replace_section(&doc, "self-test", &report::doc_selftest(st));
     }

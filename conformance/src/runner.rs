@@ -159,6 +159,27 @@ pub fn plan(contract: &Contract, checks: &[Check], only: Option<&str>, via: Via)
     rows
 }
 
+/// The reason prefix of a gen2-only check's SKIP under `--execution-environment gen1`.
+pub const GEN2_ONLY: &str = "gen2-only";
+
+/// The rows of a run under gen1 (gVisor): the clauses' `gen2_only` checks become SKIP rows
+/// with their reason; the rest is `rows` unchanged.
+pub fn under_gen1(contract: &Contract, rows: Vec<Planned>) -> Vec<Planned> {
+    rows.into_iter()
+        .map(|r| match r {
+            Planned::Run(c) => match contract.gen2_only(&c.id()) {
+                Some(reason) => Planned::Skip {
+                    clause: c.clause.to_string(),
+                    name: c.name.to_string(),
+                    reason: format!("{GEN2_ONLY}: {reason}"),
+                },
+                None => Planned::Run(c),
+            },
+            other => other,
+        })
+        .collect()
+}
+
 /// The service / job name of a check: `c<registry index>-<clause>-<name>`, at most 40
 /// characters. The index makes it unique and never a prefix of another check's name.
 pub fn service_name(index: usize, check: &Check) -> String {
@@ -463,6 +484,30 @@ mod tests {
             .all(|p| p.clause() == "LIFE-8" || p.clause() == "SBX-1"));
         assert_eq!(two.iter().filter(|p| p.clause() == "SBX-1").count(), 2);
         assert!(plan(&contract, &all, Some("NOPE-"), Via::Cli).is_empty());
+    }
+
+    #[test]
+    fn gen2_only_checks_skip_under_gen1_only() {
+        let contract = Contract::embedded().unwrap();
+        let all = checks::all();
+        let id = "SBX-1/gen2-has-them";
+        assert!(contract.gen2_only(id).is_some());
+        let rows = plan(&contract, &all, Some("SBX-1"), Via::Cli);
+        assert!(rows.iter().all(|r| matches!(r, Planned::Run(_))));
+        let gen1 = under_gen1(&contract, rows);
+        let ids: Vec<(String, bool)> = gen1
+            .iter()
+            .map(|r| {
+                let skip =
+                    matches!(r, Planned::Skip { reason, .. } if reason.starts_with(GEN2_ONLY));
+                (r.id(), skip)
+            })
+            .collect();
+        assert!(ids.contains(&(id.to_string(), true)), "{ids:?}");
+        assert!(
+            ids.contains(&("SBX-1/gen1-lacks-syscalls".to_string(), false)),
+            "{ids:?}"
+        );
     }
 
     #[test]

@@ -38,8 +38,8 @@ struct Input {
     max_body: Option<u64>,
     pull: runlet::image::registry::PullPolicy,
     registry: runlet::image::registry::RegistryOptions,
-    /// `--token-command`.
-    token_command: Option<String>,
+    /// `--token-command` / `--token-key-file`.
+    tokens: runlet::metadata::token::TokenConfig,
 }
 
 pub async fn run(global: &GlobalArgs, args: &DaemonArgs) -> Result<i32> {
@@ -105,7 +105,7 @@ fn input(a: &DaemonArgs) -> Result<Input> {
         max_body: runlet::spec::body_size("--max-request-body-size", &a.max_request_body_size)?,
         pull: a.pull.pull,
         registry: a.pull.registry.options(),
-        token_command: a.token.token_command.clone(),
+        tokens: a.token.config(),
     })
 }
 
@@ -118,7 +118,7 @@ async fn daemon(c: Containerd, input: Input, state_dir: PathBuf) -> Result<()> {
     // services through the ingress on the gateway (same port as --listen).
     let meta = runlet::metadata::host::MetaConfig {
         identity: Default::default(),
-        token_command: input.token_command.clone(),
+        tokens: input.tokens.clone(),
     };
     let (net, _sandboxing) = runlet::metadata::host::secure(net, meta, &[input.listen.port()])
         .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::server::{self, MetaServer, ServerError};
-use super::token::TokenSource;
+use super::token::{KeyFileError, TokenConfig, TokenSource};
 use super::{Identity, Registry};
 use crate::runtime::isolation::{self, IsolationError, Registration};
 use crate::runtime::network::{MetaHook, NetConfig, GATEWAY};
@@ -18,13 +18,16 @@ pub enum SetupError {
     Server(#[from] ServerError),
     #[error(transparent)]
     Isolation(#[from] IsolationError),
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
 }
 
 /// The metadata flags of `runlet serve` / `runlet job execute` / `runlet daemon`.
 #[derive(Debug, Clone, Default)]
 pub struct MetaConfig {
     pub identity: Identity,
-    pub token_command: Option<String>,
+    /// `--token-command` / `--token-key-file`.
+    pub tokens: TokenConfig,
 }
 
 impl Default for Identity {
@@ -48,11 +51,8 @@ pub async fn secure(
     extra_ports: &[u16],
 ) -> Result<(NetConfig, Guard), SetupError> {
     let registry = Arc::new(Registry::default());
-    let server = server::start(
-        GATEWAY,
-        registry.clone(),
-        TokenSource::new(cfg.token_command),
-    )?;
+    let tokens = TokenSource::from_config(&cfg.tokens)?;
+    let server = server::start(GATEWAY, registry.clone(), tokens)?;
     let mut ports = vec![server.port];
     ports.extend_from_slice(extra_ports);
     let bridge = net.bridge.clone();

@@ -110,7 +110,11 @@ pub fn start(
                     async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
+                // A client that shuts its sending side once the request is written (`nc`,
+                // HTTP/1.0 scripts) still gets the answer: without half-close, hyper drops
+                // the connection at that EOF, before a slower answer (a token) is written.
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
                     .serve_connection(io, svc)
                     .await
                 {
@@ -179,7 +183,7 @@ async fn handle(
                 serde_json::json!({"access_token": token, "expires_in": secs, "token_type": "Bearer"}).to_string(),
             ),
             Err(TokenError::NotConfigured) => respond(404, text, NOT_CONFIGURED.to_string()),
-            Err(TokenError::Command(e)) => {
+            Err(TokenError::Command(e) | TokenError::KeyFile(e)) => {
                 warn!("metadata token: {e}");
                 respond(503, text, format!("{e}\n"))
             }

@@ -445,6 +445,14 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             return Err(e);
         }
         info!(instance = id, "adopted a running instance");
+        // Its namespace's DNAT still names the previous process's metadata port, and this
+        // process's server does not know its address yet.
+        if let Err(e) = self.net.readopt(id).await {
+            warn!(
+                instance = id,
+                "the adopted instance cannot reach the metadata server: {e}"
+            );
+        }
         Ok(Running {
             id: id.to_string(),
             endpoint: self.endpoint(id, &dialer),
