@@ -922,6 +922,7 @@ mod tests {
                     path: "/logs".into()
                 }],
                 depends_on: vec![],
+                secrets: Default::default(),
             }]
         );
         assert_eq!(got.containers().len(), 2);
