@@ -454,8 +454,13 @@ spec:
         .unwrap_or_else(|| panic!("no mount at /run/tok: {text}"));
     assert!(mount.contains(" ro,") && mount.contains("tmpfs"), "{mount}");
     assert_no_value_in_files(&env.state_dir, &[&v1, &v2]);
-    let (code, listed) = env.run(&["job", "executions", "list", "sj-yaml", "--format", "yaml"]);
-    assert_eq!(code, Some(0), "{listed}");
+    let out = env
+        .runlet()
+        .args(["job", "executions", "list", "sj-yaml", "--format", "yaml"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{listed}");
     assert!(listed.contains("secretKeyRef"), "{listed}");
     assert_absent("executions list", &listed, &[&v1, &v2]);
 

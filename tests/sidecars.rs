@@ -158,7 +158,7 @@ fn a_sidecar_failing_its_liveness_probe_replaces_the_instance() {
         "--command",
         "/bin/sh",
         "--args",
-        "^@^-c@mkdir -p /www && echo ok > /www/ok && (sleep 3; rm /www/ok) & exec busybox httpd -f -p 9000 -h /www",
+        "^@^-c@mkdir -p /www; echo ok > /www/ok; (sleep 3; rm /www/ok) & exec busybox httpd -f -p 9000 -h /www",
         "--startup-probe",
         "httpGet.path=/ok,httpGet.port=9000,periodSeconds=1",
         "--liveness-probe",
