@@ -234,8 +234,14 @@ spec:
 /// `runlet secrets create yaml-tok` (project local) in `env`'s state dir, then a version 2.
 fn yaml_secret(env: &common::Env) {
     for (args, data) in [
-        (&["secrets", "create", "yaml-tok", "--data-file", "-"][..], "tok-one"),
-        (&["secrets", "versions", "add", "yaml-tok", "--data-file", "-"][..], "tok-two"),
+        (
+            &["secrets", "create", "yaml-tok", "--data-file", "-"][..],
+            "tok-one",
+        ),
+        (
+            &["secrets", "versions", "add", "yaml-tok", "--data-file", "-"][..],
+            "tok-two",
+        ),
     ] {
         use std::io::Write;
         let mut child = env
@@ -244,7 +250,12 @@ fn yaml_secret(env: &common::Env) {
             .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(data.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(data.as_bytes())
+            .unwrap();
         assert!(child.wait().unwrap().success(), "{args:?}");
     }
 }
@@ -290,9 +301,16 @@ fn a_yaml_with_sidecars_dependencies_and_their_secrets_runs_in_serve_and_the_dae
     assert_sidecar_report(&report, &cert);
     let svc = d.ok("GET", &service_path("yamlsc"), None);
     let first = svc["latestCreatedRevision"].as_str().unwrap().to_string();
-    assert_eq!(svc["template"]["containers"][0]["dependsOn"], json!(["report"]), "{svc}");
+    assert_eq!(
+        svc["template"]["containers"][0]["dependsOn"],
+        json!(["report"]),
+        "{svc}"
+    );
 
-    let (exported, _) = d.cli_ok(&env, &["services", "describe", "yamlsc", "--format", "export"]);
+    let (exported, _) = d.cli_ok(
+        &env,
+        &["services", "describe", "yamlsc", "--format", "export"],
+    );
     for want in [
         "run.googleapis.com/container-dependencies",
         "secretKeyRef",
@@ -305,7 +323,10 @@ fn a_yaml_with_sidecars_dependencies_and_their_secrets_runs_in_serve_and_the_dae
     d.cli_ok(&env, &["services", "replace", &again]);
     let svc = d.ok("GET", &service_path("yamlsc"), None);
     assert_eq!(svc["latestCreatedRevision"], json!(first), "{svc}");
-    let (exported2, _) = d.cli_ok(&env, &["services", "describe", "yamlsc", "--format", "export"]);
+    let (exported2, _) = d.cli_ok(
+        &env,
+        &["services", "describe", "yamlsc", "--format", "export"],
+    );
     assert_eq!(exported2, exported);
     let (summary, _) = d.cli_ok(&env, &["services", "describe", "yamlsc"]);
     assert!(summary.contains("Sidecar report:"), "{summary}");

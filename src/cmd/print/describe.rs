@@ -179,11 +179,8 @@ fn sidecar(out: &mut String, c: &runlet::spec::Container, image: &str, volumes: 
     if !c.secrets.is_empty() {
         // References only, as for the ingress container.
         out.push_str("    Secrets:\n");
-        let refs: Vec<(String, String)> = c
-            .secrets
-            .refs()
-            .map(|(k, r)| (k, r.to_string()))
-            .collect();
+        let refs: Vec<(String, String)> =
+            c.secrets.refs().map(|(k, r)| (k, r.to_string())).collect();
         let width = refs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, r) in refs {
             let _ = writeln!(out, "      {k:<width$}  {r}");

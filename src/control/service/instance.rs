@@ -279,9 +279,8 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             )
             .map_err(SandboxError::from)?;
             // Read now, for this container only, as the ingress container's.
-            let secrets =
-                crate::secrets::resolve(&c.secrets, &SecretStore::new(&self.state_dir))
-                    .map_err(SandboxError::Secrets)?;
+            let secrets = crate::secrets::resolve(&c.secrets, &SecretStore::new(&self.state_dir))
+                .map_err(SandboxError::Secrets)?;
             let env = ocispec::env(
                 cfg.env.as_deref().unwrap_or_default(),
                 &[c.env.as_slice(), &secrets.env].concat(),
