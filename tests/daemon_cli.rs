@@ -367,3 +367,68 @@ fn deploy_with_sidecars_through_the_daemon() {
     ok(&env, &["services", "delete", "cli-sidecars"]);
     env.assert_nothing_left("cli-sidecars");
 }
+
+/// gcloud's environment flags on `runlet deploy` (issue 16): `--update-env-vars` and
+/// `--remove-env-vars` change the current revision's variables, `--env-vars-file` and
+/// `--clear-env-vars` replace them, and two of the group together are refused before the
+/// daemon is called.
+#[test]
+fn deploy_env_var_flags_change_the_current_revision() {
+    let Some(shared) = probe_env() else {
+        return;
+    };
+    let env = shared.isolated("daemon-cli-env");
+    let _ = std::fs::remove_dir_all(&env.state_dir);
+    std::fs::create_dir_all(&env.state_dir).unwrap();
+    let daemon = Daemon::start(&env);
+    let vars = |names: &[&str]| -> Vec<(String, String)> {
+        let j = daemon.get("cli-env").json().unwrap();
+        names
+            .iter()
+            .filter_map(|n| j["env"][n].as_str().map(|v| (n.to_string(), v.to_string())))
+            .collect()
+    };
+    let all = ["A", "B", "C", "D", "E", "F"];
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let deploy = |more: &[&str]| {
+        let mut args = vec!["deploy", "cli-env", "--image", "probe"];
+        args.extend_from_slice(more);
+        ok(&env, &args)
+    };
+    deploy(&["--set-env-vars", "A=1,B=2,C=3"]);
+    assert_eq!(vars(&all), pairs(&[("A", "1"), ("B", "2"), ("C", "3")]));
+    deploy(&["--remove-env-vars", "A", "--update-env-vars", "B=two,D=4"]);
+    assert_eq!(vars(&all), pairs(&[("B", "two"), ("C", "3"), ("D", "4")]));
+    let file = env.state_dir.join("env.yaml");
+    std::fs::write(&file, "E: \"5\"\nF: 'x,y'\n").unwrap();
+    deploy(&["--env-vars-file", file.to_str().unwrap()]);
+    assert_eq!(vars(&all), pairs(&[("E", "5"), ("F", "x,y")]));
+    deploy(&["--clear-env-vars"]);
+    assert_eq!(vars(&all), vec![]);
+
+    // Refused before the daemon is called, naming the flags (exit 64).
+    std::fs::write(&file, "E: 5\n").unwrap();
+    for (args, needle) in [
+        (
+            vec!["--set-env-vars", "A=1", "--clear-env-vars"],
+            "invalid --set-env-vars: at most one of these can be given: --set-env-vars, --clear-env-vars",
+        ),
+        (
+            vec!["--env-vars-file", file.to_str().unwrap()],
+            "environment variable values must be strings",
+        ),
+        (vec!["--update-env-vars", "PORT=1"], "PORT is reserved"),
+    ] {
+        let mut all_args = vec!["deploy", "cli-env", "--image", "probe"];
+        all_args.extend_from_slice(&args);
+        let o = runlet(&env, &all_args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {:?}", text(&o));
+        assert!(text(&o).1.contains(needle), "{args:?}: {:?}", text(&o));
+    }
+    ok(&env, &["services", "delete", "cli-env"]);
+    env.assert_nothing_left("cli-env");
+}

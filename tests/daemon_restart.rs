@@ -68,6 +68,67 @@ fn a_killed_daemon_adopts_its_running_instances_without_a_cold_start() {
     env.assert_nothing_left("adopt-");
 }
 
+/// Issue 16: an instance with a sidecar is adopted whole (both containers, the same ids);
+/// then the sidecar dying ends the adopted instance, which is replaced.
+#[test]
+fn a_killed_daemon_adopts_an_instance_with_sidecars() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    env.load("busybox.oci.tar");
+    let env = fresh_state(&env, "scadopt");
+    let mut d = Daemon::start(&env);
+    d.deploy(
+        "scadopt",
+        &json!({"template": {"containers": [
+            {"name": "app", "image": "probe", "ports": [{"containerPort": 8080}]},
+            {"name": "side", "image": "busybox", "command": ["/bin/sh"],
+             "args": ["-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]}
+        ]}}),
+    );
+    assert_eq!(d.get_via("scadopt", "/").status, 200);
+    let ids = containers_of(&env, "scadopt");
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    kill9(&mut d);
+
+    let d2 = Daemon::start(&env);
+    assert!(
+        common::within(Duration::from_secs(30), || d2
+            .get_via("scadopt", "/")
+            .status
+            == 200),
+        "scadopt never answered after the restart:\n{}",
+        d2.output()
+    );
+    assert_eq!(containers_of(&env, "scadopt"), ids, "the same containers");
+    let out = d2.output();
+    assert!(out.contains("adopted a running instance"), "{out}");
+    assert!(
+        !out.contains("starting the first instance"),
+        "no cold start:\n{out}"
+    );
+    // The adopted sidecar's exit is watched: it ends the instance, which is replaced.
+    let side = ids.iter().find(|i| i.ends_with("-side")).unwrap();
+    env.ctr(&["tasks", "kill", "-s", "SIGKILL", side]);
+    assert!(
+        common::within(Duration::from_secs(60), || {
+            // A request starts the replacement (no instance is kept without one).
+            let served = d2.get_via("scadopt", "/").status == 200;
+            let now = containers_of(&env, "scadopt");
+            served && now.len() == 2 && !now.contains(side)
+        }),
+        "the instance was not replaced:\n{}",
+        d2.output()
+    );
+    assert!(
+        d2.output().contains("container side exited"),
+        "{}",
+        d2.output()
+    );
+    drop(d2);
+    env.assert_nothing_left("scadopt-");
+}
+
 #[test]
 fn a_killed_daemon_replaces_an_instance_it_cannot_adopt_and_leaves_nothing_orphaned() {
     let Some(env) = common::probe_env() else {

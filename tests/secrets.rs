@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::daemon::{fresh_state, service_path, Daemon};
+use common::daemon::{fresh_state, service_path, Daemon, PARENT};
 use common::{probe_env, within, Env};
 use serde_json::{json, Value};
 
@@ -267,6 +267,7 @@ fn a_job_gets_its_secrets_and_its_records_hold_references() {
 #[test]
 fn the_daemon_resolves_secrets_when_it_creates_instances() {
     let Some(env) = probe_env() else { return };
+    env.load("busybox.oci.tar");
     let env = fresh_state(&env, "secrets");
     // The daemon's clients use project runlet-test: short names are looked up there.
     let v = value("daemon");
@@ -332,6 +333,140 @@ fn the_daemon_resolves_secrets_when_it_creates_instances() {
         .status
         == 200));
 
+    let (out, _) = d.cli_ok(&env, &["services", "describe", "sec", "--format", "export"]);
+    assert!(out.contains("secretKeyRef"), "{out}");
+    assert_absent("describe --format export", &out, &[&v]);
+    let ops = d.ok("GET", &format!("{PARENT}/operations"), None);
+    assert_absent("the operations", &ops.to_string(), &[&v]);
+
+    // A stored job's secrets: its task gets the value, its records and outputs do not.
+    // The task succeeds only if it has the value both ways (and prints nothing).
+    d.cli_ok(
+        &env,
+        &[
+            "jobs",
+            "create",
+            "sjd",
+            "--image",
+            "busybox",
+            "--max-retries",
+            "0",
+            "--command",
+            "/bin/sh",
+            "--args",
+            "^@^-c@test -n \"$DB\" && test \"$DB\" = \"$(cat /etc/db/pass)\"",
+            "--set-secrets",
+            "DB=db:latest,/etc/db/pass=db:1",
+        ],
+    );
+    let (out, err) = d.cli_ok(&env, &["jobs", "execute", "sjd", "--wait"]);
+    assert_absent("jobs execute", &format!("{out}{err}"), &[&v]);
+    for args in [
+        vec!["jobs", "describe", "sjd"],
+        vec!["jobs", "describe", "sjd", "--format", "yaml"],
+        vec!["jobs", "executions", "list", "--job", "sjd"],
+    ] {
+        let (out, err) = d.cli_ok(&env, &args);
+        assert_absent(&format!("{args:?}"), &format!("{out}{err}"), &[&v]);
+    }
+    let ops = d.ok("GET", &format!("{PARENT}/operations"), None);
+    assert_absent("the operations", &ops.to_string(), &[&v]);
+    let execs = d.ok("GET", &format!("{PARENT}/jobs/sjd/executions"), None);
+    assert_absent("the executions", &execs.to_string(), &[&v]);
+
+    // Every file of runlet's (service, revision and job state, operations, execution
+    // records), but the store and the containers' own in-memory file systems.
     assert_no_value_in_files(&env.state_dir, &[&v]);
     assert_absent("the daemon's output", &d.output(), &[&v]);
+}
+
+/// `runlet job execute -f job.yaml` (issue 16): `valueFrom.secretKeyRef` and a `secret`
+/// volume, as Cloud Run's job YAML writes them, reach the task; a missing one is refused
+/// naming it.
+#[test]
+fn a_job_yaml_takes_secret_key_refs_and_secret_volumes() {
+    let Some(shared) = probe_env() else { return };
+    shared.load("busybox.oci.tar");
+    let env = shared.isolated("secrets-job-yaml");
+    let _ = std::fs::remove_dir_all(&env.state_dir);
+    let (v1, v2) = (value("y1"), value("y2"));
+    secrets(&env, &["create", "token", "--data-file", "-"], Some(&v1));
+    secrets(
+        &env,
+        &["versions", "add", "token", "--data-file", "-"],
+        Some(&v2),
+    );
+    let yaml = |secret: &str| {
+        format!(
+            r#"apiVersion: run.googleapis.com/v1
+kind: Job
+metadata:
+  name: sj-yaml
+spec:
+  template:
+    spec:
+      template:
+        spec:
+          maxRetries: 0
+          volumes:
+          - name: tok
+            secret:
+              secretName: {secret}
+              items:
+              - key: "1"
+                path: t
+          containers:
+          - image: busybox
+            command: [/bin/sh]
+            args: [-c, 'echo "env=$TOKEN"; echo "file=$(cat /run/tok/t)"; grep " /run/tok " /proc/mounts']
+            env:
+            - name: TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: token
+                  key: latest
+            volumeMounts:
+            - name: tok
+              mountPath: /run/tok
+"#
+        )
+    };
+    std::fs::create_dir_all(&env.state_dir).unwrap();
+    let file = env.state_dir.join("job.yaml");
+    std::fs::write(&file, yaml("token")).unwrap();
+    let out = env
+        .runlet()
+        .args(["job", "execute", "-f", file.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("env={v2}")), "{text}");
+    assert!(text.contains(&format!("file={v1}")), "{text}");
+    let mount = text
+        .lines()
+        .find(|l| l.contains(" /run/tok "))
+        .unwrap_or_else(|| panic!("no mount at /run/tok: {text}"));
+    assert!(mount.contains(" ro,") && mount.contains("tmpfs"), "{mount}");
+    assert_no_value_in_files(&env.state_dir, &[&v1, &v2]);
+    let out = env
+        .runlet()
+        .args(["job", "executions", "list", "sj-yaml", "--format", "yaml"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{listed}");
+    assert!(listed.contains("secretKeyRef"), "{listed}");
+    assert_absent("executions list", &listed, &[&v1, &v2]);
+
+    // A missing secret: exit 64 naming it, nothing run.
+    std::fs::write(&file, yaml("gone")).unwrap();
+    let (code, err) = env.run(&["job", "execute", "-f", file.to_str().unwrap()]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("projects/local/secrets/gone"), "{err}");
 }

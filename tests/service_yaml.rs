@@ -167,3 +167,169 @@ fn the_daemon_replaces_and_exports_and_the_round_trip_is_a_no_op() {
         "{err}"
     );
 }
+
+/// Issue 16: a service.yaml with a sidecar, `container-dependencies`, the sidecar's secrets
+/// (a `secretKeyRef` variable and a `secret` volume) and its probes. The ingress container
+/// (busybox) fetches the sidecar's report and secret file from localhost at its start
+/// (exit 3/4 if it cannot: only after the sidecar passed its startup probe) and serves
+/// them; the same file through `runlet serve -f` and `runlet services replace`, and the
+/// daemon's export of it replaced again makes no new revision.
+fn sidecar_yaml(name: &str) -> String {
+    const INGRESS: &str = "busybox mkdir -p /www && wget -q -O /www/report.json http://127.0.0.1:8080/ || exit 3; wget -q -O /www/cert.json http://127.0.0.1:8080/readfile?path=/etc/cert/c || exit 4; exec httpd -f -p $PORT -h /www";
+    format!(
+        r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  template:
+    metadata:
+      annotations:
+        run.googleapis.com/container-dependencies: '{{"app":["report"]}}'
+        run.googleapis.com/secrets: 'tok:projects/local/secrets/yaml-tok'
+    spec:
+      containers:
+      - name: app
+        image: busybox
+        command: [/bin/sh]
+        args:
+        - -c
+        - '{INGRESS}'
+        ports:
+        - containerPort: 8081
+          name: http1
+      - name: report
+        image: probe
+        env:
+        - name: PROBE_LISTEN_DELAY_MS
+          value: '1500'
+        - name: TOKEN
+          valueFrom:
+            secretKeyRef:
+              name: tok
+              key: latest
+        volumeMounts:
+        - name: cert
+          mountPath: /etc/cert
+        startupProbe:
+          tcpSocket:
+            port: 8080
+          periodSeconds: 1
+          failureThreshold: 20
+        livenessProbe:
+          tcpSocket:
+            port: 8080
+          periodSeconds: 5
+      volumes:
+      - name: cert
+        secret:
+          secretName: tok
+          items:
+          - key: '1'
+            path: c
+"#
+    )
+}
+
+/// `runlet secrets create yaml-tok` (project local) in `env`'s state dir, then a version 2.
+fn yaml_secret(env: &common::Env) {
+    for (args, data) in [
+        (
+            &["secrets", "create", "yaml-tok", "--data-file", "-"][..],
+            "tok-one",
+        ),
+        (
+            &["secrets", "versions", "add", "yaml-tok", "--data-file", "-"][..],
+            "tok-two",
+        ),
+    ] {
+        use std::io::Write;
+        let mut child = env
+            .runlet()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(data.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{args:?}");
+    }
+}
+
+fn assert_sidecar_report(report: &Value, cert: &Value) {
+    assert!(report["env"].get("PORT").is_none(), "{report}");
+    assert_eq!(report["env"]["TOKEN"], json!("tok-two"), "{report}");
+    assert_eq!(cert["contents"], json!("tok-one"), "{cert}");
+}
+
+#[test]
+fn a_yaml_with_sidecars_dependencies_and_their_secrets_runs_in_serve_and_the_daemon() {
+    let Some(shared) = probe_env() else { return };
+    shared.load("busybox.oci.tar");
+    let dir = tempfile::tempdir().unwrap();
+
+    let env = shared.isolated("yaml-sidecars-serve");
+    let _ = std::fs::remove_dir_all(&env.state_dir);
+    yaml_secret(&env);
+    let file = write(&dir, "service.yaml", &sidecar_yaml("yaml-sc"));
+    let served = env.serve(&["-f", &file]);
+    let report: Value = served.get("/report.json").json().unwrap();
+    let cert: Value = served.get("/cert.json").json().unwrap();
+    assert_sidecar_report(&report, &cert);
+    let (status, output) = served.interrupt();
+    assert!(status.success(), "{output}");
+    // The sidecar started (and passed its probe) before the ingress container.
+    let at = |needle: &str| {
+        output
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{output}"))
+    };
+    assert!(at("container=report") < at("container=app"), "{output}");
+    assert!(!output.contains("tok-one") && !output.contains("tok-two"));
+
+    let env = fresh_state(&shared, "yaml-sidecars");
+    yaml_secret(&env);
+    let d = Daemon::start(&env);
+    let file = write(&dir, "daemon.yaml", &sidecar_yaml("yamlsc"));
+    d.cli_ok(&env, &["services", "replace", &file]);
+    let report: Value = d.get_via("yamlsc", "/report.json").json().unwrap();
+    let cert: Value = d.get_via("yamlsc", "/cert.json").json().unwrap();
+    assert_sidecar_report(&report, &cert);
+    let svc = d.ok("GET", &service_path("yamlsc"), None);
+    let first = svc["latestCreatedRevision"].as_str().unwrap().to_string();
+    assert_eq!(
+        svc["template"]["containers"][0]["dependsOn"],
+        json!(["report"]),
+        "{svc}"
+    );
+
+    let (exported, _) = d.cli_ok(
+        &env,
+        &["services", "describe", "yamlsc", "--format", "export"],
+    );
+    for want in [
+        "run.googleapis.com/container-dependencies",
+        "secretKeyRef",
+        "livenessProbe",
+        "name: report",
+    ] {
+        assert!(exported.contains(want), "{want:?} not in\n{exported}");
+    }
+    let again = write(&dir, "export.yaml", &exported);
+    d.cli_ok(&env, &["services", "replace", &again]);
+    let svc = d.ok("GET", &service_path("yamlsc"), None);
+    assert_eq!(svc["latestCreatedRevision"], json!(first), "{svc}");
+    let (exported2, _) = d.cli_ok(
+        &env,
+        &["services", "describe", "yamlsc", "--format", "export"],
+    );
+    assert_eq!(exported2, exported);
+    let (summary, _) = d.cli_ok(&env, &["services", "describe", "yamlsc"]);
+    assert!(summary.contains("Sidecar report:"), "{summary}");
+    assert!(summary.contains("TOKEN"), "{summary}");
+    assert!(!summary.contains("tok-two"), "{summary}");
+}

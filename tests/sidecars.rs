@@ -131,3 +131,49 @@ fn a_dependency_cycle_is_refused_before_containerd() {
         "{err}"
     );
 }
+
+/// A sidecar's liveness probe (issue 16): the `health` sidecar serves `/ok` for 3 s, then
+/// 404; its probe fails twice in a row and the instance is replaced, runlet's log naming
+/// the container.
+#[test]
+fn a_sidecar_failing_its_liveness_probe_replaces_the_instance() {
+    let Some(env) = env() else { return };
+    env.load("probe.oci.tar");
+    env.load("busybox.oci.tar");
+    let served = env.serve(&[
+        "--service",
+        "walk-sidecar-live",
+        "--min-instances",
+        "1",
+        "--container",
+        "app",
+        "--image",
+        "probe",
+        "--port",
+        "8080",
+        "--container",
+        "health",
+        "--image",
+        "busybox",
+        "--command",
+        "/bin/sh",
+        "--args",
+        "^@^-c@mkdir -p /www; echo ok > /www/ok; (sleep 3; rm /www/ok) & exec busybox httpd -f -p 9000 -h /www",
+        "--startup-probe",
+        "httpGet.path=/ok,httpGet.port=9000,periodSeconds=1",
+        "--liveness-probe",
+        "httpGet.path=/ok,httpGet.port=9000,periodSeconds=1,failureThreshold=2",
+    ]);
+    assert_eq!(served.get("/").status, 200);
+    assert!(
+        served.wait_for_output(
+            "liveness probe failed: container health: 2 failures in a row",
+            std::time::Duration::from_secs(30)
+        ),
+        "{}",
+        served.output()
+    );
+    let (status, out) = served.interrupt();
+    assert!(status.success(), "runlet exit: {status}\n{out}");
+    env.assert_nothing_left("walk-sidecar-live");
+}

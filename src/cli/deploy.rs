@@ -18,9 +18,10 @@ pub struct DeployArgs {
     pub image: Option<String>,
     /// Specifies a container by name (gcloud), as `runlet serve --container`: the flags
     /// following it, up to the next --container, apply to that container (--image, --port
-    /// on the ingress container only, --command, --args, --set-env-vars, --memory, --cpu,
-    /// --startup-probe, --liveness-probe, --add-volume-mount, --depends-on). Up to 10;
-    /// flags that are not per-container come before the first --container.
+    /// on the ingress container only, --command, --args, --set-env-vars and the other
+    /// env-vars flags, --memory, --cpu, --startup-probe, --liveness-probe,
+    /// --add-volume-mount, --depends-on). Up to 10; flags that are not per-container come
+    /// before the first --container.
     #[arg(long, value_name = "NAME")]
     pub container: Option<String>,
     /// The `--container` groups, taken from the command line before clap sees it

@@ -67,9 +67,16 @@ pub struct JobArgs {
     pub task_timeout: Option<String>,
     #[command(flatten)]
     pub container: super::ContainerArgs,
-    /// Environment variables to add or change, KEY=VALUE[,...] (update).
+    /// Environment variables to add or change, KEY=VALUE[,...] (update; after
+    /// --remove-env-vars).
     #[arg(long = "update-env-vars")]
     pub update_env_vars: Vec<String>,
+    /// Environment variables to remove, by name, comma-separated (update).
+    #[arg(long = "remove-env-vars", value_name = "KEY")]
+    pub remove_env_vars: Vec<String>,
+    /// Remove all environment variables (secrets have their own flags).
+    #[arg(long = "clear-env-vars")]
+    pub clear_env_vars: bool,
     /// Memory limit per task (e.g. 512Mi, 1Gi) [default: 512Mi].
     #[arg(long)]
     pub memory: Option<String>,

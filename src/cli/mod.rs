@@ -127,9 +127,9 @@ pub struct ServeArgs {
     pub file: Option<PathBuf>,
     /// Specifies a container by name (gcloud): the flags following it, up to the next
     /// --container, apply to that container (--image, --port on the ingress container only,
-    /// --command, --args, --set-env-vars, --memory, --cpu, --startup-probe, --liveness-probe,
-    /// --add-volume-mount, --depends-on). Up to 10; flags that are not per-container come
-    /// before the first --container.
+    /// --command, --args, --set-env-vars and the other env-vars flags, --memory, --cpu,
+    /// --startup-probe, --liveness-probe, --add-volume-mount, --depends-on). Up to 10;
+    /// flags that are not per-container come before the first --container.
     #[arg(long, value_name = "NAME")]
     pub container: Option<String>,
     /// The `--container` groups, taken from the command line before clap sees it
@@ -175,6 +175,16 @@ pub struct RevisionArgs {
     pub port: Option<u16>,
     #[command(flatten)]
     pub container: ContainerArgs,
+    /// Environment variables to add or change, KEY=VALUE[,...] (after --remove-env-vars):
+    /// `runlet deploy` changes the current revision's; repeatable.
+    #[arg(long = "update-env-vars", value_name = "KEY=VALUE")]
+    pub update_env_vars: Vec<String>,
+    /// Environment variables to remove, by name, comma-separated; repeatable.
+    #[arg(long = "remove-env-vars", value_name = "KEY")]
+    pub remove_env_vars: Vec<String>,
+    /// Remove all environment variables (secrets have their own flags).
+    #[arg(long = "clear-env-vars")]
+    pub clear_env_vars: bool,
     /// Memory limit per instance (e.g. 512Mi, 1Gi) [default: 512Mi].
     #[arg(long)]
     pub memory: Option<String>,
@@ -230,6 +240,10 @@ pub struct ContainerArgs {
     /// delimiter, as gcloud); repeatable.
     #[arg(long = "set-env-vars")]
     pub set_env_vars: Vec<String>,
+    /// A YAML file of environment variables (`NAME: "value"`, values quoted strings, as
+    /// gcloud); all others removed, like --set-env-vars.
+    #[arg(long = "env-vars-file", value_name = "FILE_PATH")]
+    pub env_vars_file: Option<PathBuf>,
     /// Replaces the image's entrypoint; comma-separated (`^DELIM^a,b DELIM c` for another
     /// delimiter, as gcloud).
     #[arg(long, allow_hyphen_values = true)]
@@ -254,6 +268,14 @@ pub struct ContainerGroupArgs {
     pub port: Option<u16>,
     #[arg(long = "set-env-vars")]
     pub set_env_vars: Vec<String>,
+    #[arg(long = "env-vars-file", value_name = "FILE_PATH")]
+    pub env_vars_file: Option<PathBuf>,
+    #[arg(long = "update-env-vars")]
+    pub update_env_vars: Vec<String>,
+    #[arg(long = "remove-env-vars")]
+    pub remove_env_vars: Vec<String>,
+    #[arg(long = "clear-env-vars")]
+    pub clear_env_vars: bool,
     #[arg(long, allow_hyphen_values = true)]
     pub command: Option<String>,
     #[arg(long, allow_hyphen_values = true)]
@@ -268,6 +290,8 @@ pub struct ContainerGroupArgs {
     pub liveness_probe: Option<String>,
     #[arg(long)]
     pub add_volume_mount: Vec<String>,
+    #[command(flatten)]
+    pub secrets: secrets::SecretArgs,
     /// Containers that must have started (passed their startup probe) before this one.
     #[arg(long)]
     pub depends_on: Vec<String>,
@@ -280,6 +304,13 @@ impl ContainerGroupArgs {
             image: self.image,
             port: self.port,
             set_env_vars: self.set_env_vars,
+            env_vars_file: self.env_vars_file,
+            env: crate::spec::EnvChanges {
+                update: self.update_env_vars,
+                remove: self.remove_env_vars,
+                clear: self.clear_env_vars,
+                ..Default::default()
+            },
             command: self.command,
             args: self.args,
             memory: self.memory,
@@ -287,6 +318,7 @@ impl ContainerGroupArgs {
             startup_probe: self.startup_probe,
             liveness_probe: self.liveness_probe,
             add_volume_mount: self.add_volume_mount,
+            secrets: self.secrets.flags(),
             depends_on: self.depends_on,
         }
     }

@@ -14,6 +14,7 @@ use runlet::cli::GlobalArgs;
 use runlet::daemon::listener;
 use runlet::pb::longrunning::Operation;
 use runlet::pb::run_v2 as v2;
+use runlet::spec::flags::ServiceFlags;
 use runlet::spec::{to_run_v2, SpecError};
 
 use super::print::progress::{self, deploy_steps, render, rewind};
@@ -22,18 +23,33 @@ use super::{api, print};
 
 pub async fn run(global: &GlobalArgs, a: &DeployArgs) -> Result<i32> {
     let name = api::service_name(&a.api, &a.service)?;
-    let mut flags = super::service_flags(a.image.as_deref().unwrap_or_default(), &a.revision);
-    flags.containers = a.containers.clone();
-    let mut svc = to_run_v2::service(&flags)?;
-    svc.name = name.to_string();
+    let mut flags = super::service_flags(
+        a.image.as_deref().unwrap_or_default(),
+        &a.revision,
+        &a.containers,
+    )?;
     if let Some(listen) = &a.listen {
         check_listen(listen)?;
-        svc.annotations
-            .insert(listener::ANNOTATION.to_string(), listen.clone());
     }
+    let service = |flags: &ServiceFlags| -> Result<v2::Service, SpecError> {
+        let mut svc = to_run_v2::service(flags)?;
+        svc.name = name.to_string();
+        if let Some(listen) = &a.listen {
+            svc.annotations
+                .insert(listener::ANNOTATION.to_string(), listen.clone());
+        }
+        Ok(svc)
+    };
+    // Checked before the daemon is called (exit 64).
+    let mut svc = service(&flags)?;
     let client = api::connect(global, &a.api).await?;
     let new_service = match client.get_service(&svc.name).await {
-        Ok(_) => false,
+        Ok(current) => {
+            // --update-env-vars and --remove-env-vars change the current revision's.
+            to_run_v2::with_current_env(&mut flags, &current);
+            svc = service(&flags)?;
+            false
+        }
         Err(e) if e.is_not_found() => true,
         Err(e) => return Err(e.into()),
     };

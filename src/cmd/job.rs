@@ -108,6 +108,10 @@ fn job_spec(a: &ExecuteArgs) -> Result<JobSpec, SpecError> {
         max_retries: a.max_retries.clone(),
         task_timeout: a.task_timeout.clone(),
         set_env_vars: a.container.set_env_vars.clone(),
+        env: runlet::spec::EnvChanges {
+            file: super::env_file(a.container.env_vars_file.as_deref())?,
+            ..Default::default()
+        },
         command: a.container.command.as_deref().map(runlet::spec::split_list),
         args: a.container.args.as_deref().map(runlet::spec::split_list),
         memory: a.memory.clone(),

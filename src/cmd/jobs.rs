@@ -120,6 +120,13 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         max_retries: a.max_retries.clone(),
         task_timeout: a.task_timeout.clone(),
         set_env_vars: a.container.set_env_vars.clone(),
+        env: spec::EnvChanges {
+            file: super::env_file(a.container.env_vars_file.as_deref())?,
+            update: a.update_env_vars.clone(),
+            remove: a.remove_env_vars.clone(),
+            clear: a.clear_env_vars,
+            current: Vec::new(),
+        },
         command: a.container.command.as_deref().map(spec::split_list),
         args: a.container.args.as_deref().map(spec::split_list),
         memory: a.memory.clone(),
@@ -133,7 +140,7 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         clear: a.schedule.clear_schedule,
     };
     let apply = |job: &mut v2::Job| -> Result<(), SpecError> {
-        apply_flags(job, &flags, &a.update_env_vars)?;
+        apply_flags(job, &flags)?;
         let p = &a.pubsub;
         pubsub::apply_flags(
             &mut job.annotations,

@@ -38,7 +38,9 @@ use runlet::cli::{GlobalArgs, RevisionArgs};
 use runlet::metrics::MetricsListen;
 use runlet::runtime::containerd::Containerd;
 use runlet::runtime::embedded::{self, Connection};
+use runlet::spec::container_flags::ContainerFlags;
 use runlet::spec::flags::ServiceFlags;
+use runlet::spec::{EnvChanges, EnvFile, SpecError};
 
 /// Connects to containerd (starting a private one when allowed and needed), runs `f`, and
 /// stops the private containerd afterwards.
@@ -82,13 +84,30 @@ pub fn metrics_listen(flag: Option<&str>) -> Result<MetricsListen, runlet::spec:
     }
 }
 
-/// The revision's flags of `runlet serve` and `runlet deploy`, with their `--image`, as
-/// the spec reads them (each checked by [`ServiceFlags::check`]).
-pub fn service_flags(image: &str, a: &RevisionArgs) -> ServiceFlags {
-    ServiceFlags {
+/// The revision's flags of `runlet serve` and `runlet deploy`, with their `--image` and
+/// `--container` groups, as the spec reads them (each checked by [`ServiceFlags::check`]);
+/// the `--env-vars-file`s are read here (a file that cannot be read or is not a YAML map of
+/// strings is refused naming the flag, exit 64).
+pub fn service_flags(
+    image: &str,
+    a: &RevisionArgs,
+    containers: &[ContainerFlags],
+) -> Result<ServiceFlags, SpecError> {
+    let mut containers = containers.to_vec();
+    for g in &mut containers {
+        g.env.file = env_file(g.env_vars_file.as_deref())?;
+    }
+    Ok(ServiceFlags {
         image: image.to_string(),
         port: a.port,
         set_env_vars: a.container.set_env_vars.clone(),
+        env: EnvChanges {
+            file: env_file(a.container.env_vars_file.as_deref())?,
+            update: a.update_env_vars.clone(),
+            remove: a.remove_env_vars.clone(),
+            clear: a.clear_env_vars,
+            current: Vec::new(),
+        },
         command: a.container.command.clone(),
         args: a.container.args.clone(),
         memory: a.memory.clone(),
@@ -109,10 +128,24 @@ pub fn service_flags(image: &str, a: &RevisionArgs) -> ServiceFlags {
         } else {
             None
         },
-        containers: Vec::new(),
+        containers,
         secrets: a.container.secrets.flags(),
         execution_environment: a.execution_environment.clone(),
-    }
+    })
+}
+
+/// Reads `--env-vars-file` (gcloud's YAML map), if given.
+pub fn env_file(path: Option<&std::path::Path>) -> Result<Option<EnvFile>, SpecError> {
+    let Some(path) = path else { return Ok(None) };
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        field: "--env-vars-file",
+        detail: format!("cannot read {shown}: {e}"),
+    })?;
+    Ok(Some(EnvFile {
+        vars: runlet::spec::parse_env_file(&shown, &text)?,
+        path: shown,
+    }))
 }
 
 /// Refuses (exit 64, the secret named) references to what the store does not hold, before

@@ -52,7 +52,10 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<i32> {
         pull: args.pull.clone(),
         meta: identity.config(),
     };
-    super::check_secrets(&input.spec.secrets, &global.state_dir)?;
+    // Every container's (the ingress container's are `spec.secrets`).
+    for c in input.spec.containers() {
+        super::check_secrets(&c.secrets, &global.state_dir)?;
+    }
     if let Some(p) = &args.identity.project {
         runlet::log_format::set_project(p);
     }
@@ -121,6 +124,10 @@ fn revision_flags_given(a: &ServeArgs) -> Vec<&'static str> {
         ("--service", a.service.is_some()),
         ("--port", r.port.is_some()),
         ("--set-env-vars", !c.set_env_vars.is_empty()),
+        ("--env-vars-file", c.env_vars_file.is_some()),
+        ("--update-env-vars", !r.update_env_vars.is_empty()),
+        ("--remove-env-vars", !r.remove_env_vars.is_empty()),
+        ("--clear-env-vars", r.clear_env_vars),
         ("--command", c.command.is_some()),
         ("--args", c.args.is_some()),
         ("--set-secrets", !c.secrets.set_secrets.is_empty()),
@@ -154,8 +161,11 @@ fn service_spec(a: &ServeArgs) -> Result<ServiceSpec, SpecError> {
             detail: "is required (or --container NAME --image IMAGE ...)".into(),
         });
     }
-    let mut flags = super::service_flags(a.image.as_deref().unwrap_or_default(), &a.revision);
-    flags.containers = a.containers.clone();
+    let flags = super::service_flags(
+        a.image.as_deref().unwrap_or_default(),
+        &a.revision,
+        &a.containers,
+    )?;
     let flags = flags.check()?;
     let name = match &a.service {
         Some(n) => {

@@ -258,7 +258,11 @@ impl Daemon {
                 Verdict::Adopt => {
                     let rev = c.labels.get(labels::REVISION);
                     if rev.is_some() && serving.get(svc) == rev {
-                        adopt.entry(svc.clone()).or_default().push(c.id.clone());
+                        // An instance is adopted by its ingress container's id (the
+                        // instance's); a sidecar's container goes with its instance.
+                        if !is_sidecar(&c.id, &c.labels) {
+                            adopt.entry(svc.clone()).or_default().push(c.id.clone());
+                        }
                         false
                     } else {
                         true
@@ -410,4 +414,35 @@ fn is_deletion(op: &crate::pb::longrunning::Operation) -> bool {
 fn op_target(op: &crate::pb::longrunning::Operation) -> Option<String> {
     let any = op.metadata.as_ref()?;
     any.unpack::<v2::Service>().ok().map(|s| s.name)
+}
+
+/// A sidecar's container: labelled with an instance other than itself (the ingress
+/// container's id is the instance's).
+fn is_sidecar(id: &str, labelled: &std::collections::HashMap<String, String>) -> bool {
+    labelled
+        .get(labels::INSTANCE)
+        .is_some_and(|instance| instance != id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecars_are_adopted_with_their_instance() {
+        let with = |instance: Option<&str>| {
+            instance
+                .map(|i| (labels::INSTANCE.to_string(), i.to_string()))
+                .into_iter()
+                .collect()
+        };
+        for (id, instance, sidecar) in [
+            ("web-00001-abc-x1y2z", Some("web-00001-abc-x1y2z"), false),
+            ("web-00001-abc-x1y2z-log", Some("web-00001-abc-x1y2z"), true),
+            // Labelled before sidecars existed: an instance.
+            ("web-00001-abc-x1y2z", None, false),
+        ] {
+            assert_eq!(is_sidecar(id, &with(instance)), sidecar, "{id}");
+        }
+    }
 }

@@ -37,6 +37,8 @@ pub struct Container {
     pub mounts: Vec<Mount>,
     /// Containers that must have passed their startup probe before this one starts.
     pub depends_on: Vec<String>,
+    /// Its secrets, by reference (variables and files; read when the container is made).
+    pub secrets: super::secrets::SecretBindings,
 }
 
 /// A volume of the instance mounted into one container.

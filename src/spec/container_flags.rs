@@ -7,8 +7,9 @@
 //! checks (one ingress, names, order) are [`super::container::check`].
 
 use super::container::{Container, Mount};
+use super::secrets::{SecretBindings, SecretFlags};
 use super::volume::VolumeFlag;
-use super::{bad, cpu, defaults, memory, parse_env_vars, probe, split_list, SpecError};
+use super::{bad, cpu, defaults, memory, probe, service_env, split_list, EnvChanges, SpecError};
 use crate::image::reference;
 
 /// One `--container NAME` group as given.
@@ -18,6 +19,10 @@ pub struct ContainerFlags {
     pub image: Option<String>,
     pub port: Option<u16>,
     pub set_env_vars: Vec<String>,
+    /// `--env-vars-file` as given; the command reads it into `env.file` before checking.
+    pub env_vars_file: Option<std::path::PathBuf>,
+    /// The container's other environment flags (gcloud's, per container).
+    pub env: EnvChanges,
     pub command: Option<String>,
     pub args: Option<String>,
     pub memory: Option<String>,
@@ -25,6 +30,8 @@ pub struct ContainerFlags {
     pub startup_probe: Option<String>,
     pub liveness_probe: Option<String>,
     pub add_volume_mount: Vec<String>,
+    /// `--set-secrets` and its siblings, for this container.
+    pub secrets: SecretFlags,
     /// `--depends-on`, each in gcloud's list syntax.
     pub depends_on: Vec<String>,
 }
@@ -87,13 +94,17 @@ impl ContainerFlags {
                 path: m.path,
             })
             .collect();
+        let env = service_env(&self.set_env_vars, &self.env)?;
+        let mut secrets = SecretBindings::default();
+        secrets.apply(&self.secrets.parse()?);
+        secrets.check("--set-secrets", &env)?;
         let container = Container {
             name: self.name.clone(),
             image: image_ref,
             port: self.port,
             command: self.command.as_deref().map(split_list),
             args: self.args.as_deref().map(split_list),
-            env: parse_env_vars(&self.set_env_vars)?,
+            env,
             memory_bytes: memory.as_ref().map_or(defaults::MEMORY, |m| m.1),
             cpu: cpu.as_ref().map_or(defaults::CPU, |c| c.1),
             startup_probe: probe("--startup-probe", &self.startup_probe)?,
@@ -105,6 +116,7 @@ impl ContainerFlags {
                 .flat_map(|d| split_list(d))
                 .filter(|d| !d.is_empty())
                 .collect(),
+            secrets,
         };
         Ok(CheckedContainer {
             container,

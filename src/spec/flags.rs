@@ -12,7 +12,7 @@ use super::container::{self, Sidecars};
 use super::container_flags::ContainerFlags;
 use super::secrets::{SecretBindings, SecretFlags};
 use super::{
-    bad, cpu, defaults, duration_in, in_range, memory, parse_env_vars, probe, split_list,
+    bad, cpu, defaults, duration_in, in_range, memory, probe, service_env, split_list, EnvChanges,
     ExecutionEnvironment, Probe, ServiceSpec, SpecError, VolumeFlags,
 };
 use crate::image::reference;
@@ -24,6 +24,9 @@ pub struct ServiceFlags {
     pub port: Option<u16>,
     /// `--set-env-vars`, each in gcloud's list syntax.
     pub set_env_vars: Vec<String>,
+    /// `--env-vars-file`, `--update-env-vars`, `--remove-env-vars`, `--clear-env-vars`, and
+    /// the variables they change.
+    pub env: EnvChanges,
     /// `--command` and `--args`, in gcloud's list syntax.
     pub command: Option<String>,
     pub args: Option<String>,
@@ -110,7 +113,16 @@ impl ServiceFlags {
             ("--liveness-probe", self.liveness_probe.is_some()),
             ("--add-volume-mount", !self.add_volume_mount.is_empty()),
         ];
-        if let Some((field, _)) = top.iter().find(|(_, given)| *given) {
+        let mut env_given = self.env.given();
+        if !self.secrets.is_empty() {
+            env_given.push("--set-secrets");
+        }
+        if let Some(field) = top
+            .iter()
+            .find(|(_, given)| *given)
+            .map(|(f, _)| *f)
+            .or(env_given.first().copied())
+        {
             return Err(bad(
                 field,
                 "with --container, container flags may only follow a --container (as gcloud)",
@@ -132,25 +144,14 @@ impl ServiceFlags {
             .collect::<Result<Vec<_>, _>>()?;
         let list: Vec<_> = checked.iter().map(|c| c.container.clone()).collect();
         let ingress = container::check(&list)?;
-        if let Some(c) = list
-            .iter()
-            .enumerate()
-            .find(|(i, c)| *i != ingress && c.liveness_probe.is_some())
-        {
-            return Err(bad(
-                "--liveness-probe",
-                format!(
-                    "container {} is a sidecar: runlet runs liveness probes on the ingress container only for now",
-                    c.1.name
-                ),
-            ));
-        }
         let g = &self.containers[ingress];
         let mut one = self.clone();
         one.containers = Vec::new();
         one.image = g.image.clone().unwrap_or_default();
         one.port = g.port;
         one.set_env_vars = g.set_env_vars.clone();
+        one.env = g.env.clone();
+        one.secrets = g.secrets.clone();
         one.command = g.command.clone();
         one.args = g.args.clone();
         one.memory = g.memory.clone();
@@ -212,7 +213,7 @@ impl ServiceFlags {
                 .transpose()
         };
         let memory_bytes = memory.as_ref().map_or(defaults::MEMORY, |m| m.1);
-        let env = parse_env_vars(&self.set_env_vars)?;
+        let env = service_env(&self.set_env_vars, &self.env)?;
         let mut secrets = SecretBindings::default();
         secrets.apply(&self.secrets.parse()?);
         secrets.check("--set-secrets", &env)?;
@@ -484,6 +485,24 @@ pub(crate) mod tests {
                 "may only follow",
             ),
             (
+                |f| f.secrets.set = vec!["A=a:1".into()],
+                "--set-secrets",
+                "may only follow",
+            ),
+            (
+                |f| f.env.update = vec!["A=1".into()],
+                "--update-env-vars",
+                "may only follow",
+            ),
+            (
+                |f| {
+                    f.containers[0].set_env_vars = vec!["A=1".into()];
+                    f.containers[0].secrets.set = vec!["A=a:1".into()]
+                },
+                "--set-secrets",
+                "A is set both as a plain variable and from a secret",
+            ),
+            (
                 |f| f.containers[0].port = Some(9),
                 "--port",
                 "given on log, app",
@@ -509,9 +528,9 @@ pub(crate) mod tests {
                 "container app is given twice",
             ),
             (
-                |f| f.containers[0].liveness_probe = Some("tcpSocket.port=9".into()),
+                |f| f.containers[0].liveness_probe = Some("httpGet.path=/".into()),
                 "--liveness-probe",
-                "sidecar",
+                "container log has no --port: its probe must name one",
             ),
             (
                 |f| f.containers[0].image = None,

@@ -37,7 +37,10 @@ mod proptests;
 mod service_yaml_tests;
 
 pub use container::{Container, Sidecars};
-pub use env::{check_env_name, parse_env_list, parse_env_vars, RESERVED_ENV};
+pub use env::{
+    check_env_name, env_ops, parse_env_file, parse_env_list, parse_env_list_as, parse_env_vars,
+    service_env, EnvChanges, EnvFile, EnvOps, RESERVED_ENV,
+};
 pub use execution::ExecutionEnvironment;
 pub use list::split_list;
 pub use name::{check_name, name_from_image, revision_name};
@@ -166,6 +169,7 @@ impl ServiceSpec {
             liveness_probe: self.liveness_probe.clone(),
             mounts: self.sidecars.ingress_mounts.clone(),
             depends_on: self.sidecars.ingress_depends_on.clone(),
+            secrets: self.secrets.clone(),
         };
         std::iter::once(ingress)
             .chain(self.sidecars.containers.iter().cloned())

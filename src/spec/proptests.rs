@@ -28,6 +28,7 @@ fn all_flags(s: &str) -> ServiceFlags {
         image: s.to_string(),
         port: None,
         set_env_vars: vec![s.to_string()],
+        env: Default::default(),
         command: one(),
         args: one(),
         memory: one(),

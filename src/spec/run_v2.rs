@@ -83,7 +83,7 @@ pub fn service_spec(
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
-                .map(|(j, o)| sidecar(j, o, &vols))
+                .map(|(j, o)| sidecar(j, o, &vols, secrets_v2::project_of(&svc.name), &t.volumes))
                 .collect::<Result<_, _>>()?,
         }
     } else {
@@ -168,62 +168,46 @@ fn image(i: usize, c: &v2::Container) -> Result<String, SpecError> {
     reference::normalize(&c.image).map_err(|e| bad(field(i, F::Image), e.to_string()))
 }
 
-/// Container `i`, a sidecar: what it runs, with no port, no secrets and no liveness probe
-/// (runlet runs those on the ingress container only, as `runlet serve --container` does).
-fn sidecar(i: usize, c: &v2::Container, vols: &Vols) -> Result<Container, SpecError> {
-    if let Some(e) = c
-        .env
-        .iter()
-        .find(|e| matches!(e.values, Some(env_var::Values::ValueSource(_))))
-    {
-        return Err(bad(
-            field(i, F::Env),
-            format!(
-                "{}: secrets are given to the ingress container only for now (container {} is a sidecar)",
-                e.name, c.name
-            ),
-        ));
-    }
-    if let Some(m) = c
-        .volume_mounts
-        .iter()
-        .find(|m| vols.secret.contains(&m.name))
-    {
-        return Err(bad(
-            field(i, F::VolumeMounts),
-            format!(
-                "{}: secret volumes are mounted into the ingress container only for now (container {} is a sidecar)",
-                m.name, c.name
-            ),
-        ));
-    }
-    if c.liveness_probe.is_some() {
-        return Err(bad(
-            field(i, F::LivenessProbe),
-            format!(
-                "container {} is a sidecar: runlet runs liveness probes on the ingress container only for now",
-                c.name
-            ),
-        ));
-    }
-    let (memory_bytes, cpu, _) = resources(i, c)?;
-    let startup_probe = match &c.startup_probe {
-        None => None,
-        Some(p) => {
-            let f = field(i, F::StartupProbe);
-            let p = probe(f, p, 0)?;
-            if action_port(&p.action) == 0 {
-                return Err(bad(
-                    f,
-                    format!(
-                        "container {} is a sidecar and has no port: its probe must name one (tcpSocket.port, httpGet.port or grpc.port)",
-                        c.name
-                    ),
-                ));
-            }
-            Some(p)
-        }
+/// Container `i`, a sidecar: what it runs, with no port; its probes name a port; its
+/// secrets (variables, files of the template's secret volumes it mounts) as the ingress
+/// container's.
+fn sidecar(
+    i: usize,
+    c: &v2::Container,
+    vols: &Vols,
+    project: &str,
+    volumes: &[v2::Volume],
+) -> Result<Container, SpecError> {
+    let secrets = {
+        let fields = secrets_v2::Fields {
+            env: field(i, F::Env),
+            volumes: VOLS,
+            mounts: field(i, F::VolumeMounts),
+        };
+        let b = secrets_v2::bindings(fields, project, &c.env, volumes, &c.volume_mounts)?;
+        b.check(
+            CONTAINER_FIELDS[i.min(CONTAINER_FIELDS.len() - 1)],
+            &env(i, c)?,
+        )?;
+        b
     };
+    let (memory_bytes, cpu, _) = resources(i, c)?;
+    let sidecar_probe = |f: &'static str, p: &Option<v2::Probe>| -> Result<_, SpecError> {
+        let Some(p) = p else { return Ok(None) };
+        let p = probe(f, p, 0)?;
+        if action_port(&p.action) == 0 {
+            return Err(bad(
+                f,
+                format!(
+                    "container {} is a sidecar and has no port: its probe must name one (tcpSocket.port, httpGet.port or grpc.port)",
+                    c.name
+                ),
+            ));
+        }
+        Ok(Some(p))
+    };
+    let startup_probe = sidecar_probe(field(i, F::StartupProbe), &c.startup_probe)?;
+    let liveness_probe = sidecar_probe(field(i, F::LivenessProbe), &c.liveness_probe)?;
     Ok(Container {
         name: c.name.clone(),
         image: image(i, c)?,
@@ -234,9 +218,10 @@ fn sidecar(i: usize, c: &v2::Container, vols: &Vols) -> Result<Container, SpecEr
         memory_bytes,
         cpu,
         startup_probe,
-        liveness_probe: None,
+        liveness_probe,
         mounts: mounts(i, c, vols)?,
         depends_on: c.depends_on.clone(),
+        secrets,
     })
 }
 
@@ -937,6 +922,7 @@ mod tests {
                     path: "/logs".into()
                 }],
                 depends_on: vec![],
+                secrets: Default::default(),
             }]
         );
         assert_eq!(got.containers().len(), 2);
@@ -991,7 +977,7 @@ mod tests {
             (
                 |c| c[0].liveness_probe = Some(Default::default()),
                 "service.template.containers[0].livenessProbe",
-                "liveness probes on the ingress container only",
+                "its probe must name one",
             ),
             (
                 |c| c[0].startup_probe = Some(Default::default()),
@@ -1040,7 +1026,7 @@ mod tests {
             ),
             (
                 |c| {
-                    c[0].env = vec![v2::EnvVar {
+                    let secret = v2::EnvVar {
                         name: "S".into(),
                         values: Some(env_var::Values::ValueSource(v2::EnvVarSource {
                             secret_key_ref: Some(v2::SecretKeySelector {
@@ -1048,10 +1034,15 @@ mod tests {
                                 version: "1".into(),
                             }),
                         })),
-                    }]
+                    };
+                    let plain = v2::EnvVar {
+                        name: "S".into(),
+                        values: Some(env_var::Values::Value("x".into())),
+                    };
+                    c[0].env = vec![secret, plain]
                 },
-                "service.template.containers[0].env",
-                "secrets are given to the ingress container only",
+                "service.template.containers[0]",
+                "S is set both as a plain variable and from a secret",
             ),
             (
                 |c| {
@@ -1082,7 +1073,8 @@ mod tests {
             assert_eq!(e.field, field, "case {i}: {e}");
             assert!(e.detail.contains(detail), "case {i}: {e}");
         }
-        // A secret volume mounted into a sidecar.
+        // A sidecar's secrets: a variable and a secret volume it mounts (not the ingress
+        // container's).
         let mut s = two();
         let t = s.template.as_mut().unwrap();
         t.volumes.push(v2::Volume {
@@ -1097,10 +1089,21 @@ mod tests {
             mount_path: "/key".into(),
             ..Default::default()
         }];
-        let e = spec(&s).unwrap_err();
+        t.containers[0].env = vec![crate::spec::secrets_v2::env_var(
+            "TOKEN",
+            &crate::spec::secrets::SecretRef {
+                secret: "tok".into(),
+                version: crate::spec::secrets::Version::Latest,
+            },
+        )];
+        let spec = spec(&s).unwrap();
+        assert!(spec.secrets.is_empty(), "{:?}", spec.secrets);
+        let log = &spec.sidecars.containers[0].secrets;
+        assert_eq!(log.env[0].0, "TOKEN");
         assert_eq!(
-            e.field, "service.template.containers[0].volumeMounts",
-            "{e}"
+            log.files.iter().map(|f| f.key()).collect::<Vec<_>>(),
+            ["/key/k"]
         );
+        assert!(spec.sidecars.containers[0].env.is_empty());
     }
 }

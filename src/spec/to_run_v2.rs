@@ -25,10 +25,17 @@ pub fn service(flags: &ServiceFlags) -> Result<v2::Service, SpecError> {
     t.containers[0].name = s.ingress_name.clone();
     t.containers[0].depends_on = s.ingress_depends_on.clone();
     for g in flags.containers.iter().filter(|g| g.name != s.ingress_name) {
-        t.containers.push(sidecar_of(
-            &g.check(&checked.volumes.volumes)?,
-            checked.cpu_throttling,
-        ));
+        let g = g.check(&checked.volumes.volumes)?;
+        let mut c = sidecar_of(&g, checked.cpu_throttling);
+        // Its secrets: variables, and secret volumes of its own beside the others'.
+        let b = &g.container.secrets;
+        let taken: Vec<String> = t.volumes.iter().map(|v| v.name.clone()).collect();
+        let (vols, mounts) = super::secrets_v2::volumes(b, &taken);
+        t.volumes.extend(vols);
+        c.volume_mounts.extend(mounts);
+        c.env
+            .extend(b.env.iter().map(|(k, r)| super::secrets_v2::env_var(k, r)));
+        t.containers.push(c);
     }
     Ok(svc)
 }
@@ -169,6 +176,40 @@ pub fn service_of(f: &Checked) -> v2::Service {
         client: "runlet".into(),
         client_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
+    }
+}
+
+/// Gives each container's `--update-env-vars`/`--remove-env-vars` the plain variables it
+/// has in `current` (the service as the daemon has it), as gcloud changes the current
+/// revision's: the ingress container for the flags without `--container`, a group's
+/// container by name (a new container has none). Other flags describe the template anew.
+pub fn with_current_env(flags: &mut ServiceFlags, current: &v2::Service) {
+    let Some(t) = &current.template else { return };
+    let plain = |c: &v2::Container| -> Vec<(String, String)> {
+        c.env
+            .iter()
+            .filter_map(|e| match &e.values {
+                Some(env_var::Values::Value(v)) => Some((e.name.clone(), v.clone())),
+                None => Some((e.name.clone(), String::new())),
+                Some(env_var::Values::ValueSource(_)) => None,
+            })
+            .collect()
+    };
+    if flags.containers.is_empty() {
+        let ingress = t
+            .containers
+            .iter()
+            .find(|c| !c.ports.is_empty())
+            .or(t.containers.first());
+        flags.env.current = ingress.map(plain).unwrap_or_default();
+    }
+    for g in &mut flags.containers {
+        g.env.current = t
+            .containers
+            .iter()
+            .find(|c| c.name == g.name)
+            .map(plain)
+            .unwrap_or_default();
     }
 }
 
@@ -361,6 +402,34 @@ mod tests {
                     ];
                 }),
             ),
+            (
+                "sidecars with secrets and liveness probes",
+                flags(|f| {
+                    f.image = String::new();
+                    f.containers = vec![
+                        ContainerFlags {
+                            name: "app".into(),
+                            image: Some("probe".into()),
+                            port: Some(8080),
+                            secrets: crate::spec::secrets::SecretFlags {
+                                set: strings(&["A=a:1,/s/app/key=k:2"]),
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        },
+                        ContainerFlags {
+                            name: "proxy".into(),
+                            image: Some("busybox".into()),
+                            liveness_probe: Some("tcpSocket.port=9000".into()),
+                            secrets: crate::spec::secrets::SecretFlags {
+                                set: strings(&["B=b:latest,/s/proxy/cert=c:1,/s/proxy/key=c:2"]),
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        },
+                    ];
+                }),
+            ),
         ]
     }
 
@@ -457,5 +526,84 @@ mod tests {
     fn refused_flags_reach_no_service() {
         let e = service(&flags(|f| f.memory = Some("2Ti".into()))).unwrap_err();
         assert_eq!(e.field, "--memory");
+    }
+
+    #[test]
+    fn env_changes_start_from_the_current_service() {
+        let plain = |k: &str, v: &str| v2::EnvVar {
+            name: k.into(),
+            values: Some(env_var::Values::Value(v.into())),
+        };
+        let secret = |k: &str| v2::EnvVar {
+            name: k.into(),
+            values: Some(env_var::Values::ValueSource(Default::default())),
+        };
+        let current = v2::Service {
+            template: Some(v2::RevisionTemplate {
+                containers: vec![
+                    v2::Container {
+                        name: "log".into(),
+                        env: vec![plain("L", "1")],
+                        ..Default::default()
+                    },
+                    v2::Container {
+                        name: "app".into(),
+                        ports: vec![v2::ContainerPort::default()],
+                        env: vec![plain("A", "1"), secret("S"), plain("B", "2")],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        // One container: the ingress one's plain variables (a secret has its own flags).
+        let mut f = flags(|f| f.env.update = strings(&["B=3,C=4"]));
+        with_current_env(&mut f, &current);
+        assert_eq!(f.env.current, pairs(&[("A", "1"), ("B", "2")]));
+        let c = &service(&f).unwrap().template.unwrap().containers[0];
+        let env: Vec<_> = c
+            .env
+            .iter()
+            .map(|e| match &e.values {
+                Some(env_var::Values::Value(v)) => (e.name.as_str(), v.as_str()),
+                _ => (e.name.as_str(), "?"),
+            })
+            .collect();
+        assert_eq!(env, [("A", "1"), ("B", "3"), ("C", "4")]);
+        // Groups: by name; a new container starts with none.
+        let mut g = ServiceFlags {
+            containers: vec![
+                ContainerFlags {
+                    name: "app".into(),
+                    port: Some(8080),
+                    ..Default::default()
+                },
+                ContainerFlags {
+                    name: "log".into(),
+                    ..Default::default()
+                },
+                ContainerFlags {
+                    name: "new".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        with_current_env(&mut g, &current);
+        let currents: Vec<_> = g.containers.iter().map(|c| c.env.current.clone()).collect();
+        assert_eq!(
+            currents,
+            [
+                pairs(&[("A", "1"), ("B", "2")]),
+                pairs(&[("L", "1")]),
+                vec![]
+            ]
+        );
     }
 }

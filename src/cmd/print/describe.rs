@@ -1,6 +1,7 @@
 //! `runlet services describe`'s summary (gcloud's shape): the service's state, URL and
 //! traffic, then what its latest revision runs, with the values runlet applies (defaults
-//! filled in, through the same mapping the daemon uses, `spec::run_v2`).
+//! filled in, through the same mapping the daemon uses, `spec::run_v2`): the ingress
+//! container and the instance's settings, then each sidecar.
 
 use std::fmt::Write as _;
 
@@ -49,11 +50,18 @@ pub fn service(svc: &v2::Service) -> String {
     );
     let revision = short(&svc.latest_created_revision);
     let _ = writeln!(out, "  Revision {revision}");
-    let image = svc
+    let containers: &[v2::Container] = svc
         .template
         .as_ref()
-        .and_then(|t| t.containers.first())
-        .map_or("", |c| c.image.as_str());
+        .map_or(&[], |t| t.containers.as_slice());
+    // The image as the template gives it (the spec holds it normalised).
+    let image_of = |name: &str| {
+        containers
+            .iter()
+            .find(|c| c.name == name)
+            .or(containers.first())
+            .map_or("", |c| c.image.as_str())
+    };
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let spec = match service_spec(short(&svc.name), revision, svc, listen) {
         Ok(s) => s,
@@ -65,7 +73,24 @@ pub fn service(svc: &v2::Service) -> String {
     let item = |out: &mut String, k: &str, v: &str| {
         let _ = writeln!(out, "  {:<17}{v}", format!("{k}:"));
     };
-    item(&mut out, "Image", image);
+    let sidecars = &spec.sidecars;
+    if !sidecars.is_empty() {
+        item(
+            &mut out,
+            "Container",
+            &format!("{} (ingress)", sidecars.ingress_name),
+        );
+    }
+    let ingress_image = if sidecars.is_empty() {
+        containers
+            .iter()
+            .find(|c| !c.ports.is_empty())
+            .or(containers.first())
+            .map_or("", |c| c.image.as_str())
+    } else {
+        image_of(&sidecars.ingress_name)
+    };
+    item(&mut out, "Image", ingress_image);
     let h2 = if spec.use_http2 { " (h2c)" } else { "" };
     item(&mut out, "Port", &format!("{}{h2}", spec.port));
     if let Some(c) = &spec.command {
@@ -118,7 +143,70 @@ pub fn service(svc: &v2::Service) -> String {
             let _ = writeln!(out, "    {path}  in-memory, {}", bytes(*size));
         }
     }
+    if !sidecars.ingress_depends_on.is_empty() {
+        item(
+            &mut out,
+            "Depends on",
+            &sidecars.ingress_depends_on.join(", "),
+        );
+    }
+    for c in &sidecars.containers {
+        sidecar(&mut out, c, image_of(&c.name), &sidecars.volumes);
+    }
     out
+}
+
+/// A sidecar's block: what it runs and what it has (no port, no instance settings).
+fn sidecar(out: &mut String, c: &runlet::spec::Container, image: &str, volumes: &[(String, u64)]) {
+    let _ = writeln!(out, "  Sidecar {}:", c.name);
+    let item = |out: &mut String, k: &str, v: &str| {
+        let _ = writeln!(out, "    {:<15}{v}", format!("{k}:"));
+    };
+    item(out, "Image", image);
+    if let Some(cmd) = &c.command {
+        item(out, "Command", &cmd.join(" "));
+    }
+    if let Some(a) = &c.args {
+        item(out, "Args", &a.join(" "));
+    }
+    if !c.env.is_empty() {
+        out.push_str("    Env vars:\n");
+        let width = c.env.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in &c.env {
+            let _ = writeln!(out, "      {k:<width$}  {v}");
+        }
+    }
+    if !c.secrets.is_empty() {
+        // References only, as for the ingress container.
+        out.push_str("    Secrets:\n");
+        let refs: Vec<(String, String)> =
+            c.secrets.refs().map(|(k, r)| (k, r.to_string())).collect();
+        let width = refs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, r) in refs {
+            let _ = writeln!(out, "      {k:<width$}  {r}");
+        }
+    }
+    item(out, "Memory", &bytes(c.memory_bytes));
+    item(out, "CPU", &c.cpu.to_string());
+    if let Some(p) = &c.startup_probe {
+        item(out, "Startup probe", &probe(p));
+    }
+    if let Some(p) = &c.liveness_probe {
+        item(out, "Liveness probe", &probe(p));
+    }
+    if !c.mounts.is_empty() {
+        out.push_str("    Volume mounts:\n");
+        for m in &c.mounts {
+            let size = volumes
+                .iter()
+                .find(|(n, _)| *n == m.volume)
+                .map_or(String::new(), |(_, s)| format!(", {}", bytes(*s)));
+            let _ = writeln!(out, "      {}  in-memory{size}", m.path);
+        }
+    }
+    if !c.depends_on.is_empty() {
+        item(out, "Depends on", &c.depends_on.join(", "));
+    }
 }
 
 /// `512Mi`, `1Gi`, `1536Ki`, or bytes.
@@ -206,6 +294,69 @@ Last updated on 2024-05-01T12:00:00.000000Z by runlet:
   Volume mounts:
     /cache  in-memory, 64Mi
 "
+        );
+    }
+
+    #[test]
+    fn summary_shows_every_container() {
+        use runlet::spec::container_flags::ContainerFlags;
+        let mut svc = to_run_v2::service(&ServiceFlags {
+            add_volume: vec!["name=shared,type=in-memory,size-limit=64Mi".into()],
+            containers: vec![
+                ContainerFlags {
+                    name: "app".into(),
+                    image: Some("probe".into()),
+                    port: Some(8081),
+                    depends_on: vec!["log".into()],
+                    add_volume_mount: vec!["volume=shared,mount-path=/data".into()],
+                    ..Default::default()
+                },
+                ContainerFlags {
+                    name: "log".into(),
+                    image: Some("busybox".into()),
+                    command: Some("/bin/sh".into()),
+                    set_env_vars: vec!["L=1".into()],
+                    memory: Some("128Mi".into()),
+                    startup_probe: Some("tcpSocket.port=9000".into()),
+                    add_volume_mount: vec!["volume=shared,mount-path=/shared".into()],
+                    secrets: runlet::spec::secrets::SecretFlags {
+                        set: vec!["TOKEN=tok:latest".into()],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        // The API keeps the order a client gives: the ingress container need not be first.
+        svc.template.as_mut().unwrap().containers.reverse();
+        svc.name = "projects/p/locations/l/services/web".into();
+        svc.latest_created_revision = "web-00001-abc".into();
+        let text = service(&svc);
+        let tail = text.split("  Revision web-00001-abc\n").nth(1).unwrap();
+        assert!(
+            tail.starts_with("  Container:       app (ingress)\n  Image:           probe\n  Port:            8081\n"),
+            "{text}"
+        );
+        assert!(
+            tail.ends_with(
+                "  Depends on:      log
+  Sidecar log:
+    Image:         busybox
+    Command:       /bin/sh
+    Env vars:
+      L  1
+    Secrets:
+      TOKEN  tok:latest
+    Memory:        128Mi
+    CPU:           1
+    Startup probe: TCP on port 9000, every 10s, timeout 1s, 3 failures, after 0s
+    Volume mounts:
+      /shared  in-memory, 64Mi
+"
+            ),
+            "{text}"
         );
     }
 

@@ -221,19 +221,41 @@ impl<I: Instances> Controller<I> {
         self.exit_watchers.insert(running.id.clone(), watcher);
     }
 
-    /// Runs the service's liveness probe, if it has one, and reports a failure as
-    /// [`Event::Unhealthy`].
+    /// Runs the liveness probes of the instance's containers (all share its network
+    /// namespace, so one dialer reaches every container's port) and reports the first
+    /// failure as [`Event::Unhealthy`], naming the container when there are several.
     fn watch_liveness(&mut self, running: &Running) {
-        let (Some(probe), Some(dialer)) = (
-            self.ctx.spec().liveness_probe.clone(),
-            running.dialer.clone(),
-        ) else {
+        let Some(dialer) = running.dialer.clone() else {
             return;
         };
+        let spec = self.ctx.spec();
+        let named = !spec.sidecars.is_empty();
+        let probes: Vec<(String, crate::spec::Probe)> = spec
+            .containers()
+            .into_iter()
+            .filter_map(|c| c.liveness_probe.map(|p| (c.name, p)))
+            .collect();
+        if probes.is_empty() {
+            return;
+        }
         let (id, events) = (running.id.clone(), self.events.clone());
         let check = tokio::spawn(async move {
-            let reason = liveness::until_failed(&probe, &dialer).await;
-            let _ = events.send(Event::Unhealthy(id, reason));
+            // Dropped with this task (aborted when the instance stops): so are the probes.
+            let mut set = tokio::task::JoinSet::new();
+            for (name, p) in probes {
+                let dialer = dialer.clone();
+                set.spawn(async move {
+                    let why = liveness::until_failed(&p, &dialer).await;
+                    if named {
+                        format!("container {name}: {why}")
+                    } else {
+                        why
+                    }
+                });
+            }
+            if let Some(Ok(reason)) = set.join_next().await {
+                let _ = events.send(Event::Unhealthy(id, reason));
+            }
         });
         self.live_checks.insert(running.id.clone(), check);
     }

@@ -48,8 +48,6 @@ pub enum StartError {
     Dialer(#[source] std::io::Error),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
-    #[error("an instance with sidecars is not adopted after a restart: it is replaced")]
-    NotAdoptable,
 }
 
 /// What every instance of a service shares.
@@ -280,9 +278,12 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
                 c.args.as_deref(),
             )
             .map_err(SandboxError::from)?;
+            // Read now, for this container only, as the ingress container's.
+            let secrets = crate::secrets::resolve(&c.secrets, &SecretStore::new(&self.state_dir))
+                .map_err(SandboxError::Secrets)?;
             let env = ocispec::env(
                 cfg.env.as_deref().unwrap_or_default(),
-                &c.env,
+                &[c.env.as_slice(), &secrets.env].concat(),
                 &spec.sidecar_env(),
             );
             let sdir = dir.join("containers").join(&c.name);
@@ -298,7 +299,7 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
                 shared: shared_of(c),
                 join: Some(att.clone()),
                 files: vec![],
-                secret_dirs: vec![],
+                secret_dirs: secrets.dirs,
                 labels: labels_of(&c.name),
                 sink: log_sink(&id, &c.name),
                 extra_hosts: extra_hosts.clone(),
@@ -393,34 +394,66 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
     }
 
     /// Takes over instance `id`, which an earlier run of this daemon left running (after a
-    /// `kill -9`): its output and exit are watched again, and it must still accept a
-    /// connection on its port within [`ADOPT_PROBE`]. No cold start: it serves at once.
+    /// `kill -9`): the output and exit of each of its containers (the ingress container and
+    /// its sidecars) are watched again, and it must still accept a connection on its port
+    /// within [`ADOPT_PROBE`]. No cold start: it serves at once. One container of it gone
+    /// (or not taken over) and the whole instance is stopped and replaced.
     pub async fn adopt(&self, id: &str) -> Result<Running, StartError> {
-        if !self.spec.sidecars.is_empty() {
-            sidecars::stop_all(self.runtime.as_ref(), &self.container_ids(id), KILL_GRACE).await;
-            self.teardown(id, None).await;
-            return Err(StartError::NotAdoptable);
-        }
-        let sandbox = Sandbox::adopt(
+        let sandbox = match Sandbox::adopt(
             &self.runtime,
             id,
             &self.dir(id),
-            log_sink(id, container::DEFAULT_INGRESS_NAME),
-        )?;
+            log_sink(id, &self.ingress_name()),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                self.stop_unadopted(id, None, Vec::new()).await;
+                return Err(e.into());
+            }
+        };
+        let mut sidecars = Vec::new();
+        for c in &self.spec.sidecars.containers {
+            let sid = sidecars::container_id(id, &c.name);
+            let sdir = self.dir(id).join("containers").join(&c.name);
+            match Sandbox::adopt(&self.runtime, &sid, &sdir, log_sink(id, &c.name)) {
+                Ok(sb) => sidecars.push(sb),
+                Err(e) => {
+                    self.stop_unadopted(id, Some(sandbox), sidecars).await;
+                    return Err(e.into());
+                }
+            }
+        }
         let att = crate::runtime::network::Attachment {
             id: id.to_string(),
             netns: NetConfig::netns_path(id),
             ip: None,
         };
-        let dialer = Arc::new(
-            self.net
-                .dialer(&att, self.spec.port)
-                .map_err(StartError::Dialer)?,
-        );
-        let mut exit = sandbox.exit();
+        let dialer = match self.net.dialer(&att, self.spec.port) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                self.stop_unadopted(id, Some(sandbox), sidecars).await;
+                return Err(StartError::Dialer(e));
+            }
+        };
+        let exit = if sidecars.is_empty() {
+            sandbox.exit()
+        } else {
+            let named = std::iter::once((self.ingress_name(), sandbox.exit()))
+                .chain(
+                    self.spec
+                        .sidecars
+                        .containers
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .zip(sidecars.iter().map(Sandbox::exit)),
+                )
+                .collect();
+            sidecars::any_exit(named)
+        };
+        let mut watch = exit.clone();
         let alive = tokio::time::timeout(ADOPT_PROBE, async {
             loop {
-                if let Some(status) = *exit.borrow_and_update() {
+                if let Some(status) = *watch.borrow_and_update() {
                     return Err(StartError::Exited(status));
                 }
                 if dialer.dial().await.is_ok() {
@@ -435,16 +468,14 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             secs: ADOPT_PROBE.as_secs(),
         }));
         if let Err(e) = alive {
-            if let Err(stop_err) = stop_container(self.runtime.as_ref(), id, KILL_GRACE).await {
-                warn!(
-                    instance = id,
-                    "stopping an instance that could not be adopted: {stop_err}"
-                );
-            }
-            self.teardown(id, Some(sandbox)).await;
+            self.stop_unadopted(id, Some(sandbox), sidecars).await;
             return Err(e);
         }
-        info!(instance = id, "adopted a running instance");
+        info!(
+            instance = id,
+            containers = 1 + sidecars.len(),
+            "adopted a running instance"
+        );
         // Its namespace's DNAT still names the previous process's metadata port, and this
         // process's server does not know its address yet.
         if let Err(e) = self.net.readopt(id).await {
@@ -457,12 +488,28 @@ impl<R: Runtime, N: Network, F: RootFs> Ctx<R, N, F> {
             id: id.to_string(),
             endpoint: self.endpoint(id, &dialer),
             dialer: Some(dialer),
-            exit: sandbox.exit(),
+            exit,
             startup: Duration::ZERO,
             phases: Phases::default(),
             sandbox: Some(Box::new(sandbox)),
-            sidecars: Vec::new(),
+            sidecars,
         })
+    }
+
+    /// The ingress container's name, as its log lines carry it.
+    fn ingress_name(&self) -> String {
+        if self.spec.sidecars.is_empty() {
+            container::DEFAULT_INGRESS_NAME.to_string()
+        } else {
+            self.spec.sidecars.ingress_name.clone()
+        }
+    }
+
+    /// Stops and removes every container of an instance that could not be adopted.
+    async fn stop_unadopted(&self, id: &str, sandbox: Option<Sandbox>, held: Vec<Sandbox>) {
+        // Each failure to stop is logged, naming the container.
+        sidecars::stop_all(self.runtime.as_ref(), &self.container_ids(id), KILL_GRACE).await;
+        self.teardown_all(id, sandbox, held).await;
     }
 
     /// The default start-up probe: the ingress port accepts a TCP connection (LIFE-2).

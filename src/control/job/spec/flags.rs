@@ -24,6 +24,9 @@ pub struct JobFlags {
     pub max_retries: Option<String>,
     pub task_timeout: Option<String>,
     pub set_env_vars: Vec<String>,
+    /// `--env-vars-file` (`runlet job execute`, `runlet jobs create|update`) and, for
+    /// `runlet jobs update`, `--update-env-vars`, `--remove-env-vars`, `--clear-env-vars`.
+    pub env: svc::EnvChanges,
     pub command: Option<Vec<String>>,
     pub args: Option<Vec<String>>,
     pub memory: Option<String>,
@@ -39,7 +42,8 @@ fn parse_u32(field: &'static str, s: &str) -> Result<u32, SpecError> {
         .map_err(|_| bad(field, format!("{s:?} is not a whole number")))
 }
 
-fn check_env_name(field: &'static str, k: &str) -> Result<(), SpecError> {
+/// A task's variable name: valid and not one runlet sets in every task.
+pub(crate) fn check_env_name(field: &'static str, k: &str) -> Result<(), SpecError> {
     svc::check_env_name(field, k)?;
     if RESERVED_ENV.contains(&k) {
         return Err(bad(
@@ -167,7 +171,16 @@ pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, Spec
             put_env(&mut env, &var.name, var.value.as_deref().unwrap_or(""));
         }
     }
-    for (k, v) in parse_env_flags(&flags.set_env_vars)? {
+    // `--set-env-vars` or `--env-vars-file` (one of them, as gcloud): over the file's.
+    let given =
+        match svc::env_ops(&flags.set_env_vars, &flags.env, check_env_name)? {
+            svc::EnvOps::Replace(vars) => vars,
+            svc::EnvOps::Change { .. } => return Err(bad(
+                "--update-env-vars",
+                "not a flag of `runlet job execute`: --set-env-vars changes the file's variables",
+            )),
+        };
+    for (k, v) in given {
         put_env(&mut env, &k, &v);
     }
     // The file's secrets, then the flags' (`--set-secrets` replaces them, as gcloud).

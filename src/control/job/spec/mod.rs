@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::spec::SpecError;
 
+pub(crate) use flags::check_env_name;
 pub use flags::{parse_env_flags, resolve, task_timeout, JobFlags};
 pub use parallelism::{effective_parallelism, parallelism_cap, HostResources, TASK_OVERHEAD_BYTES};
 pub use yaml::{

@@ -4,7 +4,7 @@
 //! refused here with the flag named; ranges are the daemon's to check
 //! ([`super::run_v2`] names the field).
 
-use super::{bad, parse_env_flags, task_timeout, JobFlags};
+use super::{bad, check_env_name, task_timeout, JobFlags};
 use crate::pb::run_v2::{self as v2, run_job_request::Overrides};
 use crate::spec::{self as svc, secrets_v2, SpecError};
 
@@ -32,14 +32,11 @@ fn env_vars(pairs: Vec<(String, String)>) -> Vec<v2::EnvVar> {
         .collect()
 }
 
-/// Sets the fields `f` gives on `job` (creating its template and container as needed);
-/// `update_env` (`--update-env-vars`) merges into the env by name, after `--set-env-vars`
-/// (which replaces it).
-pub fn apply_flags(
-    job: &mut v2::Job,
-    f: &JobFlags,
-    update_env: &[String],
-) -> Result<(), SpecError> {
+/// Sets the fields `f` gives on `job` (creating its template and container as needed). The
+/// plain variables change as gcloud's flags say ([`svc::env_ops`]): `--set-env-vars`,
+/// `--env-vars-file` or `--clear-env-vars` replace them, `--remove-env-vars` then
+/// `--update-env-vars` change them; secret variables have their own flags.
+pub fn apply_flags(job: &mut v2::Job, f: &JobFlags) -> Result<(), SpecError> {
     let exec = job.template.get_or_insert_with(Default::default);
     if let Some(t) = &f.tasks {
         exec.task_count = int("--tasks", t)?;
@@ -70,21 +67,21 @@ pub fn apply_flags(
     if let Some(a) = &f.args {
         c.args = a.clone();
     }
-    if !f.set_env_vars.is_empty() {
+    if !f.set_env_vars.is_empty() || !f.env.given().is_empty() {
+        let ops = svc::env_ops(&f.set_env_vars, &f.env, check_env_name)?;
+        let current: Vec<(String, String)> = c
+            .env
+            .iter()
+            .filter_map(|e| match &e.values {
+                Some(v2::env_var::Values::ValueSource(_)) => None,
+                Some(v2::env_var::Values::Value(v)) => Some((e.name.clone(), v.clone())),
+                None => Some((e.name.clone(), String::new())),
+            })
+            .collect();
         // Plain variables only: secrets have their own flags (as gcloud).
         c.env
             .retain(|e| matches!(e.values, Some(v2::env_var::Values::ValueSource(_))));
-        c.env.extend(env_vars(parse_env_flags(&f.set_env_vars)?));
-    }
-    if !update_env.is_empty() {
-        let given =
-            svc::parse_env_list(update_env, |k| svc::check_env_name("--update-env-vars", k))?;
-        for e in env_vars(given) {
-            match c.env.iter_mut().find(|x| x.name == e.name) {
-                Some(slot) => *slot = e,
-                None => c.env.push(e),
-            }
-        }
+        c.env.extend(env_vars(ops.apply(&current)));
     }
     let ops = f.secrets.parse()?;
     if !ops.is_empty() {
@@ -169,7 +166,7 @@ mod tests {
             memory: Some("1Gi".into()),
             ..Default::default()
         };
-        apply_flags(&mut job, &f, &[]).unwrap();
+        apply_flags(&mut job, &f).unwrap();
         let spec = super::super::run_v2::job_spec("hello", &job, None).unwrap();
         assert_eq!(
             (spec.task_count, spec.parallelism, spec.max_retries),
@@ -180,9 +177,13 @@ mod tests {
         // An update naming one thing keeps the rest.
         let g = JobFlags {
             tasks: Some("6".into()),
+            env: svc::EnvChanges {
+                update: vec!["B=3".into()],
+                ..Default::default()
+            },
             ..Default::default()
         };
-        apply_flags(&mut job, &g, &["B=3".to_string()]).unwrap();
+        apply_flags(&mut job, &g).unwrap();
         let spec = super::super::run_v2::job_spec("hello", &job, None).unwrap();
         assert_eq!((spec.task_count, spec.parallelism), (6, Some(2)));
         assert_eq!(
@@ -194,10 +195,82 @@ mod tests {
             tasks: Some("many".into()),
             ..Default::default()
         };
-        assert_eq!(
-            apply_flags(&mut job, &bad, &[]).unwrap_err().field,
-            "--tasks"
-        );
+        assert_eq!(apply_flags(&mut job, &bad).unwrap_err().field, "--tasks");
+    }
+
+    #[test]
+    fn env_flags_change_the_stored_jobs_variables() {
+        let secret = v2::EnvVar {
+            name: "S".into(),
+            values: Some(v2::env_var::Values::ValueSource(Default::default())),
+        };
+        let mut job = v2::Job::default();
+        let env = |f: fn(&mut svc::EnvChanges)| {
+            let mut e = svc::EnvChanges::default();
+            f(&mut e);
+            JobFlags {
+                env: e,
+                ..Default::default()
+            }
+        };
+        let names = |job: &v2::Job| -> Vec<String> {
+            let c = &job
+                .template
+                .as_ref()
+                .unwrap()
+                .template
+                .as_ref()
+                .unwrap()
+                .containers[0];
+            c.env.iter().map(|e| e.name.clone()).collect()
+        };
+        apply_flags(
+            &mut job,
+            &JobFlags {
+                set_env_vars: vec!["A=1,B=2,C=3".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        job.template
+            .as_mut()
+            .unwrap()
+            .template
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .env
+            .push(secret);
+        apply_flags(&mut job, &env(|e| e.remove = vec!["A,C".into()])).unwrap();
+        assert_eq!(names(&job), ["S", "B"]);
+        apply_flags(
+            &mut job,
+            &env(|e| {
+                e.file = Some(svc::EnvFile {
+                    path: "f".into(),
+                    vars: vec![("F".into(), "x".into())],
+                })
+            }),
+        )
+        .unwrap();
+        assert_eq!(names(&job), ["S", "F"]);
+        apply_flags(&mut job, &env(|e| e.clear = true)).unwrap();
+        assert_eq!(names(&job), ["S"]);
+        for (f, field) in [
+            (
+                env(|e| e.update = vec!["CLOUD_RUN_TASK_INDEX=1".into()]),
+                "--update-env-vars",
+            ),
+            (
+                env(|e| {
+                    e.clear = true;
+                    e.remove = vec!["A".into()]
+                }),
+                "--clear-env-vars",
+            ),
+        ] {
+            assert_eq!(apply_flags(&mut job, &f).unwrap_err().field, field);
+        }
     }
 
     #[test]
