@@ -15,3 +15,4 @@ mod client_jobs;
 pub mod grpc;
 pub mod listen;
 pub mod rest;
+pub mod v1_jobs;

@@ -25,10 +25,14 @@ type Answer = Result<serde_json::Value, Status>;
 pub async fn handle(
     daemon: &Arc<Daemon>,
     method: &Method,
+    host: Option<&str>,
     path: &str,
     query: Option<&str>,
     body: Bytes,
 ) -> Response<Full<Bytes>> {
+    if let Some(r) = super::v1_jobs::route(daemon, method, host, path, query, &body).await {
+        return r;
+    }
     let q = Query::parse(query.unwrap_or(""));
     let enums_as_ints = q.enums_as_ints();
     match route(daemon, method, path, &q, &body).await {
