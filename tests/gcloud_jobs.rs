@@ -119,13 +119,21 @@ impl Gcloud {
     }
 }
 
-/// The `[NAME]` after `Execution ` in gcloud's output.
+/// The execution gcloud's output names: `Execution [NAME]`, or (when it failed) in the
+/// `gcloud run jobs executions describe NAME` it suggests.
 fn execution_in(out: &str) -> String {
+    if let Some(at) = out.find("Execution [") {
+        let rest = &out[at + "Execution [".len()..];
+        return rest[..rest.find(']').expect("closing ]")].to_string();
+    }
     let at = out
-        .find("Execution [")
+        .find("executions describe ")
         .unwrap_or_else(|| panic!("no execution named in: {out}"));
-    let rest = &out[at + "Execution [".len()..];
-    rest[..rest.find(']').expect("closing ]")].to_string()
+    out[at + "executions describe ".len()..]
+        .split_whitespace()
+        .next()
+        .expect("a name")
+        .to_string()
 }
 
 fn v2_execution(d: &Daemon, job: &str, execution: &str) -> serde_json::Value {
@@ -175,7 +183,15 @@ fn gcloud_run_jobs_against_the_daemon() {
     // update: gcloud reads the job, changes it and replaces it (PUT), then waits for it.
     g.ok(
         &d,
-        &["run", "jobs", "update", "gj", "--task-timeout", "5m", "--quiet"],
+        &[
+            "run",
+            "jobs",
+            "update",
+            "gj",
+            "--task-timeout",
+            "5m",
+            "--quiet",
+        ],
     );
     let job = d.ok(
         "GET",
@@ -269,10 +285,7 @@ fn gcloud_run_jobs_against_the_daemon() {
         &["run", "jobs", "executions", "delete", &failed, "--quiet"],
     );
     let list = g.ok(&d, &["run", "jobs", "executions", "list", "--job", "gj"]);
-    assert!(
-        !list.contains(&failed) && list.contains(&first),
-        "{list}"
-    );
+    assert!(!list.contains(&failed) && list.contains(&first), "{list}");
     let (code, out) = g.run(&["run", "jobs", "executions", "describe", &failed]);
     assert_ne!(code, Some(0), "{out}");
 

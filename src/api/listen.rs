@@ -87,7 +87,10 @@ impl Handler {
         rest::handle(
             &self.daemon,
             &parts.method,
-            parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok()),
             parts.uri.path(),
             parts.uri.query(),
             body,

@@ -5,7 +5,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tonic::Status;
 
-use super::jobs::{self, condition, metadata, time, EnvV1, IntOrString, Object, Place, API_VERSION};
+use super::jobs::{
+    self, condition, metadata, time, EnvV1, IntOrString, Object, Place, API_VERSION,
+};
 use crate::daemon::resource::short;
 use crate::pb::run_v2::{self as v2, run_job_request::overrides::ContainerOverride};
 
@@ -365,7 +367,9 @@ mod tests {
     fn execution_counts_and_conditions() {
         use v2::condition::{ExecutionReason, Reasons};
         let mut done = v2cond("Completed", State::ConditionFailed, "1 task failed");
-        done.reasons = Some(Reasons::ExecutionReason(ExecutionReason::NonZeroExitCode as i32));
+        done.reasons = Some(Reasons::ExecutionReason(
+            ExecutionReason::NonZeroExitCode as i32,
+        ));
         let e = v2::Execution {
             name: "projects/p/locations/r/jobs/j/executions/j-abc".into(),
             job: "j".into(),
@@ -416,8 +420,14 @@ mod tests {
         assert_eq!(s["conditions"][2]["type"], "Completed");
         assert_eq!(s["conditions"][2]["status"], "False");
         assert_eq!(s["conditions"][2]["reason"], "NonZeroExitCode");
-        assert!(selected(&selector("run.googleapis.com/job = j").unwrap(), &v));
-        assert!(!selected(&selector("run.googleapis.com/job = k").unwrap(), &v));
+        assert!(selected(
+            &selector("run.googleapis.com/job = j").unwrap(),
+            &v
+        ));
+        assert!(!selected(
+            &selector("run.googleapis.com/job = k").unwrap(),
+            &v
+        ));
     }
 
     #[test]

@@ -250,9 +250,12 @@ pub fn env_to_v2(env: &[EnvV1], at: &str) -> Result<Vec<v2::EnvVar>, Status> {
         .enumerate()
         .map(|(i, e)| {
             let values = match (&e.value, &e.value_from) {
-                (_, Some(EnvSourceV1 {
-                    secret_key_ref: Some(r),
-                })) => env_var::Values::ValueSource(v2::EnvVarSource {
+                (
+                    _,
+                    Some(EnvSourceV1 {
+                        secret_key_ref: Some(r),
+                    }),
+                ) => env_var::Values::ValueSource(v2::EnvVarSource {
                     secret_key_ref: Some(v2::SecretKeySelector {
                         secret: r.name.clone(),
                         version: r.key.clone(),
@@ -595,12 +598,18 @@ mod tests {
     fn conditions_map_to_kubernetes_statuses() {
         use v2::condition::{ExecutionReason, Reasons};
         let mut failed = v2cond("Completed", State::ConditionFailed, "boom");
-        failed.reasons = Some(Reasons::ExecutionReason(ExecutionReason::NonZeroExitCode as i32));
+        failed.reasons = Some(Reasons::ExecutionReason(
+            ExecutionReason::NonZeroExitCode as i32,
+        ));
         let mut cancelled = v2cond("Completed", State::ConditionFailed, "");
         cancelled.reasons = Some(Reasons::ExecutionReason(ExecutionReason::Cancelled as i32));
         for (c, status, reason) in [
             (v2cond("Ready", State::ConditionSucceeded, ""), "True", None),
-            (v2cond("Completed", State::ConditionPending, ""), "Unknown", None),
+            (
+                v2cond("Completed", State::ConditionPending, ""),
+                "Unknown",
+                None,
+            ),
             (
                 v2cond("Completed", State::ConditionReconciling, ""),
                 "Unknown",
