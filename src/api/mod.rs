@@ -18,3 +18,4 @@ pub mod grpc;
 pub mod listen;
 pub mod rest;
 pub mod v1;
+pub mod v1_jobs;

@@ -38,6 +38,9 @@ pub async fn handle(
             Err(s) => error(&s),
         };
     }
+    if let Some(r) = super::v1_jobs::route(daemon, method, host, path, query, &body).await {
+        return r;
+    }
     let q = Query::parse(query.unwrap_or(""));
     let enums_as_ints = q.enums_as_ints();
     match route(daemon, method, path, &q, &body).await {

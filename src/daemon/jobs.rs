@@ -351,12 +351,16 @@ impl Daemon {
         req: v2::ListJobsRequest,
     ) -> Result<v2::ListJobsResponse, Status> {
         let parent = Parent::parse("parent", &req.parent)?;
-        let prefix = format!("{parent}/jobs/");
+        // Location `-`: every location of the project.
+        let (prefix, infix) = match parent.location.as_str() {
+            "-" => (format!("projects/{}/locations/", parent.project), "/jobs/"),
+            _ => (format!("{parent}/jobs/"), ""),
+        };
         let state = self.jobs.state.lock().await;
         let mut list: Vec<&JobEntry> = state
             .jobs
             .values()
-            .filter(|e| e.job.name.starts_with(&prefix))
+            .filter(|e| e.job.name.starts_with(&prefix) && e.job.name.contains(infix))
             .collect();
         list.sort_by_key(|e| std::cmp::Reverse(e.job.create_time.map(|t| (t.seconds, t.nanos))));
         let (page, next_page_token) = paging::page(list, req.page_size, &req.page_token)?;
