@@ -249,6 +249,23 @@ fn gcloud_run_jobs_against_the_daemon() {
     assert_eq!(x["succeededCount"], 2, "{x}");
     assert_eq!(x["taskCount"], 2, "{x}");
 
+    // A job's IAM policy: add a binding (gcloud reads, then writes with the etag), read it.
+    g.ok(
+        &d,
+        &[
+            "run",
+            "jobs",
+            "add-iam-policy-binding",
+            "gj",
+            "--member",
+            "user:me@example.com",
+            "--role",
+            "roles/run.invoker",
+        ],
+    );
+    let policy = g.ok(&d, &["run", "jobs", "get-iam-policy", "gj", "--format", "json"]);
+    assert!(policy.contains("user:me@example.com"), "{policy}");
+    assert!(policy.contains("roles/run.invoker"), "{policy}");
     let described = g.ok(&d, &["run", "jobs", "describe", "gj"]);
     assert!(described.contains("Executed 3 times"), "{described}");
     assert!(described.contains("busybox"), "{described}");

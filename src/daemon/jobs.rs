@@ -402,6 +402,7 @@ impl Daemon {
             for x in entry.executions.values() {
                 d.forget_execution(&x.exec.name);
             }
+            d.delete_stored(super::iam::KIND, &full);
             d.delete_stored(JOBS, &full);
             d.ops.finish(&op_name, Ok(Any::pack(&view))).await;
             info!(job = %full, "job deleted");

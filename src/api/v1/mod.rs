@@ -91,6 +91,19 @@ pub async fn route(
             None if m == Method::GET => services::get(d, &loc(p, r), s).await,
             None => Err(no_route(m, path)),
         },
+        // A job's policy (`gcloud run jobs add-iam-policy-binding`); the job itself is
+        // served by `v1_jobs`.
+        (_, [p, "locations", r, "jobs", j]) if j.contains(':') => {
+            let (j, verb) = j.split_once(':').expect("checked");
+            let full = format!("projects/{p}/locations/{r}/jobs/{j}");
+            match verb {
+                "testIamPermissions" => iam_call(d, m, "", verb, body).await,
+                _ => match d.get_job(&full).await {
+                    Ok(_) => iam_call(d, m, &full, verb, body).await,
+                    Err(e) => Err(e),
+                },
+            }
+        }
         _ => return None,
     })
 }
