@@ -263,7 +263,10 @@ fn gcloud_run_jobs_against_the_daemon() {
             "roles/run.invoker",
         ],
     );
-    let policy = g.ok(&d, &["run", "jobs", "get-iam-policy", "gj", "--format", "json"]);
+    let policy = g.ok(
+        &d,
+        &["run", "jobs", "get-iam-policy", "gj", "--format", "json"],
+    );
     assert!(policy.contains("user:me@example.com"), "{policy}");
     assert!(policy.contains("roles/run.invoker"), "{policy}");
     let described = g.ok(&d, &["run", "jobs", "describe", "gj"]);

@@ -32,14 +32,15 @@ pub async fn handle(
     query: Option<&str>,
     body: Bytes,
 ) -> Response<Full<Bytes>> {
-    if let Some(answer) = super::v1::route(daemon, method, host, path, query, &body).await {
+    let v1 = match super::v1::route(daemon, method, host, path, query, &body).await {
+        None => super::v1_jobs::route(daemon, method, host, path, query, &body).await,
+        services => services,
+    };
+    if let Some(answer) = v1 {
         return match answer {
             Ok(v) => reply(StatusCode::OK, &v),
             Err(s) => error(&s),
         };
-    }
-    if let Some(r) = super::v1_jobs::route(daemon, method, host, path, query, &body).await {
-        return r;
     }
     let q = Query::parse(query.unwrap_or(""));
     let enums_as_ints = q.enums_as_ints();

@@ -31,7 +31,7 @@ pub(crate) fn view(rev: &v2::Revision) -> Value {
         template: Some(v2::RevisionTemplate {
             labels: rev.labels.clone(),
             annotations: rev.annotations.clone(),
-            scaling: rev.scaling.clone(),
+            scaling: rev.scaling,
             timeout: rev.timeout,
             service_account: rev.service_account.clone(),
             containers: rev.containers.clone(),

@@ -22,12 +22,11 @@ pub mod jobs;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Method, Response, StatusCode};
-use http_body_util::Full;
+use http::Method;
 use serde_json::{json, Value};
 use tonic::Status;
 
+use super::v1::region_from_host;
 use crate::daemon::names::JobName;
 use crate::daemon::Daemon;
 use crate::pb::run_v2 as v2;
@@ -44,41 +43,14 @@ pub async fn route(
     path: &str,
     query: Option<&str>,
     body: &[u8],
-) -> Option<Response<Full<Bytes>>> {
+) -> Option<Result<Value, Status>> {
     let rest = path.strip_prefix(PREFIX)?;
     let call = Call {
         d: daemon,
-        region: host.and_then(region_of),
+        region: host.and_then(region_from_host),
         query: query.unwrap_or(""),
     };
-    Some(match call.answer(method, rest, body).await {
-        Ok(v) => reply(&v),
-        Err(s) => super::rest::error(&s),
-    })
-}
-
-/// The region a Host names: `R-runlet[:PORT]` → `R`.
-pub fn region_of(host: &str) -> Option<String> {
-    let name = match host.rsplit_once(':') {
-        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
-        _ => host,
-    };
-    let name = name.split('.').next().unwrap_or(name);
-    name.strip_suffix("-runlet")
-        .filter(|r| !r.is_empty())
-        .map(str::to_ascii_lowercase)
-}
-
-fn reply(v: &Value) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/json; charset=utf-8",
-        )
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default()
+    Some(call.answer(method, rest, body).await)
 }
 
 struct Call<'a> {
@@ -397,23 +369,4 @@ fn not_found(m: &Method, path: &str) -> Status {
     Status::not_found(format!(
         "no route for {m} {PREFIX}{path}: runlet serves run.googleapis.com/v1 jobs, executions and tasks under namespaces/PROJECT"
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_region_comes_from_the_host() {
-        for (host, want) in [
-            ("us-central1-runlet:8080", Some("us-central1")),
-            ("europe-west1-runlet", Some("europe-west1")),
-            ("runlet:8080", None),
-            ("127.0.0.1:8080", None),
-            ("-runlet:1", None),
-            ("[::1]:8080", None),
-        ] {
-            assert_eq!(region_of(host).as_deref(), want, "{host}");
-        }
-    }
 }
