@@ -46,13 +46,17 @@ pub(super) async fn outbound_http(ctx: Ctx) -> Result<()> {
             Ok::<_, std::io::Error>((peer, req))
         })
     };
-    // busybox 1.35's `wget -T` crashes (SIGSEGV) here, hence `timeout`.
+    // The client is busybox `nc`, not `wget`: under gen1 (Debian's runsc 20221219) a blocking
+    // read(2) on a TCP socket answers EAGAIN before data arrives (gVisor's host network
+    // returned the host's errno where its read loop waits for its own; fixed upstream in
+    // release-20230214.0), and busybox wget reads that way; `nc` polls first. busybox 1.35's
+    // `wget -T` and `timeout` crash besides. The reply is one line after the headers.
     let script = format!(
-        "busybox timeout 10 wget -q -O /tmp/out http://{ip}:{port}/{token}; echo $? > /tmp/rc; exec httpd -f -p 8080 -h /tmp"
+        "printf 'GET /{token} HTTP/1.0\\r\\nHost: {ip}:{port}\\r\\n\\r\\n' | nc -w 10 {ip} {port} > /tmp/raw; echo $? > /tmp/rc; tail -n 1 /tmp/raw > /tmp/out; exec httpd -f -p 8080 -h /tmp"
     );
     ensure!(
-        !script.contains(','),
-        "the script must not contain commas (--args)"
+        !script.contains('@'),
+        "the script must not contain '@' (--args ^@^)"
     );
     let s = ctx
         .serve(&[
@@ -61,7 +65,7 @@ pub(super) async fn outbound_http(ctx: Ctx) -> Result<()> {
             "--command",
             "/bin/sh",
             "--args",
-            &format!("-c,{script}"),
+            &format!("^@^-c@{script}"),
         ])
         .await?;
     let got = s.get("/out").await?;
@@ -69,7 +73,7 @@ pub(super) async fn outbound_http(ctx: Ctx) -> Result<()> {
         let rc = s.get("/rc").await.map(|r| r.text()).unwrap_or_default();
         server.abort();
         return Err(anyhow!(
-            "the container could not fetch http://{ip}:{port}/{token} (wget exit {}): GET /out gave {} {:?}",
+            "the container could not fetch http://{ip}:{port}/{token} (nc exit {}): GET /out gave {} {:?}",
             rc.trim(),
             got.status,
             got.brief()

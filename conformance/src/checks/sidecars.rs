@@ -86,10 +86,12 @@ pub(super) async fn absent_in_sidecars(ctx: Ctx) -> Result<()> {
 /// The ingress container (busybox) fetches the sidecar's report from localhost when it
 /// starts and exits if it cannot; the sidecar (the probe) listens only 2 s after its start.
 /// So the instance is ready only if the ingress container started after the sidecar's
-/// startup probe passed.
+/// startup probe passed. The client is `nc` (the report is the one line after the headers):
+/// busybox `wget` fails under gen1's gVisor (see `outbound.rs`).
 pub(super) async fn start_order(ctx: Ctx) -> Result<()> {
     let script = "^@^-c@busybox mkdir -p /www \
-        && wget -q -O /www/report.json http://127.0.0.1:8080/ || exit 3; \
+        && { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 127.0.0.1 8080 > /www/raw || exit 3; } \
+        && tail -n 1 /www/raw > /www/report.json && grep -q K_SERVICE /www/report.json || exit 3; \
         exec httpd -f -p $PORT -h /www";
     let mut args = busybox("app", script);
     args.extend([
