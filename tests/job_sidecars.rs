@@ -3,6 +3,8 @@
 //! order (a sidecar's startup probe holds back what depends on it), every container gets
 //! the CLOUD_RUN_* variables, and the main container's exit ends the task (its exit code
 //! decides the result; sidecars still running are stopped).
+// These tests time a separate process (runlet) by the wall clock: std's Instant is right here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

@@ -392,7 +392,11 @@ fn a_layer_found_in_the_store_outlives_the_removal_of_its_image_during_a_pull() 
     let Some(env) = registry_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (shared, own) = (random_layer(0, 1 << 20), random_layer(1, 1 << 20));
-    let first = oci_layout(&dir.path().join("first"), "v1", &[shared.clone()]);
+    let first = oci_layout(
+        &dir.path().join("first"),
+        "v1",
+        std::slice::from_ref(&shared),
+    );
     let second = oci_layout(&dir.path().join("second"), "v1", &[shared, own]);
     let reg = Registry::start("");
     reg.push(&first, "walk-race/first:v1", &[]);

@@ -107,7 +107,7 @@ impl JobSpec {
 
 /// Bytes as a quantity: whole mebibytes as `NMi`, else bytes.
 fn bytes_quantity(bytes: u64) -> String {
-    if bytes % (1 << 20) == 0 {
+    if bytes.is_multiple_of(1 << 20) {
         format!("{}Mi", bytes >> 20)
     } else {
         bytes.to_string()
