@@ -53,6 +53,7 @@ cleanup() {
     ctr -a "$sock" -n runlet containers rm "$c" >/dev/null 2>&1 || true
   done
   [ -n "${pdaemon_pid:-}" ] && { kill -TERM "$pdaemon_pid" 2>/dev/null; wait "$pdaemon_pid" 2>/dev/null || true; }
+  [ -n "${registry_pid:-}" ] && { kill -TERM "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true; }
   [ -n "${emu_pid:-}" ] && kill -TERM -- "-$emu_pid" 2>/dev/null || true
   [ -n "${containerd_pid:-}" ] && { kill "$containerd_pid"; wait "$containerd_pid" 2>/dev/null || true; }
   true
@@ -650,7 +651,7 @@ PY
 rport=18500
 printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$preg/storage" "$rport" > "$preg/config.yml"
 docker-registry serve "$preg/config.yml" >"$preg/registry.log" 2>&1 &
-pids+=($!)
+registry_pid=$!   # stopped with TERM in cleanup: a background job of this shell ignores SIGINT
 for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$rport/v2/" >/dev/null && break; sleep 0.1; done
 skopeo copy --quiet --dest-tls-verify=false "oci:$preg/oci:v1" "docker://127.0.0.1:$rport/bench/big:v1"
 img=127.0.0.1:$rport/bench/big:v1
@@ -739,9 +740,10 @@ field() { echo "$j" | python3 -c "import json,sys; d=json.load(sys.stdin); print
 fi
 if [ -n "${BENCH_SECTIONS:-}" ]; then cat "$out"; echo "(a compiler was running in $(grep -c 1 "$run/busy" || true) of $(wc -l < "$run/busy") samples)"; exit 0; fi
 
-# The hand-kept part of docs/benchmarks.md (the measurements behind design choices, and
-# before/after records) survives a re-run: everything from its heading on is kept.
-history=$(sed -n '/^## History: measurements behind the design/,$p' docs/benchmarks.md)
+# The hand-kept part of docs/benchmarks.md (the soak's pasted result, the measurements
+# behind design choices, and before/after records) survives a re-run: everything from the
+# first of those headings on is kept.
+history=$(sed -n '/^## \(Soak: \|History: measurements behind the design\)/,$p' docs/benchmarks.md)
 {
   echo "# Benchmarks"
   echo

@@ -240,3 +240,89 @@ fn a_killed_daemon_adopts_its_running_tasks_and_the_execution_goes_on() {
     drop(d3);
     env.assert_nothing_left("killjob-");
 }
+
+/// Sidecars in jobs through the Admin API: a job whose task has a main container and a
+/// `web` sidecar (busybox httpd, listening 1 s late behind its TCP startup probe), sharing
+/// an in-memory volume; the main container `dependsOn` it and fetches its page once over
+/// localhost. The execution succeeds (the sidecar, still running, is stopped with SIGTERM),
+/// each container's lines are logged with its name, and nothing is left in containerd.
+#[test]
+fn a_job_with_a_sidecar_through_the_api() {
+    use serde_json::json;
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    env.load("busybox.oci.tar");
+    let env = fresh_state(&env, "jobs-sidecar");
+    let d = Daemon::start(&env);
+    let main = "wget -q -O - http://127.0.0.1:8081/hello.txt || exit 9; cat /data/msg || exit 8; \
+        echo main-index=$CLOUD_RUN_TASK_INDEX";
+    let web =
+        "mkdir -p /www; echo hi-from-sidecar > /www/hello.txt; echo written-by-web > /shared/msg; \
+        echo side-index=$CLOUD_RUN_TASK_INDEX; trap 'echo web-got-term; exit 0' TERM; sleep 1; \
+        httpd -p 8081 -h /www; while :; do sleep 0.2; done";
+    let job = json!({
+        "template": {"taskCount": 2, "template": {
+            "maxRetries": 0,
+            "volumes": [{"name": "shared", "emptyDir": {"medium": "MEMORY", "sizeLimit": "16Mi"}}],
+            "containers": [
+                {"name": "main", "image": "busybox", "command": ["/bin/sh", "-c", main],
+                 "dependsOn": ["web"],
+                 "volumeMounts": [{"name": "shared", "mountPath": "/data"}]},
+                {"name": "web", "image": "busybox", "command": ["/bin/sh", "-c", web],
+                 "startupProbe": {"tcpSocket": {"port": 8081}, "periodSeconds": 1, "failureThreshold": 10},
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+            ]
+        }}
+    });
+    let parent = common::daemon::PARENT;
+    let op = d.ok("POST", &format!("{parent}/jobs?jobId=sidejob"), Some(&job));
+    d.wait_ok(&op);
+    let got = d.ok("GET", &format!("{parent}/jobs/sidejob"), None);
+    let containers = &got["template"]["template"]["containers"];
+    assert_eq!(containers[1]["name"], "web", "{got}");
+
+    let op = d.ok(
+        "POST",
+        &format!("{parent}/jobs/sidejob:run"),
+        Some(&json!({})),
+    );
+    let execution = d.wait_ok(&op);
+    assert_eq!(
+        execution["succeededCount"],
+        2,
+        "{execution}\n{}",
+        d.output()
+    );
+    let log = d.output();
+    for want in [
+        "hi-from-sidecar",
+        "written-by-web",
+        "main-index=1",
+        "side-index=1",
+        "web-got-term",
+        "container=web",
+        "container=main",
+    ] {
+        assert!(
+            log.contains(want),
+            "want {want:?} in the daemon's log:\n{log}"
+        );
+    }
+    env.assert_nothing_left("sidejob");
+
+    // A cycle is refused at the door, naming the containers.
+    let mut cyclic = job.clone();
+    cyclic["template"]["template"]["containers"][1]["dependsOn"] = json!(["main"]);
+    let r = d.call(
+        "POST",
+        &format!("{parent}/jobs?jobId=cyclic"),
+        Some(&cyclic),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("a dependency cycle among main, web"),
+        "{}",
+        r.text()
+    );
+}

@@ -30,7 +30,7 @@ fn processes_with(needle: &str) -> Vec<String> {
             continue;
         };
         let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmd.contains("containerd-shim") && cmd.contains(needle) {
+        if cmd.contains("containerd-shim") && common::mentions(&cmd, needle) {
             found.push(format!("{pid}: {cmd}"));
         }
     }

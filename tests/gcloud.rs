@@ -336,18 +336,21 @@ fn gcloud_allow_unauthenticated_sets_a_policy() {
             "--quiet",
         ],
     );
-    let policy = gcloud_ok(
-        cfg,
-        &d,
-        &[
-            "run",
-            "services",
-            "get-iam-policy",
-            "gc-open",
-            "--format",
-            "json",
-        ],
-    );
+    let get_policy = || {
+        gcloud_ok(
+            cfg,
+            &d,
+            &[
+                "run",
+                "services",
+                "get-iam-policy",
+                "gc-open",
+                "--format",
+                "json",
+            ],
+        )
+    };
+    let policy = get_policy();
     let p: serde_json::Value = serde_json::from_str(&policy.stdout).unwrap();
     let b = &p["bindings"][0];
     assert_eq!(b["role"], "roles/run.invoker", "{p}");
@@ -367,18 +370,7 @@ fn gcloud_allow_unauthenticated_sets_a_policy() {
             "roles/run.developer",
         ],
     );
-    let policy = gcloud_ok(
-        cfg,
-        &d,
-        &[
-            "run",
-            "services",
-            "get-iam-policy",
-            "gc-open",
-            "--format",
-            "json",
-        ],
-    );
+    let policy = get_policy();
     assert!(
         policy.stdout.contains("user:me@example.com"),
         "{}",

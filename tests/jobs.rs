@@ -75,7 +75,7 @@ fn assert_nothing_left(env: &Env, needle: &str) {
     env.assert_nothing_left(needle);
     let files = common::file_names(env.state_dir.join("jobs/tasks"));
     assert!(
-        !files.iter().any(|n| n.contains(needle)),
+        !files.iter().any(|n| common::mentions(n, needle)),
         "attempt files left: {files:?}"
     );
 }

@@ -38,13 +38,39 @@ fn secrets(env: &Env, args: &[&str], data: Option<&str>) -> String {
         }
     }
     let out = child.wait_with_output().unwrap();
-    let text = format!(
+    let text = text_of(&out);
+    assert!(out.status.success(), "runlet secrets {args:?}: {text}");
+    text
+}
+
+/// A command's stdout then stderr.
+fn text_of(out: &std::process::Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "runlet secrets {args:?}: {text}");
+    )
+}
+
+/// `runlet ARGS` without colour; must succeed. Returns its stdout then stderr.
+fn runlet_ok(env: &Env, args: &[&str]) -> String {
+    let out = env
+        .runlet()
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = text_of(&out);
+    assert!(out.status.success(), "runlet {args:?}: {text}");
     text
+}
+
+/// Secret `name` with one version for each of `values`, in order.
+fn create_secret(env: &Env, name: &str, values: &[&str]) {
+    secrets(env, &["create", name, "--data-file", "-"], Some(values[0]));
+    for &v in &values[1..] {
+        secrets(env, &["versions", "add", name, "--data-file", "-"], Some(v));
+    }
 }
 
 /// Every regular file of runlet's under `root`: all but the secret store itself
@@ -147,13 +173,8 @@ fn a_service_gets_env_and_file_secrets_and_runlet_keeps_none() {
     let env = env.isolated("secrets-serve");
     let _ = std::fs::remove_dir_all(&env.state_dir);
     let (v1, v2, tls) = (value("v1"), value("v2"), value("tls"));
-    secrets(&env, &["create", "api", "--data-file", "-"], Some(&v1));
-    secrets(
-        &env,
-        &["versions", "add", "api", "--data-file", "-"],
-        Some(&v2),
-    );
-    secrets(&env, &["create", "tls", "--data-file", "-"], Some(&tls));
+    create_secret(&env, "api", &[&v1, &v2]);
+    create_secret(&env, "tls", &[&tls]);
     let values = [v1.as_str(), v2.as_str(), tls.as_str()];
 
     // A missing secret or version is refused before anything starts, naming it.
@@ -217,7 +238,7 @@ fn a_job_gets_its_secrets_and_its_records_hold_references() {
     let env = env.isolated("secrets-job");
     let _ = std::fs::remove_dir_all(&env.state_dir);
     let token = value("job");
-    secrets(&env, &["create", "token", "--data-file", "-"], Some(&token));
+    create_secret(&env, "token", &[&token]);
 
     let (code, err) = env.run(&[
         "job",
@@ -236,19 +257,20 @@ fn a_job_gets_its_secrets_and_its_records_hold_references() {
         "{err}"
     );
 
-    let out = env
-        .runlet()
-        .args(["job", "execute", "sj", "--image", "probe", "--args", "job"])
-        .args(["--set-secrets", "TOKEN=token:latest,/run/tok/t=token:1"])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let text = runlet_ok(
+        &env,
+        &[
+            "job",
+            "execute",
+            "sj",
+            "--image",
+            "probe",
+            "--args",
+            "job",
+            "--set-secrets",
+            "TOKEN=token:latest,/run/tok/t=token:1",
+        ],
     );
-    assert!(out.status.success(), "{text}");
     // The probe prints its environment: the value reached the task (its own output).
     assert!(text.contains(&format!("\"TOKEN\":\"{token}\"")), "{text}");
     // The record holds the reference, not the value.
@@ -390,12 +412,7 @@ fn a_job_yaml_takes_secret_key_refs_and_secret_volumes() {
     let env = shared.isolated("secrets-job-yaml");
     let _ = std::fs::remove_dir_all(&env.state_dir);
     let (v1, v2) = (value("y1"), value("y2"));
-    secrets(&env, &["create", "token", "--data-file", "-"], Some(&v1));
-    secrets(
-        &env,
-        &["versions", "add", "token", "--data-file", "-"],
-        Some(&v2),
-    );
+    create_secret(&env, "token", &[&v1, &v2]);
     let yaml = |secret: &str| {
         format!(
             r#"apiVersion: run.googleapis.com/v1
@@ -434,18 +451,7 @@ spec:
     std::fs::create_dir_all(&env.state_dir).unwrap();
     let file = env.state_dir.join("job.yaml");
     std::fs::write(&file, yaml("token")).unwrap();
-    let out = env
-        .runlet()
-        .args(["job", "execute", "-f", file.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let text = runlet_ok(&env, &["job", "execute", "-f", file.to_str().unwrap()]);
     assert!(text.contains(&format!("env={v2}")), "{text}");
     assert!(text.contains(&format!("file={v1}")), "{text}");
     let mount = text

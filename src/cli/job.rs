@@ -42,6 +42,23 @@ pub struct ExecuteArgs {
     pub task_timeout: Option<String>,
     #[command(flatten)]
     pub container: super::ContainerArgs,
+    /// Specifies a container by name (gcloud): the flags following it, up to the next
+    /// --container, apply to that container (--image, --command, --args, --set-env-vars and
+    /// the other env-vars flags, --memory, --cpu, --startup-probe (sidecars), --add-volume-mount,
+    /// --depends-on, --set-secrets). Up to 10 containers per task. The main container (whose
+    /// exit ends the task) is the one the flags before the first --container describe when
+    /// they give --image, else the first --container.
+    #[arg(long = "container", value_name = "NAME")]
+    pub container_name: Option<String>,
+    /// The `--container` groups, taken from the command line before clap sees it.
+    #[arg(skip)]
+    pub containers: Vec<crate::spec::container_flags::ContainerFlags>,
+    /// An in-memory volume shared by the task's containers: name=N,type=in-memory[,size-limit=64Mi]; repeatable.
+    #[arg(long)]
+    pub add_volume: Vec<String>,
+    /// Mounts a volume into the main container: volume=N,mount-path=/path; repeatable.
+    #[arg(long)]
+    pub add_volume_mount: Vec<String>,
     /// Memory limit per task (e.g. 512Mi, 1Gi) [default: 512Mi].
     #[arg(long)]
     pub memory: Option<String>,

@@ -338,12 +338,11 @@ impl Cli {
         let containers = match &mut cli.command {
             Command::Serve(serve) => &mut serve.containers,
             Command::Deploy(deploy) => &mut deploy.containers,
-            _ => {
-                return Err(Cli::command().error(
-                    clap::error::ErrorKind::UnknownArgument,
-                    "--container is for `runlet serve` and `runlet deploy` only",
-                ))
-            }
+            Command::Job(job::JobCommand::Execute(exec)) => &mut exec.containers,
+            _ => return Err(Cli::command().error(
+                clap::error::ErrorKind::UnknownArgument,
+                "--container is for `runlet serve`, `runlet deploy` and `runlet job execute` only",
+            )),
         };
         for (name, rest) in groups {
             let group = ContainerGroupArgs::try_parse_from(rest)?;

@@ -117,7 +117,17 @@ fn job_spec(a: &ExecuteArgs) -> Result<JobSpec, SpecError> {
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
         secrets: a.container.secrets.flags(),
+        containers: a.containers.clone(),
+        add_volume: a.add_volume.clone(),
+        add_volume_mount: a.add_volume_mount.clone(),
     };
+    let mut flags = flags;
+    // Each group's --env-vars-file, read as the services' are.
+    for g in &mut flags.containers {
+        if let Some(p) = &g.env_vars_file {
+            g.env.file = super::env_file(Some(p))?;
+        }
+    }
     jobspec::resolve(&flags, file.as_ref())
 }
 
@@ -180,6 +190,22 @@ async fn execute(
         field: "--command",
         detail: e.to_string(),
     })?;
+    let mut sidecars = Vec::new();
+    for c in &spec.sidecars.containers {
+        let image = super::image::resolve_or_pull(&client, &c.image, pull).await?;
+        let user = client.image_user(&image).await?;
+        let argv = ocispec::argv(
+            &image.name,
+            &image.config,
+            c.command.as_deref(),
+            c.args.as_deref(),
+        )
+        .map_err(|e| SpecError {
+            field: "--command",
+            detail: format!("container {}: {e}", c.name),
+        })?;
+        sidecars.push(job::TaskContainer { image, user, argv });
+    }
     let parallelism = jobspec::effective_parallelism(&spec, &HostResources::detect());
     let name = job::execution_name(&spec.name);
 
@@ -197,7 +223,14 @@ async fn execute(
 
     print(&table::started(&name, &spec, parallelism));
     let sink: LineSink = Arc::new(|l: &Line<'_>| {
-        let line = format!("[task {} attempt {}] {}\n", l.index, l.attempt, l.text);
+        let line = if l.container.is_empty() {
+            format!("[task {} attempt {}] {}\n", l.index, l.attempt, l.text)
+        } else {
+            format!(
+                "[task {} attempt {} {}] {}\n",
+                l.index, l.attempt, l.container, l.text
+            )
+        };
         if l.stream == "stderr" {
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         } else {
@@ -212,6 +245,7 @@ async fn execute(
         image,
         user,
         argv,
+        sidecars,
         state_dir: state_dir.to_path_buf(),
         sink,
         kill_grace: KILL_GRACE,

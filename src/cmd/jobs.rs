@@ -132,6 +132,9 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
         secrets: a.container.secrets.flags(),
+        containers: Vec::new(),
+        add_volume: Vec::new(),
+        add_volume_mount: Vec::new(),
     };
     let schedule = ScheduleFlags {
         schedule: a.schedule.schedule.clone(),

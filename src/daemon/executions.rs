@@ -138,6 +138,10 @@ impl Daemon {
                 "invalid job.template.template.containers[0].command: {e}"
             ))
         })?;
+        let sidecars = self
+            .sidecar_images(&spec)
+            .await
+            .map_err(Status::failed_precondition)?;
         let parallelism = effective_parallelism(&spec, &HostResources::detect());
 
         let mut state = self.jobs.state.lock().await;
@@ -229,7 +233,12 @@ impl Daemon {
             &id,
             spec,
             identity,
-            TaskImage { image, user, argv },
+            TaskImage {
+                image,
+                user,
+                argv,
+                sidecars,
+            },
         );
         let records = self.records();
         let run_id = id.clone();
@@ -249,6 +258,38 @@ impl Daemon {
         })
     }
 
+    /// The images, users and command lines of the job's sidecars (pulled as the main
+    /// container's image is); the reason, naming the container, if one cannot run.
+    async fn sidecar_images(&self, spec: &JobSpec) -> Result<Vec<job::TaskContainer>, String> {
+        let mut out = Vec::new();
+        for c in &spec.sidecars.containers {
+            let image = self.host.image(&c.image).await.map_err(|e| {
+                format!(
+                    "container {}: {}",
+                    c.name,
+                    super::revision::image_failure(&c.image, "", &e)
+                )
+            })?;
+            let user = self.host.runtime.image_user(&image).await.map_err(|e| {
+                format!(
+                    "container {}: image '{}': {}",
+                    c.name,
+                    c.image,
+                    crate::util::Chain(&e)
+                )
+            })?;
+            let argv = ocispec::argv(
+                &image.name,
+                &image.config,
+                c.command.as_deref(),
+                c.args.as_deref(),
+            )
+            .map_err(|e| format!("container {}: {e}", c.name))?;
+            out.push(job::TaskContainer { image, user, argv });
+        }
+        Ok(out)
+    }
+
     /// What every attempt of execution `id` of job `job` shares.
     fn execution_ctx(
         &self,
@@ -261,7 +302,7 @@ impl Daemon {
         let sink: LineSink = {
             let (job, execution) = (job.to_string(), id.to_string());
             Arc::new(
-                move |l: &Line<'_>| info!(target: "runlet::task", job = %job, execution = %execution, index = l.index, attempt = l.attempt, stream = l.stream, "{}", l.text),
+                move |l: &Line<'_>| info!(target: "runlet::task", job = %job, execution = %execution, index = l.index, attempt = l.attempt, container = l.container, stream = l.stream, "{}", l.text),
             )
         };
         Arc::new(Ctx {
@@ -272,6 +313,7 @@ impl Daemon {
             image: run.image,
             user: run.user,
             argv: run.argv,
+            sidecars: run.sidecars,
             state_dir: self.host.state_dir.clone(),
             sink,
             kill_grace: KILL_GRACE,
@@ -379,10 +421,11 @@ impl Daemon {
                 spec.args.as_deref(),
             )
             .map_err(|e| e.to_string())?;
-            Ok::<_, String>((spec, image, user, argv))
+            let sidecars = self.sidecar_images(&spec).await?;
+            Ok::<_, String>((spec, image, user, argv, sidecars))
         }
         .await;
-        let (spec, image, user, argv) = match prepared {
+        let (spec, image, user, argv, sidecars) = match prepared {
             Ok(p) => p,
             Err(e) => return Err((rec, lock, e)),
         };
@@ -393,7 +436,12 @@ impl Daemon {
             &id,
             spec,
             identity,
-            TaskImage { image, user, argv },
+            TaskImage {
+                image,
+                user,
+                argv,
+                sidecars,
+            },
         );
         let (cancel, cancel_rx) = watch::channel(false);
         let (ended_tx, ended) = watch::channel(false);
@@ -762,9 +810,10 @@ fn job_identity(name: &str, job: &v2::Job) -> crate::metadata::Identity {
     crate::metadata::Identity::from_resource(name, account)
 }
 
-/// What a job's tasks run: the image, its user, and the command line.
+/// What a job's tasks run: the image, its user, and the command line; the sidecars'.
 struct TaskImage {
     image: crate::image::ImageInfo,
     user: crate::runtime::passwd::ImageUser,
     argv: Vec<String>,
+    sidecars: Vec<job::TaskContainer>,
 }

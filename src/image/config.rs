@@ -1,7 +1,7 @@
 //! The parts of an image config runlet uses to run a container, read from the OCI image
 //! config document (`oci_spec::image::ImageConfiguration`).
 
-use oci_spec::image::{Arch, ImageConfiguration, Os};
+use oci_spec::image::{Arch, Descriptor, ImageConfiguration, Os};
 
 /// The runtime part of an image config (the `config` object of the OCI image config).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,4 +36,11 @@ pub fn parse(bytes: &[u8]) -> Result<ImageConfiguration, serde_json::Error> {
 /// True for the only platform runlet runs (contract IMG-1).
 pub fn is_linux_amd64(os: &Os, arch: &Arch) -> bool {
     *os == Os::Linux && *arch == Arch::Amd64
+}
+
+/// True for an index entry for linux/amd64 (one without a platform is not: contract IMG-3).
+pub fn is_amd64_entry(d: &Descriptor) -> bool {
+    d.platform()
+        .as_ref()
+        .is_some_and(|p| is_linux_amd64(p.os(), p.architecture()))
 }

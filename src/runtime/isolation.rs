@@ -78,35 +78,17 @@ fn rule(chain: &str, args: &[&str]) -> Rule {
     }
 }
 
+/// A rule with `matches`, the comment `comment`, and `-j` and `target`.
+fn commented(chain: &str, matches: &[&str], comment: &str, target: &[&str]) -> Rule {
+    let comment = ["-m", "comment", "--comment", comment, "-j"];
+    rule(chain, &[matches, &comment[..], target].concat())
+}
+
 /// The jumps from the built-in chains into runlet's (inserted first in `INPUT`/`FORWARD`).
 pub fn jumps(bridge: &str) -> Vec<Rule> {
     vec![
-        rule(
-            "FORWARD",
-            &[
-                "-i",
-                bridge,
-                "-m",
-                "comment",
-                "--comment",
-                COMMENT,
-                "-j",
-                CHAIN_FWD,
-            ],
-        ),
-        rule(
-            "INPUT",
-            &[
-                "-i",
-                bridge,
-                "-m",
-                "comment",
-                "--comment",
-                COMMENT,
-                "-j",
-                CHAIN_IN,
-            ],
-        ),
+        commented("FORWARD", &["-i", bridge], COMMENT, &[CHAIN_FWD]),
+        commented("INPUT", &["-i", bridge], COMMENT, &[CHAIN_IN]),
     ]
 }
 
@@ -114,36 +96,18 @@ pub fn jumps(bridge: &str) -> Vec<Rule> {
 /// host side is `gateway`.
 pub fn static_rules(bridge: &str, gateway: Ipv4Addr) -> Vec<Rule> {
     let gw = format!("{gateway}/32");
-    let c = |s: &'static str| s;
+    let no_link_local = "runlet: no link-local from instances";
+    let served_only = "runlet: only the served ports of the gateway";
     vec![
         // Link-local (169.254.169.254 is the host platform's metadata service): never
         // forwarded, whatever the protocol.
-        rule(
-            CHAIN_FWD,
-            &[
-                "-d",
-                LINK_LOCAL,
-                "-m",
-                "comment",
-                "--comment",
-                c("runlet: no link-local from instances"),
-                "-j",
-                "DROP",
-            ],
-        ),
+        commented(CHAIN_FWD, &["-d", LINK_LOCAL], no_link_local, &["DROP"]),
         // Back out of the bridge: another instance's address.
-        rule(
+        commented(
             CHAIN_FWD,
-            &[
-                "-o",
-                bridge,
-                "-m",
-                "comment",
-                "--comment",
-                c("runlet: no instance to instance"),
-                "-j",
-                "REJECT",
-            ],
+            &["-o", bridge],
+            "runlet: no instance to instance",
+            &["REJECT"],
         ),
         rule(
             CHAIN_IN,
@@ -157,49 +121,14 @@ pub fn static_rules(bridge: &str, gateway: Ipv4Addr) -> Vec<Rule> {
             ],
         ),
         rule(CHAIN_IN, &["-j", CHAIN_PORTS]),
-        rule(
+        commented(CHAIN_IN, &["-d", LINK_LOCAL], no_link_local, &["DROP"]),
+        commented(
             CHAIN_IN,
-            &[
-                "-d",
-                LINK_LOCAL,
-                "-m",
-                "comment",
-                "--comment",
-                c("runlet: no link-local from instances"),
-                "-j",
-                "DROP",
-            ],
+            &["-d", &gw, "-p", "tcp"],
+            served_only,
+            &["REJECT", "--reject-with", "tcp-reset"],
         ),
-        rule(
-            CHAIN_IN,
-            &[
-                "-d",
-                &gw,
-                "-p",
-                "tcp",
-                "-m",
-                "comment",
-                "--comment",
-                c("runlet: only the served ports of the gateway"),
-                "-j",
-                "REJECT",
-                "--reject-with",
-                "tcp-reset",
-            ],
-        ),
-        rule(
-            CHAIN_IN,
-            &[
-                "-d",
-                &gw,
-                "-m",
-                "comment",
-                "--comment",
-                c("runlet: only the served ports of the gateway"),
-                "-j",
-                "REJECT",
-            ],
-        ),
+        commented(CHAIN_IN, &["-d", &gw], served_only, &["REJECT"]),
     ]
 }
 
@@ -212,23 +141,11 @@ pub fn owner_tag(pid: u32) -> String {
 pub fn port_rule(gateway: Ipv4Addr, port: u16, pid: u32) -> Rule {
     let gw = format!("{gateway}/32");
     let port = port.to_string();
-    let tag = owner_tag(pid);
-    rule(
+    commented(
         CHAIN_PORTS,
-        &[
-            "-d",
-            &gw,
-            "-p",
-            "tcp",
-            "--dport",
-            &port,
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-            "-j",
-            "ACCEPT",
-        ],
+        &["-d", &gw, "-p", "tcp", "--dport", &port],
+        &owner_tag(pid),
+        &["ACCEPT"],
     )
 }
 

@@ -10,6 +10,7 @@
 pub mod cgroup;
 pub mod containerd;
 pub mod embedded;
+pub mod events;
 pub mod fake;
 pub mod gvisor;
 pub mod hardening;

@@ -85,13 +85,7 @@ pub fn check(containers: &[Container]) -> Result<usize, SpecError> {
             ),
         ));
     }
-    let mut names = BTreeSet::new();
-    for c in containers {
-        super::check_name(FIELD, &c.name, 63)?;
-        if !names.insert(c.name.as_str()) {
-            return Err(bad(FIELD, format!("container {} is given twice", c.name)));
-        }
-    }
+    names_and_dependencies(FIELD, containers)?;
     let ingress: Vec<usize> = (0..containers.len())
         .filter(|&i| containers[i].port.is_some())
         .collect();
@@ -117,6 +111,19 @@ pub fn check(containers: &[Container]) -> Result<usize, SpecError> {
             ));
         }
     };
+    start_order(containers)?;
+    Ok(ingress)
+}
+
+/// Unique valid names, and every `depends_on` naming another container of the list.
+fn names_and_dependencies(field: &'static str, containers: &[Container]) -> Result<(), SpecError> {
+    let mut names = BTreeSet::new();
+    for c in containers {
+        super::check_name(field, &c.name, 63)?;
+        if !names.insert(c.name.as_str()) {
+            return Err(bad(field, format!("container {} is given twice", c.name)));
+        }
+    }
     for c in containers {
         for d in &c.depends_on {
             if d == &c.name {
@@ -133,8 +140,56 @@ pub fn check(containers: &[Container]) -> Result<usize, SpecError> {
             }
         }
     }
-    start_order(containers)?;
-    Ok(ingress)
+    Ok(())
+}
+
+/// Checks the containers of a job's task (Cloud Run's sidecars in jobs) and returns their
+/// start-up order ([`start_order`]). The first container is the main one: its exit ends
+/// the task and its exit code decides the task's result; the others are sidecars. 1 to
+/// [`MAX_CONTAINERS`], unique names, known dependencies, no cycle; no container serves
+/// (no port), none has a liveness probe, and the main container has no startup probe
+/// (nothing waits for it). A sidecar may have a startup probe: the containers that depend
+/// on it start once it passed.
+pub fn check_job(containers: &[Container]) -> Result<Vec<Vec<usize>>, SpecError> {
+    const FIELD: &str = "--container";
+    if containers.is_empty() || containers.len() > MAX_CONTAINERS {
+        return Err(bad(
+            FIELD,
+            format!(
+                "{} containers: a task has 1 to {MAX_CONTAINERS} (its main container and its sidecars)",
+                containers.len()
+            ),
+        ));
+    }
+    names_and_dependencies(FIELD, containers)?;
+    if let Some(c) = containers.iter().find(|c| c.port.is_some()) {
+        return Err(bad(
+            "--port",
+            format!(
+                "container {}: a task serves nothing; no container of a job has a port",
+                c.name
+            ),
+        ));
+    }
+    if let Some(c) = containers.iter().find(|c| c.liveness_probe.is_some()) {
+        return Err(bad(
+            "--liveness-probe",
+            format!(
+                "container {}: a job's containers have no liveness probe",
+                c.name
+            ),
+        ));
+    }
+    if containers[0].startup_probe.is_some() {
+        return Err(bad(
+            "--startup-probe",
+            format!(
+                "container {} is the main container: nothing waits for it, so it has no startup probe (a sidecar may)",
+                containers[0].name
+            ),
+        ));
+    }
+    start_order(containers)
 }
 
 /// The start-up order: waves of container indexes; every container of a wave depends only
@@ -268,6 +323,77 @@ mod tests {
         ];
         for (name, containers, want) in table {
             let got = check(&containers).and_then(|_| start_order(&containers));
+            match (got, want) {
+                (Ok(waves), Ok(w)) => assert_eq!(waves, w, "{name}"),
+                (Err(e), Err(w)) => assert!(e.detail.contains(w), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_jobs_containers_are_checked_and_ordered() {
+        let many: Vec<Container> = (0..11).map(|i| c(&format!("c{i}"), None, &[])).collect();
+        let probed = |name: &str| Container {
+            startup_probe: Some(Probe::tcp(9000)),
+            ..c(name, None, &[])
+        };
+        let live = Container {
+            liveness_probe: Some(Probe::tcp(9000)),
+            ..c("side", None, &[])
+        };
+        type Case = (
+            &'static str,
+            Vec<Container>,
+            Result<Vec<Vec<usize>>, &'static str>,
+        );
+        let table: Vec<Case> = vec![
+            ("one", vec![c("main", None, &[])], Ok(vec![vec![0]])),
+            (
+                "main after its sidecar",
+                vec![c("main", None, &["db"]), probed("db")],
+                Ok(vec![vec![1], vec![0]]),
+            ),
+            (
+                "a sidecar after the main one",
+                vec![c("main", None, &[]), c("log", None, &["main"])],
+                Ok(vec![vec![0], vec![1]]),
+            ),
+            ("none", vec![], Err("0 containers: a task has 1 to 10")),
+            ("eleven", many, Err("11 containers: a task has 1 to 10")),
+            (
+                "a port",
+                vec![c("main", Some(8080), &[])],
+                Err("container main: a task serves nothing"),
+            ),
+            (
+                "unknown dependency",
+                vec![c("main", None, &["db"])],
+                Err("container main depends on db, which is not defined"),
+            ),
+            (
+                "a cycle",
+                vec![c("main", None, &["a"]), c("a", None, &["main"])],
+                Err("a dependency cycle among main, a"),
+            ),
+            (
+                "same name",
+                vec![c("a", None, &[]), c("a", None, &[])],
+                Err("container a is given twice"),
+            ),
+            (
+                "main probed",
+                vec![probed("main")],
+                Err("container main is the main container"),
+            ),
+            (
+                "liveness",
+                vec![c("main", None, &[]), live],
+                Err("no liveness probe"),
+            ),
+        ];
+        for (name, containers, want) in table {
+            let got = check_job(&containers);
             match (got, want) {
                 (Ok(waves), Ok(w)) => assert_eq!(waves, w, "{name}"),
                 (Err(e), Err(w)) => assert!(e.detail.contains(w), "{name}: {e}"),

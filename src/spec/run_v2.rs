@@ -318,7 +318,7 @@ fn check_container(i: usize, c: &v2::Container) -> Result<(), SpecError> {
     Ok(())
 }
 
-fn action_port(a: &Action) -> u16 {
+pub(crate) fn action_port(a: &Action) -> u16 {
     match a {
         Action::Http { port, .. } | Action::Tcp { port } | Action::Grpc { port, .. } => *port,
     }
@@ -437,7 +437,7 @@ fn env(i: usize, c: &v2::Container) -> Result<Vec<(String, String)>, SpecError> 
     Ok(out)
 }
 
-fn probe(field: &'static str, p: &v2::Probe, port: u16) -> Result<Probe, SpecError> {
+pub(crate) fn probe(field: &'static str, p: &v2::Probe, port: u16) -> Result<Probe, SpecError> {
     let secs =
         |what: &str, v: i32, default: u64, lo: i32, hi: i32| -> Result<Duration, SpecError> {
             if v == 0 {

@@ -32,33 +32,42 @@ pub enum F {
 }
 
 macro_rules! paths {
-    ($($i:literal)*) => {
+    ($p:literal; $($i:literal)*) => {
         [$([
-            concat!("service.template.containers[", $i, "].image"),
-            concat!("service.template.containers[", $i, "].name"),
-            concat!("service.template.containers[", $i, "].ports"),
-            concat!("service.template.containers[", $i, "].env"),
-            concat!("service.template.containers[", $i, "].resources.limits"),
-            concat!("service.template.containers[", $i, "].resources.limits.memory"),
-            concat!("service.template.containers[", $i, "].resources.limits.cpu"),
-            concat!("service.template.containers[", $i, "].startupProbe"),
-            concat!("service.template.containers[", $i, "].livenessProbe"),
-            concat!("service.template.containers[", $i, "].readinessProbe"),
-            concat!("service.template.containers[", $i, "].volumeMounts"),
-            concat!("service.template.containers[", $i, "].workingDir"),
-            concat!("service.template.containers[", $i, "].dependsOn"),
+            concat!($p, "[", $i, "].image"),
+            concat!($p, "[", $i, "].name"),
+            concat!($p, "[", $i, "].ports"),
+            concat!($p, "[", $i, "].env"),
+            concat!($p, "[", $i, "].resources.limits"),
+            concat!($p, "[", $i, "].resources.limits.memory"),
+            concat!($p, "[", $i, "].resources.limits.cpu"),
+            concat!($p, "[", $i, "].startupProbe"),
+            concat!($p, "[", $i, "].livenessProbe"),
+            concat!($p, "[", $i, "].readinessProbe"),
+            concat!($p, "[", $i, "].volumeMounts"),
+            concat!($p, "[", $i, "].workingDir"),
+            concat!($p, "[", $i, "].dependsOn"),
         ]),*]
     };
 }
 
 /// Every field path of every container a template may have ([`SpecError`] names a
 /// field with a `&'static str`).
-const PATHS: [[&str; 13]; MAX_CONTAINERS] = paths!(0 1 2 3 4 5 6 7 8 9);
+const PATHS: [[&str; 13]; MAX_CONTAINERS] =
+    paths!("service.template.containers"; 0 1 2 3 4 5 6 7 8 9);
+/// The same for a job's task template.
+const JOB_PATHS: [[&str; 13]; MAX_CONTAINERS] =
+    paths!("job.template.template.containers"; 0 1 2 3 4 5 6 7 8 9);
 
 /// The path of field `f` of container `i` (`i` below [`MAX_CONTAINERS`], which
 /// [`ingress`] checks first).
 pub fn field(i: usize, f: F) -> &'static str {
     PATHS[i.min(MAX_CONTAINERS - 1)][f as usize]
+}
+
+/// The path of field `f` of container `i` of a job's task template.
+pub fn job_field(i: usize, f: F) -> &'static str {
+    JOB_PATHS[i.min(MAX_CONTAINERS - 1)][f as usize]
 }
 
 const CONTAINERS: &str = "service.template.containers";

@@ -8,6 +8,7 @@
 //! * [`wait`]: waiting for evidence (a condition polled until a deadline) instead of sleeping.
 //! * [`metrics`]: reading runlet's Prometheus text (`runlet_instance_in_flight`, ...).
 //! * [`net`]: a free local port.
+//! * [`names`]: whether a resource's name belongs to one test (a needle at a name's start).
 
 // Test code that drives a separate process and measures it by the wall clock: clippy.toml's
 // ban on std's Instant and Mutex (for runlet's own, virtual-time code) does not apply here.
@@ -16,6 +17,7 @@
 pub mod http;
 pub mod lines;
 pub mod metrics;
+pub mod names;
 pub mod net;
 pub mod wait;
 

@@ -17,6 +17,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub use runlet_test_support::http::{Request, Response};
+pub use runlet_test_support::names::mentions;
 pub use runlet_test_support::{metrics, strip_ansi, within, Lines};
 
 pub struct Env {
@@ -179,26 +180,23 @@ impl Env {
     pub fn assert_nothing_left(&self, needle: &str) {
         let containers = self.ctr(&["containers", "ls", "-q"]);
         assert!(
-            !containers.contains(needle),
+            !mentions(&containers, needle),
             "containers left: {containers}"
         );
         let tasks = self.ctr(&["tasks", "ls"]);
-        assert!(!tasks.contains(needle), "tasks left: {tasks}");
+        assert!(!mentions(&tasks, needle), "tasks left: {tasks}");
         let snaps = self.ctr(&["snapshots", "ls"]);
-        assert!(
-            !snaps.lines().any(|l| l.contains(needle)),
-            "snapshots left: {snaps}"
-        );
+        assert!(!mentions(&snaps, needle), "snapshots left: {snaps}");
         let netns = file_names("/run/netns");
         assert!(
-            !netns.iter().any(|n| n.contains(needle)),
+            !netns.iter().any(|n| mentions(n, needle)),
             "netns left: {netns:?}"
         );
         if let Ok(dir) = std::fs::read_dir("/var/lib/cni/networks/runlet") {
             for e in dir.filter_map(|e| e.ok()) {
                 let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
                 assert!(
-                    !owner.contains(needle),
+                    !mentions(&owner, needle),
                     "CNI allocation left: {} -> {owner}",
                     e.path().display()
                 );

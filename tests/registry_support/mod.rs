@@ -65,12 +65,15 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    fn blob_root(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+    }
+
     /// The `data` files of the blobs in the registry's storage.
     pub fn blobs(&self) -> Vec<PathBuf> {
-        let root = self
-            .dir
-            .path()
-            .join("storage/docker/registry/v2/blobs/sha256");
+        let root = self.blob_root();
         let mut out = Vec::new();
         for prefix in std::fs::read_dir(&root).unwrap() {
             for blob in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
@@ -78,6 +81,12 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// The `data` file of blob `digest` in the registry's storage.
+    pub fn blob(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.blob_root().join(&hex[..2]).join(hex).join("data")
     }
 
     /// `skopeo copy [EXTRA] SRC docker://HOST/DEST` (TLS not verified: plain HTTP, or the
@@ -112,6 +121,18 @@ impl Registry {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The layer digests of the manifest a tag resolves to, as the registry holds them
+    /// (skopeo compresses an OCI layout's uncompressed layers as it pushes them).
+    pub fn layers(&self, repo_tag: &str) -> Vec<String> {
+        let manifest: serde_json::Value = serde_json::from_str(&self.raw(repo_tag)).unwrap();
+        manifest["layers"]
+            .as_array()
+            .expect("a manifest with layers")
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// The digest a tag resolves to, as skopeo reads it.
     pub fn digest(&self, repo_tag: &str) -> String {
         format!(
@@ -126,6 +147,20 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 temporary path")
+}
+
+/// A new RSA key in `key` and a certificate for it, signed by itself, in `cert`.
+fn self_signed(key: &Path, cert: &Path, subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject,
+    ];
+    args.extend(extra);
+    args.extend(["-keyout", path(key), "-out", path(cert)]);
+    openssl(&args);
 }
 
 fn openssl(args: &[&str]) {
@@ -150,7 +185,6 @@ pub struct Tls {
 impl Tls {
     pub fn new(dir: &Path) -> Tls {
         let p = |n: &str| dir.join(n);
-        let s = |p: &PathBuf| p.to_str().unwrap().to_string();
         let (ca_key, ca, key, csr, cert) = (
             p("ca.key"),
             p("ca.crt"),
@@ -158,21 +192,7 @@ impl Tls {
             p("server.csr"),
             p("server.crt"),
         );
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=runlet test CA",
-            "-keyout",
-            &s(&ca_key),
-            "-out",
-            &s(&ca),
-        ]);
+        self_signed(&ca_key, &ca, "/CN=runlet test CA", &[]);
         openssl(&[
             "req",
             "-newkey",
@@ -181,9 +201,9 @@ impl Tls {
             "-subj",
             "/CN=127.0.0.1",
             "-keyout",
-            &s(&key),
+            path(&key),
             "-out",
-            &s(&csr),
+            path(&csr),
         ]);
         let ext = p("san.ext");
         std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
@@ -191,18 +211,18 @@ impl Tls {
             "x509",
             "-req",
             "-in",
-            &s(&csr),
+            path(&csr),
             "-CA",
-            &s(&ca),
+            path(&ca),
             "-CAkey",
-            &s(&ca_key),
+            path(&ca_key),
             "-CAcreateserial",
             "-days",
             "2",
             "-extfile",
-            &s(&ext),
+            path(&ext),
             "-out",
-            &s(&cert),
+            path(&cert),
         ]);
         Tls { ca, cert, key }
     }
@@ -252,23 +272,12 @@ pub struct TokenKey {
 impl TokenKey {
     pub fn new(dir: &Path) -> TokenKey {
         let (key, cert) = (dir.join("token.key"), dir.join("token.crt"));
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
+        self_signed(
+            &key,
+            &cert,
             "/CN=runlet test token issuer",
-            "-addext",
-            "keyUsage=digitalSignature",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-        ]);
+            &["-addext", "keyUsage=digitalSignature"],
+        );
         TokenKey { key, cert }
     }
 
@@ -323,6 +332,33 @@ impl TokenKey {
     }
 }
 
+/// A listener on a free loopback port, and the port.
+fn listen() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// Reads an HTTP request's head from `conn`: its request line and headers (names as sent,
+/// values trimmed). What the client sent past the head may be lost in the buffer: the token
+/// request and `CONNECT` send nothing more before they are answered.
+fn read_head(conn: &TcpStream) -> Option<(String, Vec<(String, String)>)> {
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Some((line, headers))
+}
+
 /// The `service` and `issuer` the token server and the registry agree on.
 pub const SERVICE: &str = "runlet-test-registry";
 pub const ISSUER: &str = "runlet-test-issuer";
@@ -345,39 +381,28 @@ pub struct TokenServer {
 
 impl TokenServer {
     pub fn start(user: &str, password: &str, token: String) -> TokenServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listen();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
         let want = basic(user, password);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
+                let Some((line, headers)) = read_head(&conn) else {
                     continue;
-                }
+                };
                 let query = line
                     .split_whitespace()
                     .nth(1)
                     .and_then(|t| t.split_once('?'))
                     .map(|(_, q)| q.to_string())
                     .unwrap_or_default();
-                let mut authorized = false;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        if k.eq_ignore_ascii_case("authorization") {
-                            authorized = v.trim().split_once(' ').is_some_and(|(scheme, value)| {
-                                scheme.eq_ignore_ascii_case("basic") && value.trim() == want
-                            });
-                        }
-                    }
-                }
+                let authorized = headers.iter().any(|(k, v)| {
+                    k.eq_ignore_ascii_case("authorization")
+                        && v.split_once(' ').is_some_and(|(scheme, value)| {
+                            scheme.eq_ignore_ascii_case("basic") && value.trim() == want
+                        })
+                });
                 seen.lock().unwrap().push(TokenRequest {
                     query: query.clone(),
                     authorized,
@@ -452,22 +477,15 @@ pub struct ConnectProxy {
 
 impl ConnectProxy {
     pub fn start() -> ConnectProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listen();
         let targets = Arc::new(Mutex::new(Vec::new()));
         let seen = targets.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                }
+                let Some((line, _)) = read_head(&conn) else {
+                    continue;
+                };
                 let mut parts = line.split_whitespace();
                 let (method, target) = (parts.next(), parts.next().unwrap_or("").to_string());
                 seen.lock()
@@ -507,8 +525,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(upstream: u16) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listen();
         let down = Arc::new(AtomicU64::new(0));
         let slow = Arc::new(AtomicBool::new(true));
         let (d, s) = (down.clone(), slow.clone());
@@ -525,9 +542,28 @@ impl Relay {
     }
 }
 
-/// Writes an OCI layout in `dir` holding one image `tag`: one uncompressed layer per entry
-/// of `sizes`, each a file of that many random bytes. Returns `oci:DIR:TAG`.
-pub fn random_image(dir: &Path, tag: &str, sizes: &[usize]) -> String {
+/// An uncompressed layer: a tar of one file, `random-N.bin`, of `size` random bytes (content
+/// no other test has stored).
+pub fn random_layer(n: usize, size: usize) -> Vec<u8> {
+    let mut data = vec![0u8; size];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, format!("random-{n}.bin"), &data[..])
+        .unwrap();
+    tar.into_inner().unwrap()
+}
+
+/// Writes an OCI layout in `dir` holding one image `tag` of uncompressed `layers` (base
+/// first); returns `oci:DIR:TAG`, for skopeo (which compresses the layers as it pushes
+/// them: [`Registry::layers`] has their digests there).
+pub fn oci_layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| -> (String, usize) {
@@ -535,20 +571,7 @@ pub fn random_image(dir: &Path, tag: &str, sizes: &[usize]) -> String {
         std::fs::write(blobs.join(&hex), bytes).unwrap();
         (format!("sha256:{hex}"), bytes.len())
     };
-    let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
-    let mut layers = Vec::new();
-    for (i, size) in sizes.iter().enumerate() {
-        let mut data = vec![0u8; *size];
-        urandom.read_exact(&mut data).unwrap();
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(*size as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, format!("random-{i}.bin"), &data[..])
-            .unwrap();
-        layers.push(put(&tar.into_inner().unwrap()));
-    }
+    let layers: Vec<(String, usize)> = layers.iter().map(|l| put(l)).collect();
     let diff_ids: Vec<&String> = layers.iter().map(|(d, _)| d).collect();
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": {},
@@ -579,4 +602,14 @@ pub fn random_image(dir: &Path, tag: &str, sizes: &[usize]) -> String {
     std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     format!("oci:{}:{tag}", dir.display())
+}
+
+/// [`oci_layout`] of one random layer per entry of `sizes` (bytes of its one file).
+pub fn random_image(dir: &Path, tag: &str, sizes: &[usize]) -> String {
+    let layers: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(n, size)| random_layer(n, *size))
+        .collect();
+    oci_layout(dir, tag, &layers)
 }

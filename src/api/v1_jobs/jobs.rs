@@ -144,6 +144,8 @@ pub struct SecretKeyRefV1 {
     pub key: String,
 }
 
+const CONTAINER_DEPENDENCIES: &str = crate::control::job::spec::CONTAINER_DEPENDENCIES;
+
 pub fn bad(field: &str, detail: &str) -> Status {
     Status::invalid_argument(format!("invalid {field}: {detail}"))
 }
@@ -168,7 +170,21 @@ pub fn to_v2(body: &[u8]) -> Result<(String, v2::Job), Status> {
         .map_err(|e| Status::invalid_argument(format!("invalid JSON body: {e}")))?;
     let m = &j.metadata;
     let exec = &j.spec.template;
-    let task = task_spec_to_v2(&exec.spec.template.spec, "spec.template.spec.template.spec")?;
+    let mut task = task_spec_to_v2(&exec.spec.template.spec, "spec.template.spec.template.spec")?;
+    // Sidecars' start-up order: v1 carries it as an annotation, v2 as `dependsOn`.
+    if let Some(text) = exec.metadata.annotations.get(CONTAINER_DEPENDENCIES) {
+        let deps: BTreeMap<String, Vec<String>> = serde_json::from_str(text).map_err(|e| {
+            bad(
+                "spec.template.metadata.annotations[run.googleapis.com/container-dependencies]",
+                &format!("not a JSON map of container name to names ({e})"),
+            )
+        })?;
+        for c in &mut task.containers {
+            if let Some(d) = deps.get(&c.name) {
+                c.depends_on = d.clone();
+            }
+        }
+    }
     let job = v2::Job {
         labels: users(&m.labels),
         annotations: users(&m.annotations),
@@ -456,6 +472,20 @@ pub fn to_v1(job: &v2::Job, place: &Place, execution_count: usize) -> Value {
         },
     );
     let exec = job.template.clone().unwrap_or_default();
+    let mut exec_annotations = exec.annotations.clone();
+    let deps: BTreeMap<&str, &Vec<String>> = exec
+        .template
+        .iter()
+        .flat_map(|t| &t.containers)
+        .filter(|c| !c.depends_on.is_empty())
+        .map(|c| (c.name.as_str(), &c.depends_on))
+        .collect();
+    if !deps.is_empty() {
+        exec_annotations.insert(
+            CONTAINER_DEPENDENCIES.into(),
+            serde_json::to_string(&deps).unwrap_or_default(),
+        );
+    }
     let mut exec_spec = json!({
         "taskCount": exec.task_count.max(1),
         "template": { "spec": task_spec(&exec.template.unwrap_or_default()) },
@@ -488,7 +518,7 @@ pub fn to_v1(job: &v2::Job, place: &Place, execution_count: usize) -> Value {
         "metadata": meta,
         "spec": {
             "template": {
-                "metadata": { "labels": exec.labels, "annotations": exec.annotations },
+                "metadata": { "labels": exec.labels, "annotations": exec_annotations },
                 "spec": exec_spec,
             }
         },
@@ -571,6 +601,40 @@ mod tests {
         let (_, again) = to_v2(v.to_string().as_bytes()).unwrap();
         assert_eq!(again.template, j.template);
         assert_eq!(again.labels, j.labels, "the region label is the server's");
+    }
+
+    #[test]
+    fn sidecars_and_their_order_map_both_ways() {
+        let body = json!({"apiVersion": "run.googleapis.com/v1", "kind": "Job", "metadata": {"name": "j"},
+            "spec": {"template": {"metadata": {"annotations": {"run.googleapis.com/container-dependencies": "{\"main\":[\"web\"]}"}},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "main", "image": "busybox"}, {"name": "web", "image": "busybox"}]}}}}}});
+        let (_, j) = to_v2(body.to_string().as_bytes()).unwrap();
+        let cs = &j
+            .template
+            .as_ref()
+            .unwrap()
+            .template
+            .as_ref()
+            .unwrap()
+            .containers;
+        assert_eq!(cs.len(), 2);
+        assert_eq!(cs[0].depends_on, ["web"]);
+        assert!(cs[1].depends_on.is_empty());
+        let place = Place {
+            project: "p".into(),
+            region: "r".into(),
+        };
+        let v1 = to_v1(&j, &place, 0);
+        assert_eq!(
+            v1["spec"]["template"]["metadata"]["annotations"]
+                ["run.googleapis.com/container-dependencies"],
+            "{\"main\":[\"web\"]}"
+        );
+        assert_eq!(
+            v1["spec"]["template"]["spec"]["template"]["spec"]["containers"][1]["name"],
+            "web"
+        );
     }
 
     #[test]

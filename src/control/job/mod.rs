@@ -45,11 +45,22 @@ pub enum JobError {
     Runtime(#[from] RuntimeError),
 }
 
+/// A sidecar of a job's tasks as resolved once for the execution.
+#[derive(Debug, Clone)]
+pub struct TaskContainer {
+    pub image: ImageInfo,
+    /// Numeric user and group resolved from the image's `User`.
+    pub user: crate::runtime::passwd::ImageUser,
+    pub argv: Vec<String>,
+}
+
 /// One line a task's container wrote.
 #[derive(Debug, Clone, Copy)]
 pub struct Line<'a> {
     pub index: u32,
     pub attempt: u32,
+    /// The container's name when the task has sidecars; empty otherwise.
+    pub container: &'a str,
     /// `stdout` or `stderr`.
     pub stream: &'a str,
     pub text: &'a str,
@@ -71,6 +82,8 @@ pub struct Ctx<R: Runtime, N: Network = NetConfig, F: RootFs = MemoryFs> {
     pub user: crate::runtime::passwd::ImageUser,
     /// The container's argv, resolved once from the image and the spec.
     pub argv: Vec<String>,
+    /// The sidecars' images, users and argvs, in the spec's order (empty without sidecars).
+    pub sidecars: Vec<TaskContainer>,
     pub state_dir: PathBuf,
     pub sink: LineSink,
     /// SIGKILL follows SIGTERM after this long (10 s, LIFE-J2).

@@ -11,7 +11,7 @@
 //! root fs, files), which the execution waits for before it ends.
 
 use crate::control::owner::{self, Verdict};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -290,7 +290,8 @@ async fn run_attempt<R: Runtime, N: Network, F: RootFs>(
     cancel: watch::Receiver<bool>,
 ) -> Outcome {
     let mut sandbox = Sandbox::new(which.id);
-    let outcome = match attempt_body(ctx, which, cancel, &mut sandbox).await {
+    let mut sidecar_boxes = Vec::new();
+    let outcome = match attempt_body(ctx, which, cancel, &mut sandbox, &mut sidecar_boxes).await {
         Ok(o) => o,
         Err(e) => {
             // An attempt's record keeps the whole story: the error and its causes.
@@ -299,8 +300,28 @@ async fn run_attempt<R: Runtime, N: Network, F: RootFs>(
             Outcome::RuntimeError(e)
         }
     };
-    sandbox.remove(ctx.runtime.as_ref()).await;
+    remove_all(ctx, which.id, sandbox, sidecar_boxes).await;
     outcome
+}
+
+/// Removes the attempt's containers: any still running (an attempt that failed to start)
+/// stopped first, sidecars before the main container.
+async fn remove_all<R: Runtime, N: Network, F: RootFs>(
+    ctx: &Ctx<R, N, F>,
+    id: &str,
+    sandbox: Sandbox,
+    sidecar_boxes: Vec<Sandbox>,
+) {
+    if sidecars::applies(ctx) {
+        let mut ids = sidecars::ids(ctx, id);
+        ids.push(id.to_string());
+        crate::control::service::sidecars::stop_all(ctx.runtime.as_ref(), &ids, ctx.kill_grace)
+            .await;
+    }
+    for sb in sidecar_boxes {
+        sb.remove(ctx.runtime.as_ref()).await;
+    }
+    sandbox.remove(ctx.runtime.as_ref()).await;
 }
 
 /// Removes what [`run_attempt`] leaves of attempt `id` (its container deleted): the network
@@ -314,6 +335,7 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
     which: &Attempt<'_>,
     mut cancel: watch::Receiver<bool>,
     sandbox: &mut Sandbox,
+    sidecar_boxes: &mut Vec<Sandbox>,
 ) -> Result<Outcome, SandboxError> {
     let spec = &ctx.spec;
     let &Attempt {
@@ -322,7 +344,14 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         index,
         attempt,
     } = which;
-    let sink = attempt_sink(ctx, index, attempt);
+    let with_sidecars = sidecars::applies(ctx);
+    let main_name = spec.containers()[0].name.clone();
+    let sink = attempt_sink(
+        ctx,
+        index,
+        attempt,
+        if with_sidecars { &main_name } else { "" },
+    );
     let cfg = &ctx.image.config;
     // Secret values are read now, for this attempt only (never kept in the spec or record).
     let secrets = crate::secrets::resolve(&spec.secrets, &SecretStore::new(&ctx.state_dir))
@@ -338,11 +367,7 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         env.push(var);
         files.push(mount);
     }
-    let mut lbl = HashMap::new();
-    lbl.insert(labels::JOB.to_string(), spec.name.clone());
-    lbl.insert(labels::EXECUTION.to_string(), execution.to_string());
-    lbl.insert(labels::TASK_INDEX.to_string(), index.to_string());
-    lbl.insert(labels::TASK_ATTEMPT.to_string(), attempt.to_string());
+    let lbl = sidecars::attempt_labels(&spec.name, which);
     let dir = ctx.task_dir(id);
     let plan = Plan {
         dir: &dir,
@@ -362,6 +387,24 @@ async fn attempt_body<R: Runtime, N: Network, F: RootFs>(
         extra_hosts: String::new(),
         runtime_binary: None,
     };
+    if with_sidecars {
+        let sink_of = |name: &str| attempt_sink(ctx, index, attempt, name);
+        let main = sidecars::Main {
+            plan,
+            sink_of: &sink_of,
+        };
+        if let Some(early) =
+            sidecars::create_and_start(ctx, which, main, sandbox, sidecar_boxes, cancel.clone())
+                .await?
+        {
+            return Ok(early);
+        }
+        info!(container = %id, containers = 1 + sidecar_boxes.len(), "attempt started");
+        let names = spec.sidecars.containers.iter().map(|c| c.name.clone());
+        let _logging =
+            sidecars::log_exits(names.zip(sidecar_boxes.iter().map(Sandbox::exit)).collect());
+        return watch_attempt(ctx, id, sandbox, cancel).await;
+    }
     sandbox
         .create(&ctx.runtime, &ctx.net, &ctx.rootfs, plan)
         .await?;
@@ -378,12 +421,15 @@ fn attempt_sink<R: Runtime, N: Network, F: RootFs>(
     ctx: &Ctx<R, N, F>,
     index: u32,
     attempt: u32,
+    container: &str,
 ) -> Sink {
     let out = ctx.sink.clone();
+    let container = container.to_string();
     Arc::new(move |stream: &str, text: &str| {
         out(&Line {
             index,
             attempt,
+            container: &container,
             stream,
             text,
         })
@@ -399,7 +445,12 @@ async fn adopt_attempt<R: Runtime, N: Network, F: RootFs>(
     cancel: watch::Receiver<bool>,
 ) -> Outcome {
     let id = which.id;
-    let sink = attempt_sink(ctx, which.index, which.attempt);
+    let main_name = if sidecars::applies(ctx) {
+        ctx.spec.containers()[0].name.clone()
+    } else {
+        String::new()
+    };
+    let sink = attempt_sink(ctx, which.index, which.attempt, &main_name);
     let known = match ctx.runtime.list().await {
         Ok(list) => list.iter().any(|c| c.id == id),
         Err(e) => {
@@ -429,11 +480,20 @@ async fn adopt_attempt<R: Runtime, N: Network, F: RootFs>(
     if let Err(e) = ctx.net.readopt(id).await {
         warn!(container = %id, "the adopted attempt cannot reach the metadata server: {e}");
     }
+    // Its sidecars still run under their shims: stopped with the main container (their
+    // output from here on is not followed).
     let outcome = match watch_attempt(ctx, id, &mut sandbox, cancel).await {
         Ok(o) => o,
         Err(e) => Outcome::RuntimeError(crate::util::error_chain(&e)),
     };
-    sandbox.remove(ctx.runtime.as_ref()).await;
+    remove_all(ctx, id, sandbox, Vec::new()).await;
+    if sidecars::applies(ctx) {
+        for sid in sidecars::ids(ctx, id) {
+            if let Err(e) = ctx.runtime.delete(&sid).await {
+                warn!(container = %sid, "deleting an adopted sidecar: {e}");
+            }
+        }
+    }
     outcome
 }
 
@@ -446,26 +506,53 @@ async fn watch_attempt<R: Runtime, N: Network, F: RootFs>(
     mut cancel: watch::Receiver<bool>,
 ) -> Result<Outcome, SandboxError> {
     let spec = &ctx.spec;
+    let others = sidecars::ids(ctx, id);
     tokio::select! {
         r = sandbox.exited() => {
             let status = r?;
             // Ask before the delete: the counter lives in the container's cgroup.
-            if status.code != 0 && ctx.runtime.oom_killed(id).await {
-                Ok(Outcome::OutOfMemory(status))
+            let outcome = if status.code != 0 && ctx.runtime.oom_killed(id).await {
+                Outcome::OutOfMemory(status)
             } else {
-                Ok(Outcome::Exited(status))
+                Outcome::Exited(status)
+            };
+            if !others.is_empty() {
+                info!(container = %id, "the main container exited ({status}): stopping the sidecars (SIGTERM, SIGKILL in {} s)", ctx.kill_grace.as_secs());
+                crate::control::service::sidecars::stop_all(ctx.runtime.as_ref(), &others, ctx.kill_grace).await;
             }
+            Ok(outcome)
         }
         _ = tokio::time::sleep(spec.task_timeout) => {
             warn!(container = %id, "task timeout ({} s) reached: SIGTERM, SIGKILL in {} s", spec.task_timeout.as_secs(), ctx.kill_grace.as_secs());
-            let stopped = stop_container(ctx.runtime.as_ref(), id, ctx.kill_grace).await.map_err(SandboxError::Stop)?;
-            Ok(Outcome::TimedOut(stopped.exit))
+            Ok(Outcome::TimedOut(stop_task(ctx, id, &others).await?))
         }
         _ = cancelled(&mut cancel) => {
-            let stopped = stop_container(ctx.runtime.as_ref(), id, ctx.kill_grace).await.map_err(SandboxError::Stop)?;
-            Ok(Outcome::Cancelled(stopped.exit))
+            Ok(Outcome::Cancelled(stop_task(ctx, id, &others).await?))
         }
     }
+}
+
+/// Stops every container of an attempt at once (SIGTERM, SIGKILL after the grace); the
+/// main container's exit.
+async fn stop_task<R: Runtime, N: Network, F: RootFs>(
+    ctx: &Ctx<R, N, F>,
+    id: &str,
+    others: &[String],
+) -> Result<Option<crate::runtime::ExitStatus>, SandboxError> {
+    if others.is_empty() {
+        let stopped = stop_container(ctx.runtime.as_ref(), id, ctx.kill_grace)
+            .await
+            .map_err(SandboxError::Stop)?;
+        return Ok(stopped.exit);
+    }
+    let ids: Vec<String> = std::iter::once(id.to_string())
+        .chain(others.iter().cloned())
+        .collect();
+    Ok(
+        crate::control::service::sidecars::stop_all(ctx.runtime.as_ref(), &ids, ctx.kill_grace)
+            .await
+            .and_then(|s| s.exit),
+    )
 }
 
 async fn cancelled(rx: &mut watch::Receiver<bool>) {
@@ -573,6 +660,8 @@ pub async fn recover<R: Runtime>(
     }
     Ok(out)
 }
+
+mod sidecars;
 
 #[cfg(test)]
 mod tests;

@@ -738,6 +738,15 @@ mod tests {
         }
     }
 
+    /// A port nothing listens on (bound, read, let go).
+    fn unused_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
     #[tokio::test]
     async fn an_instance_is_ready_once_its_port_accepts_and_stops_in_order() {
         let tmp = tempfile::tempdir().unwrap();
@@ -777,12 +786,7 @@ mod tests {
     #[tokio::test]
     async fn an_exit_during_start_up_fails_the_launch_and_leaves_nothing() {
         let tmp = tempfile::tempdir().unwrap();
-        // A port nothing listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = unused_port();
         let rt = FakeRuntime::new();
         rt.exit_after(Duration::from_millis(20), 5).await;
         let c = ctx(&rt, port, tmp.path());
@@ -806,12 +810,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_instance_that_never_listens_fails_after_four_minutes_and_leaves_nothing() {
         let tmp = tempfile::tempdir().unwrap();
-        // A port nothing listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = unused_port();
         let rt = FakeRuntime::new();
         rt.exit_on(&[15, 9]).await;
         let mut c = ctx(&rt, port, tmp.path());
@@ -908,11 +907,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let proxy_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let proxy_port = unused_port();
         let rt = FakeRuntime::new();
         rt.exit_on(&[15]).await;
         let c = Arc::new(with_sidecars(&rt, port, proxy_port, tmp.path()));

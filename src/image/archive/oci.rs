@@ -8,7 +8,7 @@ use oci_spec::image::{Descriptor, ImageIndex};
 use super::plan::{parse, Builder};
 use super::scan::Scan;
 use super::{reference, ArchiveError, ImportPlan};
-use crate::image::config::is_linux_amd64;
+use crate::image::config::is_amd64_entry;
 use crate::image::media::{self, Kind};
 
 pub(super) fn plan(
@@ -47,7 +47,7 @@ pub(super) fn plan(
                 let digest = top.digest().to_string();
                 let nested: ImageIndex = parse(path, &format!("index {digest}"), b.doc(&digest)?)?;
                 let list = nested.manifests();
-                let chosen = list.iter().find(|d| is_amd64(d)).cloned();
+                let chosen = list.iter().find(|d| is_amd64_entry(d)).cloned();
                 chosen.ok_or_else(|| ArchiveError::NoAmd64 {
                     path: path.to_path_buf(),
                     image: name.clone(),
@@ -55,7 +55,7 @@ pub(super) fn plan(
                 })?
             }
             Kind::Manifest => {
-                if top.platform().is_some() && !is_amd64(top) {
+                if top.platform().is_some() && !is_amd64_entry(top) {
                     return Err(ArchiveError::NoAmd64 {
                         path: path.to_path_buf(),
                         image: name,
@@ -94,12 +94,6 @@ fn image_name(d: &Descriptor) -> Option<Result<String, reference::ReferenceError
     } else {
         None
     }
-}
-
-fn is_amd64(d: &Descriptor) -> bool {
-    d.platform()
-        .as_ref()
-        .is_some_and(|p| is_linux_amd64(p.os(), p.architecture()))
 }
 
 fn describe_platforms(ds: &[Descriptor]) -> String {

@@ -88,6 +88,10 @@ pub enum RegistryError {
         registry: String,
         detail: String,
     },
+    #[error("TLS: certificate not trusted for {registry} (use --registry-ca FILE with the CA that signed it): {detail}")]
+    Untrusted { registry: String, detail: String },
+    #[error("TLS: handshake with {registry} failed: {detail}")]
+    Tls { registry: String, detail: String },
     #[error("reading {path}")]
     Config {
         path: PathBuf,

@@ -135,11 +135,7 @@ pub async fn plan(remote: &Remote, name: &str) -> Result<PullPlan, RegistryError
             let chosen = index
                 .manifests()
                 .iter()
-                .find(|d| {
-                    d.platform()
-                        .as_ref()
-                        .is_some_and(|p| config::is_linux_amd64(p.os(), p.architecture()))
-                })
+                .find(|d| config::is_amd64_entry(d))
                 .ok_or_else(|| RegistryError::NoAmd64 {
                     reference: name.to_string(),
                     found: index

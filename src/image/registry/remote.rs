@@ -17,7 +17,7 @@ use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest, Sha256};
 
 use super::auth::{self, Credentials};
-use super::transport::{registry_host, scheme_for, Scheme};
+use super::transport::{https_failure, registry_host, scheme_for, HttpsFailure, Scheme};
 use super::{BlobFetch, ByteStream, FetchFuture, RegistryError, RegistryOptions};
 use crate::image::media;
 
@@ -75,22 +75,19 @@ fn certificates(opts: &RegistryOptions) -> Result<Vec<Certificate>, RegistryErro
         .collect()
 }
 
-/// Whether `e` is a TLS handshake that failed on the server's certificate (rustls's
-/// `InvalidCertificate`), as opposed to no TLS server at all.
-fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|i| i.downcast_ref::<rustls::Error>());
-        let direct = err.downcast_ref::<rustls::Error>();
-        if let Some(rustls::Error::InvalidCertificate(_)) = direct.or(inner) {
-            return true;
-        }
-        cur = err.source();
+/// The TLS error under `e`, if the server spoke TLS and the handshake failed.
+fn tls_error(registry: &str, e: &(dyn std::error::Error + 'static)) -> Option<RegistryError> {
+    match https_failure(e) {
+        HttpsFailure::NotTls => None,
+        HttpsFailure::Untrusted(detail) => Some(RegistryError::Untrusted {
+            registry: registry.to_string(),
+            detail,
+        }),
+        HttpsFailure::Handshake(detail) => Some(RegistryError::Tls {
+            registry: registry.to_string(),
+            detail,
+        }),
     }
-    false
 }
 
 impl Remote {
@@ -123,7 +120,9 @@ impl Remote {
         let http = builder.build().map_err(|e| transport(e.to_string()))?;
         let https = match scheme_for(&host, &opts.insecure) {
             Scheme::Https => true,
-            // Docker's rule: HTTPS first; plain HTTP when nothing speaks TLS there.
+            // Docker's rule: HTTPS first; plain HTTP only when the server does not speak
+            // TLS. One that does, and fails the handshake (a certificate runlet does not
+            // trust), is an error that says so, not a retry over plain HTTP.
             Scheme::HttpsThenHttp => {
                 let probe = http
                     .get(format!("https://{api_host}/v2/"))
@@ -132,15 +131,10 @@ impl Remote {
                     .await;
                 match probe {
                     Ok(_) => true,
-                    // It speaks TLS with a certificate runlet does not trust: say so,
-                    // rather than fall back to plain HTTP and fail on what that answers.
-                    Err(e) if certificate_refused(&e) => {
-                        return Err(transport(format!(
-                            "TLS: {} (a registry with a private CA: --registry-ca FILE)",
-                            crate::util::Chain(&e)
-                        )))
-                    }
-                    Err(_) => false,
+                    Err(e) => match tls_error(&host, &e) {
+                        Some(tls) => return Err(tls),
+                        None => false,
+                    },
                 }
             }
         };
@@ -220,6 +214,9 @@ impl Remote {
 
     /// Turns an oci-client error into one that names the image and registry.
     pub fn error(&self, e: OciDistributionError) -> RegistryError {
+        if let Some(tls) = tls_error(&self.host, &e) {
+            return tls;
+        }
         match e {
             OciDistributionError::AuthenticationFailure(_) => {
                 self.unauthorized("the token server refused the credentials".into())
@@ -294,7 +291,10 @@ impl Remote {
             .header(reqwest::header::ACCEPT, ACCEPT.join(", "))
             .send()
             .await
-            .map_err(|e| transport(crate::util::Chain(&e).to_string()))?;
+            .map_err(|e| {
+                tls_error(&self.host, &e)
+                    .unwrap_or_else(|| transport(crate::util::Chain(&e).to_string()))
+            })?;
         let status = resp.status();
         let header = |name: &str| {
             resp.headers()
@@ -370,10 +370,12 @@ impl Remote {
             Some(a) => r.header(reqwest::header::AUTHORIZATION, a),
             None => r,
         };
-        let resp = r.send().await.map_err(|e| RegistryError::Transport {
-            reference: self.name.clone(),
-            registry: self.host.clone(),
-            detail: crate::util::Chain(&e).to_string(),
+        let resp = r.send().await.map_err(|e| {
+            tls_error(&self.host, &e).unwrap_or_else(|| RegistryError::Transport {
+                reference: self.name.clone(),
+                registry: self.host.clone(),
+                detail: crate::util::Chain(&e).to_string(),
+            })
         })?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {

@@ -1,7 +1,9 @@
 //! Which scheme a registry is reached with: Docker's rule. HTTPS always, except for
 //! registries on the loopback (`localhost`, `127.0.0.0/8`, `::1`) and those named with
-//! `--insecure-registry`; for those HTTPS is tried first and plain HTTP is the fallback.
+//! `--insecure-registry`; for those HTTPS is tried first and plain HTTP is the fallback,
+//! taken only when the server did not answer in TLS ([`https_failure`]).
 
+use std::error::Error;
 use std::net::IpAddr;
 
 /// How a registry may be reached.
@@ -45,6 +47,47 @@ pub fn scheme_for(host: &str, insecure: &[String]) -> Scheme {
     }
 }
 
+/// What a failed HTTPS request says about the server, read from its error chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpsFailure {
+    /// No TLS came back: nothing listening, the connection closed, or an answer that is not
+    /// TLS records (a plain-HTTP server's `400`). Plain HTTP may be tried where allowed.
+    NotTls,
+    /// The server spoke TLS, with a certificate runlet does not trust (unknown issuer,
+    /// expired, not for this name).
+    Untrusted(String),
+    /// The server spoke TLS and the handshake failed otherwise (an alert, no common
+    /// protocol version or cipher).
+    Handshake(String),
+}
+
+/// Reads `e` for the TLS error under it. rustls's error sits in an `io::Error` (tokio-rustls)
+/// wrapped in a second one (hyper-rustls), and an `io::Error`'s `source()` skips the error
+/// it wraps: so each `io::Error` is opened with `get_ref` as well as followed by `source`.
+pub fn https_failure(e: &(dyn Error + 'static)) -> HttpsFailure {
+    let mut todo: Vec<&(dyn Error + 'static)> = vec![e];
+    while let Some(err) = todo.pop() {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return match tls {
+                // The bytes that came back are not TLS records.
+                rustls::Error::InvalidMessage(_) => HttpsFailure::NotTls,
+                rustls::Error::InvalidCertificate(_) => HttpsFailure::Untrusted(tls.to_string()),
+                other => HttpsFailure::Handshake(other.to_string()),
+            };
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            todo.push(inner);
+        }
+        if let Some(next) = err.source() {
+            todo.push(next);
+        }
+    }
+    HttpsFailure::NotTls
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +118,90 @@ mod tests {
     fn hosts_of_references() {
         assert_eq!(registry_host("localhost:5000/app:1"), "localhost:5000");
         assert_eq!(registry_host("docker.io/library/app:1"), "docker.io");
+    }
+
+    /// An error that shows only its own text and hides what it wraps, as reqwest's and
+    /// hyper's do in `source()`.
+    #[derive(Debug)]
+    struct Wrap(&'static str, Box<dyn Error + Send + Sync>);
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl Error for Wrap {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.1)
+        }
+    }
+
+    /// The chain reqwest 0.13 gives for a failed handshake: reqwest's error, hyper-util's,
+    /// hyper-rustls's `io::Error::other` around tokio-rustls's `io::Error` around rustls's.
+    fn reqwest_like(tls: rustls::Error) -> Wrap {
+        let tokio_rustls = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let hyper_rustls = std::io::Error::other(tokio_rustls);
+        Wrap(
+            "error sending request",
+            Box::new(Wrap("client error (Connect)", Box::new(hyper_rustls))),
+        )
+    }
+
+    #[test]
+    fn only_an_answer_that_is_not_tls_allows_plain_http() {
+        use rustls::{CertificateError, Error as Tls, InvalidMessage};
+        let untrusted =
+            |c: CertificateError| HttpsFailure::Untrusted(Tls::InvalidCertificate(c).to_string());
+        let table: [(Wrap, HttpsFailure); 8] = [
+            (
+                reqwest_like(Tls::InvalidCertificate(CertificateError::UnknownIssuer)),
+                untrusted(CertificateError::UnknownIssuer),
+            ),
+            (
+                reqwest_like(Tls::InvalidCertificate(CertificateError::Expired)),
+                untrusted(CertificateError::Expired),
+            ),
+            (
+                reqwest_like(Tls::InvalidCertificate(CertificateError::NotValidForName)),
+                untrusted(CertificateError::NotValidForName),
+            ),
+            (
+                reqwest_like(Tls::AlertReceived(
+                    rustls::AlertDescription::ProtocolVersion,
+                )),
+                HttpsFailure::Handshake(
+                    Tls::AlertReceived(rustls::AlertDescription::ProtocolVersion).to_string(),
+                ),
+            ),
+            // A plain-HTTP server answers the ClientHello with "HTTP/1.1 400".
+            (
+                reqwest_like(Tls::InvalidMessage(InvalidMessage::InvalidContentType)),
+                HttpsFailure::NotTls,
+            ),
+            (
+                Wrap(
+                    "error sending request",
+                    Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+                ),
+                HttpsFailure::NotTls,
+            ),
+            (
+                Wrap(
+                    "error sending request",
+                    Box::new(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+                ),
+                HttpsFailure::NotTls,
+            ),
+            // rustls's error directly in the chain.
+            (
+                Wrap(
+                    "error sending request",
+                    Box::new(Tls::InvalidCertificate(CertificateError::UnknownIssuer)),
+                ),
+                untrusted(CertificateError::UnknownIssuer),
+            ),
+        ];
+        for (e, want) in table {
+            assert_eq!(https_failure(&e), want, "{e:?}");
+        }
     }
 }

@@ -19,9 +19,12 @@ use prost_types::FieldMask;
 use tracing::info;
 
 use super::client::{grpc, image_grpc, Containerd, SNAPSHOTTER};
+use super::leases::Held;
 use super::Lease;
 use crate::image::archive::{self, ImportPlan, Progress};
-use crate::image::config::{self, is_linux_amd64, RunConfig};
+use crate::image::config::{self, is_amd64_entry, RunConfig};
+use crate::image::registry::plan::{doc_kind, DocKind};
+use crate::image::registry::push::StoredManifest;
 use crate::image::{chain_ids, ImageInfo};
 use crate::runtime::ocispec;
 use crate::runtime::passwd::{self, ImageUser};
@@ -43,6 +46,15 @@ struct StoredImage {
     layers: Vec<Descriptor>,
     /// Manifest plus compressed layers, as `docker images` shows.
     size: i64,
+}
+
+/// An image in the store that cannot be read as one.
+fn bad_image(name: &str, detail: String) -> RuntimeError {
+    RuntimeError::Other {
+        op: "read image",
+        id: name.to_string(),
+        detail,
+    }
 }
 
 /// A descriptor as containerd's API spells it.
@@ -88,6 +100,8 @@ impl Containerd {
         let total = plan.total_bytes();
         let mut done = 0u64;
         for blob in &plan.blobs {
+            // Held before it is looked for, as a pull's blobs (see `pull::store_blob`).
+            self.hold(lease, Held::Content, &blob.digest).await?;
             if self.content_exists(&blob.digest).await? {
                 self.set_content_labels(&blob.digest, &blob.labels).await?;
             } else {
@@ -215,8 +229,10 @@ impl Containerd {
         Ok(())
     }
 
-    /// Reads an image's manifest and config (choosing linux/amd64 from an index).
-    async fn image_config(&self, name: &str) -> Result<StoredImage, RuntimeError> {
+    /// The manifest image `name` resolves to, as stored: the record's target, or the
+    /// linux/amd64 manifest of the index it names (the only one of an index runlet keeps
+    /// whole). What the image runs from, and what `runlet image push` sends.
+    pub async fn stored_manifest(&self, name: &str) -> Result<StoredManifest, RuntimeError> {
         let img = ImagesClient::new(self.channel())
             .get(self.req(GetImageRequest {
                 name: name.to_string(),
@@ -229,45 +245,50 @@ impl Containerd {
                 name: name.to_string(),
             })?;
         let target = img.target.unwrap_or_default();
-        let (mut digest, mut size) = (target.digest, target.size);
-        let bad = |detail: String| RuntimeError::Other {
-            op: "read image",
-            id: name.to_string(),
-            detail,
-        };
+        let (mut media_type, mut digest) = (target.media_type, target.digest);
+        let bad = |detail: String| bad_image(name, detail);
         for _ in 0..3 {
             let bytes = self.read_blob(&digest).await?;
-            let doc: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-            if doc.get("manifests").is_some() {
-                let index: ImageIndex =
-                    serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
-                let chosen = index
-                    .manifests()
-                    .iter()
-                    .find(|d| {
-                        d.platform()
-                            .as_ref()
-                            .is_some_and(|p| is_linux_amd64(p.os(), p.architecture()))
+            match doc_kind(&media_type, &bytes) {
+                DocKind::Manifest => {
+                    return Ok(StoredManifest {
+                        media_type,
+                        digest,
+                        bytes,
                     })
-                    .ok_or_else(|| bad("the image index has no linux/amd64 manifest".into()))?;
-                (digest, size) = (chosen.digest().to_string(), chosen.size() as i64);
-                continue;
+                }
+                DocKind::Index => {
+                    let index: ImageIndex =
+                        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                    let chosen = index
+                        .manifests()
+                        .iter()
+                        .find(|d| is_amd64_entry(d))
+                        .ok_or_else(|| bad("the image index has no linux/amd64 manifest".into()))?;
+                    media_type = chosen.media_type().to_string();
+                    digest = chosen.digest().to_string();
+                }
+                DocKind::Schema1 => return Err(bad("a schema-1 manifest in the store".into())),
             }
-            let manifest: ImageManifest =
-                serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
-            let config = config::parse(&self.read_blob(manifest.config().digest().as_ref()).await?)
-                .map_err(|e| bad(e.to_string()))?;
-            let layers = manifest.layers().clone();
-            let size = layers.iter().map(|l| l.size() as i64).sum::<i64>() + size;
-            return Ok(StoredImage {
-                digest,
-                config,
-                layers,
-                size,
-            });
         }
         Err(bad("image indexes nest too deep".into()))
+    }
+
+    /// Reads an image's manifest and config (choosing linux/amd64 from an index).
+    async fn image_config(&self, name: &str) -> Result<StoredImage, RuntimeError> {
+        let StoredManifest { digest, bytes, .. } = self.stored_manifest(name).await?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| bad_image(name, e.to_string()))?;
+        let config = config::parse(&self.read_blob(manifest.config().digest().as_ref()).await?)
+            .map_err(|e| bad_image(name, e.to_string()))?;
+        let layers = manifest.layers().clone();
+        let size = layers.iter().map(|l| l.size() as i64).sum::<i64>() + bytes.len() as i64;
+        Ok(StoredImage {
+            digest,
+            config,
+            layers,
+            size,
+        })
     }
 
     /// The numeric user, group and supplementary groups to run an image as: its `User`

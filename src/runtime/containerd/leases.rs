@@ -6,11 +6,30 @@ use std::time::Duration;
 
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
-    CreateRequest as LeaseCreateRequest, DeleteRequest as LeaseDeleteRequest,
+    AddResourceRequest, CreateRequest as LeaseCreateRequest, DeleteRequest as LeaseDeleteRequest,
+    Resource,
 };
 
-use super::client::{grpc, not_found_ok, Containerd};
+use super::client::{grpc, not_found_ok, Containerd, SNAPSHOTTER};
 use crate::runtime::RuntimeError;
+
+/// What a lease can hold by name (containerd's lease resource types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Held {
+    /// A blob of the content store, by digest.
+    Content,
+    /// A committed snapshot of runlet's snapshotter, by name (a chain ID).
+    Snapshot,
+}
+
+impl Held {
+    fn resource_type(self) -> String {
+        match self {
+            Held::Content => "content".to_string(),
+            Held::Snapshot => format!("snapshots/{SNAPSHOTTER}"),
+        }
+    }
+}
 
 /// A lease held while content or snapshots have no other reference; deleted on `release`.
 pub struct Lease {
@@ -48,5 +67,28 @@ impl Containerd {
                 .await
                 .map_err(grpc("delete lease", &lease.id)),
         )
+    }
+
+    /// Adds `id` (a digest or a snapshot name) to `lease`, whether it exists yet or not.
+    /// Done before a blob or snapshot found present is relied on: without it, an image
+    /// removed meanwhile (`image rm`) lets garbage collection take what this operation is
+    /// about to reference.
+    pub(super) async fn hold(
+        &self,
+        lease: &Lease,
+        what: Held,
+        id: &str,
+    ) -> Result<(), RuntimeError> {
+        LeasesClient::new(self.channel())
+            .add_resource(self.req(AddResourceRequest {
+                id: lease.id.clone(),
+                resource: Some(Resource {
+                    id: id.to_string(),
+                    r#type: what.resource_type(),
+                }),
+            }))
+            .await
+            .map_err(grpc("add to lease", id))?;
+        Ok(())
     }
 }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::client::{grpc, Containerd, SNAPSHOTTER};
+use super::leases::Held;
 use super::Lease;
 use crate::image::registry::plan::DocBlob;
 use crate::image::registry::{
@@ -185,6 +186,10 @@ impl Containerd {
         fetch: &dyn BlobFetch,
         progress: &dyn PullProgress,
     ) -> Result<u64, RegistryError> {
+        // Held before it is looked for: a blob found present may be referenced only by an
+        // image someone removes meanwhile, and garbage collection would take it from under
+        // this pull (then "content update ...: not found", or a layer missing at unpack).
+        self.hold(lease, Held::Content, digest).await?;
         // Another pull may hold the ingest of the same blob: wait for it.
         for _ in 0..1200 {
             if self.content_exists(digest).await? {

@@ -14,6 +14,7 @@ use oci_spec::image::Descriptor;
 
 use super::client::{found, grpc, Containerd, SNAPSHOTTER};
 use super::images::pb_descriptor;
+use super::leases::Held;
 use super::Lease;
 use crate::image::chain_ids;
 use crate::runtime::RuntimeError;
@@ -38,6 +39,9 @@ impl Containerd {
         let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.clone()).collect();
         let chains = chain_ids(&diff_ids);
         for (i, ((desc, diff_id), chain)) in layers.iter().zip(&chains).enumerate() {
+            // Held before it is looked for: a snapshot found present may belong only to an
+            // image being removed, and this image is about to stand on it.
+            self.hold(lease, Held::Snapshot, chain).await?;
             if self.snapshot_exists(chain).await? {
                 continue;
             }

@@ -233,62 +233,38 @@ impl Runtime for Containerd {
         // containerd sends the stream's headers only with its first event, so the call
         // itself does not return until then: subscribe in the background. The subscription
         // ends when the receiver goes (the service stopped): before runlet stops a private
-        // containerd, so its going away is not reported as a failure.
-        tokio::spawn(async move {
-            // The stream ends when containerd restarts: subscribe again (OOM kills during
-            // the gap are still told by the exit, from the cgroup's counter).
-            let subscribe = async {
-                let mut failures = 0;
-                loop {
-                    let stream = EventsClient::new(channel.clone())
-                        .subscribe(SubscribeRequest {
-                            filters: vec![filter.clone()],
-                        })
-                        .await;
-                    match stream {
-                        Ok(s) => {
-                            let mut stream = s.into_inner();
-                            failures = 0;
-                            while let Ok(Some(env)) = stream.message().await {
-                                // The envelope's type_url has no leading '/' in 1.6: decode
-                                // by topic.
-                                let Some(any) = env.event else { continue };
-                                if let Ok(ev) =
-                                    containerd_client::events::TaskOom::decode(any.value.as_slice())
-                                {
-                                    if tx.send(ev.container_id).is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                            if !tx.is_closed() {
-                                tracing::info!(
-                                    "containerd's OOM event stream ended: subscribing again"
-                                );
+        // containerd, so its going away is not reported as a failure. A stream that ends
+        // (containerd restarted) is subscribed again (`events::forward_ooms`).
+        tokio::spawn(crate::runtime::events::forward_ooms(
+            move || {
+                let mut client = EventsClient::new(channel.clone());
+                let request = SubscribeRequest {
+                    filters: vec![filter.clone()],
+                };
+                async move {
+                    let stream = client
+                        .subscribe(request)
+                        .await
+                        .map_err(|e| e.message().to_string())?
+                        .into_inner();
+                    // The ids of the OOM events, until the stream ends or breaks.
+                    Ok::<_, String>(futures::stream::unfold(stream, |mut stream| async move {
+                        while let Ok(Some(env)) = stream.message().await {
+                            // The envelope's type_url has no leading '/' in 1.6: decode
+                            // by topic.
+                            let Some(any) = env.event else { continue };
+                            if let Ok(ev) =
+                                containerd_client::events::TaskOom::decode(any.value.as_slice())
+                            {
+                                return Some((ev.container_id, stream));
                             }
                         }
-                        Err(e) if tx.is_closed() => {
-                            tracing::debug!("OOM event subscription ended: {}", e.message());
-                            return;
-                        }
-                        Err(e) => {
-                            if failures == 0 {
-                                tracing::warn!(
-                                    "subscribing to containerd's OOM events: {}; trying again until it answers",
-                                    e.message()
-                                );
-                            }
-                            failures += 1;
-                        }
-                    }
-                    tokio::time::sleep(crate::control::sandbox::rewait_after(failures)).await;
+                        None
+                    }))
                 }
-            };
-            tokio::select! {
-                _ = subscribe => {}
-                _ = tx.closed() => {}
-            }
-        });
+            },
+            tx,
+        ));
         Ok(rx)
     }
 

@@ -47,6 +47,7 @@ fn ctx(rt: &FakeRuntime, spec: JobSpec, state_dir: &Path) -> Arc<TestCtx> {
         image: Default::default(),
         user: Default::default(),
         argv: vec!["/probe".into(), "job".into()],
+        sidecars: Vec::new(),
         state_dir: state_dir.to_path_buf(),
         sink,
         kill_grace: KILL_GRACE,

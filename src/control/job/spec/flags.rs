@@ -34,6 +34,12 @@ pub struct JobFlags {
     /// `--set-secrets`, `--update-secrets`, `--remove-secrets`, `--clear-secrets`: applied
     /// to the file's secrets.
     pub secrets: SecretFlags,
+    /// `--container NAME` groups (sidecars in jobs; see [`super::containers`]).
+    pub containers: Vec<crate::spec::container_flags::ContainerFlags>,
+    /// `--add-volume` (in-memory volumes of the task) and the main container's
+    /// `--add-volume-mount`.
+    pub add_volume: Vec<String>,
+    pub add_volume_mount: Vec<String>,
 }
 
 fn parse_u32(field: &'static str, s: &str) -> Result<u32, SpecError> {
@@ -90,6 +96,15 @@ pub fn task_timeout(field: &'static str, d: Duration) -> Result<Duration, SpecEr
 /// Builds the job from the flags and, with `-f`, the file; a flag given overrides the file,
 /// and what neither gives takes Cloud Run's default.
 pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, SpecError> {
+    if !flags.containers.is_empty() {
+        return super::containers::resolve_groups(flags, file);
+    }
+    if !flags.add_volume.is_empty() || !flags.add_volume_mount.is_empty() {
+        return Err(bad(
+            "--add-volume",
+            "an in-memory volume is shared between a task's containers: give --container groups too",
+        ));
+    }
     let exec = file.map(|f| &f.spec.template.spec);
     let task = exec.map(|e| &e.template.spec);
     let container = task.and_then(|t| t.containers.first());
@@ -220,7 +235,11 @@ pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, Spec
         svc::cpu,
     )?;
 
-    Ok(JobSpec {
+    let sidecars = match file {
+        Some(f) => super::containers::from_yaml(f, memory_bytes)?,
+        None => Default::default(),
+    };
+    let spec = JobSpec {
         name,
         image,
         task_count,
@@ -235,7 +254,12 @@ pub fn resolve(flags: &JobFlags, file: Option<&JobYaml>) -> Result<JobSpec, Spec
         cpu,
         cpu_value,
         secrets,
-    })
+        sidecars,
+    };
+    if !spec.sidecars.is_empty() {
+        crate::spec::container::check_job(&spec.containers())?;
+    }
+    Ok(spec)
 }
 
 /// A setting that a flag or the file gives: the flag's name and the file's path, the names

@@ -8,6 +8,7 @@
 //! - [`run_v2`]: the Admin API's `Job` (and a `RunJob`'s overrides) as a spec: what the
 //!   daemon runs; [`to_run_v2`]: `runlet jobs` flags as a `Job` and as overrides.
 
+mod containers;
 mod flags;
 mod parallelism;
 pub mod run_v2;
@@ -17,8 +18,10 @@ mod yaml_secrets;
 
 use std::time::Duration;
 
+use crate::spec::container::{Container, Sidecars};
 use crate::spec::SpecError;
 
+pub use containers::CONTAINER_DEPENDENCIES;
 pub(crate) use flags::check_env_name;
 pub use flags::{parse_env_flags, resolve, task_timeout, JobFlags};
 pub use parallelism::{effective_parallelism, parallelism_cap, HostResources, TASK_OVERHEAD_BYTES};
@@ -27,8 +30,8 @@ pub use yaml::{
     JobYaml, LimitsYaml, MetadataYaml, Quantity, ResourcesYaml, TaskSpecYaml, TaskTemplateYaml,
 };
 pub use yaml_secrets::{
-    EnvVarSourceYaml, KeyToPathYaml, SecretKeyRefYaml, SecretVolumeYaml, VolumeMountYaml,
-    VolumeYaml,
+    EmptyDirYaml, EnvVarSourceYaml, KeyToPathYaml, SecretKeyRefYaml, SecretVolumeYaml,
+    VolumeMountYaml, VolumeYaml,
 };
 
 /// Names runlet sets in every task's container (ENV-J1); a user may not set them.
@@ -81,9 +84,59 @@ pub struct JobSpec {
     pub cpu_value: f64,
     /// Secrets, by reference (read from the store when an attempt's container is created).
     pub secrets: crate::spec::secrets::SecretBindings,
+    /// What a task with sidecars adds (Cloud Run's sidecars in jobs): the main container's
+    /// name, dependencies and mounts (`ingress_*`), the in-memory volumes, the sidecars.
+    /// Empty for a single-container job. The fields above are the main container's.
+    pub sidecars: Sidecars,
 }
 
+/// The main container's name when a job with sidecars gives none (`--image` before the
+/// first `--container`).
+pub const DEFAULT_MAIN_NAME: &str = "main";
+
 impl JobSpec {
+    /// Every container of a task, the main one first (see [`crate::spec::container::check_job`]).
+    pub fn containers(&self) -> Vec<Container> {
+        let main = Container {
+            name: if self.sidecars.ingress_name.is_empty() {
+                DEFAULT_MAIN_NAME.to_string()
+            } else {
+                self.sidecars.ingress_name.clone()
+            },
+            image: self.image.clone(),
+            port: None,
+            command: self.command.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            memory_bytes: self.memory_bytes,
+            cpu: self.cpu_value,
+            startup_probe: None,
+            liveness_probe: None,
+            mounts: self.sidecars.ingress_mounts.clone(),
+            depends_on: self.sidecars.ingress_depends_on.clone(),
+            secrets: self.secrets.clone(),
+        };
+        std::iter::once(main)
+            .chain(self.sidecars.containers.iter().cloned())
+            .collect()
+    }
+
+    /// A task's memory: every container's limit together (what the parallelism counts).
+    pub fn task_memory_bytes(&self) -> u64 {
+        self.memory_bytes
+            + self
+                .sidecars
+                .containers
+                .iter()
+                .map(|c| c.memory_bytes)
+                .sum::<u64>()
+    }
+
+    /// A task's vCPUs: every container's together.
+    pub fn task_cpu(&self) -> f64 {
+        self.cpu_value + self.sidecars.containers.iter().map(|c| c.cpu).sum::<f64>()
+    }
+
     /// The variables runlet adds to the container of one task attempt (ENV-J1). No `PORT`:
     /// a task serves nothing (JOB-2).
     pub fn contract_env(&self, execution: &str, index: u32, attempt: u32) -> Vec<(String, String)> {

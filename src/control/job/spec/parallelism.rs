@@ -58,7 +58,7 @@ pub fn parallelism_cap(cpu: f64, memory_bytes: u64, host: &HostResources) -> u32
 pub fn effective_parallelism(spec: &JobSpec, host: &HostResources) -> u32 {
     let p = spec
         .parallelism
-        .unwrap_or_else(|| parallelism_cap(spec.cpu_value, spec.memory_bytes, host));
+        .unwrap_or_else(|| parallelism_cap(spec.task_cpu(), spec.task_memory_bytes(), host));
     p.min(spec.task_count).max(1)
 }
 

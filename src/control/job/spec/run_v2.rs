@@ -14,7 +14,9 @@ use super::{
     DEFAULT_TASK_TIMEOUT, MAX_NAME, MAX_RETRIES, MAX_TASKS, RESERVED_ENV,
 };
 use crate::image::reference;
-use crate::pb::run_v2::{self as v2, env_var, run_job_request::Overrides, task_template};
+use crate::pb::run_v2::{self as v2, env_var, run_job_request::Overrides, task_template, volume};
+use crate::spec::container::{Container, Mount, Sidecars};
+use crate::spec::run_v2_containers::{job_field, F};
 use crate::spec::{self as svc, secrets_v2, SpecError};
 
 /// The spec of job `id` (its short id) from the resource, with `overrides` (a `RunJob`'s)
@@ -39,22 +41,29 @@ pub fn job_spec(
         .as_ref()
         .ok_or_else(|| bad("job.template.template", "is required"))?;
     check_task(task)?;
-    let c = match task.containers.as_slice() {
-        [c] => c,
+    let cs = task.containers.as_slice();
+    let c = match cs {
         [] => {
             return Err(bad(
                 "job.template.template.containers",
                 "one container is required",
             ))
         }
+        [c, ..] if cs.len() <= crate::spec::container::MAX_CONTAINERS => c,
         _ => {
             return Err(bad(
                 "job.template.template.containers",
-                "more than one container (sidecars) is not supported yet: give one",
+                format!(
+                    "{} containers: a task has 1 to {} (its main container and its sidecars)",
+                    cs.len(),
+                    crate::spec::container::MAX_CONTAINERS
+                ),
             ))
         }
     };
-    check_container(c)?;
+    for (i, c) in cs.iter().enumerate() {
+        check_container(i, c)?;
+    }
     if c.image.is_empty() {
         return Err(bad(
             "job.template.template.containers[0].image",
@@ -87,32 +96,30 @@ pub fn job_spec(
     let mut args = list(&c.args);
 
     if let Some(o) = overrides {
-        match o.container_overrides.as_slice() {
-            [] => {}
-            [co] => {
-                if !co.name.is_empty() && co.name != c.name {
-                    return Err(bad(
-                        "overrides.containerOverrides[0].name",
-                        format!("no container named {:?} in the job", co.name),
-                    ));
-                }
-                if co.clear_args {
-                    args = None;
-                } else if !co.args.is_empty() {
-                    args = Some(co.args.clone());
-                }
-                for (k, v) in env_vars("overrides.containerOverrides[0].env", &co.env)? {
-                    match env.iter_mut().find(|(ek, _)| *ek == k) {
-                        Some(slot) => slot.1 = v,
-                        None => env.push((k, v)),
-                    }
-                }
-            }
-            _ => {
+        for (k, co) in o.container_overrides.iter().enumerate() {
+            let Some(i) = cs
+                .iter()
+                .position(|c| co.name == c.name || (k == 0 && co.name.is_empty()))
+            else {
                 return Err(bad(
                     "overrides.containerOverrides",
-                    "the job has one container: give at most one override",
-                ))
+                    format!("no container named {:?} in the job", co.name),
+                ));
+            };
+            if i > 0 {
+                // A sidecar's: applied once the sidecars are mapped.
+                continue;
+            }
+            if co.clear_args {
+                args = None;
+            } else if !co.args.is_empty() {
+                args = Some(co.args.clone());
+            }
+            for (k, v) in env_vars("overrides.containerOverrides.env", &co.env)? {
+                match env.iter_mut().find(|(ek, _)| *ek == k) {
+                    Some(slot) => slot.1 = v,
+                    None => env.push((k, v)),
+                }
             }
         }
         if o.task_count != 0 {
@@ -124,7 +131,7 @@ pub fn job_spec(
         }
     }
 
-    let (memory, memory_bytes, cpu, cpu_value) = resources(c)?;
+    let (memory, memory_bytes, cpu, cpu_value) = resources(0, c)?;
     let secrets = secrets_v2::bindings(
         SECRET_FIELDS,
         secrets_v2::project_of(&job.name),
@@ -143,7 +150,8 @@ pub fn job_spec(
         ));
     }
     secrets.check("job.template.template.containers[0]", &env)?;
-    Ok(JobSpec {
+    let sidecars = sidecars(job, task, memory_bytes, overrides)?;
+    let spec = JobSpec {
         name: id.to_string(),
         image,
         task_count,
@@ -158,7 +166,160 @@ pub fn job_spec(
         cpu,
         cpu_value,
         secrets,
+        sidecars,
+    };
+    if !spec.sidecars.is_empty() {
+        crate::spec::container::check_job(&spec.containers())?;
+    }
+    Ok(spec)
+}
+
+/// The task's sidecars (containers after the first), its in-memory volumes and the main
+/// container's dependencies and mounts; a `RunJob`'s overrides naming a sidecar applied.
+fn sidecars(
+    job: &v2::Job,
+    task: &v2::TaskTemplate,
+    main_memory: u64,
+    overrides: Option<&Overrides>,
+) -> Result<Sidecars, SpecError> {
+    let cs = &task.containers;
+    if cs.len() > 1 {
+        for (i, c) in cs.iter().enumerate() {
+            if c.name.is_empty() {
+                return Err(bad(
+                    job_field(i, F::Name),
+                    "is required when the task has more than one container",
+                ));
+            }
+        }
+    }
+    let mut containers = Vec::new();
+    let mut task_memory = main_memory;
+    for (i, c) in cs.iter().enumerate().skip(1) {
+        let (_, memory_bytes, _, cpu) = resources(i, c)?;
+        task_memory += memory_bytes;
+        let mut env = env_vars(job_field(i, F::Env), &c.env)?;
+        let mut args = (!c.args.is_empty()).then(|| c.args.clone());
+        if let Some(co) = overrides
+            .into_iter()
+            .flat_map(|o| &o.container_overrides)
+            .find(|co| co.name == c.name)
+        {
+            if co.clear_args {
+                args = None;
+            } else if !co.args.is_empty() {
+                args = Some(co.args.clone());
+            }
+            for (k, v) in env_vars("overrides.containerOverrides.env", &co.env)? {
+                match env.iter_mut().find(|(ek, _)| *ek == k) {
+                    Some(slot) => slot.1 = v,
+                    None => env.push((k, v)),
+                }
+            }
+        }
+        let fields = secrets_v2::Fields {
+            env: job_field(i, F::Env),
+            volumes: SECRET_FIELDS.volumes,
+            mounts: job_field(i, F::VolumeMounts),
+        };
+        let secrets = secrets_v2::bindings(
+            fields,
+            secrets_v2::project_of(&job.name),
+            &c.env,
+            &task.volumes,
+            &c.volume_mounts,
+        )?;
+        let startup_probe = match &c.startup_probe {
+            None => None,
+            Some(p) => {
+                let f = job_field(i, F::StartupProbe);
+                let p = svc::run_v2::probe(f, p, 0)?;
+                if svc::run_v2::action_port(&p.action) == 0 {
+                    return Err(bad(
+                        f,
+                        format!("container {}: its probe must name a port (tcpSocket.port, httpGet.port or grpc.port)", c.name),
+                    ));
+                }
+                Some(p)
+            }
+        };
+        containers.push(Container {
+            name: c.name.clone(),
+            image: reference::normalize(&c.image)
+                .map_err(|e| bad(job_field(i, F::Image), e.to_string()))?,
+            port: None,
+            command: (!c.command.is_empty()).then(|| c.command.clone()),
+            args,
+            env,
+            memory_bytes,
+            cpu,
+            startup_probe,
+            liveness_probe: None,
+            mounts: mounts(i, c, task)?,
+            depends_on: c.depends_on.clone(),
+            secrets,
+        });
+    }
+    let mut volumes = Vec::new();
+    for v in &task.volumes {
+        if let Some(volume::VolumeType::EmptyDir(e)) = &v.volume_type {
+            let size = if e.size_limit.is_empty() {
+                task_memory
+            } else {
+                crate::util::parse_memory(&e.size_limit)
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| {
+                        bad(
+                            "job.template.template.volumes",
+                            format!(
+                                "{}: sizeLimit {:?} is not a size (e.g. 64Mi)",
+                                v.name, e.size_limit
+                            ),
+                        )
+                    })?
+                    .min(task_memory)
+            };
+            volumes.push((v.name.clone(), size));
+        }
+    }
+    let main = &cs[0];
+    Ok(Sidecars {
+        ingress_name: if main.name.is_empty() {
+            super::DEFAULT_MAIN_NAME.to_string()
+        } else {
+            main.name.clone()
+        },
+        ingress_depends_on: main.depends_on.clone(),
+        ingress_mounts: mounts(0, main, task)?,
+        volumes,
+        containers,
     })
+}
+
+/// Container `i`'s mounts of the task's in-memory volumes (secret ones are its secrets).
+fn mounts(i: usize, c: &v2::Container, task: &v2::TaskTemplate) -> Result<Vec<Mount>, SpecError> {
+    let mut out = Vec::new();
+    for m in &c.volume_mounts {
+        let Some(v) = task.volumes.iter().find(|v| v.name == m.name) else {
+            return Err(bad(
+                job_field(i, F::VolumeMounts),
+                format!("{} is not a volume of the task template", m.name),
+            ));
+        };
+        if matches!(v.volume_type, Some(volume::VolumeType::EmptyDir(_))) {
+            if !m.mount_path.starts_with('/') {
+                return Err(bad(
+                    job_field(i, F::VolumeMounts),
+                    format!("{}: mountPath {:?} must be absolute", m.name, m.mount_path),
+                ));
+            }
+            out.push(Mount {
+                volume: m.name.clone(),
+                path: m.mount_path.clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 const SECRET_FIELDS: secrets_v2::Fields = secrets_v2::Fields {
@@ -181,10 +342,21 @@ fn check_task(t: &v2::TaskTemplate) -> Result<(), SpecError> {
         field,
         crate::spec::ExecutionEnvironment::from_v2(field, t.execution_environment)?,
     )?;
-    if let Some(v) = t.volumes.iter().find(|v| !secrets_v2::is_secret_volume(v)) {
+    if let Some(v) = t.volumes.iter().find(|v| {
+        !secrets_v2::is_secret_volume(v)
+            && !matches!(
+                &v.volume_type,
+                Some(volume::VolumeType::EmptyDir(e))
+                    if e.medium == v2::empty_dir_volume_source::Medium::Memory as i32
+                        || e.medium == v2::empty_dir_volume_source::Medium::Unspecified as i32
+            )
+    }) {
         return Err(bad(
             "job.template.template.volumes",
-            format!("{}: only secret volumes are supported for jobs yet", v.name),
+            format!(
+                "{}: only secret and in-memory emptyDir volumes are supported for jobs yet",
+                v.name
+            ),
         ));
     }
     if t.vpc_access.is_some() {
@@ -209,29 +381,29 @@ fn check_task(t: &v2::TaskTemplate) -> Result<(), SpecError> {
 }
 
 /// Container fields runlet cannot honour for a task.
-fn check_container(c: &v2::Container) -> Result<(), SpecError> {
-    let refuse = |field, what: &str| {
-        Err(bad(
-            field,
-            format!("{what} is not supported yet; leave it unset"),
-        ))
-    };
+fn check_container(i: usize, c: &v2::Container) -> Result<(), SpecError> {
     if !c.working_dir.is_empty() {
-        return refuse(
-            "job.template.template.containers[0].workingDir",
-            "a working directory",
-        );
-    }
-    if !c.depends_on.is_empty() {
-        return refuse(
-            "job.template.template.containers[0].dependsOn",
-            "container dependencies",
-        );
-    }
-    if c.liveness_probe.is_some() || c.startup_probe.is_some() || c.readiness_probe.is_some() {
         return Err(bad(
-            "job.template.template.containers[0]",
-            "probes are not allowed on a job's container (a task serves nothing); leave them unset",
+            job_field(i, F::WorkingDir),
+            "a working directory is not supported yet; leave it unset",
+        ));
+    }
+    if !c.ports.is_empty() {
+        return Err(bad(
+            job_field(i, F::Ports),
+            "a task serves nothing: no container of a job has a port",
+        ));
+    }
+    if c.liveness_probe.is_some() || c.readiness_probe.is_some() {
+        return Err(bad(
+            job_field(i, F::LivenessProbe),
+            "liveness and readiness probes are not allowed on a job's containers; leave them unset",
+        ));
+    }
+    if i == 0 && c.startup_probe.is_some() {
+        return Err(bad(
+            job_field(i, F::StartupProbe),
+            "the main container (the first) has no startup probe: nothing waits for it (a sidecar may have one); leave it unset",
         ));
     }
     Ok(())
@@ -239,8 +411,8 @@ fn check_container(c: &v2::Container) -> Result<(), SpecError> {
 
 /// (memory as given, bytes, CPU as given, CPUs): `resources.limits`, Cloud Run's defaults
 /// where unset.
-fn resources(c: &v2::Container) -> Result<(String, u64, String, f64), SpecError> {
-    const FIELD: &str = "job.template.template.containers[0].resources.limits";
+fn resources(i: usize, c: &v2::Container) -> Result<(String, u64, String, f64), SpecError> {
+    let field = job_field(i, F::Limits);
     let mut memory = DEFAULT_MEMORY.to_string();
     let mut cpu = DEFAULT_CPU.to_string();
     if let Some(r) = &c.resources {
@@ -250,21 +422,15 @@ fn resources(c: &v2::Container) -> Result<(String, u64, String, f64), SpecError>
                 "cpu" => cpu = v.clone(),
                 other => {
                     return Err(bad(
-                        FIELD,
+                        field,
                         format!("{other:?} is not supported: allowed cpu, memory"),
                     ))
                 }
             }
         }
     }
-    let bytes = svc::memory(
-        "job.template.template.containers[0].resources.limits.memory",
-        &memory,
-    )?;
-    let cpus = svc::cpu(
-        "job.template.template.containers[0].resources.limits.cpu",
-        &cpu,
-    )?;
+    let bytes = svc::memory(job_field(i, F::Memory), &memory)?;
+    let cpus = svc::cpu(job_field(i, F::Cpu), &cpu)?;
     Ok((memory, bytes, cpu, cpus))
 }
 

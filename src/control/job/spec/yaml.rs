@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::yaml_secrets::{self, EnvVarSourceYaml, VolumeMountYaml, VolumeYaml};
+use super::yaml_secrets::{self, EmptyDirYaml, EnvVarSourceYaml, VolumeMountYaml, VolumeYaml};
 use super::{bad, JobSpec, API_VERSION};
 use crate::spec::SpecError;
 
@@ -21,9 +21,10 @@ impl JobSpec {
                 spec: TaskSpecYaml {
                     max_retries: Some(self.max_retries),
                     timeout_seconds: Some(self.task_timeout.as_secs()),
-                    volumes: yaml_secrets::volumes_yaml(&self.secrets),
-                    containers: vec![ContainerYaml {
-                        name: None,
+                    volumes: self.volumes_yaml(),
+                    containers: std::iter::once(ContainerYaml {
+                        name: (!self.sidecars.ingress_name.is_empty())
+                            .then(|| self.sidecars.ingress_name.clone()),
                         image: self.image.clone(),
                         command: self.command.clone(),
                         args: self.args.clone(),
@@ -37,17 +38,49 @@ impl JobSpec {
                             })
                             .chain(yaml_secrets::env_yaml(&self.secrets))
                             .collect(),
-                        volume_mounts: yaml_secrets::mounts_yaml(&self.secrets),
+                        volume_mounts: mounts_yaml(&self.sidecars.ingress_mounts)
+                            .chain(yaml_secrets::mounts_yaml(&self.secrets))
+                            .collect(),
                         resources: Some(ResourcesYaml {
                             limits: Some(LimitsYaml {
                                 memory: Some(Quantity(self.memory.clone())),
                                 cpu: Some(Quantity(self.cpu.clone())),
                             }),
                         }),
-                    }],
+                    })
+                    .chain(self.sidecars.containers.iter().map(sidecar_yaml))
+                    .collect(),
                 },
             },
         }
+    }
+
+    /// The in-memory volumes, then the main container's secret volumes.
+    fn volumes_yaml(&self) -> Vec<VolumeYaml> {
+        self.sidecars
+            .volumes
+            .iter()
+            .map(|(name, size)| VolumeYaml {
+                name: name.clone(),
+                secret: None,
+                empty_dir: Some(EmptyDirYaml {
+                    medium: Some("Memory".into()),
+                    size_limit: Some(Quantity(bytes_quantity(*size))),
+                }),
+            })
+            .chain(yaml_secrets::volumes_yaml(&self.secrets))
+            .collect()
+    }
+
+    /// The dependencies annotation's value, if any container has dependencies.
+    fn dependencies_yaml(&self) -> Option<String> {
+        let deps: BTreeMap<String, Vec<String>> = self
+            .containers()
+            .into_iter()
+            .filter(|c| !c.depends_on.is_empty())
+            .map(|c| (c.name, c.depends_on))
+            .collect();
+        (!deps.is_empty()).then(|| serde_json::to_string(&deps).unwrap_or_default())
     }
 
     /// The job as Cloud Run job YAML (what `-f` reads).
@@ -61,11 +94,60 @@ impl JobSpec {
             },
             spec: JobSpecYaml {
                 template: ExecutionTemplateYaml {
-                    metadata: None,
+                    metadata: self.dependencies_yaml().map(|d| MetadataYaml {
+                        annotations: [(super::CONTAINER_DEPENDENCIES.to_string(), d)].into(),
+                        ..Default::default()
+                    }),
                     spec: self.execution_spec(),
                 },
             },
         }
+    }
+}
+
+/// Bytes as a quantity: whole mebibytes as `NMi`, else bytes.
+fn bytes_quantity(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{}Mi", bytes >> 20)
+    } else {
+        bytes.to_string()
+    }
+}
+
+fn mounts_yaml(
+    mounts: &[crate::spec::container::Mount],
+) -> impl Iterator<Item = VolumeMountYaml> + '_ {
+    mounts.iter().map(|m| VolumeMountYaml {
+        name: m.volume.clone(),
+        mount_path: m.path.clone(),
+    })
+}
+
+/// A sidecar in the job YAML's shape (its secret files are not written back: only the
+/// main container's are; its secret variables are).
+fn sidecar_yaml(c: &crate::spec::container::Container) -> ContainerYaml {
+    ContainerYaml {
+        name: Some(c.name.clone()),
+        image: c.image.clone(),
+        command: c.command.clone(),
+        args: c.args.clone(),
+        env: c
+            .env
+            .iter()
+            .map(|(k, v)| EnvVarYaml {
+                name: k.clone(),
+                value: Some(v.clone()),
+                value_from: None,
+            })
+            .chain(yaml_secrets::env_yaml(&c.secrets))
+            .collect(),
+        volume_mounts: mounts_yaml(&c.mounts).collect(),
+        resources: Some(ResourcesYaml {
+            limits: Some(LimitsYaml {
+                memory: Some(Quantity(bytes_quantity(c.memory_bytes))),
+                cpu: Some(Quantity(c.cpu.to_string())),
+            }),
+        }),
     }
 }
 
@@ -212,30 +294,8 @@ fn cpu_quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quantit
         .map_err(|e| serde::de::Error::custom(format!("cpu: {e}")))
 }
 
-/// A Kubernetes quantity: YAML writes `cpu: 1` as a number and `cpu: 500m` as a string.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct Quantity(pub String);
-
-impl<'de> Deserialize<'de> for Quantity {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            U(u64),
-            F(f64),
-        }
-        match Raw::deserialize(d) {
-            Ok(Raw::S(s)) => Ok(Quantity(s)),
-            Ok(Raw::U(n)) => Ok(Quantity(n.to_string())),
-            Ok(Raw::F(f)) => Ok(Quantity(f.to_string())),
-            Err(_) => Err(serde::de::Error::custom(
-                "expected a quantity (e.g. 512Mi, 1, 500m)",
-            )),
-        }
-    }
-}
+/// A Kubernetes quantity: the one service.yaml reads.
+pub use crate::spec::service_yaml::Quantity;
 
 /// The annotation that names the execution environment (jobs: gen2 only).
 pub const EXECUTION_ENVIRONMENT: &str = "run.googleapis.com/execution-environment";
@@ -273,14 +333,26 @@ pub fn parse_yaml(text: &str) -> Result<JobYaml, SpecError> {
         )?;
     }
     let containers = &job.spec.template.spec.template.spec.containers;
-    if containers.len() != 1 {
+    if containers.is_empty() || containers.len() > crate::spec::container::MAX_CONTAINERS {
         return Err(bad(
             "job YAML",
             format!(
-                "spec.template.spec.template.spec.containers: runlet runs exactly one container per task, found {}",
+                "spec.template.spec.template.spec.containers: a task has 1 to {} containers (its main container and its sidecars), found {}",
+                crate::spec::container::MAX_CONTAINERS,
                 containers.len()
             ),
         ));
+    }
+    for v in &job.spec.template.spec.template.spec.volumes {
+        if v.secret.is_some() == v.empty_dir.is_some() {
+            return Err(bad(
+                "spec.template.spec.template.spec.volumes",
+                format!(
+                    "{}: give secret or emptyDir (medium Memory), one of them",
+                    v.name
+                ),
+            ));
+        }
     }
     Ok(job)
 }
@@ -380,6 +452,50 @@ spec:
         assert_eq!(s.command, Some(vec!["/probe".to_string()]));
         assert_eq!(s.cpu_value, 2.0);
         assert_eq!(s.memory_bytes, 256 << 20, "from the file");
+    }
+
+    #[test]
+    fn yaml_with_sidecars_round_trips() {
+        let text = YAML.replace(
+            "        run.googleapis.com/execution-environment: gen2\n",
+            "        run.googleapis.com/execution-environment: gen2\n        run.googleapis.com/container-dependencies: '{\"job\":[\"web\"]}'\n",
+        ) + "          - name: web\n            image: busybox\n            volumeMounts: [{name: shared, mountPath: /s}]\n";
+        let text = text.replace(
+            "          containers:",
+            "          volumes: [{name: shared, emptyDir: {medium: Memory, sizeLimit: 8Mi}}]\n          containers:",
+        );
+        let s = resolve(&JobFlags::default(), Some(&parse_yaml(&text).unwrap())).unwrap();
+        let names: Vec<String> = s.containers().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["job", "web"]);
+        assert_eq!(s.sidecars.ingress_depends_on, ["web"]);
+        assert_eq!(s.sidecars.volumes, [("shared".to_string(), 8 << 20)]);
+        assert_eq!(s.sidecars.containers[0].mounts[0].path, "/s");
+        let out = serde_yaml_ng::to_string(&s.to_yaml()).unwrap();
+        let again = resolve(&JobFlags::default(), Some(&parse_yaml(&out).unwrap())).unwrap();
+        assert_eq!(again, s, "{out}");
+        // Refused, naming what is wrong.
+        for (bad, want) in [
+            (
+                text.replace("[\"web\"]", "[\"nope\"]"),
+                "container job depends on nope, which is not defined",
+            ),
+            (
+                text.replace(
+                    "{\"job\":[\"web\"]}",
+                    "{\"job\":[\"web\"],\"web\":[\"job\"]}",
+                ),
+                "a dependency cycle among job, web",
+            ),
+            (
+                text.replace("- name: web\n", "- name: job\n"),
+                "container job is given twice",
+            ),
+        ] {
+            let e = parse_yaml(&bad)
+                .and_then(|f| resolve(&JobFlags::default(), Some(&f)))
+                .unwrap_err();
+            assert!(e.detail.contains(want), "want {want:?}: {e}");
+        }
     }
 
     #[test]
@@ -494,7 +610,7 @@ spec:
             (YAML.replace("value: file", "valueFrom: {}"), "spec.template.spec.template.spec.containers[0].env[1].valueFrom: missing field `secretKeyRef`"),
             (YAML.replace("value: file", "valueFrom: {secretKeyRef: {name: s, key: x}}"), "version \"x\" is not latest or a number"),
             (YAML.replace("value: file", "value: v\n              valueFrom: {secretKeyRef: {name: s, key: '1'}}"), "not both"),
-            (YAML.replace("          containers:", "          volumes: [{name: m, emptyDir: {}}]\n          containers:"), "unknown field `emptyDir`"),
+            (YAML.replace("          containers:", "          volumes: [{name: m, nfs: {}}]\n          containers:"), "unknown field `nfs`"),
             (YAML.replace("            resources:", "            volumeMounts: [{name: nov, mountPath: /x}]\n            resources:"), "nov is not a volume"),
             (YAML.replace("taskCount: 4", "taskCount: -4"), "spec.template.spec.taskCount"),
             (YAML.replace("taskCount: 4", "taskCount: 0"), "spec.template.spec.taskCount: 0 is out of range"),
@@ -508,7 +624,7 @@ spec:
             (YAML.replace("  name: from-file", "  name: From_File"), "metadata.name"),
             (YAML.replace("spec:\n  template:", "spec:\n  bogus: 1\n  template:"), "spec: unknown field `bogus`"),
             (YAML.replace("          - name: job\n", "          - name: job\n            ports: [{containerPort: 8080}]\n"), "unknown field `ports`"),
-            (format!("{YAML}          - image: second\n"), "exactly one container"),
+            (format!("{YAML}          - image: second\n"), "has no name"),
         ];
         for (text, needle) in table {
             let err = parse_yaml(&text).and_then(|f| resolve(&JobFlags::default(), Some(&f)));

@@ -37,12 +37,26 @@ pub struct VolumeMountYaml {
     pub mount_path: String,
 }
 
-/// A volume: runlet's jobs take `secret` volumes only (anything else is an unknown field).
+/// A volume: runlet's jobs take `secret` volumes and in-memory `emptyDir` ones (shared by
+/// a task's containers); anything else is an unknown field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VolumeYaml {
     pub name: String,
-    pub secret: SecretVolumeYaml,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeYaml>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirYaml>,
+}
+
+/// `emptyDir`: `medium: Memory` (the only medium Cloud Run has), `sizeLimit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EmptyDirYaml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub medium: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<super::Quantity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,7 +103,8 @@ pub fn volumes_yaml(b: &SecretBindings) -> Vec<VolumeYaml> {
         .enumerate()
         .map(|(i, (_, files))| VolumeYaml {
             name: volume_name(i),
-            secret: SecretVolumeYaml {
+            empty_dir: None,
+            secret: Some(SecretVolumeYaml {
                 secret_name: files[0].secret.secret.clone(),
                 items: files
                     .iter()
@@ -98,7 +113,7 @@ pub fn volumes_yaml(b: &SecretBindings) -> Vec<VolumeYaml> {
                         path: f.path.clone(),
                     })
                     .collect(),
-            },
+            }),
         })
         .collect()
 }
@@ -139,7 +154,9 @@ pub fn bindings(c: &ContainerYaml, vols: &[VolumeYaml]) -> Result<SecretBindings
         if vols[..i].iter().any(|w| w.name == v.name) {
             return Err(bad(VOLUMES, format!("volume {} is defined twice", v.name)));
         }
-        check_secret_name(VOLUMES, &v.secret.secret_name)?;
+        if let Some(sv) = &v.secret {
+            check_secret_name(VOLUMES, &sv.secret_name)?;
+        }
     }
     for m in &c.volume_mounts {
         let v = vols.iter().find(|v| v.name == m.name).ok_or_else(|| {
@@ -148,8 +165,10 @@ pub fn bindings(c: &ContainerYaml, vols: &[VolumeYaml]) -> Result<SecretBindings
                 format!("{} is not a volume of the task template", m.name),
             )
         })?;
-        let secret = &v.secret.secret_name;
-        if v.secret.items.is_empty() {
+        // An in-memory volume: a mount of the task's (see `containers`).
+        let Some(sv) = &v.secret else { continue };
+        let secret = &sv.secret_name;
+        if sv.items.is_empty() {
             b.files.push(SecretFile {
                 mount: m.mount_path.clone(),
                 path: qualify(secret, "").1.to_string(),
@@ -159,7 +178,7 @@ pub fn bindings(c: &ContainerYaml, vols: &[VolumeYaml]) -> Result<SecretBindings
                 },
             });
         }
-        for it in &v.secret.items {
+        for it in &sv.items {
             b.files.push(SecretFile {
                 mount: m.mount_path.clone(),
                 path: it.path.clone(),
