@@ -15,6 +15,7 @@ pub mod fake;
 pub mod gvisor;
 pub mod hardening;
 pub mod isolation;
+pub mod netns_dir;
 pub mod network;
 pub mod ocispec;
 pub mod passwd;

@@ -482,6 +482,7 @@ async fn create_netns(path: &Path) -> Result<(), NetError> {
         detail,
     };
     std::fs::create_dir_all(NETNS_DIR).map_err(|e| fail(&path, e.to_string()))?;
+    super::netns_dir::share_or_warn(Path::new(NETNS_DIR));
     File::create(&path).map_err(|e| fail(&path, e.to_string()))?;
     let p2 = path.clone();
     // unshare() changes the calling thread's namespace: do it on a thread of our own that
