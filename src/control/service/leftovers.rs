@@ -205,7 +205,7 @@ mod tests {
                 labels: Default::default(),
                 sink: std::sync::Arc::new(|_, _| {}),
                 extra_hosts: String::new(),
-                runtime_binary: None,
+                oci_runtime: None,
             },
         )
         .await
