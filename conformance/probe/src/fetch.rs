@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn urls() {
-        let cases: &[(&str, Result<(&str, &str), &str>)] = &[
+        type Want = Result<(&'static str, &'static str), &'static str>;
+        let cases: &[(&str, Want)] = &[
             ("http://127.0.0.1:8080/", Ok(("127.0.0.1:8080", "/"))),
             ("http://10.0.0.1:9/a/b?c=d", Ok(("10.0.0.1:9", "/a/b?c=d"))),
             ("http://h:1", Ok(("h:1", "/"))),

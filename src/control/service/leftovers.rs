@@ -205,7 +205,7 @@ mod tests {
                 labels: Default::default(),
                 sink: std::sync::Arc::new(|_, _| {}),
                 extra_hosts: String::new(),
-                oci_runtime: None,
+                runtime_binary: None,
             },
         )
         .await
