@@ -21,6 +21,18 @@ const SCRIPT: &str = concat!(
     r#"echo task "$CLOUD_RUN_TASK_INDEX": "$@""#
 );
 
+/// A task's main container with a sidecar: fetches the `web` sidecar's page once (no retry:
+/// web must have passed its startup probe), reads the file web wrote on the shared volume.
+const MAIN: &str = "wget -q -O - http://127.0.0.1:8081/hello.txt || exit 9; \
+    cat /data/msg || exit 8; echo main-index=$CLOUD_RUN_TASK_INDEX";
+
+/// The `web` sidecar: writes its page and the shared file, says its task and `$GREETING`,
+/// listens one second late, exits on SIGTERM.
+const WEB: &str = "mkdir -p /www; echo hi-from-sidecar > /www/hello.txt; \
+    echo written-by-web > /shared/msg; echo side-index=$CLOUD_RUN_TASK_INDEX greeting=$GREETING; \
+    trap 'echo web-got-term; exit 0' TERM; sleep 1; httpd -p 8081 -h /www; \
+    while :; do sleep 0.2; done";
+
 /// `runlet ARGS --api ADDR`: (exit code, stdout, stderr).
 fn cli(env: &common::Env, d: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
     d.cli(env, args)
@@ -255,12 +267,7 @@ fn a_job_with_a_sidecar_through_the_api() {
     env.load("busybox.oci.tar");
     let env = fresh_state(&env, "jobs-sidecar");
     let d = Daemon::start(&env);
-    let main = "wget -q -O - http://127.0.0.1:8081/hello.txt || exit 9; cat /data/msg || exit 8; \
-        echo main-index=$CLOUD_RUN_TASK_INDEX";
-    let web =
-        "mkdir -p /www; echo hi-from-sidecar > /www/hello.txt; echo written-by-web > /shared/msg; \
-        echo side-index=$CLOUD_RUN_TASK_INDEX; trap 'echo web-got-term; exit 0' TERM; sleep 1; \
-        httpd -p 8081 -h /www; while :; do sleep 0.2; done";
+    let (main, web) = (MAIN, WEB);
     let job = json!({
         "template": {"taskCount": 2, "template": {
             "maxRetries": 0,
@@ -340,14 +347,7 @@ fn jobs_create_and_update_with_container_groups_through_the_cli() {
     env.load("busybox.oci.tar");
     let env = fresh_state(&env, "jobs-cli-sidecar");
     let d = Daemon::start(&env);
-    let main = "wget -q -O - http://127.0.0.1:8081/hello.txt || exit 9; cat /data/msg || exit 8; \
-        echo main-index=$CLOUD_RUN_TASK_INDEX";
-    let web =
-        "mkdir -p /www; echo hi-from-sidecar > /www/hello.txt; echo written-by-web > /shared/msg; \
-        echo side-index=$CLOUD_RUN_TASK_INDEX greeting=$GREETING; \
-        trap 'echo web-got-term; exit 0' TERM; sleep 1; \
-        httpd -p 8081 -h /www; while :; do sleep 0.2; done";
-    let (main_args, web_args) = (format!("^@^-c@{main}"), format!("^@^-c@{web}"));
+    let (main_args, web_args) = (format!("^@^-c@{MAIN}"), format!("^@^-c@{WEB}"));
     ok(
         &env,
         &d,

@@ -71,24 +71,8 @@ pub struct JobArgs {
     pub task_timeout: Option<String>,
     #[command(flatten)]
     pub container: super::ContainerArgs,
-    /// Specifies a container by name (gcloud): the flags following it, up to the next
-    /// --container, apply to that container (--image, --command, --args, --set-env-vars and
-    /// the other env-vars flags, --memory, --cpu, --startup-probe (sidecars),
-    /// --add-volume-mount, --depends-on, --set-secrets and the other secrets flags). Up to
-    /// 10 containers per task; see below.
-    #[arg(long = "container", value_name = "NAME")]
-    pub container_name: Option<String>,
-    /// The `--container` groups, taken from the command line before clap sees it
-    /// (`Cli::parse_from_args`).
-    #[arg(skip)]
-    pub containers: Vec<crate::spec::container_flags::ContainerFlags>,
-    /// An in-memory volume shared by the task's containers:
-    /// name=N,type=in-memory[,size-limit=64Mi]; repeatable.
-    #[arg(long)]
-    pub add_volume: Vec<String>,
-    /// Mounts a volume into the main container: volume=N,mount-path=/path; repeatable.
-    #[arg(long)]
-    pub add_volume_mount: Vec<String>,
+    #[command(flatten)]
+    pub sidecars: super::job::SidecarArgs,
     /// Environment variables to add or change, KEY=VALUE[,...] (update; after
     /// --remove-env-vars).
     #[arg(long = "update-env-vars")]

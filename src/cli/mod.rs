@@ -339,9 +339,9 @@ impl Cli {
         let containers = match &mut cli.command {
             Command::Serve(serve) => &mut serve.containers,
             Command::Deploy(deploy) => &mut deploy.containers,
-            Command::Job(job::JobCommand::Execute(exec)) => &mut exec.containers,
+            Command::Job(job::JobCommand::Execute(exec)) => &mut exec.sidecars.containers,
             Command::Jobs(jobs::JobsCommand::Create(a) | jobs::JobsCommand::Update(a)) => {
-                &mut a.containers
+                &mut a.sidecars.containers
             }
             _ => return Err(Cli::command().error(
                 clap::error::ErrorKind::UnknownArgument,
@@ -426,11 +426,16 @@ mod tests {
                 a.image, None,
                 "{verb}: --image after --container is the group's"
             );
-            let names: Vec<&str> = a.containers.iter().map(|c| c.name.as_str()).collect();
+            let names: Vec<&str> = a
+                .sidecars
+                .containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
             assert_eq!(names, ["main", "side"], "{verb}");
-            assert_eq!(a.containers[0].depends_on, ["side"]);
-            assert_eq!(a.containers[1].image.as_deref(), Some("probe"));
-            assert_eq!(a.containers[1].memory.as_deref(), Some("1Gi"));
+            assert_eq!(a.sidecars.containers[0].depends_on, ["side"]);
+            assert_eq!(a.sidecars.containers[1].image.as_deref(), Some("probe"));
+            assert_eq!(a.sidecars.containers[1].memory.as_deref(), Some("1Gi"));
         }
         // Job-wide flags inside a group are refused by the group's parser, as for serve.
         let e =

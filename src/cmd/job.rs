@@ -117,9 +117,9 @@ fn job_spec(a: &ExecuteArgs) -> Result<JobSpec, SpecError> {
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
         secrets: a.container.secrets.flags(),
-        containers: super::group_flags(&a.containers)?,
-        add_volume: a.add_volume.clone(),
-        add_volume_mount: a.add_volume_mount.clone(),
+        containers: super::group_flags(&a.sidecars.containers)?,
+        add_volume: a.sidecars.add_volume.clone(),
+        add_volume_mount: a.sidecars.add_volume_mount.clone(),
     };
     jobspec::resolve(&flags, file.as_ref())
 }

@@ -105,7 +105,7 @@ fn render<T: Serialize>(
 /// `runlet jobs create|update`: the flags given, over the current job for an update.
 async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
     let name = job_name(&a.api, &a.job)?;
-    if !update && a.image.is_none() && a.containers.is_empty() {
+    if !update && a.image.is_none() && a.sidecars.containers.is_empty() {
         return Err(SpecError {
             field: "--image",
             detail: "missing: a job needs an image (loaded with `runlet image load`)".into(),
@@ -132,9 +132,9 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
         secrets: a.container.secrets.flags(),
-        containers: super::group_flags(&a.containers)?,
-        add_volume: a.add_volume.clone(),
-        add_volume_mount: a.add_volume_mount.clone(),
+        containers: super::group_flags(&a.sidecars.containers)?,
+        add_volume: a.sidecars.add_volume.clone(),
+        add_volume_mount: a.sidecars.add_volume_mount.clone(),
     };
     let schedule = ScheduleFlags {
         schedule: a.schedule.schedule.clone(),
