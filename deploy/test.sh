@@ -51,6 +51,11 @@ mkdir -p "$outcomes"
 target/release/runlet-conformance --runlet target/release/runlet --containerd-address "$sock" \
   --images target/images --state-dir "$root/state" --self-test --check-doc docs/conformance.md \
   --outcomes "$outcomes/cli.tsv"
+# The gen1 column: every service under gVisor (runsc, installed by deploy/install-deps.sh);
+# its table is docs/conformance.md's suite-gen1 section, checked the same way.
+target/release/runlet-conformance --runlet target/release/runlet --containerd-address "$sock" \
+  --images target/images --state-dir "$root/state" --execution-environment gen1 \
+  --check-doc docs/conformance.md --outcomes "$outcomes/gen1.tsv"
 # The same suite through the Admin API: the suite starts `runlet daemon` (free loopback
 # ports, this containerd, a state dir beside $root/state) and stops it when it ends. Every
 # check not listed as runlet-only in contract/clauses.toml must give the CLI driver's result.

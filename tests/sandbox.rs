@@ -13,7 +13,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{probe_env, strip_ansi, Env};
+use common::{probe_env, probe_job_line, Env};
 use serde_json::Value;
 
 /// Docker's 14 default capabilities without CAP_NET_RAW (bit 13), as /proc/PID/status
@@ -44,16 +44,6 @@ fn status<'a>(report: &'a Value, key: &str) -> &'a str {
     report["proc_status"][key].as_str().unwrap_or_default()
 }
 
-/// A file inside the container, through the probe's `/readfile`.
-fn read_inside(served: &common::Served, path: &str) -> String {
-    let r = served.get(&format!("/readfile?path={path}"));
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json().unwrap()["contents"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn a_root_service_runs_under_dockers_seccomp_filter_without_net_raw_and_with_limits() {
     let Some(env) = probe_env() else { return };
@@ -81,7 +71,7 @@ fn a_root_service_runs_under_dockers_seccomp_filter_without_net_raw_and_with_lim
     assert_eq!(s.status, 200, "{}", s.text());
     assert_syscalls(&s.json().unwrap(), "root service");
 
-    let limits = read_inside(&served, "/proc/self/limits");
+    let limits = served.read_inside("/proc/self/limits");
     let nofile = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -90,7 +80,7 @@ fn a_root_service_runs_under_dockers_seccomp_filter_without_net_raw_and_with_lim
         .collect::<Vec<_>>()
         .join(" ");
     assert_eq!(nofile, "Max open files 1024 1024 files", "{limits}");
-    let ping = read_inside(&served, "/proc/sys/net/ipv4/ping_group_range");
+    let ping = served.read_inside("/proc/sys/net/ipv4/ping_group_range");
     assert_eq!(
         ping.split_whitespace().collect::<Vec<_>>(),
         ["0", "2147483647"]
@@ -123,22 +113,9 @@ fn a_non_root_service_has_no_capabilities_in_effect() {
 
 /// `runlet job execute NAME --image IMAGE --args job`: the probe's job line.
 fn job_report(env: &Env, name: &str, image: &str) -> Value {
-    let out = env
-        .runlet()
-        .args(["job", "execute", name, "--image", image, "--args", "job"])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run runlet");
-    let text = strip_ansi(&format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ));
-    assert!(out.status.success(), "{text}");
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l.split_once("] ")?.1).ok())
-        .find(|v| v["probe"] == "job")
-        .unwrap_or_else(|| panic!("no probe line:\n{text}"))
+    let (code, text) = env.probe_job(name, image, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    probe_job_line(&text)
 }
 
 #[test]

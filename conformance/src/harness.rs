@@ -500,6 +500,35 @@ impl Ctx {
         &self.name
     }
 
+    /// Whether the suite runs its services under gen1 (gVisor) by default.
+    pub fn gen1(&self) -> bool {
+        self.env.execution_environment.as_deref() == Some("gen1")
+    }
+
+    /// The host-side directory of container `id`'s cgroup for `controller` (cgroup v1:
+    /// `/sys/fs/cgroup/CONTROLLER/PATH`; v2: `/sys/fs/cgroup/PATH`), `PATH` being the
+    /// `linux.cgroupsPath` of its OCI spec as containerd holds it. Under gen1 this cgroup
+    /// holds the whole gVisor sandbox: it is where the limits are enforced, and nothing
+    /// inside the sandbox shows them.
+    pub async fn host_cgroup(&self, id: &str, controller: &str) -> Result<PathBuf> {
+        let info = self.env.ctr(&["containers", "info", id]).await?;
+        let v: Value = serde_json::from_str(&info)
+            .with_context(|| format!("ctr containers info {id}: not JSON"))?;
+        // `ctr containers info` shows the spec under `Spec` (older ctr: the spec itself).
+        let path = v["Spec"]["linux"]["cgroupsPath"]
+            .as_str()
+            .or_else(|| v["linux"]["cgroupsPath"].as_str())
+            .ok_or_else(|| anyhow!("container {id}'s spec has no linux.cgroupsPath"))?
+            .trim_start_matches('/')
+            .to_string();
+        let root = PathBuf::from("/sys/fs/cgroup");
+        Ok(if root.join("cgroup.controllers").exists() {
+            root.join(path)
+        } else {
+            root.join(controller).join(path)
+        })
+    }
+
     pub fn reaper(&self) -> &Reaper {
         &self.reaper
     }

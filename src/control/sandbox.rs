@@ -29,7 +29,7 @@ use crate::image::ImageInfo;
 use crate::runtime::network::{self, Attachment, NetError, Network};
 use crate::runtime::ocispec::{self, SpecError};
 use crate::runtime::rootfs::RootFs;
-use crate::runtime::{labels, ContainerSpec, ExitStatus, Runtime, RuntimeError};
+use crate::runtime::{labels, ContainerSpec, ExitStatus, OciRuntime, Runtime, RuntimeError};
 use crate::secrets::{self, resolve::SecretDir};
 
 /// What went wrong, by the step that was being done (the cause is the error's source).
@@ -224,7 +224,12 @@ impl Sandbox {
                 stdout,
                 stderr,
                 upper_dir: Some(upper.display().to_string()),
-                runtime_binary: plan.runtime_binary.map(|p| p.display().to_string()),
+                // runsc keeps its state in the container's own directory (see
+                // [`OciRuntime::root`]), removed with it by [`release`].
+                oci_runtime: plan.runtime_binary.map(|p| OciRuntime {
+                    binary: p.display().to_string(),
+                    root: dir.join("runsc").display().to_string(),
+                }),
             })
             .await
             .map_err(SandboxError::Create)?;

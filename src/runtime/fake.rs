@@ -172,7 +172,7 @@ impl FakeRuntime {
             stdout: String::new(),
             stderr: String::new(),
             upper_dir: None,
-            runtime_binary: None,
+            oci_runtime: None,
         };
         self.create(&spec).await.expect("the fake creates");
         self.start(id).await.expect("the fake starts");

@@ -94,9 +94,22 @@ pub struct ContainerSpec {
     /// here instead of the snapshotter's directory: on a tmpfs, writes then count against
     /// the container's memory (contract FS-2).
     pub upper_dir: Option<String>,
-    /// The OCI runtime binary containerd's runc shim runs instead of `runc` (the gVisor
-    /// wrapper of [`gvisor::install`] for gen1); `None`: runc (gen2).
-    pub runtime_binary: Option<String>,
+    /// The OCI runtime containerd's runc shim runs instead of `runc` (gVisor for gen1);
+    /// `None`: runc (gen2).
+    pub oci_runtime: Option<OciRuntime>,
+}
+
+/// An OCI runtime other than runc, run by containerd's runc shim (its `BinaryName` and
+/// `Root` options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciRuntime {
+    /// The binary (the gVisor wrapper of [`gvisor::install`]).
+    pub binary: String,
+    /// The runtime's state directory for this container alone. runsc looks a container up
+    /// by id *prefix* among those in its root, so with one shared root an instance `X` and
+    /// its sidecar `X-side` are "ambiguous" to it, and `runsc delete X` fails while exiting
+    /// 0; a root per container leaves runsc one container to find.
+    pub root: String,
 }
 
 /// How a container's main process ended.

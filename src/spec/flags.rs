@@ -163,12 +163,6 @@ impl ServiceFlags {
         out.volumes = VolumeFlags::parse(&self.add_volume, &g.add_volume_mount, total)?;
         let mut others = list;
         let me = others.remove(ingress);
-        if !others.is_empty() && out.execution_environment == Some(ExecutionEnvironment::Gen1) {
-            return Err(bad(
-                "--execution-environment",
-                "gen1 runs each container in its own gVisor sandbox, so an instance's containers could not share one: gen1 takes one container; use gen2 for sidecars",
-            ));
-        }
         out.sidecars = Sidecars {
             ingress_name: me.name,
             ingress_depends_on: me.depends_on,
@@ -428,12 +422,13 @@ pub(crate) mod tests {
             spec(one.clone()).unwrap().execution_environment,
             ExecutionEnvironment::Gen1
         );
-        // Sidecars would each be their own gVisor sandbox: refused.
+        // Sidecars too (as on Cloud Run's gen1): each container is its own gVisor sandbox
+        // in the instance's network namespace.
         let mut two = one;
         two.containers.push(group("log", None, ""));
-        let e = spec(two).unwrap_err();
-        assert_eq!(e.field, "--execution-environment");
-        assert!(e.detail.contains("sidecars"), "{e}");
+        let s = spec(two).unwrap();
+        assert_eq!(s.execution_environment, ExecutionEnvironment::Gen1);
+        assert_eq!(s.sidecars.containers.len(), 1);
     }
 
     #[test]

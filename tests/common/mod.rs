@@ -124,6 +124,24 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `runlet job execute NAME --image IMAGE --args job ARGS` (the probe's job mode):
+    /// its exit code and its output without colours.
+    pub fn probe_job(&self, name: &str, image: &str, args: &[&str]) -> (Option<i32>, String) {
+        let out = self
+            .runlet()
+            .args(["job", "execute", name, "--image", image, "--args", "job"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run runlet");
+        let text = strip_ansi(&format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        (out.status.code(), text)
+    }
+
     /// Starts `runlet serve` with `args` and waits until it says it is serving.
     pub fn serve(&self, args: &[&str]) -> Served {
         Served::start(self, args)
@@ -265,7 +283,25 @@ pub struct Served {
     pub output: Lines,
 }
 
+/// The probe's job line (`{"probe":"job",...}`) in a job's output.
+pub fn probe_job_line(text: &str) -> serde_json::Value {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.split_once("] ")?.1).ok())
+        .find(|v| v["probe"] == "job")
+        .unwrap_or_else(|| panic!("no probe line:\n{text}"))
+}
+
 impl Served {
+    /// A file inside the probe's container, through its `/readfile`.
+    pub fn read_inside(&self, path: &str) -> String {
+        let r = self.get(&format!("/readfile?path={path}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json().unwrap()["contents"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Starts it; on failure returns what it printed.
     pub fn start(env: &Env, args: &[&str]) -> Result<Served, String> {
         let port = free_port();

@@ -192,6 +192,28 @@ async fn route(
             json_response(StatusCode::OK, &Value::Object(report::readfile(path)))
         }
         "/upload" => upload(req.into_body()).await?,
+        "/fetch" => {
+            let url = params
+                .url
+                .as_deref()
+                .ok_or_else(|| HttpError::new(StatusCode::BAD_REQUEST, "missing url="))?;
+            match crate::fetch::exchange(url, params.header.as_deref()).await {
+                Ok((status, body)) => json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": status, "body": String::from_utf8_lossy(&body)}),
+                ),
+                Err(e) => json_response(StatusCode::BAD_GATEWAY, &serde_json::json!({"error": e})),
+            }
+        }
+        "/fetched" => match crate::fetch::FETCHED.get() {
+            Some(body) => streamed("application/octet-stream", ProbeBody::full(body.clone())),
+            None => {
+                return Err(HttpError::new(
+                    StatusCode::NOT_FOUND,
+                    "nothing fetched at start (PROBE_FETCH_AT_START)",
+                ))
+            }
+        },
         "/syscalls" => json_response(StatusCode::OK, &crate::syscalls::report()),
         "/grpc.health.v1.Health/Check" => grpc_health_serving(),
         "/unhealthy" => {

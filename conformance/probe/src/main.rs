@@ -17,6 +17,7 @@
 //! | `PROBE_IGNORE_SIGTERM=1` | SIGTERM is logged but does not exit |
 //! | `PROBE_SIGTERM_EXIT_DELAY_MS=N` | exit 0 this long after SIGTERM (default 0) |
 //! | `PROBE_LOG_REQUESTS=1` | print one stdout line per request |
+//! | `PROBE_FETCH_AT_START=URL` | GET an `http://` URL before listening, exit 3 if that fails; serve its body at `/fetched` ([`fetch`]) |
 //! | `PROBE_MODE=job` or argv\[1\]=`job` | job mode, see [`run_job`] |
 //!
 //! Request knobs are described in [`handler`] and [`query`].
@@ -27,6 +28,7 @@
 #![allow(clippy::disallowed_types)]
 
 mod body;
+mod fetch;
 mod handler;
 mod query;
 mod report;
@@ -57,6 +59,7 @@ pub struct Config {
     pub ignore_sigterm: bool,
     pub sigterm_exit_delay_ms: u64,
     pub log_requests: bool,
+    pub fetch_at_start: Option<String>,
 }
 
 /// Job-mode settings from the environment.
@@ -99,6 +102,7 @@ impl Config {
             ignore_sigterm: env_flag(get, "PROBE_IGNORE_SIGTERM"),
             sigterm_exit_delay_ms: env_num(get, "PROBE_SIGTERM_EXIT_DELAY_MS")?.unwrap_or(0),
             log_requests: env_flag(get, "PROBE_LOG_REQUESTS"),
+            fetch_at_start: get("PROBE_FETCH_AT_START").filter(|u| !u.trim().is_empty()),
         })
     }
 }
@@ -258,6 +262,18 @@ async fn serve(cfg: Arc<Config>) -> i32 {
     install_sigterm(&cfg);
     if cfg.listen_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(cfg.listen_delay_ms)).await;
+    }
+    if let Some(url) = &cfg.fetch_at_start {
+        match fetch::get(url).await {
+            Ok(body) => {
+                say(&format!("probe: fetched {url} ({} bytes)", body.len()));
+                let _ = fetch::FETCHED.set(body);
+            }
+            Err(e) => {
+                eprintln!("probe: PROBE_FETCH_AT_START: {e}");
+                return 3;
+            }
+        }
     }
     if cfg.never_listen {
         eprintln!("probe: PROBE_NEVER_LISTEN set: not listening");

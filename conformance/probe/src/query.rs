@@ -69,6 +69,9 @@ pub struct Params {
     pub child_after_ms: u64,
     pub write_mib: Option<u64>,
     pub path: Option<String>,
+    /// `/fetch`: the URL to GET and one `Name: value` header to send.
+    pub url: Option<String>,
+    pub header: Option<String>,
     pub exit: Option<i32>,
     pub status: Option<u16>,
     pub bytes: Option<u64>,
@@ -100,6 +103,8 @@ impl Params {
                 "child_after" => p.child_after_ms = num(&k, &v)?,
                 "write" => p.write_mib = Some(num(&k, &v)?),
                 "path" => p.path = Some(v),
+                "url" => p.url = Some(v),
+                "header" => p.header = Some(v),
                 "exit" => p.exit = Some(num(&k, &v)?),
                 "status" => {
                     let s: u16 = num(&k, &v)?;

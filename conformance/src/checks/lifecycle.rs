@@ -352,21 +352,20 @@ async fn cpu_while_serving(ctx: Ctx, extra: &[&str]) -> Result<()> {
         "the container took {} to answer while serving",
         secs(answered)
     );
-    let v1 = s
-        .report_at("/readfile?path=/sys/fs/cgroup/freezer/freezer.state")
-        .await?;
-    let v2 = s
-        .report_at("/readfile?path=/sys/fs/cgroup/cgroup.freeze")
-        .await?;
-    match (v1["contents"].as_str(), v2["contents"].as_str()) {
-        (Some(st), _) => ensure!(
-            st.trim() == "THAWED",
-            "freezer.state is {st:?} while serving"
-        ),
-        (None, Some(f)) => ensure!(f.trim() == "0", "cgroup.freeze is {f:?} while serving"),
-        (None, None) => {}
-    }
-    let cpu = cpu_limit(&r)?;
+    let cpu = if ctx.gen1() {
+        // gVisor shows no cgroup files inside: read the sandbox's cgroup on the host, where
+        // the quota (and any freezing) applies.
+        host_cpu_while_serving(&ctx).await?
+    } else {
+        let v1 = s
+            .report_at("/readfile?path=/sys/fs/cgroup/freezer/freezer.state")
+            .await?;
+        let v2 = s
+            .report_at("/readfile?path=/sys/fs/cgroup/cgroup.freeze")
+            .await?;
+        not_frozen(v1["contents"].as_str(), v2["contents"].as_str())?;
+        cpu_limit(&r)?
+    };
     ensure!(
         cpu >= 0.99,
         "the CPU limit while serving is {cpu} vCPU, want the configured 1"
@@ -374,6 +373,48 @@ async fn cpu_while_serving(ctx: Ctx, extra: &[&str]) -> Result<()> {
     let b = busy.await.map_err(|e| anyhow!("request task: {e}"))??;
     ensure!(b.status == 200, "the slow request got {}", b.status);
     Ok(())
+}
+
+/// Fails if the cgroup v1 `freezer.state` or v2 `cgroup.freeze` (whichever was read) says
+/// frozen.
+fn not_frozen(v1: Option<&str>, v2: Option<&str>) -> Result<()> {
+    match (v1, v2) {
+        (Some(st), _) => ensure!(
+            st.trim() == "THAWED",
+            "freezer.state is {st:?} while serving"
+        ),
+        (None, Some(f)) => ensure!(f.trim() == "0", "cgroup.freeze is {f:?} while serving"),
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// Under gen1: the CPU limit of this check's one instance as its host cgroup holds it (in
+/// vCPUs), after checking that the cgroup is not frozen.
+async fn host_cpu_while_serving(ctx: &Ctx) -> Result<f64> {
+    let ids = ctx.containers().await?;
+    ensure!(
+        ids.len() == 1,
+        "want one instance's container, found {ids:?}"
+    );
+    let id = &ids[0];
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
+    let cpu = ctx.host_cgroup(id, "cpu").await?;
+    if cpu.join("cpu.max").exists() {
+        not_frozen(None, read(cpu.join("cgroup.freeze")).as_deref())?;
+    } else {
+        let freezer = ctx.host_cgroup(id, "freezer").await?;
+        not_frozen(read(freezer.join("freezer.state")).as_deref(), None)?;
+    }
+    let report = serde_json::json!({
+        "cgroup": {
+            "cpu_max": read(cpu.join("cpu.max")).map(|t| t.trim().to_string()),
+            "cpu_quota_us": read(cpu.join("cpu.cfs_quota_us")).map(|t| t.trim().to_string()),
+            "cpu_period_us": read(cpu.join("cpu.cfs_period_us")).map(|t| t.trim().to_string()),
+            "files": cpu.display().to_string(),
+        }
+    });
+    cpu_limit(&report).map_err(|e| anyhow!("{id}'s host cgroup {}: {e}", cpu.display()))
 }
 
 pub(super) async fn idle_instance_stopped(ctx: Ctx) -> Result<()> {

@@ -1,79 +1,55 @@
-//! The metadata server (META-1, META-2). The probe has no HTTP client, so the busybox image
-//! asks: at start-up it sends each request to `metadata.google.internal:80` with `nc` and
-//! keeps the raw response in a file, then serves the files. Its request leaves the instance
-//! only through runlet's DNAT.
+//! The metadata server (META-1, META-2). The probe asks it from inside the instance
+//! (`/fetch`): each request goes to `metadata.google.internal:80`, the name runlet puts in
+//! the instance's `/etc/hosts`, and leaves the instance only through runlet's DNAT.
 //!
-//! `nc`, not busybox `wget`: under gen1 (gVisor's host networking, Debian's 2022 runsc)
-//! busybox `wget` fails every request, to any server and even to the instance's own
-//! loopback, with "error getting response: Resource temporarily unavailable" (it reads
-//! its socket after a readiness that gVisor reports early), and busybox `timeout`
-//! segfaults; `nc` works under both environments.
+//! The probe rather than busybox: under gen1 (gVisor's host networking, Debian's 2022 runsc)
+//! busybox `wget` fails every request with "Resource temporarily unavailable", and `nc` and
+//! `httpd` now and then (see the probe's fetch.rs).
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, ensure, Result};
 
-use super::BUSYBOX;
-use crate::harness::Ctx;
+use super::PROBE;
+use crate::harness::{Ctx, Served};
 /// The token the suite's token command prints (`runlet serve --token-command`, and the
 /// daemon the suite starts).
 use crate::via_api::daemon::TOKEN;
 
-/// Serves busybox with `fetches` (file name, path under computeMetadata/v1, header?) done
-/// first, each raw response in `/FILE`; returns the served instance.
-async fn serve_fetched(
-    ctx: &Ctx,
-    extra: &[&str],
-    fetches: &[(&str, &str, bool)],
-) -> Result<crate::harness::Served> {
-    let mut script = String::new();
-    for (file, path, header) in fetches {
-        let h = if *header {
-            "Metadata-Flavor: Google\\r\\n"
-        } else {
-            ""
-        };
-        script.push_str(&format!(
-            "printf 'GET /computeMetadata/v1/{path} HTTP/1.0\\r\\nHost: metadata.google.internal\\r\\n{h}\\r\\n' | busybox nc -w 10 metadata.google.internal 80 >/tmp/{file} 2>&1; "
-        ));
+/// GETs `computeMetadata/v1/PATH` from inside the probe's instance, with the
+/// `Metadata-Flavor: Google` header or without; returns the status and body.
+async fn ask(s: &Served, path: &str, flavor: bool) -> Result<(u16, String)> {
+    let header = if flavor {
+        "&header=Metadata-Flavor:%20Google"
+    } else {
+        ""
+    };
+    let r = s
+        .get(&format!(
+            "/fetch?url=http://metadata.google.internal:80/computeMetadata/v1/{path}{header}"
+        ))
+        .await?;
+    let v = r.json()?;
+    match v["status"].as_u64() {
+        Some(status) if r.status == 200 => Ok((
+            status as u16,
+            v["body"].as_str().unwrap_or_default().to_string(),
+        )),
+        _ => Err(anyhow!("{path}: the probe could not ask: {v}")),
     }
-    script.push_str("exec httpd -f -p 8080 -h /tmp");
-    let args = format!("^@@^-c@@{script}");
-    let mut full = vec!["--image", BUSYBOX, "--command", "/bin/sh", "--args", &args];
-    full.extend_from_slice(extra);
-    ctx.serve(&full).await
 }
 
 pub(super) async fn flavor_required(ctx: Ctx) -> Result<()> {
-    let s = serve_fetched(
-        &ctx,
-        &[],
-        &[
-            ("with", "project/project-id", true),
-            ("without", "project/project-id", false),
-        ],
-    )
-    .await?;
-    let with = s.get("/with").await?.text();
-    let (status, body) = response(&with);
+    let s = ctx.serve(&["--image", PROBE]).await?;
+    let (status, body) = ask(&s, "project/project-id", true).await?;
     ensure!(
-        status == Some(200) && !body.trim().is_empty(),
-        "with Metadata-Flavor: {with:?}"
+        status == 200 && !body.trim().is_empty(),
+        "with Metadata-Flavor: {status} {body:?}"
     );
-    let without = s.get("/without").await?.text();
+    let (status, body) = ask(&s, "project/project-id", false).await?;
     ensure!(
-        response(&without).0 == Some(403),
-        "without Metadata-Flavor: {without:?} (want 403)"
+        status == 403,
+        "without Metadata-Flavor: {status} {body:?} (want 403)"
     );
     Ok(())
-}
-
-/// A raw HTTP response: its status and body (`None`: no status line, e.g. nc's error).
-fn response(raw: &str) -> (Option<u16>, &str) {
-    let status = raw
-        .strip_prefix("HTTP/1.")
-        .and_then(|r| r.get(2..5))
-        .and_then(|c| c.parse().ok());
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body)
 }
 
 /// Who the check's instance is: with the CLI driver, `runlet serve`'s flags say; with the
@@ -107,66 +83,46 @@ fn expected_identity(ctx: &Ctx) -> (String, String, Vec<String>) {
 pub(super) async fn values(ctx: Ctx) -> Result<()> {
     let (project, region, flags) = expected_identity(&ctx);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let s = serve_fetched(
-        &ctx,
-        &flags,
-        &[
-            ("project", "project/project-id", true),
-            ("number", "project/numeric-project-id", true),
-            ("region", "instance/region", true),
-            ("zone", "instance/zone", true),
-            ("id", "instance/id", true),
-            ("email", "instance/service-accounts/default/email", true),
-            ("token", "instance/service-accounts/default/token", true),
-        ],
-    )
-    .await?;
-    let get = |p: &'static str| {
+    let mut args = vec!["--image", PROBE];
+    args.extend_from_slice(&flags);
+    let s = ctx.serve(&args).await?;
+    let get = |path: &'static str| {
         let s = &s;
         async move {
-            // busybox httpd under gVisor (the gen1 column) now and then closes a connection
-            // without answering (502 from runlet): the file is asked again.
-            let mut raw = String::new();
-            for _ in 0..3 {
-                let r = s.get(p).await.with_context(|| p)?;
-                raw = r.text();
-                if r.status != 502 {
-                    break;
-                }
-            }
-            match response(&raw) {
-                (Some(200), body) => Ok(body.trim().to_string()),
-                _ => Err(anyhow::anyhow!("{p}: {raw:?}")),
+            match ask(s, path, true).await? {
+                (200, body) => Ok(body.trim().to_string()),
+                (status, body) => Err(anyhow!("{path}: {status} {body:?}")),
             }
         }
     };
-    let number = get("/number").await?;
-    let got = get("/project").await?;
+    let number = get("project/numeric-project-id").await?;
+    let got = get("project/project-id").await?;
     ensure!(got == project, "project-id {got:?}, want {project:?}");
     ensure!(
         number.len() == 12 && number.bytes().all(|b| b.is_ascii_digit()),
         "numeric-project-id {number:?}"
     );
     ensure!(
-        get("/region").await? == format!("projects/{number}/regions/{region}"),
+        get("instance/region").await? == format!("projects/{number}/regions/{region}"),
         "region"
     );
     ensure!(
-        get("/zone")
+        get("instance/zone")
             .await?
             .starts_with(&format!("projects/{number}/zones/{region}-")),
         "zone"
     );
-    let id = get("/id").await?;
+    let id = get("instance/id").await?;
     ensure!(
         !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
         "instance id {id:?}"
     );
     ensure!(
-        get("/email").await? == format!("{number}-compute@developer.gserviceaccount.com"),
+        get("instance/service-accounts/default/email").await?
+            == format!("{number}-compute@developer.gserviceaccount.com"),
         "email"
     );
-    let token = get("/token").await?;
+    let token = get("instance/service-accounts/default/token").await?;
     ensure!(
         // With the API driver the endpoint's own token source decides the value (the
         // daemon the suite starts prints TOKEN; Cloud Run mints a real one).
@@ -178,22 +134,4 @@ pub(super) async fn values(ctx: Ctx) -> Result<()> {
         "token {token:?}"
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::response;
-
-    #[test]
-    fn raw_responses() {
-        let cases = [
-            ("HTTP/1.0 200 OK\r\nA: b\r\n\r\nproj", (Some(200), "proj")),
-            ("HTTP/1.1 403 Forbidden\r\n\r\nno\n", (Some(403), "no\n")),
-            ("nc: can't connect", (None, "")),
-            ("", (None, "")),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(response(raw), want, "{raw:?}");
-        }
-    }
 }

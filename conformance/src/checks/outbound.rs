@@ -1,6 +1,6 @@
-//! Outbound connections (OUT-1). The probe has no client, so the busybox image does it:
-//! at start-up it fetches a token from a server the suite runs on this host (at the host's
-//! own address, reached through the instance's network), then serves what it got.
+//! Outbound connections (OUT-1): at start-up the probe fetches a token from a server the
+//! suite runs on this host (at the host's own address, reached through the instance's
+//! network), then serves what it got (`PROBE_FETCH_AT_START`, `/fetched`).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -9,7 +9,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::BUSYBOX;
+use super::PROBE;
 use crate::harness::Ctx;
 
 /// This host's address on its default route (no packet is sent).
@@ -46,31 +46,25 @@ pub(super) async fn outbound_http(ctx: Ctx) -> Result<()> {
             Ok::<_, std::io::Error>((peer, req))
         })
     };
-    // busybox 1.35's `wget -T` crashes (SIGSEGV) here, hence `timeout`.
-    let script = format!(
-        "busybox timeout 10 wget -q -O /tmp/out http://{ip}:{port}/{token}; echo $? > /tmp/rc; exec httpd -f -p 8080 -h /tmp"
-    );
-    ensure!(
-        !script.contains(','),
-        "the script must not contain commas (--args)"
-    );
-    let s = ctx
-        .serve(&[
-            "--image",
-            BUSYBOX,
-            "--command",
-            "/bin/sh",
-            "--args",
-            &format!("-c,{script}"),
-        ])
-        .await?;
-    let got = s.get("/out").await?;
+    // The probe's client, not busybox's: under gen1 (Debian's runsc 20221219) busybox
+    // `wget` and `nc` fail at random (see the probe's fetch.rs).
+    let url = format!("http://{ip}:{port}/{token}");
+    let fetch = format!("PROBE_FETCH_AT_START={url}");
+    let s = match ctx
+        .serve(&["--image", PROBE, "--set-env-vars", &fetch])
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            server.abort();
+            return Err(e.context(format!("the container could not fetch {url}")));
+        }
+    };
+    let got = s.get("/fetched").await?;
     if got.status != 200 || got.text() != reply {
-        let rc = s.get("/rc").await.map(|r| r.text()).unwrap_or_default();
         server.abort();
         return Err(anyhow!(
-            "the container could not fetch http://{ip}:{port}/{token} (wget exit {}): GET /out gave {} {:?}",
-            rc.trim(),
+            "GET /fetched gave {} {:?}, want {reply:?} (fetched from {url})",
             got.status,
             got.brief()
         ));

@@ -10,7 +10,7 @@ use anyhow::{anyhow, ensure, Result};
 use tokio::time::Instant;
 
 use super::{cpu_limit, memory_limit, PROBE};
-use crate::harness::Ctx;
+use crate::harness::{Ctx, Served};
 use crate::http::Request;
 
 pub(super) async fn cpu_limit_visible(ctx: Ctx) -> Result<()> {
@@ -29,16 +29,43 @@ pub(super) async fn default_one_vcpu(ctx: Ctx) -> Result<()> {
 
 pub(super) async fn memory_limit_visible(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE, "--memory", "256Mi"]).await?;
-    let m = memory_limit(&s.report().await?)?;
+    let m = visible_memory_limit(&ctx, &s).await?;
     ensure!(m == 256 << 20, "memory limit {m}, want {}", 256u64 << 20);
     Ok(())
 }
 
 pub(super) async fn default_512mi(ctx: Ctx) -> Result<()> {
     let s = ctx.serve(&["--image", PROBE]).await?;
-    let m = memory_limit(&s.report().await?)?;
+    let m = visible_memory_limit(&ctx, &s).await?;
     ensure!(m == 512 << 20, "memory limit {m}, want {}", 512u64 << 20);
     Ok(())
+}
+
+/// The memory limit the container reads: its cgroup's; under gen1, where gVisor shows no
+/// cgroup files, the machine size gVisor shows instead (`MemTotal` of `/proc/meminfo`,
+/// which runsc sets from the sandbox's cgroup limit, and which runtimes without a cgroup
+/// limit to read, like the JVM's, take as the machine's memory).
+async fn visible_memory_limit(ctx: &Ctx, s: &Served) -> Result<u64> {
+    if !ctx.gen1() {
+        return memory_limit(&s.report().await?);
+    }
+    let f = s.report_at("/readfile?path=/proc/meminfo").await?;
+    let text = f["contents"]
+        .as_str()
+        .ok_or_else(|| anyhow!("/proc/meminfo is not readable: {f}"))?;
+    meminfo_total(text).ok_or_else(|| anyhow!("no MemTotal in /proc/meminfo: {text:?}"))
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+pub fn meminfo_total(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut f = line.split_whitespace().skip(1);
+    let n: u64 = f.next()?.parse().ok()?;
+    match f.next() {
+        Some("kB") => Some(n * 1024),
+        None => Some(n),
+        Some(_) => None,
+    }
 }
 
 pub(super) async fn limits_read_only(ctx: Ctx) -> Result<()> {
@@ -297,4 +324,26 @@ pub(super) async fn default_concurrent(ctx: Ctx) -> Result<()> {
         "4 simultaneous requests never overlapped in the instance (max in flight {max})"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meminfo_total;
+
+    #[test]
+    fn meminfo_total_reads_kibibytes() {
+        let table = [
+            (
+                "MemTotal:         262144 kB\nMemFree: 1 kB\n",
+                Some(256u64 << 20),
+            ),
+            ("MemFree: 1 kB\nMemTotal: 524288 kB\n", Some(512u64 << 20)),
+            ("MemTotal: 100\n", Some(100)),
+            ("MemTotal: 1 MB\n", None),
+            ("MemFree: 1 kB\n", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(meminfo_total(text), want, "{text:?}");
+        }
+    }
 }

@@ -83,16 +83,19 @@ pub(super) async fn absent_in_sidecars(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-/// The ingress container (busybox) fetches the sidecar's report from localhost when it
-/// starts and exits if it cannot; the sidecar (the probe) listens only 2 s after its start.
-/// So the instance is ready only if the ingress container started after the sidecar's
-/// startup probe passed.
+/// The ingress container (a probe) fetches the sidecar's report from localhost when it
+/// starts and exits if it cannot; the sidecar (another probe) listens only 2 s after its
+/// start. So the instance is ready only if the ingress container started after the
+/// sidecar's startup probe passed. The probe is the client rather than busybox: under
+/// gen1's gVisor, busybox `wget` and `nc` fail at random (see the probe's fetch.rs).
 pub(super) async fn start_order(ctx: Ctx) -> Result<()> {
-    let script = "^@^-c@busybox mkdir -p /www \
-        && wget -q -O /www/report.json http://127.0.0.1:8080/ || exit 3; \
-        exec httpd -f -p $PORT -h /www";
-    let mut args = busybox("app", script);
-    args.extend([
+    let args = vec![
+        "--container",
+        "app",
+        "--image",
+        PROBE,
+        "--set-env-vars",
+        "PROBE_FETCH_AT_START=http://127.0.0.1:8080/",
         "--port",
         "8081",
         "--depends-on",
@@ -105,9 +108,9 @@ pub(super) async fn start_order(ctx: Ctx) -> Result<()> {
         "PROBE_LISTEN_DELAY_MS=2000",
         "--startup-probe",
         "tcpSocket.port=8080,periodSeconds=1,failureThreshold=20",
-    ]);
+    ];
     let s = ctx.serve(&args).await?;
-    let r = s.report_at("/report.json").await?;
+    let r = s.report_at("/fetched").await?;
     ensure!(
         r["env"]["K_SERVICE"] == s.service.as_str(),
         "the ingress container did not get the sidecar's report: {r}"

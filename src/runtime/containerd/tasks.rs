@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 
 use super::client::{grpc, not_found_ok, Containerd, NAMESPACE, SNAPSHOTTER};
 use crate::image::ImageInfo;
-use crate::runtime::{labels, ContainerInfo, ContainerSpec, ExitStatus, Runtime, RuntimeError};
+use crate::runtime::{
+    labels, ContainerInfo, ContainerSpec, ExitStatus, OciRuntime, Runtime, RuntimeError,
+};
 
 fn spec_any(spec: &serde_json::Value) -> prost_types::Any {
     prost_types::Any {
@@ -29,20 +31,24 @@ fn spec_any(spec: &serde_json::Value) -> prost_types::Any {
 }
 
 /// The runc shim's options (`containerd.runc.v1.Options` of containerd 1.6's
-/// `runtime/v2/runc/options`), with only the field runlet sets: the OCI runtime binary the
-/// shim runs instead of `runc` (gen1's gVisor, [`crate::runtime::gvisor`]).
+/// `runtime/v2/runc/options`), with only the fields runlet sets: the OCI runtime binary the
+/// shim runs instead of `runc` (gen1's gVisor, [`crate::runtime::gvisor`]) and its root
+/// (the shim adds the namespace to it).
 #[derive(Clone, PartialEq, prost::Message)]
 struct RuncOptions {
     #[prost(string, tag = "6")]
     binary_name: String,
+    #[prost(string, tag = "7")]
+    root: String,
 }
 
-fn runc_options(binary: &str) -> prost_types::Any {
+fn runc_options(runtime: &OciRuntime) -> prost_types::Any {
     use prost::Message;
     prost_types::Any {
         type_url: "containerd.runc.v1.Options".into(),
         value: RuncOptions {
-            binary_name: binary.to_string(),
+            binary_name: runtime.binary.clone(),
+            root: runtime.root.clone(),
         }
         .encode_to_vec(),
     }
@@ -78,7 +84,7 @@ impl Runtime for Containerd {
                 image: spec.image.name.clone(),
                 runtime: Some(ContainerRuntime {
                     name: "io.containerd.runc.v2".into(),
-                    options: spec.runtime_binary.as_deref().map(runc_options),
+                    options: spec.oci_runtime.as_ref().map(runc_options),
                 }),
                 spec: Some(spec_any(&spec.oci_spec)),
                 snapshotter: SNAPSHOTTER.into(),
@@ -317,12 +323,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_runtime_binary_is_field_6_of_the_runc_options() {
-        let any = runc_options("/x/runsc");
+    fn the_runtime_binary_and_root_are_fields_6_and_7_of_the_runc_options() {
+        let any = runc_options(&OciRuntime {
+            binary: "/x/runsc".into(),
+            root: "/d/runsc".into(),
+        });
         assert_eq!(any.type_url, "containerd.runc.v1.Options");
-        // Field 6, wire type 2 (length-delimited): tag byte 0x32, then the length.
+        // Field 6, then field 7, wire type 2 (length-delimited): tag bytes 0x32 and 0x3a,
+        // each followed by the length.
         assert_eq!(any.value[..2], [0x32, 8]);
-        assert_eq!(&any.value[2..], b"/x/runsc");
+        assert_eq!(&any.value[2..10], b"/x/runsc");
+        assert_eq!(any.value[10..12], [0x3a, 8]);
+        assert_eq!(&any.value[12..], b"/d/runsc");
     }
 
     #[test]
