@@ -21,6 +21,18 @@ const SCRIPT: &str = concat!(
     r#"echo task "$CLOUD_RUN_TASK_INDEX": "$@""#
 );
 
+/// A task's main container with a sidecar: fetches the `web` sidecar's page once (no retry:
+/// web must have passed its startup probe), reads the file web wrote on the shared volume.
+const MAIN: &str = "wget -q -O - http://127.0.0.1:8081/hello.txt || exit 9; \
+    cat /data/msg || exit 8; echo main-index=$CLOUD_RUN_TASK_INDEX";
+
+/// The `web` sidecar: writes its page and the shared file, says its task and `$GREETING`,
+/// listens one second late, exits on SIGTERM.
+const WEB: &str = "mkdir -p /www; echo hi-from-sidecar > /www/hello.txt; \
+    echo written-by-web > /shared/msg; echo side-index=$CLOUD_RUN_TASK_INDEX greeting=$GREETING; \
+    trap 'echo web-got-term; exit 0' TERM; sleep 1; httpd -p 8081 -h /www; \
+    while :; do sleep 0.2; done";
+
 /// `runlet ARGS --api ADDR`: (exit code, stdout, stderr).
 fn cli(env: &common::Env, d: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
     d.cli(env, args)
@@ -255,12 +267,7 @@ fn a_job_with_a_sidecar_through_the_api() {
     env.load("busybox.oci.tar");
     let env = fresh_state(&env, "jobs-sidecar");
     let d = Daemon::start(&env);
-    let main = "wget -q -O - http://127.0.0.1:8081/hello.txt || exit 9; cat /data/msg || exit 8; \
-        echo main-index=$CLOUD_RUN_TASK_INDEX";
-    let web =
-        "mkdir -p /www; echo hi-from-sidecar > /www/hello.txt; echo written-by-web > /shared/msg; \
-        echo side-index=$CLOUD_RUN_TASK_INDEX; trap 'echo web-got-term; exit 0' TERM; sleep 1; \
-        httpd -p 8081 -h /www; while :; do sleep 0.2; done";
+    let (main, web) = (MAIN, WEB);
     let job = json!({
         "template": {"taskCount": 2, "template": {
             "maxRetries": 0,
@@ -325,4 +332,150 @@ fn a_job_with_a_sidecar_through_the_api() {
         "{}",
         r.text()
     );
+}
+
+/// `runlet jobs create|update --container` (issue 16): the groups become the stored job's
+/// containers; the main container reaches the `web` sidecar on localhost at its start (only
+/// if web passed its startup probe first) and reads what web wrote on the shared volume. An
+/// update edits web by name (a new variable, the rest kept) and adds a sidecar; the next
+/// execution shows both.
+#[test]
+fn jobs_create_and_update_with_container_groups_through_the_cli() {
+    let Some(env) = common::probe_env() else {
+        return;
+    };
+    env.load("busybox.oci.tar");
+    let env = fresh_state(&env, "jobs-cli-sidecar");
+    let d = Daemon::start(&env);
+    let (main_args, web_args) = (format!("^@^-c@{MAIN}"), format!("^@^-c@{WEB}"));
+    ok(
+        &env,
+        &d,
+        &[
+            "jobs",
+            "create",
+            "clisidecar",
+            "--tasks",
+            "2",
+            "--max-retries",
+            "0",
+            "--add-volume",
+            "name=shared,type=in-memory,size-limit=16Mi",
+            "--container",
+            "main",
+            "--image",
+            "busybox",
+            "--command",
+            "/bin/sh",
+            "--args",
+            &main_args,
+            "--depends-on",
+            "web",
+            "--add-volume-mount",
+            "volume=shared,mount-path=/data",
+            "--container",
+            "web",
+            "--image",
+            "busybox",
+            "--command",
+            "/bin/sh",
+            "--args",
+            &web_args,
+            "--set-env-vars",
+            "GREETING=first",
+            "--startup-probe",
+            "tcpSocket.port=8081,periodSeconds=1,failureThreshold=10",
+            "--add-volume-mount",
+            "volume=shared,mount-path=/shared",
+        ],
+    );
+    let described = ok(
+        &env,
+        &d,
+        &["jobs", "describe", "clisidecar", "--format", "json"],
+    );
+    let job: serde_json::Value = serde_json::from_str(&described).expect("JSON");
+    let names: Vec<&str> = job["template"]["template"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["main", "web"], "{described}");
+
+    let out = ok(&env, &d, &["jobs", "execute", "clisidecar", "--wait"]);
+    assert!(out.contains("2 succeeded"), "{out}\n{}", d.output());
+    let log = d.output();
+    for want in [
+        "hi-from-sidecar",
+        "written-by-web",
+        "main-index=1",
+        "side-index=1 greeting=first",
+        "web-got-term",
+        "container=web",
+        "container=main",
+    ] {
+        assert!(
+            log.contains(want),
+            "want {want:?} in the daemon's log:\n{log}"
+        );
+    }
+
+    // Update: web gets a variable by name (its command, probe and mount stay), a sidecar
+    // is added; main is untouched.
+    ok(
+        &env,
+        &d,
+        &[
+            "jobs",
+            "update",
+            "clisidecar",
+            "--container",
+            "web",
+            "--update-env-vars",
+            "GREETING=second",
+            "--container",
+            "extra",
+            "--image",
+            "busybox",
+            "--command",
+            "/bin/sh",
+            "--args",
+            "^@^-c@echo extra-ran-$CLOUD_RUN_TASK_INDEX",
+        ],
+    );
+    let out = ok(&env, &d, &["jobs", "execute", "clisidecar", "--wait"]);
+    assert!(out.contains("2 succeeded"), "{out}\n{}", d.output());
+    let log = d.output();
+    for want in [
+        "side-index=1 greeting=second",
+        "extra-ran-1",
+        "container=extra",
+    ] {
+        assert!(
+            log.contains(want),
+            "want {want:?} in the daemon's log:\n{log}"
+        );
+    }
+
+    // Refused before the daemon is asked, naming the flag and the container.
+    for (args, want) in [
+        (
+            vec!["--container", "web", "--port", "8081"],
+            "--port: container web: a task serves nothing",
+        ),
+        (
+            vec!["--container", "web", "--depends-on", "main"],
+            "a dependency cycle among main, web",
+        ),
+    ] {
+        let mut line = vec!["jobs", "update", "clisidecar"];
+        line.extend(args);
+        let (code, out, err) = cli(&env, &d, &line);
+        assert_eq!(code, Some(64), "{out}{err}");
+        assert!(err.contains(want), "want {want:?} in: {err}");
+    }
+    ok(&env, &d, &["jobs", "delete", "clisidecar"]);
+    drop(d);
+    env.assert_nothing_left("clisidecar");
 }

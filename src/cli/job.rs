@@ -42,23 +42,8 @@ pub struct ExecuteArgs {
     pub task_timeout: Option<String>,
     #[command(flatten)]
     pub container: super::ContainerArgs,
-    /// Specifies a container by name (gcloud): the flags following it, up to the next
-    /// --container, apply to that container (--image, --command, --args, --set-env-vars and
-    /// the other env-vars flags, --memory, --cpu, --startup-probe (sidecars), --add-volume-mount,
-    /// --depends-on, --set-secrets). Up to 10 containers per task. The main container (whose
-    /// exit ends the task) is the one the flags before the first --container describe when
-    /// they give --image, else the first --container.
-    #[arg(long = "container", value_name = "NAME")]
-    pub container_name: Option<String>,
-    /// The `--container` groups, taken from the command line before clap sees it.
-    #[arg(skip)]
-    pub containers: Vec<crate::spec::container_flags::ContainerFlags>,
-    /// An in-memory volume shared by the task's containers: name=N,type=in-memory[,size-limit=64Mi]; repeatable.
-    #[arg(long)]
-    pub add_volume: Vec<String>,
-    /// Mounts a volume into the main container: volume=N,mount-path=/path; repeatable.
-    #[arg(long)]
-    pub add_volume_mount: Vec<String>,
+    #[command(flatten)]
+    pub sidecars: SidecarArgs,
     /// Memory limit per task (e.g. 512Mi, 1Gi) [default: 512Mi].
     #[arg(long)]
     pub memory: Option<String>,
@@ -97,4 +82,28 @@ pub enum Format {
     Table,
     Json,
     Yaml,
+}
+
+/// A task's containers besides the flags before the first `--container`: the groups and
+/// the in-memory volumes they share (`runlet job execute`, `runlet jobs create|update`).
+#[derive(Debug, Args)]
+pub struct SidecarArgs {
+    /// Specifies a container by name (gcloud): the flags following it, up to the next
+    /// --container, apply to that container (--image, --command, --args, --set-env-vars and
+    /// the other env-vars flags, --memory, --cpu, --startup-probe (sidecars), --add-volume-mount,
+    /// --depends-on, --set-secrets and the other secrets flags). Up to 10 containers per task.
+    /// The main container (whose exit ends the task) is the one the flags before the first
+    /// --container describe when they give --image, else the first --container.
+    #[arg(long = "container", value_name = "NAME")]
+    pub container_name: Option<String>,
+    /// The `--container` groups, taken from the command line before clap sees it
+    /// (`Cli::parse_from_args`).
+    #[arg(skip)]
+    pub containers: Vec<crate::spec::container_flags::ContainerFlags>,
+    /// An in-memory volume shared by the task's containers: name=N,type=in-memory[,size-limit=64Mi]; repeatable.
+    #[arg(long)]
+    pub add_volume: Vec<String>,
+    /// Mounts a volume into the main container: volume=N,mount-path=/path; repeatable.
+    #[arg(long)]
+    pub add_volume_mount: Vec<String>,
 }

@@ -11,9 +11,11 @@ use super::services::Format;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
-    /// Create a job in the daemon (it does not run until `runlet jobs execute`).
+    /// Create a job in the daemon (it does not run until `runlet jobs execute`); with
+    /// `--container NAME` groups, a task of several containers (sidecars).
     Create(JobArgs),
-    /// Change a job: only the flags given change.
+    /// Change a job: only the flags given change; a `--container NAME` group edits that
+    /// container, or adds it.
     Update(JobArgs),
     /// Show one job: a summary, or the resource as JSON or YAML.
     Describe {
@@ -48,9 +50,11 @@ pub enum JobsCommand {
 /// `runlet jobs create|update JOB`. Numbers and durations are text, checked by runlet with
 /// the flag named.
 #[derive(Debug, Args)]
+#[command(after_long_help = CONTAINERS_HELP)]
 pub struct JobArgs {
     pub job: String,
-    /// The image to run (loaded with `runlet image load`); required to create.
+    /// The image to run (loaded with `runlet image load`); required to create, unless the
+    /// first --container gives it.
     #[arg(long)]
     pub image: Option<String>,
     /// Number of tasks, 1-10000 [default: 1].
@@ -67,6 +71,8 @@ pub struct JobArgs {
     pub task_timeout: Option<String>,
     #[command(flatten)]
     pub container: super::ContainerArgs,
+    #[command(flatten)]
+    pub sidecars: super::job::SidecarArgs,
     /// Environment variables to add or change, KEY=VALUE[,...] (update; after
     /// --remove-env-vars).
     #[arg(long = "update-env-vars")]
@@ -90,6 +96,18 @@ pub struct JobArgs {
     #[command(flatten)]
     pub api: ApiArgs,
 }
+
+/// How `--container` groups change a job (gcloud's `run jobs create|update --container`).
+const CONTAINERS_HELP: &str = "Containers (sidecars in jobs):\n  \
+    The first container of a task is its main one: its exit ends the task and decides its \
+    result; the others are sidecars, stopped when it ends. `create` makes the containers in \
+    the order given: the flags before the first --container make the main container (named \
+    main) when they give --image, else the first --container is the main one. `update` \
+    changes only what a group gives: a group naming a container of the job edits it, a new \
+    name adds a sidecar (it needs --image); the flags before the first --container edit the \
+    main container. A task serves nothing, so no container takes --port, and none a liveness \
+    probe; a sidecar's --startup-probe names its port, and the containers that --depends-on \
+    it start once it passed.";
 
 /// A job's schedule: the daemon starts an execution at each due time (Cloud Scheduler's
 /// unix-cron; kept as `runlet.io/schedule*` annotations).

@@ -327,7 +327,8 @@ impl ContainerGroupArgs {
 impl Cli {
     /// Parses a command line, `--container NAME` groups included: clap parses what comes
     /// before the first `--container`, each group is parsed on its own
-    /// ([`ContainerGroupArgs`]) and given to `runlet serve` or `runlet deploy`.
+    /// ([`ContainerGroupArgs`]) and given to the command that takes them: `runlet serve`,
+    /// `runlet deploy`, `runlet job execute`, `runlet jobs create|update`.
     pub fn parse_from_args(args: Vec<String>) -> Result<Cli, clap::Error> {
         use clap::CommandFactory;
         let (head, groups) = crate::spec::container_flags::split_groups(&args);
@@ -338,10 +339,13 @@ impl Cli {
         let containers = match &mut cli.command {
             Command::Serve(serve) => &mut serve.containers,
             Command::Deploy(deploy) => &mut deploy.containers,
-            Command::Job(job::JobCommand::Execute(exec)) => &mut exec.containers,
+            Command::Job(job::JobCommand::Execute(exec)) => &mut exec.sidecars.containers,
+            Command::Jobs(jobs::JobsCommand::Create(a) | jobs::JobsCommand::Update(a)) => {
+                &mut a.sidecars.containers
+            }
             _ => return Err(Cli::command().error(
                 clap::error::ErrorKind::UnknownArgument,
-                "--container is for `runlet serve`, `runlet deploy` and `runlet job execute` only",
+                "--container is for `runlet serve`, `runlet deploy`, `runlet job execute` and `runlet jobs create|update` only",
             )),
         };
         for (name, rest) in groups {
@@ -394,4 +398,51 @@ pub enum ImageCommand {
         #[arg(required = true)]
         images: Vec<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::parse_from_args(line.split(' ').map(str::to_string).collect())
+    }
+
+    #[test]
+    fn jobs_create_and_update_take_container_groups() {
+        for verb in ["create", "update"] {
+            let cli = parse(&format!(
+                "runlet jobs {verb} j --tasks 2 --container main --image busybox --depends-on side \
+                 --container side --image probe --startup-probe tcpSocket.port=9000 --memory 1Gi"
+            ))
+            .unwrap();
+            let Command::Jobs(jobs::JobsCommand::Create(a) | jobs::JobsCommand::Update(a)) =
+                cli.command
+            else {
+                panic!("{verb}: not jobs {verb}")
+            };
+            assert_eq!((a.job.as_str(), a.tasks.as_deref()), ("j", Some("2")));
+            assert_eq!(
+                a.image, None,
+                "{verb}: --image after --container is the group's"
+            );
+            let names: Vec<&str> = a
+                .sidecars
+                .containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            assert_eq!(names, ["main", "side"], "{verb}");
+            assert_eq!(a.sidecars.containers[0].depends_on, ["side"]);
+            assert_eq!(a.sidecars.containers[1].image.as_deref(), Some("probe"));
+            assert_eq!(a.sidecars.containers[1].memory.as_deref(), Some("1Gi"));
+        }
+        // Job-wide flags inside a group are refused by the group's parser, as for serve.
+        let e =
+            parse("runlet jobs create j --container main --image busybox --tasks 2").unwrap_err();
+        assert!(e.to_string().contains("--tasks"), "{e}");
+        // Other commands still refuse --container, naming those that take it.
+        let e = parse("runlet jobs delete j --container main").unwrap_err();
+        assert!(e.to_string().contains("`runlet jobs create|update`"), "{e}");
+    }
 }

@@ -117,17 +117,10 @@ fn job_spec(a: &ExecuteArgs) -> Result<JobSpec, SpecError> {
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
         secrets: a.container.secrets.flags(),
-        containers: a.containers.clone(),
-        add_volume: a.add_volume.clone(),
-        add_volume_mount: a.add_volume_mount.clone(),
+        containers: super::group_flags(&a.sidecars.containers)?,
+        add_volume: a.sidecars.add_volume.clone(),
+        add_volume_mount: a.sidecars.add_volume_mount.clone(),
     };
-    let mut flags = flags;
-    // Each group's --env-vars-file, read as the services' are.
-    for g in &mut flags.containers {
-        if let Some(p) = &g.env_vars_file {
-            g.env.file = super::env_file(Some(p))?;
-        }
-    }
     jobspec::resolve(&flags, file.as_ref())
 }
 

@@ -105,7 +105,7 @@ fn render<T: Serialize>(
 /// `runlet jobs create|update`: the flags given, over the current job for an update.
 async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
     let name = job_name(&a.api, &a.job)?;
-    if !update && a.image.is_none() {
+    if !update && a.image.is_none() && a.sidecars.containers.is_empty() {
         return Err(SpecError {
             field: "--image",
             detail: "missing: a job needs an image (loaded with `runlet image load`)".into(),
@@ -132,9 +132,9 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         memory: a.memory.clone(),
         cpu: a.cpu.clone(),
         secrets: a.container.secrets.flags(),
-        containers: Vec::new(),
-        add_volume: Vec::new(),
-        add_volume_mount: Vec::new(),
+        containers: super::group_flags(&a.sidecars.containers)?,
+        add_volume: a.sidecars.add_volume.clone(),
+        add_volume_mount: a.sidecars.add_volume_mount.clone(),
     };
     let schedule = ScheduleFlags {
         schedule: a.schedule.schedule.clone(),
@@ -153,8 +153,11 @@ async fn put(global: &GlobalArgs, a: &JobArgs, update: bool) -> Result<i32> {
         )
     };
     // Checked before the daemon is reached, like every other bad input (a --max-executions
-    // alone is checked against the stored job).
-    if a.pubsub.max_executions.is_none() || a.pubsub.pubsub_subscription.is_some() {
+    // alone is checked against the stored job; so are an update's --container groups,
+    // which may edit containers the job has).
+    if (a.pubsub.max_executions.is_none() || a.pubsub.pubsub_subscription.is_some())
+        && (!update || flags.containers.is_empty())
+    {
         apply(&mut v2::Job::default())?;
     }
     let mut probe = std::collections::BTreeMap::new();

@@ -93,10 +93,7 @@ pub fn service_flags(
     a: &RevisionArgs,
     containers: &[ContainerFlags],
 ) -> Result<ServiceFlags, SpecError> {
-    let mut containers = containers.to_vec();
-    for g in &mut containers {
-        g.env.file = env_file(g.env_vars_file.as_deref())?;
-    }
+    let containers = group_flags(containers)?;
     Ok(ServiceFlags {
         image: image.to_string(),
         port: a.port,
@@ -132,6 +129,15 @@ pub fn service_flags(
         secrets: a.container.secrets.flags(),
         execution_environment: a.execution_environment.clone(),
     })
+}
+
+/// The `--container` groups with each one's `--env-vars-file` read.
+pub fn group_flags(groups: &[ContainerFlags]) -> Result<Vec<ContainerFlags>, SpecError> {
+    let mut groups = groups.to_vec();
+    for g in &mut groups {
+        g.env.file = env_file(g.env_vars_file.as_deref())?;
+    }
+    Ok(groups)
 }
 
 /// Reads `--env-vars-file` (gcloud's YAML map), if given.

@@ -65,23 +65,8 @@ impl ContainerFlags {
             None => None,
             Some(c) => Some((c.clone(), cpu("--cpu", c)?)),
         };
-        // A sidecar has no port to default a probe to: its probe names one (0 is refused).
-        let probe_port = self.port.unwrap_or(0);
         let probe = |field, text: &Option<String>| {
-            let p = text
-                .as_deref()
-                .map(|s| probe::parse(field, s, probe_port))
-                .transpose()?;
-            if p.as_ref().is_some_and(|p| probe_port_of(p) == 0) {
-                return Err(bad(
-                    field,
-                    format!(
-                        "container {} has no --port: its probe must name one (e.g. tcpSocket.port=N)",
-                        self.name
-                    ),
-                ));
-            }
-            Ok(p)
+            group_probe(field, &self.name, text.as_deref(), self.port.unwrap_or(0))
         };
         let mounts = self
             .add_volume_mount
@@ -125,6 +110,26 @@ impl ContainerFlags {
             cpu,
         })
     }
+}
+
+/// A group's `--startup-probe` or `--liveness-probe` for container `name` listening on
+/// `port`. A sidecar (port 0) has no port to default a probe to: its probe names one.
+pub fn group_probe(
+    field: &'static str,
+    name: &str,
+    text: Option<&str>,
+    port: u16,
+) -> Result<Option<probe::Probe>, SpecError> {
+    let p = text.map(|s| probe::parse(field, s, port)).transpose()?;
+    if p.as_ref().is_some_and(|p| probe_port_of(p) == 0) {
+        return Err(bad(
+            field,
+            format!(
+                "container {name} has no --port: its probe must name one (e.g. tcpSocket.port=N)"
+            ),
+        ));
+    }
+    Ok(p)
 }
 
 fn probe_port_of(p: &probe::Probe) -> u16 {

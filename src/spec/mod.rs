@@ -46,7 +46,7 @@ pub use list::split_list;
 pub use name::{check_name, name_from_image, revision_name};
 pub use probe::Probe;
 pub use quantity::{body_size, cpu, duration_in, in_range, memory, parse_duration};
-pub use volume::{volumes, MountFlag, VolumeFlag, VolumeFlags};
+pub use volume::{mount_of, volumes, MountFlag, VolumeFlag, VolumeFlags};
 
 /// Cloud Run's defaults for what a revision leaves unset; `runlet serve`'s flag defaults, the
 /// Admin API's template mapping ([`run_v2`]) and `runlet deploy`'s flags ([`flags`]) use them.

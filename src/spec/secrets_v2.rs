@@ -161,9 +161,15 @@ pub fn is_secret_volume(v: &v2::Volume) -> bool {
     matches!(v.volume_type, Some(volume::VolumeType::Secret(_)))
 }
 
-/// Replaces the secrets of container `c` (and the template's secret volumes `vols`) with
-/// `b`: plain env vars and other volumes are kept.
-pub fn replace(c: &mut v2::Container, vols: &mut Vec<v2::Volume>, b: &SecretBindings) {
+/// Replaces the secrets of container `c` (and its secret volumes among the template's
+/// `vols`) with `b`: plain env vars and other volumes are kept, and so are the secret
+/// volumes named in `keep` (those other containers of the template mount).
+pub fn replace(
+    c: &mut v2::Container,
+    vols: &mut Vec<v2::Volume>,
+    b: &SecretBindings,
+    keep: &[String],
+) {
     let secret_vols: Vec<String> = vols
         .iter()
         .filter(|v| is_secret_volume(v))
@@ -172,8 +178,14 @@ pub fn replace(c: &mut v2::Container, vols: &mut Vec<v2::Volume>, b: &SecretBind
     c.env
         .retain(|e| !matches!(e.values, Some(env_var::Values::ValueSource(_))));
     c.env.extend(b.env.iter().map(|(k, r)| env_var(k, r)));
-    c.volume_mounts.retain(|m| !secret_vols.contains(&m.name));
-    vols.retain(|v| !is_secret_volume(v));
+    let mine: Vec<String> = c
+        .volume_mounts
+        .iter()
+        .filter(|m| secret_vols.contains(&m.name))
+        .map(|m| m.name.clone())
+        .collect();
+    c.volume_mounts.retain(|m| !mine.contains(&m.name));
+    vols.retain(|v| !is_secret_volume(v) || !mine.contains(&v.name) || keep.contains(&v.name));
     let taken: Vec<String> = vols.iter().map(|v| v.name.clone()).collect();
     let (new_vols, new_mounts) = volumes(b, &taken);
     vols.extend(new_vols);
@@ -234,16 +246,21 @@ mod tests {
             name: "secret-1".into(),
             volume_type: Some(volume::VolumeType::EmptyDir(Default::default())),
         }];
-        replace(&mut c, &mut vols, &b);
+        replace(&mut c, &mut vols, &b, &[]);
         assert_eq!(vols.len(), 3);
         assert_eq!(vols[1].name, "secret-2", "the taken name is skipped");
         let back = bindings(F, "", &c.env, &vols, &c.volume_mounts).unwrap();
         assert_eq!(back, b);
-        // Replacing again keeps the plain parts and drops the old secrets.
-        replace(&mut c, &mut vols, &bound(&["C=c:1"]));
+        // Replacing again keeps the plain parts and drops the old secrets, but for the
+        // volume another container mounts too.
+        let mut other = c.clone();
+        replace(&mut c, &mut vols, &bound(&["C=c:1"]), &["secret-2".into()]);
         assert_eq!(c.env.len(), 2);
-        assert_eq!(vols.len(), 1);
+        let names: Vec<&str> = vols.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["secret-1", "secret-2"]);
         assert_eq!(c.volume_mounts.len(), 1);
+        replace(&mut other, &mut vols, &bound(&[]), &[]);
+        assert_eq!(vols.len(), 1);
     }
 
     #[test]

@@ -143,18 +143,7 @@ pub fn service_of(f: &Checked) -> v2::Service {
     });
     let template = v2::RevisionTemplate {
         containers: vec![container],
-        volumes: f
-            .volumes
-            .volumes
-            .iter()
-            .map(|v| v2::Volume {
-                name: v.name.clone(),
-                volume_type: Some(volume::VolumeType::EmptyDir(v2::EmptyDirVolumeSource {
-                    medium: Medium::Memory as i32,
-                    size_limit: v.size_limit.clone().unwrap_or_default(),
-                })),
-            })
-            .collect(),
+        volumes: f.volumes.volumes.iter().map(in_memory_volume).collect(),
         scaling,
         timeout: f.timeout.map(|d| pbjson_types::Duration {
             seconds: d.as_secs() as i64,
@@ -170,6 +159,7 @@ pub fn service_of(f: &Checked) -> v2::Service {
         &mut template.containers[0],
         &mut template.volumes,
         &f.secrets,
+        &[],
     );
     v2::Service {
         template: Some(template),
@@ -185,36 +175,50 @@ pub fn service_of(f: &Checked) -> v2::Service {
 /// container by name (a new container has none). Other flags describe the template anew.
 pub fn with_current_env(flags: &mut ServiceFlags, current: &v2::Service) {
     let Some(t) = &current.template else { return };
-    let plain = |c: &v2::Container| -> Vec<(String, String)> {
-        c.env
-            .iter()
-            .filter_map(|e| match &e.values {
-                Some(env_var::Values::Value(v)) => Some((e.name.clone(), v.clone())),
-                None => Some((e.name.clone(), String::new())),
-                Some(env_var::Values::ValueSource(_)) => None,
-            })
-            .collect()
-    };
     if flags.containers.is_empty() {
         let ingress = t
             .containers
             .iter()
             .find(|c| !c.ports.is_empty())
             .or(t.containers.first());
-        flags.env.current = ingress.map(plain).unwrap_or_default();
+        flags.env.current = ingress.map(plain_env).unwrap_or_default();
     }
     for g in &mut flags.containers {
         g.env.current = t
             .containers
             .iter()
             .find(|c| c.name == g.name)
-            .map(plain)
+            .map(plain_env)
             .unwrap_or_default();
     }
 }
 
+/// A container's plain variables (those not from a secret), as the API carries them:
+/// what `--update-env-vars` and `--remove-env-vars` change.
+pub fn plain_env(c: &v2::Container) -> Vec<(String, String)> {
+    c.env
+        .iter()
+        .filter_map(|e| match &e.values {
+            Some(env_var::Values::Value(v)) => Some((e.name.clone(), v.clone())),
+            None => Some((e.name.clone(), String::new())),
+            Some(env_var::Values::ValueSource(_)) => None,
+        })
+        .collect()
+}
+
+/// An `--add-volume` (in-memory) as the template's volume.
+pub fn in_memory_volume(v: &super::VolumeFlag) -> v2::Volume {
+    v2::Volume {
+        name: v.name.clone(),
+        volume_type: Some(volume::VolumeType::EmptyDir(v2::EmptyDirVolumeSource {
+            medium: Medium::Memory as i32,
+            size_limit: v.size_limit.clone().unwrap_or_default(),
+        })),
+    }
+}
+
 /// A probe as the API spells it, every value explicit (ports included).
-fn probe_of(p: &Probe) -> v2::Probe {
+pub fn probe_of(p: &Probe) -> v2::Probe {
     let secs = |d: std::time::Duration| d.as_secs() as i32;
     v2::Probe {
         initial_delay_seconds: secs(p.initial_delay),

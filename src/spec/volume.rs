@@ -115,7 +115,7 @@ fn volume(v: &str, memory: u64) -> Result<VolumeFlag, SpecError> {
 }
 
 /// One `--add-volume-mount` value of a `--container` group, of a volume in `vols`.
-pub(super) fn mount_of(m: &str, vols: &[VolumeFlag]) -> Result<MountFlag, SpecError> {
+pub fn mount_of(m: &str, vols: &[VolumeFlag]) -> Result<MountFlag, SpecError> {
     mount(m, vols)
 }
 

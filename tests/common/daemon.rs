@@ -117,12 +117,18 @@ impl Daemon {
     }
 
     /// `runlet ARGS --api ADDR --project runlet-test` against this daemon: (exit code,
-    /// stdout, stderr).
+    /// stdout, stderr). With `--container` groups, the API flags go before the first (after
+    /// it they would be the group's, which refuses them).
     pub fn cli(&self, env: &Env, args: &[&str]) -> (Option<i32>, String, String) {
+        let at = args
+            .iter()
+            .position(|a| *a == "--container" || a.starts_with("--container="))
+            .unwrap_or(args.len());
         let out = env
             .runlet()
-            .args(args)
+            .args(&args[..at])
             .args(["--api", &self.api.to_string(), "--project", "runlet-test"])
+            .args(&args[at..])
             .output()
             .expect("run runlet");
         (

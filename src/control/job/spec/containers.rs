@@ -42,23 +42,8 @@ pub(super) fn resolve_groups(
         )
     } else {
         let first = &flags.containers[0];
-        let given_before = [
-            ("--command", flags.command.is_some()),
-            ("--args", flags.args.is_some()),
-            ("--set-env-vars", !flags.set_env_vars.is_empty()),
-            ("--env-vars-file", flags.env.file.is_some()),
-            ("--memory", flags.memory.is_some()),
-            ("--cpu", flags.cpu.is_some()),
-            ("--add-volume-mount", !flags.add_volume_mount.is_empty()),
-        ];
-        if let Some((flag, _)) = given_before.iter().find(|(_, given)| *given) {
-            return Err(bad(
-                flag,
-                format!(
-                    "given before the first --container but no --image there: put it after --container {} (the main container)",
-                    first.name
-                ),
-            ));
+        if let Some(flag) = flags.container_flag_given() {
+            return Err(given_before(flag, &first.name));
         }
         if first.port.is_some() {
             return Err(bad(
@@ -132,6 +117,17 @@ pub(super) fn resolve_groups(
     };
     container::check_job(&spec.containers())?;
     Ok(spec)
+}
+
+/// A container flag given before the first `--container` where no `--image` makes a main
+/// container of them.
+pub(super) fn given_before(flag: &'static str, first: &str) -> SpecError {
+    bad(
+        flag,
+        format!(
+            "given before the first --container but no --image there: put it after --container {first} (the main container)"
+        ),
+    )
 }
 
 const DEPS_FIELD: &str =

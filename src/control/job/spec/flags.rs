@@ -42,6 +42,28 @@ pub struct JobFlags {
     pub add_volume_mount: Vec<String>,
 }
 
+impl JobFlags {
+    /// The first flag given before any `--container` that describes a container (all but
+    /// `--image`, which names the main one): with groups and no `--image` there, it has
+    /// no container to apply to.
+    pub fn container_flag_given(&self) -> Option<&'static str> {
+        let given = [
+            ("--command", self.command.is_some()),
+            ("--args", self.args.is_some()),
+            ("--set-env-vars", !self.set_env_vars.is_empty()),
+            ("--memory", self.memory.is_some()),
+            ("--cpu", self.cpu.is_some()),
+            ("--add-volume-mount", !self.add_volume_mount.is_empty()),
+            ("--set-secrets", !self.secrets.is_empty()),
+        ];
+        self.env
+            .given()
+            .first()
+            .copied()
+            .or_else(|| given.iter().find(|g| g.1).map(|g| g.0))
+    }
+}
+
 fn parse_u32(field: &'static str, s: &str) -> Result<u32, SpecError> {
     s.trim()
         .parse()
