@@ -18,6 +18,7 @@ pub mod log_format;
 pub mod metadata;
 pub mod metrics;
 pub mod pb;
+pub mod private_file;
 pub mod pubsub;
 pub mod runtime;
 pub mod secrets;

@@ -8,14 +8,15 @@
 //! Errors name the secret (`projects/P/secrets/S/versions/N`), never its value.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
+use crate::private_file::{private_dir, write_private};
 use crate::spec::secrets::{check_project, check_secret_id, Version};
 use crate::spec::SpecError;
 
@@ -255,40 +256,20 @@ fn check_size(d: &[u8]) -> Result<(), SecretError> {
     Ok(())
 }
 
-/// Writes version `n` in `dir`: temp file (0600), fsync, rename, fsync of the directory.
+/// Writes version `n` in `dir` for the owner alone, atomically
+/// ([`write_private`](crate::private_file::write_private)).
 fn write_version(dir: &Path, n: u32, data: &[u8]) -> Result<(), SecretError> {
-    let path = dir.join(n.to_string());
-    let tmp = dir.join(format!(".{n}.tmp"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err("create", &tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(io_err("chmod", &tmp))?;
-    f.write_all(data).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
-}
-
-/// Creates `dir` and its missing parents for the owner alone (0700).
-fn private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    write_private(dir, &n.to_string(), &format!(".{n}.tmp"), data).map_err(|e| SecretError::Io {
+        op: e.op,
+        path: e.path.display().to_string(),
+        source: e.source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777

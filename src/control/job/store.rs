@@ -8,14 +8,13 @@
 //! tells a running execution from an abandoned one ([`RecordStore::try_claim`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
 use super::record::ExecutionRecord;
+use crate::private_file::{private_dir, write_private};
 
 #[derive(Debug, Error)]
 pub enum RecordError {
@@ -142,25 +141,19 @@ impl RecordStore {
             source,
         })?;
         private_dir(&self.dir).map_err(io_err("create directory", &self.dir))?;
-        let path = self.json(rec.name());
-        let tmp = self.dir.join(format!(".{}.json.tmp", rec.name()));
         // Records hold the job's environment values: the owner's alone (0600).
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err("chmod", &tmp))?;
-        f.write_all(&bytes).map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("fsync", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync directory", &self.dir))
+        let name = rec.name();
+        write_private(
+            &self.dir,
+            &format!("{name}.json"),
+            &format!(".{name}.json.tmp"),
+            &bytes,
+        )
+        .map_err(|e| RecordError::Io {
+            op: e.op,
+            path: e.path.display().to_string(),
+            source: e.source,
+        })
     }
 
     /// [`save_blocking`](Self::save_blocking) on a blocking thread.
@@ -245,20 +238,11 @@ impl RecordStore {
     }
 }
 
-/// Creates `dir` (and its missing parents) for the owner alone (0700), and makes an
-/// existing one so: the records in it hold environment values.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::record::tests::{spec, t0};
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_store_writes_durably_and_locks() {
