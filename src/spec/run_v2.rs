@@ -409,17 +409,28 @@ fn scaling(svc: &v2::Service, t: &v2::RevisionTemplate) -> Result<(usize, usize)
 }
 
 fn env(i: usize, c: &v2::Container) -> Result<Vec<(String, String)>, SpecError> {
-    let field = field(i, F::Env);
+    plain_env(field(i, F::Env), &c.env, RESERVED_ENV, "runlet sets it")
+}
+
+/// The plain variables of `vars` (a secret's reference is the container's secrets, see
+/// `secrets_v2`), the last of a name winning. Refused, naming `field`: a bad name, or one
+/// of `reserved`, which `sets` says who sets (a service's and a job's lists differ).
+pub(crate) fn plain_env(
+    field: &'static str,
+    vars: &[v2::EnvVar],
+    reserved: &[&str],
+    sets: &str,
+) -> Result<Vec<(String, String)>, SpecError> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for e in &c.env {
+    for e in vars {
         check_env_name(field, &e.name)?;
-        if RESERVED_ENV.contains(&e.name.as_str()) {
+        if reserved.contains(&e.name.as_str()) {
             return Err(bad(
                 field,
                 format!(
-                    "{} is reserved: runlet sets it (reserved: {})",
+                    "{} is reserved: {sets} (reserved: {})",
                     e.name,
-                    RESERVED_ENV.join(", ")
+                    reserved.join(", ")
                 ),
             ));
         }

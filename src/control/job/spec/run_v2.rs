@@ -14,7 +14,8 @@ use super::{
     DEFAULT_TASK_TIMEOUT, MAX_NAME, MAX_RETRIES, MAX_TASKS, RESERVED_ENV,
 };
 use crate::image::reference;
-use crate::pb::run_v2::{self as v2, env_var, run_job_request::Overrides, task_template, volume};
+use crate::pb::run_v2::run_job_request::{overrides::ContainerOverride, Overrides};
+use crate::pb::run_v2::{self as v2, env_var, task_template, volume};
 use crate::spec::container::{Container, Mount, Sidecars};
 use crate::spec::run_v2_containers::{job_field, F};
 use crate::spec::{self as svc, secrets_v2, SpecError};
@@ -110,17 +111,7 @@ pub fn job_spec(
                 // A sidecar's: applied once the sidecars are mapped.
                 continue;
             }
-            if co.clear_args {
-                args = None;
-            } else if !co.args.is_empty() {
-                args = Some(co.args.clone());
-            }
-            for (k, v) in env_vars("overrides.containerOverrides.env", &co.env)? {
-                match env.iter_mut().find(|(ek, _)| *ek == k) {
-                    Some(slot) => slot.1 = v,
-                    None => env.push((k, v)),
-                }
-            }
+            apply_override(co, &mut args, &mut env)?;
         }
         if o.task_count != 0 {
             task_count =
@@ -205,17 +196,7 @@ fn sidecars(
             .flat_map(|o| &o.container_overrides)
             .find(|co| co.name == c.name)
         {
-            if co.clear_args {
-                args = None;
-            } else if !co.args.is_empty() {
-                args = Some(co.args.clone());
-            }
-            for (k, v) in env_vars("overrides.containerOverrides.env", &co.env)? {
-                match env.iter_mut().find(|(ek, _)| *ek == k) {
-                    Some(slot) => slot.1 = v,
-                    None => env.push((k, v)),
-                }
-            }
+            apply_override(co, &mut args, &mut env)?;
         }
         let fields = secrets_v2::Fields {
             env: job_field(i, F::Env),
@@ -434,32 +415,31 @@ fn resources(i: usize, c: &v2::Container) -> Result<(String, u64, String, f64), 
     Ok((memory, bytes, cpu, cpus))
 }
 
-fn env_vars(field: &'static str, vars: &[v2::EnvVar]) -> Result<Vec<(String, String)>, SpecError> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for e in vars {
-        svc::check_env_name(field, &e.name)?;
-        if RESERVED_ENV.contains(&e.name.as_str()) {
-            return Err(bad(
-                field,
-                format!(
-                    "{} is reserved: runlet sets it in every task (reserved: {})",
-                    e.name,
-                    RESERVED_ENV.join(", ")
-                ),
-            ));
-        }
-        let value = match &e.values {
-            None => String::new(),
-            Some(env_var::Values::Value(v)) => v.clone(),
-            // A secret's reference: the container's secrets (see `secrets_v2`).
-            Some(env_var::Values::ValueSource(_)) => continue,
-        };
-        match out.iter_mut().find(|(k, _)| *k == e.name) {
-            Some(slot) => slot.1 = value,
-            None => out.push((e.name.clone(), value)),
+/// A `RunJob` container override on its container's args and variables: `clearArgs` or
+/// `args` replace the args, `env` sets the variables it names (the main container's and a
+/// sidecar's alike).
+fn apply_override(
+    co: &ContainerOverride,
+    args: &mut Option<Vec<String>>,
+    env: &mut Vec<(String, String)>,
+) -> Result<(), SpecError> {
+    if co.clear_args {
+        *args = None;
+    } else if !co.args.is_empty() {
+        *args = Some(co.args.clone());
+    }
+    for (k, v) in env_vars("overrides.containerOverrides.env", &co.env)? {
+        match env.iter_mut().find(|(ek, _)| *ek == k) {
+            Some(slot) => slot.1 = v,
+            None => env.push((k, v)),
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// A job's plain variables ([`svc::run_v2::plain_env`], with the job's reserved names).
+fn env_vars(field: &'static str, vars: &[v2::EnvVar]) -> Result<Vec<(String, String)>, SpecError> {
+    svc::run_v2::plain_env(field, vars, RESERVED_ENV, "runlet sets it in every task")
 }
 
 #[cfg(test)]
