@@ -43,26 +43,13 @@ pub fn service(flags: &ServiceFlags) -> Result<v2::Service, SpecError> {
 /// A sidecar's container: what its `--container` group gave.
 fn sidecar_of(g: &CheckedContainer, cpu_idle: bool) -> v2::Container {
     let c = &g.container;
-    let mut limits = std::collections::BTreeMap::new();
-    if let Some((text, _)) = &g.memory {
-        limits.insert("memory".to_string(), text.clone());
-    }
-    if let Some((text, _)) = &g.cpu {
-        limits.insert("cpu".to_string(), text.clone());
-    }
+    let limits = limits_of(&g.memory, &g.cpu);
     v2::Container {
         name: c.name.clone(),
         image: g.image.clone(),
         command: c.command.clone().unwrap_or_default(),
         args: c.args.clone().unwrap_or_default(),
-        env: c
-            .env
-            .iter()
-            .map(|(k, v)| v2::EnvVar {
-                name: k.clone(),
-                values: Some(env_var::Values::Value(v.clone())),
-            })
-            .collect(),
+        env: plain_env_vars(&c.env),
         resources: (!limits.is_empty()).then_some(v2::ResourceRequirements {
             limits,
             cpu_idle,
@@ -71,11 +58,7 @@ fn sidecar_of(g: &CheckedContainer, cpu_idle: bool) -> v2::Container {
         volume_mounts: c
             .mounts
             .iter()
-            .map(|m| v2::VolumeMount {
-                name: m.volume.clone(),
-                mount_path: m.path.clone(),
-                sub_path: String::new(),
-            })
+            .map(|m| volume_mount(&m.volume, &m.path))
             .collect(),
         startup_probe: c.startup_probe.as_ref().map(probe_of),
         liveness_probe: c.liveness_probe.as_ref().map(probe_of),
@@ -84,27 +67,49 @@ fn sidecar_of(g: &CheckedContainer, cpu_idle: bool) -> v2::Container {
     }
 }
 
-/// The `Service` of flags already checked.
-pub fn service_of(f: &Checked) -> v2::Service {
+/// `resources.limits` of a container: the `--memory` and `--cpu` given, as given.
+fn limits_of<M, C>(
+    memory: &Option<(String, M)>,
+    cpu: &Option<(String, C)>,
+) -> std::collections::BTreeMap<String, String> {
     let mut limits = std::collections::BTreeMap::new();
-    if let Some((text, _)) = &f.memory {
+    if let Some((text, _)) = memory {
         limits.insert("memory".to_string(), text.clone());
     }
-    if let Some((text, _)) = &f.cpu {
+    if let Some((text, _)) = cpu {
         limits.insert("cpu".to_string(), text.clone());
     }
+    limits
+}
+
+/// Plain variables as the API carries them (the inverse of [`plain_env`]).
+pub fn plain_env_vars(pairs: &[(String, String)]) -> Vec<v2::EnvVar> {
+    pairs
+        .iter()
+        .map(|(k, v)| v2::EnvVar {
+            name: k.clone(),
+            values: Some(env_var::Values::Value(v.clone())),
+        })
+        .collect()
+}
+
+/// A mount of an in-memory volume as the API carries it.
+pub fn volume_mount(volume: &str, path: &str) -> v2::VolumeMount {
+    v2::VolumeMount {
+        name: volume.to_string(),
+        mount_path: path.to_string(),
+        sub_path: String::new(),
+    }
+}
+
+/// The `Service` of flags already checked.
+pub fn service_of(f: &Checked) -> v2::Service {
+    let limits = limits_of(&f.memory, &f.cpu);
     let container = v2::Container {
         image: f.image.clone(),
         command: f.command.clone().unwrap_or_default(),
         args: f.args.clone().unwrap_or_default(),
-        env: f
-            .env
-            .iter()
-            .map(|(k, v)| v2::EnvVar {
-                name: k.clone(),
-                values: Some(env_var::Values::Value(v.clone())),
-            })
-            .collect(),
+        env: plain_env_vars(&f.env),
         // Always there: without it the API means Cloud Run's CPU throttling, which runlet
         // leaves off unless asked (`cpu_idle`).
         resources: Some(v2::ResourceRequirements {
@@ -124,11 +129,7 @@ pub fn service_of(f: &Checked) -> v2::Service {
             .volumes
             .mounts
             .iter()
-            .map(|m| v2::VolumeMount {
-                name: m.volume.clone(),
-                mount_path: m.path.clone(),
-                sub_path: String::new(),
-            })
+            .map(|m| volume_mount(&m.volume, &m.path))
             .collect(),
         startup_probe: f.startup_probe.as_ref().map(probe_of),
         liveness_probe: f.liveness_probe.as_ref().map(probe_of),

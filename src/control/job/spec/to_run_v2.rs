@@ -25,16 +25,6 @@ fn duration(field: &'static str, s: &str) -> Result<pbjson_types::Duration, Spec
     })
 }
 
-fn env_vars(pairs: Vec<(String, String)>) -> Vec<v2::EnvVar> {
-    pairs
-        .into_iter()
-        .map(|(k, v)| v2::EnvVar {
-            name: k,
-            values: Some(v2::env_var::Values::Value(v)),
-        })
-        .collect()
-}
-
 /// Sets the fields `f` gives on `job` (creating its template and containers as needed).
 /// The flags before the first `--container` edit the main container (the first); each
 /// `--container NAME` group edits the container of that name, or adds it (gcloud's
@@ -212,7 +202,8 @@ fn edit(task: &mut v2::TaskTemplate, i: usize, e: &Edit) -> Result<(), SpecError
         // Plain variables only: secrets have their own flags (as gcloud).
         c.env
             .retain(|e| matches!(e.values, Some(v2::env_var::Values::ValueSource(_))));
-        c.env.extend(env_vars(ops.apply(&current)));
+        c.env
+            .extend(svc::to_run_v2::plain_env_vars(&ops.apply(&current)));
     }
     if let Some(m) = e.memory {
         svc::memory("--memory", m)?;
@@ -237,11 +228,8 @@ fn edit(task: &mut v2::TaskTemplate, i: usize, e: &Edit) -> Result<(), SpecError
         for m in e.mounts {
             let m = svc::mount_of(m, &vols)?;
             c.volume_mounts.retain(|old| old.mount_path != m.path);
-            c.volume_mounts.push(v2::VolumeMount {
-                name: m.volume,
-                mount_path: m.path,
-                sub_path: String::new(),
-            });
+            c.volume_mounts
+                .push(svc::to_run_v2::volume_mount(&m.volume, &m.path));
         }
     }
     let ops = e.secrets.parse()?;
@@ -306,7 +294,7 @@ pub fn overrides(
         o.container_overrides = vec![v2::run_job_request::overrides::ContainerOverride {
             args: args.map(<[String]>::to_vec).unwrap_or_default(),
             clear_args: args.is_some_and(<[String]>::is_empty),
-            env: env_vars(env),
+            env: svc::to_run_v2::plain_env_vars(&env),
             ..Default::default()
         }];
     }
