@@ -193,18 +193,14 @@ fn sidecar(
     };
     let (memory_bytes, cpu, _) = resources(i, c)?;
     let sidecar_probe = |f: &'static str, p: &Option<v2::Probe>| -> Result<_, SpecError> {
-        let Some(p) = p else { return Ok(None) };
-        let p = probe(f, p, 0)?;
-        if action_port(&p.action) == 0 {
-            return Err(bad(
-                f,
-                format!(
+        p.as_ref()
+            .map(|p| {
+                portless_probe(f, p, || format!(
                     "container {} is a sidecar and has no port: its probe must name one (tcpSocket.port, httpGet.port or grpc.port)",
                     c.name
-                ),
-            ));
-        }
-        Ok(Some(p))
+                ))
+            })
+            .transpose()
     };
     let startup_probe = sidecar_probe(field(i, F::StartupProbe), &c.startup_probe)?;
     let liveness_probe = sidecar_probe(field(i, F::LivenessProbe), &c.liveness_probe)?;
@@ -316,6 +312,20 @@ fn check_container(i: usize, c: &v2::Container) -> Result<(), SpecError> {
         return refuse(field(i, F::ReadinessProbe), "a readiness probe");
     }
     Ok(())
+}
+
+/// The probe of a container without a port (a sidecar's): it must name a port; `refusal`
+/// says so when it does not.
+pub(crate) fn portless_probe(
+    field: &'static str,
+    p: &v2::Probe,
+    refusal: impl FnOnce() -> String,
+) -> Result<Probe, SpecError> {
+    let p = probe(field, p, 0)?;
+    if action_port(&p.action) == 0 {
+        return Err(bad(field, refusal()));
+    }
+    Ok(p)
 }
 
 pub(crate) fn action_port(a: &Action) -> u16 {
@@ -547,14 +557,8 @@ fn template_volumes(t: &v2::RevisionTemplate, memory: u64) -> Result<Vols, SpecE
                 {
                     return Err(bad(VOLS, format!("{}: emptyDir medium must be MEMORY", v.name)));
                 }
-                let size = if e.size_limit.is_empty() {
-                    memory
-                } else {
-                    crate::util::parse_memory(&e.size_limit)
-                        .filter(|s| *s > 0)
-                        .ok_or_else(|| bad(VOLS, format!("{}: sizeLimit {:?} is not a size (e.g. 64Mi)", v.name, e.size_limit)))?
-                };
-                vols.sizes.push((v.name.clone(), size.min(memory)));
+                let size = in_memory_size(VOLS, &v.name, &e.size_limit, memory)?;
+                vols.sizes.push((v.name.clone(), size));
             }
             // Mounted as the container's secrets (see `secrets_v2`).
             Some(volume::VolumeType::Secret(_)) => vols.secret.push(v.name.clone()),
@@ -567,6 +571,28 @@ fn template_volumes(t: &v2::RevisionTemplate, memory: u64) -> Result<Vols, SpecE
         }
     }
     Ok(vols)
+}
+
+/// An in-memory volume's size: its `sizeLimit`, at most (and by default) `memory`, the
+/// memory of the instance or task that holds it.
+pub(crate) fn in_memory_size(
+    field: &'static str,
+    name: &str,
+    size_limit: &str,
+    memory: u64,
+) -> Result<u64, SpecError> {
+    if size_limit.is_empty() {
+        return Ok(memory);
+    }
+    let size = crate::util::parse_memory(size_limit)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| {
+            bad(
+                field,
+                format!("{name}: sizeLimit {size_limit:?} is not a size (e.g. 64Mi)"),
+            )
+        })?;
+    Ok(size.min(memory))
 }
 
 /// Container `i`'s mounts of in-memory volumes (secret volumes are `secrets_v2`'s).

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::image::reference;
 use crate::pb::run_v2::run_job_request::{overrides::ContainerOverride, Overrides};
-use crate::pb::run_v2::{self as v2, env_var, task_template, volume};
+use crate::pb::run_v2::{self as v2, task_template, volume};
 use crate::spec::container::{Container, Mount, Sidecars};
 use crate::spec::run_v2_containers::{job_field, F};
 use crate::spec::{self as svc, secrets_v2, SpecError};
@@ -210,20 +210,15 @@ fn sidecars(
             &task.volumes,
             &c.volume_mounts,
         )?;
-        let startup_probe = match &c.startup_probe {
-            None => None,
-            Some(p) => {
-                let f = job_field(i, F::StartupProbe);
-                let p = svc::run_v2::probe(f, p, 0)?;
-                if svc::run_v2::action_port(&p.action) == 0 {
-                    return Err(bad(
-                        f,
-                        format!("container {}: its probe must name a port (tcpSocket.port, httpGet.port or grpc.port)", c.name),
-                    ));
-                }
-                Some(p)
-            }
-        };
+        let startup_probe = c
+            .startup_probe
+            .as_ref()
+            .map(|p| {
+                svc::run_v2::portless_probe(job_field(i, F::StartupProbe), p, || {
+                    format!("container {}: its probe must name a port (tcpSocket.port, httpGet.port or grpc.port)", c.name)
+                })
+            })
+            .transpose()?;
         containers.push(Container {
             name: c.name.clone(),
             image: reference::normalize(&c.image)
@@ -244,22 +239,12 @@ fn sidecars(
     let mut volumes = Vec::new();
     for v in &task.volumes {
         if let Some(volume::VolumeType::EmptyDir(e)) = &v.volume_type {
-            let size = if e.size_limit.is_empty() {
-                task_memory
-            } else {
-                crate::util::parse_memory(&e.size_limit)
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| {
-                        bad(
-                            "job.template.template.volumes",
-                            format!(
-                                "{}: sizeLimit {:?} is not a size (e.g. 64Mi)",
-                                v.name, e.size_limit
-                            ),
-                        )
-                    })?
-                    .min(task_memory)
-            };
+            let size = svc::run_v2::in_memory_size(
+                "job.template.template.volumes",
+                &v.name,
+                &e.size_limit,
+                task_memory,
+            )?;
             volumes.push((v.name.clone(), size));
         }
     }
@@ -445,6 +430,7 @@ fn env_vars(field: &'static str, vars: &[v2::EnvVar]) -> Result<Vec<(String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pb::run_v2::env_var;
     use crate::pb::run_v2::run_job_request::overrides::ContainerOverride;
 
     fn var(k: &str, v: &str) -> v2::EnvVar {
