@@ -95,12 +95,7 @@ impl ContainerFlags {
             startup_probe: probe("--startup-probe", &self.startup_probe)?,
             liveness_probe: probe("--liveness-probe", &self.liveness_probe)?,
             mounts,
-            depends_on: self
-                .depends_on
-                .iter()
-                .flat_map(|d| split_list(d))
-                .filter(|d| !d.is_empty())
-                .collect(),
+            depends_on: depends_on_list(&self.depends_on),
             secrets,
         };
         Ok(CheckedContainer {
@@ -110,6 +105,15 @@ impl ContainerFlags {
             cpu,
         })
     }
+}
+
+/// `--depends-on`, each in gcloud's list syntax, as the names it lists.
+pub fn depends_on_list(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .flat_map(|d| split_list(d))
+        .filter(|d| !d.is_empty())
+        .collect()
 }
 
 /// A group's `--startup-probe` or `--liveness-probe` for container `name` listening on

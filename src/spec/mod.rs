@@ -16,6 +16,7 @@ pub mod container_flags;
 mod env;
 pub mod execution;
 pub mod flags;
+pub mod group_to_run_v2;
 mod list;
 mod name;
 pub mod probe;

@@ -7,6 +7,7 @@
 
 use super::container_flags::CheckedContainer;
 use super::flags::{Checked, ServiceFlags};
+use super::group_to_run_v2::{apply_group, GroupFields};
 use super::probe::{Action, Probe};
 use super::SpecError;
 use crate::pb::run_v2::{self as v2, empty_dir_volume_source::Medium, env_var, probe, volume};
@@ -43,43 +44,34 @@ pub fn service(flags: &ServiceFlags) -> Result<v2::Service, SpecError> {
 /// A sidecar's container: what its `--container` group gave.
 fn sidecar_of(g: &CheckedContainer, cpu_idle: bool) -> v2::Container {
     let c = &g.container;
-    let limits = limits_of(&g.memory, &g.cpu);
-    v2::Container {
+    let mut out = v2::Container {
         name: c.name.clone(),
-        image: g.image.clone(),
-        command: c.command.clone().unwrap_or_default(),
-        args: c.args.clone().unwrap_or_default(),
-        env: plain_env_vars(&c.env),
-        resources: (!limits.is_empty()).then_some(v2::ResourceRequirements {
-            limits,
-            cpu_idle,
-            startup_cpu_boost: false,
-        }),
-        volume_mounts: c
-            .mounts
-            .iter()
-            .map(|m| volume_mount(&m.volume, &m.path))
-            .collect(),
-        startup_probe: c.startup_probe.as_ref().map(probe_of),
-        liveness_probe: c.liveness_probe.as_ref().map(probe_of),
-        depends_on: c.depends_on.clone(),
         ..Default::default()
+    };
+    apply_group(
+        &mut out,
+        GroupFields {
+            image: Some(&g.image),
+            command: c.command.clone(),
+            args: c.args.clone(),
+            env: Some(c.env.clone()),
+            memory: g.memory.as_ref().map(|(text, _)| text.as_str()),
+            cpu: g.cpu.as_ref().map(|(text, _)| text.as_str()),
+            mounts: c
+                .mounts
+                .iter()
+                .map(|m| (m.volume.clone(), m.path.clone()))
+                .collect(),
+            startup_probe: c.startup_probe.as_ref(),
+            liveness_probe: c.liveness_probe.as_ref(),
+            depends_on: Some(c.depends_on.clone()),
+        },
+    );
+    // Limits given: the instance's CPU throttling with them.
+    if let Some(r) = &mut out.resources {
+        r.cpu_idle = cpu_idle;
     }
-}
-
-/// `resources.limits` of a container: the `--memory` and `--cpu` given, as given.
-fn limits_of<M, C>(
-    memory: &Option<(String, M)>,
-    cpu: &Option<(String, C)>,
-) -> std::collections::BTreeMap<String, String> {
-    let mut limits = std::collections::BTreeMap::new();
-    if let Some((text, _)) = memory {
-        limits.insert("memory".to_string(), text.clone());
-    }
-    if let Some((text, _)) = cpu {
-        limits.insert("cpu".to_string(), text.clone());
-    }
-    limits
+    out
 }
 
 /// Plain variables as the API carries them (the inverse of [`plain_env`]).
@@ -104,37 +96,39 @@ pub fn volume_mount(volume: &str, path: &str) -> v2::VolumeMount {
 
 /// The `Service` of flags already checked.
 pub fn service_of(f: &Checked) -> v2::Service {
-    let limits = limits_of(&f.memory, &f.cpu);
-    let container = v2::Container {
-        image: f.image.clone(),
-        command: f.command.clone().unwrap_or_default(),
-        args: f.args.clone().unwrap_or_default(),
-        env: plain_env_vars(&f.env),
-        // Always there: without it the API means Cloud Run's CPU throttling, which runlet
-        // leaves off unless asked (`cpu_idle`).
-        resources: Some(v2::ResourceRequirements {
-            limits,
-            cpu_idle: f.cpu_throttling,
-            startup_cpu_boost: false,
-        }),
-        ports: if f.port.is_some() || f.use_http2 {
-            vec![v2::ContainerPort {
-                name: if f.use_http2 { "h2c" } else { "http1" }.into(),
-                container_port: i32::from(f.port()),
-            }]
-        } else {
-            Vec::new()
+    let mut container = v2::Container::default();
+    apply_group(
+        &mut container,
+        GroupFields {
+            image: Some(&f.image),
+            command: f.command.clone(),
+            args: f.args.clone(),
+            env: Some(f.env.clone()),
+            memory: f.memory.as_ref().map(|(text, _)| text.as_str()),
+            cpu: f.cpu.as_ref().map(|(text, _)| text.as_str()),
+            mounts: f
+                .volumes
+                .mounts
+                .iter()
+                .map(|m| (m.volume.clone(), m.path.clone()))
+                .collect(),
+            startup_probe: f.startup_probe.as_ref(),
+            liveness_probe: f.liveness_probe.as_ref(),
+            depends_on: None,
         },
-        volume_mounts: f
-            .volumes
-            .mounts
-            .iter()
-            .map(|m| volume_mount(&m.volume, &m.path))
-            .collect(),
-        startup_probe: f.startup_probe.as_ref().map(probe_of),
-        liveness_probe: f.liveness_probe.as_ref().map(probe_of),
-        ..Default::default()
-    };
+    );
+    // Always there: without it the API means Cloud Run's CPU throttling, which runlet
+    // leaves off unless asked (`cpu_idle`).
+    container
+        .resources
+        .get_or_insert_with(Default::default)
+        .cpu_idle = f.cpu_throttling;
+    if f.port.is_some() || f.use_http2 {
+        container.ports = vec![v2::ContainerPort {
+            name: if f.use_http2 { "h2c" } else { "http1" }.into(),
+            container_port: i32::from(f.port()),
+        }];
+    }
     let scaling = (f.min_instances.is_some() || f.max_instances.is_some()).then(|| {
         v2::RevisionScaling {
             min_instance_count: f.min_instances.unwrap_or(0) as i32,

@@ -7,7 +7,8 @@
 use super::{bad, check_env_name, task_timeout, JobFlags, DEFAULT_MAIN_NAME};
 use crate::pb::run_v2::{self as v2, run_job_request::Overrides};
 use crate::spec::container::{self, Container};
-use crate::spec::container_flags::{group_probe, ContainerFlags};
+use crate::spec::container_flags::{depends_on_list, group_probe, ContainerFlags};
+use crate::spec::group_to_run_v2::{apply_group, GroupFields};
 use crate::spec::secrets::SecretFlags;
 use crate::spec::{self as svc, secrets_v2, SpecError};
 
@@ -121,18 +122,15 @@ pub fn apply_flags(job: &mut v2::Job, f: &JobFlags) -> Result<(), SpecError> {
             }
         };
         edit(task, i, &Edit::group(g))?;
-        let c = &mut task.containers[i];
-        if let Some(p) = group_probe("--startup-probe", &g.name, g.startup_probe.as_deref(), 0)? {
-            c.startup_probe = Some(svc::to_run_v2::probe_of(&p));
-        }
-        if !g.depends_on.is_empty() {
-            c.depends_on = g
-                .depends_on
-                .iter()
-                .flat_map(|d| svc::split_list(d))
-                .filter(|d| !d.is_empty())
-                .collect();
-        }
+        let probe = group_probe("--startup-probe", &g.name, g.startup_probe.as_deref(), 0)?;
+        apply_group(
+            &mut task.containers[i],
+            GroupFields {
+                startup_probe: probe.as_ref(),
+                depends_on: (!g.depends_on.is_empty()).then(|| depends_on_list(&g.depends_on)),
+                ..Default::default()
+            },
+        );
     }
     if !f.containers.is_empty() || task.containers.len() > 1 {
         container::check_job(&shapes(&task.containers)?)?;
@@ -184,35 +182,23 @@ impl<'a> Edit<'a> {
     }
 }
 
-/// Sets what `e` gives on the task's container `i`; the rest is kept.
+/// Sets what `e` gives on the task's container `i` ([`apply_group`]); the rest is kept.
+/// Each value is checked first, in the flags' order, naming the flag.
 fn edit(task: &mut v2::TaskTemplate, i: usize, e: &Edit) -> Result<(), SpecError> {
-    let c = &mut task.containers[i];
-    if let Some(image) = e.image {
-        c.image = image.to_string();
-    }
-    if let Some(cmd) = &e.command {
-        c.command = cmd.clone();
-    }
-    if let Some(a) = &e.args {
-        c.args = a.clone();
-    }
-    if !e.set_env_vars.is_empty() || !e.env.given().is_empty() {
+    let c = &task.containers[i];
+    let env = if !e.set_env_vars.is_empty() || !e.env.given().is_empty() {
         let ops = svc::env_ops(e.set_env_vars, e.env, check_env_name)?;
-        let current = svc::to_run_v2::plain_env(c);
-        // Plain variables only: secrets have their own flags (as gcloud).
-        c.env
-            .retain(|e| matches!(e.values, Some(v2::env_var::Values::ValueSource(_))));
-        c.env
-            .extend(svc::to_run_v2::plain_env_vars(&ops.apply(&current)));
-    }
+        Some(ops.apply(&svc::to_run_v2::plain_env(c)))
+    } else {
+        None
+    };
     if let Some(m) = e.memory {
         svc::memory("--memory", m)?;
-        limits(c).insert("memory".into(), m.to_string());
     }
     if let Some(cpu) = e.cpu {
         svc::cpu("--cpu", cpu)?;
-        limits(c).insert("cpu".into(), cpu.to_string());
     }
+    let mut mounts: Vec<(String, String)> = Vec::new();
     if !e.mounts.is_empty() {
         let vols: Vec<svc::VolumeFlag> = task
             .volumes
@@ -224,14 +210,26 @@ fn edit(task: &mut v2::TaskTemplate, i: usize, e: &Edit) -> Result<(), SpecError
                 size: 0,
             })
             .collect();
-        let c = &mut task.containers[i];
         for m in e.mounts {
             let m = svc::mount_of(m, &vols)?;
-            c.volume_mounts.retain(|old| old.mount_path != m.path);
-            c.volume_mounts
-                .push(svc::to_run_v2::volume_mount(&m.volume, &m.path));
+            // A later mount at the same path replaces an earlier one.
+            mounts.retain(|(_, path)| *path != m.path);
+            mounts.push((m.volume, m.path));
         }
     }
+    apply_group(
+        &mut task.containers[i],
+        GroupFields {
+            image: e.image,
+            command: e.command.clone(),
+            args: e.args.clone(),
+            env,
+            memory: e.memory,
+            cpu: e.cpu,
+            mounts,
+            ..Default::default()
+        },
+    );
     let ops = e.secrets.parse()?;
     if !ops.is_empty() {
         // The secret volumes the other containers mount stay.
@@ -275,10 +273,6 @@ const FIELDS: secrets_v2::Fields = secrets_v2::Fields {
     volumes: "--update-secrets",
     mounts: "--update-secrets",
 };
-
-fn limits(c: &mut v2::Container) -> &mut std::collections::BTreeMap<String, String> {
-    &mut c.resources.get_or_insert_with(Default::default).limits
-}
 
 /// `runlet jobs execute`'s overrides: `--args` replaces the container's, `--update-env-vars`
 /// merges, `--tasks` and `--task-timeout` replace; `None` when none is given.
