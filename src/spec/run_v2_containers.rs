@@ -58,6 +58,9 @@ const PATHS: [[&str; 13]; MAX_CONTAINERS] =
 /// The same for a job's task template.
 const JOB_PATHS: [[&str; 13]; MAX_CONTAINERS] =
     paths!("job.template.template.containers"; 0 1 2 3 4 5 6 7 8 9);
+/// The same in Cloud Run's job YAML (`runlet job execute -f`).
+const JOB_YAML_PATHS: [[&str; 13]; MAX_CONTAINERS] =
+    paths!("spec.template.spec.template.spec.containers"; 0 1 2 3 4 5 6 7 8 9);
 
 /// The path of field `f` of container `i` (`i` below [`MAX_CONTAINERS`], which
 /// [`ingress`] checks first).
@@ -68,6 +71,11 @@ pub fn field(i: usize, f: F) -> &'static str {
 /// The path of field `f` of container `i` of a job's task template.
 pub fn job_field(i: usize, f: F) -> &'static str {
     JOB_PATHS[i.min(MAX_CONTAINERS - 1)][f as usize]
+}
+
+/// The path of field `f` of container `i` in a job YAML's task template.
+pub fn job_yaml_field(i: usize, f: F) -> &'static str {
+    JOB_YAML_PATHS[i.min(MAX_CONTAINERS - 1)][f as usize]
 }
 
 const CONTAINERS: &str = "service.template.containers";
