@@ -134,17 +134,28 @@ pub fn ingress(cs: &[v2::Container]) -> Result<usize, SpecError> {
             ))
         }
     };
+    dependencies(cs, field)?;
+    Ok(ingress)
+}
+
+/// Checks every container's `dependsOn`: names of other containers of the template, with no
+/// cycle. `path` spells a container's field (the service's [`field`], a job's
+/// [`job_field`]).
+pub fn dependencies(
+    cs: &[v2::Container],
+    path: fn(usize, F) -> &'static str,
+) -> Result<(), SpecError> {
     for (i, c) in cs.iter().enumerate() {
         for d in &c.depends_on {
             if *d == c.name {
                 return Err(bad(
-                    field(i, F::DependsOn),
+                    path(i, F::DependsOn),
                     format!("container {} depends on itself", c.name),
                 ));
             }
             if d.is_empty() || !cs.iter().any(|o| o.name == *d) {
                 return Err(bad(
-                    field(i, F::DependsOn),
+                    path(i, F::DependsOn),
                     format!(
                         "container {:?} is not a container of the template",
                         d.as_str()
@@ -167,9 +178,9 @@ pub fn ingress(cs: &[v2::Container]) -> Result<usize, SpecError> {
             .iter()
             .position(|c| !c.depends_on.is_empty())
             .unwrap_or(0);
-        return Err(bad(field(first, F::DependsOn), e.detail));
+        return Err(bad(path(first, F::DependsOn), e.detail));
     }
-    Ok(ingress)
+    Ok(())
 }
 
 #[cfg(test)]
