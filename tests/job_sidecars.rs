@@ -29,6 +29,14 @@ fn text(out: &Output) -> String {
     ))
 }
 
+/// `runlet job execute -f` of `yaml`, written to a file.
+fn execute_yaml(env: &Env, yaml: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("job.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    job(env, &["execute", "-f", file.to_str().unwrap()])
+}
+
 /// The `web` sidecar: writes a page and a file on the shared volume, listens one second
 /// late (so a main container started before its startup probe passed finds nobody), exits
 /// on SIGTERM.
@@ -203,10 +211,7 @@ spec:
         main = serde_json::to_string(MAIN_RETRYING).unwrap(),
         web = serde_json::to_string(WEB).unwrap(),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("job.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = job(&env, &["execute", "-f", file.to_str().unwrap()]);
+    let out = execute_yaml(&env, &yaml);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     for want in [
@@ -266,10 +271,7 @@ spec:
         main = serde_json::to_string(MAIN_ONCE).unwrap(),
         web = serde_json::to_string(LATE_WEB).unwrap(),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("job.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = job(&env, &["execute", "-f", file.to_str().unwrap()]);
+    let out = execute_yaml(&env, &yaml);
     let t = text(&out);
     // Exit 9 (and 1 from runlet) if the main container started before the probe passed.
     assert_eq!(out.status.code(), Some(0), "{t}");
@@ -281,13 +283,12 @@ spec:
     }
     env.assert_nothing_left("js-probe");
     // A probe on the main container is refused before anything runs, naming its path.
-    let main_probed = std::fs::read_to_string(&file).unwrap().replacen(
+    let main_probed = yaml.replacen(
         "            args: [-c, ",
         "            startupProbe: {tcpSocket: {port: 8081}}\n            args: [-c, ",
         1,
     );
-    std::fs::write(&file, main_probed).unwrap();
-    let out = job(&env, &["execute", "-f", file.to_str().unwrap()]);
+    let out = execute_yaml(&env, &main_probed);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(64), "{t}");
     assert!(
