@@ -96,8 +96,9 @@ fn python_flow(script: &str, transport: &str, service: &str, images: &[&str]) {
     env.assert_nothing_left(service);
 }
 
-/// The jobs flow (tests/api/python/jobs_test.py) over `transport`, as job `job`.
-fn python_jobs_flow(transport: &str, job: &str) {
+/// A jobs flow (tests/api/python/`script`) over `transport`, as job `job`, with the
+/// busybox and probe images loaded.
+fn python_jobs_flow(script: &str, transport: &str, job: &str) {
     let Some(env) = common::probe_env() else {
         return;
     };
@@ -110,9 +111,9 @@ fn python_jobs_flow(transport: &str, job: &str) {
         "--grpc" => d.api.to_string(),
         _ => format!("http://{}", d.api),
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/python/jobs_test.py");
+    let script = format!("{}/tests/api/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(py)
-        .arg(script)
+        .arg(&script)
         .args([
             transport,
             &target,
@@ -131,7 +132,7 @@ fn python_jobs_flow(transport: &str, job: &str) {
     );
     assert!(
         out.status.success(),
-        "the Python client's jobs flow failed:\n{text}\n--- daemon ---\n{}",
+        "the Python client's jobs flow {script} failed:\n{text}\n--- daemon ---\n{}",
         d.output()
     );
     assert!(text.contains("PASS"), "{text}");
@@ -140,12 +141,21 @@ fn python_jobs_flow(transport: &str, job: &str) {
 
 #[test]
 fn official_python_client_runs_jobs_over_grpc() {
-    python_jobs_flow("--grpc", "pyjob-grpc");
+    python_jobs_flow("jobs_test.py", "--grpc", "pyjob-grpc");
 }
 
 #[test]
 fn official_python_client_runs_jobs_over_rest() {
-    python_jobs_flow("--rest", "pyjob-rest");
+    python_jobs_flow("jobs_test.py", "--rest", "pyjob-rest");
+}
+
+/// A job with a sidecar (issue 16): the main container reaches it on localhost, started
+/// after its startup probe passed (its exit code decides the execution); GET returns both
+/// containers as stored; an unknown `dependsOn` and a startup probe on the main container
+/// are INVALID_ARGUMENT naming `job.template.template.containers[0]`'s field.
+#[test]
+fn official_python_client_runs_jobs_with_sidecars() {
+    python_jobs_flow("job_sidecars_test.py", "--rest", "pyjob-side");
 }
 
 #[test]

@@ -29,6 +29,14 @@ fn text(out: &Output) -> String {
     ))
 }
 
+/// `runlet job execute -f` of `yaml`, written to a file.
+fn execute_yaml(env: &Env, yaml: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("job.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    job(env, &["execute", "-f", file.to_str().unwrap()])
+}
+
 /// The `web` sidecar: writes a page and a file on the shared volume, listens one second
 /// late (so a main container started before its startup probe passed finds nobody), exits
 /// on SIGTERM.
@@ -154,8 +162,8 @@ fn the_main_containers_exit_code_decides_the_task() {
     env.assert_nothing_left("js-ok");
 }
 
-/// [`MAIN`] waiting for the sidecar to listen (the YAML form has no startup probe here:
-/// its dependency only orders the starts).
+/// [`MAIN`] waiting for the sidecar to listen (this YAML has no startup probe: its
+/// dependency only orders the starts; the next test gives one).
 const MAIN_RETRYING: &str = "i=0; until wget -q -O /tmp/page http://127.0.0.1:8081/hello.txt; do \
     i=$((i+1)); [ $i -gt 100 ] && exit 9; sleep 0.1; done; cat /tmp/page; \
     cat /data/msg || exit 8; echo main-index=$CLOUD_RUN_TASK_INDEX";
@@ -203,10 +211,7 @@ spec:
         main = serde_json::to_string(MAIN_RETRYING).unwrap(),
         web = serde_json::to_string(WEB).unwrap(),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("job.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = job(&env, &["execute", "-f", file.to_str().unwrap()]);
+    let out = execute_yaml(&env, &yaml);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     for want in [
@@ -218,6 +223,78 @@ spec:
         assert!(t.contains(want), "want {want:?} in:\n{t}");
     }
     env.assert_nothing_left("js-yaml");
+}
+
+/// A sidecar listening 3 s after its start (no volume: it serves its own page).
+const LATE_WEB: &str = "mkdir -p /www; echo hi-after-probe > /www/hello.txt; \
+    trap 'exit 0' TERM; sleep 3; httpd -p 8081 -h /www; while :; do sleep 0.2; done";
+
+/// Fetches the sidecar's page once, no retry: it is up only if the start waited for it.
+const MAIN_ONCE: &str = "wget -q -O - http://127.0.0.1:8081/hello.txt || exit 9; echo main-done";
+
+#[test]
+fn a_job_yaml_sidecars_startup_probe_holds_back_the_main_container() {
+    let Some(env) = env() else { return };
+    env.load("busybox.oci.tar");
+    // Cloud Run's shape: the dependency in the execution template's annotation, the probe
+    // on the sidecar (its only port: a job's containers declare none).
+    let yaml = format!(
+        r#"apiVersion: run.googleapis.com/v1
+kind: Job
+metadata:
+  name: js-probe
+spec:
+  template:
+    metadata:
+      annotations:
+        run.googleapis.com/container-dependencies: '{{"main":["web"]}}'
+    spec:
+      taskCount: 1
+      template:
+        spec:
+          maxRetries: 0
+          containers:
+          - name: main
+            image: busybox
+            command: [/bin/sh]
+            args: [-c, {main}]
+          - name: web
+            image: busybox
+            command: [/bin/sh]
+            args: [-c, {web}]
+            startupProbe:
+              tcpSocket:
+                port: 8081
+              periodSeconds: 1
+              failureThreshold: 20
+"#,
+        main = serde_json::to_string(MAIN_ONCE).unwrap(),
+        web = serde_json::to_string(LATE_WEB).unwrap(),
+    );
+    let out = execute_yaml(&env, &yaml);
+    let t = text(&out);
+    // Exit 9 (and 1 from runlet) if the main container started before the probe passed.
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    for want in [
+        "[task 0 attempt 0 main] hi-after-probe",
+        "[task 0 attempt 0 main] main-done",
+    ] {
+        assert!(t.contains(want), "want {want:?} in:\n{t}");
+    }
+    env.assert_nothing_left("js-probe");
+    // A probe on the main container is refused before anything runs, naming its path.
+    let main_probed = yaml.replacen(
+        "            args: [-c, ",
+        "            startupProbe: {tcpSocket: {port: 8081}}\n            args: [-c, ",
+        1,
+    );
+    let out = execute_yaml(&env, &main_probed);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{t}");
+    assert!(
+        t.contains("spec.template.spec.template.spec.containers[0].startupProbe"),
+        "{t}"
+    );
 }
 
 #[test]

@@ -58,6 +58,9 @@ const PATHS: [[&str; 13]; MAX_CONTAINERS] =
 /// The same for a job's task template.
 const JOB_PATHS: [[&str; 13]; MAX_CONTAINERS] =
     paths!("job.template.template.containers"; 0 1 2 3 4 5 6 7 8 9);
+/// The same in Cloud Run's job YAML (`runlet job execute -f`).
+const JOB_YAML_PATHS: [[&str; 13]; MAX_CONTAINERS] =
+    paths!("spec.template.spec.template.spec.containers"; 0 1 2 3 4 5 6 7 8 9);
 
 /// The path of field `f` of container `i` (`i` below [`MAX_CONTAINERS`], which
 /// [`ingress`] checks first).
@@ -68,6 +71,11 @@ pub fn field(i: usize, f: F) -> &'static str {
 /// The path of field `f` of container `i` of a job's task template.
 pub fn job_field(i: usize, f: F) -> &'static str {
     JOB_PATHS[i.min(MAX_CONTAINERS - 1)][f as usize]
+}
+
+/// The path of field `f` of container `i` in a job YAML's task template.
+pub fn job_yaml_field(i: usize, f: F) -> &'static str {
+    JOB_YAML_PATHS[i.min(MAX_CONTAINERS - 1)][f as usize]
 }
 
 const CONTAINERS: &str = "service.template.containers";
@@ -126,17 +134,28 @@ pub fn ingress(cs: &[v2::Container]) -> Result<usize, SpecError> {
             ))
         }
     };
+    dependencies(cs, field)?;
+    Ok(ingress)
+}
+
+/// Checks every container's `dependsOn`: names of other containers of the template, with no
+/// cycle. `path` spells a container's field (the service's [`field`], a job's
+/// [`job_field`]).
+pub fn dependencies(
+    cs: &[v2::Container],
+    path: fn(usize, F) -> &'static str,
+) -> Result<(), SpecError> {
     for (i, c) in cs.iter().enumerate() {
         for d in &c.depends_on {
             if *d == c.name {
                 return Err(bad(
-                    field(i, F::DependsOn),
+                    path(i, F::DependsOn),
                     format!("container {} depends on itself", c.name),
                 ));
             }
             if d.is_empty() || !cs.iter().any(|o| o.name == *d) {
                 return Err(bad(
-                    field(i, F::DependsOn),
+                    path(i, F::DependsOn),
                     format!(
                         "container {:?} is not a container of the template",
                         d.as_str()
@@ -159,9 +178,9 @@ pub fn ingress(cs: &[v2::Container]) -> Result<usize, SpecError> {
             .iter()
             .position(|c| !c.depends_on.is_empty())
             .unwrap_or(0);
-        return Err(bad(field(first, F::DependsOn), e.detail));
+        return Err(bad(path(first, F::DependsOn), e.detail));
     }
-    Ok(ingress)
+    Ok(())
 }
 
 #[cfg(test)]

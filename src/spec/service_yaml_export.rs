@@ -219,7 +219,8 @@ fn container_of(c: &v2::Container) -> ContainerYaml {
     }
 }
 
-fn probe_of(p: &v2::Probe) -> ProbeYaml {
+/// A probe in the YAML shape (job YAML's sidecars write theirs with it too).
+pub(crate) fn probe_of(p: &v2::Probe) -> ProbeYaml {
     let nz = |n: i32| (n != 0).then_some(n);
     let mut y = ProbeYaml {
         initial_delay_seconds: nz(p.initial_delay_seconds),

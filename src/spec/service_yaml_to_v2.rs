@@ -455,7 +455,9 @@ fn env(
     })
 }
 
-fn probe(path: &str, p: &ProbeYaml) -> Result<v2::Probe, SpecError> {
+/// A probe as the API spells it (job YAML's sidecars map theirs with it too); `path`
+/// names it in a refusal.
+pub(crate) fn probe(path: &str, p: &ProbeYaml) -> Result<v2::Probe, SpecError> {
     let kinds = [
         p.http_get.is_some(),
         p.tcp_socket.is_some(),

@@ -1,6 +1,6 @@
 //! Sidecars in jobs: a task's containers from `runlet job execute`'s `--container NAME`
 //! groups and from the job YAML's `containers[]` (with the `container-dependencies`
-//! annotation and in-memory `emptyDir` volumes), checked with
+//! annotation, in-memory `emptyDir` volumes and a sidecar's `startupProbe`), checked with
 //! [`container::check_job`](crate::spec::container::check_job).
 //!
 //! The main container is the first one: the flags before the first `--container` when they
@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use super::yaml::{JobYaml, TaskSpecYaml};
 use super::{bad, check_env_name, resolve, JobFlags, JobSpec, DEFAULT_MAIN_NAME};
 use crate::spec::container::{self, Container, Mount, Sidecars};
+use crate::spec::probe::Probe;
+use crate::spec::run_v2_containers::{job_yaml_field, F};
 use crate::spec::{self as svc, SpecError, VolumeFlags};
 
 /// The annotation naming each container's dependencies (a JSON map of name to names).
@@ -156,7 +158,7 @@ pub(super) fn from_yaml(file: &JobYaml, main_memory: u64) -> Result<Sidecars, Sp
     };
     let mut sidecars = Vec::new();
     let mut task_memory = main_memory;
-    for c in task.containers.iter().skip(1) {
+    for (i, c) in task.containers.iter().enumerate().skip(1) {
         let name = c.name.clone().ok_or_else(|| {
             bad(
                 CONTAINERS,
@@ -193,7 +195,7 @@ pub(super) fn from_yaml(file: &JobYaml, main_memory: u64) -> Result<Sidecars, Sp
             env,
             memory_bytes,
             cpu: svc::cpu(CONTAINERS, cpu)?,
-            startup_probe: None,
+            startup_probe: startup_probe(i, c, &name)?,
             liveness_probe: None,
             mounts: mounts(task, c)?,
             depends_on: deps.get(&name).cloned().unwrap_or_default(),
@@ -201,6 +203,9 @@ pub(super) fn from_yaml(file: &JobYaml, main_memory: u64) -> Result<Sidecars, Sp
         });
     }
     let main = task.containers.first();
+    if let Some(c) = main {
+        startup_probe(0, c, c.name.as_deref().unwrap_or(super::DEFAULT_MAIN_NAME))?;
+    }
     // Kept as given (none: the default name, written back as none).
     let main_name = main.and_then(|c| c.name.clone()).unwrap_or_default();
     if task.containers.len() > 1 && main.is_some_and(|c| c.name.is_none()) {
@@ -237,6 +242,50 @@ pub(super) fn from_yaml(file: &JobYaml, main_memory: u64) -> Result<Sidecars, Sp
         volumes,
         containers: sidecars,
     })
+}
+
+/// Container `i`'s startup probe, mapped and checked as the Admin API's is (values in
+/// range, a port named); refused on the main container (`i` 0), and liveness and readiness
+/// probes on any container, as the Admin API refuses them.
+fn startup_probe(
+    i: usize,
+    c: &super::ContainerYaml,
+    name: &str,
+) -> Result<Option<Probe>, SpecError> {
+    if c.liveness_probe.is_some() || c.readiness_probe.is_some() {
+        let f = if c.liveness_probe.is_some() {
+            F::LivenessProbe
+        } else {
+            F::ReadinessProbe
+        };
+        return Err(bad(
+            job_yaml_field(i, f),
+            "liveness and readiness probes are not allowed on a job's containers; leave them unset",
+        ));
+    }
+    let Some(p) = &c.startup_probe else {
+        return Ok(None);
+    };
+    let field = job_yaml_field(i, F::StartupProbe);
+    if i == 0 {
+        return Err(bad(
+            field,
+            format!("container {name} is the main container (the first): nothing waits for it, so it has no startup probe (a sidecar may); leave it unset"),
+        ));
+    }
+    // The YAML shape as the API's (one of httpGet, tcpSocket, grpc), then its values.
+    let api = svc::service_yaml_to_v2::probe(field, p).map_err(|e| {
+        let detail = e.detail.strip_prefix(field).unwrap_or(&e.detail);
+        bad(field, detail.trim_start_matches(": "))
+    })?;
+    let probe = svc::run_v2::probe(field, &api, 0)?;
+    if svc::run_v2::action_port(&probe.action) == 0 {
+        return Err(bad(
+            field,
+            format!("container {name}: its probe must name a port (tcpSocket.port, httpGet.port or grpc.port)"),
+        ));
+    }
+    Ok(Some(probe))
 }
 
 /// A container's mounts of the task's in-memory volumes (secret ones are its secrets).

@@ -184,6 +184,7 @@ fn sidecars(
             }
         }
     }
+    svc::run_v2_containers::dependencies(cs, job_field)?;
     let mut containers = Vec::new();
     let mut task_memory = main_memory;
     for (i, c) in cs.iter().enumerate().skip(1) {
@@ -587,6 +588,19 @@ mod tests {
                         .containers[0]
                         .env
                         .push(var("CLOUD_RUN_TASK_INDEX", "1"))
+                }),
+            ),
+            (
+                "job.template.template.containers[0].dependsOn",
+                Box::new(|j| {
+                    j.template
+                        .as_mut()
+                        .unwrap()
+                        .template
+                        .as_mut()
+                        .unwrap()
+                        .containers[0]
+                        .depends_on = vec!["nope".into()]
                 }),
             ),
             (

@@ -47,6 +47,9 @@ impl JobSpec {
                                 cpu: Some(Quantity(self.cpu.clone())),
                             }),
                         }),
+                        startup_probe: None,
+                        liveness_probe: None,
+                        readiness_probe: None,
                     })
                     .chain(self.sidecars.containers.iter().map(sidecar_yaml))
                     .collect(),
@@ -123,8 +126,9 @@ fn mounts_yaml(
     })
 }
 
-/// A sidecar in the job YAML's shape (its secret files are not written back: only the
-/// main container's are; its secret variables are).
+/// A sidecar in the job YAML's shape, its startup probe with every value explicit (its
+/// secret files are not written back: only the main container's are; its secret variables
+/// are).
 fn sidecar_yaml(c: &crate::spec::container::Container) -> ContainerYaml {
     ContainerYaml {
         name: Some(c.name.clone()),
@@ -148,6 +152,11 @@ fn sidecar_yaml(c: &crate::spec::container::Container) -> ContainerYaml {
                 cpu: Some(Quantity(c.cpu.to_string())),
             }),
         }),
+        startup_probe: c.startup_probe.as_ref().map(|p| {
+            crate::spec::service_yaml_export::probe_of(&crate::spec::to_run_v2::probe_of(p))
+        }),
+        liveness_probe: None,
+        readiness_probe: None,
     }
 }
 
@@ -243,6 +252,15 @@ pub struct ContainerYaml {
     pub resources: Option<ResourcesYaml>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMountYaml>,
+    /// A sidecar's startup probe: what depends on it starts once it passed. It must name a
+    /// port; the main container (the first) has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<ProbeYaml>,
+    /// Read only to be refused with their path: a job's containers have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<ProbeYaml>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<ProbeYaml>,
 }
 
 /// A value, or `valueFrom.secretKeyRef` (a secret's version).
@@ -294,8 +312,8 @@ fn cpu_quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quantit
         .map_err(|e| serde::de::Error::custom(format!("cpu: {e}")))
 }
 
-/// A Kubernetes quantity: the one service.yaml reads.
-pub use crate::spec::service_yaml::Quantity;
+/// A Kubernetes quantity and a probe: the ones service.yaml reads.
+pub use crate::spec::service_yaml::{ProbeYaml, Quantity};
 
 /// The annotation that names the execution environment (jobs: gen2 only).
 pub const EXECUTION_ENVIRONMENT: &str = "run.googleapis.com/execution-environment";
@@ -495,6 +513,150 @@ spec:
                 .and_then(|f| resolve(&JobFlags::default(), Some(&f)))
                 .unwrap_err();
             assert!(e.detail.contains(want), "want {want:?}: {e}");
+        }
+    }
+
+    /// [`YAML`] with a sidecar `web` that the main container `job` depends on, given
+    /// `main_extra` and `web_extra` (lines of each container, e.g. a probe).
+    fn with_sidecar(main_extra: &str, web_extra: &str) -> String {
+        let text = YAML.replace(
+            "        run.googleapis.com/execution-environment: gen2\n",
+            "        run.googleapis.com/execution-environment: gen2\n        run.googleapis.com/container-dependencies: '{\"job\":[\"web\"]}'\n",
+        );
+        let text = text.replace(
+            "            args: [job]\n",
+            &format!("            args: [job]\n{main_extra}"),
+        );
+        format!("{text}          - name: web\n            image: probe\n{web_extra}")
+    }
+
+    #[test]
+    fn a_sidecars_startup_probe_maps_as_the_api_maps_it_and_round_trips() {
+        use crate::spec::probe::{Action, Probe};
+        let secs = Duration::from_secs;
+        let table: Vec<(&str, Probe)> = vec![
+            (
+                "{tcpSocket: {port: 8081}, periodSeconds: 1, failureThreshold: 10}",
+                Probe {
+                    period: secs(1),
+                    failure_threshold: 10,
+                    ..Probe::tcp(8081)
+                },
+            ),
+            (
+                "{httpGet: {path: /ready, port: 9000}, initialDelaySeconds: 2, timeoutSeconds: 3}",
+                Probe {
+                    action: Action::Http {
+                        path: "/ready".into(),
+                        port: 9000,
+                    },
+                    initial_delay: secs(2),
+                    timeout: secs(3),
+                    ..Probe::tcp(0)
+                },
+            ),
+            (
+                "{httpGet: {port: 9000}}",
+                Probe {
+                    action: Action::Http {
+                        path: "/".into(),
+                        port: 9000,
+                    },
+                    ..Probe::tcp(0)
+                },
+            ),
+            (
+                "{grpc: {port: 50051, service: health}}",
+                Probe {
+                    action: Action::Grpc {
+                        port: 50051,
+                        service: "health".into(),
+                    },
+                    ..Probe::tcp(0)
+                },
+            ),
+        ];
+        for (probe, want) in table {
+            let text = with_sidecar("", &format!("            startupProbe: {probe}\n"));
+            let s = resolve(&JobFlags::default(), Some(&parse_yaml(&text).unwrap()))
+                .unwrap_or_else(|e| panic!("{probe}: {e}"));
+            assert_eq!(s.sidecars.ingress_depends_on, ["web"], "{probe}");
+            assert_eq!(
+                s.sidecars.containers[0].startup_probe.as_ref(),
+                Some(&want),
+                "{probe}"
+            );
+            // Written back (what `to_yaml` and the execution records hold), read back the same.
+            let out = serde_yaml_ng::to_string(&s.to_yaml()).unwrap();
+            assert!(out.contains("startupProbe:"), "{out}");
+            let again = resolve(&JobFlags::default(), Some(&parse_yaml(&out).unwrap())).unwrap();
+            assert_eq!(again, s, "{out}");
+        }
+    }
+
+    #[test]
+    fn bad_probes_are_refused_with_their_yaml_path() {
+        const AT: &str = "spec.template.spec.template.spec.containers";
+        let probe = "startupProbe: {tcpSocket: {port: 8081}}";
+        let table = [
+            (
+                format!("            {probe}\n"),
+                String::new(),
+                format!("{AT}[0].startupProbe: container job is the main container (the first): nothing waits for it"),
+            ),
+            (
+                String::new(),
+                "            livenessProbe: {tcpSocket: {port: 8081}}\n".to_string(),
+                format!("{AT}[1].livenessProbe: liveness and readiness probes are not allowed on a job's containers"),
+            ),
+            (
+                "            readinessProbe: {tcpSocket: {port: 8081}}\n".to_string(),
+                String::new(),
+                format!("{AT}[0].readinessProbe: liveness and readiness probes are not allowed"),
+            ),
+            (
+                String::new(),
+                "            startupProbe: {tcpSocket: {}}\n".to_string(),
+                format!("{AT}[1].startupProbe: container web: its probe must name a port"),
+            ),
+            (
+                String::new(),
+                "            startupProbe: {periodSeconds: 1}\n".to_string(),
+                format!("{AT}[1].startupProbe: container web: its probe must name a port"),
+            ),
+            (
+                String::new(),
+                "            startupProbe: {tcpSocket: {port: 1}, httpGet: {port: 1}}\n".to_string(),
+                format!("{AT}[1].startupProbe: give one of httpGet, tcpSocket, grpc"),
+            ),
+            (
+                String::new(),
+                "            startupProbe: {tcpSocket: {port: 8081}, periodSeconds: 500}\n".to_string(),
+                format!("{AT}[1].startupProbe: periodSeconds=500 is out of range: allowed 1 to 240"),
+            ),
+            (
+                String::new(),
+                "            startupProbe: {tcpSocket: {port: 70000}}\n".to_string(),
+                format!("{AT}[1].startupProbe: port 70000 is out of range"),
+            ),
+            (
+                String::new(),
+                "            startupProbe: {httpGet: {path: ready, port: 1}}\n".to_string(),
+                format!("{AT}[1].startupProbe: httpGet.path=\"ready\" must start with /"),
+            ),
+            (
+                String::new(),
+                "            startupProbe: {exec: {command: [x]}}\n".to_string(),
+                "startupProbe: unknown field `exec`".to_string(),
+            ),
+        ];
+        for (main, web, want) in table {
+            let text = with_sidecar(&main, &web);
+            let e = parse_yaml(&text)
+                .and_then(|f| resolve(&JobFlags::default(), Some(&f)))
+                .expect_err(&want)
+                .to_string();
+            assert!(e.contains(&want), "want {want:?} in: {e}");
         }
     }
 
