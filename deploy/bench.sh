@@ -34,6 +34,8 @@ sock=$run/containerd.sock
 . deploy/lib.sh
 pids=()
 daemon_pid=
+# term_wait SIGNAL PID: signals a process (if PID is set) and waits for it to end.
+term_wait() { [ -n "$2" ] || return 0; kill "-$1" "$2" 2>/dev/null || true; wait "$2" 2>/dev/null || true; }
 cleanup() {
   [ -n "${sampler_pid:-}" ] && kill "$sampler_pid" 2>/dev/null || true
   for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
@@ -43,7 +45,7 @@ cleanup() {
   # The daemon drains and removes its instances on SIGTERM; its records go too, so that
   # the next run starts with no service.
   if [ -n "${daemon_pid:-}" ]; then
-    kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true
+    term_wait TERM "$daemon_pid"
     rm -rf "$root/state/daemon"
   fi
   for c in $(ctr -a "$sock" -n runlet containers ls -q 2>/dev/null); do
@@ -52,10 +54,10 @@ cleanup() {
     ctr -a "$sock" -n runlet tasks rm -f "$c" >/dev/null 2>&1 || true
     ctr -a "$sock" -n runlet containers rm "$c" >/dev/null 2>&1 || true
   done
-  [ -n "${pdaemon_pid:-}" ] && { kill -TERM "$pdaemon_pid" 2>/dev/null; wait "$pdaemon_pid" 2>/dev/null || true; }
-  [ -n "${registry_pid:-}" ] && { kill -TERM "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true; }
+  term_wait TERM "${pdaemon_pid:-}"
+  term_wait TERM "${registry_pid:-}"
   [ -n "${emu_pid:-}" ] && kill -TERM -- "-$emu_pid" 2>/dev/null || true
-  [ -n "${containerd_pid:-}" ] && { kill "$containerd_pid"; wait "$containerd_pid" 2>/dev/null || true; }
+  term_wait TERM "${containerd_pid:-}"
   true
 }
 trap cleanup EXIT
@@ -338,7 +340,7 @@ daemon_pid=$!
 for _ in $(seq 1 300); do grep -q "runlet daemon: services at" "$run/daemon-jobs.log" && break; sleep 0.1; done
 grep -q "runlet daemon: services at" "$run/daemon-jobs.log" || { cat "$run/daemon-jobs.log"; exit 1; }
 read -r ar1 ac1 < <(api_row 1); read -r ar10 ac10 < <(api_row 10)
-kill -TERM "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=
+term_wait TERM "$daemon_pid"; daemon_pid=
 rm -rf "$root/state/daemon"
 {
   echo "## 4. Jobs: 100 tasks of \`/bin/true\` (busybox image)"
@@ -373,7 +375,7 @@ runlet_ir() { # requests
   vp=$!
   wait_ok "" 'http://127.0.0.1:18097/?bytes=128'
   ab -q -k -n "$1" -c 8 'http://127.0.0.1:18097/?bytes=128' >/dev/null
-  kill -INT "$vp"; wait "$vp" || true
+  term_wait INT "$vp"
   total_ir "$f"
 }
 serve insn 18098
@@ -395,7 +397,7 @@ nginx_ir() { # requests
   vp=$!
   wait_ok "ip netns exec $ns" 'http://127.0.0.1:18099/?bytes=128'
   ip netns exec "$ns" ab -q -k -n "$1" -c 8 'http://127.0.0.1:18099/?bytes=128' >/dev/null
-  kill -QUIT "$vp"; wait "$vp" || true
+  term_wait QUIT "$vp"
   total_ir "$f"
 }
 r1=$(runlet_ir 2000); r2=$(runlet_ir 12000); n1=$(nginx_ir 2000); n2=$(nginx_ir 12000)
@@ -597,7 +599,7 @@ for i in $(seq 1 20); do
   for _ in $(seq 1 3000); do [ "$(grep -c "execution ended" "$run/pubsub-daemon.log" || true)" -gt "$e" ] && break; sleep 0.01; done
   sleep 3
 done
-kill -TERM "$pdaemon_pid" 2>/dev/null || true; wait "$pdaemon_pid" 2>/dev/null || true; pdaemon_pid=
+term_wait TERM "$pdaemon_pid"; pdaemon_pid=
 kill -TERM -- "-$emu_pid" 2>/dev/null || true; wait "$emu_pid" 2>/dev/null || true; emu_pid=
 rm -rf "$root/state-pubsub"
 sorted=$(printf '%s\n' "${trig_ms[@]}" | sort -n)

@@ -90,6 +90,20 @@ fn tls_error(registry: &str, e: &(dyn std::error::Error + 'static)) -> Option<Re
     }
 }
 
+/// The distribution client's reference for a normalised name, built from its parts.
+fn oci_reference(name: &str) -> Option<Reference> {
+    let p = crate::image::reference::parts(name)?;
+    let (registry, repository) = (p.registry.to_string(), p.repository.to_string());
+    Some(match (p.tag, p.digest) {
+        (Some(t), Some(d)) => {
+            Reference::with_tag_and_digest(registry, repository, t.to_string(), d.to_string())
+        }
+        (None, Some(d)) => Reference::with_digest(registry, repository, d.to_string()),
+        (Some(t), None) => Reference::with_tag(registry, repository, t.to_string()),
+        (None, None) => Reference::with_tag(registry, repository, "latest".to_string()),
+    })
+}
+
 impl Remote {
     /// Connects to the registry of `name` (a normalised reference) for `op`.
     pub async fn connect(
@@ -99,9 +113,9 @@ impl Remote {
     ) -> Result<Remote, RegistryError> {
         install_crypto();
         let host = registry_host(name).to_string();
-        let reference: Reference = name.parse().map_err(|e| RegistryError::Unsupported {
+        let reference = oci_reference(name).ok_or_else(|| RegistryError::Unsupported {
             reference: name.to_string(),
-            detail: format!("not a registry reference: {e}"),
+            detail: "not a registry reference".into(),
         })?;
         let api_host = reference.resolve_registry().to_string();
         let certs = certificates(opts)?;

@@ -22,6 +22,7 @@ use tracing::info;
 
 use super::client::{grpc, Containerd, SNAPSHOTTER};
 use super::leases::Held;
+use super::snapshots::{layer_chains, top_chain};
 use super::Lease;
 use crate::image::registry::plan::DocBlob;
 use crate::image::registry::{
@@ -91,24 +92,7 @@ impl Containerd {
         progress: &dyn PullProgress,
         created: &mut bool,
     ) -> Result<Pulled, RegistryError> {
-        // Boxed, so the stream's type names no closure over borrowed arguments (which
-        // would make the future not `Send` for every lifetime, as the daemon needs).
-        let layers: Vec<LayerFuture<'_>> = plan
-            .layers
-            .iter()
-            .map(|l: &RemoteLayer| -> LayerFuture<'_> {
-                let digest = l.desc.digest().to_string();
-                Box::pin(async move {
-                    self.store_blob(lease, &digest, l.desc.size(), &l.labels, fetch, progress)
-                        .await
-                })
-            })
-            .collect();
-        let fetched: Vec<u64> = futures::stream::iter(layers)
-            .buffer_unordered(PARALLEL)
-            .try_collect()
-            .await?;
-        let (top, docs, target) = match &plan.documents {
+        let (fetched, top, docs, target) = match &plan.documents {
             Documents::Ready { docs, target } => {
                 self.store_docs(lease, &plan.name, docs).await?;
                 let layers: Vec<_> = plan
@@ -116,11 +100,19 @@ impl Containerd {
                     .iter()
                     .map(|l| (l.desc.clone(), l.diff_id.clone()))
                     .collect();
-                let top = self.unpack(lease, &layers).await?;
-                (top, docs.clone(), (**target).clone())
+                let (fetched, top) = self
+                    .store_and_unpack(plan, lease, &layers, fetch, progress)
+                    .await?;
+                (fetched, top, docs.clone(), (**target).clone())
             }
             Documents::Schema1(s1) => {
-                // The diff_ids come from the unpack; the documents after it.
+                // The diff_ids come from the unpack, so it waits for every layer; the
+                // documents come after it.
+                let fetched: Vec<u64> =
+                    futures::stream::iter(self.layer_stores(plan, lease, fetch, progress))
+                        .buffer_unordered(PARALLEL)
+                        .try_collect()
+                        .await?;
                 let descs: Vec<_> = plan.layers.iter().map(|l| l.desc.clone()).collect();
                 let (top, diff_ids) = self.unpack_discovering(lease, &descs).await?;
                 for (l, d) in descs.iter().zip(&diff_ids) {
@@ -131,7 +123,7 @@ impl Containerd {
                 }
                 let (docs, target) = s1.documents(&plan.name, &descs, &diff_ids)?;
                 self.store_docs(lease, &plan.name, &docs).await?;
-                (top, docs, target)
+                (fetched.iter().sum(), top, docs, target)
             }
         };
         let mut labels = HashMap::new();
@@ -146,8 +138,69 @@ impl Containerd {
             name: plan.name.clone(),
             digest: target.digest().to_string(),
             size: plan.total_bytes(),
-            fetched: fetched.iter().sum(),
+            fetched,
         })
+    }
+
+    /// One future per layer that stores it (see [`Self::store_blob`]). Boxed, so the
+    /// stream's type names no closure over borrowed arguments (which would make the future
+    /// not `Send` for every lifetime, as the daemon needs).
+    fn layer_stores<'a>(
+        &'a self,
+        plan: &'a PullPlan,
+        lease: &'a Lease,
+        fetch: &'a dyn BlobFetch,
+        progress: &'a dyn PullProgress,
+    ) -> Vec<LayerFuture<'a>> {
+        plan.layers
+            .iter()
+            .map(|l: &RemoteLayer| -> LayerFuture<'a> {
+                let digest = l.desc.digest().to_string();
+                Box::pin(async move {
+                    self.store_blob(lease, &digest, l.desc.size(), &l.labels, fetch, progress)
+                        .await
+                })
+            })
+            .collect()
+    }
+
+    /// Stores the layers, at most [`PARALLEL`] at a time, and unpacks each as soon as it
+    /// and every layer below it are stored, as containerd's own pull does: the unpacking
+    /// of the lower layers overlaps the fetching of the upper ones. Returns the bytes
+    /// fetched and the top chain ID.
+    async fn store_and_unpack(
+        &self,
+        plan: &PullPlan,
+        lease: &Lease,
+        layers: &[(oci_spec::image::Descriptor, String)],
+        fetch: &dyn BlobFetch,
+        progress: &dyn PullProgress,
+    ) -> Result<(u64, String), RegistryError> {
+        let chains = layer_chains(layers);
+        // One message per stored layer, bottom first (`buffered` yields in order).
+        let (stored_tx, mut stored_rx) = mpsc::channel::<()>(layers.len().max(1));
+        let stores = self.layer_stores(plan, lease, fetch, progress);
+        let storing = async move {
+            let mut stored = futures::stream::iter(stores).buffered(PARALLEL);
+            let mut fetched = 0;
+            while let Some(n) = stored.next().await {
+                fetched += n?;
+                let _ = stored_tx.send(()).await;
+            }
+            Ok::<u64, RegistryError>(fetched)
+        };
+        let unpacking = async {
+            for i in 0..layers.len() {
+                if stored_rx.recv().await.is_none() {
+                    // The storing failed; its error is the one returned.
+                    std::future::pending::<()>().await;
+                }
+                self.unpack_layer(lease, layers, &chains, i).await?;
+            }
+            Ok::<(), RegistryError>(())
+        };
+        let (fetched, ()) = tokio::try_join!(storing, unpacking)?;
+        Ok((fetched, top_chain(&chains)?))
     }
 
     /// Documents runlet holds in memory into the content store, children first.

@@ -36,37 +36,45 @@ impl Containerd {
         lease: &Lease,
         layers: &[(Descriptor, String)],
     ) -> Result<String, RuntimeError> {
-        let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.clone()).collect();
-        let chains = chain_ids(&diff_ids);
-        for (i, ((desc, diff_id), chain)) in layers.iter().zip(&chains).enumerate() {
-            // Held before it is looked for: a snapshot found present may belong only to an
-            // image being removed, and this image is about to stand on it.
-            self.hold(lease, Held::Snapshot, chain).await?;
-            if self.snapshot_exists(chain).await? {
-                continue;
-            }
-            let parent = if i == 0 {
-                String::new()
-            } else {
-                chains[i - 1].clone()
-            };
-            let key = format!("extract-{} {chain}", crate::util::random_suffix(8));
-            let applied = self.apply_layer(lease, desc, &key, parent).await?;
-            if &applied != diff_id {
-                self.remove_active(&key).await;
-                return Err(RuntimeError::Other {
-                    op: "apply layer",
-                    id: desc.digest().to_string(),
-                    detail: format!("unpacked to {applied}, expected {diff_id}"),
-                });
-            }
-            self.commit_layer(lease, &key, chain).await?;
+        let chains = layer_chains(layers);
+        for i in 0..layers.len() {
+            self.unpack_layer(lease, layers, &chains, i).await?;
         }
-        chains.last().cloned().ok_or_else(|| RuntimeError::Other {
-            op: "unpack",
-            id: String::new(),
-            detail: "image has no layers".into(),
-        })
+        top_chain(&chains)
+    }
+
+    /// Unpacks layer `i` of `layers` over the snapshot of the ones below it (already
+    /// committed), unless its snapshot exists.
+    pub(super) async fn unpack_layer(
+        &self,
+        lease: &Lease,
+        layers: &[(Descriptor, String)],
+        chains: &[String],
+        i: usize,
+    ) -> Result<(), RuntimeError> {
+        let ((desc, diff_id), chain) = (&layers[i], &chains[i]);
+        // Held before it is looked for: a snapshot found present may belong only to an
+        // image being removed, and this image is about to stand on it.
+        self.hold(lease, Held::Snapshot, chain).await?;
+        if self.snapshot_exists(chain).await? {
+            return Ok(());
+        }
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            chains[i - 1].clone()
+        };
+        let key = format!("extract-{} {chain}", crate::util::random_suffix(8));
+        let applied = self.apply_layer(lease, desc, &key, parent).await?;
+        if &applied != diff_id {
+            self.remove_active(&key).await;
+            return Err(RuntimeError::Other {
+                op: "apply layer",
+                id: desc.digest().to_string(),
+                detail: format!("unpacked to {applied}, expected {diff_id}"),
+            });
+        }
+        self.commit_layer(lease, &key, chain).await
     }
 
     /// Unpacks layers whose diff_ids are not known (a schema-1 image's): each is applied,
@@ -184,4 +192,19 @@ impl Containerd {
             }))
             .await;
     }
+}
+
+/// The chain IDs of `layers` (descriptor, diff_id), bottom first.
+pub(super) fn layer_chains(layers: &[(Descriptor, String)]) -> Vec<String> {
+    let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.clone()).collect();
+    chain_ids(&diff_ids)
+}
+
+/// The top chain ID: the snapshot an image stands on.
+pub(super) fn top_chain(chains: &[String]) -> Result<String, RuntimeError> {
+    chains.last().cloned().ok_or_else(|| RuntimeError::Other {
+        op: "unpack",
+        id: String::new(),
+        detail: "image has no layers".into(),
+    })
 }
