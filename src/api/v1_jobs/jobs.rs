@@ -7,7 +7,7 @@
 //! `client` fields, the rest is dropped, as Cloud Run sets them itself),
 //! `spec.template.spec.{taskCount, parallelism}`, and the task spec: containers (name,
 //! image, command, args, env values and secret references, `resources.limits`,
-//! `workingDir`), `maxRetries`, `timeoutSeconds`, `serviceAccountName`. Volumes are refused
+//! `workingDir`, a sidecar's `startupProbe`), `maxRetries`, `timeoutSeconds`, `serviceAccountName`. Volumes are refused
 //! (by field path) until v1 maps them.
 
 use std::collections::BTreeMap;
@@ -17,6 +17,8 @@ use serde_json::{json, Map, Value};
 use tonic::Status;
 
 use crate::pb::run_v2::{self as v2, env_var, task_template};
+use crate::spec::service_yaml::ProbeYaml;
+use crate::spec::{service_yaml_export, service_yaml_to_v2};
 
 pub const API_VERSION: &str = "run.googleapis.com/v1";
 pub const REGION_LABEL: &str = "cloud.googleapis.com/location";
@@ -115,6 +117,11 @@ pub struct ContainerV1 {
     pub resources: ResourcesV1,
     pub working_dir: String,
     pub volume_mounts: Vec<Value>,
+    /// A sidecar's (the Knative shape service.yaml uses too).
+    pub startup_probe: Option<ProbeYaml>,
+    /// Refused: a job's containers have none.
+    pub liveness_probe: Option<Value>,
+    pub readiness_probe: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,6 +251,24 @@ fn container(c: &ContainerV1, at: &str) -> Result<v2::Container, Status> {
             "volumes are not supported through the v1 API yet",
         ));
     }
+    for (field, given) in [
+        ("livenessProbe", c.liveness_probe.is_some()),
+        ("readinessProbe", c.readiness_probe.is_some()),
+    ] {
+        if given {
+            return Err(bad(
+                &format!("{at}.{field}"),
+                "liveness and readiness probes are not allowed on a job's containers; leave them unset",
+            ));
+        }
+    }
+    let startup_probe = match &c.startup_probe {
+        None => None,
+        Some(p) => Some(
+            service_yaml_to_v2::probe(&format!("{at}.startupProbe"), p)
+                .map_err(|e| Status::invalid_argument(format!("invalid {}", e.detail)))?,
+        ),
+    };
     Ok(v2::Container {
         name: c.name.clone(),
         image: c.image.clone(),
@@ -255,6 +280,7 @@ fn container(c: &ContainerV1, at: &str) -> Result<v2::Container, Status> {
             ..Default::default()
         }),
         working_dir: c.working_dir.clone(),
+        startup_probe,
         ..Default::default()
     })
 }
@@ -357,6 +383,9 @@ pub fn task_spec(t: &v2::TaskTemplate) -> Value {
             }
             if !c.working_dir.is_empty() {
                 v["workingDir"] = c.working_dir.clone().into();
+            }
+            if let Some(p) = &c.startup_probe {
+                v["startupProbe"] = json!(service_yaml_export::probe_of(p));
             }
             v
         })
@@ -550,6 +579,49 @@ mod tests {
         assert_eq!(task.containers[0].image, "IMG");
         assert_eq!(task.retries, None);
         assert_eq!(task.timeout, None);
+    }
+
+    /// A sidecar's startup probe is kept both ways (it holds back the containers that
+    /// depend on it); liveness and readiness probes are refused by field path.
+    #[test]
+    fn a_sidecars_startup_probe_maps_both_ways_and_other_probes_are_refused() {
+        let job = |sidecar: Value| {
+            json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"template": {"spec": {
+                "containers": [{"name": "main", "image": "img"}, sidecar]}}}}}})
+            .to_string()
+        };
+        let probe =
+            json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 30});
+        let body = job(json!({"name": "side", "image": "img", "startupProbe": probe}));
+        let (_, j) = to_v2(body.as_bytes()).unwrap();
+        let task = j.template.as_ref().unwrap().template.as_ref().unwrap();
+        let p = task.containers[1].startup_probe.as_ref().expect("kept");
+        assert_eq!((p.period_seconds, p.failure_threshold), (1, 30));
+        assert!(
+            matches!(&p.probe_type, Some(v2::probe::ProbeType::TcpSocket(t)) if t.port == 8080)
+        );
+        let back = task_spec(task);
+        assert_eq!(back["containers"][1]["startupProbe"], probe);
+        assert!(back["containers"][0].get("startupProbe").is_none());
+
+        for (sidecar, field) in [
+            (
+                json!({"name": "side", "image": "img", "livenessProbe": probe}),
+                "containers[1].livenessProbe",
+            ),
+            (
+                json!({"name": "side", "image": "img", "readinessProbe": probe}),
+                "containers[1].readinessProbe",
+            ),
+            (
+                json!({"name": "side", "image": "img", "startupProbe": {"tcpSocket": {"port": 1}, "httpGet": {"port": 1}}}),
+                "containers[1].startupProbe",
+            ),
+        ] {
+            let e = to_v2(job(sidecar).as_bytes()).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().contains(field), "{field}: {}", e.message());
+        }
     }
 
     #[test]
